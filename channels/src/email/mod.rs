@@ -1,0 +1,4 @@
+//! E-mail channels.
+
+#[cfg(feature = "smtp")]
+pub mod smtp;

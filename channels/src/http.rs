@@ -1,0 +1,180 @@
+//! What every HTTP provider needs: a client with explicit timeouts, `Retry-After` parsing, and
+//! the classification of transport failures and generic status codes.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::{BuildError, DeliveryError, Timeouts};
+
+/// The `User-Agent` notifyd sends to every provider.
+pub const USER_AGENT: &str = concat!("notifyd/", env!("CARGO_PKG_VERSION"));
+
+/// A client with connect, read and total timeouts set, no redirects followed (a provider that
+/// redirects a POST is misconfigured, and following it could resend a message elsewhere), and
+/// rustls only.
+pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, BuildError> {
+    builder(timeouts)
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))
+}
+
+/// The same settings as [`client`], for a provider that needs more (HTTP/2 prior knowledge).
+pub fn builder(timeouts: &Timeouts) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.read)
+        .timeout(timeouts.total)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+}
+
+/// Parses `Retry-After` as delta-seconds or an HTTP date; `None` if absent or unreadable.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Some(Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Classifies a failure to get a complete answer: always transient, since the message may not
+/// have reached the provider and a retry is safe thanks to the idempotency key.
+pub fn transport_error(err: &reqwest::Error) -> DeliveryError {
+    let code = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else if err.is_body() || err.is_decode() {
+        "bad_response"
+    } else {
+        "transport"
+    };
+    DeliveryError::transient(code, describe(err))
+}
+
+/// The error and its causes on one line, without the URL (which may carry a token).
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.without_url_ref().to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut text = self.to_string();
+        if let Some(url) = self.url() {
+            text = text.replace(url.as_str(), "<url>");
+        }
+        text
+    }
+}
+
+/// The generic meaning of a non-success status for an API with no richer error body:
+/// 408, 425, 5xx → transient; 429 → rate limited; 401/403 and other 4xx → permanent.
+pub fn classify_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DeliveryError {
+    let code = format!("http_{}", status.as_u16());
+    let reason = snippet(body);
+    match status.as_u16() {
+        429 => DeliveryError::RateLimited {
+            retry_after: retry_after(headers),
+        },
+        408 | 425 | 500..=599 => DeliveryError::Transient {
+            code,
+            reason,
+            retry_after: retry_after(headers),
+        },
+        _ => DeliveryError::Permanent { code, reason },
+    }
+}
+
+/// The first 200 characters of a response body, made printable: enough to diagnose, never a
+/// whole HTML error page in an attempt record.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(retry_after: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(retry_after).unwrap_or_else(|_| HeaderValue::from_static("x")));
+        h
+    }
+
+    #[test]
+    fn retry_after_in_seconds() {
+        assert_eq!(retry_after(&headers("120")), Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn retry_after_as_http_date_in_the_future() {
+        let when = SystemTime::now() + Duration::from_secs(90);
+        let got = retry_after(&headers(&httpdate::fmt_http_date(when))).unwrap_or_default();
+        assert!(got > Duration::from_secs(85) && got <= Duration::from_secs(90), "{got:?}");
+    }
+
+    #[test]
+    fn retry_after_in_the_past_is_zero() {
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn unreadable_retry_after_is_ignored() {
+        assert_eq!(retry_after(&headers("soon")), None);
+    }
+
+    #[test]
+    fn status_classes() {
+        let h = HeaderMap::new();
+        assert_eq!(classify_status(StatusCode::SERVICE_UNAVAILABLE, &h, b"").class(), "transient");
+        assert_eq!(classify_status(StatusCode::REQUEST_TIMEOUT, &h, b"").class(), "transient");
+        assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS, &h, b"").class(), "rate_limited");
+        assert_eq!(classify_status(StatusCode::NOT_FOUND, &h, b"").code(), "http_404");
+        assert_eq!(classify_status(StatusCode::BAD_REQUEST, &h, b"").class(), "permanent");
+    }
+
+    #[test]
+    fn snippet_is_bounded_and_printable() {
+        let body = format!("<html>\n{}</html>", "x".repeat(500));
+        let s = snippet(body.as_bytes());
+        assert!(s.starts_with("<html> x"));
+        assert_eq!(s.chars().count(), 201);
+    }
+}

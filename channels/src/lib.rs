@@ -1,0 +1,34 @@
+//! notifyd's delivery side: the [`Channel`] strategy trait, the normalized [`Message`] and outcome
+//! types ([`Receipt`], [`DeliveryError`]), and one module per provider.
+//!
+//! A channel delivers exactly once per call and classifies what happened; it never retries, waits
+//! or queues by itself. Timeouts, retry, breakers and rate limits are the daemon's policies, wrapped
+//! around any channel. Every provider module turns the provider's answer into our types at the
+//! boundary, so nothing provider-specific leaks into the daemon.
+//!
+//! Adding a provider: a module implementing [`Channel`] plus its config struct, and one arm in
+//! [`ProviderConfig`].
+
+mod channel;
+mod message;
+mod outcome;
+mod provider;
+mod secret;
+
+pub mod http;
+pub mod redact;
+
+pub mod email;
+#[cfg(feature = "log")]
+pub mod log;
+pub mod push;
+pub mod slack;
+pub mod sms;
+#[cfg(feature = "webhook")]
+pub mod webhook;
+
+pub use channel::{Channel, SendContext};
+pub use message::{InvalidMessage, Message, Receipt};
+pub use outcome::DeliveryError;
+pub use provider::{BuildContext, BuildError, ProviderConfig, Timeouts};
+pub use secret::Secret;
