@@ -1,0 +1,66 @@
+//! The durable queue. Everything accepted is written here before anyone is told "accepted", and
+//! the table is the truth about every notification's state.
+//!
+//! [`Outbox`] is the store contract the API, CLI and dispatcher use; [`sqlite`] implements it
+//! for one host. A PostgreSQL implementation (several daemons sharing one queue) slots in behind
+//! the same trait.
+
+mod model;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take writes right now (disk full, read-only, I/O error, locked, closed):
+    /// nothing of the request was committed.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a corrupt row.
+    #[error("queue error: {0}")]
+    Internal(String),
+}
+
+/// `Result` with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The queue contract. Writes are durable when they return `Ok`.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Stores new notifications in one commit; one result per item, in order.
+    async fn enqueue(&self, items: Vec<NewNotification>) -> Result<Vec<Enqueued>>;
+
+    /// Leases up to `limit` due notifications of `channel` (highest priority, then earliest due),
+    /// incrementing their attempt counter. Expired leases count as due.
+    async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>>;
+
+    /// Writes attempt outcomes back. A completion whose lease was lost (another dispatcher
+    /// reclaimed the row) changes nothing but the attempt history.
+    async fn complete(&self, completions: Vec<Completion>) -> Result<()>;
+
+    /// One notification with its attempt history.
+    async fn get(&self, id: &str) -> Result<Option<NotificationView>>;
+
+    /// Cancels a notification that is still queued.
+    async fn cancel(&self, id: &str) -> Result<Transition>;
+
+    /// Dead letters, newest first, optionally of one channel.
+    async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Puts a dead letter back in the queue, due now, with a fresh attempt budget.
+    async fn replay(&self, id: &str) -> Result<Transition>;
+
+    /// Counts of live (`queued`, `sending`) and `dead` notifications per channel.
+    async fn depth(&self) -> Result<Vec<Depth>>;
+
+    /// Expires overdue queued rows and fails rows of channels not in `known_channels`.
+    async fn sweep(&self, known_channels: &[String]) -> Result<SweepReport>;
+
+    /// Succeeds when a write transaction can be started now.
+    async fn check_writable(&self) -> Result<()>;
+}

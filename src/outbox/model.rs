@@ -1,0 +1,280 @@
+//! The queue's vocabulary: states, priorities, what goes in, what comes out.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, the queue's unit of time.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Where a notification is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for its due time or a free slot.
+    Queued,
+    /// Claimed by a dispatcher holding a lease.
+    Sending,
+    /// The provider accepted it.
+    Delivered,
+    /// Rejected for good (invalid recipient, permanent error); its fallback, if any, was queued.
+    Failed,
+    /// Retries exhausted: the dead-letter list, replayable.
+    Dead,
+    /// Cancelled by a caller before it was sent.
+    Cancelled,
+    /// Its `expires_at` passed before it could be sent.
+    Expired,
+}
+
+impl State {
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 7] = [
+        Self::Queued,
+        Self::Sending,
+        Self::Delivered,
+        Self::Failed,
+        Self::Dead,
+        Self::Cancelled,
+        Self::Expired,
+    ];
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// Claim order within a channel: all due `high` before `normal` before `low`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "high" => Ok(Self::High),
+            "normal" => Ok(Self::Normal),
+            "low" => Ok(Self::Low),
+            _ => Err(format!("unknown priority {s:?}")),
+        }
+    }
+}
+
+/// Another route to try when a notification fails for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackTarget {
+    pub channel: String,
+    pub to: String,
+}
+
+/// A validated, rendered notification ready to be made durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub id: String,
+    pub channel: String,
+    pub to: String,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub data: Option<serde_json::Value>,
+    pub priority: Priority,
+    /// When it becomes due (`send_at`, or now).
+    pub run_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub idempotency_key: Option<String>,
+    /// Hash of the submitted content: a replay with the same key must carry the same hash.
+    pub content_hash: String,
+    /// Tried in order when this one fails or dies.
+    pub fallback: Vec<FallbackTarget>,
+}
+
+/// What enqueueing one notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Newly stored.
+    Created { id: String },
+    /// The idempotency key was already used with the same content: nothing new was stored.
+    Duplicate { id: String, state: State },
+    /// The idempotency key was already used with different content.
+    Conflict { id: String },
+}
+
+/// A notification a dispatcher now holds the lease on.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub message: notifyd_channels::Message,
+    /// This attempt's number (1-based), also the fencing token of the lease.
+    pub attempt: u32,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// How a leased notification's attempt ended, to be written back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub id: String,
+    /// The attempt number the lease was claimed with: a stale worker's write is ignored.
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub record: Option<AttemptRecord>,
+}
+
+/// The new state of a leased notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The provider accepted it.
+    Delivered { provider_id: Option<String> },
+    /// Back to the queue until `run_at_ms`; `refund_attempt` when the attempt should not count
+    /// (rate limited, breaker open, our own credentials refused).
+    Retry {
+        run_at_ms: i64,
+        refund_attempt: bool,
+        code: String,
+        error: String,
+    },
+    /// A final state (`failed`, `dead` or `expired`); `fallback` queues the next route if any.
+    Finish {
+        state: State,
+        code: String,
+        error: String,
+        fallback: bool,
+    },
+    /// Shutdown: the send was abandoned; due again now, attempt refunded.
+    Release,
+}
+
+/// One row of attempt history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub started_at_ms: i64,
+    pub latency_ms: i64,
+    /// `delivered` or the error class.
+    pub outcome: String,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub provider_id: Option<String>,
+    /// What the dispatcher decided (`retry`, `dead`, `failed`, ...).
+    pub decision: String,
+}
+
+/// A notification as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationView {
+    pub id: String,
+    pub channel: String,
+    pub to: String,
+    pub state: State,
+    pub priority: Priority,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub run_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub provider_id: Option<String>,
+    pub last_code: Option<String>,
+    pub last_error: Option<String>,
+    pub parent_id: Option<String>,
+    pub fallback: Vec<FallbackTarget>,
+    pub attempt_log: Vec<AttemptView>,
+}
+
+/// One attempt as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub started_at_ms: i64,
+    pub latency_ms: i64,
+    pub outcome: String,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub provider_id: Option<String>,
+    pub decision: String,
+}
+
+/// A dead letter in the list.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub channel: String,
+    pub to: String,
+    pub attempts: u32,
+    pub last_code: Option<String>,
+    pub last_error: Option<String>,
+    pub died_at_ms: i64,
+}
+
+/// How many notifications of a channel are in a live or dead state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Depth {
+    pub channel: String,
+    pub state: State,
+    pub count: u64,
+}
+
+/// The result of a caller-requested state change (cancel, replay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Done; the notification is now in this state.
+    Done(State),
+    /// No notification has that id.
+    NotFound,
+    /// The notification is in a state that does not allow it.
+    Refused(State),
+}
+
+/// What a maintenance sweep changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Queued rows past their `expires_at`, now `expired`.
+    pub expired: u64,
+    /// Rows naming a channel that is not configured, now `failed` with `unknown_channel`.
+    pub orphaned: u64,
+}

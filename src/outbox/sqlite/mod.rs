@@ -1,0 +1,266 @@
+//! The SQLite outbox: one file in WAL mode with `synchronous=FULL`.
+//!
+//! All writes go through one writer thread that drains every pending request into a single
+//! transaction (group commit): concurrent callers share one fsync, and each is answered only
+//! after that commit. Reads use a small pool of separate connections, which WAL lets run beside
+//! the writer.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use writer::Op;
+
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections kept open.
+const READERS: usize = 4;
+
+/// Options for opening the SQLite outbox.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    /// Caps the file size in pages (test hook to simulate a full disk).
+    pub max_page_count: Option<u64>,
+}
+
+impl SqliteOptions {
+    /// Defaults for a file path.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_page_count: None,
+        }
+    }
+}
+
+/// The SQLite implementation of [`Outbox`].
+pub struct SqliteOutbox {
+    writer: mpsc::Sender<Op>,
+    readers: Arc<ReadPool>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteOutbox").field("path", &self.path).finish()
+    }
+}
+
+impl SqliteOutbox {
+    /// Opens (creating if needed) and migrates the queue file, and starts its writer thread.
+    pub fn open(opts: &SqliteOptions) -> Result<Self> {
+        if let Some(dir) = opts.path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            return Err(StoreError::Unavailable(format!(
+                "directory {} does not exist",
+                dir.display()
+            )));
+        }
+        let mut conn = open_connection(&opts.path, false)?;
+        schema::migrate(&mut conn)?;
+        if let Some(pages) = opts.max_page_count {
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(StoreError::from)?;
+        }
+        let writer = writer::spawn(conn, owner_id())?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open_connection(&opts.path, true)?);
+        }
+        Ok(Self {
+            writer,
+            readers: Arc::new(ReadPool {
+                conns: Mutex::new(readers),
+                path: opts.path.clone(),
+            }),
+            path: opts.path.clone(),
+        })
+    }
+
+    /// The queue file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("queue writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("queue writer stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.with(f))
+            .await
+            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+/// A unique name for this process's leases, so completions are fenced to their owner.
+fn owner_id() -> String {
+    format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(StoreError::from)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(StoreError::from)?;
+    if !read_only {
+        // WAL lets readers and other processes work beside the writer; FULL fsyncs every commit,
+        // so "accepted" survives power loss, not only a crash.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
+            .map_err(StoreError::from)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "cannot use WAL journal mode (got {mode})"
+            )));
+        }
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(StoreError::from)?;
+    Ok(conn)
+}
+
+/// Read connections handed out one at a time.
+struct ReadPool {
+    conns: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+impl ReadPool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let taken = self.conns.lock().ok().and_then(|mut v| v.pop());
+        let conn = match taken {
+            Some(c) => c,
+            None => open_connection(&self.path, true)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut v) = self.conns.lock()
+            && v.len() < READERS
+        {
+            v.push(conn);
+        }
+        out
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(
+                C::DiskFull
+                | C::ReadOnly
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::OutOfMemory
+                | C::NotADatabase
+                | C::PermissionDenied,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteOutbox {
+    async fn enqueue(&self, items: Vec<NewNotification>) -> Result<Vec<Enqueued>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|reply| Op::Enqueue { items, reply }).await
+    }
+
+    async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let channel = channel.to_owned();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.call(|reply| Op::Claim {
+            channel,
+            limit,
+            lease_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn complete(&self, completions: Vec<Completion>) -> Result<()> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        self.call(|reply| Op::Complete { completions, reply }).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<NotificationView>> {
+        let id = id.to_owned();
+        self.read(move |conn| schema::get(conn, &id)).await
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Transition> {
+        let id = id.to_owned();
+        self.call(|reply| Op::Cancel { id, reply }).await
+    }
+
+    async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let channel = channel.map(str::to_owned);
+        self.read(move |conn| schema::dead_letters(conn, channel.as_deref(), limit))
+            .await
+    }
+
+    async fn replay(&self, id: &str) -> Result<Transition> {
+        let id = id.to_owned();
+        self.call(|reply| Op::Replay { id, reply }).await
+    }
+
+    async fn depth(&self) -> Result<Vec<Depth>> {
+        self.read(schema::depth).await
+    }
+
+    async fn sweep(&self, known_channels: &[String]) -> Result<SweepReport> {
+        let known = known_channels.to_vec();
+        self.call(|reply| Op::Sweep { known, reply }).await
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        self.call(|reply| Op::Ping { reply }).await
+    }
+}
+
+/// Looks up the id stored under an idempotency key (used by the writer, and by tests).
+pub(crate) fn id_for_key(conn: &Connection, key: &str) -> Result<Option<(String, String, Option<String>)>> {
+    conn.prepare_cached(
+        "SELECT id, state, content_hash FROM notifications WHERE idempotency_key = ?1",
+    )?
+    .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .optional()
+    .map_err(StoreError::from)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+use std::time::Duration;
+
+use super::*;
+
+fn open(dir: &tempfile::TempDir) -> SqliteOutbox {
+    SqliteOutbox::open(&SqliteOptions::new(dir.path().join("q.db"))).unwrap()
+}
+
+fn note(channel: &str) -> NewNotification {
+    NewNotification {
+        id: uuid::Uuid::now_v7().to_string(),
+        channel: channel.into(),
+        to: "ops@example.com".into(),
+        subject: Some("Subject".into()),
+        body: Some("Body".into()),
+        html: None,
+        data: None,
+        priority: Priority::Normal,
+        run_at_ms: now_ms(),
+        expires_at_ms: None,
+        created_at_ms: now_ms(),
+        idempotency_key: None,
+        content_hash: "h1".into(),
+        fallback: Vec::new(),
+    }
+}
+
+async fn put(q: &SqliteOutbox, n: NewNotification) -> String {
+    match q.enqueue(vec![n]).await.unwrap().remove(0) {
+        Enqueued::Created { id } => id,
+        other => panic!("expected created, got {other:?}"),
+    }
+}
+
+fn ids(claimed: &[Claimed]) -> Vec<String> {
+    claimed.iter().map(|c| c.message.id.clone()).collect()
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn done(id: &str, attempt: u32, outcome: Outcome) -> Completion {
+    Completion {
+        id: id.into(),
+        attempt,
+        outcome,
+        record: None,
+    }
+}
+
+#[tokio::test]
+async fn claim_takes_high_priority_first_then_earliest_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let now = now_ms();
+    let low = put(&q, NewNotification { priority: Priority::Low, run_at_ms: now - 3000, ..note("c") }).await;
+    let normal_late = put(&q, NewNotification { run_at_ms: now - 1000, ..note("c") }).await;
+    let normal_early = put(&q, NewNotification { run_at_ms: now - 2000, ..note("c") }).await;
+    let high = put(&q, NewNotification { priority: Priority::High, run_at_ms: now, ..note("c") }).await;
+
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(ids(&q.claim("c", 1, LEASE).await.unwrap()));
+    }
+    assert_eq!(got, vec![high, normal_early, normal_late, low]);
+}
+
+#[tokio::test]
+async fn claim_only_takes_its_own_channel_and_respects_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    for _ in 0..5 {
+        put(&q, note("a")).await;
+    }
+    let b = put(&q, note("b")).await;
+    assert_eq!(q.claim("a", 3, LEASE).await.unwrap().len(), 3);
+    assert_eq!(ids(&q.claim("b", 10, LEASE).await.unwrap()), vec![b]);
+    assert_eq!(q.claim("a", 10, LEASE).await.unwrap().len(), 2);
+    assert!(q.claim("a", 10, LEASE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn claim_increments_the_attempt_and_carries_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, NewNotification { data: Some(serde_json::json!({"k": "v"})), ..note("c") }).await;
+    let c = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.attempt, 1);
+    assert_eq!(c.message.id, id);
+    assert_eq!(c.message.to, "ops@example.com");
+    assert_eq!(c.message.data, Some(serde_json::json!({"k": "v"})));
+    let view = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Sending);
+    assert_eq!(view.attempts, 1);
+}
+
+#[tokio::test]
+async fn a_leased_row_is_not_claimed_again_until_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("c")).await;
+    assert_eq!(q.claim("c", 1, Duration::from_millis(150)).await.unwrap().len(), 1);
+    assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = q.claim("c", 1, LEASE).await.unwrap();
+    assert_eq!(ids(&again), vec![id]);
+    assert_eq!(again[0].attempt, 2);
+}
+
+#[tokio::test]
+async fn a_completion_from_a_lost_lease_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("c")).await;
+    q.claim("c", 1, Duration::ZERO).await.unwrap();
+    let second = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(second.attempt, 2);
+
+    // The first attempt's worker finishes late: fenced out.
+    q.complete(vec![done(&id, 1, Outcome::Finish {
+        state: State::Failed,
+        code: "x".into(),
+        error: "late".into(),
+        fallback: false,
+    })])
+    .await
+    .unwrap();
+    assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Sending);
+
+    q.complete(vec![done(&id, 2, Outcome::Delivered { provider_id: Some("p-1".into()) })])
+        .await
+        .unwrap();
+    let view = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Delivered);
+    assert_eq!(view.provider_id.as_deref(), Some("p-1"));
+}
+
+#[tokio::test]
+async fn a_lease_held_by_another_process_fences_this_one_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir);
+    let b = open(&dir);
+    let id = put(&a, note("c")).await;
+    a.claim("c", 1, Duration::ZERO).await.unwrap();
+    b.claim("c", 1, LEASE).await.unwrap();
+    // Same attempt number cannot happen across owners, but the owner check holds anyway.
+    a.complete(vec![done(&id, 2, Outcome::Delivered { provider_id: None })]).await.unwrap();
+    assert_eq!(a.get(&id).await.unwrap().unwrap().state, State::Sending);
+}
+
+#[tokio::test]
+async fn a_retry_is_not_due_before_its_run_at_and_a_refund_keeps_the_attempt_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("c")).await;
+    q.claim("c", 1, LEASE).await.unwrap();
+    q.complete(vec![done(&id, 1, Outcome::Retry {
+        run_at_ms: now_ms() + 60_000,
+        refund_attempt: true,
+        code: "rate_limited".into(),
+        error: "slow down".into(),
+    })])
+    .await
+    .unwrap();
+    let view = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Queued);
+    assert_eq!(view.attempts, 0);
+    assert_eq!(view.last_code.as_deref(), Some("rate_limited"));
+    assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_scheduled_notification_is_claimed_only_once_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, NewNotification { run_at_ms: now_ms() + 300, ..note("c") }).await;
+    assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(ids(&q.claim("c", 1, LEASE).await.unwrap()), vec![id]);
+}
+
+#[tokio::test]
+async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let stale = put(&q, NewNotification { expires_at_ms: Some(now_ms() - 1), ..note("c") }).await;
+    let fresh = put(&q, NewNotification { expires_at_ms: Some(now_ms() + 60_000), ..note("c") }).await;
+    let orphan = put(&q, note("gone")).await;
+
+    let report = q.sweep(&["c".to_owned()]).await.unwrap();
+
+    assert_eq!(report, SweepReport { expired: 1, orphaned: 1 });
+    assert_eq!(q.get(&stale).await.unwrap().unwrap().state, State::Expired);
+    assert_eq!(q.get(&fresh).await.unwrap().unwrap().state, State::Queued);
+    let orphan = q.get(&orphan).await.unwrap().unwrap();
+    assert_eq!(orphan.state, State::Failed);
+    assert_eq!(orphan.last_code.as_deref(), Some("unknown_channel"));
+}
+
+#[tokio::test]
+async fn same_idempotency_key_and_content_returns_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let first = put(&q, NewNotification { idempotency_key: Some("k1".into()), ..note("c") }).await;
+    let again = q
+        .enqueue(vec![NewNotification { idempotency_key: Some("k1".into()), ..note("c") }])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Enqueued::Duplicate { id: first, state: State::Queued }]);
+}
+
+#[tokio::test]
+async fn same_idempotency_key_with_different_content_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let first = put(&q, NewNotification { idempotency_key: Some("k1".into()), ..note("c") }).await;
+    let again = q
+        .enqueue(vec![NewNotification {
+            idempotency_key: Some("k1".into()),
+            content_hash: "other".into(),
+            ..note("c")
+        }])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Enqueued::Conflict { id: first }]);
+}
+
+#[tokio::test]
+async fn idempotency_holds_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let q = open(&dir);
+        put(&q, NewNotification { idempotency_key: Some("k1".into()), ..note("c") }).await
+    };
+    let q = open(&dir);
+    let again = q
+        .enqueue(vec![NewNotification { idempotency_key: Some("k1".into()), ..note("c") }])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Enqueued::Duplicate { id: first, state: State::Queued }]);
+}
+
+#[tokio::test]
+async fn cancel_works_only_while_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let queued = put(&q, note("a")).await;
+    let sending = put(&q, note("b")).await;
+    q.claim("b", 1, LEASE).await.unwrap();
+
+    assert_eq!(q.cancel(&queued).await.unwrap(), Transition::Done(State::Cancelled));
+    assert_eq!(q.cancel(&sending).await.unwrap(), Transition::Refused(State::Sending));
+    assert_eq!(q.cancel("nope").await.unwrap(), Transition::NotFound);
+    assert!(q.claim("a", 1, LEASE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("c")).await;
+    q.claim("c", 1, LEASE).await.unwrap();
+    q.complete(vec![done(&id, 1, Outcome::Finish {
+        state: State::Dead,
+        code: "http_503".into(),
+        error: "down".into(),
+        fallback: false,
+    })])
+    .await
+    .unwrap();
+
+    let dead = q.dead_letters(Some("c"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, id);
+    assert_eq!(dead[0].last_code.as_deref(), Some("http_503"));
+    assert!(q.dead_letters(Some("other"), 10).await.unwrap().is_empty());
+
+    assert_eq!(q.replay(&id).await.unwrap(), Transition::Done(State::Queued));
+    assert_eq!(q.replay(&id).await.unwrap(), Transition::Refused(State::Queued));
+    let again = q.claim("c", 1, LEASE).await.unwrap();
+    assert_eq!(again[0].attempt, 1);
+}
+
+#[tokio::test]
+async fn a_failure_with_fallback_queues_the_next_route_with_the_same_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, NewNotification {
+        fallback: vec![
+            FallbackTarget { channel: "sms".into(), to: "+15551234567".into() },
+            FallbackTarget { channel: "mail".into(), to: "b@example.com".into() },
+        ],
+        ..note("push")
+    })
+    .await;
+    q.claim("push", 1, LEASE).await.unwrap();
+    q.complete(vec![done(&id, 1, Outcome::Finish {
+        state: State::Failed,
+        code: "UNREGISTERED".into(),
+        error: "dead token".into(),
+        fallback: true,
+    })])
+    .await
+    .unwrap();
+
+    let child = q.claim("sms", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(child.message.to, "+15551234567");
+    assert_eq!(child.message.body.as_deref(), Some("Body"));
+    let view = q.get(&child.message.id).await.unwrap().unwrap();
+    assert_eq!(view.parent_id.as_deref(), Some(id.as_str()));
+    assert_eq!(view.fallback, vec![FallbackTarget { channel: "mail".into(), to: "b@example.com".into() }]);
+}
+
+#[tokio::test]
+async fn attempts_are_recorded_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("c")).await;
+    q.claim("c", 1, LEASE).await.unwrap();
+    q.complete(vec![Completion {
+        id: id.clone(),
+        attempt: 1,
+        outcome: Outcome::Retry { run_at_ms: 0, refund_attempt: false, code: "http_503".into(), error: "down".into() },
+        record: Some(AttemptRecord {
+            started_at_ms: 10,
+            latency_ms: 12,
+            outcome: "transient".into(),
+            code: Some("http_503".into()),
+            error: Some("down".into()),
+            provider_id: None,
+            decision: "retry".into(),
+        }),
+    }])
+    .await
+    .unwrap();
+    q.claim("c", 1, LEASE).await.unwrap();
+    q.complete(vec![Completion {
+        id: id.clone(),
+        attempt: 2,
+        outcome: Outcome::Delivered { provider_id: Some("SM1".into()) },
+        record: Some(AttemptRecord {
+            started_at_ms: 20,
+            latency_ms: 7,
+            outcome: "delivered".into(),
+            code: None,
+            error: None,
+            provider_id: Some("SM1".into()),
+            decision: "delivered".into(),
+        }),
+    }])
+    .await
+    .unwrap();
+    let view = q.get(&id).await.unwrap().unwrap();
+    let log: Vec<(u32, &str, &str)> =
+        view.attempt_log.iter().map(|a| (a.attempt, a.outcome.as_str(), a.decision.as_str())).collect();
+    assert_eq!(log, vec![(1, "transient", "retry"), (2, "delivered", "delivered")]);
+    assert_eq!(view.attempt_log[0].latency_ms, 12);
+}
+
+#[tokio::test]
+async fn a_plain_sql_insert_with_only_the_required_columns_is_claimable() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "INSERT INTO notifications (channel, recipient, body) VALUES ('c', '+15550001111', 'hi')",
+        [],
+    )
+    .unwrap();
+    let c = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.to, "+15550001111");
+    assert_eq!(c.message.body.as_deref(), Some("hi"));
+    assert_eq!(c.message.id.len(), 32);
+    let view = q.get(&c.message.id).await.unwrap().unwrap();
+    assert_eq!(view.priority, Priority::Normal);
+    assert!((view.created_at_ms - now_ms()).abs() < 5_000);
+}
+
+#[tokio::test]
+async fn a_plain_sql_insert_with_a_bad_priority_is_refused_by_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let _q = open(&dir);
+    let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    let err = conn
+        .execute(
+            "INSERT INTO notifications (channel, recipient, body, priority) VALUES ('c', 'x', 'hi', 'urgent')",
+            [],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_enqueues_share_commits_and_all_get_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = std::sync::Arc::new(open(&dir));
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move { put(&q, note("c")).await }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 200);
+    assert_eq!(q.claim("c", 1000, LEASE).await.unwrap().len(), 200);
+}
+
+#[tokio::test]
+async fn a_full_disk_is_unavailable_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = SqliteOutbox::open(&SqliteOptions { path: path.clone(), max_page_count: Some(1) }).unwrap();
+    // The schema already uses more than one page: any growth fails like a full disk.
+    let big = NewNotification { body: Some("x".repeat(64 * 1024)), ..note("c") };
+    let err = q.enqueue(vec![big]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    drop(q);
+    let q = open(&dir);
+    assert!(q.claim("c", 10, LEASE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn depth_counts_live_and_dead_rows_per_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    put(&q, note("a")).await;
+    put(&q, note("a")).await;
+    put(&q, note("b")).await;
+    q.claim("b", 1, LEASE).await.unwrap();
+    let mut depth = q.depth().await.unwrap();
+    depth.sort_by(|x, y| (x.channel.as_str(), x.state.as_str()).cmp(&(y.channel.as_str(), y.state.as_str())));
+    assert_eq!(
+        depth,
+        vec![
+            Depth { channel: "a".into(), state: State::Queued, count: 2 },
+            Depth { channel: "b".into(), state: State::Sending, count: 1 },
+        ]
+    );
+}

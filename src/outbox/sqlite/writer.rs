@@ -1,0 +1,516 @@
+//! The single writer: every write to the queue file goes through this thread, batched.
+//!
+//! It blocks for the first request, takes every other request already waiting, runs them all in
+//! one `BEGIN IMMEDIATE` transaction (each inside its own savepoint, so one bad request cannot
+//! spoil the others) and commits once. Callers are answered only after the commit: that is what
+//! makes "accepted" durable, and sharing the fsync is what makes it fast. No timer is involved:
+//! under load, requests pile up while the previous commit syncs, and the batch grows by itself.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::super::*;
+
+/// Requests waiting for the writer before senders are made to wait.
+const QUEUE: usize = 8192;
+/// Requests folded into one transaction at most.
+const MAX_BATCH: usize = 4096;
+
+/// A write request.
+pub enum Op {
+    Enqueue {
+        items: Vec<NewNotification>,
+        reply: oneshot::Sender<Result<Vec<Enqueued>>>,
+    },
+    Claim {
+        channel: String,
+        limit: usize,
+        lease_ms: i64,
+        reply: oneshot::Sender<Result<Vec<Claimed>>>,
+    },
+    Complete {
+        completions: Vec<Completion>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Cancel {
+        id: String,
+        reply: oneshot::Sender<Result<Transition>>,
+    },
+    Replay {
+        id: String,
+        reply: oneshot::Sender<Result<Transition>>,
+    },
+    Sweep {
+        known: Vec<String>,
+        reply: oneshot::Sender<Result<SweepReport>>,
+    },
+    Ping {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Sends a request's answer once the fate of its transaction is known.
+type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T>) -> Answer {
+    Box::new(move |commit_error| {
+        let _ = reply.send(match commit_error {
+            Some(e) => Err(e.clone()),
+            None => result,
+        });
+    })
+}
+
+/// Starts the writer thread; it ends when every sender is dropped, after the last batch.
+pub fn spawn(conn: Connection, owner: String) -> Result<mpsc::Sender<Op>> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    std::thread::Builder::new()
+        .name("notifyd-writer".into())
+        .spawn(move || Writer { conn, owner }.run(rx))
+        .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+    Ok(tx)
+}
+
+struct Writer {
+    conn: Connection,
+    owner: String,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(64);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch);
+        }
+    }
+
+    fn commit_batch(&self, batch: &mut Vec<Op>) {
+        let now = now_ms();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, "Queue write failed to start.");
+            for op in batch.drain(..) {
+                fail(op, err.clone());
+            }
+            return;
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut first_error = None;
+        for op in batch.drain(..) {
+            let (answer, error) = self.run_in_savepoint(op, now);
+            answers.push(answer);
+            if first_error.is_none() {
+                first_error = error;
+            }
+        }
+        // Some errors (SQLITE_FULL, I/O) make SQLite roll the whole transaction back by itself:
+        // then nothing in the batch was committed, and every caller must hear so.
+        let commit = if self.conn.is_autocommit() {
+            Err(first_error.unwrap_or_else(|| StoreError::Unavailable("transaction rolled back".into())))
+        } else {
+            self.conn.execute_batch("COMMIT").map_err(StoreError::from)
+        };
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "Queue commit failed; the batch was rolled back.");
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+        }
+        for a in answers {
+            a(commit.as_ref().err());
+        }
+    }
+
+    /// Runs one request in a savepoint: its own failure rolls back only its own changes.
+    fn run_in_savepoint(&self, op: Op, now: i64) -> (Answer, Option<StoreError>) {
+        if let Err(e) = self.conn.execute_batch("SAVEPOINT op") {
+            let err = StoreError::from(e);
+            let returned = err.clone();
+            return (Box::new(move |_| fail(op, err)), Some(returned));
+        }
+        let (answer, error) = self.execute(op, now);
+        if self.conn.is_autocommit() {
+            // SQLite already rolled everything back; there is no savepoint left to touch.
+        } else if error.is_none() {
+            let _ = self.conn.execute_batch("RELEASE op");
+        } else {
+            let _ = self.conn.execute_batch("ROLLBACK TO op; RELEASE op");
+        }
+        (answer, error)
+    }
+
+    /// Executes a request; returns its answer and its error, if it failed.
+    fn execute(&self, op: Op, now: i64) -> (Answer, Option<StoreError>) {
+        macro_rules! done {
+            ($reply:expr, $result:expr) => {{
+                let result = $result;
+                let error = result.as_ref().err().cloned();
+                (answer($reply, result), error)
+            }};
+        }
+        match op {
+            Op::Enqueue { items, reply } => done!(reply, self.enqueue(&items)),
+            Op::Claim {
+                channel,
+                limit,
+                lease_ms,
+                reply,
+            } => done!(reply, self.claim(&channel, limit, now, lease_ms)),
+            Op::Complete { completions, reply } => done!(reply, self.complete(&completions, now)),
+            Op::Cancel { id, reply } => done!(reply, self.cancel(&id, now)),
+            Op::Replay { id, reply } => done!(reply, self.replay(&id, now)),
+            Op::Sweep { known, reply } => done!(reply, self.sweep(&known, now)),
+            Op::Ping { reply } => done!(reply, Ok(())),
+        }
+    }
+
+    fn enqueue(&self, items: &[NewNotification]) -> Result<Vec<Enqueued>> {
+        let mut out = Vec::with_capacity(items.len());
+        for n in items {
+            out.push(self.insert(n, None)?);
+        }
+        Ok(out)
+    }
+
+    fn insert(&self, n: &NewNotification, parent: Option<&str>) -> Result<Enqueued> {
+        let data = n.data.as_ref().map(serde_json::Value::to_string);
+        let fallback = if n.fallback.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&n.fallback).map_err(|e| StoreError::Internal(e.to_string()))?)
+        };
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO notifications (id, channel, recipient, subject, body, html, data,
+                     priority, run_at, expires_at, created_at, updated_at, idempotency_key,
+                     content_hash, fallback, parent_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )?
+            .execute(params![
+                n.id,
+                n.channel,
+                n.to,
+                n.subject,
+                n.body,
+                n.html,
+                data,
+                n.priority.as_str(),
+                n.run_at_ms,
+                n.expires_at_ms,
+                n.created_at_ms,
+                n.idempotency_key,
+                n.content_hash,
+                fallback,
+                parent,
+            ])?;
+        if inserted == 1 {
+            return Ok(Enqueued::Created { id: n.id.clone() });
+        }
+        let key = n.idempotency_key.as_deref().unwrap_or_default();
+        match super::id_for_key(&self.conn, key)? {
+            Some((id, state, hash)) if hash.as_deref() == Some(n.content_hash.as_str()) => {
+                Ok(Enqueued::Duplicate {
+                    id,
+                    state: state.parse().map_err(StoreError::Internal)?,
+                })
+            }
+            Some((id, _, _)) => Ok(Enqueued::Conflict { id }),
+            None => Err(StoreError::Internal(
+                "insert ignored but no row holds its idempotency key".into(),
+            )),
+        }
+    }
+
+    fn claim(&self, channel: &str, limit: usize, now: i64, lease_ms: i64) -> Result<Vec<Claimed>> {
+        let until = now.saturating_add(lease_ms);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE notifications
+             SET state = 'sending', attempts = attempts + 1, lease_owner = ?1, run_at = ?2,
+                 updated_at = ?3
+             WHERE id IN (
+                 SELECT id FROM notifications
+                 WHERE channel = ?4 AND state IN ('queued', 'sending') AND run_at <= ?3
+                 ORDER BY prio_rank, run_at
+                 LIMIT ?5)
+             RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
+                       expires_at",
+        )?;
+        let rows = stmt.query_map(params![self.owner, until, now, channel, limit], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, u32>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, channel, to, subject, body, html, data, created_at, attempt, expires_at) = row?;
+            // A row with unreadable data is still claimed and sent without it, never stuck.
+            let data = data.and_then(|d| serde_json::from_str(&d).ok());
+            out.push(Claimed {
+                message: notifyd_channels::Message {
+                    id,
+                    channel,
+                    to,
+                    subject,
+                    body,
+                    html,
+                    data,
+                    created_at: std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(u64::try_from(created_at).unwrap_or(0)),
+                },
+                attempt,
+                expires_at_ms: expires_at,
+            });
+        }
+        Ok(out)
+    }
+
+    fn complete(&self, completions: &[Completion], now: i64) -> Result<()> {
+        for c in completions {
+            if let Some(rec) = &c.record {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO attempts (notification_id, attempt, started_at, latency_ms,
+                             outcome, code, error, provider_id, decision)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![
+                        c.id,
+                        c.attempt,
+                        rec.started_at_ms,
+                        rec.latency_ms,
+                        rec.outcome,
+                        rec.code,
+                        rec.error,
+                        rec.provider_id,
+                        rec.decision,
+                    ])?;
+            }
+            // Fenced: only the holder of this attempt's lease may move the row on.
+            const FENCE: &str = "WHERE id = ?1 AND attempts = ?2 AND lease_owner = ?3 AND state = 'sending'";
+            let changed = match &c.outcome {
+                Outcome::Delivered { provider_id } => self
+                    .conn
+                    .prepare_cached(&format!(
+                        "UPDATE notifications SET state = 'delivered', provider_id = ?4,
+                             lease_owner = NULL, last_code = NULL, last_error = NULL, updated_at = ?5
+                         {FENCE}"
+                    ))?
+                    .execute(params![c.id, c.attempt, self.owner, provider_id, now])?,
+                Outcome::Retry {
+                    run_at_ms,
+                    refund_attempt,
+                    code,
+                    error,
+                } => self
+                    .conn
+                    .prepare_cached(&format!(
+                        "UPDATE notifications SET state = 'queued', run_at = ?4,
+                             attempts = attempts - ?5, lease_owner = NULL, last_code = ?6,
+                             last_error = ?7, updated_at = ?8
+                         {FENCE}"
+                    ))?
+                    .execute(params![
+                        c.id,
+                        c.attempt,
+                        self.owner,
+                        run_at_ms,
+                        i64::from(*refund_attempt),
+                        code,
+                        error,
+                        now
+                    ])?,
+                Outcome::Finish {
+                    state,
+                    code,
+                    error,
+                    fallback,
+                } => {
+                    let changed = self
+                        .conn
+                        .prepare_cached(&format!(
+                            "UPDATE notifications SET state = ?4, lease_owner = NULL, last_code = ?5,
+                                 last_error = ?6, updated_at = ?7
+                             {FENCE}"
+                        ))?
+                        .execute(params![c.id, c.attempt, self.owner, state.as_str(), code, error, now])?;
+                    if changed == 1 && *fallback {
+                        self.spawn_fallback(&c.id, now)?;
+                    }
+                    changed
+                }
+                Outcome::Release => self
+                    .conn
+                    .prepare_cached(&format!(
+                        "UPDATE notifications SET state = 'queued', run_at = ?4,
+                             attempts = attempts - 1, lease_owner = NULL, updated_at = ?4
+                         {FENCE}"
+                    ))?
+                    .execute(params![c.id, c.attempt, self.owner, now])?,
+            };
+            if changed == 0 {
+                tracing::warn!(notification_id = %c.id, attempt = c.attempt,
+                    "Completion ignored: the lease was lost to another dispatcher.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the first fallback route of a notification that ended badly, carrying the rest.
+    fn spawn_fallback(&self, parent: &str, now: i64) -> Result<()> {
+        let (fallback, subject, body, html, data, priority, expires_at, created_at) = self
+            .conn
+            .prepare_cached(
+                "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
+                 FROM notifications WHERE id = ?1",
+            )?
+            .query_row(params![parent], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })?;
+        let mut routes: Vec<FallbackTarget> = match fallback {
+            Some(f) => serde_json::from_str(&f)
+                .map_err(|e| StoreError::Internal(format!("bad fallback JSON: {e}")))?,
+            None => return Ok(()),
+        };
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let next = routes.remove(0);
+        let child = NewNotification {
+            id: uuid::Uuid::now_v7().to_string(),
+            channel: next.channel,
+            to: next.to,
+            subject,
+            body,
+            html,
+            data: data.and_then(|d| serde_json::from_str(&d).ok()),
+            priority: priority.parse().map_err(StoreError::Internal)?,
+            run_at_ms: now,
+            expires_at_ms: expires_at,
+            created_at_ms: created_at.max(0).min(now),
+            idempotency_key: Some(format!("fallback:{parent}")),
+            content_hash: String::new(),
+            fallback: routes,
+        };
+        self.insert(&child, Some(parent))?;
+        Ok(())
+    }
+
+    fn cancel(&self, id: &str, now: i64) -> Result<Transition> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE notifications SET state = 'cancelled', updated_at = ?2
+                 WHERE id = ?1 AND state = 'queued'",
+            )?
+            .execute(params![id, now])?;
+        self.transition(id, changed, State::Cancelled)
+    }
+
+    fn replay(&self, id: &str, now: i64) -> Result<Transition> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE notifications SET state = 'queued', attempts = 0, run_at = ?2,
+                     lease_owner = NULL, updated_at = ?2
+                 WHERE id = ?1 AND state = 'dead'",
+            )?
+            .execute(params![id, now])?;
+        self.transition(id, changed, State::Queued)
+    }
+
+    fn transition(&self, id: &str, changed: usize, to: State) -> Result<Transition> {
+        if changed == 1 {
+            return Ok(Transition::Done(to));
+        }
+        let state: Option<String> = rusqlite::OptionalExtension::optional(
+            self.conn
+                .prepare_cached("SELECT state FROM notifications WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0)),
+        )?;
+        match state {
+            None => Ok(Transition::NotFound),
+            Some(s) => Ok(Transition::Refused(s.parse().map_err(StoreError::Internal)?)),
+        }
+    }
+
+    fn sweep(&self, known: &[String], now: i64) -> Result<SweepReport> {
+        // Bounded batches keep the writer responsive; the next sweep takes the rest.
+        let expired = self
+            .conn
+            .prepare_cached(
+                "UPDATE notifications SET state = 'expired', last_code = 'expired',
+                     last_error = 'expires_at passed before it could be sent', updated_at = ?1
+                 WHERE id IN (SELECT id FROM notifications
+                              WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?1
+                              LIMIT 1000)",
+            )?
+            .execute(params![now])?;
+        let known: HashSet<&str> = known.iter().map(String::as_str).collect();
+        let live: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT channel FROM notifications WHERE state IN ('queued', 'sending')",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut orphaned = 0;
+        for channel in live.iter().filter(|c| !known.contains(c.as_str())) {
+            orphaned += self
+                .conn
+                .prepare_cached(
+                    "UPDATE notifications SET state = 'failed', last_code = 'unknown_channel',
+                         last_error = 'no channel of this name is configured', lease_owner = NULL,
+                         updated_at = ?2
+                     WHERE id IN (SELECT id FROM notifications
+                                  WHERE channel = ?1 AND state = 'queued' LIMIT 1000)",
+                )?
+                .execute(params![channel, now])?;
+        }
+        Ok(SweepReport {
+            expired: expired as u64,
+            orphaned: orphaned as u64,
+        })
+    }
+}
+
+/// Answers a request with an error.
+fn fail(op: Op, err: StoreError) {
+    match op {
+        Op::Enqueue { reply, .. } => drop(reply.send(Err(err))),
+        Op::Claim { reply, .. } => drop(reply.send(Err(err))),
+        Op::Complete { reply, .. } => drop(reply.send(Err(err))),
+        Op::Cancel { reply, .. } | Op::Replay { reply, .. } => drop(reply.send(Err(err))),
+        Op::Sweep { reply, .. } => drop(reply.send(Err(err))),
+        Op::Ping { reply } => drop(reply.send(Err(err))),
+    }
+}
