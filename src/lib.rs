@@ -4,4 +4,12 @@
 //! [`outbox::NewNotification`], the [`outbox`] makes it durable, the [`dispatch`] loop claims it
 //! and hands it to its channel (from `notifyd-channels`), and writes the outcome back.
 
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod dispatch;
 pub mod outbox;
+pub mod registry;
+pub mod submission;

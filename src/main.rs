@@ -1,1 +1,5 @@
-fn main(){}
+//! The `notifyd` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    notifyd::cli::main()
+}

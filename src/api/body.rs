@@ -1,0 +1,98 @@
+//! Reading a JSON request body: size limit (413), syntax (400), shape (422 naming the field).
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Reads at most `limit` bytes of JSON.
+pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<serde_json::Value, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("send application/json, not {essence:?}"),
+            ));
+        }
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
+    })
+}
+
+/// Deserializes a JSON value into `T`; a mismatch is a 422 naming the field.
+pub fn shape<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        let field = match (named_field(&message), path.as_str()) {
+            (Some(name), ".") => Some(name.to_owned()),
+            // Unknown fields already end their path; missing ones stop at the parent.
+            (Some(name), p) if p == name || p.ends_with(&format!(".{name}")) => Some(p.to_owned()),
+            (Some(name), parent) => Some(format!("{parent}.{name}")),
+            (None, ".") => None,
+            (None, path) => Some(path.to_owned()),
+        };
+        let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
+        match field {
+            Some(f) => err.field(f),
+            None => err,
+        }
+    })
+}
+
+/// serde names the field of "missing field `x`" and "unknown field `x`" only in the message.
+fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::submission::Submission;
+    use serde_json::json;
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let err = shape::<Submission>(json!({"channel": "log"})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("to"));
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let err = shape::<Submission>(json!({"channel": "log", "to": "x", "bodyy": "hi"})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("bodyy"));
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_path() {
+        let err = shape::<Submission>(json!({"channel": "log", "to": "x", "priority": "urgent"})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("priority"));
+        let err = shape::<Submission>(json!({"channel": "log", "to": "x", "fallback": [{"channel": 1, "to": "y"}]}))
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("fallback[0].channel"));
+    }
+}

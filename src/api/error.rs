@@ -1,0 +1,94 @@
+//! The API's one error type: a status, a stable machine-readable `code`, a message for humans,
+//! and the request field at fault.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::outbox::StoreError;
+use crate::submission::Rejection;
+
+/// An error answer: `{"error": {"code", "message", "field"?, "id"?}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+    /// The notification the error is about (e.g. the original of an idempotency conflict).
+    pub id: Option<String>,
+}
+
+impl ApiError {
+    /// An error with no field.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+            field: None,
+            id: None,
+        }
+    }
+
+    /// Blames a request field.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Names the notification concerned.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// 404 for an id that names nothing.
+    pub fn not_found(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no notification with id {id:?}")).id(id)
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = &self.field {
+            error["field"] = json!(field);
+        }
+        if let Some(id) = &self.id {
+            error["id"] = json!(id);
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, r.message).field(r.field)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                tracing::error!(error = %m, "Queue unavailable; refusing the request.");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_unavailable",
+                    "the queue cannot take writes right now; nothing was stored, retry later",
+                )
+            }
+            StoreError::Internal(m) => {
+                tracing::error!(error = %m, "Queue error.");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal queue error")
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The HTTP API (v1): accept notifications, show their state, cancel, inspect and replay dead
+//! letters, show channels, and health.
+
+mod body;
+mod error;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::ServerConfig;
+use crate::outbox::{Enqueued, NewNotification, Outbox, Transition};
+use crate::registry::Registry;
+use crate::submission::Submission;
+
+pub use error::ApiError;
+pub use views::notification as views_notification;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub outbox: Arc<dyn Outbox>,
+    pub registry: Arc<Registry>,
+    pub server: ServerConfig,
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/notifications", post(create))
+        .route("/v1/notifications/batch", post(create_batch))
+        .route("/v1/notifications/{id}", get(show))
+        .route("/v1/notifications/{id}/cancel", post(cancel))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/{id}/retry", post(replay))
+        .route("/v1/channels", get(channels))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint; see /v1/notifications")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .with_state(state)
+}
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// Validates one submission; the `Idempotency-Key` header, when given, is the same as the field.
+fn accept(state: &AppState, value: serde_json::Value, header_key: Option<&str>) -> Result<NewNotification, ApiError> {
+    let mut submission: Submission = body::shape(value)?;
+    if let Some(key) = header_key {
+        match &submission.idempotency_key {
+            Some(field) if field != key => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                )
+                .field("idempotency_key"));
+            }
+            _ => submission.idempotency_key = Some(key.to_owned()),
+        }
+    }
+    Ok(submission.validate(&state.registry)?)
+}
+
+/// The answer for one stored (or replayed, or conflicting) notification.
+fn enqueued_answer(result: &Enqueued) -> (StatusCode, serde_json::Value) {
+    match result {
+        Enqueued::Created { id } => (StatusCode::ACCEPTED, json!({"id": id, "state": "queued"})),
+        Enqueued::Duplicate { id, state } => (StatusCode::OK, json!({"id": id, "state": state})),
+        Enqueued::Conflict { id } => {
+            let err = ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "this idempotency key was already used for a different notification",
+            )
+            .field("idempotency_key")
+            .id(id);
+            (StatusCode::CONFLICT, err.body())
+        }
+    }
+}
+
+async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let value = body::read_json(&headers, body, state.server.max_body_bytes).await?;
+    let header_key = match headers.get(IDEMPOTENCY_HEADER) {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", "Idempotency-Key must be visible ASCII")
+                .field("idempotency_key")
+        })?),
+        None => None,
+    };
+    let new = accept(&state, value, header_key)?;
+    let channel = new.channel.clone();
+    let result = state.outbox.enqueue(vec![new]).await?;
+    let Some(result) = result.first() else {
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result from the queue"));
+    };
+    if matches!(result, Enqueued::Created { .. }) {
+        state.registry.wake(&channel);
+    }
+    let (status, body) = enqueued_answer(result);
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    notifications: Vec<serde_json::Value>,
+}
+
+async fn create_batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let value = body::read_json(&headers, body, state.server.max_batch_body_bytes).await?;
+    let batch: Batch = body::shape(value)?;
+    if batch.notifications.len() > state.server.max_batch_items {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_items",
+            format!("at most {} notifications per batch", state.server.max_batch_items),
+        )
+        .field("notifications"));
+    }
+    // Validate every item; store the valid ones in one commit; answer per item, in order.
+    let mut results: Vec<Option<(StatusCode, serde_json::Value)>> = Vec::with_capacity(batch.notifications.len());
+    let mut valid = Vec::new();
+    for (i, item) in batch.notifications.into_iter().enumerate() {
+        match accept(&state, item, None) {
+            Ok(n) => {
+                valid.push((i, n));
+                results.push(None);
+            }
+            Err(mut e) => {
+                e.field = e.field.map(|f| format!("notifications[{i}].{f}"));
+                results.push(Some((e.status, e.body())));
+            }
+        }
+    }
+    let (indexes, items): (Vec<usize>, Vec<NewNotification>) = valid.into_iter().unzip();
+    let mut channels: Vec<String> = items.iter().map(|n| n.channel.clone()).collect();
+    let stored = state.outbox.enqueue(items).await?;
+    for (i, result) in indexes.into_iter().zip(stored.iter()) {
+        results[i] = Some(enqueued_answer(result));
+    }
+    channels.sort();
+    channels.dedup();
+    for c in &channels {
+        state.registry.wake(c);
+    }
+    let results: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| {
+            let (status, mut body) = r.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, json!({})));
+            body["status"] = json!(status.as_u16());
+            body
+        })
+        .collect();
+    Ok((StatusCode::OK, Json(json!({ "results": results }))).into_response())
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let view = state.outbox.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
+    Ok(Json(views::notification(&view)).into_response())
+}
+
+fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, ApiError> {
+    match t {
+        Transition::Done(state) => Ok((StatusCode::OK, Json(json!({"id": id, "state": state}))).into_response()),
+        Transition::NotFound => Err(ApiError::not_found(id)),
+        Transition::Refused(state) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            format!("cannot {action} a notification that is {state}"),
+        )
+        .id(id)),
+    }
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let t = state.outbox.cancel(&id).await?;
+    transition_answer(&id, t, "cancel")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    channel: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn dead_letters(State(state): State<AppState>, query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let items = state.outbox.dead_letters(q.channel.as_deref(), limit).await?;
+    let items: Vec<_> = items.iter().map(views::dead_letter).collect();
+    Ok(Json(json!({ "dead_letters": items })).into_response())
+}
+
+async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let t = state.outbox.replay(&id).await?;
+    if matches!(t, Transition::Done(_))
+        && let Ok(Some(view)) = state.outbox.get(&id).await
+    {
+        state.registry.wake(&view.channel);
+    }
+    transition_answer(&id, t, "replay")
+}
+
+async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let depth = state.outbox.depth().await?;
+    let channels: Vec<_> = state.registry.iter().map(|rt| views::channel(rt, &depth)).collect();
+    Ok(Json(json!({ "channels": channels })).into_response())
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.outbox.check_writable().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            let mut err = ApiError::from(e);
+            err.status = StatusCode::SERVICE_UNAVAILABLE;
+            err.into_response()
+        }
+    }
+}

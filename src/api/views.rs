@@ -1,0 +1,94 @@
+//! How the API shows queue rows and channels: RFC 3339 times, stable field names.
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::outbox::{DeadLetter, Depth, NotificationView, State};
+use crate::registry::ChannelRuntime;
+
+/// Unix milliseconds as RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> Value {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+/// `GET /v1/notifications/{id}`.
+pub fn notification(v: &NotificationView) -> Value {
+    let attempts: Vec<Value> = v
+        .attempt_log
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "at": rfc3339(a.started_at_ms),
+                "latency_ms": a.latency_ms,
+                "outcome": a.outcome,
+                "decision": a.decision,
+                "code": a.code,
+                "error": a.error,
+                "provider_id": a.provider_id,
+            })
+        })
+        .collect();
+    let next_attempt_at = match v.state {
+        State::Queued => rfc3339(v.run_at_ms),
+        _ => Value::Null,
+    };
+    json!({
+        "id": v.id,
+        "channel": v.channel,
+        "to": v.to,
+        "state": v.state,
+        "priority": v.priority,
+        "attempts": v.attempts,
+        "created_at": rfc3339(v.created_at_ms),
+        "next_attempt_at": next_attempt_at,
+        "expires_at": v.expires_at_ms.map(rfc3339),
+        "provider_id": v.provider_id,
+        "last_error": v.last_code.as_ref().map(|code| json!({"code": code, "message": v.last_error})),
+        "fallback_of": v.parent_id,
+        "fallback": v.fallback,
+        "attempt_log": attempts,
+    })
+}
+
+/// One entry of `GET /v1/dead-letters`.
+pub fn dead_letter(d: &DeadLetter) -> Value {
+    json!({
+        "id": d.id,
+        "channel": d.channel,
+        "to": d.to,
+        "attempts": d.attempts,
+        "last_error": {"code": d.last_code, "message": d.last_error},
+        "died_at": rfc3339(d.died_at_ms),
+    })
+}
+
+/// One entry of `GET /v1/channels`.
+pub fn channel(rt: &ChannelRuntime, depth: &[Depth]) -> Value {
+    let count = |state: State| {
+        depth
+            .iter()
+            .find(|d| d.channel == rt.name && d.state == state)
+            .map(|d| d.count)
+            .unwrap_or(0)
+    };
+    let health = rt.health();
+    json!({
+        "name": rt.name,
+        "kind": rt.kind,
+        "criticality": rt.policy.criticality,
+        "concurrency": rt.policy.concurrency,
+        "in_flight": rt.in_flight(),
+        "held_until": health.held_until_ms.map(rfc3339),
+        "queue": {"queued": count(State::Queued), "sending": count(State::Sending), "dead": count(State::Dead)},
+        "since_start": {"delivered": health.delivered, "failed": health.failed, "retried": health.retried},
+        "last_error": health.last_error.as_ref().map(|e| json!({
+            "class": e.class, "code": e.code, "message": e.message, "at": rfc3339(e.at_ms)
+        })),
+    })
+}

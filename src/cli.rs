@@ -1,0 +1,259 @@
+//! The command line: `serve`, `send`, `status`, `check-config`, `bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::daemon::{self, Daemon};
+use crate::outbox::{Enqueued, FallbackTarget, Outbox, Priority};
+use crate::registry::Registry;
+use crate::submission::Submission;
+
+/// notifyd: delivers notifications over many channels and never loses one.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, the built-in defaults (see config/notifyd.toml).
+    #[arg(long, global = true, env = "NOTIFYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: HTTP API and dispatcher.
+    Serve,
+    /// Put one notification straight into the queue file (no daemon needed; a running daemon
+    /// picks it up). Prints {"id","state"}.
+    Send(SendArgs),
+    /// Show a notification's state and attempts, read from the queue file.
+    Status {
+        /// The notification id.
+        id: String,
+    },
+    /// Validate the configuration (and build every channel) without starting.
+    CheckConfig,
+    /// Measure throughput and latency on this machine (see README).
+    Bench(crate::bench::BenchArgs),
+}
+
+/// `notifyd send` flags; the same fields as the HTTP API.
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    #[arg(long)]
+    pub channel: String,
+    #[arg(long)]
+    pub to: String,
+    #[arg(long)]
+    pub subject: Option<String>,
+    #[arg(long)]
+    pub body: Option<String>,
+    #[arg(long)]
+    pub html: Option<String>,
+    /// JSON value passed to the channel (e.g. Slack blocks, push data).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// high, normal or low.
+    #[arg(long)]
+    pub priority: Option<String>,
+    /// RFC 3339 time before which it is not sent.
+    #[arg(long)]
+    pub send_at: Option<String>,
+    /// RFC 3339 time after which it is never sent.
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// A fallback route CHANNEL=TO, tried if this one fails; repeat for more.
+    #[arg(long)]
+    pub fallback: Vec<String>,
+}
+
+/// Exit code for input the command refuses.
+const EXIT_INVALID: u8 = 2;
+/// Exit code for an idempotency conflict.
+const EXIT_CONFLICT: u8 = 3;
+
+/// Runs the command line; never panics on bad input.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("notifyd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("notifyd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("notifyd: {e}");
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Bench(args) = &cli.command {
+        return crate::bench::run(args).await.map(|()| ExitCode::SUCCESS);
+    }
+    let config = match load_config(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    match cli.command {
+        Command::Serve => {
+            init_logging(&config.log);
+            serve(config).await
+        }
+        Command::CheckConfig => match Registry::build(&config) {
+            Ok(registry) => {
+                let names = registry.names();
+                println!("configuration OK: {} channel(s): {}", names.len(), names.join(", "));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(problems) => {
+                eprintln!("notifyd: channels:\n  {}", problems.join("\n  "));
+                Ok(ExitCode::from(EXIT_INVALID))
+            }
+        },
+        Command::Send(args) => send(config, args).await,
+        Command::Status { id } => {
+            let outbox = daemon::open_outbox(&config).await?;
+            match outbox.get(&id).await? {
+                Some(view) => {
+                    println!("{}", serde_json::to_string_pretty(&crate::api::views_notification(&view))?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("notifyd: no notification with id {id:?}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Bench(_) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let daemon = Daemon::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("Shutdown requested.");
+    daemon.stop();
+    daemon.wait().await;
+    tracing::info!("notifyd stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn send(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {
+    let registry = match Registry::build(&config) {
+        Ok(r) => r,
+        Err(problems) => {
+            eprintln!("notifyd: channels:\n  {}", problems.join("\n  "));
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let submission = match submission_from(args) {
+        Ok(s) => s,
+        Err(msg) => {
+            eprintln!("notifyd: {msg}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let new = match submission.validate(&registry) {
+        Ok(n) => n,
+        Err(r) => {
+            eprintln!("notifyd: --{}: {} ({})", r.field.replace('_', "-"), r.message, r.code);
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let outbox = daemon::open_outbox(&config).await?;
+    let result = outbox.enqueue(vec![new]).await?;
+    match result.first() {
+        Some(Enqueued::Created { id }) => {
+            println!("{}", serde_json::json!({"id": id, "state": "queued"}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Enqueued::Duplicate { id, state }) => {
+            println!("{}", serde_json::json!({"id": id, "state": state}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Enqueued::Conflict { id }) => {
+            eprintln!("notifyd: --idempotency-key was already used for a different notification ({id})");
+            Ok(ExitCode::from(EXIT_CONFLICT))
+        }
+        None => anyhow::bail!("the queue returned no result"),
+    }
+}
+
+fn submission_from(args: SendArgs) -> Result<Submission, String> {
+    let data = match args.data {
+        Some(d) => Some(serde_json::from_str(&d).map_err(|e| format!("--data: not valid JSON: {e}"))?),
+        None => None,
+    };
+    let priority = match args.priority {
+        Some(p) => Some(p.parse::<Priority>().map_err(|e| format!("--priority: {e} (use high, normal or low)"))?),
+        None => None,
+    };
+    let fallback = args
+        .fallback
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(channel, to)| FallbackTarget {
+                    channel: channel.to_owned(),
+                    to: to.to_owned(),
+                })
+                .ok_or_else(|| format!("--fallback {f:?}: write CHANNEL=TO"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Submission {
+        channel: args.channel,
+        to: args.to,
+        subject: args.subject,
+        body: args.body,
+        html: args.html,
+        data,
+        template: None,
+        vars: None,
+        priority,
+        send_at: args.send_at,
+        expires_at: args.expires_at,
+        idempotency_key: args.idempotency_key,
+        fallback,
+    })
+}
+
+/// Sets up logging: human lines or JSON, filtered by `log.level` unless `RUST_LOG` is set.
+pub fn init_logging(log: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,283 @@
+//! Configuration: built-in defaults ← a TOML file (`--config`) ← `NOTIFYD_*` environment
+//! variables (nested keys joined with `__`, e.g. `NOTIFYD_SERVER__LISTEN`).
+//!
+//! Loading parses (every unknown key is an error naming it and its file), then [`Config::validate`]
+//! checks the values without I/O and reports every problem at once. Building channels happens
+//! later, in [`crate::registry`].
+
+mod channel;
+mod duration;
+mod secret_files;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Deserialize;
+
+pub use channel::{ChannelConfig, ChannelPolicy, Criticality, RetryPolicy, TimeoutsConfig};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub dispatcher: DispatcherConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Channels by name; notifications refer to a channel by this name.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+/// `[server]`: the HTTP API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the API listens on. Loopback by default.
+    pub listen: String,
+    /// Largest request body accepted on single-notification endpoints, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest request body accepted by the batch endpoint, in bytes.
+    pub max_batch_body_bytes: usize,
+    /// Most notifications in one batch request.
+    pub max_batch_items: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8025".into(),
+            max_body_bytes: 1024 * 1024,
+            max_batch_body_bytes: 16 * 1024 * 1024,
+            max_batch_items: 1000,
+        }
+    }
+}
+
+/// `[queue]`: where notifications are kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// `sqlite://<path>` (relative to the working directory, or absolute as `sqlite:///var/...`).
+    pub url: String,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://notifyd.db".into(),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The SQLite file named by `url`.
+    pub fn sqlite_path(&self) -> Result<PathBuf, String> {
+        let path = self
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                if self.url.starts_with("postgres") {
+                    "the PostgreSQL queue is not available in this build; use sqlite://<path>".to_owned()
+                } else {
+                    format!("{:?} is not a queue URL; use sqlite://<path>", self.url)
+                }
+            })?;
+        if path.is_empty() {
+            return Err("the sqlite:// URL names no file".into());
+        }
+        Ok(PathBuf::from(path))
+    }
+}
+
+/// `[dispatcher]`: how notifications are pulled from the queue.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatcherConfig {
+    /// How often each channel looks for due rows it was not woken for (rows written by other
+    /// processes, retries coming due).
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// Most rows one claim takes.
+    pub claim_batch: usize,
+    /// Added to a channel's total timeout to make its lease: long enough that a live send is
+    /// never reclaimed, short enough that a crash is recovered quickly.
+    #[serde(with = "duration")]
+    pub lease_margin: Duration,
+    /// On shutdown, how long in-flight sends may finish before they are abandoned (and their
+    /// notifications released to the queue).
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// How often overdue rows are expired and rows of unconfigured channels are failed.
+    #[serde(with = "duration")]
+    pub sweep_interval: Duration,
+    /// How long a channel whose credentials were refused waits before trying again.
+    #[serde(with = "duration")]
+    pub fault_hold: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(100),
+            claim_batch: 256,
+            lease_margin: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+            sweep_interval: Duration::from_secs(5),
+            fault_hold: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `notifyd=debug,info`); `RUST_LOG` overrides it.
+    pub level: String,
+    /// `human` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    /// A key is unknown or has the wrong type; the message names the key and its source.
+    #[error("{0}")]
+    Parse(String),
+    /// Values parsed but make no sense; every problem is listed, with its key.
+    #[error("invalid configuration{}:\n  {}", .source_name.as_ref().map(|s| format!(" in {s}")).unwrap_or_default(), .problems.join("\n  "))]
+    Invalid {
+        source_name: Option<String>,
+        problems: Vec<String>,
+    },
+}
+
+/// The channel set used when the configuration defines none: one `log` channel, so the daemon
+/// runs and shows the whole path with no provider account.
+fn default_channels() -> BTreeMap<String, serde_json::Value> {
+    BTreeMap::from([("log".to_owned(), serde_json::json!({"kind": "log"}))])
+}
+
+impl Config {
+    /// Loads defaults ← `file` ← environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, Env::prefixed("NOTIFYD_").split("__").ignore(&["config"]))
+    }
+
+    /// [`Config::load`] with an explicit environment provider (tests use a fake one).
+    pub fn load_with_env(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.to_owned(),
+                    message: "not found (or not a file)".into(),
+                });
+            }
+            if let Err(e) = std::fs::read_to_string(path) {
+                return Err(ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(env);
+        if figment.find_value("channels").is_err() {
+            figment = figment.join(Serialized::default("channels", default_channels()));
+        }
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(describe(e)))?;
+        config.validate().map_err(|problems| ConfigError::Invalid {
+            source_name: file.map(|p| p.display().to_string()),
+            problems,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values without I/O; returns every problem, each naming its key.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+            problems.push(format!("server.listen: {:?} is not an address:port ({e})", self.server.listen));
+        }
+        if self.server.max_body_bytes < 1024 {
+            problems.push("server.max_body_bytes: must be at least 1024".into());
+        }
+        if self.server.max_batch_items == 0 {
+            problems.push("server.max_batch_items: must be at least 1".into());
+        }
+        if let Err(e) = self.queue.sqlite_path() {
+            problems.push(format!("queue.url: {e}"));
+        }
+        if self.dispatcher.poll_interval.is_zero() {
+            problems.push("dispatcher.poll_interval: must be more than 0".into());
+        }
+        if self.dispatcher.claim_batch == 0 {
+            problems.push("dispatcher.claim_batch: must be at least 1".into());
+        }
+        if self.channels.is_empty() {
+            problems.push("channels: at least one channel must be configured".into());
+        }
+        for (name, channel) in &self.channels {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                problems.push(format!(
+                    "channels.{name}: a channel name may use only letters, digits, '-', '_' and '.'"
+                ));
+            }
+            for p in channel.policy.problems() {
+                problems.push(format!("channels.{name}.{p}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// figment's message names the key and the file; drop its profile prefix, which users never
+/// wrote.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| e.to_string().replace("key \"default.", "key \""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests;

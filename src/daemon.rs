@@ -1,0 +1,98 @@
+//! The running daemon: queue, channels, dispatcher and API wired together, with an orderly stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
+use crate::outbox::{Outbox, StoreError};
+use crate::registry::Registry;
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("queue: {0}")]
+    Queue(#[from] StoreError),
+    #[error("queue.url: {0}")]
+    QueueUrl(String),
+    #[error("channels:\n  {}", .0.join("\n  "))]
+    Channels(Vec<String>),
+    #[error("server.listen: cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Opens the queue named by the config.
+pub async fn open_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, StartError> {
+    let path = config.queue.sqlite_path().map_err(StartError::QueueUrl)?;
+    let opts = SqliteOptions::new(path);
+    let outbox = tokio::task::spawn_blocking(move || SqliteOutbox::open(&opts))
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+    Ok(Arc::new(outbox))
+}
+
+/// A started daemon.
+pub struct Daemon {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Opens the queue, builds the channels, binds the listener and starts serving. Returns once
+    /// the API is listening (so a caller may report readiness).
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let outbox: Arc<dyn Outbox> = open_outbox(&config).await?;
+        let registry = Arc::new(Registry::build(&config).map_err(StartError::Channels)?);
+        let listener = tokio::net::TcpListener::bind(&config.server.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.server.listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.server.listen.clone(),
+            source,
+        })?;
+        let (shutdown, stop) = watch::channel(false);
+        let router = api::router(AppState {
+            outbox: outbox.clone(),
+            registry: registry.clone(),
+            server: config.server.clone(),
+        });
+        let dispatcher = Dispatcher::new(outbox, registry.clone(), config.dispatcher.clone());
+        let mut api_stop = stop.clone();
+        let task = tokio::spawn(async move {
+            let dispatching = tokio::spawn(dispatcher.run(stop));
+            let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "API server failed.");
+            }
+            let _ = dispatching.await;
+        });
+        tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
+        Ok(Self { addr, shutdown, task })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts an orderly stop: no new requests, in-flight sends finish or are released.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the stop has completed and every outcome is committed.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the daemon in-process or as a child process, a real SQLite file, real HTTP
+//! receivers on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod crash;
+mod delivery;
+mod enqueue_outside;
+mod support;

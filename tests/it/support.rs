@@ -1,0 +1,195 @@
+//! Test fixtures: a daemon on a temp queue, and an HTTP sink that records what it receives.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use figment::providers::Env;
+use notifyd::config::Config;
+use notifyd::daemon::Daemon;
+use serde_json::Value;
+
+/// A daemon running in this process on a temporary queue file.
+pub struct TestDaemon {
+    pub daemon: Option<Daemon>,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// Config text with the queue in `dir` and an ephemeral port, plus `channels`.
+pub fn config_text(dir: &Path, channels: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"sqlite://{}\"\n\
+         [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
+         [log]\nlevel = \"warn\"\n{channels}",
+        dir.join("queue.db").display()
+    )
+}
+
+pub fn load_config(text: &str, dir: &Path) -> Config {
+    let path = dir.join("notifyd.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load_with_env(Some(&path), Env::prefixed("NOTIFYD_IT_UNUSED_")).unwrap()
+}
+
+impl TestDaemon {
+    /// Starts a daemon with these `[channels.*]` tables.
+    pub async fn start(channels: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = load_config(&config_text(dir.path(), channels), dir.path());
+        let daemon = Daemon::start(config).await.unwrap();
+        let base = format!("http://{}", daemon.addr());
+        Self {
+            daemon: Some(daemon),
+            dir,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn queue_path(&self) -> PathBuf {
+        self.dir.path().join("queue.db")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON; returns status and body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self.http.post(self.url(path)).json(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Accepts one notification and returns its id.
+    pub async fn accept(&self, body: Value) -> String {
+        let (status, answer) = self.post("/v1/notifications", &body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the notification is in `state`; returns its view.
+    pub async fn wait_for_state(&self, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, view) = self.get(&format!("/v1/notifications/{id}")).await;
+            if view["state"] == state {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "{id} never reached {state}: {view}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(d) = self.daemon.take() {
+            d.stop();
+            d.wait().await;
+        }
+        self.dir
+    }
+}
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+type Responder = dyn Fn(usize, &Value) -> (StatusCode, Vec<(&'static str, String)>, Duration) + Send + Sync;
+
+/// An HTTP receiver on loopback that records every request and answers as told.
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Sink {
+    /// Answers 200 to everything.
+    pub async fn ok() -> Self {
+        Self::start(|_, _| (StatusCode::OK, vec![], Duration::ZERO)).await
+    }
+
+    /// `respond(n, body)` decides the answer to the n-th request (0-based): status, headers, delay.
+    pub async fn start(
+        respond: impl Fn(usize, &Value) -> (StatusCode, Vec<(&'static str, String)>, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = (received.clone(), Arc::new(respond) as Arc<Responder>);
+        let app = Router::new().route("/{*path}", post(record)).route("/", post(record)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "sink got {} of {n} requests", got.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn record(
+    State((received, respond)): State<(Arc<Mutex<Vec<Received>>>, Arc<Responder>)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = {
+        let mut r = received.lock().unwrap();
+        r.push(Received {
+            at: Instant::now(),
+            headers,
+            body: body.clone(),
+        });
+        r.len() - 1
+    };
+    let (status, headers, delay) = respond(n, &body);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut resp = status.into_response();
+    for (k, v) in headers {
+        resp.headers_mut().insert(k, v.parse().unwrap());
+    }
+    resp
+}
+
+/// A `[channels.hooks]` webhook table pointing at `url`, with extra keys.
+pub fn webhook(name: &str, url: &str, extra: &str) -> String {
+    format!("[channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\n{extra}\n")
+}
