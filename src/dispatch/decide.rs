@@ -43,7 +43,7 @@ pub fn decide(
     };
     let err = match result {
         Ok(receipt) => {
-            tracing::info!(notification_id = %id, channel = %rt.name, attempt, latency_ms = record.latency_ms,
+            tracing::debug!(notification_id = %id, channel = %rt.name, attempt, latency_ms = record.latency_ms,
                 "Delivered notification.");
             rt.record(AttemptKind::Delivered, None);
             record.outcome = "delivered".into();
