@@ -31,7 +31,7 @@ pub enum Command {
     Serve,
     /// Put one notification straight into the queue file (no daemon needed; a running daemon
     /// picks it up). Prints {"id","state"}.
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// Show a notification's state and attempts, read from the queue file.
     Status {
         /// The notification id.
@@ -83,7 +83,10 @@ const EXIT_CONFLICT: u8 = 3;
 /// Runs the command line; never panics on bad input.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("notifyd: cannot start the async runtime: {e}");
@@ -122,7 +125,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => match Registry::build(&config) {
             Ok(registry) => {
                 let names = registry.names();
-                println!("configuration OK: {} channel(s): {}", names.len(), names.join(", "));
+                println!(
+                    "configuration OK: {} channel(s): {}",
+                    names.len(),
+                    names.join(", ")
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(problems) => {
@@ -130,12 +137,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(EXIT_INVALID))
             }
         },
-        Command::Send(args) => send(config, args).await,
+        Command::Send(args) => send(config, *args).await,
         Command::Status { id } => {
             let outbox = daemon::open_outbox(&config).await?;
             match outbox.get(&id).await? {
                 Some(view) => {
-                    println!("{}", serde_json::to_string_pretty(&crate::api::views_notification(&view))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&crate::api::views_notification(&view))?
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {
@@ -187,7 +197,12 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {
     let new = match submission.validate(&registry) {
         Ok(n) => n,
         Err(r) => {
-            eprintln!("notifyd: --{}: {} ({})", r.field.replace('_', "-"), r.message, r.code);
+            eprintln!(
+                "notifyd: --{}: {} ({})",
+                r.field.replace('_', "-"),
+                r.message,
+                r.code
+            );
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
@@ -203,7 +218,9 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Enqueued::Conflict { id }) => {
-            eprintln!("notifyd: --idempotency-key was already used for a different notification ({id})");
+            eprintln!(
+                "notifyd: --idempotency-key was already used for a different notification ({id})"
+            );
             Ok(ExitCode::from(EXIT_CONFLICT))
         }
         None => anyhow::bail!("the queue returned no result"),
@@ -212,11 +229,16 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {
 
 fn submission_from(args: SendArgs) -> Result<Submission, String> {
     let data = match args.data {
-        Some(d) => Some(serde_json::from_str(&d).map_err(|e| format!("--data: not valid JSON: {e}"))?),
+        Some(d) => {
+            Some(serde_json::from_str(&d).map_err(|e| format!("--data: not valid JSON: {e}"))?)
+        }
         None => None,
     };
     let priority = match args.priority {
-        Some(p) => Some(p.parse::<Priority>().map_err(|e| format!("--priority: {e} (use high, normal or low)"))?),
+        Some(p) => Some(
+            p.parse::<Priority>()
+                .map_err(|e| format!("--priority: {e} (use high, normal or low)"))?,
+        ),
         None => None,
     };
     let fallback = args
@@ -251,7 +273,9 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
 /// Sets up logging: human lines or JSON, filtered by `log.level` unless `RUST_LOG` is set.
 pub fn init_logging(log: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -23,7 +23,10 @@ pub enum StartError {
     #[error("channels:\n  {}", .0.join("\n  "))]
     Channels(Vec<String>),
     #[error("server.listen: cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Opens the queue named by the config.
@@ -78,7 +81,11 @@ impl Daemon {
             let _ = dispatching.await;
         });
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
-        Ok(Self { addr, shutdown, task })
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
     }
 
     /// The address the API listens on.

@@ -53,7 +53,8 @@ impl ChannelRuntime {
     pub fn hold(&self, hold: Duration) {
         if let Ok(mut h) = self.health.lock() {
             h.held_until = Some(Instant::now() + hold);
-            h.held_until_ms = Some(now_ms() + i64::try_from(hold.as_millis()).unwrap_or(i64::MAX / 2));
+            h.held_until_ms =
+                Some(now_ms() + i64::try_from(hold.as_millis()).unwrap_or(i64::MAX / 2));
         }
     }
 
@@ -93,7 +94,9 @@ impl ChannelRuntime {
 
     /// Sends in flight now.
     pub fn in_flight(&self) -> usize {
-        self.policy.concurrency.saturating_sub(self.slots.available_permits())
+        self.policy
+            .concurrency
+            .saturating_sub(self.slots.available_permits())
     }
 
     /// How long a claimed row stays leased: the send's own limit plus a margin.

@@ -72,7 +72,11 @@ impl Rejection {
 
 fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
     let t = OffsetDateTime::parse(value, &Rfc3339).map_err(|e| {
-        Rejection::new(field, "invalid_time", format!("{value:?} is not an RFC 3339 time ({e})"))
+        Rejection::new(
+            field,
+            "invalid_time",
+            format!("{value:?} is not an RFC 3339 time ({e})"),
+        )
     })?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
         .map_err(|_| Rejection::new(field, "invalid_time", "out of range"))
@@ -89,10 +93,18 @@ impl Submission {
             )
         })?;
         if self.to.trim().is_empty() {
-            return Err(Rejection::new("to", "invalid_recipient", "must not be empty"));
+            return Err(Rejection::new(
+                "to",
+                "invalid_recipient",
+                "must not be empty",
+            ));
         }
         if self.to.len() > MAX_TO_LEN {
-            return Err(Rejection::new("to", "invalid_recipient", format!("longer than {MAX_TO_LEN} bytes")));
+            return Err(Rejection::new(
+                "to",
+                "invalid_recipient",
+                format!("longer than {MAX_TO_LEN} bytes"),
+            ));
         }
         if let Some(template) = &self.template {
             return Err(Rejection::new(
@@ -102,9 +114,17 @@ impl Submission {
             ));
         }
         if self.vars.is_some() {
-            return Err(Rejection::new("vars", "invalid_field", "vars are only used with a template"));
+            return Err(Rejection::new(
+                "vars",
+                "invalid_field",
+                "vars are only used with a template",
+            ));
         }
-        if self.subject.is_none() && self.body.is_none() && self.html.is_none() && self.data.is_none() {
+        if self.subject.is_none()
+            && self.body.is_none()
+            && self.html.is_none()
+            && self.data.is_none()
+        {
             return Err(Rejection::new(
                 "body",
                 "missing_content",
@@ -129,10 +149,18 @@ impl Submission {
             Some(t) => {
                 let at = parse_time("expires_at", t)?;
                 if at <= now {
-                    return Err(Rejection::new("expires_at", "invalid_time", "is already in the past"));
+                    return Err(Rejection::new(
+                        "expires_at",
+                        "invalid_time",
+                        "is already in the past",
+                    ));
                 }
                 if at <= run_at {
-                    return Err(Rejection::new("expires_at", "invalid_time", "is not after send_at"));
+                    return Err(Rejection::new(
+                        "expires_at",
+                        "invalid_time",
+                        "is not after send_at",
+                    ));
                 }
                 Some(at)
             }
@@ -140,7 +168,8 @@ impl Submission {
         };
         let id = uuid::Uuid::now_v7().to_string();
         let content_hash = self.content_hash();
-        let created_at = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
+        let created_at =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
         let message = Message {
             id: id.clone(),
             channel: self.channel.clone(),

@@ -7,7 +7,11 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// Reads at most `limit` bytes of JSON.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<serde_json::Value, ApiError> {
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -33,9 +37,15 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
     })
 }
 
@@ -83,16 +93,20 @@ mod tests {
 
     #[test]
     fn an_unknown_field_is_named() {
-        let err = shape::<Submission>(json!({"channel": "log", "to": "x", "bodyy": "hi"})).unwrap_err();
+        let err =
+            shape::<Submission>(json!({"channel": "log", "to": "x", "bodyy": "hi"})).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("bodyy"));
     }
 
     #[test]
     fn a_wrong_type_names_its_path() {
-        let err = shape::<Submission>(json!({"channel": "log", "to": "x", "priority": "urgent"})).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("priority"));
-        let err = shape::<Submission>(json!({"channel": "log", "to": "x", "fallback": [{"channel": 1, "to": "y"}]}))
+        let err = shape::<Submission>(json!({"channel": "log", "to": "x", "priority": "urgent"}))
             .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("priority"));
+        let err = shape::<Submission>(
+            json!({"channel": "log", "to": "x", "fallback": [{"channel": 1, "to": "y"}]}),
+        )
+        .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("fallback[0].channel"));
     }
 }

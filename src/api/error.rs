@@ -46,7 +46,12 @@ impl ApiError {
 
     /// 404 for an id that names nothing.
     pub fn not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no notification with id {id:?}")).id(id)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no notification with id {id:?}"),
+        )
+        .id(id)
     }
 
     /// The JSON body of this error.
@@ -87,7 +92,11 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Internal(m) => {
                 tracing::error!(error = %m, "Queue error.");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal queue error")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal queue error",
+                )
             }
         }
     }

@@ -46,10 +46,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint; see /v1/notifications")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such endpoint; see /v1/notifications",
+            )
         })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here",
+            )
         })
         .with_state(state)
 }
@@ -57,7 +65,11 @@ pub fn router(state: AppState) -> Router {
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// Validates one submission; the `Idempotency-Key` header, when given, is the same as the field.
-fn accept(state: &AppState, value: serde_json::Value, header_key: Option<&str>) -> Result<NewNotification, ApiError> {
+fn accept(
+    state: &AppState,
+    value: serde_json::Value,
+    header_key: Option<&str>,
+) -> Result<NewNotification, ApiError> {
     let mut submission: Submission = body::shape(value)?;
     if let Some(key) = header_key {
         match &submission.idempotency_key {
@@ -93,12 +105,20 @@ fn enqueued_answer(result: &Enqueued) -> (StatusCode, serde_json::Value) {
     }
 }
 
-async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let value = body::read_json(&headers, body, state.server.max_body_bytes).await?;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", "Idempotency-Key must be visible ASCII")
-                .field("idempotency_key")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                "Idempotency-Key must be visible ASCII",
+            )
+            .field("idempotency_key")
         })?),
         None => None,
     };
@@ -106,7 +126,11 @@ async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     let channel = new.channel.clone();
     let result = state.outbox.enqueue(vec![new]).await?;
     let Some(result) = result.first() else {
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no result from the queue"));
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "no result from the queue",
+        ));
     };
     if matches!(result, Enqueued::Created { .. }) {
         state.registry.wake(&channel);
@@ -121,19 +145,27 @@ struct Batch {
     notifications: Vec<serde_json::Value>,
 }
 
-async fn create_batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let value = body::read_json(&headers, body, state.server.max_batch_body_bytes).await?;
     let batch: Batch = body::shape(value)?;
     if batch.notifications.len() > state.server.max_batch_items {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_items",
-            format!("at most {} notifications per batch", state.server.max_batch_items),
+            format!(
+                "at most {} notifications per batch",
+                state.server.max_batch_items
+            ),
         )
         .field("notifications"));
     }
     // Validate every item; store the valid ones in one commit; answer per item, in order.
-    let mut results: Vec<Option<(StatusCode, serde_json::Value)>> = Vec::with_capacity(batch.notifications.len());
+    let mut results: Vec<Option<(StatusCode, serde_json::Value)>> =
+        Vec::with_capacity(batch.notifications.len());
     let mut valid = Vec::new();
     for (i, item) in batch.notifications.into_iter().enumerate() {
         match accept(&state, item, None) {
@@ -170,13 +202,19 @@ async fn create_batch(State(state): State<AppState>, headers: HeaderMap, body: B
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let view = state.outbox.get(&id).await?.ok_or_else(|| ApiError::not_found(&id))?;
+    let view = state
+        .outbox
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&id))?;
     Ok(Json(views::notification(&view)).into_response())
 }
 
 fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, ApiError> {
     match t {
-        Transition::Done(state) => Ok((StatusCode::OK, Json(json!({"id": id, "state": state}))).into_response()),
+        Transition::Done(state) => {
+            Ok((StatusCode::OK, Json(json!({"id": id, "state": state}))).into_response())
+        }
         Transition::NotFound => Err(ApiError::not_found(id)),
         Transition::Refused(state) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -187,7 +225,10 @@ fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, 
     }
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let t = state.outbox.cancel(&id).await?;
     transition_answer(&id, t, "cancel")
 }
@@ -199,15 +240,25 @@ struct DeadLetterQuery {
     limit: Option<usize>,
 }
 
-async fn dead_letters(State(state): State<AppState>, query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+async fn dead_letters(
+    State(state): State<AppState>,
+    query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let items = state.outbox.dead_letters(q.channel.as_deref(), limit).await?;
+    let items = state
+        .outbox
+        .dead_letters(q.channel.as_deref(), limit)
+        .await?;
     let items: Vec<_> = items.iter().map(views::dead_letter).collect();
     Ok(Json(json!({ "dead_letters": items })).into_response())
 }
 
-async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let t = state.outbox.replay(&id).await?;
     if matches!(t, Transition::Done(_))
         && let Ok(Some(view)) = state.outbox.get(&id).await
@@ -219,7 +270,11 @@ async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result
 
 async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
     let depth = state.outbox.depth().await?;
-    let channels: Vec<_> = state.registry.iter().map(|rt| views::channel(rt, &depth)).collect();
+    let channels: Vec<_> = state
+        .registry
+        .iter()
+        .map(|rt| views::channel(rt, &depth))
+        .collect();
     Ok(Json(json!({ "channels": channels })).into_response())
 }
 

@@ -87,7 +87,8 @@ impl QueueConfig {
             .or_else(|| self.url.strip_prefix("sqlite:"))
             .ok_or_else(|| {
                 if self.url.starts_with("postgres") {
-                    "the PostgreSQL queue is not available in this build; use sqlite://<path>".to_owned()
+                    "the PostgreSQL queue is not available in this build; use sqlite://<path>"
+                        .to_owned()
                 } else {
                     format!("{:?} is not a queue URL; use sqlite://<path>", self.url)
                 }
@@ -191,7 +192,10 @@ fn default_channels() -> BTreeMap<String, serde_json::Value> {
 impl Config {
     /// Loads defaults ← `file` ← environment, then validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, Env::prefixed("NOTIFYD_").split("__").ignore(&["config"]))
+        Self::load_with_env(
+            file,
+            Env::prefixed("NOTIFYD_").split("__").ignore(&["config"]),
+        )
     }
 
     /// [`Config::load`] with an explicit environment provider (tests use a fake one).
@@ -216,7 +220,9 @@ impl Config {
         if figment.find_value("channels").is_err() {
             figment = figment.join(Serialized::default("channels", default_channels()));
         }
-        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(describe(e)))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(e)))?;
         config.validate().map_err(|problems| ConfigError::Invalid {
             source_name: file.map(|p| p.display().to_string()),
             problems,
@@ -228,7 +234,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if let Err(e) = self.server.listen.parse::<SocketAddr>() {
-            problems.push(format!("server.listen: {:?} is not an address:port ({e})", self.server.listen));
+            problems.push(format!(
+                "server.listen: {:?} is not an address:port ({e})",
+                self.server.listen
+            ));
         }
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".into());

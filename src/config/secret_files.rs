@@ -55,7 +55,10 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, "s3cret\n").unwrap();
         let mut t = Map::new();
-        t.insert("auth_token_file".into(), Value::String(path.display().to_string()));
+        t.insert(
+            "auth_token_file".into(),
+            Value::String(path.display().to_string()),
+        );
         resolve(&mut t).unwrap();
         assert_eq!(t.get("auth_token"), Some(&Value::String("s3cret".into())));
         assert!(!t.contains_key("auth_token_file"));
@@ -75,8 +78,14 @@ mod tests {
     #[test]
     fn an_unreadable_file_names_the_key() {
         let mut t = Map::new();
-        t.insert("password_file".into(), Value::String("/nonexistent/pw".into()));
+        t.insert(
+            "password_file".into(),
+            Value::String("/nonexistent/pw".into()),
+        );
         let err = resolve(&mut t).unwrap_err();
-        assert!(err.starts_with("`password_file`: cannot read /nonexistent/pw"), "{err}");
+        assert!(
+            err.starts_with("`password_file`: cannot read /nonexistent/pw"),
+            "{err}"
+        );
     }
 }

@@ -32,7 +32,10 @@ fn without_a_file_the_defaults_run_one_log_channel_on_loopback() {
 #[test]
 fn the_documented_default_file_is_exactly_the_built_in_default() {
     let documented = Config::load_with_env(
-        Some(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/notifyd.toml"))),
+        Some(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/notifyd.toml"
+        ))),
         no_env(),
     )
     .unwrap();
@@ -47,11 +50,13 @@ fn a_file_that_defines_channels_replaces_the_default_log_channel() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment::Jail's own signature
 fn environment_overrides_the_file() {
     let f = file("[server]\nlisten = \"127.0.0.1:9000\"\n");
     figment::Jail::expect_with(|jail| {
         jail.set_env("NOTIFYD_SERVER__LISTEN", "127.0.0.1:9100");
-        let c = Config::load_with_env(Some(f.path()), Env::prefixed("NOTIFYD_").split("__")).unwrap();
+        let c =
+            Config::load_with_env(Some(f.path()), Env::prefixed("NOTIFYD_").split("__")).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9100");
         Ok(())
     });
@@ -60,34 +65,44 @@ fn environment_overrides_the_file() {
 #[test]
 fn an_unknown_key_is_named_with_its_file() {
     let f = file("[server]\nlisen = \"127.0.0.1:9000\"\n");
-    let err = Config::load_with_env(Some(f.path()), no_env()).unwrap_err().to_string();
+    let err = Config::load_with_env(Some(f.path()), no_env())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown field: found `lisen`"), "{err}");
     assert!(err.contains(&f.path().display().to_string()), "{err}");
 }
 
 #[test]
 fn an_unknown_channel_key_is_named_with_its_channel() {
-    let err = load("[channels.hooks]\nkind = \"webhook\"\nurll = \"http://x/\"\n").unwrap_err().to_string();
+    let err = load("[channels.hooks]\nkind = \"webhook\"\nurll = \"http://x/\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown field `urll`"), "{err}");
     assert!(err.contains("channels.hooks"), "{err}");
 }
 
 #[test]
 fn an_unknown_kind_lists_the_known_ones() {
-    let err = load("[channels.x]\nkind = \"pigeon\"\n").unwrap_err().to_string();
+    let err = load("[channels.x]\nkind = \"pigeon\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown variant `pigeon`"), "{err}");
     assert!(err.contains("webhook"), "{err}");
 }
 
 #[test]
 fn a_channel_without_kind_says_so() {
-    let err = load("[channels.x]\nurl = \"http://x/\"\n").unwrap_err().to_string();
+    let err = load("[channels.x]\nurl = \"http://x/\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing `kind`"), "{err}");
 }
 
 #[test]
 fn a_bad_duration_names_the_policy_key() {
-    let err = load("[channels.log]\nkind = \"log\"\nretry = { base = \"soon\" }\n").unwrap_err().to_string();
+    let err = load("[channels.log]\nkind = \"log\"\nretry = { base = \"soon\" }\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`retry.base`"), "{err}");
     assert!(err.contains("\"soon\" is not a duration"), "{err}");
 }
@@ -102,7 +117,14 @@ fn policy_keys_are_read_beside_provider_keys() {
     let p = &c.channels["hooks"].policy;
     assert_eq!(p.concurrency, 4);
     assert_eq!(p.criticality, Criticality::Critical);
-    assert_eq!(p.retry, RetryPolicy { max_attempts: 3, base: Duration::from_millis(200), max: Duration::from_secs(5) });
+    assert_eq!(
+        p.retry,
+        RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(5)
+        }
+    );
     assert_eq!(p.timeouts.total, Some(Duration::from_secs(2)));
     assert_eq!(p.timeouts.connect, None);
 }
@@ -115,10 +137,22 @@ fn invalid_values_are_all_reported_with_their_keys() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("server.listen: \"nowhere\" is not an address:port"), "{err}");
-    assert!(err.contains("queue.url: \"mysql://x\" is not a queue URL"), "{err}");
-    assert!(err.contains("channels.log.concurrency: must be at least 1"), "{err}");
-    assert!(err.contains("channels.log.retry.base: must not be more than retry.max"), "{err}");
+    assert!(
+        err.contains("server.listen: \"nowhere\" is not an address:port"),
+        "{err}"
+    );
+    assert!(
+        err.contains("queue.url: \"mysql://x\" is not a queue URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("channels.log.concurrency: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("channels.log.retry.base: must not be more than retry.max"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -129,7 +163,9 @@ fn a_secret_file_is_read_into_the_channel_key() {
         secret.path().display()
     ))
     .unwrap();
-    let ProviderConfig::Webhook(w) = &c.channels["hooks"].provider else { panic!("not a webhook") };
+    let ProviderConfig::Webhook(w) = &c.channels["hooks"].provider else {
+        panic!("not a webhook")
+    };
     assert_eq!(w.secret.as_ref().map(|s| s.expose()), Some("topsecret"));
     assert!(!format!("{c:?}").contains("topsecret"));
 }
@@ -139,13 +175,23 @@ fn a_missing_config_file_is_an_error_naming_it() {
     let err = Config::load_with_env(Some(Path::new("/nonexistent/notifyd.toml")), no_env())
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "config file /nonexistent/notifyd.toml: not found (or not a file)");
+    assert_eq!(
+        err,
+        "config file /nonexistent/notifyd.toml: not found (or not a file)"
+    );
 }
 
 #[test]
 fn sqlite_urls_name_a_file() {
     let q = |url: &str| QueueConfig { url: url.into() }.sqlite_path();
     assert_eq!(q("sqlite://notifyd.db"), Ok(PathBuf::from("notifyd.db")));
-    assert_eq!(q("sqlite:///var/lib/notifyd/q.db"), Ok(PathBuf::from("/var/lib/notifyd/q.db")));
-    assert!(q("postgres://db/notifyd").unwrap_err().contains("PostgreSQL"));
+    assert_eq!(
+        q("sqlite:///var/lib/notifyd/q.db"),
+        Ok(PathBuf::from("/var/lib/notifyd/q.db"))
+    );
+    assert!(
+        q("postgres://db/notifyd")
+            .unwrap_err()
+            .contains("PostgreSQL")
+    );
 }

@@ -104,7 +104,9 @@ pub fn decide(
             }
         }
         DeliveryError::RateLimited { retry_after } => {
-            let wait = retry_after.unwrap_or_else(|| backoff(policy, 1, None, &mut rand::rng())).min(policy.max);
+            let wait = retry_after
+                .unwrap_or_else(|| backoff(policy, 1, None, &mut rand::rng()))
+                .min(policy.max);
             tracing::warn!(notification_id = %id, channel = %rt.name, retry_in_ms = millis(wait),
                 "Provider rate-limited the send; waiting without spending an attempt.");
             rt.record(AttemptKind::Retried, recent);

@@ -76,7 +76,9 @@ impl Dispatcher {
         let deadline = Instant::now() + self.config.shutdown_grace;
         let drained = tokio::time::timeout_at(deadline.into(), self.all_slots_free()).await;
         if drained.is_err() {
-            tracing::warn!("Shutdown grace period over; abandoning the remaining sends and releasing their notifications.");
+            tracing::warn!(
+                "Shutdown grace period over; abandoning the remaining sends and releasing their notifications."
+            );
             let _ = abandon_tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), self.all_slots_free()).await;
         }
@@ -94,7 +96,12 @@ impl Dispatcher {
     }
 }
 
-async fn channel_loop(rt: Arc<ChannelRuntime>, outbox: Arc<dyn Outbox>, config: DispatcherConfig, signals: Signals) {
+async fn channel_loop(
+    rt: Arc<ChannelRuntime>,
+    outbox: Arc<dyn Outbox>,
+    config: DispatcherConfig,
+    signals: Signals,
+) {
     let mut stop = signals.stop.clone();
     let lease = rt.lease(config.lease_margin);
     loop {
@@ -136,7 +143,14 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, outbox: Arc<dyn Outbox>, config: 
                     Err(_) => return,
                 },
             };
-            tokio::spawn(send_one(rt.clone(), outbox.clone(), config.clone(), row, permit, signals.abandon.clone()));
+            tokio::spawn(send_one(
+                rt.clone(),
+                outbox.clone(),
+                config.clone(),
+                row,
+                permit,
+                signals.abandon.clone(),
+            ));
         }
         drop(first);
         if !got_all {
@@ -199,7 +213,10 @@ async fn send_one(
                 let result = result.unwrap_or_else(|_| {
                     Err(DeliveryError::transient(
                         "timeout",
-                        format!("no answer within the total timeout of {:?}", rt.timeouts.total),
+                        format!(
+                            "no answer within the total timeout of {:?}",
+                            rt.timeouts.total
+                        ),
                     ))
                 });
                 decide(&rt, &config, &row, result, started_at, clock.elapsed())
@@ -214,12 +231,21 @@ async fn send_one(
     drop(permit);
 }
 
-async fn sweep_loop(outbox: Arc<dyn Outbox>, registry: Arc<Registry>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn sweep_loop(
+    outbox: Arc<dyn Outbox>,
+    registry: Arc<Registry>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let names = registry.names();
     loop {
         match outbox.sweep(&names).await {
             Ok(r) if r.expired > 0 || r.orphaned > 0 => {
-                tracing::info!(expired = r.expired, unknown_channel = r.orphaned, "Swept the queue.");
+                tracing::info!(
+                    expired = r.expired,
+                    unknown_channel = r.orphaned,
+                    "Swept the queue."
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Queue sweep failed."),

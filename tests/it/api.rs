@@ -16,7 +16,12 @@ const LOG: &str = "[channels.log]\nkind = \"log\"\n";
 fn assert_error(status: u16, body: &Value, want_status: u16, code: &str, field: Option<&str>) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     match field {
         Some(f) => assert_eq!(body["error"]["field"], f, "{body}"),
         None => assert!(body["error"].get("field").is_none(), "{body}"),
@@ -26,7 +31,12 @@ fn assert_error(status: u16, body: &Value, want_status: u16, code: &str, field: 
 #[tokio::test]
 async fn an_accepted_notification_answers_202_and_is_delivered() {
     let d = TestDaemon::start(LOG).await;
-    let (status, body) = d.post("/v1/notifications", &json!({"channel": "log", "to": "a@example.com", "body": "hi"})).await;
+    let (status, body) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "a@example.com", "body": "hi"}),
+        )
+        .await;
     assert_eq!(status, 202);
     assert_eq!(body["state"], "queued");
     let id = body["id"].as_str().unwrap();
@@ -36,15 +46,26 @@ async fn an_accepted_notification_answers_202_and_is_delivered() {
     assert_eq!(view["attempts"], 1);
     assert_eq!(view["provider_id"], format!("log:{id}"));
     assert_eq!(view["attempt_log"][0]["outcome"], "delivered");
-    assert!(view["attempt_log"][0]["at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        view["attempt_log"][0]["at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
     d.stop().await;
 }
 
 #[tokio::test]
 async fn invalid_json_is_400() {
     let d = TestDaemon::start(LOG).await;
-    let resp = d.http.post(d.url("/v1/notifications")).header("content-type", "application/json")
-        .body("{\"channel\": ").send().await.unwrap();
+    let resp = d
+        .http
+        .post(d.url("/v1/notifications"))
+        .header("content-type", "application/json")
+        .body("{\"channel\": ")
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
     assert_error(status, &body, 400, "invalid_json", None);
@@ -53,8 +74,14 @@ async fn invalid_json_is_400() {
 #[tokio::test]
 async fn a_non_json_content_type_is_415() {
     let d = TestDaemon::start(LOG).await;
-    let resp = d.http.post(d.url("/v1/notifications")).header("content-type", "text/plain")
-        .body("{}").send().await.unwrap();
+    let resp = d
+        .http
+        .post(d.url("/v1/notifications"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
     assert_error(status, &body, 415, "unsupported_media_type", None);
@@ -63,49 +90,78 @@ async fn a_non_json_content_type_is_415() {
 #[tokio::test]
 async fn an_unknown_channel_is_422_naming_channel() {
     let d = TestDaemon::start(LOG).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "pager", "to": "x", "body": "b"})).await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "pager", "to": "x", "body": "b"}),
+        )
+        .await;
     assert_error(s, &b, 422, "unknown_channel", Some("channel"));
 }
 
 #[tokio::test]
 async fn an_empty_recipient_is_422_naming_to() {
     let d = TestDaemon::start(LOG).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "to": "  ", "body": "b"})).await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "  ", "body": "b"}),
+        )
+        .await;
     assert_error(s, &b, 422, "invalid_recipient", Some("to"));
 }
 
 #[tokio::test]
 async fn a_missing_recipient_is_422_naming_to() {
     let d = TestDaemon::start(LOG).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "body": "b"})).await;
+    let (s, b) = d
+        .post("/v1/notifications", &json!({"channel": "log", "body": "b"}))
+        .await;
     assert_error(s, &b, 422, "invalid_field", Some("to"));
 }
 
 #[tokio::test]
 async fn no_content_at_all_is_422_naming_body() {
     let d = TestDaemon::start(LOG).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "to": "x"})).await;
+    let (s, b) = d
+        .post("/v1/notifications", &json!({"channel": "log", "to": "x"}))
+        .await;
     assert_error(s, &b, 422, "missing_content", Some("body"));
 }
 
 #[tokio::test]
 async fn an_unknown_field_is_422_naming_it() {
     let d = TestDaemon::start(LOG).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "to": "x", "body": "b", "colour": "red"})).await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "b", "colour": "red"}),
+        )
+        .await;
     assert_error(s, &b, 422, "invalid_field", Some("colour"));
 }
 
 #[tokio::test]
 async fn a_bad_priority_is_422_naming_priority() {
     let d = TestDaemon::start(LOG).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "to": "x", "body": "b", "priority": "urgent"})).await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "b", "priority": "urgent"}),
+        )
+        .await;
     assert_error(s, &b, 422, "invalid_field", Some("priority"));
 }
 
 #[tokio::test]
 async fn a_bad_send_at_is_422_naming_send_at() {
     let d = TestDaemon::start(LOG).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "to": "x", "body": "b", "send_at": "tomorrow"})).await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "b", "send_at": "tomorrow"}),
+        )
+        .await;
     assert_error(s, &b, 422, "invalid_time", Some("send_at"));
 }
 
@@ -131,7 +187,12 @@ async fn a_fallback_to_an_unknown_channel_is_422_naming_it() {
 async fn a_body_over_one_mebibyte_is_413() {
     let d = TestDaemon::start(LOG).await;
     let big = "x".repeat(1024 * 1024 + 1);
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "to": "x", "body": big})).await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": big}),
+        )
+        .await;
     assert_error(s, &b, 413, "payload_too_large", None);
 }
 
@@ -140,9 +201,13 @@ async fn an_unknown_id_is_404() {
     let d = TestDaemon::start(LOG).await;
     let (s, b) = d.get("/v1/notifications/does-not-exist").await;
     assert_error(s, &b, 404, "not_found", None);
-    let (s, b) = d.post("/v1/notifications/does-not-exist/cancel", &json!({})).await;
+    let (s, b) = d
+        .post("/v1/notifications/does-not-exist/cancel", &json!({}))
+        .await;
     assert_error(s, &b, 404, "not_found", None);
-    let (s, b) = d.post("/v1/dead-letters/does-not-exist/retry", &json!({})).await;
+    let (s, b) = d
+        .post("/v1/dead-letters/does-not-exist/retry", &json!({}))
+        .await;
     assert_error(s, &b, 404, "not_found", None);
 }
 
@@ -157,21 +222,47 @@ async fn an_unknown_route_is_a_json_404() {
 async fn a_replay_with_the_same_key_and_body_answers_200_with_the_original() {
     let d = TestDaemon::start(LOG).await;
     let body = json!({"channel": "log", "to": "x", "body": "b"});
-    let first = d.http.post(d.url("/v1/notifications")).header("idempotency-key", "order-42").json(&body).send().await.unwrap();
+    let first = d
+        .http
+        .post(d.url("/v1/notifications"))
+        .header("idempotency-key", "order-42")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status().as_u16(), 202);
     let first: Value = first.json().await.unwrap();
-    let again = d.http.post(d.url("/v1/notifications")).header("idempotency-key", "order-42").json(&body).send().await.unwrap();
+    let again = d
+        .http
+        .post(d.url("/v1/notifications"))
+        .header("idempotency-key", "order-42")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status().as_u16(), 200);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
-    assert!(again["state"] == "queued" || again["state"] == "sending" || again["state"] == "delivered");
+    assert!(
+        again["state"] == "queued" || again["state"] == "sending" || again["state"] == "delivered"
+    );
 }
 
 #[tokio::test]
 async fn the_same_key_with_a_different_body_is_409_naming_the_original() {
     let d = TestDaemon::start(LOG).await;
-    let (_, first) = d.post("/v1/notifications", &json!({"channel": "log", "to": "x", "body": "b", "idempotency_key": "k"})).await;
-    let (s, b) = d.post("/v1/notifications", &json!({"channel": "log", "to": "x", "body": "other", "idempotency_key": "k"})).await;
+    let (_, first) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "b", "idempotency_key": "k"}),
+        )
+        .await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "other", "idempotency_key": "k"}),
+        )
+        .await;
     assert_error(s, &b, 409, "idempotency_conflict", Some("idempotency_key"));
     assert_eq!(b["error"]["id"], first["id"]);
 }
@@ -184,7 +275,12 @@ async fn an_idempotency_key_survives_a_restart() {
     let dir = d.stop().await;
     let config = load_config(&config_text(dir.path(), LOG), dir.path());
     let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
-    let resp = reqwest::Client::new().post(format!("http://{}/v1/notifications", daemon.addr())).json(&body).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/notifications", daemon.addr()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let again: Value = resp.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
@@ -195,8 +291,14 @@ async fn an_idempotency_key_survives_a_restart() {
 #[tokio::test]
 async fn header_and_field_keys_that_differ_are_422() {
     let d = TestDaemon::start(LOG).await;
-    let resp = d.http.post(d.url("/v1/notifications")).header("idempotency-key", "a")
-        .json(&json!({"channel": "log", "to": "x", "body": "b", "idempotency_key": "b"})).send().await.unwrap();
+    let resp = d
+        .http
+        .post(d.url("/v1/notifications"))
+        .header("idempotency-key", "a")
+        .json(&json!({"channel": "log", "to": "x", "body": "b", "idempotency_key": "b"}))
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
     assert_error(status, &body, 422, "invalid_field", Some("idempotency_key"));
@@ -206,12 +308,15 @@ async fn header_and_field_keys_that_differ_are_422() {
 async fn a_batch_answers_per_item_and_stores_the_valid_ones() {
     let d = TestDaemon::start(LOG).await;
     let (s, b) = d
-        .post("/v1/notifications/batch", &json!({"notifications": [
-            {"channel": "log", "to": "a", "body": "1"},
-            {"channel": "nope", "to": "b", "body": "2"},
-            {"channel": "log", "to": "c"},
-            {"channel": "log", "to": "d", "body": "4"},
-        ]}))
+        .post(
+            "/v1/notifications/batch",
+            &json!({"notifications": [
+                {"channel": "log", "to": "a", "body": "1"},
+                {"channel": "nope", "to": "b", "body": "2"},
+                {"channel": "log", "to": "c"},
+                {"channel": "log", "to": "d", "body": "4"},
+            ]}),
+        )
         .await;
     assert_eq!(s, 200, "{b}");
     let r = b["results"].as_array().unwrap();
@@ -222,33 +327,54 @@ async fn a_batch_answers_per_item_and_stores_the_valid_ones() {
     assert_eq!(r[2]["status"], 422);
     assert_eq!(r[2]["error"]["code"], "missing_content");
     assert_eq!(r[3]["status"], 202);
-    d.wait_for_state(r[0]["id"].as_str().unwrap(), "delivered").await;
-    d.wait_for_state(r[3]["id"].as_str().unwrap(), "delivered").await;
+    d.wait_for_state(r[0]["id"].as_str().unwrap(), "delivered")
+        .await;
+    d.wait_for_state(r[3]["id"].as_str().unwrap(), "delivered")
+        .await;
 }
 
 #[tokio::test]
 async fn a_batch_over_the_item_limit_is_422() {
     let d = TestDaemon::start(LOG).await;
-    let items: Vec<Value> = (0..1001).map(|i| json!({"channel": "log", "to": "x", "body": i.to_string()})).collect();
-    let (s, b) = d.post("/v1/notifications/batch", &json!({"notifications": items})).await;
+    let items: Vec<Value> = (0..1001)
+        .map(|i| json!({"channel": "log", "to": "x", "body": i.to_string()}))
+        .collect();
+    let (s, b) = d
+        .post("/v1/notifications/batch", &json!({"notifications": items}))
+        .await;
     assert_error(s, &b, 422, "too_many_items", Some("notifications"));
 }
 
 #[tokio::test]
 async fn a_scheduled_notification_can_be_cancelled_but_not_twice() {
     let d = TestDaemon::start(LOG).await;
-    let id = d.accept(json!({"channel": "log", "to": "x", "body": "b", "send_at": "2099-01-01T00:00:00Z"})).await;
-    let (s, b) = d.post(&format!("/v1/notifications/{id}/cancel"), &json!({})).await;
+    let id = d
+        .accept(
+            json!({"channel": "log", "to": "x", "body": "b", "send_at": "2099-01-01T00:00:00Z"}),
+        )
+        .await;
+    let (s, b) = d
+        .post(&format!("/v1/notifications/{id}/cancel"), &json!({}))
+        .await;
     assert_eq!((s, b["state"].clone()), (200, json!("cancelled")));
-    let (s, b) = d.post(&format!("/v1/notifications/{id}/cancel"), &json!({})).await;
+    let (s, b) = d
+        .post(&format!("/v1/notifications/{id}/cancel"), &json!({}))
+        .await;
     assert_error(s, &b, 409, "invalid_state", None);
-    assert_eq!(d.get(&format!("/v1/notifications/{id}")).await.1["state"], "cancelled");
+    assert_eq!(
+        d.get(&format!("/v1/notifications/{id}")).await.1["state"],
+        "cancelled"
+    );
 }
 
 #[tokio::test]
 async fn channels_lists_each_channel_with_its_queue() {
-    let d = TestDaemon::start(&format!("{LOG}concurrency = 7\ncriticality = \"critical\"\n")).await;
-    d.accept(json!({"channel": "log", "to": "x", "body": "b", "send_at": "2099-01-01T00:00:00Z"})).await;
+    let d = TestDaemon::start(&format!(
+        "{LOG}concurrency = 7\ncriticality = \"critical\"\n"
+    ))
+    .await;
+    d.accept(json!({"channel": "log", "to": "x", "body": "b", "send_at": "2099-01-01T00:00:00Z"}))
+        .await;
     let (s, b) = d.get("/v1/channels").await;
     assert_eq!(s, 200);
     let c = &b["channels"][0];
@@ -270,7 +396,11 @@ async fn health_and_readiness_answer_200() {
 async fn a_full_disk_is_503_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let config = load_config(&config_text(dir.path(), LOG), dir.path());
-    let outbox = SqliteOutbox::open(&SqliteOptions { path: dir.path().join("full.db"), max_page_count: Some(1) }).unwrap();
+    let outbox = SqliteOutbox::open(&SqliteOptions {
+        path: dir.path().join("full.db"),
+        max_page_count: Some(1),
+    })
+    .unwrap();
     let state = AppState {
         outbox: Arc::new(outbox),
         registry: Arc::new(Registry::build(&config).unwrap()),

@@ -15,7 +15,11 @@ const TOTAL: usize = 2000;
 const CONCURRENCY: usize = 16;
 
 fn spawn_daemon(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .args(["--config"])
         .arg(config)
@@ -40,7 +44,11 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,45 +101,59 @@ async fn kill_dash_nine_mid_dispatch_loses_no_accepted_notification() {
     daemon.kill().unwrap(); // SIGKILL
     daemon.wait().unwrap();
     let at_kill = sink.received().len();
-    assert!(at_kill < TOTAL, "everything was delivered before the kill; the test proves nothing");
+    assert!(
+        at_kill < TOTAL,
+        "everything was delivered before the kill; the test proves nothing"
+    );
 
     let mut daemon = spawn_daemon(&config, &log);
     wait_ready(&http, &base).await;
 
     let deadline = Instant::now() + Duration::from_secs(90);
-    let counts = loop {
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for r in sink.received() {
-            *counts.entry(r.body["id"].as_str().unwrap().to_owned()).or_default() += 1;
-        }
-        if accepted.iter().all(|id| counts.contains_key(id)) {
-            break counts;
+    loop {
+        let seen: HashSet<String> = sink
+            .received()
+            .iter()
+            .map(|r| r.body["id"].as_str().unwrap().to_owned())
+            .collect();
+        if accepted.iter().all(|id| seen.contains(id)) {
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "after restart only {} of {TOTAL} accepted ids reached the receiver",
-            accepted.iter().filter(|id| counts.contains_key(*id)).count()
+            accepted.iter().filter(|id| seen.contains(*id)).count()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+
     // Wait for the queue itself to say everything is delivered: rows the killed process had
     // leased are re-sent only when their lease expires, and those re-sends are the duplicates.
     let conn = rusqlite::Connection::open(dir.path().join("queue.db")).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     loop {
         let delivered: usize = conn
-            .query_row("SELECT count(*) FROM notifications WHERE state = 'delivered'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM notifications WHERE state = 'delivered'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         if delivered == TOTAL {
             break;
         }
-        assert!(Instant::now() < deadline, "only {delivered} of {TOTAL} rows are delivered");
+        assert!(
+            Instant::now() < deadline,
+            "only {delivered} of {TOTAL} rows are delivered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let counts = {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for r in sink.received() {
-            *counts.entry(r.body["id"].as_str().unwrap().to_owned()).or_default() += 1;
+            *counts
+                .entry(r.body["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
         }
         counts
     };
@@ -143,6 +165,11 @@ async fn kill_dash_nine_mid_dispatch_loses_no_accepted_notification() {
         duplicates <= CONCURRENCY,
         "{duplicates} duplicates, but at most {CONCURRENCY} sends were in flight at the kill"
     );
-    assert!(counts.keys().all(|id| accepted.contains(id)), "the receiver got an id nobody accepted");
-    eprintln!("crash test: {at_kill} received before kill -9, {duplicates} duplicate(s) after restart");
+    assert!(
+        counts.keys().all(|id| accepted.contains(id)),
+        "the receiver got an id nobody accepted"
+    );
+    eprintln!(
+        "crash test: {at_kill} received before kill -9, {duplicates} duplicate(s) after restart"
+    );
 }

@@ -11,7 +11,14 @@ const FAST_RETRY: &str = "retry = { max_attempts = 3, base = \"50ms\", max = \"2
 
 #[tokio::test]
 async fn a_webhook_receives_the_document_and_the_receipt_is_visible() {
-    let sink = Sink::start(|_, _| (StatusCode::OK, vec![("x-request-id", "rcv-1".into())], Duration::ZERO)).await;
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("x-request-id", "rcv-1".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
     let d = TestDaemon::start(&webhook("hooks", &sink.url(), "secret = \"k\"")).await;
     let id = d.accept(json!({"channel": "hooks", "to": "team", "subject": "S", "body": "B", "data": {"n": 1}})).await;
     let view = d.wait_for_state(&id, "delivered").await;
@@ -21,18 +28,29 @@ async fn a_webhook_receives_the_document_and_the_receipt_is_visible() {
     assert_eq!(got[0].body["id"], id);
     assert_eq!(got[0].body["data"], json!({"n": 1}));
     assert_eq!(got[0].headers["idempotency-key"], id.as_str());
-    assert!(got[0].headers["webhook-signature"].to_str().unwrap().starts_with("v1="));
+    assert!(
+        got[0].headers["webhook-signature"]
+            .to_str()
+            .unwrap()
+            .starts_with("v1=")
+    );
 }
 
 #[tokio::test]
 async fn a_transient_failure_is_retried_then_delivered() {
     let sink = Sink::start(|n, _| {
-        let status = if n == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+        let status = if n == 0 {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
         (status, vec![], Duration::ZERO)
     })
     .await;
     let d = TestDaemon::start(&webhook("hooks", &sink.url(), FAST_RETRY)).await;
-    let id = d.accept(json!({"channel": "hooks", "to": "t", "body": "b"})).await;
+    let id = d
+        .accept(json!({"channel": "hooks", "to": "t", "body": "b"}))
+        .await;
     let view = d.wait_for_state(&id, "delivered").await;
     assert_eq!(view["attempts"], 2);
     let log = view["attempt_log"].as_array().unwrap();
@@ -47,12 +65,18 @@ async fn a_transient_failure_is_retried_then_delivered() {
 #[tokio::test]
 async fn exhausted_retries_make_a_dead_letter_that_can_be_replayed() {
     let sink = Sink::start(|n, _| {
-        let status = if n < 3 { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
+        let status = if n < 3 {
+            StatusCode::BAD_GATEWAY
+        } else {
+            StatusCode::OK
+        };
         (status, vec![], Duration::ZERO)
     })
     .await;
     let d = TestDaemon::start(&webhook("hooks", &sink.url(), FAST_RETRY)).await;
-    let id = d.accept(json!({"channel": "hooks", "to": "t", "body": "b"})).await;
+    let id = d
+        .accept(json!({"channel": "hooks", "to": "t", "body": "b"}))
+        .await;
     let view = d.wait_for_state(&id, "dead").await;
     assert_eq!(view["attempts"], 3);
     assert_eq!(view["last_error"]["code"], "http_502");
@@ -61,7 +85,9 @@ async fn exhausted_retries_make_a_dead_letter_that_can_be_replayed() {
     assert_eq!(s, 200);
     assert_eq!(list["dead_letters"][0]["id"], id);
 
-    let (s, b) = d.post(&format!("/v1/dead-letters/{id}/retry"), &json!({})).await;
+    let (s, b) = d
+        .post(&format!("/v1/dead-letters/{id}/retry"), &json!({}))
+        .await;
     assert_eq!((s, b["state"].clone()), (200, json!("queued")));
     let view = d.wait_for_state(&id, "delivered").await;
     assert_eq!(view["attempts"], 1);
@@ -71,7 +97,10 @@ async fn exhausted_retries_make_a_dead_letter_that_can_be_replayed() {
 #[tokio::test]
 async fn a_permanent_rejection_fails_at_once_and_queues_the_fallback() {
     let sink = Sink::start(|_, _| (StatusCode::UNPROCESSABLE_ENTITY, vec![], Duration::ZERO)).await;
-    let channels = format!("{}[channels.log]\nkind = \"log\"\n", webhook("hooks", &sink.url(), FAST_RETRY));
+    let channels = format!(
+        "{}[channels.log]\nkind = \"log\"\n",
+        webhook("hooks", &sink.url(), FAST_RETRY)
+    );
     let d = TestDaemon::start(&channels).await;
     let id = d
         .accept(json!({"channel": "hooks", "to": "t", "body": "b", "fallback": [{"channel": "log", "to": "ops@example.com"}]}))
@@ -83,7 +112,11 @@ async fn a_permanent_rejection_fails_at_once_and_queues_the_fallback() {
     // The fallback child is findable through the queue file.
     let conn = rusqlite::Connection::open(d.queue_path()).unwrap();
     let child: String = conn
-        .query_row("SELECT id FROM notifications WHERE parent_id = ?1", [&id], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM notifications WHERE parent_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
         .unwrap();
     let child = d.wait_for_state(&child, "delivered").await;
     assert_eq!(child["channel"], "log");
@@ -94,19 +127,33 @@ async fn a_permanent_rejection_fails_at_once_and_queues_the_fallback() {
 async fn a_rate_limited_answer_waits_for_retry_after_and_spends_no_attempt() {
     let sink = Sink::start(|n, _| {
         if n == 0 {
-            (StatusCode::TOO_MANY_REQUESTS, vec![("retry-after", "1".into())], Duration::ZERO)
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![("retry-after", "1".into())],
+                Duration::ZERO,
+            )
         } else {
             (StatusCode::OK, vec![], Duration::ZERO)
         }
     })
     .await;
-    let d = TestDaemon::start(&webhook("hooks", &sink.url(), "retry = { max_attempts = 3, base = \"50ms\", max = \"5s\" }")).await;
-    let id = d.accept(json!({"channel": "hooks", "to": "t", "body": "b"})).await;
+    let d = TestDaemon::start(&webhook(
+        "hooks",
+        &sink.url(),
+        "retry = { max_attempts = 3, base = \"50ms\", max = \"5s\" }",
+    ))
+    .await;
+    let id = d
+        .accept(json!({"channel": "hooks", "to": "t", "body": "b"}))
+        .await;
     let view = d.wait_for_state(&id, "delivered").await;
     let got = sink.received();
     assert_eq!(got.len(), 2);
     let waited = got[1].at - got[0].at;
-    assert!(waited >= Duration::from_millis(990), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(990),
+        "retried after {waited:?}"
+    );
     assert_eq!(view["attempts"], 1, "{view}");
     assert_eq!(view["attempt_log"][0]["decision"], "rate_limited");
 }
@@ -114,11 +161,27 @@ async fn a_rate_limited_answer_waits_for_retry_after_and_spends_no_attempt() {
 #[tokio::test]
 async fn a_notification_past_its_expiry_is_expired_not_sent() {
     // The provider asks for 3 s; the notification expires after 0.6 s, before that retry.
-    let sink = Sink::start(|_, _| (StatusCode::SERVICE_UNAVAILABLE, vec![("retry-after", "3".into())], Duration::ZERO)).await;
-    let d = TestDaemon::start(&webhook("hooks", &sink.url(), "retry = { max_attempts = 50, base = \"1s\", max = \"5s\" }")).await;
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![("retry-after", "3".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let d = TestDaemon::start(&webhook(
+        "hooks",
+        &sink.url(),
+        "retry = { max_attempts = 50, base = \"1s\", max = \"5s\" }",
+    ))
+    .await;
     let expires = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(600);
-    let expires = expires.format(&time::format_description::well_known::Rfc3339).unwrap();
-    let id = d.accept(json!({"channel": "hooks", "to": "t", "body": "b", "expires_at": expires})).await;
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let id = d
+        .accept(json!({"channel": "hooks", "to": "t", "body": "b", "expires_at": expires}))
+        .await;
     let view = d.wait_for_state(&id, "expired").await;
     assert_eq!(view["last_error"]["code"], "expired");
     assert_eq!(sink.received().len(), 1);
@@ -129,36 +192,39 @@ async fn priority_high_is_sent_before_normal_and_low() {
     let sink = Sink::ok().await;
     // One slot, so the order of sends is the order of claims.
     let d = TestDaemon::start(&webhook("hooks", &sink.url(), "concurrency = 1")).await;
-    let later = "2099-01-01T00:00:00Z";
-    let ids: Vec<String> = futures_lite_join(&d, later).await;
+    for p in ["low", "normal", "high"] {
+        d.accept(json!({"channel": "hooks", "to": "t", "body": p, "priority": p, "send_at": "2099-01-01T00:00:00Z"}))
+            .await;
+    }
     // Make all three due at once by rewriting run_at through SQL, as another process could.
     let conn = rusqlite::Connection::open(d.queue_path()).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.execute("UPDATE notifications SET run_at = 0 WHERE state = 'queued'", []).unwrap();
+    conn.execute(
+        "UPDATE notifications SET run_at = 0 WHERE state = 'queued'",
+        [],
+    )
+    .unwrap();
     let got = sink.wait_for(3, Duration::from_secs(10)).await;
-    let order: Vec<String> = got.iter().map(|r| r.body["body"].as_str().unwrap().to_owned()).collect();
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| r.body["body"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(order, vec!["high", "normal", "low"]);
-    drop(ids);
-}
-
-async fn futures_lite_join(d: &TestDaemon, later: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    for p in ["low", "normal", "high"] {
-        ids.push(d.accept(json!({"channel": "hooks", "to": "t", "body": p, "priority": p, "send_at": later})).await);
-    }
-    ids
 }
 
 #[tokio::test]
 async fn a_graceful_stop_lets_in_flight_sends_finish() {
     let sink = Sink::start(|_, _| (StatusCode::OK, vec![], Duration::from_millis(500))).await;
     let d = TestDaemon::start(&webhook("hooks", &sink.url(), "")).await;
-    let id = d.accept(json!({"channel": "hooks", "to": "t", "body": "b"})).await;
+    let id = d
+        .accept(json!({"channel": "hooks", "to": "t", "body": "b"}))
+        .await;
     sink.wait_for(1, Duration::from_secs(5)).await;
-    let base = d.base.clone();
     let dir = d.stop().await;
-    drop(base);
-    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(&notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db"))).unwrap();
+    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(
+        &notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db")),
+    )
+    .unwrap();
     use notifyd::outbox::Outbox;
     let view = outbox.get(&id).await.unwrap().unwrap();
     assert_eq!(view.state, notifyd::outbox::State::Delivered);
@@ -167,11 +233,21 @@ async fn a_graceful_stop_lets_in_flight_sends_finish() {
 #[tokio::test]
 async fn a_send_still_running_after_the_grace_period_is_released_to_the_queue() {
     let sink = Sink::start(|_, _| (StatusCode::OK, vec![], Duration::from_secs(30))).await;
-    let d = TestDaemon::start(&webhook("hooks", &sink.url(), "timeouts = { total = \"60s\" }")).await;
-    let id = d.accept(json!({"channel": "hooks", "to": "t", "body": "b"})).await;
+    let d = TestDaemon::start(&webhook(
+        "hooks",
+        &sink.url(),
+        "timeouts = { total = \"60s\" }",
+    ))
+    .await;
+    let id = d
+        .accept(json!({"channel": "hooks", "to": "t", "body": "b"}))
+        .await;
     sink.wait_for(1, Duration::from_secs(5)).await;
     let dir = d.stop().await; // shutdown_grace is 2s in tests
-    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(&notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db"))).unwrap();
+    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(
+        &notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db")),
+    )
+    .unwrap();
     use notifyd::outbox::Outbox;
     let view = outbox.get(&id).await.unwrap().unwrap();
     assert_eq!(view.state, notifyd::outbox::State::Queued);

@@ -20,8 +20,16 @@ async fn a_row_inserted_with_plain_sql_by_another_process_is_delivered() {
          c.commit()\n",
         d.queue_path().display().to_string()
     );
-    let out = Command::new("python3").arg("-c").arg(&script).output().expect("python3 is needed for this test");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3 is needed for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = sink.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(got[0].body["subject"], "Disk");
     assert_eq!(got[0].body["body"], "db-1 full");
@@ -42,11 +50,27 @@ fn notifyd(config: &std::path::Path, args: &[&str]) -> std::process::Output {
 async fn notifyd_send_writes_to_the_queue_and_the_running_daemon_delivers_it() {
     let d = TestDaemon::start(LOG).await;
     let config = d.dir.path().join("notifyd.toml");
-    let out = notifyd(&config, &["send", "--channel", "log", "--to", "a@example.com", "--body", "from the CLI"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = notifyd(
+        &config,
+        &[
+            "send",
+            "--channel",
+            "log",
+            "--to",
+            "a@example.com",
+            "--body",
+            "from the CLI",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["state"], "queued");
-    d.wait_for_state(answer["id"].as_str().unwrap(), "delivered").await;
+    d.wait_for_state(answer["id"].as_str().unwrap(), "delivered")
+        .await;
 
     let out = notifyd(&config, &["status", answer["id"].as_str().unwrap()]);
     assert!(out.status.success());
@@ -59,10 +83,16 @@ fn notifyd_send_refuses_an_unknown_channel_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("notifyd.toml");
     std::fs::write(&config, config_text(dir.path(), LOG)).unwrap();
-    let out = notifyd(&config, &["send", "--channel", "pager", "--to", "x", "--body", "b"]);
+    let out = notifyd(
+        &config,
+        &["send", "--channel", "pager", "--to", "x", "--body", "b"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--channel: no channel named \"pager\" is configured"), "{err}");
+    assert!(
+        err.contains("--channel: no channel named \"pager\" is configured"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,7 +100,10 @@ fn notifyd_send_refuses_bad_data_json_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("notifyd.toml");
     std::fs::write(&config, config_text(dir.path(), LOG)).unwrap();
-    let out = notifyd(&config, &["send", "--channel", "log", "--to", "x", "--data", "{oops"]);
+    let out = notifyd(
+        &config,
+        &["send", "--channel", "log", "--to", "x", "--data", "{oops"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--data: not valid JSON"));
 }
@@ -79,25 +112,46 @@ fn notifyd_send_refuses_bad_data_json_with_exit_code_2() {
 fn check_config_names_the_bad_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[channels.hooks]\nkind = \"webhook\"\nurl = \"ftp://nope\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[channels.hooks]\nkind = \"webhook\"\nurl = \"ftp://nope\"\n",
+    )
+    .unwrap();
     let out = notifyd(&config, &["check-config"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("channels.hooks: `url`: must be http:// or https://"), "{err}");
+    assert!(
+        err.contains("channels.hooks: `url`: must be http:// or https://"),
+        "{err}"
+    );
 
     std::fs::write(&config, "[server]\nlisten = 5\n").unwrap();
     let out = notifyd(&config, &["check-config"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.listen") && err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("server.listen") && err.contains("bad.toml"),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_config_accepts_the_documented_default() {
     let out = Command::new(env!("CARGO_BIN_EXE_notifyd"))
-        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/notifyd.toml"), "check-config"])
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/notifyd.toml"),
+            "check-config",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "configuration OK: 1 channel(s): log");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configuration OK: 1 channel(s): log"
+    );
 }

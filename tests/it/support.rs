@@ -65,7 +65,13 @@ impl TestDaemon {
 
     /// POSTs JSON; returns status and body.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self.http.post(self.url(path)).json(body).send().await.unwrap();
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -91,7 +97,10 @@ impl TestDaemon {
             if view["state"] == state {
                 return view;
             }
-            assert!(Instant::now() < deadline, "{id} never reached {state}: {view}");
+            assert!(
+                Instant::now() < deadline,
+                "{id} never reached {state}: {view}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -113,7 +122,11 @@ pub struct Received {
     pub body: Value,
 }
 
-type Responder = dyn Fn(usize, &Value) -> (StatusCode, Vec<(&'static str, String)>, Duration) + Send + Sync;
+/// What the sink keeps: the requests so far, and how to answer the next.
+type SinkState = (Arc<Mutex<Vec<Received>>>, Arc<Responder>);
+
+type Responder =
+    dyn Fn(usize, &Value) -> (StatusCode, Vec<(&'static str, String)>, Duration) + Send + Sync;
 
 /// An HTTP receiver on loopback that records every request and answers as told.
 #[derive(Clone)]
@@ -130,11 +143,17 @@ impl Sink {
 
     /// `respond(n, body)` decides the answer to the n-th request (0-based): status, headers, delay.
     pub async fn start(
-        respond: impl Fn(usize, &Value) -> (StatusCode, Vec<(&'static str, String)>, Duration) + Send + Sync + 'static,
+        respond: impl Fn(usize, &Value) -> (StatusCode, Vec<(&'static str, String)>, Duration)
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
         let received = Arc::new(Mutex::new(Vec::new()));
         let state = (received.clone(), Arc::new(respond) as Arc<Responder>);
-        let app = Router::new().route("/{*path}", post(record)).route("/", post(record)).with_state(state);
+        let app = Router::new()
+            .route("/{*path}", post(record))
+            .route("/", post(record))
+            .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -157,14 +176,18 @@ impl Sink {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "sink got {} of {n} requests", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "sink got {} of {n} requests",
+                got.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
 async fn record(
-    State((received, respond)): State<(Arc<Mutex<Vec<Received>>>, Arc<Responder>)>,
+    State((received, respond)): State<SinkState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

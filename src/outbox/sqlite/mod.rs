@@ -51,7 +51,9 @@ pub struct SqliteOutbox {
 
 impl std::fmt::Debug for SqliteOutbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteOutbox").field("path", &self.path).finish()
+        f.debug_struct("SqliteOutbox")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -253,7 +255,10 @@ impl Outbox for SqliteOutbox {
 }
 
 /// Looks up the id stored under an idempotency key (used by the writer, and by tests).
-pub(crate) fn id_for_key(conn: &Connection, key: &str) -> Result<Option<(String, String, Option<String>)>> {
+pub(crate) fn id_for_key(
+    conn: &Connection,
+    key: &str,
+) -> Result<Option<(String, String, Option<String>)>> {
     conn.prepare_cached(
         "SELECT id, state, content_hash FROM notifications WHERE idempotency_key = ?1",
     )?

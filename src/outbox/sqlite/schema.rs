@@ -107,7 +107,11 @@ fn attempt_view(r: &Row<'_>) -> rusqlite::Result<AttemptView> {
 }
 
 /// Dead letters, newest first.
-pub fn dead_letters(conn: &Connection, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+pub fn dead_letters(
+    conn: &Connection,
+    channel: Option<&str>,
+    limit: usize,
+) -> Result<Vec<DeadLetter>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(
         "SELECT id, channel, recipient, attempts, last_code, last_error, updated_at
@@ -142,7 +146,11 @@ pub fn depth(conn: &Connection) -> Result<Vec<Depth>> {
     ] {
         let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u64>(2)?,
+            ))
         })?;
         for row in rows {
             let (channel, state, count) = row?;

@@ -52,10 +52,40 @@ async fn claim_takes_high_priority_first_then_earliest_due() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let now = now_ms();
-    let low = put(&q, NewNotification { priority: Priority::Low, run_at_ms: now - 3000, ..note("c") }).await;
-    let normal_late = put(&q, NewNotification { run_at_ms: now - 1000, ..note("c") }).await;
-    let normal_early = put(&q, NewNotification { run_at_ms: now - 2000, ..note("c") }).await;
-    let high = put(&q, NewNotification { priority: Priority::High, run_at_ms: now, ..note("c") }).await;
+    let low = put(
+        &q,
+        NewNotification {
+            priority: Priority::Low,
+            run_at_ms: now - 3000,
+            ..note("c")
+        },
+    )
+    .await;
+    let normal_late = put(
+        &q,
+        NewNotification {
+            run_at_ms: now - 1000,
+            ..note("c")
+        },
+    )
+    .await;
+    let normal_early = put(
+        &q,
+        NewNotification {
+            run_at_ms: now - 2000,
+            ..note("c")
+        },
+    )
+    .await;
+    let high = put(
+        &q,
+        NewNotification {
+            priority: Priority::High,
+            run_at_ms: now,
+            ..note("c")
+        },
+    )
+    .await;
 
     let mut got = Vec::new();
     for _ in 0..4 {
@@ -82,7 +112,14 @@ async fn claim_only_takes_its_own_channel_and_respects_the_limit() {
 async fn claim_increments_the_attempt_and_carries_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    let id = put(&q, NewNotification { data: Some(serde_json::json!({"k": "v"})), ..note("c") }).await;
+    let id = put(
+        &q,
+        NewNotification {
+            data: Some(serde_json::json!({"k": "v"})),
+            ..note("c")
+        },
+    )
+    .await;
     let c = q.claim("c", 1, LEASE).await.unwrap().remove(0);
     assert_eq!(c.attempt, 1);
     assert_eq!(c.message.id, id);
@@ -98,7 +135,13 @@ async fn a_leased_row_is_not_claimed_again_until_its_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let id = put(&q, note("c")).await;
-    assert_eq!(q.claim("c", 1, Duration::from_millis(150)).await.unwrap().len(), 1);
+    assert_eq!(
+        q.claim("c", 1, Duration::from_millis(150))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let again = q.claim("c", 1, LEASE).await.unwrap();
@@ -116,19 +159,29 @@ async fn a_completion_from_a_lost_lease_changes_nothing() {
     assert_eq!(second.attempt, 2);
 
     // The first attempt's worker finishes late: fenced out.
-    q.complete(vec![done(&id, 1, Outcome::Finish {
-        state: State::Failed,
-        code: "x".into(),
-        error: "late".into(),
-        fallback: false,
-    })])
+    q.complete(vec![done(
+        &id,
+        1,
+        Outcome::Finish {
+            state: State::Failed,
+            code: "x".into(),
+            error: "late".into(),
+            fallback: false,
+        },
+    )])
     .await
     .unwrap();
     assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Sending);
 
-    q.complete(vec![done(&id, 2, Outcome::Delivered { provider_id: Some("p-1".into()) })])
-        .await
-        .unwrap();
+    q.complete(vec![done(
+        &id,
+        2,
+        Outcome::Delivered {
+            provider_id: Some("p-1".into()),
+        },
+    )])
+    .await
+    .unwrap();
     let view = q.get(&id).await.unwrap().unwrap();
     assert_eq!(view.state, State::Delivered);
     assert_eq!(view.provider_id.as_deref(), Some("p-1"));
@@ -143,7 +196,9 @@ async fn a_lease_held_by_another_process_fences_this_one_out() {
     a.claim("c", 1, Duration::ZERO).await.unwrap();
     b.claim("c", 1, LEASE).await.unwrap();
     // Same attempt number cannot happen across owners, but the owner check holds anyway.
-    a.complete(vec![done(&id, 2, Outcome::Delivered { provider_id: None })]).await.unwrap();
+    a.complete(vec![done(&id, 2, Outcome::Delivered { provider_id: None })])
+        .await
+        .unwrap();
     assert_eq!(a.get(&id).await.unwrap().unwrap().state, State::Sending);
 }
 
@@ -153,12 +208,16 @@ async fn a_retry_is_not_due_before_its_run_at_and_a_refund_keeps_the_attempt_cou
     let q = open(&dir);
     let id = put(&q, note("c")).await;
     q.claim("c", 1, LEASE).await.unwrap();
-    q.complete(vec![done(&id, 1, Outcome::Retry {
-        run_at_ms: now_ms() + 60_000,
-        refund_attempt: true,
-        code: "rate_limited".into(),
-        error: "slow down".into(),
-    })])
+    q.complete(vec![done(
+        &id,
+        1,
+        Outcome::Retry {
+            run_at_ms: now_ms() + 60_000,
+            refund_attempt: true,
+            code: "rate_limited".into(),
+            error: "slow down".into(),
+        },
+    )])
     .await
     .unwrap();
     let view = q.get(&id).await.unwrap().unwrap();
@@ -172,7 +231,14 @@ async fn a_retry_is_not_due_before_its_run_at_and_a_refund_keeps_the_attempt_cou
 async fn a_scheduled_notification_is_claimed_only_once_due() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    let id = put(&q, NewNotification { run_at_ms: now_ms() + 300, ..note("c") }).await;
+    let id = put(
+        &q,
+        NewNotification {
+            run_at_ms: now_ms() + 300,
+            ..note("c")
+        },
+    )
+    .await;
     assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(ids(&q.claim("c", 1, LEASE).await.unwrap()), vec![id]);
@@ -182,13 +248,33 @@ async fn a_scheduled_notification_is_claimed_only_once_due() {
 async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    let stale = put(&q, NewNotification { expires_at_ms: Some(now_ms() - 1), ..note("c") }).await;
-    let fresh = put(&q, NewNotification { expires_at_ms: Some(now_ms() + 60_000), ..note("c") }).await;
+    let stale = put(
+        &q,
+        NewNotification {
+            expires_at_ms: Some(now_ms() - 1),
+            ..note("c")
+        },
+    )
+    .await;
+    let fresh = put(
+        &q,
+        NewNotification {
+            expires_at_ms: Some(now_ms() + 60_000),
+            ..note("c")
+        },
+    )
+    .await;
     let orphan = put(&q, note("gone")).await;
 
     let report = q.sweep(&["c".to_owned()]).await.unwrap();
 
-    assert_eq!(report, SweepReport { expired: 1, orphaned: 1 });
+    assert_eq!(
+        report,
+        SweepReport {
+            expired: 1,
+            orphaned: 1
+        }
+    );
     assert_eq!(q.get(&stale).await.unwrap().unwrap().state, State::Expired);
     assert_eq!(q.get(&fresh).await.unwrap().unwrap().state, State::Queued);
     let orphan = q.get(&orphan).await.unwrap().unwrap();
@@ -200,19 +286,42 @@ async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
 async fn same_idempotency_key_and_content_returns_the_original() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    let first = put(&q, NewNotification { idempotency_key: Some("k1".into()), ..note("c") }).await;
+    let first = put(
+        &q,
+        NewNotification {
+            idempotency_key: Some("k1".into()),
+            ..note("c")
+        },
+    )
+    .await;
     let again = q
-        .enqueue(vec![NewNotification { idempotency_key: Some("k1".into()), ..note("c") }])
+        .enqueue(vec![NewNotification {
+            idempotency_key: Some("k1".into()),
+            ..note("c")
+        }])
         .await
         .unwrap();
-    assert_eq!(again, vec![Enqueued::Duplicate { id: first, state: State::Queued }]);
+    assert_eq!(
+        again,
+        vec![Enqueued::Duplicate {
+            id: first,
+            state: State::Queued
+        }]
+    );
 }
 
 #[tokio::test]
 async fn same_idempotency_key_with_different_content_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    let first = put(&q, NewNotification { idempotency_key: Some("k1".into()), ..note("c") }).await;
+    let first = put(
+        &q,
+        NewNotification {
+            idempotency_key: Some("k1".into()),
+            ..note("c")
+        },
+    )
+    .await;
     let again = q
         .enqueue(vec![NewNotification {
             idempotency_key: Some("k1".into()),
@@ -229,14 +338,30 @@ async fn idempotency_holds_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let first = {
         let q = open(&dir);
-        put(&q, NewNotification { idempotency_key: Some("k1".into()), ..note("c") }).await
+        put(
+            &q,
+            NewNotification {
+                idempotency_key: Some("k1".into()),
+                ..note("c")
+            },
+        )
+        .await
     };
     let q = open(&dir);
     let again = q
-        .enqueue(vec![NewNotification { idempotency_key: Some("k1".into()), ..note("c") }])
+        .enqueue(vec![NewNotification {
+            idempotency_key: Some("k1".into()),
+            ..note("c")
+        }])
         .await
         .unwrap();
-    assert_eq!(again, vec![Enqueued::Duplicate { id: first, state: State::Queued }]);
+    assert_eq!(
+        again,
+        vec![Enqueued::Duplicate {
+            id: first,
+            state: State::Queued
+        }]
+    );
 }
 
 #[tokio::test]
@@ -247,8 +372,14 @@ async fn cancel_works_only_while_queued() {
     let sending = put(&q, note("b")).await;
     q.claim("b", 1, LEASE).await.unwrap();
 
-    assert_eq!(q.cancel(&queued).await.unwrap(), Transition::Done(State::Cancelled));
-    assert_eq!(q.cancel(&sending).await.unwrap(), Transition::Refused(State::Sending));
+    assert_eq!(
+        q.cancel(&queued).await.unwrap(),
+        Transition::Done(State::Cancelled)
+    );
+    assert_eq!(
+        q.cancel(&sending).await.unwrap(),
+        Transition::Refused(State::Sending)
+    );
     assert_eq!(q.cancel("nope").await.unwrap(), Transition::NotFound);
     assert!(q.claim("a", 1, LEASE).await.unwrap().is_empty());
 }
@@ -259,12 +390,16 @@ async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget() {
     let q = open(&dir);
     let id = put(&q, note("c")).await;
     q.claim("c", 1, LEASE).await.unwrap();
-    q.complete(vec![done(&id, 1, Outcome::Finish {
-        state: State::Dead,
-        code: "http_503".into(),
-        error: "down".into(),
-        fallback: false,
-    })])
+    q.complete(vec![done(
+        &id,
+        1,
+        Outcome::Finish {
+            state: State::Dead,
+            code: "http_503".into(),
+            error: "down".into(),
+            fallback: false,
+        },
+    )])
     .await
     .unwrap();
 
@@ -274,8 +409,14 @@ async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget() {
     assert_eq!(dead[0].last_code.as_deref(), Some("http_503"));
     assert!(q.dead_letters(Some("other"), 10).await.unwrap().is_empty());
 
-    assert_eq!(q.replay(&id).await.unwrap(), Transition::Done(State::Queued));
-    assert_eq!(q.replay(&id).await.unwrap(), Transition::Refused(State::Queued));
+    assert_eq!(
+        q.replay(&id).await.unwrap(),
+        Transition::Done(State::Queued)
+    );
+    assert_eq!(
+        q.replay(&id).await.unwrap(),
+        Transition::Refused(State::Queued)
+    );
     let again = q.claim("c", 1, LEASE).await.unwrap();
     assert_eq!(again[0].attempt, 1);
 }
@@ -284,21 +425,34 @@ async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget() {
 async fn a_failure_with_fallback_queues_the_next_route_with_the_same_content() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    let id = put(&q, NewNotification {
-        fallback: vec![
-            FallbackTarget { channel: "sms".into(), to: "+15551234567".into() },
-            FallbackTarget { channel: "mail".into(), to: "b@example.com".into() },
-        ],
-        ..note("push")
-    })
+    let id = put(
+        &q,
+        NewNotification {
+            fallback: vec![
+                FallbackTarget {
+                    channel: "sms".into(),
+                    to: "+15551234567".into(),
+                },
+                FallbackTarget {
+                    channel: "mail".into(),
+                    to: "b@example.com".into(),
+                },
+            ],
+            ..note("push")
+        },
+    )
     .await;
     q.claim("push", 1, LEASE).await.unwrap();
-    q.complete(vec![done(&id, 1, Outcome::Finish {
-        state: State::Failed,
-        code: "UNREGISTERED".into(),
-        error: "dead token".into(),
-        fallback: true,
-    })])
+    q.complete(vec![done(
+        &id,
+        1,
+        Outcome::Finish {
+            state: State::Failed,
+            code: "UNREGISTERED".into(),
+            error: "dead token".into(),
+            fallback: true,
+        },
+    )])
     .await
     .unwrap();
 
@@ -307,7 +461,13 @@ async fn a_failure_with_fallback_queues_the_next_route_with_the_same_content() {
     assert_eq!(child.message.body.as_deref(), Some("Body"));
     let view = q.get(&child.message.id).await.unwrap().unwrap();
     assert_eq!(view.parent_id.as_deref(), Some(id.as_str()));
-    assert_eq!(view.fallback, vec![FallbackTarget { channel: "mail".into(), to: "b@example.com".into() }]);
+    assert_eq!(
+        view.fallback,
+        vec![FallbackTarget {
+            channel: "mail".into(),
+            to: "b@example.com".into()
+        }]
+    );
 }
 
 #[tokio::test]
@@ -319,7 +479,12 @@ async fn attempts_are_recorded_in_order() {
     q.complete(vec![Completion {
         id: id.clone(),
         attempt: 1,
-        outcome: Outcome::Retry { run_at_ms: 0, refund_attempt: false, code: "http_503".into(), error: "down".into() },
+        outcome: Outcome::Retry {
+            run_at_ms: 0,
+            refund_attempt: false,
+            code: "http_503".into(),
+            error: "down".into(),
+        },
         record: Some(AttemptRecord {
             started_at_ms: 10,
             latency_ms: 12,
@@ -336,7 +501,9 @@ async fn attempts_are_recorded_in_order() {
     q.complete(vec![Completion {
         id: id.clone(),
         attempt: 2,
-        outcome: Outcome::Delivered { provider_id: Some("SM1".into()) },
+        outcome: Outcome::Delivered {
+            provider_id: Some("SM1".into()),
+        },
         record: Some(AttemptRecord {
             started_at_ms: 20,
             latency_ms: 7,
@@ -350,9 +517,15 @@ async fn attempts_are_recorded_in_order() {
     .await
     .unwrap();
     let view = q.get(&id).await.unwrap().unwrap();
-    let log: Vec<(u32, &str, &str)> =
-        view.attempt_log.iter().map(|a| (a.attempt, a.outcome.as_str(), a.decision.as_str())).collect();
-    assert_eq!(log, vec![(1, "transient", "retry"), (2, "delivered", "delivered")]);
+    let log: Vec<(u32, &str, &str)> = view
+        .attempt_log
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str(), a.decision.as_str()))
+        .collect();
+    assert_eq!(
+        log,
+        vec![(1, "transient", "retry"), (2, "delivered", "delivered")]
+    );
     assert_eq!(view.attempt_log[0].latency_ms, 12);
 }
 
@@ -411,9 +584,16 @@ async fn concurrent_enqueues_share_commits_and_all_get_answers() {
 async fn a_full_disk_is_unavailable_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
-    let q = SqliteOutbox::open(&SqliteOptions { path: path.clone(), max_page_count: Some(1) }).unwrap();
+    let q = SqliteOutbox::open(&SqliteOptions {
+        path: path.clone(),
+        max_page_count: Some(1),
+    })
+    .unwrap();
     // The schema already uses more than one page: any growth fails like a full disk.
-    let big = NewNotification { body: Some("x".repeat(64 * 1024)), ..note("c") };
+    let big = NewNotification {
+        body: Some("x".repeat(64 * 1024)),
+        ..note("c")
+    };
     let err = q.enqueue(vec![big]).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     drop(q);
@@ -430,12 +610,22 @@ async fn depth_counts_live_and_dead_rows_per_channel() {
     put(&q, note("b")).await;
     q.claim("b", 1, LEASE).await.unwrap();
     let mut depth = q.depth().await.unwrap();
-    depth.sort_by(|x, y| (x.channel.as_str(), x.state.as_str()).cmp(&(y.channel.as_str(), y.state.as_str())));
+    depth.sort_by(|x, y| {
+        (x.channel.as_str(), x.state.as_str()).cmp(&(y.channel.as_str(), y.state.as_str()))
+    });
     assert_eq!(
         depth,
         vec![
-            Depth { channel: "a".into(), state: State::Queued, count: 2 },
-            Depth { channel: "b".into(), state: State::Sending, count: 1 },
+            Depth {
+                channel: "a".into(),
+                state: State::Queued,
+                count: 2
+            },
+            Depth {
+                channel: "b".into(),
+                state: State::Sending,
+                count: 1
+            },
         ]
     );
 }

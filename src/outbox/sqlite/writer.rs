@@ -115,7 +115,8 @@ impl Writer {
         // Some errors (SQLITE_FULL, I/O) make SQLite roll the whole transaction back by itself:
         // then nothing in the batch was committed, and every caller must hear so.
         let commit = if self.conn.is_autocommit() {
-            Err(first_error.unwrap_or_else(|| StoreError::Unavailable("transaction rolled back".into())))
+            Err(first_error
+                .unwrap_or_else(|| StoreError::Unavailable("transaction rolled back".into())))
         } else {
             self.conn.execute_batch("COMMIT").map_err(StoreError::from)
         };
@@ -186,7 +187,10 @@ impl Writer {
         let fallback = if n.fallback.is_empty() {
             None
         } else {
-            Some(serde_json::to_string(&n.fallback).map_err(|e| StoreError::Internal(e.to_string()))?)
+            Some(
+                serde_json::to_string(&n.fallback)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            )
         };
         let inserted = self
             .conn
@@ -263,7 +267,8 @@ impl Writer {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, channel, to, subject, body, html, data, created_at, attempt, expires_at) = row?;
+            let (id, channel, to, subject, body, html, data, created_at, attempt, expires_at) =
+                row?;
             // A row with unreadable data is still claimed and sent without it, never stuck.
             let data = data.and_then(|d| serde_json::from_str(&d).ok());
             out.push(Claimed {
@@ -307,7 +312,8 @@ impl Writer {
                     ])?;
             }
             // Fenced: only the holder of this attempt's lease may move the row on.
-            const FENCE: &str = "WHERE id = ?1 AND attempts = ?2 AND lease_owner = ?3 AND state = 'sending'";
+            const FENCE: &str =
+                "WHERE id = ?1 AND attempts = ?2 AND lease_owner = ?3 AND state = 'sending'";
             let changed = match &c.outcome {
                 Outcome::Delivered { provider_id } => self
                     .conn
@@ -459,7 +465,9 @@ impl Writer {
         )?;
         match state {
             None => Ok(Transition::NotFound),
-            Some(s) => Ok(Transition::Refused(s.parse().map_err(StoreError::Internal)?)),
+            Some(s) => Ok(Transition::Refused(
+                s.parse().map_err(StoreError::Internal)?,
+            )),
         }
     }
 
