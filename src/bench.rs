@@ -2,8 +2,9 @@
 //!
 //! It starts the real daemon (this binary, `serve`) as a child process on a temporary SQLite
 //! file, with one `webhook` channel pointed at a local receiver that this command runs, then:
-//! 1. single `POST /v1/notifications` at a fixed concurrency, delivered as they arrive;
-//! 2. batches of 1,000, scheduled a few seconds ahead so the accept rate is measured alone;
+//! 1. single `POST /v1/notifications` at a fixed concurrency, scheduled a few seconds ahead so
+//!    the accept path is measured alone (they are delivered, and waited for, afterwards);
+//! 2. batches of 1,000, scheduled ahead the same way;
 //! 3. the drain of that backlog once it falls due: delivered/s, end to end;
 //! 4. accept→delivered latency at a fixed offered load (open loop);
 //!
@@ -112,12 +113,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         dir.join("queue.db").display()
     );
 
-    // 1. Single POSTs, delivered as they come.
+    // 1. Single POSTs, due once they are all in, so accepting is measured alone.
+    let due_text = rfc3339_in(Duration::from_secs(5 + (args.singles as u64) / 4000))?;
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, base, next) = (http.clone(), base.clone(), next.clone());
+        let (http, base, next, due_text) =
+            (http.clone(), base.clone(), next.clone(), due_text.clone());
         let total = args.singles as u64;
         workers.push(tokio::spawn(async move {
             loop {
@@ -125,7 +128,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 if n >= total {
                     return Ok::<_, anyhow::Error>(());
                 }
-                let body = json!({"channel": "bench", "to": "receiver", "subject": "bench", "body": format!("single {n}")});
+                let body = json!({"channel": "bench", "to": "receiver", "subject": "bench", "body": format!("single {n}"), "send_at": due_text});
                 let resp = http.post(format!("{base}/v1/notifications")).json(&body).send().await?;
                 if resp.status().as_u16() != 202 {
                     bail!("single POST answered {}", resp.status());
@@ -143,8 +146,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // 2. Batches of 1,000, due a little later so nothing is dispatched while accepting.
     let batched = (args.batches * 1000) as u64;
     let due_in = Duration::from_secs(5 + (args.batches as u64) / 25);
-    let due = time::OffsetDateTime::now_utc() + due_in;
-    let due_text = due.format(&time::format_description::well_known::Rfc3339)?;
+    let due_text = rfc3339_in(due_in)?;
     let due_instant = Instant::now() + due_in;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -251,7 +253,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "{:<58} {:>10.1} s",
-        format!("  (all {} of them delivered after)", args.singles),
+        format!("  (all {} accepted and delivered after)", args.singles),
         singles_all_delivered
     );
     println!(
@@ -281,6 +283,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "daemon peak RSS (VmHWM)", rss_mb, "≤ 60 MB"
     );
     Ok(())
+}
+
+/// The RFC 3339 time `after` from now.
+fn rfc3339_in(after: Duration) -> anyhow::Result<String> {
+    let at = time::OffsetDateTime::now_utc() + after;
+    Ok(at.format(&time::format_description::well_known::Rfc3339)?)
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

@@ -70,6 +70,12 @@ pub struct SendArgs {
     pub expires_at: Option<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// A template name (see `[templates]`), instead of subject/body/html/data.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Template variables as a JSON object.
+    #[arg(long)]
+    pub vars: Option<String>,
     /// A fallback route CHANNEL=TO, tried if this one fails; repeat for more.
     #[arg(long)]
     pub fallback: Vec<String>,
@@ -124,12 +130,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => match Registry::build(&config) {
             Ok(registry) => {
+                let templates = match daemon::load_templates(&config) {
+                    Ok(t) => t.names(),
+                    Err(e) => {
+                        eprintln!("notifyd: {e}");
+                        return Ok(ExitCode::from(EXIT_INVALID));
+                    }
+                };
                 let names = registry.names();
-                println!(
+                print!(
                     "configuration OK: {} channel(s): {}",
                     names.len(),
                     names.join(", ")
                 );
+                if templates.is_empty() {
+                    println!();
+                } else {
+                    println!(
+                        "; {} template(s): {}",
+                        templates.len(),
+                        templates.join(", ")
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(problems) => {
@@ -194,7 +216,14 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    let new = match submission.validate(&registry) {
+    let templates = match daemon::load_templates(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("notifyd: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let new = match submission.validate(&registry, &templates) {
         Ok(n) => n,
         Err(r) => {
             eprintln!(
@@ -234,6 +263,12 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         }
         None => None,
     };
+    let vars = match args.vars {
+        Some(v) => {
+            Some(serde_json::from_str(&v).map_err(|e| format!("--vars: not valid JSON: {e}"))?)
+        }
+        None => None,
+    };
     let priority = match args.priority {
         Some(p) => Some(
             p.parse::<Priority>()
@@ -260,8 +295,8 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         body: args.body,
         html: args.html,
         data,
-        template: None,
-        vars: None,
+        template: args.template,
+        vars,
         priority,
         send_at: args.send_at,
         expires_at: args.expires_at,

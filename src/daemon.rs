@@ -12,6 +12,7 @@ use crate::dispatch::Dispatcher;
 use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
 use crate::outbox::{Outbox, StoreError};
 use crate::registry::Registry;
+use crate::templates::Templates;
 
 /// The daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum StartError {
     QueueUrl(String),
     #[error("channels:\n  {}", .0.join("\n  "))]
     Channels(Vec<String>),
+    #[error("{0}")]
+    Templates(#[from] crate::templates::TemplateError),
     #[error("server.listen: cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -39,6 +42,14 @@ pub async fn open_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, StartErro
     Ok(Arc::new(outbox))
 }
 
+/// Loads the configured templates (none when `templates.dir` is not set).
+pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::TemplateError> {
+    match &config.templates.dir {
+        Some(dir) => Templates::load(dir),
+        None => Ok(Templates::default()),
+    }
+}
+
 /// A started daemon.
 pub struct Daemon {
     addr: SocketAddr,
@@ -52,6 +63,7 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let outbox: Arc<dyn Outbox> = open_outbox(&config).await?;
         let registry = Arc::new(Registry::build(&config).map_err(StartError::Channels)?);
+        let templates = Arc::new(load_templates(&config)?);
         let listener = tokio::net::TcpListener::bind(&config.server.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -66,6 +78,7 @@ impl Daemon {
         let router = api::router(AppState {
             outbox: outbox.clone(),
             registry: registry.clone(),
+            templates,
             server: config.server.clone(),
         });
         let dispatcher = Dispatcher::new(outbox, registry.clone(), config.dispatcher.clone());

@@ -13,3 +13,4 @@ pub mod dispatch;
 pub mod outbox;
 pub mod registry;
 pub mod submission;
+pub mod templates;

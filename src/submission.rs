@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::outbox::{FallbackTarget, NewNotification, Priority, now_ms};
 use crate::registry::Registry;
+use crate::templates::Templates;
 
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 255;
@@ -84,7 +85,11 @@ fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
 
 impl Submission {
     /// Validates against the configured channels and turns it into a row to store.
-    pub fn validate(self, registry: &Registry) -> Result<NewNotification, Rejection> {
+    pub fn validate(
+        mut self,
+        registry: &Registry,
+        templates: &Templates,
+    ) -> Result<NewNotification, Rejection> {
         let runtime = registry.get(&self.channel).ok_or_else(|| {
             Rejection::new(
                 "channel",
@@ -106,14 +111,28 @@ impl Submission {
                 format!("longer than {MAX_TO_LEN} bytes"),
             ));
         }
+        // Hashed as submitted (template and vars, not their rendering): a replay is the same
+        // request, whatever the templates say today.
+        let content_hash = self.content_hash();
         if let Some(template) = &self.template {
-            return Err(Rejection::new(
-                "template",
-                "unknown_template",
-                format!("no template named {template:?} is configured"),
-            ));
-        }
-        if self.vars.is_some() {
+            if self.subject.is_some()
+                || self.body.is_some()
+                || self.html.is_some()
+                || self.data.is_some()
+            {
+                return Err(Rejection::new(
+                    "template",
+                    "invalid_field",
+                    "give either a template or inline subject/body/html/data, not both",
+                ));
+            }
+            let vars = self.vars.take().unwrap_or(serde_json::Value::Null);
+            let rendered = templates.render(template, runtime.kind, &vars)?;
+            self.subject = rendered.subject;
+            self.body = rendered.body;
+            self.html = rendered.html;
+            self.data = rendered.data;
+        } else if self.vars.is_some() {
             return Err(Rejection::new(
                 "vars",
                 "invalid_field",
@@ -126,7 +145,11 @@ impl Submission {
             && self.data.is_none()
         {
             return Err(Rejection::new(
-                "body",
+                if self.template.is_some() {
+                    "template"
+                } else {
+                    "body"
+                },
                 "missing_content",
                 "give at least one of body, subject, html, data or template",
             ));
@@ -167,7 +190,6 @@ impl Submission {
             None => None,
         };
         let id = uuid::Uuid::now_v7().to_string();
-        let content_hash = self.content_hash();
         let created_at =
             SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
         let message = Message {

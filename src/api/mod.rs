@@ -21,6 +21,7 @@ use crate::config::ServerConfig;
 use crate::outbox::{Enqueued, NewNotification, Outbox, Transition};
 use crate::registry::Registry;
 use crate::submission::Submission;
+use crate::templates::Templates;
 
 pub use error::ApiError;
 pub use views::notification as views_notification;
@@ -30,6 +31,7 @@ pub use views::notification as views_notification;
 pub struct AppState {
     pub outbox: Arc<dyn Outbox>,
     pub registry: Arc<Registry>,
+    pub templates: Arc<Templates>,
     pub server: ServerConfig,
 }
 
@@ -84,7 +86,7 @@ fn accept(
             _ => submission.idempotency_key = Some(key.to_owned()),
         }
     }
-    Ok(submission.validate(&state.registry)?)
+    Ok(submission.validate(&state.registry, &state.templates)?)
 }
 
 /// The answer for one stored (or replayed, or conflicting) notification.

@@ -32,6 +32,8 @@ pub struct Config {
     pub dispatcher: DispatcherConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub templates: TemplatesConfig,
     /// Channels by name; notifications refer to a channel by this name.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
@@ -137,6 +139,14 @@ impl Default for DispatcherConfig {
             fault_hold: Duration::from_secs(30),
         }
     }
+}
+
+/// `[templates]`: named templates rendered at accept time.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// A folder with one sub-folder per template; none configured means no templates.
+    pub dir: Option<PathBuf>,
 }
 
 /// `[log]`.

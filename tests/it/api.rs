@@ -404,6 +404,7 @@ async fn a_full_disk_is_503_and_nothing_is_stored() {
     let state = AppState {
         outbox: Arc::new(outbox),
         registry: Arc::new(Registry::build(&config).unwrap()),
+        templates: Default::default(),
         server: ServerConfig::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -422,4 +423,61 @@ async fn a_full_disk_is_503_and_nothing_is_stored() {
     let check = SqliteOutbox::open(&SqliteOptions::new(dir.path().join("full.db"))).unwrap();
     use notifyd::outbox::Outbox;
     assert!(check.depth().await.unwrap().is_empty());
+}
+
+fn template_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("order_shipped");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("subject.txt"), "Order {{ order }} shipped").unwrap();
+    std::fs::write(
+        t.join("body.txt"),
+        "Hi {{ name }}, order {{ order }} is on its way.",
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_template_is_rendered_at_accept_time_and_delivered() {
+    let templates = template_dir();
+    let sink = Sink::ok().await;
+    let channels = format!(
+        "{}[templates]\ndir = \"{}\"\n",
+        webhook("hooks", &sink.url(), ""),
+        templates.path().display()
+    );
+    let d = TestDaemon::start(&channels).await;
+    let id = d
+        .accept(json!({"channel": "hooks", "to": "t", "template": "order_shipped", "vars": {"name": "Ann", "order": 42}}))
+        .await;
+    d.wait_for_state(&id, "delivered").await;
+    let got = sink.received();
+    assert_eq!(got[0].body["subject"], "Order 42 shipped");
+    assert_eq!(got[0].body["body"], "Hi Ann, order 42 is on its way.");
+}
+
+#[tokio::test]
+async fn a_missing_template_variable_is_422_naming_vars() {
+    let templates = template_dir();
+    let channels = format!(
+        "{LOG}[templates]\ndir = \"{}\"\n",
+        templates.path().display()
+    );
+    let d = TestDaemon::start(&channels).await;
+    let (s, b) = d
+        .post("/v1/notifications", &json!({"channel": "log", "to": "x", "template": "order_shipped", "vars": {"order": 42}}))
+        .await;
+    assert_error(s, &b, 422, "template_error", Some("vars"));
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("name"),
+        "{b}"
+    );
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "template": "nope", "vars": {}}),
+        )
+        .await;
+    assert_error(s, &b, 422, "unknown_template", Some("template"));
 }
