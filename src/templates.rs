@@ -180,6 +180,21 @@ impl Templates {
                 .env
                 .get_template(&file)
                 .map_err(|e| Rejection::new("template", "template_error", describe(&e)))?;
+            let mut missing: Vec<String> = template
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|v| {
+                    vars.get(v).is_none() && self.env.globals().all(|(g, _)| g != v.as_str())
+                })
+                .collect();
+            if !missing.is_empty() {
+                missing.sort();
+                return Err(Rejection::new(
+                    "vars",
+                    "template_error",
+                    format!("{file}: missing variable(s): {}", missing.join(", ")),
+                ));
+            }
             template
                 .render(minijinja::value::Serde(vars))
                 .map(Some)

@@ -57,6 +57,9 @@ impl BuildError {
 
 /// The provider part of a `[channels.<name>]` table, selected by `kind`.
 ///
+/// PROVIDER AUTHORS: read `channels/PROVIDERS.md` first — the contract, how to build and test one
+/// feature alone, how to commit, and what to report.
+///
 /// Adding a provider adds one arm here; nothing in the daemon changes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
