@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod outbox;
+pub mod policy;
 pub mod registry;
 pub mod submission;
 pub mod templates;

@@ -1,6 +1,6 @@
 //! One `[channels.<name>]` table: the provider part (selected by `kind`, owned by
-//! `notifyd-channels`) and the daemon's policy part (criticality, timeouts, retry, concurrency),
-//! side by side in the same table.
+//! `notifyd-channels`) and the daemon's policy part (criticality, timeouts, retry, concurrency,
+//! breaker, rate limit, failover), side by side in the same table.
 
 use std::time::Duration;
 
@@ -37,6 +37,12 @@ pub struct ChannelPolicy {
     pub retry: RetryPolicy,
     /// Sends in flight at once (the bulkhead): a hanging provider holds only these slots.
     pub concurrency: usize,
+    pub breaker: BreakerConfig,
+    /// Unlimited when absent.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Channels of the same kind of recipient to move a notification to when this one's breaker
+    /// is open or its retries ran out on retryable errors (never on a rejection).
+    pub failover: Vec<String>,
 }
 
 impl Default for ChannelPolicy {
@@ -46,6 +52,9 @@ impl Default for ChannelPolicy {
             timeouts: TimeoutsConfig::default(),
             retry: RetryPolicy::default(),
             concurrency: 32,
+            breaker: BreakerConfig::default(),
+            rate_limit: None,
+            failover: Vec::new(),
         }
     }
 }
@@ -74,6 +83,9 @@ pub struct RetryPolicy {
     /// No wait is longer, whatever the attempt or the provider's `Retry-After`.
     #[serde(with = "duration")]
     pub max: Duration,
+    /// A notification older than this is not retried again: it goes to the dead letters.
+    #[serde(deserialize_with = "duration::option::deserialize")]
+    pub max_age: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -82,12 +94,110 @@ impl Default for RetryPolicy {
             max_attempts: 8,
             base: Duration::from_secs(1),
             max: Duration::from_secs(600),
+            max_age: None,
         }
     }
 }
 
+/// `breaker = { ... }`: the circuit breaker around the channel's provider.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    /// Opens when at least this share of the calls in the window failed...
+    pub failure_ratio: f64,
+    /// ... and the window holds at least this many calls.
+    pub min_calls: u32,
+    /// The sliding window the ratio is computed over.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Also opens after this many failures in a row (0: off).
+    pub consecutive_failures: u32,
+    /// How long it stays open before letting probes through.
+    #[serde(with = "duration")]
+    pub open_for: Duration,
+    /// Each failed probe doubles the open time, up to this.
+    #[serde(with = "duration")]
+    pub max_open_for: Duration,
+    /// Calls let through when half-open; that many successes close it.
+    pub probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_ratio: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(60),
+            consecutive_failures: 0,
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
+            probes: 1,
+        }
+    }
+}
+
+/// A rate: `per_second` or `per_minute`, with a `burst`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: Option<f64>,
+    pub per_minute: Option<f64>,
+    /// Calls allowed back to back before the rate applies.
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Rate {
+    /// Calls per second.
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+            .unwrap_or_else(|| self.per_minute.unwrap_or(0.0) / 60.0)
+    }
+
+    fn problems(&self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        match (self.per_second, self.per_minute) {
+            (Some(_), Some(_)) | (None, None) => out.push(format!(
+                "{key}: give exactly one of per_second or per_minute"
+            )),
+            _ => {}
+        }
+        if !(self.per_second() > 0.0 && self.per_second().is_finite()) {
+            out.push(format!("{key}: the rate must be more than 0"));
+        }
+        if self.burst == 0 {
+            out.push(format!("{key}.burst: must be at least 1"));
+        }
+        out
+    }
+}
+
+/// `rate_limit = { per_second | per_minute, burst, per_recipient? }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    #[serde(flatten)]
+    pub channel: Rate,
+    /// A separate limit for each recipient (e.g. one SMS a minute to the same number).
+    pub per_recipient: Option<Rate>,
+}
+
 /// The keys of a channel table that belong to the policy; the rest belong to the provider.
-const POLICY_KEYS: &[&str] = &["criticality", "timeouts", "retry", "concurrency"];
+const POLICY_KEYS: &[&str] = &[
+    "criticality",
+    "timeouts",
+    "retry",
+    "concurrency",
+    "breaker",
+    "rate_limit",
+    "failover",
+];
 
 impl ChannelPolicy {
     /// Value problems, each prefixed with its key.
@@ -101,6 +211,31 @@ impl ChannelPolicy {
         }
         if self.retry.base.is_zero() {
             out.push("retry.base: must be more than 0".into());
+        }
+        if self.retry.max_age.is_some_and(|d| d.is_zero()) {
+            out.push("retry.max_age: must be more than 0".into());
+        }
+        let b = &self.breaker;
+        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+            out.push("breaker.failure_ratio: must be more than 0 and at most 1".into());
+        }
+        if b.min_calls == 0 {
+            out.push("breaker.min_calls: must be at least 1".into());
+        }
+        if b.probes == 0 {
+            out.push("breaker.probes: must be at least 1".into());
+        }
+        if b.window.is_zero() || b.open_for.is_zero() {
+            out.push("breaker: window and open_for must be more than 0".into());
+        }
+        if b.max_open_for < b.open_for {
+            out.push("breaker.max_open_for: must not be less than open_for".into());
+        }
+        if let Some(r) = &self.rate_limit {
+            out.extend(r.channel.problems("rate_limit"));
+            if let Some(p) = &r.per_recipient {
+                out.extend(p.problems("rate_limit.per_recipient"));
+            }
         }
         if self.retry.base > self.retry.max {
             out.push("retry.base: must not be more than retry.max".into());

@@ -18,7 +18,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
-pub use channel::{ChannelConfig, ChannelPolicy, Criticality, RetryPolicy, TimeoutsConfig};
+pub use channel::{
+    BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, Rate, RateLimitConfig, RetryPolicy,
+    TimeoutsConfig,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +282,17 @@ impl Config {
             }
             for p in channel.policy.problems() {
                 problems.push(format!("channels.{name}.{p}"));
+            }
+            for target in &channel.policy.failover {
+                if target == name {
+                    problems.push(format!(
+                        "channels.{name}.failover: a channel cannot fail over to itself"
+                    ));
+                } else if !self.channels.contains_key(target) {
+                    problems.push(format!(
+                        "channels.{name}.failover: no channel named {target:?}"
+                    ));
+                }
             }
         }
         if problems.is_empty() {

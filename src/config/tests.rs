@@ -122,7 +122,8 @@ fn policy_keys_are_read_beside_provider_keys() {
         RetryPolicy {
             max_attempts: 3,
             base: Duration::from_millis(200),
-            max: Duration::from_secs(5)
+            max: Duration::from_secs(5),
+            max_age: None,
         }
     );
     assert_eq!(p.timeouts.total, Some(Duration::from_secs(2)));

@@ -38,6 +38,7 @@ mod tests {
             max_attempts: 8,
             base: Duration::from_secs(1),
             max: Duration::from_secs(60),
+            max_age: None,
         }
     }
 
