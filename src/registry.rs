@@ -1,16 +1,19 @@
 //! The configured channels, built and ready: each channel with its policy, its bulkhead (a
-//! semaphore of `concurrency` slots), the wake-up its dispatcher loop waits on, and its health.
+//! semaphore of `concurrency` slots), its breaker and rate limiter, the wake-up its dispatcher
+//! loop waits on, and its health.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notifyd_channels::{BuildContext, Channel, Timeouts};
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 
 use crate::config::{ChannelPolicy, Config, Criticality};
 use crate::outbox::now_ms;
+use crate::policy::{Breaker, RateLimiter};
 
 /// One channel at run time.
 pub struct ChannelRuntime {
@@ -23,20 +26,26 @@ pub struct ChannelRuntime {
     pub slots: Arc<Semaphore>,
     /// Woken when a notification for this channel was just enqueued here.
     pub wake: Notify,
+    pub breaker: Breaker,
+    pub limiter: RateLimiter,
     health: Mutex<Health>,
 }
 
 /// What an operator wants to know about a channel right now.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Health {
-    /// While set and in the future, the channel sends nothing: its credentials were refused.
+    /// While in the future, the channel sends nothing: its credentials were refused, or the
+    /// provider asked it to wait (`Retry-After` on a rate-limit answer).
     #[serde(skip)]
     pub held_until: Option<Instant>,
     pub held_until_ms: Option<i64>,
+    pub held_because: Option<&'static str>,
     pub last_error: Option<RecentError>,
     pub delivered: u64,
     pub failed: u64,
     pub retried: u64,
+    /// Notifications that ended `dead` on this channel while it is `critical`.
+    pub dead_critical: u64,
 }
 
 /// The most recent failed attempt of a channel.
@@ -48,24 +57,40 @@ pub struct RecentError {
     pub at_ms: i64,
 }
 
+/// How an attempt ended, for the health counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    Delivered,
+    Failed,
+    Retried,
+}
+
 impl ChannelRuntime {
-    /// Stops this channel from sending for `hold` after our own credentials were refused.
-    pub fn hold(&self, hold: Duration) {
-        if let Ok(mut h) = self.health.lock() {
-            h.held_until = Some(Instant::now() + hold);
-            h.held_until_ms =
-                Some(now_ms() + i64::try_from(hold.as_millis()).unwrap_or(i64::MAX / 2));
+    fn health_mut(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops this channel from sending for `hold`; a longer hold already in force is kept.
+    pub fn hold(&self, hold: Duration, because: &'static str) {
+        let until = Instant::now() + hold;
+        let mut h = self.health_mut();
+        if h.held_until.is_some_and(|t| t >= until) {
+            return;
         }
+        h.held_until = Some(until);
+        h.held_until_ms = Some(now_ms() + i64::try_from(hold.as_millis()).unwrap_or(i64::MAX / 2));
+        h.held_because = Some(because);
     }
 
     /// When the hold ends, if the channel is held now.
     pub fn held_until(&self) -> Option<Instant> {
-        let mut h = self.health.lock().ok()?;
+        let mut h = self.health_mut();
         match h.held_until {
             Some(t) if t > Instant::now() => Some(t),
             Some(_) => {
                 h.held_until = None;
                 h.held_until_ms = None;
+                h.held_because = None;
                 None
             }
             None => None,
@@ -74,22 +99,26 @@ impl ChannelRuntime {
 
     /// Updates the health counters after an attempt.
     pub fn record(&self, outcome: AttemptKind, error: Option<RecentError>) {
-        if let Ok(mut h) = self.health.lock() {
-            match outcome {
-                AttemptKind::Delivered => h.delivered += 1,
-                AttemptKind::Failed => h.failed += 1,
-                AttemptKind::Retried => h.retried += 1,
-            }
-            if error.is_some() {
-                h.last_error = error;
-            }
+        let mut h = self.health_mut();
+        match outcome {
+            AttemptKind::Delivered => h.delivered += 1,
+            AttemptKind::Failed => h.failed += 1,
+            AttemptKind::Retried => h.retried += 1,
         }
+        if error.is_some() {
+            h.last_error = error;
+        }
+    }
+
+    /// Counts a critical notification that ended dead, for alerting.
+    pub fn record_dead_critical(&self) {
+        self.health_mut().dead_critical += 1;
     }
 
     /// A snapshot of the channel's health.
     pub fn health(&self) -> Health {
         let _ = self.held_until();
-        self.health.lock().map(|h| h.clone()).unwrap_or_default()
+        self.health_mut().clone()
     }
 
     /// Sends in flight now.
@@ -108,14 +137,6 @@ impl ChannelRuntime {
     pub fn is_critical(&self) -> bool {
         self.policy.criticality == Criticality::Critical
     }
-}
-
-/// How an attempt ended, for the health counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
-    Delivered,
-    Failed,
-    Retried,
 }
 
 /// All configured channels by name.
@@ -138,6 +159,7 @@ impl Registry {
             };
             match cfg.provider.build(&ctx) {
                 Ok(channel) => {
+                    let critical = cfg.policy.criticality == Criticality::Critical;
                     channels.insert(
                         name.clone(),
                         Arc::new(ChannelRuntime {
@@ -148,6 +170,8 @@ impl Registry {
                             timeouts,
                             slots: Arc::new(Semaphore::new(cfg.policy.concurrency)),
                             wake: Notify::new(),
+                            breaker: Breaker::new(name, critical, cfg.policy.breaker.clone()),
+                            limiter: RateLimiter::new(cfg.policy.rate_limit.as_ref()),
                             health: Mutex::new(Health::default()),
                         }),
                     );

@@ -24,6 +24,7 @@ pub fn notification(v: &NotificationView) -> Value {
         .map(|a| {
             json!({
                 "attempt": a.attempt,
+                "channel": a.channel,
                 "at": rfc3339(a.started_at_ms),
                 "latency_ms": a.latency_ms,
                 "outcome": a.outcome,
@@ -85,8 +86,20 @@ pub fn channel(rt: &ChannelRuntime, depth: &[Depth]) -> Value {
         "concurrency": rt.policy.concurrency,
         "in_flight": rt.in_flight(),
         "held_until": health.held_until_ms.map(rfc3339),
+        "held_because": health.held_because,
+        "breaker": rt.breaker.view(),
+        "rate_limit": {
+            "tokens": rt.limiter.tokens(),
+            "waits": rt.limiter.waits(),
+        },
+        "failover": rt.policy.failover,
         "queue": {"queued": count(State::Queued), "sending": count(State::Sending), "dead": count(State::Dead)},
-        "since_start": {"delivered": health.delivered, "failed": health.failed, "retried": health.retried},
+        "since_start": {
+            "delivered": health.delivered,
+            "failed": health.failed,
+            "retried": health.retried,
+            "dead_critical": health.dead_critical,
+        },
         "last_error": health.last_error.as_ref().map(|e| json!({
             "class": e.class, "code": e.code, "message": e.message, "at": rfc3339(e.at_ms)
         })),

@@ -11,14 +11,18 @@ mod decide;
 pub mod retry;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notifyd_channels::{DeliveryError, SendContext};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::DispatcherConfig;
-use crate::outbox::{Claimed, Completion, Outbox, Outcome, State, now_ms};
+use crate::outbox::{
+    AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, State, now_ms,
+};
+use crate::policy::{Admission, Verdict};
 use crate::registry::{ChannelRuntime, Registry};
 
 pub use decide::decide;
@@ -58,6 +62,7 @@ impl Dispatcher {
         for rt in self.registry.iter() {
             loops.spawn(channel_loop(
                 rt.clone(),
+                self.registry.clone(),
                 self.outbox.clone(),
                 self.config.clone(),
                 signals.clone(),
@@ -74,7 +79,7 @@ impl Dispatcher {
         let _ = stop_tx.send(true);
         tracing::info!(grace = ?self.config.shutdown_grace, "Dispatcher stopping; letting in-flight sends finish.");
         let deadline = Instant::now() + self.config.shutdown_grace;
-        let drained = tokio::time::timeout_at(deadline.into(), self.all_slots_free()).await;
+        let drained = tokio::time::timeout_at(deadline, self.all_slots_free()).await;
         if drained.is_err() {
             tracing::warn!(
                 "Shutdown grace period over; abandoning the remaining sends and releasing their notifications."
@@ -98,6 +103,7 @@ impl Dispatcher {
 
 async fn channel_loop(
     rt: Arc<ChannelRuntime>,
+    registry: Arc<Registry>,
     outbox: Arc<dyn Outbox>,
     config: DispatcherConfig,
     signals: Signals,
@@ -110,7 +116,7 @@ async fn channel_loop(
         }
         if let Some(until) = rt.held_until() {
             tokio::select! {
-                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = tokio::time::sleep_until(until) => {}
                 _ = stop.changed() => return,
             }
             continue;
@@ -122,17 +128,59 @@ async fn channel_loop(
             },
             _ = stop.changed() => return,
         };
-        let want = (1 + rt.slots.available_permits()).min(config.claim_batch);
-        let claimed = match outbox.claim(&rt.name, want, lease).await {
+        let mut want = u32::try_from((1 + rt.slots.available_permits()).min(config.claim_batch))
+            .unwrap_or(u32::MAX);
+        // The breaker decides whether the provider is called at all.
+        let probes = match rt.breaker.admit(want) {
+            Admission::Closed => None,
+            Admission::Probe(n) => {
+                want = want.min(n);
+                Some(n)
+            }
+            Admission::Open { until } => {
+                drop(first);
+                while_open(&rt, &registry, &outbox, until).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = rt.wake.notified() => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+        };
+        // The rate limit decides how many now.
+        match rt.limiter.acquire(want) {
+            Ok(n) => want = n,
+            Err(next) => {
+                drop(first);
+                if let Some(n) = probes {
+                    rt.breaker.unused_probes(n);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+        }
+        let claimed = match outbox.claim(&rt.name, want as usize, lease).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(channel = %rt.name, error = %e, "Claim failed; will retry.");
+                rt.limiter.refund(want);
+                if let Some(n) = probes {
+                    rt.breaker.unused_probes(n);
+                }
                 drop(first);
                 idle(&rt, &config, &mut stop).await;
                 continue;
             }
         };
-        let got_all = claimed.len() == want;
+        let got = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
+        rt.limiter.refund(want - got);
+        if let Some(n) = probes {
+            rt.breaker.unused_probes(n.saturating_sub(got));
+        }
         let mut first = Some(first);
         for row in claimed {
             let permit = match first.take() {
@@ -145,16 +193,63 @@ async fn channel_loop(
             };
             tokio::spawn(send_one(
                 rt.clone(),
+                registry.clone(),
                 outbox.clone(),
                 config.clone(),
                 row,
                 permit,
+                probes.is_some(),
                 signals.abandon.clone(),
             ));
         }
         drop(first);
-        if !got_all {
+        if got < want {
             idle(&rt, &config, &mut stop).await;
+        }
+    }
+}
+
+/// Rows that fall due while the breaker is open are moved: to the failover channels if there
+/// are any, else their `run_at` becomes the next probe time. No attempt is spent either way.
+async fn while_open(
+    rt: &ChannelRuntime,
+    registry: &Registry,
+    outbox: &Arc<dyn Outbox>,
+    until: Instant,
+) {
+    const CHUNK: usize = 5000;
+    for target in &rt.policy.failover {
+        loop {
+            let how = OpenBreakerMove::Reroute { to: target.clone() };
+            match outbox.move_due(&rt.name, how, CHUNK).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::warn!(channel = %rt.name, to_channel = %target, moved = n,
+                        "Breaker open: failed over due notifications.");
+                    registry.wake(target);
+                    if n < CHUNK as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %rt.name, error = %e, "Could not fail over due notifications.");
+                    break;
+                }
+            }
+        }
+    }
+    let until_ms = now_ms() + decide::millis(until.saturating_duration_since(Instant::now()));
+    loop {
+        match outbox
+            .move_due(&rt.name, OpenBreakerMove::Defer { until_ms }, CHUNK)
+            .await
+        {
+            Ok(n) if n == CHUNK as u64 => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(channel = %rt.name, error = %e, "Could not defer due notifications.");
+                break;
+            }
         }
     }
 }
@@ -171,15 +266,37 @@ async fn idle(rt: &ChannelRuntime, config: &DispatcherConfig, stop: &mut watch::
 /// Delivers one claimed notification and writes the outcome back; holds its slot until then.
 async fn send_one(
     rt: Arc<ChannelRuntime>,
+    registry: Arc<Registry>,
     outbox: Arc<dyn Outbox>,
     config: DispatcherConfig,
     row: Claimed,
     permit: OwnedSemaphorePermit,
+    probe: bool,
     mut abandon: watch::Receiver<bool>,
 ) {
     let id = row.message.id.clone();
     let attempt = row.attempt;
     let started_at = now_ms();
+    let refund = |run_at_ms: i64, code: &str, error: String, decision: &str| Completion {
+        id: id.clone(),
+        attempt,
+        outcome: Outcome::Retry {
+            run_at_ms,
+            refund_attempt: true,
+            code: code.to_owned(),
+            error: error.clone(),
+        },
+        record: Some(AttemptRecord {
+            started_at_ms: started_at,
+            latency_ms: 0,
+            outcome: "not_sent".into(),
+            code: Some(code.to_owned()),
+            error: Some(error),
+            provider_id: None,
+            decision: decision.to_owned(),
+        }),
+    };
+    let mut verdict = Verdict::Neutral;
     let completion = if row.expires_at_ms.is_some_and(|t| t <= started_at) {
         Completion {
             id: id.clone(),
@@ -192,6 +309,14 @@ async fn send_one(
             },
             record: None,
         }
+    } else if let Err(next) = rt.limiter.acquire_recipient(&row.message.to) {
+        let wait = next.saturating_duration_since(Instant::now());
+        refund(
+            started_at + decide::millis(wait),
+            "recipient_rate_limited",
+            format!("this recipient's rate limit allows the next send in {wait:?}"),
+            "waited_for_rate_limit",
+        )
     } else {
         let ctx = SendContext {
             attempt,
@@ -219,14 +344,27 @@ async fn send_one(
                         ),
                     ))
                 });
-                decide(&rt, &config, &row, result, started_at, clock.elapsed())
+                let (completion, v) =
+                    decide(&rt, &config, &row, result, started_at, clock.elapsed());
+                verdict = v;
+                completion
             }
         }
     };
-    if let Err(e) = outbox.complete(vec![completion]).await {
+    rt.breaker.record(verdict, probe);
+    let rerouted_to = match &completion.outcome {
+        Outcome::Reroute { channel, .. } => Some(channel.clone()),
+        _ => None,
+    };
+    match outbox.complete(vec![completion]).await {
+        Ok(()) => {
+            if let Some(target) = rerouted_to {
+                registry.wake(&target);
+            }
+        }
         // The lease will expire and the row will be claimed again: at-least-once holds.
-        tracing::error!(notification_id = %id, channel = %rt.name, error = %e,
-            "Could not record the outcome; the notification will be retried when its lease expires.");
+        Err(e) => tracing::error!(notification_id = %id, channel = %rt.name, error = %e,
+            "Could not record the outcome; the notification will be retried when its lease expires."),
     }
     drop(permit);
 }

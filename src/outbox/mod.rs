@@ -58,6 +58,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// Counts of live (`queued`, `sending`) and `dead` notifications per channel.
     async fn depth(&self) -> Result<Vec<Depth>>;
 
+    /// Defers or fails over up to `limit` due, queued notifications of `channel` whose breaker is
+    /// open; returns how many moved.
+    async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64>;
+
     /// Expires overdue queued rows and fails rows of channels not in `known_channels`.
     async fn sweep(&self, known_channels: &[String]) -> Result<SweepReport>;
 

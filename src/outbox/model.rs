@@ -156,6 +156,8 @@ pub struct Claimed {
     /// This attempt's number (1-based), also the fencing token of the lease.
     pub attempt: u32,
     pub expires_at_ms: Option<i64>,
+    /// Channels it was already moved away from by failover.
+    pub tried: Vec<String>,
 }
 
 /// How a leased notification's attempt ended, to be written back.
@@ -190,6 +192,12 @@ pub enum Outcome {
     },
     /// Shutdown: the send was abandoned; due again now, attempt refunded.
     Release,
+    /// Failover: move to another channel (same recipient), due now, with a fresh attempt budget.
+    Reroute {
+        channel: String,
+        code: String,
+        error: String,
+    },
 }
 
 /// One row of attempt history.
@@ -230,6 +238,8 @@ pub struct NotificationView {
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptView {
     pub attempt: u32,
+    /// The channel it was sent through (several after a failover).
+    pub channel: Option<String>,
     pub started_at_ms: i64,
     pub latency_ms: i64,
     pub outcome: String,
@@ -268,6 +278,15 @@ pub enum Transition {
     NotFound,
     /// The notification is in a state that does not allow it.
     Refused(State),
+}
+
+/// Moves due notifications of a channel whose breaker is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenBreakerMove {
+    /// Wait: `run_at` becomes the breaker's next probe time; no attempt is spent.
+    Defer { until_ms: i64 },
+    /// Fail over to this channel (rows that already tried it are left alone).
+    Reroute { to: String },
 }
 
 /// What a maintenance sweep changed.

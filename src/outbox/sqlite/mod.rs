@@ -244,6 +244,17 @@ impl Outbox for SqliteOutbox {
         self.read(schema::depth).await
     }
 
+    async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {
+        let channel = channel.to_owned();
+        self.call(|reply| Op::MoveDue {
+            channel,
+            how,
+            limit,
+            reply,
+        })
+        .await
+    }
+
     async fn sweep(&self, known_channels: &[String]) -> Result<SweepReport> {
         let known = known_channels.to_vec();
         self.call(|reply| Op::Sweep { known, reply }).await

@@ -5,7 +5,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::super::*;
 
 /// Migrations in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("0001_init.sql"),
+    include_str!("0002_failover.sql"),
+];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
 /// at once cannot both migrate.
@@ -69,7 +72,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
     let Some(row) = row else { return Ok(None) };
     let attempt_log = conn
         .prepare_cached(
-            "SELECT attempt, started_at, latency_ms, outcome, code, error, provider_id, decision
+            "SELECT attempt, started_at, latency_ms, outcome, code, error, provider_id, decision, channel
              FROM attempts WHERE notification_id = ?1 ORDER BY attempt, rowid",
         )?
         .query_map(params![id], attempt_view)?
@@ -103,6 +106,7 @@ fn attempt_view(r: &Row<'_>) -> rusqlite::Result<AttemptView> {
         error: r.get(5)?,
         provider_id: r.get(6)?,
         decision: r.get(7)?,
+        channel: r.get(8)?,
     })
 }
 

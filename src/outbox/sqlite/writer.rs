@@ -46,6 +46,12 @@ pub enum Op {
         known: Vec<String>,
         reply: oneshot::Sender<Result<SweepReport>>,
     },
+    MoveDue {
+        channel: String,
+        how: OpenBreakerMove,
+        limit: usize,
+        reply: oneshot::Sender<Result<u64>>,
+    },
     Ping {
         reply: oneshot::Sender<Result<()>>,
     },
@@ -170,6 +176,12 @@ impl Writer {
             Op::Cancel { id, reply } => done!(reply, self.cancel(&id, now)),
             Op::Replay { id, reply } => done!(reply, self.replay(&id, now)),
             Op::Sweep { known, reply } => done!(reply, self.sweep(&known, now)),
+            Op::MoveDue {
+                channel,
+                how,
+                limit,
+                reply,
+            } => done!(reply, self.move_due(&channel, &how, limit, now)),
             Op::Ping { reply } => done!(reply, Ok(())),
         }
     }
@@ -249,7 +261,7 @@ impl Writer {
                  ORDER BY prio_rank, run_at
                  LIMIT ?5)
              RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
-                       expires_at",
+                       expires_at, tried",
         )?;
         let rows = stmt.query_map(params![self.owner, until, now, channel, limit], |r| {
             Ok((
@@ -263,12 +275,27 @@ impl Writer {
                 r.get::<_, i64>(7)?,
                 r.get::<_, u32>(8)?,
                 r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<String>>(10)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, channel, to, subject, body, html, data, created_at, attempt, expires_at) =
-                row?;
+            let (
+                id,
+                channel,
+                to,
+                subject,
+                body,
+                html,
+                data,
+                created_at,
+                attempt,
+                expires_at,
+                tried,
+            ) = row?;
+            let tried = tried
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
             // A row with unreadable data is still claimed and sent without it, never stuck.
             let data = data.and_then(|d| serde_json::from_str(&d).ok());
             out.push(Claimed {
@@ -285,6 +312,7 @@ impl Writer {
                 },
                 attempt,
                 expires_at_ms: expires_at,
+                tried,
             });
         }
         Ok(out)
@@ -296,8 +324,9 @@ impl Writer {
                 self.conn
                     .prepare_cached(
                         "INSERT INTO attempts (notification_id, attempt, started_at, latency_ms,
-                             outcome, code, error, provider_id, decision)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                             outcome, code, error, provider_id, decision, channel)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                                 (SELECT channel FROM notifications WHERE id = ?1))",
                     )?
                     .execute(params![
                         c.id,
@@ -365,6 +394,19 @@ impl Writer {
                     }
                     changed
                 }
+                Outcome::Reroute {
+                    channel,
+                    code,
+                    error,
+                } => self
+                    .conn
+                    .prepare_cached(&format!(
+                        "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
+                             channel = ?4, state = 'queued', attempts = 0, run_at = ?5,
+                             lease_owner = NULL, last_code = ?6, last_error = ?7, updated_at = ?5
+                         {FENCE}"
+                    ))?
+                    .execute(params![c.id, c.attempt, self.owner, channel, now, code, error])?,
                 Outcome::Release => self
                     .conn
                     .prepare_cached(&format!(
@@ -471,6 +513,42 @@ impl Writer {
         }
     }
 
+    fn move_due(
+        &self,
+        channel: &str,
+        how: &OpenBreakerMove,
+        limit: usize,
+        now: i64,
+    ) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let moved = match how {
+            OpenBreakerMove::Defer { until_ms } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE notifications SET run_at = ?3, last_code = 'breaker_open',
+                         last_error = 'deferred: the channel''s circuit breaker is open', updated_at = ?2
+                     WHERE id IN (SELECT id FROM notifications
+                                  WHERE channel = ?1 AND state = 'queued' AND run_at <= ?2
+                                  ORDER BY prio_rank, run_at LIMIT ?4)",
+                )?
+                .execute(params![channel, now, until_ms, limit])?,
+            OpenBreakerMove::Reroute { to } => self
+                .conn
+                .prepare_cached(
+                    "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
+                         channel = ?3, run_at = ?2, attempts = 0, last_code = 'failed_over',
+                         last_error = 'moved: the channel''s circuit breaker is open', updated_at = ?2
+                     WHERE id IN (SELECT id FROM notifications
+                                  WHERE channel = ?1 AND state = 'queued' AND run_at <= ?2
+                                    AND NOT EXISTS (SELECT 1 FROM json_each(coalesce(tried, '[]'))
+                                                    WHERE value = ?3)
+                                  ORDER BY prio_rank, run_at LIMIT ?4)",
+                )?
+                .execute(params![channel, now, to, limit])?,
+        };
+        Ok(moved as u64)
+    }
+
     fn sweep(&self, known: &[String], now: i64) -> Result<SweepReport> {
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
         let expired = self
@@ -519,6 +597,7 @@ fn fail(op: Op, err: StoreError) {
         Op::Complete { reply, .. } => drop(reply.send(Err(err))),
         Op::Cancel { reply, .. } | Op::Replay { reply, .. } => drop(reply.send(Err(err))),
         Op::Sweep { reply, .. } => drop(reply.send(Err(err))),
+        Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
         Op::Ping { reply } => drop(reply.send(Err(err))),
     }
 }
