@@ -35,6 +35,14 @@ struct Signals {
     abandon: watch::Receiver<bool>,
 }
 
+/// What every channel loop and send shares.
+struct Shared {
+    registry: Arc<Registry>,
+    outbox: Arc<dyn Outbox>,
+    config: DispatcherConfig,
+    signals: Signals,
+}
+
 /// The delivery side of the daemon.
 pub struct Dispatcher {
     outbox: Arc<dyn Outbox>,
@@ -58,15 +66,15 @@ impl Dispatcher {
         let (stop_tx, stop) = watch::channel(false);
         let (abandon_tx, abandon) = watch::channel(false);
         let signals = Signals { stop, abandon };
+        let shared = Arc::new(Shared {
+            registry: self.registry.clone(),
+            outbox: self.outbox.clone(),
+            config: self.config.clone(),
+            signals: signals.clone(),
+        });
         let mut loops = JoinSet::new();
         for rt in self.registry.iter() {
-            loops.spawn(channel_loop(
-                rt.clone(),
-                self.registry.clone(),
-                self.outbox.clone(),
-                self.config.clone(),
-                signals.clone(),
-            ));
+            loops.spawn(channel_loop(rt.clone(), shared.clone()));
         }
         loops.spawn(sweep_loop(
             self.outbox.clone(),
@@ -101,25 +109,13 @@ impl Dispatcher {
     }
 }
 
-async fn channel_loop(
-    rt: Arc<ChannelRuntime>,
-    registry: Arc<Registry>,
-    outbox: Arc<dyn Outbox>,
-    config: DispatcherConfig,
-    signals: Signals,
-) {
-    let mut stop = signals.stop.clone();
+async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
+    let (outbox, config) = (&shared.outbox, &shared.config);
+    let mut stop = shared.signals.stop.clone();
     let lease = rt.lease(config.lease_margin);
     loop {
         if *stop.borrow() {
             return;
-        }
-        if let Some(until) = rt.held_until() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
-                _ = stop.changed() => return,
-            }
-            continue;
         }
         let first = tokio::select! {
             permit = rt.slots.clone().acquire_owned() => match permit {
@@ -128,6 +124,15 @@ async fn channel_loop(
             },
             _ = stop.changed() => return,
         };
+        // Checked after the slot is ours: the send that freed it may have just set a hold.
+        if let Some(until) = rt.held_until() {
+            drop(first);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
         let mut want = u32::try_from((1 + rt.slots.available_permits()).min(config.claim_batch))
             .unwrap_or(u32::MAX);
         // The breaker decides whether the provider is called at all.
@@ -139,7 +144,7 @@ async fn channel_loop(
             }
             Admission::Open { until } => {
                 drop(first);
-                while_open(&rt, &registry, &outbox, until).await;
+                while_open(&rt, &shared.registry, outbox, until).await;
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => {}
                     _ = rt.wake.notified() => {}
@@ -172,7 +177,7 @@ async fn channel_loop(
                     rt.breaker.unused_probes(n);
                 }
                 drop(first);
-                idle(&rt, &config, &mut stop).await;
+                idle(&rt, config, &mut stop).await;
                 continue;
             }
         };
@@ -193,18 +198,15 @@ async fn channel_loop(
             };
             tokio::spawn(send_one(
                 rt.clone(),
-                registry.clone(),
-                outbox.clone(),
-                config.clone(),
+                shared.clone(),
                 row,
                 permit,
                 probes.is_some(),
-                signals.abandon.clone(),
             ));
         }
         drop(first);
         if got < want {
-            idle(&rt, &config, &mut stop).await;
+            idle(&rt, config, &mut stop).await;
         }
     }
 }
@@ -266,14 +268,12 @@ async fn idle(rt: &ChannelRuntime, config: &DispatcherConfig, stop: &mut watch::
 /// Delivers one claimed notification and writes the outcome back; holds its slot until then.
 async fn send_one(
     rt: Arc<ChannelRuntime>,
-    registry: Arc<Registry>,
-    outbox: Arc<dyn Outbox>,
-    config: DispatcherConfig,
+    shared: Arc<Shared>,
     row: Claimed,
     permit: OwnedSemaphorePermit,
     probe: bool,
-    mut abandon: watch::Receiver<bool>,
 ) {
+    let mut abandon = shared.signals.abandon.clone();
     let id = row.message.id.clone();
     let attempt = row.attempt;
     let started_at = now_ms();
@@ -344,8 +344,14 @@ async fn send_one(
                         ),
                     ))
                 });
-                let (completion, v) =
-                    decide(&rt, &config, &row, result, started_at, clock.elapsed());
+                let (completion, v) = decide(
+                    &rt,
+                    &shared.config,
+                    &row,
+                    result,
+                    started_at,
+                    clock.elapsed(),
+                );
                 verdict = v;
                 completion
             }
@@ -356,10 +362,10 @@ async fn send_one(
         Outcome::Reroute { channel, .. } => Some(channel.clone()),
         _ => None,
     };
-    match outbox.complete(vec![completion]).await {
+    match shared.outbox.complete(vec![completion]).await {
         Ok(()) => {
             if let Some(target) = rerouted_to {
-                registry.wake(&target);
+                shared.registry.wake(&target);
             }
         }
         // The lease will expire and the row will be claimed again: at-least-once holds.
