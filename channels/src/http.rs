@@ -31,8 +31,34 @@ pub fn builder(timeouts: &Timeouts) -> reqwest::ClientBuilder {
         .pool_idle_timeout(Duration::from_secs(60))
 }
 
-/// Parses `Retry-After` as delta-seconds or an HTTP date; `None` if absent or unreadable.
+/// The provider's requested wait: `Retry-After` (delta-seconds or an HTTP date), else a
+/// rate-limit reset header (`RateLimit-Reset` in seconds, or `X-RateLimit-Reset` in seconds or as
+/// a Unix time); `None` if absent or unreadable.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    retry_after_header(headers).or_else(|| rate_limit_reset(headers))
+}
+
+fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get("ratelimit-reset")
+        .or_else(|| headers.get("x-ratelimit-reset"))?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    // Values this large are Unix times, not waits (a billion seconds is 31 years).
+    if value > 1_000_000_000 {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        return Some(Duration::from_secs(value.saturating_sub(now)));
+    }
+    Some(Duration::from_secs(value))
+}
+
+fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -131,7 +157,10 @@ mod tests {
 
     fn headers(retry_after: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_str(retry_after).unwrap_or_else(|_| HeaderValue::from_static("x")));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(retry_after).unwrap_or_else(|_| HeaderValue::from_static("x")),
+        );
         h
     }
 
@@ -144,7 +173,10 @@ mod tests {
     fn retry_after_as_http_date_in_the_future() {
         let when = SystemTime::now() + Duration::from_secs(90);
         let got = retry_after(&headers(&httpdate::fmt_http_date(when))).unwrap_or_default();
-        assert!(got > Duration::from_secs(85) && got <= Duration::from_secs(90), "{got:?}");
+        assert!(
+            got > Duration::from_secs(85) && got <= Duration::from_secs(90),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -156,6 +188,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_reset_header_is_used_without_retry_after() {
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-reset", HeaderValue::from_static("12"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
+        let mut h = HeaderMap::new();
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            + 30;
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_str(&at.to_string()).unwrap_or(HeaderValue::from_static("0")),
+        );
+        let got = retry_after(&h).unwrap_or_default();
+        assert!(
+            got > Duration::from_secs(28) && got <= Duration::from_secs(30),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_wins_over_a_reset_header() {
+        let mut h = headers("3");
+        h.insert("ratelimit-reset", HeaderValue::from_static("60"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
     fn unreadable_retry_after_is_ignored() {
         assert_eq!(retry_after(&headers("soon")), None);
     }
@@ -163,11 +224,26 @@ mod tests {
     #[test]
     fn status_classes() {
         let h = HeaderMap::new();
-        assert_eq!(classify_status(StatusCode::SERVICE_UNAVAILABLE, &h, b"").class(), "transient");
-        assert_eq!(classify_status(StatusCode::REQUEST_TIMEOUT, &h, b"").class(), "transient");
-        assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS, &h, b"").class(), "rate_limited");
-        assert_eq!(classify_status(StatusCode::NOT_FOUND, &h, b"").code(), "http_404");
-        assert_eq!(classify_status(StatusCode::BAD_REQUEST, &h, b"").class(), "permanent");
+        assert_eq!(
+            classify_status(StatusCode::SERVICE_UNAVAILABLE, &h, b"").class(),
+            "transient"
+        );
+        assert_eq!(
+            classify_status(StatusCode::REQUEST_TIMEOUT, &h, b"").class(),
+            "transient"
+        );
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, &h, b"").class(),
+            "rate_limited"
+        );
+        assert_eq!(
+            classify_status(StatusCode::NOT_FOUND, &h, b"").code(),
+            "http_404"
+        );
+        assert_eq!(
+            classify_status(StatusCode::BAD_REQUEST, &h, b"").class(),
+            "permanent"
+        );
     }
 
     #[test]
