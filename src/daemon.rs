@@ -12,6 +12,7 @@ use crate::dispatch::Dispatcher;
 use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
 use crate::outbox::{Outbox, StoreError};
 use crate::registry::Registry;
+use crate::systemd::Notifier;
 use crate::templates::Templates;
 
 /// The daemon could not start.
@@ -81,7 +82,13 @@ impl Daemon {
             templates,
             server: config.server.clone(),
         });
-        let dispatcher = Dispatcher::new(outbox, registry.clone(), config.dispatcher.clone());
+        let notifier = Notifier::from_env();
+        let dispatcher = Dispatcher::new(
+            outbox.clone(),
+            registry.clone(),
+            config.dispatcher.clone(),
+            notifier.clone(),
+        );
         let mut api_stop = stop.clone();
         let task = tokio::spawn(async move {
             let dispatching = tokio::spawn(dispatcher.run(stop));
@@ -94,6 +101,8 @@ impl Daemon {
             let _ = dispatching.await;
         });
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
+        // The queue is migrated and the listener bound: only now may systemd start dependents.
+        notifier.ready(&format!("Listening on {addr}"));
         Ok(Self {
             addr,
             shutdown,

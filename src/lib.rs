@@ -14,4 +14,5 @@ pub mod outbox;
 pub mod policy;
 pub mod registry;
 pub mod submission;
+pub mod systemd;
 pub mod templates;

@@ -7,4 +7,5 @@ mod chaos;
 mod crash;
 mod delivery;
 mod enqueue_outside;
+mod service;
 mod support;
