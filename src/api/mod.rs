@@ -1,6 +1,7 @@
 //! The HTTP API (v1): accept notifications, show their state, cancel, inspect and replay dead
 //! letters, show channels, and health.
 
+mod auth;
 mod body;
 mod error;
 mod views;
@@ -37,7 +38,7 @@ pub struct AppState {
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let protected = Router::new()
         .route("/v1/notifications", post(create))
         .route("/v1/notifications/batch", post(create_batch))
         .route("/v1/notifications/{id}", get(show))
@@ -45,6 +46,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/{id}/retry", post(replay))
         .route("/v1/channels", get(channels))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .merge(protected)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async {

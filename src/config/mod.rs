@@ -44,10 +44,13 @@ pub struct Config {
 
 /// `[server]`: the HTTP API.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct ServerConfig {
     /// Address the API listens on. Loopback by default.
     pub listen: String,
+    /// Bearer tokens the API accepts (several, separated by whitespace or one per line of
+    /// `auth_token_file`, so a token can be rotated). Required when `listen` is not loopback.
+    pub auth_token: Option<notifyd_channels::Secret>,
     /// Largest request body accepted on single-notification endpoints, in bytes.
     pub max_body_bytes: usize,
     /// Largest request body accepted by the batch endpoint, in bytes.
@@ -56,10 +59,68 @@ pub struct ServerConfig {
     pub max_batch_items: usize,
 }
 
+/// The fields of `[server]` as written, before `*_file` secrets are read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerFields {
+    listen: String,
+    auth_token: Option<notifyd_channels::Secret>,
+    max_body_bytes: usize,
+    max_batch_body_bytes: usize,
+    max_batch_items: usize,
+}
+
+impl Default for ServerFields {
+    fn default() -> Self {
+        let d = ServerConfig::default();
+        Self {
+            listen: d.listen,
+            auth_token: d.auth_token,
+            max_body_bytes: d.max_body_bytes,
+            max_batch_body_bytes: d.max_batch_body_bytes,
+            max_batch_items: d.max_batch_items,
+        }
+    }
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for ServerConfig {
+    type Error = String;
+    fn try_from(mut table: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        secret_files::resolve(&mut table)?;
+        let f: ServerFields = serde_path_to_error::deserialize(serde_json::Value::Object(table))
+            .map_err(|e| {
+                let (path, inner) = (e.path().to_string(), e.inner().to_string());
+                if path == "." || inner.contains(&format!("`{path}`")) {
+                    inner
+                } else {
+                    format!("`{path}`: {inner}")
+                }
+            })?;
+        Ok(Self {
+            listen: f.listen,
+            auth_token: f.auth_token,
+            max_body_bytes: f.max_body_bytes,
+            max_batch_body_bytes: f.max_batch_body_bytes,
+            max_batch_items: f.max_batch_items,
+        })
+    }
+}
+
+impl ServerConfig {
+    /// The accepted bearer tokens.
+    pub fn tokens(&self) -> Vec<&str> {
+        self.auth_token
+            .as_ref()
+            .map(|t| t.expose().split_whitespace().collect())
+            .unwrap_or_default()
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8025".into(),
+            auth_token: None,
             max_body_bytes: 1024 * 1024,
             max_batch_body_bytes: 16 * 1024 * 1024,
             max_batch_items: 1000,
@@ -246,11 +307,20 @@ impl Config {
     /// Checks values without I/O; returns every problem, each naming its key.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
-            problems.push(format!(
+        match self.server.listen.parse::<SocketAddr>() {
+            Err(e) => problems.push(format!(
                 "server.listen: {:?} is not an address:port ({e})",
                 self.server.listen
-            ));
+            )),
+            Ok(addr) if !addr.ip().is_loopback() && self.server.tokens().is_empty() => problems
+                .push(format!(
+                    "server.listen: {addr} is reachable from other hosts; set server.auth_token \
+                     (or auth_token_file) so the API is not open to them"
+                )),
+            Ok(_) => {}
+        }
+        if self.server.tokens().iter().any(|t| t.len() < 16) {
+            problems.push("server.auth_token: each token must be at least 16 characters".into());
         }
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".into());

@@ -68,7 +68,7 @@ fn an_unknown_key_is_named_with_its_file() {
     let err = Config::load_with_env(Some(f.path()), no_env())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("unknown field: found `lisen`"), "{err}");
+    assert!(err.contains("unknown field `lisen`"), "{err}");
     assert!(err.contains(&f.path().display().to_string()), "{err}");
 }
 
@@ -194,5 +194,42 @@ fn sqlite_urls_name_a_file() {
         q("postgres://db/notifyd")
             .unwrap_err()
             .contains("PostgreSQL")
+    );
+}
+
+#[test]
+fn a_non_loopback_listener_without_a_token_is_refused() {
+    let err = load("[server]\nlisten = \"0.0.0.0:8025\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server.listen: 0.0.0.0:8025 is reachable from other hosts"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_non_loopback_listener_with_a_token_file_is_accepted() {
+    let token = file("0123456789abcdef0123\nfedcba9876543210fedc\n");
+    let c = load(&format!(
+        "[server]\nlisten = \"0.0.0.0:8025\"\nauth_token_file = \"{}\"\n",
+        token.path().display()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.server.tokens(),
+        vec!["0123456789abcdef0123", "fedcba9876543210fedc"]
+    );
+    assert!(!format!("{c:?}").contains("0123456789abcdef"));
+}
+
+#[test]
+fn a_short_token_is_refused() {
+    let err = load("[server]\nauth_token = \"short\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server.auth_token: each token must be at least 16 characters"),
+        "{err}"
     );
 }

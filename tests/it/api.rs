@@ -481,3 +481,53 @@ async fn a_missing_template_variable_is_422_naming_vars() {
         .await;
     assert_error(s, &b, 422, "unknown_template", Some("template"));
 }
+
+const TOKENS: &str = "auth_token = \"old-token-0123456789 new-token-0123456789\"";
+
+async fn with_tokens() -> TestDaemon {
+    TestDaemon::start_with(TOKENS, LOG).await
+}
+
+#[tokio::test]
+async fn with_tokens_configured_a_request_without_one_is_401() {
+    let d = with_tokens().await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "b"}),
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthorized", None);
+    let resp = d
+        .http
+        .get(d.url("/v1/channels"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+}
+
+#[tokio::test]
+async fn with_tokens_configured_either_token_is_accepted() {
+    let d = with_tokens().await;
+    for token in ["old-token-0123456789", "new-token-0123456789"] {
+        let resp = d
+            .http
+            .post(d.url("/v1/notifications"))
+            .bearer_auth(token)
+            .json(&json!({"channel": "log", "to": "x", "body": "b"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+}
+
+#[tokio::test]
+async fn health_endpoints_stay_open_with_tokens_configured() {
+    let d = with_tokens().await;
+    assert_eq!(d.get("/healthz").await.0, 200);
+    assert_eq!(d.get("/readyz").await.0, 200);
+}

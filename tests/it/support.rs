@@ -26,8 +26,13 @@ pub struct TestDaemon {
 
 /// Config text with the queue in `dir` and an ephemeral port, plus `channels`.
 pub fn config_text(dir: &Path, channels: &str) -> String {
+    config_text_with(dir, "", channels)
+}
+
+/// [`config_text`] with extra `[server]` keys.
+pub fn config_text_with(dir: &Path, server: &str, channels: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"sqlite://{}\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[queue]\nurl = \"sqlite://{}\"\n\
          [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
          [log]\nlevel = \"warn\"\n{channels}",
         dir.join("queue.db").display()
@@ -43,8 +48,13 @@ pub fn load_config(text: &str, dir: &Path) -> Config {
 impl TestDaemon {
     /// Starts a daemon with these `[channels.*]` tables.
     pub async fn start(channels: &str) -> Self {
+        Self::start_with("", channels).await
+    }
+
+    /// Starts a daemon with extra `[server]` keys and these `[channels.*]` tables.
+    pub async fn start_with(server: &str, channels: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = load_config(&config_text(dir.path(), channels), dir.path());
+        let config = load_config(&config_text_with(dir.path(), server, channels), dir.path());
         let daemon = Daemon::start(config).await.unwrap();
         let base = format!("http://{}", daemon.addr());
         Self {
