@@ -130,7 +130,9 @@ fn check_config_names_the_bad_key_and_file() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("server.listen") && err.contains("bad.toml"),
+        err.contains("`listen`: invalid type")
+            && err.contains("\"server\"")
+            && err.contains("bad.toml"),
         "{err}"
     );
 }
