@@ -1,11 +1,11 @@
 //! The running daemon: queue, channels, dispatcher and API wired together, with an orderly stop.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::server::{self, Bound, Endpoint};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -53,7 +53,7 @@ pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::Te
 
 /// A started daemon.
 pub struct Daemon {
-    addr: SocketAddr,
+    addr: Endpoint,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -65,16 +65,14 @@ impl Daemon {
         let outbox: Arc<dyn Outbox> = open_outbox(&config).await?;
         let registry = Arc::new(Registry::build(&config).map_err(StartError::Channels)?);
         let templates = Arc::new(load_templates(&config)?);
-        let listener = tokio::net::TcpListener::bind(&config.server.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.server.listen.clone(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let bind_error = |source| StartError::Bind {
             addr: config.server.listen.clone(),
             source,
-        })?;
+        };
+        let endpoint = Endpoint::parse(&config.server.listen)
+            .map_err(|e| bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let bound = Bound::bind(&endpoint).await.map_err(bind_error)?;
+        let addr = bound.endpoint().map_err(bind_error)?;
         let (shutdown, stop) = watch::channel(false);
         let router = api::router(AppState {
             outbox: outbox.clone(),
@@ -89,15 +87,11 @@ impl Daemon {
             config.dispatcher.clone(),
             notifier.clone(),
         );
-        let mut api_stop = stop.clone();
+        let api_stop = stop.clone();
+        let header_timeout = config.server.header_timeout;
         let task = tokio::spawn(async move {
             let dispatching = tokio::spawn(dispatcher.run(stop));
-            let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serving.await {
-                tracing::error!(error = %e, "API server failed.");
-            }
+            server::serve(bound, router, header_timeout, api_stop).await;
             let _ = dispatching.await;
         });
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
@@ -110,9 +104,9 @@ impl Daemon {
         })
     }
 
-    /// The address the API listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where the API listens (the real port when port 0 was configured).
+    pub fn addr(&self) -> &Endpoint {
+        &self.addr
     }
 
     /// Starts an orderly stop: no new requests, in-flight sends finish or are released.

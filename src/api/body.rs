@@ -11,6 +11,7 @@ pub async fn read_json(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    within: std::time::Duration,
 ) -> Result<serde_json::Value, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
@@ -37,8 +38,15 @@ pub async fn read_json(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit)
+    let bytes = tokio::time::timeout(within, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body did not arrive within {within:?}"),
+            )
+        })?
         .map_err(|_| too_large())?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(

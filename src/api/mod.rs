@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+pub mod server;
 mod views;
 
 use std::sync::Arc;
@@ -119,7 +120,13 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let value = body::read_json(&headers, body, state.server.max_body_bytes).await?;
+    let value = body::read_json(
+        &headers,
+        body,
+        state.server.max_body_bytes,
+        state.server.body_timeout,
+    )
+    .await?;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::new(
@@ -159,7 +166,13 @@ async fn create_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let value = body::read_json(&headers, body, state.server.max_batch_body_bytes).await?;
+    let value = body::read_json(
+        &headers,
+        body,
+        state.server.max_batch_body_bytes,
+        state.server.body_timeout,
+    )
+    .await?;
     let batch: Batch = body::shape(value)?;
     if batch.notifications.len() > state.server.max_batch_items {
         return Err(ApiError::new(

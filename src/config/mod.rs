@@ -10,7 +10,7 @@ mod duration;
 mod secret_files;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +51,10 @@ pub struct ServerConfig {
     /// Bearer tokens the API accepts (several, separated by whitespace or one per line of
     /// `auth_token_file`, so a token can be rotated). Required when `listen` is not loopback.
     pub auth_token: Option<notifyd_channels::Secret>,
+    /// A client must send its request headers within this (slow-loris protection).
+    pub header_timeout: Duration,
+    /// A client must send its whole request body within this (else 408).
+    pub body_timeout: Duration,
     /// Largest request body accepted on single-notification endpoints, in bytes.
     pub max_body_bytes: usize,
     /// Largest request body accepted by the batch endpoint, in bytes.
@@ -65,6 +69,10 @@ pub struct ServerConfig {
 struct ServerFields {
     listen: String,
     auth_token: Option<notifyd_channels::Secret>,
+    #[serde(with = "duration")]
+    header_timeout: Duration,
+    #[serde(with = "duration")]
+    body_timeout: Duration,
     max_body_bytes: usize,
     max_batch_body_bytes: usize,
     max_batch_items: usize,
@@ -76,6 +84,8 @@ impl Default for ServerFields {
         Self {
             listen: d.listen,
             auth_token: d.auth_token,
+            header_timeout: d.header_timeout,
+            body_timeout: d.body_timeout,
             max_body_bytes: d.max_body_bytes,
             max_batch_body_bytes: d.max_batch_body_bytes,
             max_batch_items: d.max_batch_items,
@@ -99,6 +109,8 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for ServerConfig {
         Ok(Self {
             listen: f.listen,
             auth_token: f.auth_token,
+            header_timeout: f.header_timeout,
+            body_timeout: f.body_timeout,
             max_body_bytes: f.max_body_bytes,
             max_batch_body_bytes: f.max_batch_body_bytes,
             max_batch_items: f.max_batch_items,
@@ -121,6 +133,8 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8025".into(),
             auth_token: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
             max_batch_body_bytes: 16 * 1024 * 1024,
             max_batch_items: 1000,
@@ -307,16 +321,14 @@ impl Config {
     /// Checks values without I/O; returns every problem, each naming its key.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        match self.server.listen.parse::<SocketAddr>() {
-            Err(e) => problems.push(format!(
-                "server.listen: {:?} is not an address:port ({e})",
-                self.server.listen
-            )),
-            Ok(addr) if !addr.ip().is_loopback() && self.server.tokens().is_empty() => problems
-                .push(format!(
+        match crate::api::server::Endpoint::parse(&self.server.listen) {
+            Err(e) => problems.push(format!("server.listen: {e}")),
+            Ok(addr) if !addr.is_local() && self.server.tokens().is_empty() => {
+                problems.push(format!(
                     "server.listen: {addr} is reachable from other hosts; set server.auth_token \
                      (or auth_token_file) so the API is not open to them"
-                )),
+                ))
+            }
             Ok(_) => {}
         }
         if self.server.tokens().iter().any(|t| t.len() < 16) {

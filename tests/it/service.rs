@@ -68,3 +68,99 @@ fn it_says_ready_pings_the_watchdog_with_a_status_and_says_stopping() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// Sends raw bytes; returns what came back and whether the server closed the connection (as
+/// opposed to our 10 s guard giving up).
+async fn raw_exchange(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    request: &str,
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&buf).into_owned(), closed)
+}
+
+async fn raw_request(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    request: &str,
+) -> String {
+    raw_exchange(stream, request).await.0
+}
+
+#[tokio::test]
+async fn the_api_can_listen_on_a_unix_socket_with_mode_0660() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    // A stale socket from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let text = config_text(dir.path(), "[channels.log]\nkind = \"log\"\n").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"unix:{}\"", sock.display()),
+    );
+    let daemon = notifyd::daemon::Daemon::start(load_config(&text, dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        daemon.addr().to_string(),
+        format!("unix:{}", sock.display())
+    );
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let mut stream = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let answer = raw_request(
+        &mut stream,
+        "GET /healthz HTTP/1.1\r\nHost: notifyd\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    daemon.stop();
+    daemon.wait().await;
+    assert!(!sock.exists(), "the socket file is removed on stop");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let d = TestDaemon::start_with(
+        "header_timeout = \"300ms\"",
+        "[channels.log]\nkind = \"log\"\n",
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(d.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (answer, closed) = raw_exchange(
+        &mut stream,
+        "POST /v1/notifications HTTP/1.1\r\nHost: x\r\n",
+    )
+    .await;
+    assert!(closed, "the server kept a half-sent request open");
+    // hyper answers 408 or just closes.
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408() {
+    let d = TestDaemon::start_with(
+        "body_timeout = \"300ms\"",
+        "[channels.log]\nkind = \"log\"\n",
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(d.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let answer = raw_request(
+        &mut stream,
+        "POST /v1/notifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"channel\"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+}
