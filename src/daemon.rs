@@ -79,6 +79,7 @@ impl Daemon {
             registry: registry.clone(),
             templates,
             server: config.server.clone(),
+            counters: Default::default(),
         });
         let notifier = Notifier::from_env();
         let dispatcher = Dispatcher::new(

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{ChannelPolicy, Config, Criticality};
+use crate::metrics::ChannelStats;
 use crate::outbox::now_ms;
 use crate::policy::{Breaker, RateLimiter};
 
@@ -28,6 +29,8 @@ pub struct ChannelRuntime {
     pub wake: Notify,
     pub breaker: Breaker,
     pub limiter: RateLimiter,
+    /// Counters for `/metrics`.
+    pub stats: ChannelStats,
     health: Mutex<Health>,
 }
 
@@ -172,6 +175,7 @@ impl Registry {
                             wake: Notify::new(),
                             breaker: Breaker::new(name, critical, cfg.policy.breaker.clone()),
                             limiter: RateLimiter::new(cfg.policy.rate_limit.as_ref()),
+                            stats: ChannelStats::default(),
                             health: Mutex::new(Health::default()),
                         }),
                     );

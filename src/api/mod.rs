@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ServerConfig;
+use crate::metrics::Counters;
 use crate::outbox::{Enqueued, NewNotification, Outbox, Transition};
 use crate::registry::Registry;
 use crate::submission::Submission;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub templates: Arc<Templates>,
     pub server: ServerConfig,
+    pub counters: Arc<Counters>,
 }
 
 /// The API's routes.
@@ -46,13 +48,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/notifications/{id}/cancel", post(cancel))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/{id}/retry", post(replay))
-        .route("/v1/channels", get(channels))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .route("/v1/channels", get(channels));
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let (protected, open) = if state.server.metrics_public {
+        (protected, metrics_route)
+    } else {
+        (protected.merge(metrics_route), Router::new())
+    };
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
     Router::new()
         .merge(protected)
+        .merge(open)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async {
@@ -149,6 +158,10 @@ async fn create(
         ));
     };
     if matches!(result, Enqueued::Created { .. }) {
+        state
+            .counters
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.registry.wake(&channel);
     }
     let (status, body) = enqueued_answer(result);
@@ -204,6 +217,14 @@ async fn create_batch(
     let (indexes, items): (Vec<usize>, Vec<NewNotification>) = valid.into_iter().unzip();
     let mut channels: Vec<String> = items.iter().map(|n| n.channel.clone()).collect();
     let stored = state.outbox.enqueue(items).await?;
+    let created = stored
+        .iter()
+        .filter(|r| matches!(r, Enqueued::Created { .. }))
+        .count();
+    state
+        .counters
+        .accepted
+        .fetch_add(created as u64, std::sync::atomic::Ordering::Relaxed);
     for (i, result) in indexes.into_iter().zip(stored.iter()) {
         results[i] = Some(enqueued_answer(result));
     }
@@ -298,6 +319,19 @@ async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
         .map(|rt| views::channel(rt, &depth))
         .collect();
     Ok(Json(json!({ "channels": channels })).into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text =
+        crate::metrics::render(&state.registry, &state.counters, state.outbox.as_ref()).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Bearer tokens the API accepts (several, separated by whitespace or one per line of
     /// `auth_token_file`, so a token can be rotated). Required when `listen` is not loopback.
     pub auth_token: Option<notifyd_channels::Secret>,
+    /// Serve `/metrics` without a token even when tokens are configured (for a scraper that
+    /// cannot send one; the metrics carry no recipients or ids).
+    pub metrics_public: bool,
     /// A client must send its request headers within this (slow-loris protection).
     pub header_timeout: Duration,
     /// A client must send its whole request body within this (else 408).
@@ -69,6 +72,7 @@ pub struct ServerConfig {
 struct ServerFields {
     listen: String,
     auth_token: Option<notifyd_channels::Secret>,
+    metrics_public: bool,
     #[serde(with = "duration")]
     header_timeout: Duration,
     #[serde(with = "duration")]
@@ -84,6 +88,7 @@ impl Default for ServerFields {
         Self {
             listen: d.listen,
             auth_token: d.auth_token,
+            metrics_public: d.metrics_public,
             header_timeout: d.header_timeout,
             body_timeout: d.body_timeout,
             max_body_bytes: d.max_body_bytes,
@@ -109,6 +114,7 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for ServerConfig {
         Ok(Self {
             listen: f.listen,
             auth_token: f.auth_token,
+            metrics_public: f.metrics_public,
             header_timeout: f.header_timeout,
             body_timeout: f.body_timeout,
             max_body_bytes: f.max_body_bytes,
@@ -133,6 +139,7 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8025".into(),
             auth_token: None,
+            metrics_public: false,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,

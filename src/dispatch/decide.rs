@@ -55,6 +55,13 @@ pub fn decide(
         provider_id: None,
         decision: String::new(),
     };
+    rt.stats.attempt(
+        match &result {
+            Ok(_) => "delivered",
+            Err(e) => e.class(),
+        },
+        latency,
+    );
     let completion = |outcome, record| Completion {
         id: id.to_owned(),
         attempt,

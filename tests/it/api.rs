@@ -406,6 +406,7 @@ async fn a_full_disk_is_503_and_nothing_is_stored() {
         registry: Arc::new(Registry::build(&config).unwrap()),
         templates: Default::default(),
         server: ServerConfig::default(),
+        counters: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -530,4 +531,70 @@ async fn health_endpoints_stay_open_with_tokens_configured() {
     let d = with_tokens().await;
     assert_eq!(d.get("/healthz").await.0, 200);
     assert_eq!(d.get("/readyz").await.0, 200);
+}
+
+async fn metrics_text(d: &TestDaemon, token: Option<&str>) -> (u16, String) {
+    let mut req = d.http.get(d.url("/metrics"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_accepted_and_attempts_by_outcome_without_recipients() {
+    let d = TestDaemon::start(LOG).await;
+    let id = d
+        .accept(json!({"channel": "log", "to": "secret-recipient@example.com", "body": "b"}))
+        .await;
+    d.wait_for_state(&id, "delivered").await;
+    d.accept(
+        json!({"channel": "log", "to": "x", "body": "later", "send_at": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    let (status, text) = metrics_text(&d, None).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("notifyd_accepted_total 2\n"), "{text}");
+    assert!(
+        text.contains(
+            "notifyd_attempts_total{channel=\"log\",kind=\"log\",outcome=\"delivered\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "notifyd_attempts_total{channel=\"log\",kind=\"log\",outcome=\"transient\"} 0\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("notifyd_delivery_duration_seconds_count{channel=\"log\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notifyd_queue_depth{channel=\"log\",state=\"queued\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notifyd_queue_oldest_due_seconds{channel=\"log\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notifyd_breaker_state{channel=\"log\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret-recipient") && !text.contains(&id),
+        "labels must stay bounded"
+    );
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_when_tokens_are_configured_unless_public() {
+    let d = with_tokens().await;
+    assert_eq!(metrics_text(&d, None).await.0, 401);
+    assert_eq!(metrics_text(&d, Some("new-token-0123456789")).await.0, 200);
+    let public = TestDaemon::start_with(&format!("{TOKENS}\nmetrics_public = true"), LOG).await;
+    assert_eq!(metrics_text(&public, None).await.0, 200);
 }

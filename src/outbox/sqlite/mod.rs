@@ -244,6 +244,10 @@ impl Outbox for SqliteOutbox {
         self.read(schema::depth).await
     }
 
+    async fn oldest_due(&self) -> Result<Vec<(String, i64)>> {
+        self.read(schema::oldest_due).await
+    }
+
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {
         let channel = channel.to_owned();
         self.call(|reply| Op::MoveDue {

@@ -167,3 +167,15 @@ pub fn depth(conn: &Connection) -> Result<Vec<Depth>> {
     }
     Ok(out)
 }
+
+/// Per channel, the oldest due time among rows due now (answered from the due index).
+pub fn oldest_due(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT channel, min(run_at) FROM notifications
+         WHERE state IN ('queued', 'sending') AND run_at <= ?1 GROUP BY channel",
+    )?;
+    let rows = stmt
+        .query_map(params![now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

@@ -1,0 +1,224 @@
+//! Prometheus metrics, in the text exposition format. Labels are bounded: channel, outcome
+//! class, state. Never recipients or ids.
+//!
+//! Counters live where the events happen (each channel's [`ChannelStats`], the API's accepted
+//! counter); gauges (queue depth, oldest due age, breaker state) are read when scraped.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::outbox::{Outbox, Result, State};
+use crate::registry::Registry;
+
+/// Outcome classes of an attempt, as counted.
+pub const OUTCOMES: [&str; 6] = [
+    "delivered",
+    "transient",
+    "rate_limited",
+    "invalid_recipient",
+    "permanent",
+    "channel_fault",
+];
+
+/// Upper bounds of the delivery latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A channel's counters.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    outcomes: [AtomicU64; 6],
+    latency_buckets: [AtomicU64; 12],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+}
+
+impl ChannelStats {
+    /// Counts one attempt with its outcome class and how long the provider took.
+    pub fn attempt(&self, outcome: &str, latency: std::time::Duration) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = latency.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Attempts counted with this outcome.
+    pub fn count(&self, outcome: &str) -> u64 {
+        OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map(|i| self.outcomes[i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Notifications accepted through the API (new ones, not idempotent replays).
+    pub accepted: AtomicU64,
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes one metric family: its help, its type, its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[String]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for sample in samples {
+        out.push_str(sample);
+        out.push('\n');
+    }
+}
+
+/// Renders every metric.
+pub async fn render(
+    registry: &Registry,
+    counters: &Counters,
+    outbox: &dyn Outbox,
+) -> Result<String> {
+    let depth = outbox.depth().await?;
+    let oldest = outbox.oldest_due().await?;
+    let now = crate::outbox::now_ms();
+    let (mut attempts, mut latency, mut queue, mut age) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut breaker, mut waits, mut dead_critical) = (Vec::new(), Vec::new(), Vec::new());
+    for rt in registry.iter() {
+        let ch = escape(&rt.name);
+        let kind = rt.kind;
+        for outcome in OUTCOMES {
+            attempts.push(format!(
+                "notifyd_attempts_total{{channel=\"{ch}\",kind=\"{kind}\",outcome=\"{outcome}\"}} {}",
+                rt.stats.count(outcome)
+            ));
+        }
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            latency.push(format!(
+                "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"{bound}\"}} {}",
+                rt.stats.latency_buckets[i].load(Ordering::Relaxed)
+            ));
+        }
+        let count = rt.stats.latency_count.load(Ordering::Relaxed);
+        let sum = rt.stats.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        latency.push(format!(
+            "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"+Inf\"}} {count}"
+        ));
+        latency.push(format!(
+            "notifyd_delivery_duration_seconds_sum{{channel=\"{ch}\"}} {sum}"
+        ));
+        latency.push(format!(
+            "notifyd_delivery_duration_seconds_count{{channel=\"{ch}\"}} {count}"
+        ));
+        for state in [State::Queued, State::Sending, State::Dead] {
+            let n: u64 = depth
+                .iter()
+                .filter(|d| d.channel == rt.name && d.state == state)
+                .map(|d| d.count)
+                .sum();
+            queue.push(format!(
+                "notifyd_queue_depth{{channel=\"{ch}\",state=\"{state}\"}} {n}"
+            ));
+        }
+        let oldest_ms = oldest
+            .iter()
+            .find(|(c, _)| *c == rt.name)
+            .map(|(_, at)| *at);
+        let secs = oldest_ms
+            .map(|at| (now - at).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        age.push(format!(
+            "notifyd_queue_oldest_due_seconds{{channel=\"{ch}\"}} {secs}"
+        ));
+        let state = match rt.breaker.view().state {
+            "closed" => 0,
+            "half_open" => 1,
+            _ => 2,
+        };
+        breaker.push(format!("notifyd_breaker_state{{channel=\"{ch}\"}} {state}"));
+        waits.push(format!(
+            "notifyd_rate_limit_waits_total{{channel=\"{ch}\"}} {}",
+            rt.limiter.waits()
+        ));
+        dead_critical.push(format!(
+            "notifyd_dead_critical_total{{channel=\"{ch}\"}} {}",
+            rt.health().dead_critical
+        ));
+    }
+    let mut out = String::with_capacity(8192);
+    let accepted = vec![format!(
+        "notifyd_accepted_total {}",
+        counters.accepted.load(Ordering::Relaxed)
+    )];
+    family(
+        &mut out,
+        "notifyd_accepted_total",
+        "counter",
+        "Notifications accepted through the API.",
+        &accepted,
+    );
+    family(
+        &mut out,
+        "notifyd_attempts_total",
+        "counter",
+        "Delivery attempts by channel and outcome class.",
+        &attempts,
+    );
+    family(
+        &mut out,
+        "notifyd_delivery_duration_seconds",
+        "histogram",
+        "How long providers took to answer a send.",
+        &latency,
+    );
+    family(
+        &mut out,
+        "notifyd_queue_depth",
+        "gauge",
+        "Notifications per channel in a live or dead state.",
+        &queue,
+    );
+    family(
+        &mut out,
+        "notifyd_queue_oldest_due_seconds",
+        "gauge",
+        "How long the oldest due notification of a channel has waited (0: none due).",
+        &age,
+    );
+    family(
+        &mut out,
+        "notifyd_breaker_state",
+        "gauge",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+        &breaker,
+    );
+    family(
+        &mut out,
+        "notifyd_rate_limit_waits_total",
+        "counter",
+        "Times a send waited for a rate-limit token.",
+        &waits,
+    );
+    family(
+        &mut out,
+        "notifyd_dead_critical_total",
+        "counter",
+        "Notifications of critical channels that ended dead (alert on any increase).",
+        &dead_critical,
+    );
+    Ok(out)
+}
