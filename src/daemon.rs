@@ -86,6 +86,7 @@ impl Daemon {
             outbox.clone(),
             registry.clone(),
             config.dispatcher.clone(),
+            config.retention.to_retention(),
             notifier.clone(),
         );
         let api_stop = stop.clone();

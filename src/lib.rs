@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod inbound;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;

@@ -68,6 +68,21 @@ impl ChannelStats {
 pub struct Counters {
     /// Notifications accepted through the API (new ones, not idempotent replays).
     pub accepted: AtomicU64,
+    /// Verified receipts by normalized status: delivered, failed, in progress.
+    receipts: [AtomicU64; 3],
+}
+
+impl Counters {
+    /// Counts a verified receipt.
+    pub fn receipt(&self, status: crate::outbox::ReceiptStatus) {
+        use crate::outbox::ReceiptStatus as R;
+        let i = match status {
+            R::Delivered => 0,
+            R::Failed => 1,
+            R::InProgress => 2,
+        };
+        self.receipts[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn escape(label: &str) -> String {
@@ -170,6 +185,23 @@ pub async fn render(
         "counter",
         "Notifications accepted through the API.",
         &accepted,
+    );
+    let receipts: Vec<String> = ["delivered", "failed", "in_progress"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "notifyd_receipts_total{{status=\"{s}\"}} {}",
+                counters.receipts[i].load(Ordering::Relaxed)
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "notifyd_receipts_total",
+        "counter",
+        "Verified delivery receipts by status.",
+        &receipts,
     );
     family(
         &mut out,

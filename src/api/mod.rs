@@ -26,6 +26,7 @@ use crate::registry::Registry;
 use crate::submission::Submission;
 use crate::templates::Templates;
 
+pub use auth::same_secret;
 pub use error::ApiError;
 pub use views::notification as views_notification;
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .merge(open)
+        .route("/v1/inbound/{channel}", post(inbound))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async {
@@ -332,6 +334,64 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         text,
     )
         .into_response())
+}
+
+/// Provider receipts: open (providers cannot send our token), authenticated by their signature.
+async fn inbound(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rt = state.registry.get(&channel).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_channel",
+            format!("no channel named {channel:?}"),
+        )
+    })?;
+    let config = rt.policy.receipts.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "receipts_not_configured",
+            format!(
+                "channel {channel:?} does not accept receipts (set receipts = {{ verify = ... }})"
+            ),
+        )
+    })?;
+    let bytes = body::read_bytes(
+        &headers,
+        body,
+        state.server.max_body_bytes,
+        state.server.body_timeout,
+    )
+    .await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let receipt = crate::inbound::verify_and_parse(
+        config,
+        &channel,
+        &headers,
+        uri.query(),
+        &bytes,
+        now,
+    )
+    .map_err(|e| match e {
+        crate::inbound::InboundError::Unauthorized(why) => {
+            tracing::warn!(channel = %channel, reason = %why, "Refused an unverified receipt.");
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", why)
+        }
+        crate::inbound::InboundError::Invalid { field, message } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
+        }
+    })?;
+    let status = receipt.status;
+    let matched = state.outbox.record_receipt(receipt).await?;
+    state.counters.receipt(status);
+    Ok(Json(json!({ "matched": matched.is_some(), "notification_id": matched })).into_response())
 }
 
 async fn healthz() -> impl IntoResponse {

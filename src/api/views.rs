@@ -53,7 +53,13 @@ pub fn notification(v: &NotificationView) -> Value {
         "last_error": v.last_code.as_ref().map(|code| json!({"code": code, "message": v.last_error})),
         "fallback_of": v.parent_id,
         "fallback": v.fallback,
-        "attempt_log": attempts,
+                "attempt_log": attempts,
+        "receipts": v.receipts.iter().map(|r| json!({
+            "status": r.status,
+            "provider_status": r.provider_status,
+            "error_code": r.error_code,
+            "at": rfc3339(r.received_at_ms),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -43,6 +43,34 @@ pub struct ChannelPolicy {
     /// Channels of the same kind of recipient to move a notification to when this one's breaker
     /// is open or its retries ran out on retryable errors (never on a rejection).
     pub failover: Vec<String>,
+    /// How provider delivery receipts sent to `POST /v1/inbound/<name>` are verified; receipts
+    /// are refused when absent.
+    pub receipts: Option<ReceiptsConfig>,
+}
+
+/// `receipts = { verify = "twilio", ... }` or `{ verify = "hmac", ... }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "verify", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReceiptsConfig {
+    /// Twilio status callbacks: `X-Twilio-Signature`, HMAC-SHA1 with the account's auth token
+    /// over the public URL and the sorted form parameters.
+    Twilio {
+        auth_token: notifyd_channels::Secret,
+        /// The URL exactly as Twilio calls it (behind a proxy it differs from what we see).
+        url: String,
+    },
+    /// JSON receipts signed like notifyd's own webhooks: `Webhook-Timestamp` and
+    /// `Webhook-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+    Hmac {
+        secret: notifyd_channels::Secret,
+        /// Timestamps further than this from our clock are refused (replays).
+        #[serde(default = "five_minutes", with = "duration")]
+        tolerance: Duration,
+    },
+}
+
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Default for ChannelPolicy {
@@ -55,6 +83,7 @@ impl Default for ChannelPolicy {
             breaker: BreakerConfig::default(),
             rate_limit: None,
             failover: Vec::new(),
+            receipts: None,
         }
     }
 }
@@ -197,6 +226,7 @@ const POLICY_KEYS: &[&str] = &[
     "breaker",
     "rate_limit",
     "failover",
+    "receipts",
 ];
 
 impl ChannelPolicy {

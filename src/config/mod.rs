@@ -19,8 +19,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
 pub use channel::{
-    BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, Rate, RateLimitConfig, RetryPolicy,
-    TimeoutsConfig,
+    BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, Rate, RateLimitConfig,
+    ReceiptsConfig, RetryPolicy, TimeoutsConfig,
 };
 
 /// The whole configuration.
@@ -37,6 +37,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub templates: TemplatesConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Channels by name; notifications refer to a channel by this name.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
@@ -222,6 +224,39 @@ impl Default for DispatcherConfig {
             shutdown_grace: Duration::from_secs(20),
             sweep_interval: Duration::from_secs(5),
             fault_hold: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[retention]`: how long finished notifications and unmatched receipts are kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delivered, failed, expired and cancelled notifications, with their attempts and receipts.
+    /// Dead letters are kept until replayed or cancelled.
+    #[serde(with = "duration")]
+    pub notifications: Duration,
+    /// Receipts for a provider id that never matched a notification.
+    #[serde(with = "duration")]
+    pub unmatched_receipts: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            notifications: Duration::from_secs(30 * 24 * 3600),
+            unmatched_receipts: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The queue's view of it.
+    pub fn to_retention(&self) -> crate::outbox::Retention {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
+        crate::outbox::Retention {
+            finished_ms: ms(self.notifications),
+            unmatched_receipts_ms: ms(self.unmatched_receipts),
         }
     }
 }

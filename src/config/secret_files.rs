@@ -1,12 +1,17 @@
 //! `X_file = "/path"` in a config table means `X = <the file's contents>`: how secrets arrive
 //! from systemd credentials (`${CREDENTIALS_DIRECTORY}/name`) or any secret store that writes
-//! files, without the secret ever being in the config file.
+//! files, without the secret ever being in the config file. Nested tables are resolved too
+//! (e.g. `receipts = { secret_file = ... }`).
 
 use serde_json::{Map, Value};
 
-/// Replaces every `X_file` key of `table` with `X` holding the file's contents (one trailing
-/// newline removed). Errors name the key.
+/// Replaces every `X_file` key of `table` (and of the tables inside it) with `X` holding the
+/// file's contents (one trailing newline removed). Errors name the key.
 pub fn resolve(table: &mut Map<String, Value>) -> Result<(), String> {
+    resolve_under(table, "")
+}
+
+fn resolve_under(table: &mut Map<String, Value>, prefix: &str) -> Result<(), String> {
     let file_keys: Vec<String> = table
         .keys()
         .filter(|k| k.ends_with("_file") && k.len() > "_file".len())
@@ -14,21 +19,29 @@ pub fn resolve(table: &mut Map<String, Value>) -> Result<(), String> {
         .collect();
     for key in file_keys {
         let base = key.trim_end_matches("_file").to_owned();
+        let (shown_key, shown_base) = (format!("{prefix}{key}"), format!("{prefix}{base}"));
         if table.contains_key(&base) {
-            return Err(format!("give either `{base}` or `{key}`, not both"));
+            return Err(format!(
+                "give either `{shown_base}` or `{shown_key}`, not both"
+            ));
         }
         let Some(Value::String(path)) = table.remove(&key) else {
-            return Err(format!("`{key}` must be a file path"));
+            return Err(format!("`{shown_key}` must be a file path"));
         };
         let path = expand(&path)?;
         let contents = std::fs::read_to_string(&path)
-            .map_err(|e| format!("`{key}`: cannot read {path}: {e}"))?;
+            .map_err(|e| format!("`{shown_key}`: cannot read {path}: {e}"))?;
         let value = contents
             .strip_suffix("\r\n")
             .or_else(|| contents.strip_suffix('\n'))
             .unwrap_or(&contents)
             .to_owned();
         table.insert(base, Value::String(value));
+    }
+    for (key, value) in table.iter_mut() {
+        if let Value::Object(inner) = value {
+            resolve_under(inner, &format!("{prefix}{key}."))?;
+        }
     }
     Ok(())
 }
@@ -62,6 +75,30 @@ mod tests {
         resolve(&mut t).unwrap();
         assert_eq!(t.get("auth_token"), Some(&Value::String("s3cret".into())));
         assert!(!t.contains_key("auth_token_file"));
+    }
+
+    #[test]
+    fn nested_tables_are_resolved_and_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "hmac-key").unwrap();
+        let mut t = Map::new();
+        t.insert(
+            "receipts".into(),
+            serde_json::json!({"secret_file": path.display().to_string()}),
+        );
+        resolve(&mut t).unwrap();
+        assert_eq!(t["receipts"]["secret"], "hmac-key");
+        let mut t = Map::new();
+        t.insert(
+            "receipts".into(),
+            serde_json::json!({"secret_file": "/nonexistent"}),
+        );
+        assert!(
+            resolve(&mut t)
+                .unwrap_err()
+                .starts_with("`receipts.secret_file`: cannot read")
+        );
     }
 
     #[test]

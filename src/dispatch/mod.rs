@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::DispatcherConfig;
 use crate::outbox::{
-    AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, State, now_ms,
+    AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, now_ms,
 };
 use crate::policy::{Admission, Verdict};
 use crate::registry::{ChannelRuntime, Registry};
@@ -41,6 +41,7 @@ struct Shared {
     registry: Arc<Registry>,
     outbox: Arc<dyn Outbox>,
     config: DispatcherConfig,
+    retention: Retention,
     signals: Signals,
 }
 
@@ -49,6 +50,7 @@ pub struct Dispatcher {
     outbox: Arc<dyn Outbox>,
     registry: Arc<Registry>,
     config: DispatcherConfig,
+    retention: Retention,
     notifier: Notifier,
 }
 
@@ -58,12 +60,14 @@ impl Dispatcher {
         outbox: Arc<dyn Outbox>,
         registry: Arc<Registry>,
         config: DispatcherConfig,
+        retention: Retention,
         notifier: Notifier,
     ) -> Self {
         Self {
             outbox,
             registry,
             config,
+            retention,
             notifier,
         }
     }
@@ -78,6 +82,7 @@ impl Dispatcher {
             registry: self.registry.clone(),
             outbox: self.outbox.clone(),
             config: self.config.clone(),
+            retention: self.retention.clone(),
             signals: signals.clone(),
         });
         let mut loops = JoinSet::new();
@@ -390,8 +395,15 @@ async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
         None => shared.config.sweep_interval,
     };
     loop {
-        match shared.outbox.sweep(&names).await {
+        match shared.outbox.sweep(&names, &shared.retention).await {
             Ok(r) => {
+                if r.purged > 0 || r.receipts_purged > 0 {
+                    tracing::debug!(
+                        notifications = r.purged,
+                        receipts = r.receipts_purged,
+                        "Retention purged old rows."
+                    );
+                }
                 if r.expired > 0 || r.orphaned > 0 {
                     tracing::info!(
                         expired = r.expired,

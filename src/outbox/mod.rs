@@ -65,8 +65,13 @@ pub trait Outbox: Send + Sync + 'static {
     /// open; returns how many moved.
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64>;
 
-    /// Expires overdue queued rows and fails rows of channels not in `known_channels`.
-    async fn sweep(&self, known_channels: &[String]) -> Result<SweepReport>;
+    /// Expires overdue queued rows, fails rows of channels not in `known_channels`, and purges
+    /// what `retention` says is old, each in bounded batches.
+    async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport>;
+
+    /// Stores a verified receipt and applies it to its notification if that is known yet (else
+    /// it waits for the provider id to be recorded). Returns the matched notification's id.
+    async fn record_receipt(&self, receipt: InboundReceipt) -> Result<Option<String>>;
 
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;

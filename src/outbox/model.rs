@@ -232,6 +232,7 @@ pub struct NotificationView {
     pub parent_id: Option<String>,
     pub fallback: Vec<FallbackTarget>,
     pub attempt_log: Vec<AttemptView>,
+    pub receipts: Vec<ReceiptView>,
 }
 
 /// One attempt as the API shows it.
@@ -289,6 +290,59 @@ pub enum OpenBreakerMove {
     Reroute { to: String },
 }
 
+/// A provider's word on a message, normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    /// Reached the recipient (Twilio `delivered`, `read`).
+    Delivered,
+    /// Did not (Twilio `undelivered`, `failed`): the notification becomes `failed`.
+    Failed,
+    /// On its way (`queued`, `sent`, ...).
+    InProgress,
+}
+
+impl ReceiptStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::InProgress => "in_progress",
+        }
+    }
+}
+
+/// A verified delivery receipt, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundReceipt {
+    pub channel: String,
+    /// The provider's message id, as our `Receipt` recorded it.
+    pub provider_id: String,
+    pub status: ReceiptStatus,
+    pub provider_status: String,
+    pub error_code: Option<String>,
+}
+
+/// A receipt as `GET /v1/notifications/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptView {
+    pub status: String,
+    pub provider_status: String,
+    pub error_code: Option<String>,
+    pub received_at_ms: i64,
+}
+
+/// How long finished rows and unmatched receipts are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Delivered, failed, expired and cancelled notifications (with their attempts and
+    /// receipts) older than this are deleted. Dead letters are kept until replayed.
+    pub finished_ms: i64,
+    /// Receipts that never matched a notification.
+    pub unmatched_receipts_ms: i64,
+}
+
 /// What a maintenance sweep changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -296,4 +350,8 @@ pub struct SweepReport {
     pub expired: u64,
     /// Rows naming a channel that is not configured, now `failed` with `unknown_channel`.
     pub orphaned: u64,
+    /// Finished notifications deleted by retention.
+    pub purged: u64,
+    /// Unmatched receipts deleted by retention.
+    pub receipts_purged: u64,
 }

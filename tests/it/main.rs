@@ -7,5 +7,6 @@ mod chaos;
 mod crash;
 mod delivery;
 mod enqueue_outside;
+mod receipts;
 mod service;
 mod support;

@@ -259,9 +259,19 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
-    async fn sweep(&self, known_channels: &[String]) -> Result<SweepReport> {
+    async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport> {
         let known = known_channels.to_vec();
-        self.call(|reply| Op::Sweep { known, reply }).await
+        let retention = retention.clone();
+        self.call(|reply| Op::Sweep {
+            known,
+            retention,
+            reply,
+        })
+        .await
+    }
+
+    async fn record_receipt(&self, receipt: InboundReceipt) -> Result<Option<String>> {
+        self.call(|reply| Op::Receipt { receipt, reply }).await
     }
 
     async fn check_writable(&self) -> Result<()> {

@@ -8,6 +8,7 @@ use super::super::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("0001_init.sql"),
     include_str!("0002_failover.sql"),
+    include_str!("0003_receipts.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -75,7 +76,21 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
             "SELECT attempt, started_at, latency_ms, outcome, code, error, provider_id, decision, channel
              FROM attempts WHERE notification_id = ?1 ORDER BY attempt, rowid",
         )?
-        .query_map(params![id], attempt_view)?
+                .query_map(params![id], attempt_view)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let receipts = conn
+        .prepare_cached(
+            "SELECT status, provider_status, error_code, received_at FROM receipts
+             WHERE notification_id = ?1 ORDER BY received_at, id",
+        )?
+        .query_map(params![id], |r| {
+            Ok(ReceiptView {
+                status: r.get(0)?,
+                provider_status: r.get(1)?,
+                error_code: r.get(2)?,
+                received_at_ms: r.get(3)?,
+            })
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
         id: row.0,
@@ -93,6 +108,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         parent_id: row.12,
         fallback: parse_fallback(row.13)?,
         attempt_log,
+        receipts,
     }))
 }
 

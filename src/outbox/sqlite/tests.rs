@@ -37,6 +37,34 @@ fn ids(claimed: &[Claimed]) -> Vec<String> {
 }
 
 const LEASE: Duration = Duration::from_secs(60);
+const KEEP: Retention = Retention {
+    finished_ms: 86_400_000,
+    unmatched_receipts_ms: 86_400_000,
+};
+
+async fn deliver(q: &SqliteOutbox, id: &str, channel: &str, provider_id: &str) {
+    let c = q.claim(channel, 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.id, id);
+    q.complete(vec![done(
+        id,
+        c.attempt,
+        Outcome::Delivered {
+            provider_id: Some(provider_id.into()),
+        },
+    )])
+    .await
+    .unwrap();
+}
+
+fn receipt(provider_id: &str, status: ReceiptStatus, word: &str) -> InboundReceipt {
+    InboundReceipt {
+        channel: "sms".into(),
+        provider_id: provider_id.into(),
+        status,
+        provider_status: word.into(),
+        error_code: (status == ReceiptStatus::Failed).then(|| "30003".to_owned()),
+    }
+}
 
 fn done(id: &str, attempt: u32, outcome: Outcome) -> Completion {
     Completion {
@@ -266,13 +294,15 @@ async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
     .await;
     let orphan = put(&q, note("gone")).await;
 
-    let report = q.sweep(&["c".to_owned()]).await.unwrap();
+    let report = q.sweep(&["c".to_owned()], &KEEP).await.unwrap();
 
     assert_eq!(
         report,
         SweepReport {
             expired: 1,
-            orphaned: 1
+            orphaned: 1,
+            purged: 0,
+            receipts_purged: 0,
         }
     );
     assert_eq!(q.get(&stale).await.unwrap().unwrap().state, State::Expired);
@@ -628,4 +658,109 @@ async fn depth_counts_live_and_dead_rows_per_channel() {
             },
         ]
     );
+}
+
+#[tokio::test]
+async fn a_receipt_for_a_known_message_is_attached_and_a_failure_fails_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("sms")).await;
+    deliver(&q, &id, "sms", "SM1").await;
+    assert_eq!(
+        q.record_receipt(receipt("SM1", ReceiptStatus::InProgress, "sent"))
+            .await
+            .unwrap(),
+        Some(id.clone())
+    );
+    assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Delivered);
+    q.record_receipt(receipt("SM1", ReceiptStatus::Failed, "undelivered"))
+        .await
+        .unwrap();
+    let view = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Failed);
+    assert_eq!(view.last_code.as_deref(), Some("30003"));
+    let words: Vec<&str> = view
+        .receipts
+        .iter()
+        .map(|r| r.provider_status.as_str())
+        .collect();
+    assert_eq!(words, vec!["sent", "undelivered"]);
+}
+
+#[tokio::test]
+async fn a_receipt_that_arrives_before_the_provider_id_is_matched_when_it_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("sms")).await;
+    assert_eq!(
+        q.record_receipt(receipt("SM2", ReceiptStatus::Failed, "undelivered"))
+            .await
+            .unwrap(),
+        None
+    );
+    deliver(&q, &id, "sms", "SM2").await;
+    let view = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.receipts.len(), 1);
+    assert_eq!(
+        view.state,
+        State::Failed,
+        "the early failure receipt applies once matched"
+    );
+}
+
+#[tokio::test]
+async fn a_delivered_receipt_keeps_the_notification_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("sms")).await;
+    deliver(&q, &id, "sms", "SM3").await;
+    q.record_receipt(receipt("SM3", ReceiptStatus::Delivered, "delivered"))
+        .await
+        .unwrap();
+    let view = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Delivered);
+    assert_eq!(view.receipts[0].status, "delivered");
+}
+
+#[tokio::test]
+async fn retention_purges_old_finished_rows_and_unmatched_receipts_but_keeps_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let delivered = put(&q, note("a")).await;
+    deliver(&q, &delivered, "a", "P1").await;
+    let dead = put(&q, note("b")).await;
+    q.claim("b", 1, LEASE).await.unwrap();
+    q.complete(vec![done(
+        &dead,
+        1,
+        Outcome::Finish {
+            state: State::Dead,
+            code: "x".into(),
+            error: "y".into(),
+            fallback: false,
+        },
+    )])
+    .await
+    .unwrap();
+    let queued = put(&q, note("a")).await;
+    q.record_receipt(receipt("NOBODY", ReceiptStatus::Delivered, "delivered"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let report = q
+        .sweep(
+            &["a".to_owned(), "b".to_owned()],
+            &Retention {
+                finished_ms: 10,
+                unmatched_receipts_ms: 10,
+            },
+        )
+        .await
+        .unwrap();
+
+    assert_eq!((report.purged, report.receipts_purged), (1, 1));
+    assert!(q.get(&delivered).await.unwrap().is_none());
+    assert_eq!(q.get(&dead).await.unwrap().unwrap().state, State::Dead);
+    assert_eq!(q.get(&queued).await.unwrap().unwrap().state, State::Queued);
 }

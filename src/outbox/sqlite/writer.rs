@@ -44,7 +44,12 @@ pub enum Op {
     },
     Sweep {
         known: Vec<String>,
+        retention: Retention,
         reply: oneshot::Sender<Result<SweepReport>>,
+    },
+    Receipt {
+        receipt: InboundReceipt,
+        reply: oneshot::Sender<Result<Option<String>>>,
     },
     MoveDue {
         channel: String,
@@ -175,7 +180,12 @@ impl Writer {
             Op::Complete { completions, reply } => done!(reply, self.complete(&completions, now)),
             Op::Cancel { id, reply } => done!(reply, self.cancel(&id, now)),
             Op::Replay { id, reply } => done!(reply, self.replay(&id, now)),
-            Op::Sweep { known, reply } => done!(reply, self.sweep(&known, now)),
+            Op::Sweep {
+                known,
+                retention,
+                reply,
+            } => done!(reply, self.sweep(&known, &retention, now)),
+            Op::Receipt { receipt, reply } => done!(reply, self.record_receipt(&receipt, now)),
             Op::MoveDue {
                 channel,
                 how,
@@ -344,14 +354,22 @@ impl Writer {
             const FENCE: &str =
                 "WHERE id = ?1 AND attempts = ?2 AND lease_owner = ?3 AND state = 'sending'";
             let changed = match &c.outcome {
-                Outcome::Delivered { provider_id } => self
-                    .conn
-                    .prepare_cached(&format!(
-                        "UPDATE notifications SET state = 'delivered', provider_id = ?4,
-                             lease_owner = NULL, last_code = NULL, last_error = NULL, updated_at = ?5
-                         {FENCE}"
-                    ))?
-                    .execute(params![c.id, c.attempt, self.owner, provider_id, now])?,
+                                Outcome::Delivered { provider_id } => {
+                    let changed = self
+                        .conn
+                        .prepare_cached(&format!(
+                            "UPDATE notifications SET state = 'delivered', provider_id = ?4,
+                                 lease_owner = NULL, last_code = NULL, last_error = NULL, updated_at = ?5
+                             {FENCE}"
+                        ))?
+                        .execute(params![c.id, c.attempt, self.owner, provider_id, now])?;
+                    if changed == 1
+                        && let Some(pid) = provider_id
+                    {
+                        self.attach_early_receipts(&c.id, pid, now)?;
+                    }
+                    changed
+                }
                 Outcome::Retry {
                     run_at_ms,
                     refund_attempt,
@@ -549,7 +567,115 @@ impl Writer {
         Ok(moved as u64)
     }
 
-    fn sweep(&self, known: &[String], now: i64) -> Result<SweepReport> {
+    fn record_receipt(&self, r: &InboundReceipt, now: i64) -> Result<Option<String>> {
+        let target: Option<String> = rusqlite::OptionalExtension::optional(
+            self.conn
+                .prepare_cached("SELECT id FROM notifications WHERE provider_id = ?1 LIMIT 1")?
+                .query_row(params![r.provider_id], |row| row.get(0)),
+        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO receipts (channel, provider_id, status, provider_status, error_code,
+                     received_at, notification_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                r.channel,
+                r.provider_id,
+                r.status.as_str(),
+                r.provider_status,
+                r.error_code,
+                now,
+                target,
+            ])?;
+        if let Some(id) = &target {
+            self.apply_receipt(
+                id,
+                r.status,
+                &r.provider_status,
+                r.error_code.as_deref(),
+                now,
+            )?;
+        }
+        Ok(target)
+    }
+
+    /// A `failed` receipt turns a delivered notification into a failed one; nothing else
+    /// changes its state.
+    fn apply_receipt(
+        &self,
+        id: &str,
+        status: ReceiptStatus,
+        provider_status: &str,
+        error_code: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        if status == ReceiptStatus::Failed {
+            self.conn
+                .prepare_cached(
+                    "UPDATE notifications SET state = 'failed', last_code = coalesce(?2, 'undelivered'),
+                         last_error = 'the provider reported the message ' || ?3, updated_at = ?4
+                     WHERE id = ?1 AND state = 'delivered'",
+                )?
+                .execute(params![id, error_code, provider_status, now])?;
+        }
+        Ok(())
+    }
+
+    /// Receipts that arrived before this notification's provider id was recorded.
+    fn attach_early_receipts(&self, id: &str, provider_id: &str, now: i64) -> Result<()> {
+        let early: Vec<(String, String, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "UPDATE receipts SET notification_id = ?1
+                 WHERE provider_id = ?2 AND notification_id IS NULL
+                 RETURNING status, provider_status, error_code",
+            )?
+            .query_map(params![id, provider_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (status, provider_status, code) in early {
+            let status = match status.as_str() {
+                "failed" => ReceiptStatus::Failed,
+                "delivered" => ReceiptStatus::Delivered,
+                _ => ReceiptStatus::InProgress,
+            };
+            self.apply_receipt(id, status, &provider_status, code.as_deref(), now)?;
+        }
+        Ok(())
+    }
+
+    fn purge(&self, retention: &Retention, now: i64) -> Result<(u64, u64)> {
+        const OLD_FINISHED: &str = "SELECT id FROM notifications
+             WHERE state IN ('delivered', 'failed', 'expired', 'cancelled') AND updated_at < ?1
+             LIMIT 500";
+        let before = now - retention.finished_ms;
+        for table in ["attempts", "receipts"] {
+            self.conn
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE notification_id IN ({OLD_FINISHED})"
+                ))?
+                .execute(params![before])?;
+        }
+        let purged = self
+            .conn
+            .prepare_cached(&format!(
+                "DELETE FROM notifications WHERE id IN ({OLD_FINISHED})"
+            ))?
+            .execute(params![before])?;
+        let receipts_purged = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts
+                     WHERE notification_id IS NULL AND received_at < ?1 LIMIT 500)",
+            )?
+            .execute(params![now - retention.unmatched_receipts_ms])?;
+        Ok((purged as u64, receipts_purged as u64))
+    }
+
+    fn sweep(&self, known: &[String], retention: &Retention, now: i64) -> Result<SweepReport> {
+        let (purged, receipts_purged) = self.purge(retention, now)?;
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
         let expired = self
             .conn
@@ -585,6 +711,8 @@ impl Writer {
         Ok(SweepReport {
             expired: expired as u64,
             orphaned: orphaned as u64,
+            purged,
+            receipts_purged,
         })
     }
 }
@@ -597,6 +725,7 @@ fn fail(op: Op, err: StoreError) {
         Op::Complete { reply, .. } => drop(reply.send(Err(err))),
         Op::Cancel { reply, .. } | Op::Replay { reply, .. } => drop(reply.send(Err(err))),
         Op::Sweep { reply, .. } => drop(reply.send(Err(err))),
+        Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
         Op::Ping { reply } => drop(reply.send(Err(err))),
     }

@@ -1,0 +1,198 @@
+//! Delivery receipts through the running daemon: verified, attached, applied, even when they
+//! arrive before our own record of the provider id.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const PUBLIC_URL: &str = "https://notify.example.com/v1/inbound/sms";
+
+fn sms_channel(sink: &Sink) -> String {
+    webhook(
+        "sms",
+        &sink.url(),
+        &format!(
+            "receipts = {{ verify = \"twilio\", auth_token = \"tw-auth-token\", url = \"{PUBLIC_URL}\" }}"
+        ),
+    )
+}
+
+async fn post_twilio(d: &TestDaemon, form: &str, signature: Option<String>) -> (u16, Value) {
+    let params: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
+        .into_owned()
+        .collect();
+    let sig = signature.unwrap_or_else(|| {
+        notifyd::inbound::twilio_signature("tw-auth-token", PUBLIC_URL, &params)
+    });
+    let resp = d
+        .http
+        .post(d.url("/v1/inbound/sms"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(form.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_twilio_undelivered_callback_fails_the_delivered_notification() {
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("x-request-id", "SM100".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let d = TestDaemon::start(&sms_channel(&sink)).await;
+    let id = d
+        .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))
+        .await;
+    d.wait_for_state(&id, "delivered").await;
+
+    let (s, b) = post_twilio(
+        &d,
+        "MessageSid=SM100&MessageStatus=undelivered&ErrorCode=30003",
+        None,
+    )
+    .await;
+    assert_eq!((s, b["matched"].clone()), (200, json!(true)), "{b}");
+
+    let (_, view) = d.get(&format!("/v1/notifications/{id}")).await;
+    assert_eq!(view["state"], "failed");
+    assert_eq!(view["last_error"]["code"], "30003");
+    assert_eq!(view["receipts"][0]["provider_status"], "undelivered");
+    assert_eq!(view["receipts"][0]["status"], "failed");
+}
+
+#[tokio::test]
+async fn a_wrongly_signed_receipt_is_401_and_changes_nothing() {
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("x-request-id", "SM200".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let d = TestDaemon::start(&sms_channel(&sink)).await;
+    let id = d
+        .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))
+        .await;
+    d.wait_for_state(&id, "delivered").await;
+
+    let (s, b) = post_twilio(
+        &d,
+        "MessageSid=SM200&MessageStatus=undelivered",
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (401, json!("invalid_signature")),
+        "{b}"
+    );
+    let resp = d
+        .http
+        .post(d.url("/v1/inbound/sms"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("MessageSid=SM200&MessageStatus=undelivered")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "unsigned");
+
+    let (_, view) = d.get(&format!("/v1/notifications/{id}")).await;
+    assert_eq!(view["state"], "delivered");
+    assert_eq!(view["receipts"], json!([]));
+}
+
+#[tokio::test]
+async fn a_receipt_that_beats_our_own_write_is_stored_and_matched_later() {
+    // The provider answers slowly; its callback arrives while our send is still waiting.
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("x-request-id", "SM300".into())],
+            Duration::from_millis(700),
+        )
+    })
+    .await;
+    let d = TestDaemon::start(&sms_channel(&sink)).await;
+    let id = d
+        .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))
+        .await;
+    sink.wait_for(1, Duration::from_secs(5)).await;
+
+    let (s, b) = post_twilio(&d, "MessageSid=SM300&MessageStatus=delivered", None).await;
+    assert_eq!((s, b["matched"].clone()), (200, json!(false)), "{b}");
+
+    // Attached in the same transaction that records the delivery and its provider id.
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(
+        view["receipts"][0]["provider_status"], "delivered",
+        "{view}"
+    );
+}
+
+#[tokio::test]
+async fn signed_json_receipts_are_accepted_and_stale_ones_refused() {
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("x-request-id", "relay-1".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let d = TestDaemon::start(&webhook(
+        "relay",
+        &sink.url(),
+        "receipts = { verify = \"hmac\", secret = \"relay-secret\" }",
+    ))
+    .await;
+    let id = d
+        .accept(json!({"channel": "relay", "to": "x", "body": "hi"}))
+        .await;
+    d.wait_for_state(&id, "delivered").await;
+    let body = r#"{"provider_id":"relay-1","status":"read"}"#;
+    let post = |ts: u64| {
+        let sig = notifyd_channels::webhook::signature(b"relay-secret", ts, body.as_bytes());
+        d.http
+            .post(d.url("/v1/inbound/relay"))
+            .header("content-type", "application/json")
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        post(now - 600).await.unwrap().status().as_u16(),
+        401,
+        "a replay from 10 minutes ago"
+    );
+    assert_eq!(post(now).await.unwrap().status().as_u16(), 200);
+    let (_, view) = d.get(&format!("/v1/notifications/{id}")).await;
+    assert_eq!(view["receipts"].as_array().unwrap().len(), 1);
+    assert_eq!(view["receipts"][0]["status"], "delivered");
+}
+
+#[tokio::test]
+async fn receipts_for_a_channel_without_verification_are_refused() {
+    let d = TestDaemon::start("[channels.log]\nkind = \"log\"\n").await;
+    let (s, b) = d.post("/v1/inbound/log", &json!({})).await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (404, json!("receipts_not_configured"))
+    );
+}
