@@ -126,7 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => {
             init_logging(&config.log);
-            serve(config).await
+            serve(config, cli.config.clone()).await
         }
         Command::CheckConfig => match Registry::build(&config) {
             Ok(registry) => {
@@ -180,25 +180,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let daemon = Daemon::start(config).await?;
-    wait_for_signal().await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match Config::load(path.as_deref()).map_err(|e| e.to_string()).and_then(|c| daemon.reload(c)) {
+                Ok(r) if r.needs_restart.is_empty() => {}
+                Ok(r) => tracing::warn!(settings = ?r.needs_restart, "These settings changed but need a restart; their old values stay in force."),
+                Err(e) => tracing::error!(error = %e, "Reload refused; the running configuration stays in force."),
+            },
+        }
+    }
     tracing::info!("Shutdown requested.");
     daemon.stop();
     daemon.wait().await;
     tracing::info!("notifyd stopped.");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 async fn send(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {

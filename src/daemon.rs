@@ -1,14 +1,14 @@
 //! The running daemon: queue, channels, dispatcher and API wired together, with an orderly stop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::server::{self, Bound, Endpoint};
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Live};
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Halt};
 use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
 use crate::outbox::{Outbox, StoreError};
 use crate::registry::Registry;
@@ -54,8 +54,39 @@ pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::Te
 /// A started daemon.
 pub struct Daemon {
     addr: Endpoint,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    outbox: Arc<dyn Outbox>,
+    live: Arc<RwLock<Live>>,
+    notifier: Notifier,
+    config: Mutex<Config>,
+    api_stop: watch::Sender<bool>,
+    api: JoinHandle<()>,
+    /// The dispatcher delivering now, and the ones retired by reloads that are still finishing.
+    dispatcher: Mutex<(watch::Sender<Halt>, Vec<JoinHandle<()>>)>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub channels: Vec<String>,
+    /// Settings that only a restart applies; their old values stay in force.
+    pub needs_restart: Vec<&'static str>,
+}
+
+fn start_dispatcher(
+    outbox: &Arc<dyn Outbox>,
+    registry: Arc<Registry>,
+    config: &Config,
+    notifier: &Notifier,
+) -> (watch::Sender<Halt>, JoinHandle<()>) {
+    let (halt, halted) = watch::channel(Halt::Running);
+    let dispatcher = Dispatcher::new(
+        outbox.clone(),
+        registry,
+        config.dispatcher.clone(),
+        config.retention.to_retention(),
+        notifier.clone(),
+    );
+    (halt, tokio::spawn(dispatcher.run(halted)))
 }
 
 impl Daemon {
@@ -73,36 +104,33 @@ impl Daemon {
             .map_err(|e| bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         let bound = Bound::bind(&endpoint).await.map_err(bind_error)?;
         let addr = bound.endpoint().map_err(bind_error)?;
-        let (shutdown, stop) = watch::channel(false);
-        let router = api::router(AppState {
-            outbox: outbox.clone(),
+        let live = Arc::new(RwLock::new(Live {
             registry: registry.clone(),
             templates,
-            server: config.server.clone(),
+            server: Arc::new(config.server.clone()),
+        }));
+        let router = api::router(AppState {
+            outbox: outbox.clone(),
+            live: live.clone(),
             counters: Default::default(),
         });
         let notifier = Notifier::from_env();
-        let dispatcher = Dispatcher::new(
-            outbox.clone(),
-            registry.clone(),
-            config.dispatcher.clone(),
-            config.retention.to_retention(),
-            notifier.clone(),
-        );
-        let api_stop = stop.clone();
+        let (api_stop, api_stopped) = watch::channel(false);
         let header_timeout = config.server.header_timeout;
-        let task = tokio::spawn(async move {
-            let dispatching = tokio::spawn(dispatcher.run(stop));
-            server::serve(bound, router, header_timeout, api_stop).await;
-            let _ = dispatching.await;
-        });
+        let api = tokio::spawn(server::serve(bound, router, header_timeout, api_stopped));
+        let (halt, dispatching) = start_dispatcher(&outbox, registry.clone(), &config, &notifier);
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
         // The queue is migrated and the listener bound: only now may systemd start dependents.
         notifier.ready(&format!("Listening on {addr}"));
         Ok(Self {
             addr,
-            shutdown,
-            task,
+            outbox,
+            live,
+            notifier,
+            config: Mutex::new(config),
+            api_stop,
+            api,
+            dispatcher: Mutex::new((halt, vec![dispatching])),
         })
     }
 
@@ -111,13 +139,79 @@ impl Daemon {
         &self.addr
     }
 
+    /// Applies a new configuration without losing anything queued or in flight: channels,
+    /// policies, templates and API tokens change; a new dispatcher starts while the old one
+    /// finishes its sends. An invalid configuration changes nothing.
+    pub fn reload(&self, new: Config) -> Result<Reloaded, String> {
+        let registry = Arc::new(
+            Registry::build(&new).map_err(|p| format!("channels:\n  {}", p.join("\n  ")))?,
+        );
+        let templates = Arc::new(load_templates(&new).map_err(|e| e.to_string())?);
+        self.notifier
+            .notify("RELOADING=1\nSTATUS=Reloading the configuration");
+        let mut config = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let mut needs_restart = Vec::new();
+        let mut server = new.server.clone();
+        for (key, changed) in [
+            ("server.listen", new.server.listen != config.server.listen),
+            (
+                "server.header_timeout",
+                new.server.header_timeout != config.server.header_timeout,
+            ),
+            (
+                "server.metrics_public",
+                new.server.metrics_public != config.server.metrics_public,
+            ),
+            ("queue.url", new.queue.url != config.queue.url),
+        ] {
+            if changed {
+                needs_restart.push(key);
+            }
+        }
+        server.listen = config.server.listen.clone();
+        server.header_timeout = config.server.header_timeout;
+        server.metrics_public = config.server.metrics_public;
+        {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            *live = Live {
+                registry: registry.clone(),
+                templates,
+                server: Arc::new(server),
+            };
+        }
+        let mut running = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+        let (halt, task) = start_dispatcher(&self.outbox, registry.clone(), &new, &self.notifier);
+        let _ = running.0.send(Halt::Replaced);
+        running.0 = halt;
+        running.1.push(task);
+        let queue_url = config.queue.url.clone();
+        *config = new;
+        config.queue.url = queue_url;
+        self.notifier
+            .notify("READY=1\nSTATUS=Configuration reloaded");
+        tracing::info!(channels = ?registry.names(), needs_restart = ?needs_restart, "Configuration reloaded.");
+        Ok(Reloaded {
+            channels: registry.names(),
+            needs_restart,
+        })
+    }
+
     /// Starts an orderly stop: no new requests, in-flight sends finish or are released.
     pub fn stop(&self) {
-        let _ = self.shutdown.send(true);
+        let _ = self.api_stop.send(true);
+        let running = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = running.0.send(Halt::Shutdown);
     }
 
     /// Waits until the stop has completed and every outcome is committed.
     pub async fn wait(self) {
-        let _ = self.task.await;
+        let _ = self.api.await;
+        let tasks = {
+            let mut running = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut running.1)
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 }

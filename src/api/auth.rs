@@ -24,7 +24,8 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let tokens = state.server.tokens();
+    let live = state.live();
+    let tokens = live.server.tokens();
     if tokens.is_empty() {
         return next.run(request).await;
     }

@@ -7,7 +7,7 @@ mod error;
 pub mod server;
 mod views;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Json;
 use axum::Router;
@@ -34,10 +34,24 @@ pub use views::notification as views_notification;
 #[derive(Clone)]
 pub struct AppState {
     pub outbox: Arc<dyn Outbox>,
+    /// What a reload replaces: read once per request.
+    pub live: Arc<RwLock<Live>>,
+    pub counters: Arc<Counters>,
+}
+
+/// The reloadable part of the API's world.
+#[derive(Clone)]
+pub struct Live {
     pub registry: Arc<Registry>,
     pub templates: Arc<Templates>,
-    pub server: ServerConfig,
-    pub counters: Arc<Counters>,
+    pub server: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// The current channels, templates and server settings.
+    pub fn live(&self) -> Live {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// The API's routes.
@@ -51,7 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead-letters/{id}/retry", post(replay))
         .route("/v1/channels", get(channels));
     let metrics_route = Router::new().route("/metrics", get(metrics));
-    let (protected, open) = if state.server.metrics_public {
+    let (protected, open) = if state.live().server.metrics_public {
         (protected, metrics_route)
     } else {
         (protected.merge(metrics_route), Router::new())
@@ -105,7 +119,7 @@ fn accept(
             _ => submission.idempotency_key = Some(key.to_owned()),
         }
     }
-    Ok(submission.validate(&state.registry, &state.templates)?)
+    Ok(submission.validate(&state.live().registry, &state.live().templates)?)
 }
 
 /// The answer for one stored (or replayed, or conflicting) notification.
@@ -134,8 +148,8 @@ async fn create(
     let value = body::read_json(
         &headers,
         body,
-        state.server.max_body_bytes,
-        state.server.body_timeout,
+        state.live().server.max_body_bytes,
+        state.live().server.body_timeout,
     )
     .await?;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
@@ -164,7 +178,7 @@ async fn create(
             .counters
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state.registry.wake(&channel);
+        state.live().registry.wake(&channel);
     }
     let (status, body) = enqueued_answer(result);
     Ok((status, Json(body)).into_response())
@@ -184,18 +198,18 @@ async fn create_batch(
     let value = body::read_json(
         &headers,
         body,
-        state.server.max_batch_body_bytes,
-        state.server.body_timeout,
+        state.live().server.max_batch_body_bytes,
+        state.live().server.body_timeout,
     )
     .await?;
     let batch: Batch = body::shape(value)?;
-    if batch.notifications.len() > state.server.max_batch_items {
+    if batch.notifications.len() > state.live().server.max_batch_items {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_items",
             format!(
                 "at most {} notifications per batch",
-                state.server.max_batch_items
+                state.live().server.max_batch_items
             ),
         )
         .field("notifications"));
@@ -233,7 +247,7 @@ async fn create_batch(
     channels.sort();
     channels.dedup();
     for c in &channels {
-        state.registry.wake(c);
+        state.live().registry.wake(c);
     }
     let results: Vec<serde_json::Value> = results
         .into_iter()
@@ -308,14 +322,15 @@ async fn replay(
     if matches!(t, Transition::Done(_))
         && let Ok(Some(view)) = state.outbox.get(&id).await
     {
-        state.registry.wake(&view.channel);
+        state.live().registry.wake(&view.channel);
     }
     transition_answer(&id, t, "replay")
 }
 
 async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
     let depth = state.outbox.depth().await?;
-    let channels: Vec<_> = state
+    let live = state.live();
+    let channels: Vec<_> = live
         .registry
         .iter()
         .map(|rt| views::channel(rt, &depth))
@@ -324,8 +339,12 @@ async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text =
-        crate::metrics::render(&state.registry, &state.counters, state.outbox.as_ref()).await?;
+    let text = crate::metrics::render(
+        &state.live().registry,
+        &state.counters,
+        state.outbox.as_ref(),
+    )
+    .await?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -344,7 +363,8 @@ async fn inbound(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let rt = state.registry.get(&channel).ok_or_else(|| {
+    let live = state.live();
+    let rt = live.registry.get(&channel).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_channel",
@@ -363,8 +383,8 @@ async fn inbound(
     let bytes = body::read_bytes(
         &headers,
         body,
-        state.server.max_body_bytes,
-        state.server.body_timeout,
+        state.live().server.max_body_bytes,
+        state.live().server.body_timeout,
     )
     .await?;
     let now = std::time::SystemTime::now()

@@ -36,6 +36,16 @@ struct Signals {
     abandon: watch::Receiver<bool>,
 }
 
+/// Whether a dispatcher should keep going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    Running,
+    /// The daemon is stopping: drain within the grace period, release the rest.
+    Shutdown,
+    /// A reload started a new dispatcher: stop claiming, finish what is in flight.
+    Replaced,
+}
+
 /// What every channel loop and send shares.
 struct Shared {
     registry: Arc<Registry>,
@@ -72,9 +82,11 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until `shutdown` turns true, then drains: in-flight sends get `shutdown_grace`, the
-    /// rest are abandoned and their notifications released to the queue.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `halt` says otherwise. On [`Halt::Shutdown`] in-flight sends get
+    /// `shutdown_grace`, the rest are abandoned and their notifications released to the queue.
+    /// On [`Halt::Replaced`] (a reload started a new dispatcher) it only stops claiming and lets
+    /// its in-flight sends finish, each bounded by its own timeout.
+    pub async fn run(self, mut halt: watch::Receiver<Halt>) {
         let (stop_tx, stop) = watch::channel(false);
         let (abandon_tx, abandon) = watch::channel(false);
         let signals = Signals { stop, abandon };
@@ -91,9 +103,18 @@ impl Dispatcher {
         }
         loops.spawn(sweep_loop(shared.clone(), self.notifier.clone()));
 
-        let _ = shutdown.wait_for(|s| *s).await;
-        self.notifier.stopping();
+        let why = match halt.wait_for(|h| *h != Halt::Running).await {
+            Ok(h) => *h,
+            Err(_) => Halt::Shutdown,
+        };
         let _ = stop_tx.send(true);
+        if why == Halt::Replaced {
+            self.all_slots_free().await;
+            loops.shutdown().await;
+            tracing::info!("Previous dispatcher retired after a reload; its sends finished.");
+            return;
+        }
+        self.notifier.stopping();
         tracing::info!(grace = ?self.config.shutdown_grace, "Dispatcher stopping; letting in-flight sends finish.");
         let deadline = Instant::now() + self.config.shutdown_grace;
         let drained = tokio::time::timeout_at(deadline, self.all_slots_free()).await;

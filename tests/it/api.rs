@@ -403,9 +403,11 @@ async fn a_full_disk_is_503_and_nothing_is_stored() {
     .unwrap();
     let state = AppState {
         outbox: Arc::new(outbox),
-        registry: Arc::new(Registry::build(&config).unwrap()),
-        templates: Default::default(),
-        server: ServerConfig::default(),
+        live: Arc::new(std::sync::RwLock::new(notifyd::api::Live {
+            registry: Arc::new(Registry::build(&config).unwrap()),
+            templates: Default::default(),
+            server: Arc::new(ServerConfig::default()),
+        })),
         counters: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -8,5 +8,6 @@ mod crash;
 mod delivery;
 mod enqueue_outside;
 mod receipts;
+mod reload;
 mod service;
 mod support;
