@@ -39,6 +39,27 @@ pub enum Command {
     },
     /// Validate the configuration (and build every channel) without starting.
     CheckConfig,
+    /// List dead letters, newest first, read from the queue file.
+    DeadLetters {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back in the queue (with a fresh attempt budget): one by id, or all of a
+    /// channel. Works on the queue file; a running daemon picks them up.
+    Replay {
+        /// The notification id.
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<String>,
+        /// Every dead letter of --channel.
+        #[arg(long, requires = "channel")]
+        all_dead: bool,
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// Show the running daemon's channels: breaker, rate limit, queue depth, last error.
+    Channels,
     /// Measure throughput and latency on this machine (see README).
     Bench(crate::bench::BenchArgs),
 }
@@ -177,6 +198,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench(_) => Ok(ExitCode::SUCCESS),
+        Command::DeadLetters { channel, limit } => {
+            let outbox = daemon::open_outbox(&config).await?;
+            let items = outbox
+                .dead_letters(channel.as_deref(), limit.clamp(1, 10_000))
+                .await?;
+            let items: Vec<_> = items.iter().map(crate::api::views_dead_letter).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "dead_letters": items }))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            id,
+            all_dead,
+            channel,
+        } => replay(&config, id, all_dead, channel).await,
+        Command::Channels => channels(&config).await,
     }
 }
 
@@ -201,6 +240,88 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode
     daemon.stop();
     daemon.wait().await;
     tracing::info!("notifyd stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(
+    config: &Config,
+    id: Option<String>,
+    all: bool,
+    channel: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use crate::outbox::Transition;
+    let outbox = daemon::open_outbox(config).await?;
+    let ids: Vec<String> = match (id, all, channel) {
+        (Some(id), _, _) => vec![id],
+        (None, true, Some(channel)) => {
+            let mut ids = Vec::new();
+            loop {
+                let batch = outbox.dead_letters(Some(&channel), 1000).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for d in batch {
+                    if outbox.replay(&d.id).await? == Transition::Done(crate::outbox::State::Queued)
+                    {
+                        ids.push(d.id);
+                    }
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({ "replayed": ids.len(), "channel": channel })
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {
+            eprintln!("notifyd: give a notification id, or --all-dead --channel C");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    for id in ids {
+        match outbox.replay(&id).await? {
+            Transition::Done(state) => {
+                println!("{}", serde_json::json!({"id": id, "state": state}))
+            }
+            Transition::NotFound => {
+                eprintln!("notifyd: no notification with id {id:?}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Transition::Refused(state) => {
+                eprintln!("notifyd: {id} is {state}, not dead: nothing to replay");
+                return Ok(ExitCode::from(EXIT_CONFLICT));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn channels(config: &Config) -> anyhow::Result<ExitCode> {
+    let endpoint =
+        crate::api::server::Endpoint::parse(&config.server.listen).map_err(anyhow::Error::msg)?;
+    let crate::api::server::Endpoint::Tcp(addr) = endpoint else {
+        anyhow::bail!(
+            "`notifyd channels` talks HTTP over TCP; with a Unix socket use curl --unix-socket"
+        );
+    };
+    let mut req = reqwest::Client::new().get(format!("http://{addr}/v1/channels"));
+    if let Some(token) = config.server.tokens().first() {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("no daemon answering on {addr}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .context("the daemon's answer was not JSON")?;
+    if !status.is_success() {
+        anyhow::bail!("the daemon answered {status}: {body}");
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(ExitCode::SUCCESS)
 }
 

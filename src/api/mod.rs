@@ -28,6 +28,7 @@ use crate::templates::Templates;
 
 pub use auth::same_secret;
 pub use error::ApiError;
+pub use views::dead_letter as views_dead_letter;
 pub use views::notification as views_notification;
 
 /// What every handler needs.

@@ -157,3 +157,96 @@ fn check_config_accepts_the_documented_default() {
         "configuration OK: 1 channel(s): log"
     );
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_from_the_command_line() {
+    let sink = Sink::start(|n, _| {
+        let status = if n < 2 {
+            axum::http::StatusCode::BAD_GATEWAY
+        } else {
+            axum::http::StatusCode::OK
+        };
+        (status, vec![], std::time::Duration::ZERO)
+    })
+    .await;
+    let d = TestDaemon::start(&webhook(
+        "hooks",
+        &sink.url(),
+        "retry = { max_attempts = 1, base = \"10ms\", max = \"10ms\" }",
+    ))
+    .await;
+    let a = d
+        .accept(serde_json::json!({"channel": "hooks", "to": "t", "body": "a"}))
+        .await;
+    let b = d
+        .accept(serde_json::json!({"channel": "hooks", "to": "t", "body": "b"}))
+        .await;
+    d.wait_for_state(&a, "dead").await;
+    d.wait_for_state(&b, "dead").await;
+    let config = d.dir.path().join("notifyd.toml");
+
+    let out = notifyd(&config, &["dead-letters", "--channel", "hooks"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut listed: Vec<&str> = list["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    listed.sort();
+    let mut expected = vec![a.as_str(), b.as_str()];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    let out = notifyd(&config, &["replay", &a]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_for_state(&a, "delivered").await;
+    let out = notifyd(&config, &["replay", &a]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "replaying a delivered one is refused"
+    );
+
+    let out = notifyd(&config, &["replay", "--all-dead", "--channel", "hooks"]);
+    assert!(out.status.success());
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["replayed"], 1);
+    d.wait_for_state(&b, "delivered").await;
+}
+
+#[tokio::test]
+async fn notifyd_channels_shows_the_running_daemons_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = config_text(dir.path(), LOG).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = load_config(&text, dir.path());
+    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
+    let path = dir.path().join("notifyd.toml");
+    let out = tokio::task::spawn_blocking(move || notifyd(&path, &["channels"]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["channels"][0]["name"], "log");
+    assert_eq!(view["channels"][0]["breaker"]["state"], "closed");
+    daemon.stop();
+    daemon.wait().await;
+}
