@@ -18,12 +18,8 @@ mod secret;
 pub mod http;
 pub mod redact;
 
-pub mod email;
 #[cfg(feature = "log")]
 pub mod log;
-pub mod push;
-pub mod slack;
-pub mod sms;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 

@@ -45,7 +45,11 @@ impl Channel for Log {
 
     fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
         if msg.to.trim().is_empty() {
-            return Err(InvalidMessage::new("to", "invalid_recipient", "must not be empty"));
+            return Err(InvalidMessage::new(
+                "to",
+                "invalid_recipient",
+                "must not be empty",
+            ));
         }
         Ok(())
     }

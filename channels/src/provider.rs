@@ -57,10 +57,8 @@ impl BuildError {
 
 /// The provider part of a `[channels.<name>]` table, selected by `kind`.
 ///
-/// PROVIDER AUTHORS: read `channels/PROVIDERS.md` first — the contract, how to build and test one
-/// feature alone, how to commit, and what to report.
-///
-/// Adding a provider adds one arm here; nothing in the daemon changes.
+/// Adding a provider adds one arm here (see `channels/PROVIDERS.md`); nothing in the daemon
+/// changes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProviderConfig {
@@ -70,30 +68,6 @@ pub enum ProviderConfig {
     /// POSTs a signed JSON document to any URL.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookConfig),
-    /// E-mail over SMTP (lettre, pooled).
-    #[cfg(feature = "smtp")]
-    Smtp(crate::email::smtp::SmtpConfig),
-    /// SMS through Twilio Programmable Messaging.
-    #[cfg(feature = "twilio")]
-    Twilio(crate::sms::twilio::TwilioConfig),
-    /// SMS through the Vonage SMS API.
-    #[cfg(feature = "vonage")]
-    Vonage(crate::sms::vonage::VonageConfig),
-    /// Slack incoming webhook.
-    #[cfg(feature = "slack")]
-    SlackWebhook(crate::slack::webhook::SlackWebhookConfig),
-    /// Slack Web API `chat.postMessage` with a bot token.
-    #[cfg(feature = "slack")]
-    Slack(crate::slack::web::SlackConfig),
-    /// Firebase Cloud Messaging HTTP v1.
-    #[cfg(feature = "fcm")]
-    Fcm(crate::push::fcm::FcmConfig),
-    /// Apple Push Notification service over HTTP/2 with token auth.
-    #[cfg(feature = "apns")]
-    Apns(crate::push::apns::ApnsConfig),
-    /// Web Push (RFC 8030) with aes128gcm encryption and VAPID.
-    #[cfg(feature = "webpush")]
-    Webpush(crate::push::webpush::WebpushConfig),
 }
 
 impl ProviderConfig {
@@ -104,22 +78,6 @@ impl ProviderConfig {
             Self::Log(_) => "log",
             #[cfg(feature = "webhook")]
             Self::Webhook(_) => "webhook",
-            #[cfg(feature = "smtp")]
-            Self::Smtp(_) => "smtp",
-            #[cfg(feature = "twilio")]
-            Self::Twilio(_) => "twilio",
-            #[cfg(feature = "vonage")]
-            Self::Vonage(_) => "vonage",
-            #[cfg(feature = "slack")]
-            Self::SlackWebhook(_) => "slack_webhook",
-            #[cfg(feature = "slack")]
-            Self::Slack(_) => "slack",
-            #[cfg(feature = "fcm")]
-            Self::Fcm(_) => "fcm",
-            #[cfg(feature = "apns")]
-            Self::Apns(_) => "apns",
-            #[cfg(feature = "webpush")]
-            Self::Webpush(_) => "webpush",
         }
     }
 
@@ -143,22 +101,6 @@ impl ProviderConfig {
             Self::Log(cfg) => Ok(Arc::new(crate::log::Log::new(cfg, ctx))),
             #[cfg(feature = "webhook")]
             Self::Webhook(cfg) => Ok(Arc::new(crate::webhook::Webhook::new(cfg, ctx)?)),
-            #[cfg(feature = "smtp")]
-            Self::Smtp(cfg) => Ok(Arc::new(crate::email::smtp::Smtp::new(cfg, ctx)?)),
-            #[cfg(feature = "twilio")]
-            Self::Twilio(cfg) => Ok(Arc::new(crate::sms::twilio::Twilio::new(cfg, ctx)?)),
-            #[cfg(feature = "vonage")]
-            Self::Vonage(cfg) => Ok(Arc::new(crate::sms::vonage::Vonage::new(cfg, ctx)?)),
-            #[cfg(feature = "slack")]
-            Self::SlackWebhook(cfg) => Ok(Arc::new(crate::slack::webhook::SlackWebhook::new(cfg, ctx)?)),
-            #[cfg(feature = "slack")]
-            Self::Slack(cfg) => Ok(Arc::new(crate::slack::web::Slack::new(cfg, ctx)?)),
-            #[cfg(feature = "fcm")]
-            Self::Fcm(cfg) => Ok(Arc::new(crate::push::fcm::Fcm::new(cfg, ctx)?)),
-            #[cfg(feature = "apns")]
-            Self::Apns(cfg) => Ok(Arc::new(crate::push::apns::Apns::new(cfg, ctx)?)),
-            #[cfg(feature = "webpush")]
-            Self::Webpush(cfg) => Ok(Arc::new(crate::push::webpush::Webpush::new(cfg, ctx)?)),
         }
     }
 }

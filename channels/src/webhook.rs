@@ -104,7 +104,11 @@ impl Channel for Webhook {
 
     fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
         if msg.to.trim().is_empty() {
-            return Err(InvalidMessage::new("to", "invalid_recipient", "must not be empty"));
+            return Err(InvalidMessage::new(
+                "to",
+                "invalid_recipient",
+                "must not be empty",
+            ));
         }
         Ok(())
     }
@@ -134,9 +138,10 @@ impl Channel for Webhook {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            req = req
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", signature(secret.expose().as_bytes(), ts, &body));
+            req = req.header("webhook-timestamp", ts.to_string()).header(
+                "webhook-signature",
+                signature(secret.expose().as_bytes(), ts, &body),
+            );
         }
         let resp = req
             .body(body)

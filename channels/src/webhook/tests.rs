@@ -45,7 +45,10 @@ fn webhook(url: String, secret: Option<&str>, total: Duration) -> Webhook {
 
 async fn server_answering(resp: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(resp).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(resp)
+        .mount(&server)
+        .await;
     server
 }
 
@@ -55,13 +58,20 @@ async fn posts_the_documented_json_with_idempotency_key_and_verifiable_signature
     Mock::given(method("POST"))
         .and(path("/hook"))
         .and(header("content-type", "application/json"))
-        .and(header("idempotency-key", "0190d3a4-0000-7000-8000-000000000001"))
+        .and(header(
+            "idempotency-key",
+            "0190d3a4-0000-7000-8000-000000000001",
+        ))
         .and(header_exists("webhook-timestamp"))
         .respond_with(ResponseTemplate::new(200).insert_header("x-request-id", "rcv-42"))
         .expect(1)
         .mount(&server)
         .await;
-    let hook = webhook(format!("{}/hook", server.uri()), Some("s3cret"), Duration::from_secs(5));
+    let hook = webhook(
+        format!("{}/hook", server.uri()),
+        Some("s3cret"),
+        Duration::from_secs(5),
+    );
 
     let receipt = hook.send(&message(), &ctx()).await.unwrap();
 
@@ -82,7 +92,11 @@ async fn posts_the_documented_json_with_idempotency_key_and_verifiable_signature
             "created_at": "2023-11-14T22:13:20.000Z"
         })
     );
-    let ts: u64 = req.headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+    let ts: u64 = req.headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let expected = signature(b"s3cret", ts, &req.body);
     assert_eq!(req.headers["webhook-signature"].to_str().unwrap(), expected);
 }
@@ -154,10 +168,7 @@ async fn request_timeout_status_is_transient() {
 #[tokio::test]
 async fn other_client_errors_are_permanent_with_a_bounded_reason() {
     let page = format!("<html><body>{}</body></html>", "Not Found ".repeat(100));
-    let server = server_answering(
-        ResponseTemplate::new(404).set_body_raw(page, "text/html"),
-    )
-    .await;
+    let server = server_answering(ResponseTemplate::new(404).set_body_raw(page, "text/html")).await;
     let err = webhook(server.uri(), None, Duration::from_secs(5))
         .send(&message(), &ctx())
         .await
@@ -186,10 +197,8 @@ async fn a_redirect_is_not_followed_and_is_permanent() {
 
 #[tokio::test]
 async fn a_slow_receiver_times_out_as_transient() {
-    let server = server_answering(
-        ResponseTemplate::new(200).set_delay(Duration::from_secs(3)),
-    )
-    .await;
+    let server =
+        server_answering(ResponseTemplate::new(200).set_delay(Duration::from_secs(3))).await;
     let err = webhook(server.uri(), None, Duration::from_millis(200))
         .send(&message(), &ctx())
         .await
@@ -201,11 +210,19 @@ async fn a_slow_receiver_times_out_as_transient() {
 #[tokio::test]
 async fn connection_refused_is_transient() {
     // Bind then drop a listener: the port is very likely closed now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = webhook(format!("http://127.0.0.1:{port}/"), None, Duration::from_secs(2))
-        .send(&message(), &ctx())
-        .await
-        .unwrap_err();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = webhook(
+        format!("http://127.0.0.1:{port}/"),
+        None,
+        Duration::from_secs(2),
+    )
+    .send(&message(), &ctx())
+    .await
+    .unwrap_err();
     assert_eq!(err.class(), "transient");
     assert_eq!(err.code(), "connect");
 }

@@ -1,4 +1,0 @@
-//! E-mail channels.
-
-#[cfg(feature = "smtp")]
-pub mod smtp;
