@@ -68,6 +68,12 @@ pub enum ProviderConfig {
     /// POSTs a signed JSON document to any URL.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookConfig),
+    /// SMS through Twilio Programmable Messaging.
+    #[cfg(feature = "twilio")]
+    Twilio(crate::sms::twilio::TwilioConfig),
+    /// SMS through the Vonage SMS API.
+    #[cfg(feature = "vonage")]
+    Vonage(crate::sms::vonage::VonageConfig),
 }
 
 impl ProviderConfig {
@@ -78,6 +84,10 @@ impl ProviderConfig {
             Self::Log(_) => "log",
             #[cfg(feature = "webhook")]
             Self::Webhook(_) => "webhook",
+            #[cfg(feature = "twilio")]
+            Self::Twilio(_) => "twilio",
+            #[cfg(feature = "vonage")]
+            Self::Vonage(_) => "vonage",
         }
     }
 
@@ -101,6 +111,10 @@ impl ProviderConfig {
             Self::Log(cfg) => Ok(Arc::new(crate::log::Log::new(cfg, ctx))),
             #[cfg(feature = "webhook")]
             Self::Webhook(cfg) => Ok(Arc::new(crate::webhook::Webhook::new(cfg, ctx)?)),
+            #[cfg(feature = "twilio")]
+            Self::Twilio(cfg) => Ok(Arc::new(crate::sms::twilio::Twilio::new(cfg, ctx)?)),
+            #[cfg(feature = "vonage")]
+            Self::Vonage(cfg) => Ok(Arc::new(crate::sms::vonage::Vonage::new(cfg, ctx)?)),
         }
     }
 }

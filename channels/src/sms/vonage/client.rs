@@ -1,0 +1,147 @@
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+
+use super::VonageConfig;
+use crate::sms::segments::{Encoding, count};
+use crate::{
+    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    SendContext, http,
+};
+
+/// A Vonage SMS channel.
+#[derive(Debug)]
+pub struct Vonage {
+    http: reqwest::Client,
+    url: String,
+    api_key: String,
+    api_secret: Secret,
+    from: String,
+    callback: Option<String>,
+    max_segments: u32,
+}
+
+impl Vonage {
+    /// Checks the config and sets up the client.
+    pub fn new(cfg: &VonageConfig, ctx: &BuildContext) -> Result<Self, BuildError> {
+        if cfg.api_key.trim().is_empty() {
+            return Err(BuildError::invalid("api_key", "must not be empty"));
+        }
+        if cfg.from.trim().is_empty() {
+            return Err(BuildError::invalid("from", "must not be empty"));
+        }
+        let base = reqwest::Url::parse(&cfg.base_url)
+            .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        Ok(Self {
+            http: http::client(&ctx.timeouts)?,
+            url: format!("{}/sms/json", base.as_str().trim_end_matches('/')),
+            api_key: cfg.api_key.clone(),
+            api_secret: cfg.api_secret.clone(),
+            from: cfg.from.trim_start_matches('+').to_owned(),
+            callback: cfg.callback.clone(),
+            max_segments: cfg.max_segments,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Response {
+    messages: Vec<MessageStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageStatus {
+    status: String,
+    #[serde(rename = "message-id")]
+    message_id: Option<String>,
+    #[serde(rename = "error-text")]
+    error_text: Option<String>,
+}
+
+/// Maps every Vonage answer into our types (the `x-errors` table of the SMS API spec).
+pub(super) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Receipt, DeliveryError> {
+    if !status.is_success() {
+        return Err(http::classify_status(status, headers, body));
+    }
+    let parsed: Response = serde_json::from_slice(body).map_err(|e| {
+        DeliveryError::transient(
+            "bad_response",
+            format!("unreadable answer ({e}): {}", http::snippet(body)),
+        )
+    })?;
+    // A long text is sent as several parts, each with its own status: all must succeed.
+    let Some(first) = parsed.messages.first() else {
+        return Err(DeliveryError::transient(
+            "bad_response",
+            "an answer with no messages",
+        ));
+    };
+    if let Some(failed) = parsed.messages.iter().find(|m| m.status != "0") {
+        let code = format!("vonage_{}", failed.status);
+        let reason = failed.error_text.clone().unwrap_or_default();
+        return Err(match failed.status.as_str() {
+            "1" => DeliveryError::RateLimited { retry_after: None },
+            "5" | "10" => DeliveryError::transient(code, reason),
+            "7" | "33" => DeliveryError::invalid_recipient(code, reason),
+            // Our account, credentials or sender: every message would fail the same way.
+            "4" | "8" | "9" | "11" | "14" | "15" | "23" | "29" | "32" => {
+                DeliveryError::channel_fault(code, reason)
+            }
+            _ => DeliveryError::permanent(code, reason),
+        });
+    }
+    match &first.message_id {
+        Some(id) => Ok(Receipt {
+            provider_id: Some(id.clone()),
+        }),
+        None => Err(DeliveryError::transient(
+            "bad_response",
+            "status 0 without a message-id",
+        )),
+    }
+}
+
+#[async_trait]
+impl Channel for Vonage {
+    fn kind(&self) -> &'static str {
+        "vonage"
+    }
+
+    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+        crate::sms::validate(msg, self.max_segments)
+    }
+
+    async fn send(&self, msg: &Message, ctx: &SendContext) -> Result<Receipt, DeliveryError> {
+        let text = msg.body.as_deref().unwrap_or_default();
+        let mut form = vec![
+            ("api_key", self.api_key.as_str()),
+            ("api_secret", self.api_secret.expose()),
+            ("from", self.from.as_str()),
+            ("to", msg.to.trim_start_matches('+')),
+            ("text", text),
+            ("client-ref", ctx.idempotency_key.as_str()),
+        ];
+        if count(text).encoding == Encoding::Ucs2 {
+            form.push(("type", "unicode"));
+        }
+        if let Some(cb) = &self.callback {
+            form.push(("callback", cb.as_str()));
+        }
+        let resp = self
+            .http
+            .post(&self.url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
+        classify(status, &headers, &body)
+    }
+}

@@ -1,0 +1,145 @@
+//! Each provider kind through the running daemon to a mock that answers as the provider does:
+//! the notification ends `delivered` with the provider's id visible.
+
+use serde_json::json;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::*;
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+fn twilio_channel(name: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        "[channels.{name}]\nkind = \"twilio\"\naccount_sid = \"{SID}\"\nauth_token = \"tw-token\"\n\
+         from = \"+15550001111\"\nbase_url = \"{base_url}\"\n{extra}\n"
+    )
+}
+
+fn vonage_channel(name: &str, base_url: &str) -> String {
+    format!(
+        "[channels.{name}]\nkind = \"vonage\"\napi_key = \"abcd1234\"\napi_secret = \"s3cr3t\"\n\
+         from = \"15550001111\"\nbase_url = \"{base_url}\"\n"
+    )
+}
+
+async fn twilio_mock(status: u16, body: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{SID}/Messages.json")))
+        .and(header(
+            "authorization",
+            "Basic QUMwMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZjp0dy10b2tlbg==",
+        ))
+        .respond_with(
+            ResponseTemplate::new(status).set_body_raw(body.to_owned(), "application/json"),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn vonage_mock() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sms/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"message-count":"1","messages":[{"to":"15551234567","message-id":"0A00000001","status":"0"}]}"#,
+            "application/json",
+        ))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn twilio_delivers_and_the_message_sid_is_the_provider_id() {
+    let twilio = twilio_mock(
+        201,
+        r#"{"sid":"SM1f0e8ae6ade43cb3c0ce4525424e404f","status":"queued"}"#,
+    )
+    .await;
+    let d = TestDaemon::start(&twilio_channel("sms", &twilio.uri(), "")).await;
+    let id = d
+        .accept(json!({"channel": "sms", "to": "+15551234567", "body": "Your code is 123456"}))
+        .await;
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(view["provider_id"], "SM1f0e8ae6ade43cb3c0ce4525424e404f");
+}
+
+#[tokio::test]
+async fn vonage_delivers_and_the_message_id_is_the_provider_id() {
+    let vonage = vonage_mock().await;
+    let d = TestDaemon::start(&vonage_channel("sms", &vonage.uri())).await;
+    let id = d
+        .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))
+        .await;
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(view["provider_id"], "0A00000001");
+}
+
+#[tokio::test]
+async fn an_sms_to_a_number_that_is_not_e164_is_422_before_it_is_queued() {
+    let twilio = twilio_mock(201, "{}").await;
+    let d = TestDaemon::start(&twilio_channel("sms", &twilio.uri(), "")).await;
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "sms", "to": "555-1234", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].clone(), b["error"]["code"].clone()),
+        (422, json!("to"), json!("invalid_recipient"))
+    );
+    assert!(twilio.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_outage_fails_over_to_vonage() {
+    let twilio = twilio_mock(
+        503,
+        r#"{"code": 20500, "message": "Internal Server Error", "status": 503}"#,
+    )
+    .await;
+    let vonage = vonage_mock().await;
+    let channels = format!(
+        "{}{}",
+        twilio_channel(
+            "sms-twilio",
+            &twilio.uri(),
+            "failover = [\"sms-vonage\"]\nretry = { max_attempts = 2, base = \"20ms\", max = \"50ms\" }"
+        ),
+        vonage_channel("sms-vonage", &vonage.uri()),
+    );
+    let d = TestDaemon::start(&channels).await;
+    let id = d
+        .accept(json!({"channel": "sms-twilio", "to": "+15551234567", "body": "hi"}))
+        .await;
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(view["channel"], "sms-vonage");
+    assert_eq!(view["provider_id"], "0A00000001");
+    assert_eq!(view["attempt_log"][0]["channel"], "sms-twilio");
+    assert_eq!(view["attempt_log"][0]["code"], "20500");
+}
+
+#[tokio::test]
+async fn a_twilio_unsubscribed_recipient_fails_with_its_code_and_does_not_fail_over() {
+    let twilio = twilio_mock(400, r#"{"code": 21610, "message": "Attempt to send to unsubscribed recipient", "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400}"#).await;
+    let vonage = vonage_mock().await;
+    let channels = format!(
+        "{}{}",
+        twilio_channel("sms-twilio", &twilio.uri(), "failover = [\"sms-vonage\"]"),
+        vonage_channel("sms-vonage", &vonage.uri()),
+    );
+    let d = TestDaemon::start(&channels).await;
+    let id = d
+        .accept(json!({"channel": "sms-twilio", "to": "+15551234567", "body": "hi"}))
+        .await;
+    let view = d.wait_for_state(&id, "failed").await;
+    assert_eq!(
+        view["last_error"]["code"], "21610",
+        "the app can prune this number"
+    );
+    assert!(vonage.received_requests().await.unwrap().is_empty());
+}
