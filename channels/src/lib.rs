@@ -20,6 +20,8 @@ pub mod redact;
 
 #[cfg(feature = "log")]
 pub mod log;
+#[cfg(feature = "slack")]
+pub mod slack;
 #[cfg(any(feature = "twilio", feature = "vonage"))]
 pub mod sms;
 #[cfg(feature = "webhook")]

@@ -68,6 +68,12 @@ pub enum ProviderConfig {
     /// POSTs a signed JSON document to any URL.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookConfig),
+    /// Slack incoming webhook.
+    #[cfg(feature = "slack")]
+    SlackWebhook(crate::slack::webhook::SlackWebhookConfig),
+    /// Slack Web API `chat.postMessage` with a bot token.
+    #[cfg(feature = "slack")]
+    Slack(crate::slack::web::SlackConfig),
     /// SMS through Twilio Programmable Messaging.
     #[cfg(feature = "twilio")]
     Twilio(crate::sms::twilio::TwilioConfig),
@@ -84,6 +90,10 @@ impl ProviderConfig {
             Self::Log(_) => "log",
             #[cfg(feature = "webhook")]
             Self::Webhook(_) => "webhook",
+            #[cfg(feature = "slack")]
+            Self::SlackWebhook(_) => "slack_webhook",
+            #[cfg(feature = "slack")]
+            Self::Slack(_) => "slack",
             #[cfg(feature = "twilio")]
             Self::Twilio(_) => "twilio",
             #[cfg(feature = "vonage")]
@@ -111,6 +121,12 @@ impl ProviderConfig {
             Self::Log(cfg) => Ok(Arc::new(crate::log::Log::new(cfg, ctx))),
             #[cfg(feature = "webhook")]
             Self::Webhook(cfg) => Ok(Arc::new(crate::webhook::Webhook::new(cfg, ctx)?)),
+            #[cfg(feature = "slack")]
+            Self::SlackWebhook(cfg) => Ok(Arc::new(crate::slack::webhook::SlackWebhook::new(
+                cfg, ctx,
+            )?)),
+            #[cfg(feature = "slack")]
+            Self::Slack(cfg) => Ok(Arc::new(crate::slack::web::Slack::new(cfg, ctx)?)),
             #[cfg(feature = "twilio")]
             Self::Twilio(cfg) => Ok(Arc::new(crate::sms::twilio::Twilio::new(cfg, ctx)?)),
             #[cfg(feature = "vonage")]

@@ -143,3 +143,47 @@ async fn a_twilio_unsubscribed_recipient_fails_with_its_code_and_does_not_fail_o
     );
     assert!(vonage.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn slack_chat_post_message_delivers_with_channel_and_ts() {
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat.postMessage"))
+        .and(header("authorization", "Bearer xoxb-test-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"ok":true,"channel":"C0123456789","ts":"1700000000.000100"}"#,
+            "application/json",
+        ))
+        .mount(&slack)
+        .await;
+    let d = TestDaemon::start(&format!(
+        "[channels.slack]\nkind = \"slack\"\ntoken = \"xoxb-test-token\"\nbase_url = \"{}\"\n",
+        slack.uri()
+    ))
+    .await;
+    let id = d
+        .accept(json!({"channel": "slack", "to": "C0123456789", "body": "Deploy finished"}))
+        .await;
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(view["provider_id"], "C0123456789:1700000000.000100");
+}
+
+#[tokio::test]
+async fn a_slack_incoming_webhook_delivers() {
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/T000/B000/XXXX"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("ok", "text/html"))
+        .expect(1)
+        .mount(&slack)
+        .await;
+    let d = TestDaemon::start(&format!(
+        "[channels.ops]\nkind = \"slack_webhook\"\nurl = \"{}/services/T000/B000/XXXX\"\n",
+        slack.uri()
+    ))
+    .await;
+    let id = d
+        .accept(json!({"channel": "ops", "to": "#ops", "subject": "Disk", "body": "full"}))
+        .await;
+    d.wait_for_state(&id, "delivered").await;
+}

@@ -1,0 +1,140 @@
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::SlackConfig;
+use crate::{
+    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    SendContext, http,
+};
+
+/// A Slack Web API channel; a notification's `to` is the Slack channel (id or name).
+#[derive(Debug)]
+pub struct Slack {
+    http: reqwest::Client,
+    url: String,
+    token: Secret,
+}
+
+impl Slack {
+    /// Checks the token's shape and sets up the client.
+    pub fn new(cfg: &SlackConfig, ctx: &BuildContext) -> Result<Self, BuildError> {
+        let t = cfg.token.expose();
+        if !(t.starts_with("xoxb-") || t.starts_with("xoxp-")) {
+            return Err(BuildError::invalid(
+                "token",
+                "must be a bot (xoxb-) or user (xoxp-) token",
+            ));
+        }
+        let base = reqwest::Url::parse(&cfg.base_url)
+            .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        Ok(Self {
+            http: http::client(&ctx.timeouts)?,
+            url: format!(
+                "{}/api/chat.postMessage",
+                base.as_str().trim_end_matches('/')
+            ),
+            token: cfg.token.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    ok: bool,
+    error: Option<String>,
+    channel: Option<String>,
+    ts: Option<String>,
+}
+
+/// Maps every `chat.postMessage` answer; `ok` decides, never the status alone.
+pub(super) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Receipt, DeliveryError> {
+    if status == StatusCode::TOO_MANY_REQUESTS || !status.is_success() {
+        return Err(http::classify_status(status, headers, body));
+    }
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| {
+        DeliveryError::transient(
+            "bad_response",
+            format!("unreadable answer ({e}): {}", http::snippet(body)),
+        )
+    })?;
+    if answer.ok {
+        return match (answer.channel, answer.ts) {
+            (Some(channel), Some(ts)) => Ok(Receipt {
+                provider_id: Some(format!("{channel}:{ts}")),
+            }),
+            _ => Err(DeliveryError::transient(
+                "bad_response",
+                "ok without channel and ts",
+            )),
+        };
+    }
+    let code = answer.error.unwrap_or_else(|| "unknown_error".into());
+    let reason = format!("chat.postMessage: {code}");
+    Err(match code.as_str() {
+        "invalid_auth"
+        | "not_authed"
+        | "token_revoked"
+        | "token_expired"
+        | "account_inactive"
+        | "missing_scope"
+        | "no_permission"
+        | "not_allowed_token_type"
+        | "ekm_access_denied" => DeliveryError::channel_fault(code, reason),
+        "channel_not_found" | "is_archived" | "not_in_channel" | "user_not_found" => {
+            DeliveryError::invalid_recipient(code, reason)
+        }
+        "ratelimited" | "rate_limited" => DeliveryError::RateLimited {
+            retry_after: http::retry_after(headers),
+        },
+        "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
+            DeliveryError::transient(code, reason)
+        }
+        _ => DeliveryError::permanent(code, reason),
+    })
+}
+
+#[async_trait]
+impl Channel for Slack {
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+
+    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+        if msg.to.trim().is_empty() || msg.to.contains(char::is_whitespace) {
+            return Err(InvalidMessage::new(
+                "to",
+                "invalid_recipient",
+                "a Slack channel id (C0123…) or name",
+            ));
+        }
+        crate::slack::validate(msg)
+    }
+
+    async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
+        let mut payload = crate::slack::payload(msg);
+        payload.insert("channel".into(), Value::String(msg.to.clone()));
+        let resp = self
+            .http
+            .post(&self.url)
+            .bearer_auth(self.token.expose())
+            .header("content-type", "application/json; charset=utf-8")
+            .body(
+                serde_json::to_vec(&payload)
+                    .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
+        classify(status, &headers, &body)
+    }
+}

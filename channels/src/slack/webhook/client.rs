@@ -1,0 +1,106 @@
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+use super::SlackWebhookConfig;
+use crate::{
+    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt,
+    SendContext, http,
+};
+
+/// A Slack incoming-webhook channel. The webhook fixes the Slack channel, so a notification's
+/// `to` is only a label.
+#[derive(Debug)]
+pub struct SlackWebhook {
+    http: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl SlackWebhook {
+    /// Parses the URL and sets up the client.
+    pub fn new(cfg: &SlackWebhookConfig, ctx: &BuildContext) -> Result<Self, BuildError> {
+        let url = reqwest::Url::parse(cfg.url.expose())
+            .map_err(|_| BuildError::invalid("url", "not a URL"))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(BuildError::invalid("url", "must be https://"));
+        }
+        Ok(Self {
+            http: http::client(&ctx.timeouts)?,
+            url,
+        })
+    }
+}
+
+/// Maps Slack's webhook answers: `200 ok`, or a plain-text code with its status.
+pub(super) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Receipt, DeliveryError> {
+    let text = String::from_utf8_lossy(body).trim().to_owned();
+    if status == StatusCode::OK && text == "ok" {
+        return Ok(Receipt::default());
+    }
+    if status.is_success() {
+        return Err(DeliveryError::transient(
+            "bad_response",
+            format!("{status} without Slack's `ok`: {}", http::snippet(body)),
+        ));
+    }
+    let code = if text.len() <= 64
+        && text.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        && !text.is_empty()
+    {
+        text.clone()
+    } else {
+        format!("http_{}", status.as_u16())
+    };
+    let reason = http::snippet(body);
+    match (status.as_u16(), code.as_str()) {
+        (429, _) => Err(DeliveryError::RateLimited {
+            retry_after: http::retry_after(headers),
+        }),
+        (500..=599, _) => Err(DeliveryError::Transient {
+            code,
+            reason,
+            retry_after: http::retry_after(headers),
+        }),
+        // The webhook itself is revoked, archived or refused: every message would fail the same
+        // way until an operator fixes the URL, so hold the channel rather than fail them.
+        (
+            _,
+            "invalid_token"
+            | "no_service"
+            | "no_team"
+            | "channel_not_found"
+            | "channel_is_archived",
+        )
+        | (410, _) => Err(DeliveryError::channel_fault(code, reason)),
+        _ => Err(DeliveryError::permanent(code, reason)),
+    }
+}
+
+#[async_trait]
+impl Channel for SlackWebhook {
+    fn kind(&self) -> &'static str {
+        "slack_webhook"
+    }
+
+    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+        crate::slack::validate(msg)
+    }
+
+    async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
+        let resp = self
+            .http
+            .post(self.url.clone())
+            .json(&crate::slack::payload(msg))
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
+        classify(status, &headers, &body)
+    }
+}
