@@ -18,6 +18,8 @@ mod secret;
 pub mod http;
 pub mod redact;
 
+#[cfg(feature = "smtp")]
+pub mod email;
 #[cfg(feature = "log")]
 pub mod log;
 #[cfg(feature = "slack")]

@@ -68,6 +68,9 @@ pub enum ProviderConfig {
     /// POSTs a signed JSON document to any URL.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookConfig),
+    /// E-mail over SMTP (lettre, pooled).
+    #[cfg(feature = "smtp")]
+    Smtp(crate::email::smtp::SmtpConfig),
     /// Slack incoming webhook.
     #[cfg(feature = "slack")]
     SlackWebhook(crate::slack::webhook::SlackWebhookConfig),
@@ -90,6 +93,8 @@ impl ProviderConfig {
             Self::Log(_) => "log",
             #[cfg(feature = "webhook")]
             Self::Webhook(_) => "webhook",
+            #[cfg(feature = "smtp")]
+            Self::Smtp(_) => "smtp",
             #[cfg(feature = "slack")]
             Self::SlackWebhook(_) => "slack_webhook",
             #[cfg(feature = "slack")]
@@ -121,6 +126,8 @@ impl ProviderConfig {
             Self::Log(cfg) => Ok(Arc::new(crate::log::Log::new(cfg, ctx))),
             #[cfg(feature = "webhook")]
             Self::Webhook(cfg) => Ok(Arc::new(crate::webhook::Webhook::new(cfg, ctx)?)),
+            #[cfg(feature = "smtp")]
+            Self::Smtp(cfg) => Ok(Arc::new(crate::email::smtp::Smtp::new(cfg, ctx)?)),
             #[cfg(feature = "slack")]
             Self::SlackWebhook(cfg) => Ok(Arc::new(crate::slack::webhook::SlackWebhook::new(
                 cfg, ctx,

@@ -187,3 +187,22 @@ async fn a_slack_incoming_webhook_delivers() {
         .await;
     d.wait_for_state(&id, "delivered").await;
 }
+
+#[tokio::test]
+async fn smtp_delivers_to_a_real_smtp_server_and_the_message_id_is_the_provider_id() {
+    use notifyd_channels::email::smtp::test_server::{Behaviour, SmtpServer};
+    let server = SmtpServer::start(Behaviour::Accept).await.unwrap();
+    let d = TestDaemon::start(&format!(
+        "[channels.mail]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"orders@shop.example\"\n",
+        server.port
+    ))
+    .await;
+    let id = d
+        .accept(json!({"channel": "mail", "to": "alice@example.com", "subject": "Shipped", "body": "On its way.", "html": "<p>On its way.</p>"}))
+        .await;
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(view["provider_id"], format!("<{id}@shop.example>"));
+    let mail = &server.received()[0];
+    assert_eq!(mail.rcpt_to, vec!["<alice@example.com>"]);
+    assert!(mail.data.contains("multipart/alternative"));
+}

@@ -1,0 +1,3 @@
+//! E-mail channels.
+
+pub mod smtp;
