@@ -22,6 +22,8 @@ pub mod redact;
 pub mod email;
 #[cfg(feature = "log")]
 pub mod log;
+#[cfg(any(feature = "fcm", feature = "apns"))]
+pub mod push;
 #[cfg(feature = "slack")]
 pub mod slack;
 #[cfg(any(feature = "twilio", feature = "vonage"))]

@@ -71,6 +71,9 @@ pub enum ProviderConfig {
     /// E-mail over SMTP (lettre, pooled).
     #[cfg(feature = "smtp")]
     Smtp(crate::email::smtp::SmtpConfig),
+        /// Firebase Cloud Messaging HTTP v1.
+    #[cfg(feature = "fcm")]
+    Fcm(crate::push::fcm::FcmConfig),
     /// Slack incoming webhook.
     #[cfg(feature = "slack")]
     SlackWebhook(crate::slack::webhook::SlackWebhookConfig),
@@ -95,6 +98,8 @@ impl ProviderConfig {
             Self::Webhook(_) => "webhook",
             #[cfg(feature = "smtp")]
             Self::Smtp(_) => "smtp",
+                        #[cfg(feature = "fcm")]
+            Self::Fcm(_) => "fcm",
             #[cfg(feature = "slack")]
             Self::SlackWebhook(_) => "slack_webhook",
             #[cfg(feature = "slack")]
@@ -128,6 +133,8 @@ impl ProviderConfig {
             Self::Webhook(cfg) => Ok(Arc::new(crate::webhook::Webhook::new(cfg, ctx)?)),
             #[cfg(feature = "smtp")]
             Self::Smtp(cfg) => Ok(Arc::new(crate::email::smtp::Smtp::new(cfg, ctx)?)),
+                        #[cfg(feature = "fcm")]
+            Self::Fcm(cfg) => Ok(Arc::new(crate::push::fcm::Fcm::new(cfg, ctx)?)),
             #[cfg(feature = "slack")]
             Self::SlackWebhook(cfg) => Ok(Arc::new(crate::slack::webhook::SlackWebhook::new(
                 cfg, ctx,

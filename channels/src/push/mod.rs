@@ -1,0 +1,11 @@
+//! Push channels: FCM HTTP v1 and APNs over HTTP/2.
+
+#[cfg(feature = "apns")]
+pub mod apns;
+#[cfg(feature = "fcm")]
+pub mod fcm;
+#[cfg(any(feature = "fcm", feature = "apns"))]
+mod token;
+
+/// Largest push payload FCM and APNs accept, in bytes.
+pub const MAX_PAYLOAD: usize = 4096;
