@@ -71,9 +71,12 @@ pub enum ProviderConfig {
     /// E-mail over SMTP (lettre, pooled).
     #[cfg(feature = "smtp")]
     Smtp(crate::email::smtp::SmtpConfig),
-        /// Firebase Cloud Messaging HTTP v1.
+    /// Firebase Cloud Messaging HTTP v1.
     #[cfg(feature = "fcm")]
     Fcm(crate::push::fcm::FcmConfig),
+    /// Apple Push Notification service over HTTP/2 with token auth.
+    #[cfg(feature = "apns")]
+    Apns(crate::push::apns::ApnsConfig),
     /// Slack incoming webhook.
     #[cfg(feature = "slack")]
     SlackWebhook(crate::slack::webhook::SlackWebhookConfig),
@@ -98,8 +101,10 @@ impl ProviderConfig {
             Self::Webhook(_) => "webhook",
             #[cfg(feature = "smtp")]
             Self::Smtp(_) => "smtp",
-                        #[cfg(feature = "fcm")]
+            #[cfg(feature = "fcm")]
             Self::Fcm(_) => "fcm",
+            #[cfg(feature = "apns")]
+            Self::Apns(_) => "apns",
             #[cfg(feature = "slack")]
             Self::SlackWebhook(_) => "slack_webhook",
             #[cfg(feature = "slack")]
@@ -133,8 +138,10 @@ impl ProviderConfig {
             Self::Webhook(cfg) => Ok(Arc::new(crate::webhook::Webhook::new(cfg, ctx)?)),
             #[cfg(feature = "smtp")]
             Self::Smtp(cfg) => Ok(Arc::new(crate::email::smtp::Smtp::new(cfg, ctx)?)),
-                        #[cfg(feature = "fcm")]
+            #[cfg(feature = "fcm")]
             Self::Fcm(cfg) => Ok(Arc::new(crate::push::fcm::Fcm::new(cfg, ctx)?)),
+            #[cfg(feature = "apns")]
+            Self::Apns(cfg) => Ok(Arc::new(crate::push::apns::Apns::new(cfg, ctx)?)),
             #[cfg(feature = "slack")]
             Self::SlackWebhook(cfg) => Ok(Arc::new(crate::slack::webhook::SlackWebhook::new(
                 cfg, ctx,

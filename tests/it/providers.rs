@@ -206,3 +206,90 @@ async fn smtp_delivers_to_a_real_smtp_server_and_the_message_id_is_the_provider_
     assert_eq!(mail.rcpt_to, vec!["<alice@example.com>"]);
     assert!(mail.data.contains("multipart/alternative"));
 }
+
+#[tokio::test]
+async fn fcm_delivers_with_a_cached_oauth_token_and_the_message_name() {
+    let google = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "ya29.t", "expires_in": 3599, "token_type": "Bearer"}),
+        ))
+        .expect(1)
+        .mount(&google)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/projects/demo-project/messages:send"))
+        .and(header("authorization", "Bearer ya29.t"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"name": "projects/demo-project/messages/0:42"})),
+        )
+        .mount(&google)
+        .await;
+    let account = tempfile::NamedTempFile::new().unwrap();
+    let key = include_str!("../../channels/src/push/fcm/testdata/test-only-rsa-key.pem");
+    std::fs::write(
+        account.path(),
+        json!({"type": "service_account", "project_id": "demo-project", "private_key_id": "k1", "private_key": key,
+               "client_email": "n@demo-project.iam.gserviceaccount.com", "token_uri": format!("{}/token", google.uri())})
+        .to_string(),
+    )
+    .unwrap();
+    let d = TestDaemon::start(&format!(
+        "[channels.android]\nkind = \"fcm\"\nservice_account_file = \"{}\"\nbase_url = \"{}\"\n",
+        account.path().display(),
+        google.uri()
+    ))
+    .await;
+    let a = d.accept(json!({"channel": "android", "to": "fYRW3:APA91bHun4Mx", "subject": "Hi", "body": "there"})).await;
+    let b = d
+        .accept(json!({"channel": "android", "to": "fYRW3:APA91bHun4Mx", "body": "again"}))
+        .await;
+    assert_eq!(
+        d.wait_for_state(&a, "delivered").await["provider_id"],
+        "projects/demo-project/messages/0:42"
+    );
+    d.wait_for_state(&b, "delivered").await;
+}
+
+#[tokio::test]
+async fn apns_delivers_over_http2_and_the_apns_id_is_the_provider_id() {
+    use axum::http::{HeaderMap, StatusCode, Version};
+    let app = axum::Router::new().route(
+        "/3/device/{token}",
+        axum::routing::post(|version: Version, headers: HeaderMap| async move {
+            assert_eq!(version, Version::HTTP_2);
+            assert!(
+                headers["authorization"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("bearer ")
+            );
+            assert_eq!(headers["apns-topic"], "com.example.app");
+            let id = headers["apns-id"].to_str().unwrap().to_owned();
+            (StatusCode::OK, [("apns-id", id)])
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let apple = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        key.path(),
+        include_str!("../../channels/src/push/apns/testdata/test-only-AuthKey.p8"),
+    )
+    .unwrap();
+    let d = TestDaemon::start(&format!(
+        "[channels.ios]\nkind = \"apns\"\nkey_file = \"{}\"\nkey_id = \"ABC123DEFG\"\nteam_id = \"DEF123GHIJ\"\n\
+         topic = \"com.example.app\"\nbase_url = \"{apple}\"\n",
+        key.path().display()
+    ))
+    .await;
+    let device = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad";
+    let id = d
+        .accept(json!({"channel": "ios", "to": device, "subject": "Hi", "body": "there"}))
+        .await;
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(view["provider_id"], id.to_ascii_uppercase());
+}

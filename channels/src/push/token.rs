@@ -19,7 +19,12 @@ impl TokenCache {
     /// The cached token if it is still good for `margin`, else a fresh one from `refresh`
     /// (which returns the token and how long it is valid). `stale` is a token the provider just
     /// refused: it is replaced even if it looks valid.
-    pub async fn get<F, Fut>(&self, margin: Duration, stale: Option<&Secret>, refresh: F) -> Result<Secret, DeliveryError>
+    pub async fn get<F, Fut>(
+        &self,
+        margin: Duration,
+        stale: Option<&Secret>,
+        refresh: F,
+    ) -> Result<Secret, DeliveryError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(Secret, Duration), DeliveryError>>,

@@ -11,7 +11,8 @@ use super::FcmConfig;
 use crate::push::MAX_PAYLOAD;
 use crate::push::token::TokenCache;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret, SendContext, http,
+    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    SendContext, http,
 };
 
 /// The OAuth scope FCM sends need.
@@ -54,27 +55,40 @@ pub struct Fcm {
 
 impl std::fmt::Debug for Fcm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fcm").field("send_url", &self.send_url).finish()
+        f.debug_struct("Fcm")
+            .field("send_url", &self.send_url)
+            .finish()
     }
 }
 
 impl Fcm {
     /// Reads the service account and its key; sets up the client. No network I/O.
     pub fn new(cfg: &FcmConfig, ctx: &BuildContext) -> Result<Self, BuildError> {
-        let account: ServiceAccount = serde_json::from_str(cfg.service_account.expose())
-            .map_err(|e| BuildError::invalid("service_account", format!("not a service-account JSON: {e}")))?;
-        let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())
-            .map_err(|e| BuildError::invalid("service_account", format!("unusable private_key: {e}")))?;
+        let account: ServiceAccount =
+            serde_json::from_str(cfg.service_account.expose()).map_err(|e| {
+                BuildError::invalid(
+                    "service_account",
+                    format!("not a service-account JSON: {e}"),
+                )
+            })?;
+        let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes()).map_err(|e| {
+            BuildError::invalid("service_account", format!("unusable private_key: {e}"))
+        })?;
         let project = cfg
             .project_id
             .clone()
             .or(account.project_id)
-            .ok_or_else(|| BuildError::invalid("project_id", "not in the service account; give project_id"))?;
+            .ok_or_else(|| {
+                BuildError::invalid("project_id", "not in the service account; give project_id")
+            })?;
         let base = reqwest::Url::parse(&cfg.base_url)
             .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            send_url: format!("{}/v1/projects/{project}/messages:send", base.as_str().trim_end_matches('/')),
+            send_url: format!(
+                "{}/v1/projects/{project}/messages:send",
+                base.as_str().trim_end_matches('/')
+            ),
             token_url: cfg.token_url.clone().unwrap_or(account.token_uri),
             client_email: account.client_email,
             key_id: account.private_key_id,
@@ -84,7 +98,10 @@ impl Fcm {
     }
 
     async fn fetch_token(&self) -> Result<(Secret, Duration), DeliveryError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let claims = Claims {
             iss: self.client_email.clone(),
             scope: SCOPE.into(),
@@ -99,7 +116,10 @@ impl Fcm {
         let resp = self
             .http
             .post(&self.token_url)
-            .form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &assertion)])
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &assertion),
+            ])
             .send()
             .await
             .map_err(|e| http::transport_error(&e))?;
@@ -116,17 +136,27 @@ impl Fcm {
             error_description: Option<String>,
         }
         if status.is_success() {
-            let t: Token = serde_json::from_slice(&body)
-                .map_err(|e| DeliveryError::transient("bad_response", format!("token answer: {e}")))?;
-            return Ok((Secret::new(t.access_token), Duration::from_secs(t.expires_in)));
+            let t: Token = serde_json::from_slice(&body).map_err(|e| {
+                DeliveryError::transient("bad_response", format!("token answer: {e}"))
+            })?;
+            return Ok((
+                Secret::new(t.access_token),
+                Duration::from_secs(t.expires_in),
+            ));
         }
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(DeliveryError::transient(format!("token_http_{}", status.as_u16()), http::snippet(&body)));
+            return Err(DeliveryError::transient(
+                format!("token_http_{}", status.as_u16()),
+                http::snippet(&body),
+            ));
         }
         // 400 invalid_grant / invalid_scope, 401: our service account is refused.
         let (code, reason) = match serde_json::from_slice::<TokenError>(&body) {
             Ok(e) => (e.error, e.error_description.unwrap_or_default()),
-            Err(_) => (format!("token_http_{}", status.as_u16()), http::snippet(&body)),
+            Err(_) => (
+                format!("token_http_{}", status.as_u16()),
+                http::snippet(&body),
+            ),
         };
         Err(DeliveryError::channel_fault(code, reason))
     }
@@ -154,7 +184,11 @@ impl Fcm {
         json!({ "message": message })
     }
 
-    async fn post(&self, token: &Secret, body: &[u8]) -> Result<(StatusCode, HeaderMap, Vec<u8>), DeliveryError> {
+    async fn post(
+        &self,
+        token: &Secret,
+        body: &[u8],
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), DeliveryError> {
         let resp = self
             .http
             .post(&self.send_url)
@@ -199,15 +233,26 @@ fn fcm_error_code(body: &[u8]) -> Option<String> {
 }
 
 /// Maps an FCM answer: `FcmError.errorCode` first, the HTTP status second.
-pub(super) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<Receipt, DeliveryError> {
+pub(super) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Receipt, DeliveryError> {
     if status.is_success() {
         #[derive(Deserialize)]
         struct Sent {
             name: String,
         }
         return serde_json::from_slice::<Sent>(body)
-            .map(|s| Receipt { provider_id: Some(s.name) })
-            .map_err(|e| DeliveryError::transient("bad_response", format!("{status} without a message name: {e}")));
+            .map(|s| Receipt {
+                provider_id: Some(s.name),
+            })
+            .map_err(|e| {
+                DeliveryError::transient(
+                    "bad_response",
+                    format!("{status} without a message name: {e}"),
+                )
+            });
     }
     let rpc = serde_json::from_slice::<RpcStatus>(body).ok();
     let reason = rpc
@@ -223,13 +268,23 @@ pub(super) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         "INVALID_ARGUMENT" if reason.to_ascii_lowercase().contains("registration token") => {
             DeliveryError::invalid_recipient(code, reason)
         }
-        "THIRD_PARTY_AUTH_ERROR" | "UNAUTHENTICATED" | "PERMISSION_DENIED" => DeliveryError::channel_fault(code, reason),
+        "THIRD_PARTY_AUTH_ERROR" | "UNAUTHENTICATED" | "PERMISSION_DENIED" => {
+            DeliveryError::channel_fault(code, reason)
+        }
         "QUOTA_EXCEEDED" | "RESOURCE_EXHAUSTED" => DeliveryError::RateLimited { retry_after },
-        "UNAVAILABLE" | "INTERNAL" => DeliveryError::Transient { code, reason, retry_after },
+        "UNAVAILABLE" | "INTERNAL" => DeliveryError::Transient {
+            code,
+            reason,
+            retry_after,
+        },
         _ => match status.as_u16() {
             401 | 403 => DeliveryError::channel_fault(code, reason),
             429 => DeliveryError::RateLimited { retry_after },
-            500..=599 => DeliveryError::Transient { code, reason, retry_after },
+            500..=599 => DeliveryError::Transient {
+                code,
+                reason,
+                retry_after,
+            },
             _ => DeliveryError::permanent(code, reason),
         },
     })
@@ -244,13 +299,24 @@ impl Channel for Fcm {
     fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
         let token_ok = !msg.to.is_empty()
             && msg.to.len() <= 4096
-            && msg.to.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'));
+            && msg
+                .to
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'));
         if !token_ok {
-            return Err(InvalidMessage::new("to", "invalid_recipient", "not an FCM registration token"));
+            return Err(InvalidMessage::new(
+                "to",
+                "invalid_recipient",
+                "not an FCM registration token",
+            ));
         }
         if let Some(data) = &msg.data {
             let Some(map) = data.as_object() else {
-                return Err(InvalidMessage::new("data", "invalid_field", "must be an object"));
+                return Err(InvalidMessage::new(
+                    "data",
+                    "invalid_field",
+                    "must be an object",
+                ));
             };
             if let Some(k) = map.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
                 return Err(InvalidMessage::new(
@@ -260,25 +326,39 @@ impl Channel for Fcm {
                 ));
             }
             if let Some(d) = map.get("data")
-                && !d.as_object().is_some_and(|o| o.values().all(Value::is_string))
+                && !d
+                    .as_object()
+                    .is_some_and(|o| o.values().all(Value::is_string))
             {
-                return Err(InvalidMessage::new("data", "invalid_field", "data.data must map strings to strings"));
+                return Err(InvalidMessage::new(
+                    "data",
+                    "invalid_field",
+                    "data.data must map strings to strings",
+                ));
             }
         }
         let size = Self::payload(msg).to_string().len();
         if size > MAX_PAYLOAD + 200 {
-            return Err(InvalidMessage::new("body", "too_long", format!("the push payload is {size} bytes; FCM takes 4096")));
+            return Err(InvalidMessage::new(
+                "body",
+                "too_long",
+                format!("the push payload is {size} bytes; FCM takes 4096"),
+            ));
         }
         Ok(())
     }
 
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
-        let body = serde_json::to_vec(&Self::payload(msg)).map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
+        let body = serde_json::to_vec(&Self::payload(msg))
+            .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
         let token = self.tokens.get(MARGIN, None, || self.fetch_token()).await?;
         let (status, headers, bytes) = self.post(&token, &body).await?;
         if token_expired(status, &bytes) {
             // Our access token was refused before its time: refresh once and resend once.
-            let fresh = self.tokens.get(MARGIN, Some(&token), || self.fetch_token()).await?;
+            let fresh = self
+                .tokens
+                .get(MARGIN, Some(&token), || self.fetch_token())
+                .await?;
             let (status, headers, bytes) = self.post(&fresh, &body).await?;
             return classify(status, &headers, &bytes);
         }

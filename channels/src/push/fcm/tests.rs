@@ -33,7 +33,14 @@ fn fcm(server: &MockServer) -> Fcm {
         base_url: server.uri(),
         token_url: None,
     };
-    Fcm::new(&cfg, &BuildContext { channel: "push".into(), timeouts: Timeouts::default() }).unwrap()
+    Fcm::new(
+        &cfg,
+        &BuildContext {
+            channel: "push".into(),
+            timeouts: Timeouts::default(),
+        },
+    )
+    .unwrap()
 }
 
 fn message() -> Message {
@@ -50,7 +57,10 @@ fn message() -> Message {
 }
 
 fn ctx() -> SendContext {
-    SendContext { attempt: 1, idempotency_key: "n-1".into() }
+    SendContext {
+        attempt: 1,
+        idempotency_key: "n-1".into(),
+    }
 }
 
 async fn token_endpoint(server: &MockServer, expires_in: u64) {
@@ -64,9 +74,16 @@ async fn token_endpoint(server: &MockServer, expires_in: u64) {
         .await;
 }
 
-fn fcm_error(status: u16, rpc_status: &str, error_code: Option<&str>, message: &str) -> ResponseTemplate {
+fn fcm_error(
+    status: u16,
+    rpc_status: &str,
+    error_code: Option<&str>,
+    message: &str,
+) -> ResponseTemplate {
     let details = match error_code {
-        Some(code) => serde_json::json!([{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}]),
+        Some(code) => {
+            serde_json::json!([{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}])
+        }
         None => serde_json::json!([]),
     };
     ResponseTemplate::new(status).set_body_json(serde_json::json!({
@@ -77,12 +94,19 @@ fn fcm_error(status: u16, rpc_status: &str, error_code: Option<&str>, message: &
 async fn send_answered(resp: ResponseTemplate) -> Result<crate::Receipt, DeliveryError> {
     let server = MockServer::start().await;
     token_endpoint(&server, 3599).await;
-    Mock::given(method("POST")).and(path(SEND)).respond_with(resp).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path(SEND))
+        .respond_with(resp)
+        .mount(&server)
+        .await;
     fcm(&server).send(&message(), &ctx()).await
 }
 
 fn token_requests(requests: &[Request]) -> Vec<&Request> {
-    requests.iter().filter(|r| r.url.path() == "/token").collect()
+    requests
+        .iter()
+        .filter(|r| r.url.path() == "/token")
+        .collect()
 }
 
 #[tokio::test]
@@ -99,13 +123,27 @@ async fn the_jwt_assertion_is_signed_by_the_service_account_key_with_the_fcm_sco
     let requests = server.received_requests().await.unwrap();
     let token_req = token_requests(&requests)[0];
     let form: Vec<(String, String)> = form_pairs(&token_req.body);
-    assert_eq!(form[0], ("grant_type".into(), "urn:ietf:params:oauth:grant-type:jwt-bearer".into()));
+    assert_eq!(
+        form[0],
+        (
+            "grant_type".into(),
+            "urn:ietf:params:oauth:grant-type:jwt-bearer".into()
+        )
+    );
     let assertion = &form[1].1;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_audience(&[format!("{}/token", server.uri())]);
-    let decoded = jsonwebtoken::decode::<Claims>(assertion, &DecodingKey::from_rsa_pem(PUBLIC_KEY.as_bytes()).unwrap(), &validation).unwrap();
+    let decoded = jsonwebtoken::decode::<Claims>(
+        assertion,
+        &DecodingKey::from_rsa_pem(PUBLIC_KEY.as_bytes()).unwrap(),
+        &validation,
+    )
+    .unwrap();
     assert_eq!(decoded.header.kid.as_deref(), Some("kid-123"));
-    assert_eq!(decoded.claims.iss, "notifyd@demo-project.iam.gserviceaccount.com");
+    assert_eq!(
+        decoded.claims.iss,
+        "notifyd@demo-project.iam.gserviceaccount.com"
+    );
     assert_eq!(decoded.claims.scope, SCOPE);
     assert_eq!(decoded.claims.exp - decoded.claims.iat, 3600);
 }
@@ -125,14 +163,25 @@ async fn sends_the_v1_message_with_the_bearer_token_and_returns_its_name() {
     Mock::given(method("POST"))
         .and(path(SEND))
         .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "projects/demo-project/messages/0:1"})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "projects/demo-project/messages/0:1"})),
+        )
         .expect(1)
         .mount(&server)
         .await;
     let receipt = fcm(&server).send(&message(), &ctx()).await.unwrap();
-    assert_eq!(receipt.provider_id.as_deref(), Some("projects/demo-project/messages/0:1"));
+    assert_eq!(
+        receipt.provider_id.as_deref(),
+        Some("projects/demo-project/messages/0:1")
+    );
     let requests = server.received_requests().await.unwrap();
-    let sent: serde_json::Value = requests.iter().find(|r| r.url.path() == SEND).unwrap().body_json().unwrap();
+    let sent: serde_json::Value = requests
+        .iter()
+        .find(|r| r.url.path() == SEND)
+        .unwrap()
+        .body_json()
+        .unwrap();
     assert_eq!(
         sent,
         serde_json::json!({"message": {
@@ -150,19 +199,27 @@ async fn one_token_serves_many_concurrent_sends() {
     token_endpoint(&server, 3599).await;
     Mock::given(method("POST"))
         .and(path(SEND))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "projects/p/messages/1"})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "projects/p/messages/1"})),
+        )
         .mount(&server)
         .await;
     let f = std::sync::Arc::new(fcm(&server));
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let f = f.clone();
-        tasks.push(tokio::spawn(async move { f.send(&message(), &ctx()).await }));
+        tasks.push(tokio::spawn(
+            async move { f.send(&message(), &ctx()).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(token_requests(&server.received_requests().await.unwrap()).len(), 1);
+    assert_eq!(
+        token_requests(&server.received_requests().await.unwrap()).len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -172,13 +229,19 @@ async fn a_token_about_to_expire_is_refreshed() {
     token_endpoint(&server, 60).await;
     Mock::given(method("POST"))
         .and(path(SEND))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "projects/p/messages/1"})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "projects/p/messages/1"})),
+        )
         .mount(&server)
         .await;
     let f = fcm(&server);
     f.send(&message(), &ctx()).await.unwrap();
     f.send(&message(), &ctx()).await.unwrap();
-    assert_eq!(token_requests(&server.received_requests().await.unwrap()).len(), 2);
+    assert_eq!(
+        token_requests(&server.received_requests().await.unwrap()).len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -187,65 +250,170 @@ async fn a_401_without_fcm_error_refreshes_the_token_once_and_resends() {
     token_endpoint(&server, 3599).await;
     Mock::given(method("POST"))
         .and(path(SEND))
-        .respond_with(fcm_error(401, "UNAUTHENTICATED", None, "Request had invalid authentication credentials."))
+        .respond_with(fcm_error(
+            401,
+            "UNAUTHENTICATED",
+            None,
+            "Request had invalid authentication credentials.",
+        ))
         .up_to_n_times(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path(SEND))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "projects/p/messages/2"})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "projects/p/messages/2"})),
+        )
         .mount(&server)
         .await;
     let receipt = fcm(&server).send(&message(), &ctx()).await.unwrap();
-    assert_eq!(receipt.provider_id.as_deref(), Some("projects/p/messages/2"));
-    assert_eq!(token_requests(&server.received_requests().await.unwrap()).len(), 2);
+    assert_eq!(
+        receipt.provider_id.as_deref(),
+        Some("projects/p/messages/2")
+    );
+    assert_eq!(
+        token_requests(&server.received_requests().await.unwrap()).len(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn unregistered_is_a_dead_token() {
-    let err = send_answered(fcm_error(404, "NOT_FOUND", Some("UNREGISTERED"), "Requested entity was not found.")).await.unwrap_err();
-    assert_eq!((err.class(), err.code()), ("invalid_recipient", "UNREGISTERED"));
+    let err = send_answered(fcm_error(
+        404,
+        "NOT_FOUND",
+        Some("UNREGISTERED"),
+        "Requested entity was not found.",
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.class(), err.code()),
+        ("invalid_recipient", "UNREGISTERED")
+    );
 }
 
 #[tokio::test]
 async fn an_invalid_registration_token_is_an_invalid_recipient() {
-    let err = send_answered(fcm_error(400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"), "The registration token is not a valid FCM registration token")).await.unwrap_err();
-    assert_eq!((err.class(), err.code()), ("invalid_recipient", "INVALID_ARGUMENT"));
-    let err = send_answered(fcm_error(400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"), "Invalid value at 'message.data'")).await.unwrap_err();
+    let err = send_answered(fcm_error(
+        400,
+        "INVALID_ARGUMENT",
+        Some("INVALID_ARGUMENT"),
+        "The registration token is not a valid FCM registration token",
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.class(), err.code()),
+        ("invalid_recipient", "INVALID_ARGUMENT")
+    );
+    let err = send_answered(fcm_error(
+        400,
+        "INVALID_ARGUMENT",
+        Some("INVALID_ARGUMENT"),
+        "Invalid value at 'message.data'",
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(err.class(), "permanent");
 }
 
 #[tokio::test]
 async fn sender_id_mismatch_is_an_invalid_recipient() {
-    let err = send_answered(fcm_error(403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), "SenderId mismatch")).await.unwrap_err();
+    let err = send_answered(fcm_error(
+        403,
+        "PERMISSION_DENIED",
+        Some("SENDER_ID_MISMATCH"),
+        "SenderId mismatch",
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "SENDER_ID_MISMATCH");
     assert_eq!(err.class(), "invalid_recipient");
 }
 
 #[tokio::test]
 async fn third_party_auth_error_is_a_channel_fault() {
-    let err = send_answered(fcm_error(401, "UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR"), "APNs auth failed")).await.unwrap_err();
-    assert_eq!((err.class(), err.code()), ("channel_fault", "THIRD_PARTY_AUTH_ERROR"));
+    let err = send_answered(fcm_error(
+        401,
+        "UNAUTHENTICATED",
+        Some("THIRD_PARTY_AUTH_ERROR"),
+        "APNs auth failed",
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.class(), err.code()),
+        ("channel_fault", "THIRD_PARTY_AUTH_ERROR")
+    );
 }
 
 #[tokio::test]
 async fn quota_exceeded_is_rate_limited_with_retry_after() {
-    let err = send_answered(fcm_error(429, "RESOURCE_EXHAUSTED", Some("QUOTA_EXCEEDED"), "Quota exceeded").insert_header("retry-after", "10")).await.unwrap_err();
-    assert_eq!(err, DeliveryError::RateLimited { retry_after: Some(Duration::from_secs(10)) });
+    let err = send_answered(
+        fcm_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            Some("QUOTA_EXCEEDED"),
+            "Quota exceeded",
+        )
+        .insert_header("retry-after", "10"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        DeliveryError::RateLimited {
+            retry_after: Some(Duration::from_secs(10))
+        }
+    );
 }
 
 #[tokio::test]
 async fn unavailable_and_internal_are_transient() {
-    let err = send_answered(fcm_error(503, "UNAVAILABLE", Some("UNAVAILABLE"), "The service is currently unavailable.").insert_header("retry-after", "5")).await.unwrap_err();
-    assert_eq!((err.class(), err.retry_after()), ("transient", Some(Duration::from_secs(5))));
-    assert_eq!(send_answered(fcm_error(500, "INTERNAL", Some("INTERNAL"), "Internal error")).await.unwrap_err().class(), "transient");
+    let err = send_answered(
+        fcm_error(
+            503,
+            "UNAVAILABLE",
+            Some("UNAVAILABLE"),
+            "The service is currently unavailable.",
+        )
+        .insert_header("retry-after", "5"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.class(), err.retry_after()),
+        ("transient", Some(Duration::from_secs(5)))
+    );
+    assert_eq!(
+        send_answered(fcm_error(
+            500,
+            "INTERNAL",
+            Some("INTERNAL"),
+            "Internal error"
+        ))
+        .await
+        .unwrap_err()
+        .class(),
+        "transient"
+    );
 }
 
 #[tokio::test]
 async fn html_and_truncated_answers_are_transient() {
-    let err = send_answered(ResponseTemplate::new(502).set_body_raw("<html>Bad Gateway</html>", "text/html")).await.unwrap_err();
+    let err = send_answered(
+        ResponseTemplate::new(502).set_body_raw("<html>Bad Gateway</html>", "text/html"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!((err.class(), err.code()), ("transient", "http_502"));
-    let err = send_answered(ResponseTemplate::new(200).set_body_raw(r#"{"name": "proj"#, "application/json")).await.unwrap_err();
+    let err = send_answered(
+        ResponseTemplate::new(200).set_body_raw(r#"{"name": "proj"#, "application/json"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!((err.class(), err.code()), ("transient", "bad_response"));
 }
 
@@ -258,19 +426,39 @@ async fn a_refused_service_account_is_a_channel_fault() {
         .mount(&server)
         .await;
     let err = fcm(&server).send(&message(), &ctx()).await.unwrap_err();
-    assert_eq!(err, DeliveryError::channel_fault("invalid_grant", "Invalid JWT Signature."));
+    assert_eq!(
+        err,
+        DeliveryError::channel_fault("invalid_grant", "Invalid JWT Signature.")
+    );
 }
 
 #[tokio::test]
 async fn validate_checks_token_data_shape_and_size() {
     let server = MockServer::start().await;
     let f = fcm(&server);
-    assert_eq!(f.validate(&Message { to: "not a token!".into(), ..message() }).unwrap_err().field, "to");
-    let bad_data = Message { data: Some(serde_json::json!({"data": {"n": 1}})), ..message() };
+    assert_eq!(
+        f.validate(&Message {
+            to: "not a token!".into(),
+            ..message()
+        })
+        .unwrap_err()
+        .field,
+        "to"
+    );
+    let bad_data = Message {
+        data: Some(serde_json::json!({"data": {"n": 1}})),
+        ..message()
+    };
     assert_eq!(f.validate(&bad_data).unwrap_err().field, "data");
-    let unknown = Message { data: Some(serde_json::json!({"colour": "red"})), ..message() };
+    let unknown = Message {
+        data: Some(serde_json::json!({"colour": "red"})),
+        ..message()
+    };
     assert!(f.validate(&unknown).unwrap_err().message.contains("colour"));
-    let big = Message { body: Some("x".repeat(5000)), ..message() };
+    let big = Message {
+        body: Some("x".repeat(5000)),
+        ..message()
+    };
     assert_eq!(f.validate(&big).unwrap_err().code, "too_long");
     assert!(f.validate(&message()).is_ok());
 }

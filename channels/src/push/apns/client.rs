@@ -1,0 +1,336 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{ApnsConfig, ApnsEnvironment};
+use crate::push::MAX_PAYLOAD;
+use crate::push::token::TokenCache;
+use crate::{
+    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    SendContext, http,
+};
+
+/// Apple refuses provider tokens older than an hour; refresh at 50 minutes.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(50 * 60);
+/// Keys of `data` that become headers, not payload.
+const HEADER_KEYS: &[&str] = &[
+    "collapse_id",
+    "expiration",
+    "priority",
+    "push_type",
+    "topic",
+];
+
+/// The provider token's claims.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Claims {
+    pub iss: String,
+    pub iat: u64,
+}
+
+/// An APNs channel; a notification's `to` is the device token (hex).
+pub struct Apns {
+    http: reqwest::Client,
+    base: String,
+    key: EncodingKey,
+    key_id: String,
+    team_id: String,
+    topic: String,
+    tokens: TokenCache,
+}
+
+impl std::fmt::Debug for Apns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Apns")
+            .field("base", &self.base)
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl Apns {
+    /// Reads the key and sets up an HTTP/2 client. No network I/O.
+    pub fn new(cfg: &ApnsConfig, ctx: &BuildContext) -> Result<Self, BuildError> {
+        let key = EncodingKey::from_ec_pem(cfg.key.expose().as_bytes())
+            .map_err(|e| BuildError::invalid("key", format!("not a P-256 .p8 key: {e}")))?;
+        for (name, value) in [
+            ("key_id", &cfg.key_id),
+            ("team_id", &cfg.team_id),
+            ("topic", &cfg.topic),
+        ] {
+            if value.trim().is_empty() {
+                return Err(BuildError::invalid(name, "must not be empty"));
+            }
+        }
+        let base = cfg
+            .base_url
+            .clone()
+            .unwrap_or_else(|| match cfg.environment {
+                ApnsEnvironment::Production => "https://api.push.apple.com".into(),
+                ApnsEnvironment::Sandbox => "https://api.sandbox.push.apple.com".into(),
+            });
+        let url = reqwest::Url::parse(&base)
+            .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        let mut builder = http::builder(&ctx.timeouts);
+        builder = if url.scheme() == "http" {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.https_only(true)
+        };
+        Ok(Self {
+            http: builder
+                .build()
+                .map_err(|e| BuildError::Http(e.to_string()))?,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            key_id: cfg.key_id.clone(),
+            team_id: cfg.team_id.clone(),
+            topic: cfg.topic.clone(),
+            tokens: TokenCache::default(),
+        })
+    }
+
+    async fn new_token(&self) -> Result<(Secret, Duration), DeliveryError> {
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.key_id.clone());
+        let claims = Claims {
+            iss: self.team_id.clone(),
+            iat,
+        };
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| DeliveryError::channel_fault("jwt", e.to_string()))?;
+        Ok((Secret::new(jwt), TOKEN_LIFETIME))
+    }
+
+    /// The payload and the `data` keys that are headers.
+    fn payload(msg: &Message) -> (Value, Map<String, Value>) {
+        let mut aps = Map::new();
+        if msg.subject.is_some() || msg.body.is_some() {
+            let mut alert = Map::new();
+            if let Some(t) = &msg.subject {
+                alert.insert("title".into(), json!(t));
+            }
+            if let Some(b) = &msg.body {
+                alert.insert("body".into(), json!(b));
+            }
+            aps.insert("alert".into(), Value::Object(alert));
+        } else {
+            aps.insert("content-available".into(), json!(1));
+        }
+        let mut custom = Map::new();
+        let mut headers = Map::new();
+        if let Some(Value::Object(data)) = &msg.data {
+            for (k, v) in data {
+                if k == "aps" {
+                    if let Value::Object(extra) = v {
+                        aps.extend(extra.clone());
+                    }
+                } else if HEADER_KEYS.contains(&k.as_str()) {
+                    headers.insert(k.clone(), v.clone());
+                } else {
+                    custom.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        custom.insert("aps".into(), Value::Object(aps));
+        (Value::Object(custom), headers)
+    }
+
+    async fn post(
+        &self,
+        token: &Secret,
+        msg: &Message,
+        body: &[u8],
+        headers: &Map<String, Value>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), DeliveryError> {
+        let alert = msg.subject.is_some() || msg.body.is_some();
+        let text = |k: &str| {
+            headers.get(k).map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+        };
+        let mut req = self
+            .http
+            .post(format!("{}/3/device/{}", self.base, msg.to))
+            .header("authorization", format!("bearer {}", token.expose()))
+            .header(
+                "apns-topic",
+                text("topic").unwrap_or_else(|| self.topic.clone()),
+            )
+            .header(
+                "apns-push-type",
+                text("push_type")
+                    .unwrap_or_else(|| if alert { "alert" } else { "background" }.into()),
+            )
+            .header(
+                "apns-priority",
+                text("priority").unwrap_or_else(|| if alert { "10" } else { "5" }.into()),
+            )
+            .header(
+                "apns-expiration",
+                text("expiration").unwrap_or_else(|| "0".into()),
+            )
+            .header("content-type", "application/json");
+        if let Some(c) = text("collapse_id") {
+            req = req.header("apns-collapse-id", c);
+        }
+        if let Some(id) = apns_id(&msg.id) {
+            req = req.header("apns-id", id);
+        }
+        let resp = req
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| http::transport_error(&e))?;
+        let status = resp.status();
+        let resp_headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
+        Ok((status, resp_headers, bytes.to_vec()))
+    }
+}
+
+/// The `apns-id` for a notification: its id when it is a UUID (or 32 hex digits, as ids made by
+/// a plain SQL insert are), so Apple's logs and ours name the same push.
+pub(super) fn apns_id(id: &str) -> Option<String> {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+        .to_ascii_uppercase(),
+    )
+}
+
+#[derive(Deserialize)]
+struct Reason {
+    reason: String,
+}
+
+fn reason(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Reason>(body)
+        .ok()
+        .map(|r| r.reason)
+}
+
+/// Whether Apple refused our provider token as expired or invalid: one refresh may help.
+fn token_refused(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::FORBIDDEN
+        && matches!(
+            reason(body).as_deref(),
+            Some("ExpiredProviderToken" | "InvalidProviderToken")
+        )
+}
+
+/// Maps an APNs answer: `200` with `apns-id`, else `{"reason"}` with the status.
+pub(super) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Receipt, DeliveryError> {
+    if status.is_success() {
+        let id = headers
+            .get("apns-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        return Ok(Receipt { provider_id: id });
+    }
+    let Some(code) = reason(body) else {
+        return Err(http::classify_status(status, headers, body));
+    };
+    let text = format!("APNs: {code}");
+    Err(match (status.as_u16(), code.as_str()) {
+        (_, "BadDeviceToken" | "Unregistered" | "DeviceTokenNotForTopic" | "ExpiredToken")
+        | (410, _) => DeliveryError::invalid_recipient(code, text),
+        (
+            _,
+            "TopicDisallowed"
+            | "BadTopic"
+            | "MissingTopic"
+            | "BadCertificate"
+            | "BadCertificateEnvironment",
+        )
+        | (403, _) => DeliveryError::channel_fault(code, text),
+        (429, _) => DeliveryError::RateLimited {
+            retry_after: http::retry_after(headers),
+        },
+        (500..=599, _) => DeliveryError::Transient {
+            code,
+            reason: text,
+            retry_after: http::retry_after(headers),
+        },
+        _ => DeliveryError::permanent(code, text),
+    })
+}
+
+#[async_trait]
+impl Channel for Apns {
+    fn kind(&self) -> &'static str {
+        "apns"
+    }
+
+    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+        if msg.to.len() < 64 || msg.to.len() > 200 || !msg.to.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            return Err(InvalidMessage::new(
+                "to",
+                "invalid_recipient",
+                "an APNs device token is 64 or more hex digits",
+            ));
+        }
+        if msg.data.as_ref().is_some_and(|d| !d.is_object()) {
+            return Err(InvalidMessage::new(
+                "data",
+                "invalid_field",
+                "must be an object",
+            ));
+        }
+        let size = Self::payload(msg).0.to_string().len();
+        if size > MAX_PAYLOAD {
+            return Err(InvalidMessage::new(
+                "body",
+                "too_long",
+                format!("the payload is {size} bytes; APNs takes 4096"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
+        let (payload, headers) = Self::payload(msg);
+        let body = payload.to_string().into_bytes();
+        let token = self
+            .tokens
+            .get(Duration::ZERO, None, || self.new_token())
+            .await?;
+        let (status, resp_headers, bytes) = self.post(&token, msg, &body, &headers).await?;
+        if token_refused(status, &bytes) {
+            // A clock skew or a rotated key: make a new token once and try once more.
+            let fresh = self
+                .tokens
+                .get(Duration::ZERO, Some(&token), || self.new_token())
+                .await?;
+            let (status, resp_headers, bytes) = self.post(&fresh, msg, &body, &headers).await?;
+            return classify(status, &resp_headers, &bytes);
+        }
+        classify(status, &resp_headers, &bytes)
+    }
+}
