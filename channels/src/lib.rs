@@ -22,7 +22,7 @@ pub mod redact;
 pub mod email;
 #[cfg(feature = "log")]
 pub mod log;
-#[cfg(any(feature = "fcm", feature = "apns"))]
+#[cfg(any(feature = "fcm", feature = "apns", feature = "webpush"))]
 pub mod push;
 #[cfg(feature = "slack")]
 pub mod slack;

@@ -77,6 +77,9 @@ pub enum ProviderConfig {
     /// Apple Push Notification service over HTTP/2 with token auth.
     #[cfg(feature = "apns")]
     Apns(crate::push::apns::ApnsConfig),
+    /// Web Push (RFC 8030) with aes128gcm encryption and VAPID.
+    #[cfg(feature = "webpush")]
+    Webpush(crate::push::webpush::WebpushConfig),
     /// Slack incoming webhook.
     #[cfg(feature = "slack")]
     SlackWebhook(crate::slack::webhook::SlackWebhookConfig),
@@ -105,6 +108,8 @@ impl ProviderConfig {
             Self::Fcm(_) => "fcm",
             #[cfg(feature = "apns")]
             Self::Apns(_) => "apns",
+            #[cfg(feature = "webpush")]
+            Self::Webpush(_) => "webpush",
             #[cfg(feature = "slack")]
             Self::SlackWebhook(_) => "slack_webhook",
             #[cfg(feature = "slack")]
@@ -142,6 +147,8 @@ impl ProviderConfig {
             Self::Fcm(cfg) => Ok(Arc::new(crate::push::fcm::Fcm::new(cfg, ctx)?)),
             #[cfg(feature = "apns")]
             Self::Apns(cfg) => Ok(Arc::new(crate::push::apns::Apns::new(cfg, ctx)?)),
+            #[cfg(feature = "webpush")]
+            Self::Webpush(cfg) => Ok(Arc::new(crate::push::webpush::Webpush::new(cfg, ctx)?)),
             #[cfg(feature = "slack")]
             Self::SlackWebhook(cfg) => Ok(Arc::new(crate::slack::webhook::SlackWebhook::new(
                 cfg, ctx,

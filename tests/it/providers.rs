@@ -293,3 +293,38 @@ async fn apns_delivers_over_http2_and_the_apns_id_is_the_provider_id() {
     let view = d.wait_for_state(&id, "delivered").await;
     assert_eq!(view["provider_id"], id.to_ascii_uppercase());
 }
+
+#[tokio::test]
+async fn web_push_delivers_an_encrypted_payload_to_the_subscription_endpoint() {
+    let push_service = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/wpush/v2/abc"))
+        .and(header("content-encoding", "aes128gcm"))
+        .respond_with(
+            ResponseTemplate::new(201).insert_header("location", "https://push.example/m/7"),
+        )
+        .mount(&push_service)
+        .await;
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        key.path(),
+        include_str!("../../channels/src/push/webpush/testdata/test-only-vapid-key.pem"),
+    )
+    .unwrap();
+    let d = TestDaemon::start(&format!(
+        "[channels.web]\nkind = \"webpush\"\nvapid_private_key_file = \"{}\"\nsubject = \"mailto:ops@example.com\"\n",
+        key.path().display()
+    ))
+    .await;
+    // A subscription as a browser's PushManager gives it (the key is a valid P-256 point).
+    let subscription = json!({
+        "endpoint": format!("{}/wpush/v2/abc", push_service.uri()),
+        "keys": {
+            "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "auth": "BTBZMqHH6r4Tts7J_aSIgg"
+        }
+    });
+    let id = d.accept(json!({"channel": "web", "to": subscription.to_string(), "subject": "Hi", "body": "there"})).await;
+    let view = d.wait_for_state(&id, "delivered").await;
+    assert_eq!(view["provider_id"], "https://push.example/m/7");
+}

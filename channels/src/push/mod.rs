@@ -1,4 +1,4 @@
-//! Push channels: FCM HTTP v1 and APNs over HTTP/2.
+//! Push channels: FCM HTTP v1, APNs over HTTP/2, Web Push.
 
 #[cfg(feature = "apns")]
 pub mod apns;
@@ -6,6 +6,8 @@ pub mod apns;
 pub mod fcm;
 #[cfg(any(feature = "fcm", feature = "apns"))]
 mod token;
+#[cfg(feature = "webpush")]
+pub mod webpush;
 
 /// Largest push payload FCM and APNs accept, in bytes.
 pub const MAX_PAYLOAD: usize = 4096;
