@@ -206,6 +206,11 @@ async fn a_429_with_retry_after_pauses_the_channel_and_spends_no_attempt() {
         views.iter().all(|v| v["attempts"] == 1),
         "a rate-limited answer spent an attempt"
     );
+    let limited = views
+        .iter()
+        .find(|v| v["attempt_log"].as_array().unwrap().len() == 2)
+        .unwrap();
+    assert_eq!(limited["attempt_log"][0]["decision"], "rate_limited");
 }
 
 #[tokio::test]

@@ -124,41 +124,6 @@ async fn a_permanent_rejection_fails_at_once_and_queues_the_fallback() {
 }
 
 #[tokio::test]
-async fn a_rate_limited_answer_waits_for_retry_after_and_spends_no_attempt() {
-    let sink = Sink::start(|n, _| {
-        if n == 0 {
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                vec![("retry-after", "1".into())],
-                Duration::ZERO,
-            )
-        } else {
-            (StatusCode::OK, vec![], Duration::ZERO)
-        }
-    })
-    .await;
-    let d = TestDaemon::start(&webhook(
-        "hooks",
-        &sink.url(),
-        "retry = { max_attempts = 3, base = \"50ms\", max = \"5s\" }",
-    ))
-    .await;
-    let id = d
-        .accept(json!({"channel": "hooks", "to": "t", "body": "b"}))
-        .await;
-    let view = d.wait_for_state(&id, "delivered").await;
-    let got = sink.received();
-    assert_eq!(got.len(), 2);
-    let waited = got[1].at - got[0].at;
-    assert!(
-        waited >= Duration::from_millis(990),
-        "retried after {waited:?}"
-    );
-    assert_eq!(view["attempts"], 1, "{view}");
-    assert_eq!(view["attempt_log"][0]["decision"], "rate_limited");
-}
-
-#[tokio::test]
 async fn a_notification_past_its_expiry_is_expired_not_sent() {
     // The provider asks for 3 s; the notification expires after 0.6 s, before that retry.
     let sink = Sink::start(|_, _| {
