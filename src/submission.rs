@@ -19,7 +19,7 @@ const MAX_KEY_LEN: usize = 255;
 const MAX_TO_LEN: usize = 8192;
 
 /// A notification as submitted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
     pub channel: String,

@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+pub mod routes;
 pub mod server;
 mod views;
 
@@ -57,20 +58,20 @@ impl AppState {
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/v1/notifications", post(create))
-        .route("/v1/notifications/batch", post(create_batch))
-        .route("/v1/notifications/{id}", get(show))
-        .route("/v1/notifications/{id}/cancel", post(cancel))
-        .route("/v1/dead-letters", get(dead_letters))
-        .route("/v1/dead-letters/{id}/retry", post(replay))
-        .route("/v1/channels", get(channels));
-    let metrics_route = Router::new().route("/metrics", get(metrics));
-    let (protected, open) = if state.live().server.metrics_public {
-        (protected, metrics_route)
-    } else {
-        (protected.merge(metrics_route), Router::new())
-    };
+    let metrics_public = state.live().server.metrics_public;
+    let (mut protected, mut open) = (Router::new(), Router::new());
+    for route in routes::all() {
+        let needs_token = match route.access {
+            routes::Access::Token => true,
+            routes::Access::Metrics => !metrics_public,
+            routes::Access::Open => false,
+        };
+        if needs_token {
+            protected = protected.route(route.path, (route.handler)());
+        } else {
+            open = open.route(route.path, (route.handler)());
+        }
+    }
     let protected = protected.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_token,
@@ -78,9 +79,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .merge(open)
-        .route("/v1/inbound/{channel}", post(inbound))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -413,6 +411,10 @@ async fn inbound(
     let matched = state.outbox.record_receipt(receipt).await?;
     state.counters.receipt(status);
     Ok(Json(json!({ "matched": matched.is_some(), "notification_id": matched })).into_response())
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(routes::document())
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -77,7 +77,9 @@ impl FromStr for State {
 }
 
 /// Claim order within a channel: all due `high` before `normal` before `low`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     High,
@@ -110,7 +112,7 @@ impl FromStr for Priority {
 }
 
 /// Another route to try when a notification fails for good.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FallbackTarget {
     pub channel: String,
     pub to: String,

@@ -600,3 +600,54 @@ async fn metrics_need_a_token_when_tokens_are_configured_unless_public() {
     let public = TestDaemon::start_with(&format!("{TOKENS}\nmetrics_public = true"), LOG).await;
     assert_eq!(metrics_text(&public, None).await.0, 200);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served() {
+    let d = TestDaemon::start(LOG).await;
+    let (s, doc) = d.get("/v1/openapi.json").await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), p.clone()))
+        })
+        .collect();
+    for route in notifyd::api::routes::all() {
+        assert!(
+            documented.contains(&(route.method.to_owned(), route.path.to_owned())),
+            "{} {} is served but not documented",
+            route.method,
+            route.path
+        );
+    }
+    assert_eq!(documented.len(), notifyd::api::routes::all().len());
+    for (method, path) in &documented {
+        let url = d.url(&path.replace("{id}", "some-id").replace("{channel}", "log"));
+        let req = if method == "get" {
+            d.http.get(url)
+        } else {
+            d.http.post(url).json(&json!({}))
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(
+            status != 405 && body["error"]["code"] != "no_route",
+            "{method} {path} is documented but not served: {status} {body}"
+        );
+    }
+    // The request schema comes from the Submission type itself.
+    let submission = &doc["components"]["schemas"]["Submission"];
+    assert_eq!(submission["required"], json!(["channel", "to"]));
+    assert!(submission["properties"]["fallback"].is_object());
+    assert_eq!(doc["paths"]["/healthz"]["get"].get("security"), None);
+    assert_eq!(
+        doc["paths"]["/v1/notifications"]["post"]["security"],
+        json!([{"bearer": []}])
+    );
+}
