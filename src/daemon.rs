@@ -100,10 +100,23 @@ impl Daemon {
             addr: config.server.listen.clone(),
             source,
         };
-        let endpoint = Endpoint::parse(&config.server.listen)
-            .map_err(|e| bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-        let bound = Bound::bind(&endpoint).await.map_err(bind_error)?;
+        let bound = match Bound::from_systemd().map_err(bind_error)? {
+            Some(bound) => bound,
+            None => {
+                let endpoint = Endpoint::parse(&config.server.listen).map_err(|e| {
+                    bind_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+                Bound::bind(&endpoint).await.map_err(bind_error)?
+            }
+        };
         let addr = bound.endpoint().map_err(bind_error)?;
+        // A socket systemd passed was not checked by config validation: apply the same rule.
+        if !addr.is_local() && config.server.tokens().is_empty() {
+            return Err(bind_error(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{addr} is reachable from other hosts and no server.auth_token is set"),
+            )));
+        }
         let live = Arc::new(RwLock::new(Live {
             registry: registry.clone(),
             templates,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks systemd/notifyd.service: `systemd-analyze verify` must print nothing, and
+# Checks systemd/notifyd.service and notifyd.socket: `systemd-analyze verify` must print nothing, and
 # `systemd-analyze security --offline=true` must rate it 2.0 or lower ("OK").
 # Installs systemd's tools when they are missing. Exits non-zero on any failure.
 set -euo pipefail
@@ -19,7 +19,8 @@ if ! grep -q '^ExecStart=/bin/true ' "$work/$unit"; then
   echo "check.sh: ExecStart no longer starts with /usr/bin/notifyd; update this script" >&2
   exit 1
 fi
-out=$(systemd-analyze verify "$work/$unit" 2>&1) || { echo "$out" >&2; echo "systemd-analyze verify failed" >&2; exit 1; }
+cp notifyd.socket "$work/notifyd.socket"
+out=$(systemd-analyze verify "$work/$unit" "$work/notifyd.socket" 2>&1) || { echo "$out" >&2; echo "systemd-analyze verify failed" >&2; exit 1; }
 if [ -n "$out" ]; then
   echo "$out" >&2
   echo "systemd-analyze verify printed warnings" >&2

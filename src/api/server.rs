@@ -59,7 +59,9 @@ impl fmt::Display for Endpoint {
 /// A bound listener.
 pub enum Bound {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// A Unix socket and, when notifyd created it, its path (removed on stop). A socket passed by
+    /// systemd belongs to systemd and is left alone.
+    Unix(UnixListener, Option<PathBuf>),
 }
 
 impl Bound {
@@ -72,8 +74,27 @@ impl Bound {
                 let listener = UnixListener::bind(path)?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-                Ok(Self::Unix(listener, path.clone()))
+                Ok(Self::Unix(listener, Some(path.clone())))
             }
+        }
+    }
+
+    /// The listening socket systemd passed (socket activation, `notifyd.socket`), if any.
+    pub fn from_systemd() -> std::io::Result<Option<Self>> {
+        let mut fds = listenfd::ListenFd::from_env();
+        if fds.len() == 0 {
+            return Ok(None);
+        }
+        if let Ok(Some(l)) = fds.take_unix_listener(0) {
+            l.set_nonblocking(true)?;
+            return Ok(Some(Self::Unix(UnixListener::from_std(l)?, None)));
+        }
+        match fds.take_tcp_listener(0)? {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Ok(Some(Self::Tcp(TcpListener::from_std(l)?)))
+            }
+            None => Ok(None),
         }
     }
 
@@ -81,7 +102,17 @@ impl Bound {
     pub fn endpoint(&self) -> std::io::Result<Endpoint> {
         match self {
             Self::Tcp(l) => Ok(Endpoint::Tcp(l.local_addr()?)),
-            Self::Unix(_, path) => Ok(Endpoint::Unix(path.clone())),
+            Self::Unix(l, path) => {
+                let path = match path {
+                    Some(p) => p.clone(),
+                    None => l
+                        .local_addr()?
+                        .as_pathname()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("(systemd socket)")),
+                };
+                Ok(Endpoint::Unix(path))
+            }
         }
     }
 }
@@ -125,7 +156,7 @@ pub async fn serve(
             }
         }
     }
-    if let Bound::Unix(_, path) = &bound {
+    if let Bound::Unix(_, Some(path)) = &bound {
         let _ = std::fs::remove_file(path);
     }
     drop(bound);

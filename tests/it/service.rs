@@ -164,3 +164,54 @@ async fn a_body_that_never_arrives_is_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
 }
+
+#[tokio::test]
+async fn it_serves_a_socket_passed_by_systemd_and_leaves_it_in_place() {
+    // systemd-socket-activate (from systemd) listens, then execs notifyd on the first connection
+    // with the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID set: what notifyd.socket does.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let config = dir.path().join("notifyd.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), "[channels.log]\nkind = \"log\"\n"),
+    )
+    .unwrap();
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&sock)
+        .arg(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate comes with systemd (systemd/check.sh installs it)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the activator never created its socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stream = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let answer = raw_request(
+        &mut stream,
+        "GET /healthz HTTP/1.1\r\nHost: notifyd\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    // The exec'd activator is notifyd now: stop it like systemd would.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(activator.id().to_string())
+        .status()
+        .unwrap();
+    assert!(activator.wait().unwrap().success());
+    assert!(
+        sock.exists(),
+        "a socket owned by systemd is not notifyd's to remove"
+    );
+}
