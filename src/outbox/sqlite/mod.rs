@@ -47,6 +47,41 @@ pub struct SqliteOutbox {
     writer: mpsc::Sender<Op>,
     readers: Arc<ReadPool>,
     path: PathBuf,
+    /// Dropping it stops the checkpoint thread (after a last checkpoint).
+    _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL from a thread of its own, so the copy and its fsync never stall a commit
+/// (SQLite's automatic checkpoint would run inside the writer's COMMIT, making every caller
+/// waiting on that batch wait for it). PASSIVE never blocks the writer; when the outbox closes,
+/// a last TRUNCATE checkpoint leaves a small WAL behind.
+fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
+    let conn = open_connection(path, true)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("notifyd-checkpoint".into())
+        .spawn(move || {
+            loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) =
+                            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        {
+                            tracing::warn!(error = %e, "WAL checkpoint failed; will try again.");
+                        }
+                    }
+                    _ => {
+                        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(stop)
 }
 
 impl std::fmt::Debug for SqliteOutbox {
@@ -75,7 +110,11 @@ impl SqliteOutbox {
             conn.pragma_update(None, "max_page_count", pages)
                 .map_err(StoreError::from)?;
         }
+        // Checkpoints happen on their own thread (spawn_checkpointer), never inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(StoreError::from)?;
         let writer = writer::spawn(conn, owner_id())?;
+        let checkpointer = spawn_checkpointer(&opts.path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(open_connection(&opts.path, true)?);
@@ -87,6 +126,7 @@ impl SqliteOutbox {
                 path: opts.path.clone(),
             }),
             path: opts.path.clone(),
+            _checkpointer: checkpointer,
         })
     }
 
