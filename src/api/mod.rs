@@ -100,7 +100,7 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// Validates one submission; the `Idempotency-Key` header, when given, is the same as the field.
 fn accept(
-    state: &AppState,
+    live: &Live,
     value: serde_json::Value,
     header_key: Option<&str>,
 ) -> Result<NewNotification, ApiError> {
@@ -118,7 +118,7 @@ fn accept(
             _ => submission.idempotency_key = Some(key.to_owned()),
         }
     }
-    Ok(submission.validate(&state.live().registry, &state.live().templates)?)
+    Ok(submission.validate(&live.registry, &live.templates)?)
 }
 
 /// The answer for one stored (or replayed, or conflicting) notification.
@@ -144,11 +144,12 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let live = state.live();
     let value = body::read_json(
         &headers,
         body,
-        state.live().server.max_body_bytes,
-        state.live().server.body_timeout,
+        live.server.max_body_bytes,
+        live.server.body_timeout,
     )
     .await?;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
@@ -162,7 +163,7 @@ async fn create(
         })?),
         None => None,
     };
-    let new = accept(&state, value, header_key)?;
+    let new = accept(&live, value, header_key)?;
     let channel = new.channel.clone();
     let result = state.outbox.enqueue(vec![new]).await?;
     let Some(result) = result.first() else {
@@ -177,7 +178,7 @@ async fn create(
             .counters
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state.live().registry.wake(&channel);
+        live.registry.wake(&channel);
     }
     let (status, body) = enqueued_answer(result);
     Ok((status, Json(body)).into_response())
@@ -194,21 +195,22 @@ async fn create_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let live = state.live();
     let value = body::read_json(
         &headers,
         body,
-        state.live().server.max_batch_body_bytes,
-        state.live().server.body_timeout,
+        live.server.max_batch_body_bytes,
+        live.server.body_timeout,
     )
     .await?;
     let batch: Batch = body::shape(value)?;
-    if batch.notifications.len() > state.live().server.max_batch_items {
+    if batch.notifications.len() > live.server.max_batch_items {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_many_items",
             format!(
                 "at most {} notifications per batch",
-                state.live().server.max_batch_items
+                live.server.max_batch_items
             ),
         )
         .field("notifications"));
@@ -218,7 +220,7 @@ async fn create_batch(
         Vec::with_capacity(batch.notifications.len());
     let mut valid = Vec::new();
     for (i, item) in batch.notifications.into_iter().enumerate() {
-        match accept(&state, item, None) {
+        match accept(&live, item, None) {
             Ok(n) => {
                 valid.push((i, n));
                 results.push(None);
@@ -246,7 +248,7 @@ async fn create_batch(
     channels.sort();
     channels.dedup();
     for c in &channels {
-        state.live().registry.wake(c);
+        live.registry.wake(c);
     }
     let results: Vec<serde_json::Value> = results
         .into_iter()
@@ -382,8 +384,8 @@ async fn inbound(
     let bytes = body::read_bytes(
         &headers,
         body,
-        state.live().server.max_body_bytes,
-        state.live().server.body_timeout,
+        live.server.max_body_bytes,
+        live.server.body_timeout,
     )
     .await?;
     let now = std::time::SystemTime::now()
