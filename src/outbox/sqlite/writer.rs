@@ -117,6 +117,18 @@ impl Writer {
         let mut answers = Vec::with_capacity(batch.len());
         let mut first_error = None;
         for op in batch.drain(..) {
+            if self.conn.is_autocommit() {
+                // The transaction is gone (see below). Running the rest would commit each on its
+                // own (a SAVEPOINT outside a transaction starts and RELEASE commits one), while
+                // its caller is told the batch failed: they are failed unrun instead.
+                answers.push(Box::new(move |e: Option<&StoreError>| {
+                    let err = e.cloned().unwrap_or_else(|| {
+                        StoreError::Unavailable("transaction rolled back".into())
+                    });
+                    fail(op, err)
+                }) as Answer);
+                continue;
+            }
             let (answer, error) = self.run_in_savepoint(op, now);
             answers.push(answer);
             if first_error.is_none() {
@@ -728,5 +740,85 @@ fn fail(op: Op, err: StoreError) {
         Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
         Op::Ping { reply } => drop(reply.send(Err(err))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(body: String) -> NewNotification {
+        NewNotification {
+            id: uuid::Uuid::now_v7().to_string(),
+            channel: "c".into(),
+            to: "ops@example.com".into(),
+            subject: None,
+            body: Some(body),
+            html: None,
+            data: None,
+            priority: Priority::Normal,
+            run_at_ms: now_ms(),
+            expires_at_ms: None,
+            created_at_ms: now_ms(),
+            idempotency_key: None,
+            content_hash: "h".into(),
+            fallback: Vec::new(),
+        }
+    }
+
+    fn enqueue(n: NewNotification) -> (Op, oneshot::Receiver<Result<Vec<Enqueued>>>) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Op::Enqueue {
+                items: vec![n],
+                reply,
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn requests_after_a_rollback_in_the_same_batch_are_failed_unrun() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let mut conn = super::super::open_connection(&path, false).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        // No room to grow: a large row fails like a full disk (and SQLite rolls the whole
+        // transaction back), while a small one still fits in the pages the file has.
+        let pages: u64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let writer = Writer {
+            conn,
+            owner: "test".into(),
+        };
+        let (big, big_rx) = enqueue(note("x".repeat(256 * 1024)));
+        let small_note = note("small".into());
+        let small_id = small_note.id.clone();
+        let (small, small_rx) = enqueue(small_note);
+
+        writer.commit_batch(&mut vec![big, small]);
+
+        assert!(matches!(
+            big_rx.blocking_recv().unwrap(),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            small_rx.blocking_recv().unwrap(),
+            Err(StoreError::Unavailable(_))
+        ));
+        let stored: i64 = writer
+            .conn
+            .query_row(
+                "SELECT count(*) FROM notifications WHERE id = ?1",
+                [&small_id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            stored, 0,
+            "a request answered 'failed' must not be committed"
+        );
     }
 }
