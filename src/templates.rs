@@ -104,6 +104,8 @@ impl Templates {
         };
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Names the undefined expression in the error ("`order` is undefined").
+        env.set_debug(true);
         env.set_fuel(Some(FUEL));
         let mut parts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut folders: Vec<_> = std::fs::read_dir(dir)
@@ -180,25 +182,13 @@ impl Templates {
                 .env
                 .get_template(&file)
                 .map_err(|e| Rejection::new("template", "template_error", describe(&e)))?;
-            let mut missing: Vec<String> = template
-                .undeclared_variables(false)
-                .into_iter()
-                .filter(|v| {
-                    vars.get(v).is_none() && self.env.globals().all(|(g, _)| g != v.as_str())
-                })
-                .collect();
-            if !missing.is_empty() {
-                missing.sort();
-                return Err(Rejection::new(
-                    "vars",
-                    "template_error",
-                    format!("{file}: missing variable(s): {}", missing.join(", ")),
-                ));
-            }
             template
                 .render(minijinja::value::Serde(vars))
                 .map(Some)
                 .map_err(|e| {
+                    // Strict undefined with debug info: a variable the template really needs
+                    // fails the render, named ("`order` is undefined"); `x | default(..)` and
+                    // `x is defined` keep working with `x` absent.
                     Rejection::new(
                         "vars",
                         "template_error",
@@ -330,6 +320,39 @@ mod tests {
         assert_eq!(err.code, "template_error");
         assert!(
             err.message.contains("order_shipped/body.txt"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn an_optional_variable_with_a_default_or_a_defined_test_may_be_absent() {
+        let dir = dir_with(&[(
+            "welcome/body.txt",
+            "Hi {{ name | default('friend') }}{% if coupon is defined %}, use {{ coupon }}{% endif %}.",
+        )]);
+        let t = Templates::load(dir.path()).unwrap();
+        let r = t.render("welcome", "smtp", &json!({})).unwrap();
+        assert_eq!(r.body.as_deref(), Some("Hi friend."));
+        let r = t
+            .render("welcome", "smtp", &json!({"name": "Ann", "coupon": "X1"}))
+            .unwrap();
+        assert_eq!(r.body.as_deref(), Some("Hi Ann, use X1."));
+    }
+
+    #[test]
+    fn a_required_variable_that_is_absent_is_named_in_the_rejection() {
+        let dir = dir_with(&[(
+            "welcome/body.txt",
+            "Hi {{ name | default('friend') }}, order {{ order }}",
+        )]);
+        let err = Templates::load(dir.path())
+            .unwrap()
+            .render("welcome", "smtp", &json!({}))
+            .unwrap_err();
+        assert_eq!(err.field, "vars");
+        assert!(
+            err.message.contains("`order` is undefined") && !err.message.contains("`name`"),
             "{}",
             err.message
         );
