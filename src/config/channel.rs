@@ -304,17 +304,26 @@ impl<'de> Deserialize<'de> for ChannelConfig {
             }
         }
         let policy: ChannelPolicy = serde_path_to_error::deserialize(Value::Object(policy))
-            .map_err(|e| D::Error::custom(format!("`{}`: {}", e.path(), e.inner())))?;
+            .map_err(|e| {
+                D::Error::custom(format!(
+                    "`{}`: {}",
+                    e.path(),
+                    super::without_found_value(&e.inner().to_string())
+                ))
+            })?;
         if !table.contains_key("kind") {
             return Err(D::Error::custom("missing `kind` (e.g. kind = \"webhook\")"));
         }
         let provider: ProviderConfig = serde_path_to_error::deserialize(Value::Object(table))
             .map_err(|e| {
-                let path = e.path().to_string();
+                let (path, inner) = (
+                    e.path().to_string(),
+                    super::without_found_value(&e.inner().to_string()),
+                );
                 if path == "." {
-                    D::Error::custom(e.inner().to_string())
+                    D::Error::custom(inner)
                 } else {
-                    D::Error::custom(format!("`{path}`: {}", e.inner()))
+                    D::Error::custom(format!("`{path}`: {inner}"))
                 }
             })?;
         Ok(Self { provider, policy })

@@ -106,7 +106,10 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for ServerConfig {
         secret_files::resolve(&mut table)?;
         let f: ServerFields = serde_path_to_error::deserialize(serde_json::Value::Object(table))
             .map_err(|e| {
-                let (path, inner) = (e.path().to_string(), e.inner().to_string());
+                let (path, inner) = (
+                    e.path().to_string(),
+                    without_found_value(&e.inner().to_string()),
+                );
                 if path == "." || inner.contains(&format!("`{path}`")) {
                     inner
                 } else {
@@ -431,9 +434,35 @@ impl Config {
 /// wrote.
 fn describe(e: figment::Error) -> String {
     e.into_iter()
-        .map(|e| e.to_string().replace("key \"default.", "key \""))
+        .map(|e| without_found_value(&e.to_string().replace("key \"default.", "key \"")))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A type error's message without the value it found ("invalid type: found integer, expected a
+/// string"): the value may be a secret, e.g. an all-digit token from the environment, which
+/// figment reads as a number.
+pub(crate) fn without_found_value(message: &str) -> String {
+    for marker in ["invalid type: ", "invalid value: "] {
+        let Some(at) = message.find(marker) else {
+            continue;
+        };
+        let start = at + marker.len();
+        let Some(len) = message[start..].find(", expected") else {
+            continue;
+        };
+        let found = &message[start..start + len];
+        if found.starts_with("found ") {
+            break;
+        }
+        let kind = found.split(['`', '"']).next().unwrap_or(found).trim_end();
+        return format!(
+            "{}found {kind}{}",
+            &message[..start],
+            &message[start + len..]
+        );
+    }
+    message.to_owned()
 }
 
 #[cfg(test)]

@@ -233,3 +233,42 @@ fn a_short_token_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_server_secret_of_the_wrong_type_is_named_but_never_shown() {
+    // An all-digit token from the environment arrives the same way: figment reads it as a number.
+    let err = load("[server]\nauth_token = 1234567890123456789\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth_token"), "{err}");
+    assert!(err.contains("found integer, expected"), "{err}");
+    assert!(!err.contains("1234567890123456789"), "{err}");
+}
+
+#[test]
+fn a_channel_secret_of_the_wrong_type_is_named_but_never_shown() {
+    let err = load(
+        "[channels.hooks]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret = 987654321098765432\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("hooks"), "{err}");
+    assert!(err.contains("found integer, expected"), "{err}");
+    assert!(!err.contains("987654321098765432"), "{err}");
+}
+
+#[test]
+fn a_found_value_is_dropped_from_type_errors_only() {
+    assert_eq!(
+        without_found_value("invalid type: integer `12345`, expected a string"),
+        "invalid type: found integer, expected a string"
+    );
+    assert_eq!(
+        without_found_value("invalid value: string \"abc\", expected one of `a`, `b`"),
+        "invalid value: found string, expected one of `a`, `b`"
+    );
+    assert_eq!(
+        without_found_value("missing field `url`"),
+        "missing field `url`"
+    );
+}
