@@ -350,7 +350,8 @@ pub struct Retention {
 pub struct SweepReport {
     /// Queued rows past their `expires_at`, now `expired`.
     pub expired: u64,
-    /// Rows naming a channel that is not configured, now `failed` with `unknown_channel`.
+    /// Rows naming a channel that is not configured (queued, or leased by a dispatcher that is
+    /// gone), now `dead` with `unknown_channel`: listed and replayable once the channel exists.
     pub orphaned: u64,
     /// Finished notifications deleted by retention.
     pub purged: u64,

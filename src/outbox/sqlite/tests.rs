@@ -273,7 +273,7 @@ async fn a_scheduled_notification_is_claimed_only_once_due() {
 }
 
 #[tokio::test]
-async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
+async fn the_sweep_expires_overdue_rows_and_dead_letters_unknown_channels() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let stale = put(
@@ -293,6 +293,11 @@ async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
     )
     .await;
     let orphan = put(&q, note("gone")).await;
+    // Leased by a dispatcher that crashed, then its channel was removed from the config.
+    let abandoned = put(&q, note("gone")).await;
+    let leased = q.claim("gone", 2, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(leased.len(), 2);
+    tokio::time::sleep(Duration::from_millis(5)).await;
 
     let report = q.sweep(&["c".to_owned()], &KEEP).await.unwrap();
 
@@ -300,16 +305,20 @@ async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
         report,
         SweepReport {
             expired: 1,
-            orphaned: 1,
+            orphaned: 2,
             purged: 0,
             receipts_purged: 0,
         }
     );
     assert_eq!(q.get(&stale).await.unwrap().unwrap().state, State::Expired);
     assert_eq!(q.get(&fresh).await.unwrap().unwrap().state, State::Queued);
-    let orphan = q.get(&orphan).await.unwrap().unwrap();
-    assert_eq!(orphan.state, State::Failed);
-    assert_eq!(orphan.last_code.as_deref(), Some("unknown_channel"));
+    for id in [orphan, abandoned] {
+        let row = q.get(&id).await.unwrap().unwrap();
+        assert_eq!(row.state, State::Dead);
+        assert_eq!(row.last_code.as_deref(), Some("unknown_channel"));
+    }
+    let dead = q.dead_letters(Some("gone"), 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
 }
 
 #[tokio::test]

@@ -712,11 +712,13 @@ impl Writer {
             orphaned += self
                 .conn
                 .prepare_cached(
-                    "UPDATE notifications SET state = 'failed', last_code = 'unknown_channel',
+                    "UPDATE notifications SET state = 'dead', last_code = 'unknown_channel',
                          last_error = 'no channel of this name is configured', lease_owner = NULL,
                          updated_at = ?2
                      WHERE id IN (SELECT id FROM notifications
-                                  WHERE channel = ?1 AND state = 'queued' LIMIT 1000)",
+                                  WHERE channel = ?1
+                                    AND (state = 'queued' OR (state = 'sending' AND run_at <= ?2))
+                                  LIMIT 1000)",
                 )?
                 .execute(params![channel, now])?;
         }
