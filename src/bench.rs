@@ -28,23 +28,32 @@ use serde_json::{Value, json};
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Phase 1: how many single POSTs.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 30_000, value_parser = at_least_one)]
     pub singles: usize,
     /// Phase 1: concurrent clients.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub concurrency: usize,
     /// Phases 2 and 3: how many batches of 1,000.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     pub batches: usize,
     /// Phase 4: offered load, notifications per second.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: u64,
     /// Phase 4: how long to offer it, in seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
     /// The webhook channel's concurrency (its bulkhead).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     pub channel_concurrency: usize,
+}
+
+/// A count that must be positive (zero would divide by zero or measure nothing).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// What the receiver has seen.
