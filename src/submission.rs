@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::outbox::{FallbackTarget, NewNotification, Priority, now_ms};
+use crate::outbox::{Content, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms};
 use crate::registry::Registry;
 use crate::templates::Templates;
 
@@ -126,7 +126,7 @@ impl Submission {
                     "give either a template or inline subject/body/html/data, not both",
                 ));
             }
-            let vars = self.vars.take().unwrap_or(serde_json::Value::Null);
+            let vars = self.vars.clone().unwrap_or(serde_json::Value::Null);
             let rendered = templates.render(template, runtime.kind, &vars)?;
             self.subject = rendered.subject;
             self.body = rendered.body;
@@ -206,22 +206,53 @@ impl Submission {
             .channel
             .validate(&message)
             .map_err(|e| Rejection::new(e.field, e.code, e.message))?;
-        for (i, route) in self.fallback.iter().enumerate() {
-            let fallback = registry.get(&route.channel).ok_or_else(|| {
+        let own = Content {
+            subject: self.subject.clone(),
+            body: self.body.clone(),
+            html: self.html.clone(),
+            data: self.data.clone(),
+        };
+        let mut fallback = Vec::with_capacity(self.fallback.len());
+        for (i, route) in self.fallback.into_iter().enumerate() {
+            let runtime = registry.get(&route.channel).ok_or_else(|| {
                 Rejection::new(
                     format!("fallback[{i}].channel"),
                     "unknown_channel",
                     format!("no channel named {:?} is configured", route.channel),
                 )
             })?;
+            // A template speaks to each kind in its own part (sms.txt for an SMS fallback).
+            let content = match &self.template {
+                Some(template) => {
+                    let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
+                    let r = templates.render(template, runtime.kind, vars)?;
+                    Some(Content {
+                        subject: r.subject,
+                        body: r.body,
+                        html: r.html,
+                        data: r.data,
+                    })
+                    .filter(|c| *c != own)
+                }
+                None => None,
+            };
+            let shown = content.as_ref().unwrap_or(&own);
             let as_fallback = Message {
                 channel: route.channel.clone(),
                 to: route.to.clone(),
+                subject: shown.subject.clone(),
+                body: shown.body.clone(),
+                html: shown.html.clone(),
+                data: shown.data.clone(),
                 ..message.clone()
             };
-            fallback.channel.validate(&as_fallback).map_err(|e| {
+            runtime.channel.validate(&as_fallback).map_err(|e| {
                 Rejection::new(format!("fallback[{i}].{}", e.field), e.code, e.message)
             })?;
+            fallback.push(FallbackRoute {
+                target: route,
+                content,
+            });
         }
         Ok(NewNotification {
             id,
@@ -237,7 +268,7 @@ impl Submission {
             created_at_ms: now,
             idempotency_key: self.idempotency_key,
             content_hash,
-            fallback: self.fallback,
+            fallback,
         })
     }
 

@@ -118,6 +118,35 @@ pub struct FallbackTarget {
     pub to: String,
 }
 
+/// A fallback route as the queue keeps it: the target, and the content rendered for that
+/// channel's kind when a template gives it other content than the notification's own (a
+/// push that falls back to SMS sends the template's `sms.txt`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FallbackRoute {
+    #[serde(flatten)]
+    pub target: FallbackTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
+impl From<FallbackTarget> for FallbackRoute {
+    fn from(target: FallbackTarget) -> Self {
+        Self {
+            target,
+            content: None,
+        }
+    }
+}
+
+/// What a notification says, apart from where it goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Content {
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub data: Option<serde_json::Value>,
+}
+
 /// A validated, rendered notification ready to be made durable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
@@ -137,7 +166,7 @@ pub struct NewNotification {
     /// Hash of the submitted content: a replay with the same key must carry the same hash.
     pub content_hash: String,
     /// Tried in order when this one fails or dies.
-    pub fallback: Vec<FallbackTarget>,
+    pub fallback: Vec<FallbackRoute>,
 }
 
 /// What enqueueing one notification did.

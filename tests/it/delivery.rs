@@ -218,3 +218,55 @@ async fn a_send_still_running_after_the_grace_period_is_released_to_the_queue() 
     assert_eq!(view.state, notifyd::outbox::State::Queued);
     assert_eq!(view.attempts, 0, "an abandoned send costs no attempt");
 }
+
+#[tokio::test]
+async fn a_templated_fallback_of_another_kind_gets_that_kinds_part() {
+    use wiremock::matchers::{body_partial_json, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let templates = tempfile::tempdir().unwrap();
+    let t = templates.path().join("alert");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(
+        t.join("body.txt"),
+        "Disk {{ disk }} is full; details follow.",
+    )
+    .unwrap();
+    std::fs::write(t.join("slack.txt"), ":warning: {{ disk }} full").unwrap();
+    let slack = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"text": ":warning: db-1 full"})))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .expect(1)
+        .mount(&slack)
+        .await;
+    let sink = Sink::start(|_, _| (StatusCode::UNPROCESSABLE_ENTITY, vec![], Duration::ZERO)).await;
+    let channels = format!(
+        "{}[channels.ops]\nkind = \"slack_webhook\"\nurl = \"{}/services/T0/B0/x\"\n[templates]\ndir = \"{}\"\n",
+        webhook("hooks", &sink.url(), FAST_RETRY),
+        slack.uri(),
+        templates.path().display()
+    );
+    let d = TestDaemon::start(&channels).await;
+    let id = d
+        .accept(
+            json!({"channel": "hooks", "to": "t", "template": "alert", "vars": {"disk": "db-1"},
+                       "fallback": [{"channel": "ops", "to": "#ops"}]}),
+        )
+        .await;
+    d.wait_for_state(&id, "failed").await;
+    assert_eq!(
+        sink.received()[0].body["body"],
+        "Disk db-1 is full; details follow."
+    );
+    let conn = rusqlite::Connection::open(d.queue_path()).unwrap();
+    let child: String = conn
+        .query_row(
+            "SELECT id FROM notifications WHERE parent_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let child = d.wait_for_state(&child, "delivered").await;
+    assert_eq!(child["channel"], "ops");
+    slack.verify().await;
+}

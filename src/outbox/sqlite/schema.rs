@@ -38,7 +38,8 @@ fn parse_state(s: String) -> Result<State> {
 fn parse_fallback(s: Option<String>) -> Result<Vec<FallbackTarget>> {
     match s {
         None => Ok(Vec::new()),
-        Some(s) => serde_json::from_str(&s)
+        Some(s) => serde_json::from_str::<Vec<FallbackRoute>>(&s)
+            .map(|routes| routes.into_iter().map(|r| r.target).collect())
             .map_err(|e| StoreError::Internal(format!("bad fallback JSON: {e}"))),
     }
 }

@@ -471,11 +471,13 @@ async fn a_failure_with_fallback_queues_the_next_route_with_the_same_content() {
                 FallbackTarget {
                     channel: "sms".into(),
                     to: "+15551234567".into(),
-                },
+                }
+                .into(),
                 FallbackTarget {
                     channel: "mail".into(),
                     to: "b@example.com".into(),
-                },
+                }
+                .into(),
             ],
             ..note("push")
         },

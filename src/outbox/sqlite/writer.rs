@@ -474,7 +474,7 @@ impl Writer {
                     r.get::<_, i64>(7)?,
                 ))
             })?;
-        let mut routes: Vec<FallbackTarget> = match fallback {
+        let mut routes: Vec<FallbackRoute> = match fallback {
             Some(f) => serde_json::from_str(&f)
                 .map_err(|e| StoreError::Internal(format!("bad fallback JSON: {e}")))?,
             None => return Ok(()),
@@ -483,14 +483,20 @@ impl Writer {
             return Ok(());
         }
         let next = routes.remove(0);
-        let child = NewNotification {
-            id: uuid::Uuid::now_v7().to_string(),
-            channel: next.channel,
-            to: next.to,
+        let content = next.content.unwrap_or_else(|| Content {
             subject,
             body,
             html,
             data: data.and_then(|d| serde_json::from_str(&d).ok()),
+        });
+        let child = NewNotification {
+            id: uuid::Uuid::now_v7().to_string(),
+            channel: next.target.channel,
+            to: next.target.to,
+            subject: content.subject,
+            body: content.body,
+            html: content.html,
+            data: content.data,
             priority: priority.parse().map_err(StoreError::Internal)?,
             run_at_ms: now,
             expires_at_ms: expires_at,
