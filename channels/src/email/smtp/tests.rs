@@ -275,3 +275,50 @@ async fn a_bad_sender_address_is_refused_at_build() {
         "{err}"
     );
 }
+
+/// A log sink that keeps every formatted event, for tests that check what reaches the logs.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_smtp_conversation_never_reaches_the_logs_even_at_trace_level() {
+    let logs = CapturedLogs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    // The test runtime is single-threaded, so every task of this send logs to this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::trace!("capture works");
+
+    let server = SmtpServer::start(Behaviour::Accept).await.unwrap();
+    smtp(server.port)
+        .send(&message(Some("Secret order 4711."), None), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 1);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("capture works"), "{text}");
+    let auth_plain = base64::engine::general_purpose::STANDARD.encode("\0mailer\0pw");
+    assert!(!text.contains(&auth_plain), "AUTH PLAIN logged: {text}");
+    assert!(
+        !text.contains("Secret order 4711."),
+        "mail body logged: {text}"
+    );
+    assert!(
+        !text.contains("alice@example.com"),
+        "recipient logged: {text}"
+    );
+}
