@@ -4,16 +4,25 @@ use reqwest::header::HeaderMap;
 
 use super::SlackWebhookConfig;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt,
+    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
     SendContext, http,
 };
 
 /// A Slack incoming-webhook channel. The webhook fixes the Slack channel, so a notification's
 /// `to` is only a label.
-#[derive(Debug)]
 pub struct SlackWebhook {
     http: reqwest::Client,
-    url: reqwest::Url,
+    /// The webhook URL (checked in `new`): it is the credential.
+    url: Secret,
+}
+
+/// Debug never shows the URL, which is the webhook's credential.
+impl std::fmt::Debug for SlackWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackWebhook")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SlackWebhook {
@@ -26,7 +35,7 @@ impl SlackWebhook {
         }
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            url,
+            url: cfg.url.clone(),
         })
     }
 }
@@ -93,7 +102,7 @@ impl Channel for SlackWebhook {
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
         let resp = self
             .http
-            .post(self.url.clone())
+            .post(self.url.expose())
             .json(&crate::slack::payload(msg))
             .send()
             .await

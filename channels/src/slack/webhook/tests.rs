@@ -139,3 +139,22 @@ async fn a_200_without_ok_is_transient() {
         "bad_response"
     );
 }
+
+#[test]
+fn debug_output_never_shows_the_webhook_url() {
+    let url = "https://hooks.slack.com/services/T0001/B0001/s3cr3tT0k3n";
+    let hook = SlackWebhook::new(
+        &SlackWebhookConfig {
+            url: Secret::new(url),
+        },
+        &BuildContext {
+            channel: "ops".into(),
+            timeouts: Timeouts::default(),
+        },
+    )
+    .unwrap();
+    let debug = format!("{hook:?}");
+    assert!(!debug.contains("s3cr3tT0k3n"), "{debug}");
+    assert!(!debug.contains("hooks.slack.com"), "{debug}");
+    assert_eq!(debug, r#"SlackWebhook { url: "***", .. }"#);
+}
