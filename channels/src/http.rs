@@ -63,11 +63,11 @@ fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    if let Ok(secs) = value.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Some(Duration::from_secs_f64(secs));
+    // Fractional seconds are not in RFC 9110 but some services send them. The provider chooses
+    // the value: a negative, NaN, infinite or too large one (`1e20` overflows a Duration, and
+    // `from_secs_f64` would panic in the send task) is ignored, not trusted.
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -219,6 +219,55 @@ mod tests {
     #[test]
     fn unreadable_retry_after_is_ignored() {
         assert_eq!(retry_after(&headers("soon")), None);
+    }
+
+    #[test]
+    fn fractional_retry_after_in_seconds() {
+        assert_eq!(
+            retry_after(&headers("1.5")),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn a_retry_after_too_large_for_a_duration_is_ignored_not_a_panic() {
+        assert_eq!(retry_after(&headers("1e20")), None);
+    }
+
+    #[test]
+    fn a_negative_retry_after_is_ignored() {
+        assert_eq!(retry_after(&headers("-1")), None);
+        assert_eq!(retry_after(&headers("-0.5")), None);
+    }
+
+    #[test]
+    fn a_nan_or_infinite_retry_after_is_ignored() {
+        for value in ["NaN", "nan", "inf", "-inf", "infinity"] {
+            assert_eq!(retry_after(&headers(value)), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_retry_after_falls_back_to_the_reset_header() {
+        let mut h = headers("1e20");
+        h.insert("ratelimit-reset", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn huge_or_negative_rate_limit_resets_do_not_panic() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        assert!(retry_after(&h).is_some_and(|d| d > Duration::from_secs(1 << 60)));
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-reset", HeaderValue::from_static("-3"));
+        assert_eq!(retry_after(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-reset", HeaderValue::from_static("1e20"));
+        assert_eq!(retry_after(&h), None);
     }
 
     #[test]
