@@ -117,8 +117,10 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// The generic meaning of a non-success status for an API with no richer error body:
-/// 408, 425, 5xx → transient; 429 → rate limited; 401/403 and other 4xx → permanent.
+/// The generic meaning of a non-success status for an API whose status is its whole answer
+/// (the `webhook` kind, Web Push): 408, 425, 5xx → transient; 429 → rate limited; 401/403 and
+/// other 4xx → permanent. A JSON provider whose error body did not parse uses
+/// [`classify_unrecognized`] instead.
 pub fn classify_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DeliveryError {
     let code = format!("http_{}", status.as_u16());
     let reason = snippet(body);
@@ -132,6 +134,26 @@ pub fn classify_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
             retry_after: retry_after(headers),
         },
         _ => DeliveryError::Permanent { code, reason },
+    }
+}
+
+/// The meaning of a non-success answer whose body is not the provider's error format (HTML,
+/// empty, truncated or foreign JSON) from a provider that always explains its errors in its
+/// body: a proxy, WAF, load balancer or misrouted base URL answered, not the provider, so the
+/// status says nothing about the message. 429 → rate limited; everything else → transient.
+pub fn classify_unrecognized(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> DeliveryError {
+    let retry_after = retry_after(headers);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return DeliveryError::RateLimited { retry_after };
+    }
+    DeliveryError::Transient {
+        code: format!("http_{}", status.as_u16()),
+        reason: format!("not the provider's answer: {}", snippet(body)),
+        retry_after,
     }
 }
 
@@ -292,6 +314,26 @@ mod tests {
         assert_eq!(
             classify_status(StatusCode::BAD_REQUEST, &h, b"").class(),
             "permanent"
+        );
+    }
+
+    #[test]
+    fn an_unrecognized_4xx_body_is_transient_and_429_stays_rate_limited() {
+        let h = headers("5");
+        let err = classify_unrecognized(StatusCode::FORBIDDEN, &h, b"<html>WAF</html>");
+        assert_eq!(
+            err,
+            DeliveryError::Transient {
+                code: "http_403".into(),
+                reason: "not the provider's answer: <html>WAF</html>".into(),
+                retry_after: Some(Duration::from_secs(5)),
+            }
+        );
+        assert_eq!(
+            classify_unrecognized(StatusCode::TOO_MANY_REQUESTS, &h, b"<html/>"),
+            DeliveryError::RateLimited {
+                retry_after: Some(Duration::from_secs(5))
+            }
         );
     }
 

@@ -255,8 +255,9 @@ pub(super) fn classify(
             .map(str::to_owned);
         return Ok(Receipt { provider_id: id });
     }
+    // APNs always explains an error with `{"reason"}`; anything else came from something else.
     let Some(code) = reason(body) else {
-        return Err(http::classify_status(status, headers, body));
+        return Err(http::classify_unrecognized(status, headers, body));
     };
     let text = format!("APNs: {code}");
     Err(match (status.as_u16(), code.as_str()) {

@@ -373,3 +373,37 @@ async fn nobody_listening_is_transient() {
         .unwrap_err();
     assert_eq!((err.class(), err.code()), ("transient", "connect"));
 }
+
+/// A plain HTTP/2 server that answers every push with this status and raw body, as a proxy in
+/// front of APNs would.
+async fn proxy(status: StatusCode, body: &'static str) -> String {
+    let app = Router::new().route(
+        "/3/device/{token}",
+        axum::routing::post(move || async move { (status, [("content-type", "text/html")], body) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn an_html_4xx_without_a_reason_is_transient() {
+    for status in [
+        StatusCode::BAD_REQUEST,
+        StatusCode::FORBIDDEN,
+        StatusCode::NOT_FOUND,
+    ] {
+        let url = proxy(status, "<html><body>Blocked</body></html>").await;
+        let err = apns(&url).send(&message(), &ctx()).await.unwrap_err();
+        let code = format!("http_{}", status.as_u16());
+        assert_eq!((err.class(), err.code()), ("transient", code.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn an_html_429_is_still_rate_limited() {
+    let url = proxy(StatusCode::TOO_MANY_REQUESTS, "<html>slow down</html>").await;
+    let err = apns(&url).send(&message(), &ctx()).await.unwrap_err();
+    assert_eq!(err, DeliveryError::RateLimited { retry_after: None });
+}

@@ -462,3 +462,33 @@ async fn validate_checks_token_data_shape_and_size() {
     assert_eq!(f.validate(&big).unwrap_err().code, "too_long");
     assert!(f.validate(&message()).is_ok());
 }
+
+#[tokio::test]
+async fn an_html_4xx_without_a_google_status_is_transient() {
+    for status in [400, 403, 404] {
+        let err = send_answered(
+            ResponseTemplate::new(status).set_body_raw("<html>Error</html>", "text/html"),
+        )
+        .await
+        .unwrap_err();
+        let code = format!("http_{status}");
+        assert_eq!((err.class(), err.code()), ("transient", code.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn an_html_429_is_still_rate_limited() {
+    let err = send_answered(
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "9")
+            .set_body_raw("<html>Too many</html>", "text/html"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        DeliveryError::RateLimited {
+            retry_after: Some(Duration::from_secs(9))
+        }
+    );
+}

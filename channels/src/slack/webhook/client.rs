@@ -56,14 +56,15 @@ pub(super) fn classify(
             format!("{status} without Slack's `ok`: {}", http::snippet(body)),
         ));
     }
-    let code = if text.len() <= 64
-        && text.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-        && !text.is_empty()
-    {
-        text.clone()
-    } else {
-        format!("http_{}", status.as_u16())
-    };
+    // Slack answers every webhook error with a plain-text code; any other body (an HTML page
+    // from a proxy) says nothing about the message.
+    let is_slack_code = !text.is_empty()
+        && text.len() <= 64
+        && text.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    if !is_slack_code {
+        return Err(http::classify_unrecognized(status, headers, body));
+    }
+    let code = text;
     let reason = http::snippet(body);
     match (status.as_u16(), code.as_str()) {
         (429, _) => Err(DeliveryError::RateLimited {

@@ -158,3 +158,20 @@ fn debug_output_never_shows_the_webhook_url() {
     assert!(!debug.contains("hooks.slack.com"), "{debug}");
     assert_eq!(debug, r#"SlackWebhook { url: "***", .. }"#);
 }
+
+#[tokio::test]
+async fn an_html_403_from_a_proxy_is_transient() {
+    let err = answered(403, "<html><body>Access denied</body></html>")
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "http_403"));
+}
+
+#[tokio::test]
+async fn a_slack_code_on_403_is_still_slacks_answer() {
+    let err = answered(403, "invalid_token").await.unwrap_err();
+    assert_eq!(
+        (err.class(), err.code()),
+        ("channel_fault", "invalid_token")
+    );
+}

@@ -188,3 +188,13 @@ async fn http_429_is_rate_limited_with_retry_after() {
         }
     );
 }
+
+#[tokio::test]
+async fn an_html_403_from_a_proxy_is_transient_not_permanent() {
+    // The SMS API answers 200 even for refused messages: a 4xx came from something else.
+    let err =
+        send_to(ResponseTemplate::new(403).set_body_raw("<html>Forbidden</html>", "text/html"))
+            .await
+            .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "http_403"));
+}
