@@ -407,3 +407,24 @@ async fn an_html_429_is_still_rate_limited() {
     let err = apns(&url).send(&message(), &ctx()).await.unwrap_err();
     assert_eq!(err, DeliveryError::RateLimited { retry_after: None });
 }
+
+#[test]
+fn config_notifyd_toml_documents_every_apns_key() {
+    let toml = include_str!("../../../../config/notifyd.toml");
+    let start = toml.find("# kind = \"apns\"").unwrap();
+    let block = &toml[start..];
+    let block = &block[..block.find("\n#\n").unwrap_or(block.len())];
+    for key in [
+        "key_file",
+        "key_id",
+        "team_id",
+        "topic",
+        "environment",
+        "base_url",
+    ] {
+        assert!(
+            block.contains(&format!("\n# {key} = ")),
+            "{key} missing from the apns example:\n{block}"
+        );
+    }
+}
