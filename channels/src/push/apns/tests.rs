@@ -83,6 +83,10 @@ async fn apple(
 }
 
 fn apns(base_url: &str) -> Apns {
+    apns_with(base_url, Timeouts::default())
+}
+
+fn apns_with(base_url: &str, timeouts: Timeouts) -> Apns {
     let cfg = ApnsConfig {
         key: Secret::new(KEY),
         key_id: "ABC123DEFG".into(),
@@ -95,7 +99,7 @@ fn apns(base_url: &str) -> Apns {
         &cfg,
         &BuildContext {
             channel: "ios".into(),
-            timeouts: Timeouts::default(),
+            timeouts,
         },
     )
     .unwrap()
@@ -427,4 +431,28 @@ fn config_notifyd_toml_documents_every_apns_key() {
             "{key} missing from the apns example:\n{block}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_total_timeout_is_transient() {
+    let app = Router::new().route(
+        "/3/device/{token}",
+        axum::routing::post(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let timeouts = Timeouts {
+        connect: std::time::Duration::from_secs(1),
+        read: std::time::Duration::from_millis(200),
+        total: std::time::Duration::from_millis(200),
+    };
+    let err = apns_with(&url, timeouts)
+        .send(&message(), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "timeout"));
 }

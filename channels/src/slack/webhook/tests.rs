@@ -7,6 +7,10 @@ use super::*;
 use crate::{BuildContext, Channel, DeliveryError, Message, Secret, SendContext, Timeouts};
 
 fn hook(server: &MockServer) -> SlackWebhook {
+    hook_with(server, Timeouts::default())
+}
+
+fn hook_with(server: &MockServer, timeouts: Timeouts) -> SlackWebhook {
     let cfg = SlackWebhookConfig {
         url: Secret::new(format!("{}/services/T000/B000/XXXX", server.uri())),
     };
@@ -14,7 +18,7 @@ fn hook(server: &MockServer) -> SlackWebhook {
         &cfg,
         &BuildContext {
             channel: "ops".into(),
-            timeouts: Timeouts::default(),
+            timeouts,
         },
     )
     .unwrap()
@@ -174,4 +178,31 @@ async fn a_slack_code_on_403_is_still_slacks_answer() {
         (err.class(), err.code()),
         ("channel_fault", "invalid_token")
     );
+}
+
+/// A total timeout short enough for a fast test, far shorter than the mock's delay.
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_millis(200),
+        total: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_total_timeout_is_transient() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw("ok", "text/html")
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let err = hook_with(&server, short_timeouts())
+        .send(&message(None), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "timeout"));
 }

@@ -174,6 +174,20 @@ async fn an_unsubscribed_recipient_is_an_invalid_recipient() {
 }
 
 #[tokio::test]
+async fn a_number_that_cannot_receive_sms_is_an_invalid_recipient() {
+    let err = send_to(
+        &MockServer::start().await,
+        twilio_error(21614, 400, "'To' number is not a valid mobile number"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        DeliveryError::invalid_recipient("21614", "'To' number is not a valid mobile number")
+    );
+}
+
+#[tokio::test]
 async fn refused_credentials_are_a_channel_fault() {
     let err = send_to(
         &MockServer::start().await,
