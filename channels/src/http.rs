@@ -63,11 +63,11 @@ fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    if let Ok(secs) = value.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Some(Duration::from_secs_f64(secs));
+    // Fractional seconds are not in RFC 9110 but some services send them. The provider chooses
+    // the value: a negative, NaN, infinite or too large one (`1e20` overflows a Duration, and
+    // `from_secs_f64` would panic in the send task) is ignored, not trusted.
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -117,8 +117,10 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// The generic meaning of a non-success status for an API with no richer error body:
-/// 408, 425, 5xx → transient; 429 → rate limited; 401/403 and other 4xx → permanent.
+/// The generic meaning of a non-success status for an API whose status is its whole answer
+/// (the `webhook` kind, Web Push): 408, 425, 5xx → transient; 429 → rate limited; 401/403 and
+/// other 4xx → permanent. A JSON provider whose error body did not parse uses
+/// [`classify_unrecognized`] instead.
 pub fn classify_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DeliveryError {
     let code = format!("http_{}", status.as_u16());
     let reason = snippet(body);
@@ -132,6 +134,26 @@ pub fn classify_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
             retry_after: retry_after(headers),
         },
         _ => DeliveryError::Permanent { code, reason },
+    }
+}
+
+/// The meaning of a non-success answer whose body is not the provider's error format (HTML,
+/// empty, truncated or foreign JSON) from a provider that always explains its errors in its
+/// body: a proxy, WAF, load balancer or misrouted base URL answered, not the provider, so the
+/// status says nothing about the message. 429 → rate limited; everything else → transient.
+pub fn classify_unrecognized(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> DeliveryError {
+    let retry_after = retry_after(headers);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return DeliveryError::RateLimited { retry_after };
+    }
+    DeliveryError::Transient {
+        code: format!("http_{}", status.as_u16()),
+        reason: format!("not the provider's answer: {}", snippet(body)),
+        retry_after,
     }
 }
 
@@ -222,6 +244,55 @@ mod tests {
     }
 
     #[test]
+    fn fractional_retry_after_in_seconds() {
+        assert_eq!(
+            retry_after(&headers("1.5")),
+            Some(Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn a_retry_after_too_large_for_a_duration_is_ignored_not_a_panic() {
+        assert_eq!(retry_after(&headers("1e20")), None);
+    }
+
+    #[test]
+    fn a_negative_retry_after_is_ignored() {
+        assert_eq!(retry_after(&headers("-1")), None);
+        assert_eq!(retry_after(&headers("-0.5")), None);
+    }
+
+    #[test]
+    fn a_nan_or_infinite_retry_after_is_ignored() {
+        for value in ["NaN", "nan", "inf", "-inf", "infinity"] {
+            assert_eq!(retry_after(&headers(value)), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_retry_after_falls_back_to_the_reset_header() {
+        let mut h = headers("1e20");
+        h.insert("ratelimit-reset", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn huge_or_negative_rate_limit_resets_do_not_panic() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        assert!(retry_after(&h).is_some_and(|d| d > Duration::from_secs(1 << 60)));
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-reset", HeaderValue::from_static("-3"));
+        assert_eq!(retry_after(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-reset", HeaderValue::from_static("1e20"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
     fn status_classes() {
         let h = HeaderMap::new();
         assert_eq!(
@@ -243,6 +314,26 @@ mod tests {
         assert_eq!(
             classify_status(StatusCode::BAD_REQUEST, &h, b"").class(),
             "permanent"
+        );
+    }
+
+    #[test]
+    fn an_unrecognized_4xx_body_is_transient_and_429_stays_rate_limited() {
+        let h = headers("5");
+        let err = classify_unrecognized(StatusCode::FORBIDDEN, &h, b"<html>WAF</html>");
+        assert_eq!(
+            err,
+            DeliveryError::Transient {
+                code: "http_403".into(),
+                reason: "not the provider's answer: <html>WAF</html>".into(),
+                retry_after: Some(Duration::from_secs(5)),
+            }
+        );
+        assert_eq!(
+            classify_unrecognized(StatusCode::TOO_MANY_REQUESTS, &h, b"<html/>"),
+            DeliveryError::RateLimited {
+                retry_after: Some(Duration::from_secs(5))
+            }
         );
     }
 

@@ -291,7 +291,8 @@ async fn apns_delivers_over_http2_and_the_apns_id_is_the_provider_id() {
         .accept(json!({"channel": "ios", "to": device, "subject": "Hi", "body": "there"}))
         .await;
     let view = d.wait_for_state(&id, "delivered").await;
-    assert_eq!(view["provider_id"], id.to_ascii_uppercase());
+    // APNs echoes our apns-id: the notification id as a canonical (lowercase) UUID.
+    assert_eq!(view["provider_id"], id.to_ascii_lowercase());
 }
 
 #[tokio::test]

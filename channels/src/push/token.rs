@@ -9,6 +9,10 @@ use tokio::time::Instant;
 
 use crate::{DeliveryError, Secret};
 
+/// The longest a token is kept, whatever its issuer says: `expires_in` comes from the provider,
+/// and a huge one would overflow the `Instant` (a panic in the send task).
+const MAX_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+
 /// A cached bearer credential.
 #[derive(Debug, Default)]
 pub struct TokenCache {
@@ -37,7 +41,40 @@ impl TokenCache {
             return Ok(token.clone());
         }
         let (token, valid_for) = refresh().await?;
-        *current = Some((token.clone(), Instant::now() + valid_for));
+        *current = Some((token.clone(), Instant::now() + valid_for.min(MAX_VALIDITY)));
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_huge_validity_from_the_issuer_is_capped_not_a_panic() {
+        let cache = TokenCache::default();
+        let first = cache
+            .get(Duration::ZERO, None, || async {
+                Ok((Secret::new("t1"), Duration::MAX))
+            })
+            .await
+            .unwrap();
+        assert_eq!(first.expose(), "t1");
+        // Still cached for a day...
+        let again = cache
+            .get(Duration::from_secs(3600), None, || async {
+                Ok((Secret::new("t2"), Duration::from_secs(60)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.expose(), "t1");
+        // ...but never beyond it.
+        let later = cache
+            .get(MAX_VALIDITY, None, || async {
+                Ok((Secret::new("t3"), Duration::from_secs(60)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(later.expose(), "t3");
     }
 }

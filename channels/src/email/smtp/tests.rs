@@ -1,6 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
+use mailparse::MailHeaderMap;
 
 use super::test_server::{Behaviour, SmtpServer};
 use super::*;
@@ -56,45 +57,13 @@ fn ctx() -> SendContext {
     }
 }
 
-fn header<'a>(data: &'a str, name: &str) -> Option<&'a str> {
-    data.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+/// The received message, parsed as a mail client would (headers decoded, parts split).
+fn parse(data: &str) -> mailparse::ParsedMail<'_> {
+    mailparse::parse_mail(data.as_bytes()).unwrap()
 }
 
-/// The Subject header, unfolded, with RFC 2047 encoded words (`=?utf-8?b?...?=`) decoded and
-/// the white space between two adjacent encoded words dropped, as RFC 2047 says.
-fn decode_subject(data: &str) -> String {
-    let mut raw = String::new();
-    let mut in_subject = false;
-    for line in data.split("\r\n") {
-        if let Some(rest) = line.strip_prefix("Subject: ") {
-            raw.push_str(rest);
-            in_subject = true;
-        } else if in_subject && line.starts_with(' ') {
-            raw.push_str(line);
-        } else if in_subject {
-            break;
-        }
-    }
-    let mut out = String::new();
-    let mut rest = raw.as_str();
-    let mut after_word = false;
-    while let Some(start) = rest.find("=?utf-8?b?") {
-        let (plain, tail) = rest.split_at(start);
-        if !(after_word && plain.trim().is_empty()) {
-            out.push_str(plain);
-        }
-        let tail = &tail["=?utf-8?b?".len()..];
-        let end = tail.find("?=").unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&tail[..end])
-            .unwrap();
-        out.push_str(&String::from_utf8(bytes).unwrap());
-        rest = &tail[end + 2..];
-        after_word = true;
-    }
-    out.push_str(rest);
-    out
+fn header(mail: &mailparse::ParsedMail<'_>, name: &str) -> Option<String> {
+    mail.headers.get_first_value(name)
 }
 
 #[tokio::test]
@@ -103,8 +72,8 @@ async fn a_mail_with_text_and_html_arrives_as_multipart_alternative() {
     let receipt = smtp(server.port)
         .send(
             &message(
-                Some("Your order shipped."),
-                Some("<p>Your order <b>shipped</b>.</p>"),
+                Some("Ihre Bestellung ist unterwegs. Grüße ✓"),
+                Some("<p>Ihre Bestellung ist <b>unterwegs</b>. Grüße ✓</p>"),
             ),
             &ctx(),
         )
@@ -113,57 +82,86 @@ async fn a_mail_with_text_and_html_arrives_as_multipart_alternative() {
 
     let got = server.received();
     assert_eq!(got.len(), 1);
-    let mail = &got[0];
-    assert_eq!(mail.mail_from, "<orders@shop.example>");
-    assert_eq!(mail.rcpt_to, vec!["<alice@example.com>"]);
-    assert_eq!(mail.login, Some(("mailer".into(), "pw".into())));
-    let data = &mail.data;
-    assert_eq!(header(data, "From"), Some("Shop <orders@shop.example>"));
-    assert_eq!(header(data, "To"), Some("alice@example.com"));
-    assert_eq!(header(data, "Reply-To"), Some("help@shop.example"));
+    let received = &got[0];
+    assert_eq!(received.mail_from, "<orders@shop.example>");
+    assert_eq!(received.rcpt_to, vec!["<alice@example.com>"]);
+    assert_eq!(received.login, Some(("mailer".into(), "pw".into())));
+
+    let mail = parse(&received.data);
     assert_eq!(
-        header(data, "Message-ID"),
+        header(&mail, "Subject").as_deref(),
+        Some("Votre commande est expédiée ✓"),
+        "the RFC 2047 subject decodes to the original"
+    );
+    let raw_subject = mail
+        .headers
+        .get_first_header("Subject")
+        .unwrap()
+        .get_value_raw();
+    assert!(
+        raw_subject.is_ascii()
+            && String::from_utf8_lossy(raw_subject)
+                .to_ascii_lowercase()
+                .contains("=?utf-8?"),
+        "the subject goes out as RFC 2047 encoded words: {}",
+        String::from_utf8_lossy(raw_subject)
+    );
+    assert_eq!(
+        header(&mail, "From").as_deref(),
+        Some("Shop <orders@shop.example>")
+    );
+    assert_eq!(header(&mail, "To").as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        header(&mail, "Reply-To").as_deref(),
+        Some("help@shop.example")
+    );
+    assert_eq!(
+        header(&mail, "Message-ID").as_deref(),
         Some("<0190d3a4-0000-7000-8000-00000000abcd@shop.example>")
     );
     assert_eq!(
         receipt.provider_id.as_deref(),
         Some("<0190d3a4-0000-7000-8000-00000000abcd@shop.example>")
     );
-    assert!(
-        header(data, "Date").is_some_and(|d| d.contains(" +0000")),
-        "{data}"
+    let date = mailparse::dateparse(&header(&mail, "Date").unwrap()).unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - date).abs() < 300, "Date {date} is not now ({now})");
+    assert_eq!(header(&mail, "MIME-Version").as_deref(), Some("1.0"));
+
+    assert_eq!(mail.ctype.mimetype, "multipart/alternative");
+    assert_eq!(mail.subparts.len(), 2);
+    // Plain text first: a client shows the last alternative it understands.
+    let (text, html) = (&mail.subparts[0], &mail.subparts[1]);
+    assert_eq!(text.ctype.mimetype, "text/plain");
+    assert_eq!(text.ctype.charset, "utf-8");
+    assert_eq!(
+        text.get_body().unwrap().trim_end(),
+        "Ihre Bestellung ist unterwegs. Grüße ✓"
     );
-    assert_eq!(header(data, "MIME-Version"), Some("1.0"));
-    assert!(
-        data.contains("Content-Type: multipart/alternative;"),
-        "{data}"
+    assert_eq!(html.ctype.mimetype, "text/html");
+    assert_eq!(html.ctype.charset, "utf-8");
+    assert_eq!(
+        html.get_body().unwrap().trim_end(),
+        "<p>Ihre Bestellung ist <b>unterwegs</b>. Grüße ✓</p>"
     );
-    assert!(
-        data.contains("Content-Type: text/plain; charset=utf-8"),
-        "{data}"
-    );
-    assert!(
-        data.contains("Content-Type: text/html; charset=utf-8"),
-        "{data}"
-    );
-    assert!(data.contains("Your order shipped."), "{data}");
-    assert!(data.contains("<p>Your order <b>shipped</b>.</p>"), "{data}");
-    assert_eq!(decode_subject(data), "Votre commande est expédiée ✓");
 }
 
 #[tokio::test]
 async fn a_text_only_mail_is_a_single_plain_part() {
     let server = SmtpServer::start(Behaviour::Accept).await.unwrap();
     smtp(server.port)
-        .send(&message(Some("Just text."), None), &ctx())
+        .send(&message(Some("Just text, déjà vu."), None), &ctx())
         .await
         .unwrap();
     let data = &server.received()[0].data;
-    assert!(!data.contains("multipart"), "{data}");
-    assert!(
-        data.contains("Content-Type: text/plain; charset=utf-8"),
-        "{data}"
-    );
+    let mail = parse(data);
+    assert_eq!(mail.ctype.mimetype, "text/plain");
+    assert_eq!(mail.ctype.charset, "utf-8");
+    assert!(mail.subparts.is_empty(), "{data}");
+    assert_eq!(mail.get_body().unwrap().trim_end(), "Just text, déjà vu.");
 }
 
 #[tokio::test]
@@ -273,5 +271,52 @@ async fn a_bad_sender_address_is_refused_at_build() {
     assert!(
         err.to_string().starts_with("`from`: not an e-mail address"),
         "{err}"
+    );
+}
+
+/// A log sink that keeps every formatted event, for tests that check what reaches the logs.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_smtp_conversation_never_reaches_the_logs_even_at_trace_level() {
+    let logs = CapturedLogs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    // The test runtime is single-threaded, so every task of this send logs to this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::trace!("capture works");
+
+    let server = SmtpServer::start(Behaviour::Accept).await.unwrap();
+    smtp(server.port)
+        .send(&message(Some("Secret order 4711."), None), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 1);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("capture works"), "{text}");
+    let auth_plain = base64::engine::general_purpose::STANDARD.encode("\0mailer\0pw");
+    assert!(!text.contains(&auth_plain), "AUTH PLAIN logged: {text}");
+    assert!(
+        !text.contains("Secret order 4711."),
+        "mail body logged: {text}"
+    );
+    assert!(
+        !text.contains("alice@example.com"),
+        "recipient logged: {text}"
     );
 }

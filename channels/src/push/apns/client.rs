@@ -177,11 +177,12 @@ impl Apns {
                 "apns-priority",
                 text("priority").unwrap_or_else(|| if alert { "10" } else { "5" }.into()),
             )
-            .header(
-                "apns-expiration",
-                text("expiration").unwrap_or_else(|| "0".into()),
-            )
             .header("content-type", "application/json");
+        // Without the header APNs stores the push and retries delivery while the device is
+        // offline; `0` (try once, never store) only when the notification asks for it.
+        if let Some(e) = text("expiration") {
+            req = req.header("apns-expiration", e);
+        }
         if let Some(c) = text("collapse_id") {
             req = req.header("apns-collapse-id", c);
         }
@@ -207,6 +208,7 @@ pub(super) fn apns_id(id: &str) -> Option<String> {
     if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
+    // APNs wants the canonical form: lowercase 8-4-4-4-12.
     Some(
         format!(
             "{}-{}-{}-{}-{}",
@@ -216,7 +218,7 @@ pub(super) fn apns_id(id: &str) -> Option<String> {
             &hex[16..20],
             &hex[20..]
         )
-        .to_ascii_uppercase(),
+        .to_ascii_lowercase(),
     )
 }
 
@@ -253,26 +255,27 @@ pub(super) fn classify(
             .map(str::to_owned);
         return Ok(Receipt { provider_id: id });
     }
+    // APNs always explains an error with `{"reason"}`; anything else came from something else.
     let Some(code) = reason(body) else {
-        return Err(http::classify_status(status, headers, body));
+        return Err(http::classify_unrecognized(status, headers, body));
     };
     let text = format!("APNs: {code}");
     Err(match (status.as_u16(), code.as_str()) {
         (_, "BadDeviceToken" | "Unregistered" | "DeviceTokenNotForTopic" | "ExpiredToken")
         | (410, _) => DeliveryError::invalid_recipient(code, text),
-        (
-            _,
-            "TopicDisallowed"
-            | "BadTopic"
-            | "MissingTopic"
-            | "BadCertificate"
-            | "BadCertificateEnvironment",
-        )
-        | (403, _) => DeliveryError::channel_fault(code, text),
+        // `data.topic` overrides the topic per notification, so a refused topic is this
+        // notification's fault, not the channel's: holding the channel would stall the rest.
+        (_, "TopicDisallowed" | "BadTopic" | "MissingTopic") => {
+            DeliveryError::permanent(code, text)
+        }
+        (_, "BadCertificate" | "BadCertificateEnvironment") | (403, _) => {
+            DeliveryError::channel_fault(code, text)
+        }
         (429, _) => DeliveryError::RateLimited {
             retry_after: http::retry_after(headers),
         },
-        (500..=599, _) => DeliveryError::Transient {
+        // APNs closed an idle connection: a new one (reqwest makes it) and a retry deliver.
+        (_, "IdleTimeout") | (500..=599, _) => DeliveryError::Transient {
             code,
             reason: text,
             retry_after: http::retry_after(headers),

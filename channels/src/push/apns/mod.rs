@@ -3,8 +3,8 @@
 //! Apple's hour).
 //!
 //! `Message.data`: `aps` is merged into the `aps` dictionary (sound, badge, category, …);
-//! `collapse_id`, `expiration` (Unix seconds), `priority`, `push_type` and `topic` become the
-//! `apns-*` headers; every other key is a custom top-level payload key. Without a subject or a
+//! `collapse_id`, `expiration` (Unix seconds; without it APNs stores the push and keeps
+//! trying, `0` = try once), `priority`, `push_type` and `topic` become the `apns-*` headers; every other key is a custom top-level payload key. Without a subject or a
 //! body the push is a background push (`content-available`, priority 5).
 
 mod client;

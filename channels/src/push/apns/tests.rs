@@ -57,9 +57,18 @@ async fn apple(
                 format!(r#"{{"reason":"{r}"}}"#),
             )
                 .into_response(),
+            // APNs echoes the request's apns-id, or makes one up when there was none.
             None => (
                 status,
-                [("apns-id", "2A5D5C3E-0000-4000-8000-000000000001")],
+                [(
+                    "apns-id",
+                    seen.lock().unwrap()[n]
+                        .headers
+                        .get("apns-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("2a5d5c3e-0000-4000-8000-000000000001")
+                        .to_owned(),
+                )],
             )
                 .into_response(),
         }
@@ -74,6 +83,10 @@ async fn apple(
 }
 
 fn apns(base_url: &str) -> Apns {
+    apns_with(base_url, Timeouts::default())
+}
+
+fn apns_with(base_url: &str, timeouts: Timeouts) -> Apns {
     let cfg = ApnsConfig {
         key: Secret::new(KEY),
         key_id: "ABC123DEFG".into(),
@@ -86,7 +99,7 @@ fn apns(base_url: &str) -> Apns {
         &cfg,
         &BuildContext {
             channel: "ios".into(),
-            timeouts: Timeouts::default(),
+            timeouts,
         },
     )
     .unwrap()
@@ -135,7 +148,7 @@ async fn sends_over_http2_with_every_apns_header_and_a_valid_es256_token() {
     let receipt = apns(&url).send(&message(), &ctx()).await.unwrap();
     assert_eq!(
         receipt.provider_id.as_deref(),
-        Some("2A5D5C3E-0000-4000-8000-000000000001")
+        Some("0190d3a4-0000-7000-8000-0000000000aa")
     );
     let req = seen.lock().unwrap()[0].clone();
     assert_eq!(req.version, Version::HTTP_2);
@@ -143,11 +156,15 @@ async fn sends_over_http2_with_every_apns_header_and_a_valid_es256_token() {
     assert_eq!(req.headers["apns-topic"], "com.example.app");
     assert_eq!(req.headers["apns-push-type"], "alert");
     assert_eq!(req.headers["apns-priority"], "10");
-    assert_eq!(req.headers["apns-expiration"], "0");
+    assert_eq!(
+        req.headers.get("apns-expiration"),
+        None,
+        "without one APNs stores the push while the device is offline"
+    );
     assert_eq!(req.headers["apns-collapse-id"], "order-42");
     assert_eq!(
         req.headers["apns-id"],
-        "0190D3A4-0000-7000-8000-0000000000AA"
+        "0190d3a4-0000-7000-8000-0000000000aa"
     );
     let (kid, claims) = verify(&req.headers);
     assert_eq!(kid.as_deref(), Some("ABC123DEFG"));
@@ -235,19 +252,49 @@ async fn too_many_requests_is_rate_limited_and_server_errors_are_transient() {
 }
 
 #[tokio::test]
-async fn a_bad_topic_and_a_too_large_payload_are_classified() {
+async fn an_expiration_in_data_becomes_the_apns_expiration_header() {
+    let (url, seen) = apple(|_| (StatusCode::OK, None)).await;
+    let once = Message {
+        data: Some(serde_json::json!({"expiration": 0})),
+        ..message()
+    };
+    apns(&url).send(&once, &ctx()).await.unwrap();
+    let req = seen.lock().unwrap()[0].clone();
+    assert_eq!(req.headers["apns-expiration"], "0");
     assert_eq!(
-        answered(StatusCode::BAD_REQUEST, "TopicDisallowed")
-            .await
-            .class(),
-        "channel_fault"
+        req.body,
+        serde_json::json!({"aps": {"alert": {"title": "Order shipped", "body": "It is on its way"}}})
     );
+}
+
+#[tokio::test]
+async fn a_refused_topic_fails_the_notification_not_the_channel() {
+    // `data.topic` can set the topic per notification: one bad one must not hold the channel.
+    for reason in ["TopicDisallowed", "BadTopic", "MissingTopic"] {
+        let err = answered(StatusCode::BAD_REQUEST, reason).await;
+        assert_eq!((err.class(), err.code()), ("permanent", reason));
+    }
+}
+
+#[tokio::test]
+async fn a_bad_certificate_environment_is_a_channel_fault() {
+    let err = answered(StatusCode::FORBIDDEN, "BadCertificateEnvironment").await;
     assert_eq!(
-        answered(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge")
-            .await
-            .class(),
-        "permanent"
+        (err.class(), err.code()),
+        ("channel_fault", "BadCertificateEnvironment")
     );
+}
+
+#[tokio::test]
+async fn an_idle_timeout_is_transient() {
+    let err = answered(StatusCode::BAD_REQUEST, "IdleTimeout").await;
+    assert_eq!((err.class(), err.code()), ("transient", "IdleTimeout"));
+}
+
+#[tokio::test]
+async fn a_too_large_payload_is_permanent() {
+    let err = answered(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge").await;
+    assert_eq!((err.class(), err.code()), ("permanent", "PayloadTooLarge"));
 }
 
 #[tokio::test]
@@ -307,11 +354,12 @@ async fn validate_wants_a_hex_token_and_a_small_payload() {
 fn apns_ids_come_from_uuid_shaped_notification_ids() {
     assert_eq!(
         apns_id("0190d3a4-0000-7000-8000-0000000000aa").as_deref(),
-        Some("0190D3A4-0000-7000-8000-0000000000AA")
+        Some("0190d3a4-0000-7000-8000-0000000000aa")
     );
     assert_eq!(
-        apns_id("0190d3a400007000800000000000abcd").as_deref(),
-        Some("0190D3A4-0000-7000-8000-00000000ABCD")
+        apns_id("0190D3A400007000800000000000ABCD").as_deref(),
+        Some("0190d3a4-0000-7000-8000-00000000abcd"),
+        "canonical: lowercase 8-4-4-4-12"
     );
     assert_eq!(apns_id("n-1"), None);
 }
@@ -328,4 +376,83 @@ async fn nobody_listening_is_transient() {
         .await
         .unwrap_err();
     assert_eq!((err.class(), err.code()), ("transient", "connect"));
+}
+
+/// A plain HTTP/2 server that answers every push with this status and raw body, as a proxy in
+/// front of APNs would.
+async fn proxy(status: StatusCode, body: &'static str) -> String {
+    let app = Router::new().route(
+        "/3/device/{token}",
+        axum::routing::post(move || async move { (status, [("content-type", "text/html")], body) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn an_html_4xx_without_a_reason_is_transient() {
+    for status in [
+        StatusCode::BAD_REQUEST,
+        StatusCode::FORBIDDEN,
+        StatusCode::NOT_FOUND,
+    ] {
+        let url = proxy(status, "<html><body>Blocked</body></html>").await;
+        let err = apns(&url).send(&message(), &ctx()).await.unwrap_err();
+        let code = format!("http_{}", status.as_u16());
+        assert_eq!((err.class(), err.code()), ("transient", code.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn an_html_429_is_still_rate_limited() {
+    let url = proxy(StatusCode::TOO_MANY_REQUESTS, "<html>slow down</html>").await;
+    let err = apns(&url).send(&message(), &ctx()).await.unwrap_err();
+    assert_eq!(err, DeliveryError::RateLimited { retry_after: None });
+}
+
+#[test]
+fn config_notifyd_toml_documents_every_apns_key() {
+    let toml = include_str!("../../../../config/notifyd.toml");
+    let start = toml.find("# kind = \"apns\"").unwrap();
+    let block = &toml[start..];
+    let block = &block[..block.find("\n#\n").unwrap_or(block.len())];
+    for key in [
+        "key_file",
+        "key_id",
+        "team_id",
+        "topic",
+        "environment",
+        "base_url",
+    ] {
+        assert!(
+            block.contains(&format!("\n# {key} = ")),
+            "{key} missing from the apns example:\n{block}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_total_timeout_is_transient() {
+    let app = Router::new().route(
+        "/3/device/{token}",
+        axum::routing::post(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let timeouts = Timeouts {
+        connect: std::time::Duration::from_secs(1),
+        read: std::time::Duration::from_millis(200),
+        total: std::time::Duration::from_millis(200),
+    };
+    let err = apns_with(&url, timeouts)
+        .send(&message(), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "timeout"));
 }

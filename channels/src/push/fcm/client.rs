@@ -254,14 +254,18 @@ pub(super) fn classify(
                 )
             });
     }
-    let rpc = serde_json::from_slice::<RpcStatus>(body).ok();
+    let Some(rpc) = serde_json::from_slice::<RpcStatus>(body).ok() else {
+        // Google always answers an error with a google.rpc.Status: this came from something else.
+        return Err(http::classify_unrecognized(status, headers, body));
+    };
     let reason = rpc
-        .as_ref()
-        .and_then(|r| r.error.message.clone())
+        .error
+        .message
+        .clone()
         .unwrap_or_else(|| http::snippet(body));
     let retry_after = http::retry_after(headers);
     let code = fcm_error_code(body)
-        .or_else(|| rpc.as_ref().and_then(|r| r.error.status.clone()))
+        .or_else(|| rpc.error.status.clone())
         .unwrap_or_else(|| format!("http_{}", status.as_u16()));
     Err(match code.as_str() {
         "UNREGISTERED" | "SENDER_ID_MISMATCH" => DeliveryError::invalid_recipient(code, reason),

@@ -27,6 +27,10 @@ fn service_account(token_uri: &str) -> String {
 }
 
 fn fcm(server: &MockServer) -> Fcm {
+    fcm_with(server, Timeouts::default())
+}
+
+fn fcm_with(server: &MockServer, timeouts: Timeouts) -> Fcm {
     let cfg = FcmConfig {
         service_account: Secret::new(service_account(&format!("{}/token", server.uri()))),
         project_id: None,
@@ -37,7 +41,7 @@ fn fcm(server: &MockServer) -> Fcm {
         &cfg,
         &BuildContext {
             channel: "push".into(),
-            timeouts: Timeouts::default(),
+            timeouts,
         },
     )
     .unwrap()
@@ -461,4 +465,63 @@ async fn validate_checks_token_data_shape_and_size() {
     };
     assert_eq!(f.validate(&big).unwrap_err().code, "too_long");
     assert!(f.validate(&message()).is_ok());
+}
+
+#[tokio::test]
+async fn an_html_4xx_without_a_google_status_is_transient() {
+    for status in [400, 403, 404] {
+        let err = send_answered(
+            ResponseTemplate::new(status).set_body_raw("<html>Error</html>", "text/html"),
+        )
+        .await
+        .unwrap_err();
+        let code = format!("http_{status}");
+        assert_eq!((err.class(), err.code()), ("transient", code.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn an_html_429_is_still_rate_limited() {
+    let err = send_answered(
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "9")
+            .set_body_raw("<html>Too many</html>", "text/html"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        DeliveryError::RateLimited {
+            retry_after: Some(Duration::from_secs(9))
+        }
+    );
+}
+
+/// A total timeout short enough for a fast test, far shorter than the mock's delay.
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_millis(200),
+        total: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn a_send_slower_than_the_total_timeout_is_transient() {
+    let server = MockServer::start().await;
+    token_endpoint(&server, 3599).await;
+    Mock::given(method("POST"))
+        .and(path(SEND))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "projects/p/messages/1"}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let err = fcm_with(&server, short_timeouts())
+        .send(&message(), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "timeout"));
 }

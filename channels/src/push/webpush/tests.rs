@@ -32,6 +32,10 @@ fn subscription(endpoint: &str) -> String {
 }
 
 fn webpush(urgency: Option<Urgency>) -> Webpush {
+    webpush_with(urgency, Timeouts::default())
+}
+
+fn webpush_with(urgency: Option<Urgency>, timeouts: Timeouts) -> Webpush {
     let cfg = WebpushConfig {
         vapid_private_key: Secret::new(VAPID_KEY),
         subject: "mailto:ops@example.com".into(),
@@ -42,7 +46,7 @@ fn webpush(urgency: Option<Urgency>) -> Webpush {
         &cfg,
         &BuildContext {
             channel: "web".into(),
-            timeouts: Timeouts::default(),
+            timeouts,
         },
     )
     .unwrap()
@@ -252,4 +256,30 @@ fn a_bad_subject_is_refused_at_build() {
         err.to_string(),
         "`subject`: must be a mailto: or https:// URL"
     );
+}
+
+/// A total timeout short enough for a fast test, far shorter than the mock's delay.
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_millis(200),
+        total: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn a_push_service_slower_than_the_total_timeout_is_transient() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let err = webpush_with(None, short_timeouts())
+        .send(
+            &message(subscription(&format!("{}/push/x", server.uri()))),
+            &ctx(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "timeout"));
 }

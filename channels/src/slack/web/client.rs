@@ -55,8 +55,19 @@ pub(super) fn classify(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Receipt, DeliveryError> {
-    if status == StatusCode::TOO_MANY_REQUESTS || !status.is_success() {
-        return Err(http::classify_status(status, headers, body));
+    if !status.is_success() {
+        // Slack explains its errors with `{"ok": false, "error"}` (on 200 nearly always); any
+        // other non-success body came from a proxy or a wrong base URL.
+        return match serde_json::from_slice::<Answer>(body) {
+            Ok(answer)
+                if status.is_client_error()
+                    && status != StatusCode::TOO_MANY_REQUESTS
+                    && !answer.ok =>
+            {
+                Err(slack_error(answer.error, headers))
+            }
+            _ => Err(http::classify_unrecognized(status, headers, body)),
+        };
     }
     let answer: Answer = serde_json::from_slice(body).map_err(|e| {
         DeliveryError::transient(
@@ -75,9 +86,14 @@ pub(super) fn classify(
             )),
         };
     }
-    let code = answer.error.unwrap_or_else(|| "unknown_error".into());
+    Err(slack_error(answer.error, headers))
+}
+
+/// Maps the `error` of an `ok: false` answer.
+fn slack_error(error: Option<String>, headers: &HeaderMap) -> DeliveryError {
+    let code = error.unwrap_or_else(|| "unknown_error".into());
     let reason = format!("chat.postMessage: {code}");
-    Err(match code.as_str() {
+    match code.as_str() {
         "invalid_auth"
         | "not_authed"
         | "token_revoked"
@@ -97,7 +113,7 @@ pub(super) fn classify(
             DeliveryError::transient(code, reason)
         }
         _ => DeliveryError::permanent(code, reason),
-    })
+    }
 }
 
 #[async_trait]

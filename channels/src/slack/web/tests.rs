@@ -243,3 +243,23 @@ fn validate_needs_a_channel_and_content_and_array_blocks() {
     };
     assert_eq!(s.validate(&long).unwrap_err().code, "too_long");
 }
+
+#[tokio::test]
+async fn an_html_404_from_a_misrouted_base_url_is_transient() {
+    let err =
+        answered(ResponseTemplate::new(404).set_body_raw("<html>Not Found</html>", "text/html"))
+            .await
+            .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "http_404"));
+}
+
+#[tokio::test]
+async fn an_ok_false_answer_on_a_4xx_is_mapped_by_its_error() {
+    let err = answered(
+        ResponseTemplate::new(400)
+            .set_body_json(serde_json::json!({"ok": false, "error": "invalid_auth"})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("channel_fault", "invalid_auth"));
+}

@@ -4,16 +4,25 @@ use reqwest::header::HeaderMap;
 
 use super::SlackWebhookConfig;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt,
+    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
     SendContext, http,
 };
 
 /// A Slack incoming-webhook channel. The webhook fixes the Slack channel, so a notification's
 /// `to` is only a label.
-#[derive(Debug)]
 pub struct SlackWebhook {
     http: reqwest::Client,
-    url: reqwest::Url,
+    /// The webhook URL (checked in `new`): it is the credential.
+    url: Secret,
+}
+
+/// Debug never shows the URL, which is the webhook's credential.
+impl std::fmt::Debug for SlackWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackWebhook")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SlackWebhook {
@@ -26,7 +35,7 @@ impl SlackWebhook {
         }
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            url,
+            url: cfg.url.clone(),
         })
     }
 }
@@ -47,14 +56,15 @@ pub(super) fn classify(
             format!("{status} without Slack's `ok`: {}", http::snippet(body)),
         ));
     }
-    let code = if text.len() <= 64
-        && text.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-        && !text.is_empty()
-    {
-        text.clone()
-    } else {
-        format!("http_{}", status.as_u16())
-    };
+    // Slack answers every webhook error with a plain-text code; any other body (an HTML page
+    // from a proxy) says nothing about the message.
+    let is_slack_code = !text.is_empty()
+        && text.len() <= 64
+        && text.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    if !is_slack_code {
+        return Err(http::classify_unrecognized(status, headers, body));
+    }
+    let code = text;
     let reason = http::snippet(body);
     match (status.as_u16(), code.as_str()) {
         (429, _) => Err(DeliveryError::RateLimited {
@@ -93,7 +103,7 @@ impl Channel for SlackWebhook {
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
         let resp = self
             .http
-            .post(self.url.clone())
+            .post(self.url.expose())
             .json(&crate::slack::payload(msg))
             .send()
             .await

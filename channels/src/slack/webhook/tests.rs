@@ -7,6 +7,10 @@ use super::*;
 use crate::{BuildContext, Channel, DeliveryError, Message, Secret, SendContext, Timeouts};
 
 fn hook(server: &MockServer) -> SlackWebhook {
+    hook_with(server, Timeouts::default())
+}
+
+fn hook_with(server: &MockServer, timeouts: Timeouts) -> SlackWebhook {
     let cfg = SlackWebhookConfig {
         url: Secret::new(format!("{}/services/T000/B000/XXXX", server.uri())),
     };
@@ -14,7 +18,7 @@ fn hook(server: &MockServer) -> SlackWebhook {
         &cfg,
         &BuildContext {
             channel: "ops".into(),
-            timeouts: Timeouts::default(),
+            timeouts,
         },
     )
     .unwrap()
@@ -138,4 +142,67 @@ async fn a_200_without_ok_is_transient() {
             .code(),
         "bad_response"
     );
+}
+
+#[test]
+fn debug_output_never_shows_the_webhook_url() {
+    let url = "https://hooks.slack.com/services/T0001/B0001/s3cr3tT0k3n";
+    let hook = SlackWebhook::new(
+        &SlackWebhookConfig {
+            url: Secret::new(url),
+        },
+        &BuildContext {
+            channel: "ops".into(),
+            timeouts: Timeouts::default(),
+        },
+    )
+    .unwrap();
+    let debug = format!("{hook:?}");
+    assert!(!debug.contains("s3cr3tT0k3n"), "{debug}");
+    assert!(!debug.contains("hooks.slack.com"), "{debug}");
+    assert_eq!(debug, r#"SlackWebhook { url: "***", .. }"#);
+}
+
+#[tokio::test]
+async fn an_html_403_from_a_proxy_is_transient() {
+    let err = answered(403, "<html><body>Access denied</body></html>")
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "http_403"));
+}
+
+#[tokio::test]
+async fn a_slack_code_on_403_is_still_slacks_answer() {
+    let err = answered(403, "invalid_token").await.unwrap_err();
+    assert_eq!(
+        (err.class(), err.code()),
+        ("channel_fault", "invalid_token")
+    );
+}
+
+/// A total timeout short enough for a fast test, far shorter than the mock's delay.
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_millis(200),
+        total: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_total_timeout_is_transient() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw("ok", "text/html")
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let err = hook_with(&server, short_timeouts())
+        .send(&message(None), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "timeout"));
 }

@@ -105,15 +105,17 @@ pub(super) fn classify(
         };
     }
     let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
-    let code = parsed.as_ref().and_then(|e| e.code);
+    // Twilio answers every error with its JSON error and a code; a body without one (an HTML
+    // page from a proxy or a wrong base URL) says nothing about the message.
+    let Some(code) = parsed.as_ref().and_then(|e| e.code) else {
+        return Err(http::classify_unrecognized(status, headers, body));
+    };
     let reason = parsed
         .as_ref()
         .and_then(|e| e.message.clone())
         .unwrap_or_else(|| http::snippet(body));
-    let code_text = code
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| format!("http_{}", status.as_u16()));
-    match (status.as_u16(), code) {
+    let code_text = code.to_string();
+    match (status.as_u16(), Some(code)) {
         (_, Some(21211 | 21610 | 21612 | 21614 | 21408)) => {
             Err(DeliveryError::invalid_recipient(code_text, reason))
         }

@@ -174,6 +174,20 @@ async fn an_unsubscribed_recipient_is_an_invalid_recipient() {
 }
 
 #[tokio::test]
+async fn a_number_that_cannot_receive_sms_is_an_invalid_recipient() {
+    let err = send_to(
+        &MockServer::start().await,
+        twilio_error(21614, 400, "'To' number is not a valid mobile number"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        DeliveryError::invalid_recipient("21614", "'To' number is not a valid mobile number")
+    );
+}
+
+#[tokio::test]
 async fn refused_credentials_are_a_channel_fault() {
     let err = send_to(
         &MockServer::start().await,
@@ -332,5 +346,48 @@ fn bad_config_is_refused_naming_the_key() {
             .unwrap_err()
             .to_string()
             .starts_with("`auth_token`")
+    );
+}
+
+#[tokio::test]
+async fn an_html_403_from_a_proxy_is_transient_not_a_channel_fault() {
+    let err = send_to(
+        &MockServer::start().await,
+        ResponseTemplate::new(403).set_body_raw(
+            "<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>",
+            "text/html",
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "http_403"));
+}
+
+#[tokio::test]
+async fn an_html_404_from_a_misrouted_base_url_is_transient() {
+    let err = send_to(
+        &MockServer::start().await,
+        ResponseTemplate::new(404).set_body_raw("<html>Not Found</html>", "text/html"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "http_404"));
+}
+
+#[tokio::test]
+async fn an_html_429_is_still_rate_limited() {
+    let err = send_to(
+        &MockServer::start().await,
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "4")
+            .set_body_raw("<html>slow down</html>", "text/html"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        DeliveryError::RateLimited {
+            retry_after: Some(Duration::from_secs(4))
+        }
     );
 }

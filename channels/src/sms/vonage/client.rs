@@ -65,8 +65,10 @@ pub(super) fn classify(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Receipt, DeliveryError> {
+    // The SMS API answers 200 even for a refused message; another status came from a proxy or
+    // a wrong base URL and says nothing about the message.
     if !status.is_success() {
-        return Err(http::classify_status(status, headers, body));
+        return Err(http::classify_unrecognized(status, headers, body));
     }
     let parsed: Response = serde_json::from_slice(body).map_err(|e| {
         DeliveryError::transient(

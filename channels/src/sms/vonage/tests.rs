@@ -188,3 +188,44 @@ async fn http_429_is_rate_limited_with_retry_after() {
         }
     );
 }
+
+#[tokio::test]
+async fn an_html_403_from_a_proxy_is_transient_not_permanent() {
+    // The SMS API answers 200 even for refused messages: a 4xx came from something else.
+    let err =
+        send_to(ResponseTemplate::new(403).set_body_raw("<html>Forbidden</html>", "text/html"))
+            .await
+            .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "http_403"));
+}
+
+/// A total timeout short enough for a fast test, far shorter than the mock's delay.
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_millis(200),
+        total: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_total_timeout_is_transient() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sms/json"))
+        .respond_with(answer("0", "").set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let err = Vonage::new(
+        &config(&server.uri()),
+        &BuildContext {
+            channel: "sms-b".into(),
+            timeouts: short_timeouts(),
+        },
+    )
+    .unwrap()
+    .send(&message("Hello"), &send_ctx())
+    .await
+    .unwrap_err();
+    assert_eq!((err.class(), err.code()), ("transient", "timeout"));
+}
