@@ -129,6 +129,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Where the configuration came from, for messages that name one of its keys.
+fn origin(path: Option<&std::path::Path>) -> String {
+    match path {
+        Some(p) => format!("in {}", p.display()),
+        None => "in the built-in defaults and NOTIFYD_* environment".into(),
+    }
+}
+
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("notifyd: {e}");
@@ -176,11 +184,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Err(problems) => {
-                eprintln!("notifyd: channels:\n  {}", problems.join("\n  "));
+                eprintln!(
+                    "notifyd: channels ({}):\n  {}",
+                    origin(cli.config.as_deref()),
+                    problems.join("\n  ")
+                );
                 Ok(ExitCode::from(EXIT_INVALID))
             }
         },
-        Command::Send(args) => send(config, *args).await,
+        Command::Send(args) => send(config, cli.config.as_deref(), *args).await,
         Command::Status { id } => {
             let outbox = daemon::open_outbox(&config).await?;
             match outbox.get(&id).await? {
@@ -224,7 +236,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let daemon = Daemon::start(config).await?;
+    let daemon = Daemon::start(config)
+        .await
+        .with_context(|| format!("configuration {}", origin(path.as_deref())))?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -232,7 +246,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode
             _ = hup.recv() => match Config::load(path.as_deref()).map_err(|e| e.to_string()).and_then(|c| daemon.reload(c)) {
                 Ok(r) if r.needs_restart.is_empty() => {}
                 Ok(r) => tracing::warn!(settings = ?r.needs_restart, "These settings changed but need a restart; their old values stay in force."),
-                Err(e) => tracing::error!(error = %e, "Reload refused; the running configuration stays in force."),
+                Err(e) => tracing::error!(error = %e, config = %origin(path.as_deref()), "Reload refused; the running configuration stays in force."),
             },
         }
     }
@@ -325,11 +339,19 @@ async fn channels(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn send(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {
+async fn send(
+    config: Config,
+    path: Option<&std::path::Path>,
+    args: SendArgs,
+) -> anyhow::Result<ExitCode> {
     let registry = match Registry::build(&config) {
         Ok(r) => r,
         Err(problems) => {
-            eprintln!("notifyd: channels:\n  {}", problems.join("\n  "));
+            eprintln!(
+                "notifyd: channels ({}):\n  {}",
+                origin(path),
+                problems.join("\n  ")
+            );
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };

@@ -124,6 +124,7 @@ fn check_config_names_the_bad_key_and_file() {
         err.contains("channels.hooks: `url`: must be http:// or https://"),
         "{err}"
     );
+    assert!(err.contains("bad.toml"), "{err}");
 
     std::fs::write(&config, "[server]\nlisten = 5\n").unwrap();
     let out = notifyd(&config, &["check-config"]);
