@@ -328,6 +328,7 @@ async fn send_one(
     };
     let mut verdict = Verdict::Neutral;
     let completion = if row.expires_at_ms.is_some_and(|t| t <= started_at) {
+        note_expired(&rt, &id);
         Completion {
             id: id.clone(),
             attempt,
@@ -405,6 +406,19 @@ async fn send_one(
     drop(permit);
 }
 
+/// A notification whose `expires_at` passed unsent. An optional channel's is dropped quietly;
+/// a critical channel's is an error and counted (`notifyd_expired_critical_total`) like a
+/// critical one that ended dead, so an alert can fire.
+fn note_expired(rt: &ChannelRuntime, id: &str) {
+    if rt.is_critical() {
+        rt.record_expired_critical();
+        tracing::error!(notification_id = %id, channel = %rt.name, critical = true,
+            "Critical notification expired before it could be sent.");
+    } else {
+        tracing::debug!(notification_id = %id, channel = %rt.name, "Notification expired before it could be sent.");
+    }
+}
+
 /// Expires overdue rows, fails rows of unknown channels, and tells systemd the dispatcher is
 /// alive: the watchdog ping comes only after a sweep went through the queue writer, so a wedged
 /// writer or dispatcher gets the service restarted.
@@ -425,9 +439,14 @@ async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
                         "Retention purged old rows."
                     );
                 }
-                if r.expired > 0 || r.orphaned > 0 {
+                for row in &r.expired {
+                    if let Some(rt) = shared.registry.get(&row.channel) {
+                        note_expired(rt, &row.id);
+                    }
+                }
+                if !r.expired.is_empty() || r.orphaned > 0 {
                     tracing::info!(
-                        expired = r.expired,
+                        expired = r.expired.len(),
                         unknown_channel = r.orphaned,
                         "Swept the queue."
                     );

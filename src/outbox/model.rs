@@ -348,12 +348,19 @@ pub struct Retention {
 /// What a maintenance sweep changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Queued rows past their `expires_at`, now `expired`.
-    pub expired: u64,
+    /// Queued rows past their `expires_at`, now `expired` (critical channels alert on them).
+    pub expired: Vec<ExpiredRow>,
     /// Rows naming a channel that is not configured, now `failed` with `unknown_channel`.
     pub orphaned: u64,
     /// Finished notifications deleted by retention.
     pub purged: u64,
     /// Unmatched receipts deleted by retention.
     pub receipts_purged: u64,
+}
+
+/// A notification the sweep expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRow {
+    pub id: String,
+    pub channel: String,
 }

@@ -153,6 +153,85 @@ async fn a_notification_past_its_expiry_is_expired_not_sent() {
 }
 
 #[tokio::test]
+async fn a_critical_notification_that_expires_is_counted_for_alerting_an_optional_one_is_not() {
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![("retry-after", "3".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let policy = "retry = { max_attempts = 50, base = \"1s\", max = \"5s\" }";
+    let d = TestDaemon::start(&format!(
+        "{}{}",
+        webhook(
+            "pager",
+            &sink.url(),
+            &format!("criticality = \"critical\"\n{policy}")
+        ),
+        webhook("digest", &sink.url(), policy),
+    ))
+    .await;
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(600);
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut ids = Vec::new();
+    for channel in ["pager", "digest"] {
+        ids.push(
+            d.accept(json!({"channel": channel, "to": "t", "body": "b", "expires_at": expires}))
+                .await,
+        );
+    }
+    for id in &ids {
+        d.wait_for_state(id, "expired").await;
+    }
+    let counted = |body: &serde_json::Value, name: &str| {
+        body["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["since_start"]["expired_critical"]
+            .as_u64()
+            .unwrap()
+    };
+    // The sweep that expired it counts it right after: poll, no time budget.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = d.get("/v1/channels").await;
+        if counted(&body, "pager") == 1 {
+            assert_eq!(
+                counted(&body, "digest"),
+                0,
+                "optional channels are not counted"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never counted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = d
+        .http
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("notifyd_expired_critical_total{channel=\"pager\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("notifyd_expired_critical_total{channel=\"digest\"} 0"));
+}
+
+#[tokio::test]
 async fn priority_high_is_sent_before_normal_and_low() {
     let sink = Sink::ok().await;
     // One slot, so the order of sends is the order of claims.

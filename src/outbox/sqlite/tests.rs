@@ -299,7 +299,10 @@ async fn the_sweep_expires_overdue_rows_and_fails_unknown_channels() {
     assert_eq!(
         report,
         SweepReport {
-            expired: 1,
+            expired: vec![ExpiredRow {
+                id: stale.clone(),
+                channel: "c".into(),
+            }],
             orphaned: 1,
             purged: 0,
             receipts_purged: 0,
