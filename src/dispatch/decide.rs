@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use notifyd_channels::redact::mask_recipient;
 use notifyd_channels::{DeliveryError, Receipt};
 
 use super::retry::backoff;
@@ -85,13 +86,16 @@ pub fn decide(
     };
     let code = err.code().to_owned();
     let message = err.to_string();
+    // Provider errors often quote the recipient ("The 'To' number +1555… is not valid", SMTP
+    // 550 replies): logs and the channel's health get it masked, the attempt row keeps it.
+    let masked = mask_in(&message, &row.message.to);
     record.outcome = err.class().into();
     record.code = Some(code.clone());
     record.error = Some(message.clone());
     let recent = Some(RecentError {
         class: err.class().into(),
         code: code.clone(),
-        message: message.clone(),
+        message: masked.clone(),
         at_ms: now,
     });
     let policy = &rt.policy.retry;
@@ -106,7 +110,7 @@ pub fn decide(
         {
             let wait = backoff(policy, attempt, *retry_after, &mut rand::rng());
             tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, retry_in_ms = millis(wait),
-                error = %message, "Delivery failed; will retry.");
+                error = %masked, "Delivery failed; will retry.");
             rt.record(AttemptKind::Retried, recent);
             record.decision = "retry".into();
             let outcome = Outcome::Retry {
@@ -137,10 +141,10 @@ pub fn decide(
             } else {
                 if rt.is_critical() {
                     rt.record_dead_critical();
-                    tracing::error!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %message,
+                    tracing::error!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %masked,
                         critical = true, "Critical notification is dead: {why}.");
                 } else {
-                    tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %message,
+                    tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %masked,
                         "Notification is dead: {why}.");
                 }
                 rt.record(AttemptKind::Failed, recent);
@@ -175,7 +179,7 @@ pub fn decide(
         }
         DeliveryError::InvalidRecipient { .. } | DeliveryError::Permanent { .. } => {
             tracing::warn!(notification_id = %id, channel = %rt.name, attempt, class = err.class(), code = %code,
-                error = %message, "Notification rejected.");
+                error = %masked, "Notification rejected.");
             rt.record(AttemptKind::Failed, recent);
             record.decision = "failed".into();
             let outcome = Outcome::Finish {
@@ -187,7 +191,7 @@ pub fn decide(
             (outcome, Verdict::Neutral)
         }
         DeliveryError::ChannelFault { .. } => {
-            tracing::error!(channel = %rt.name, code = %code, error = %message, hold = ?config.fault_hold,
+            tracing::error!(notification_id = %id, channel = %rt.name, code = %code, error = %masked, hold = ?config.fault_hold,
                 "The provider refused our credentials or configuration; holding the channel. Its notifications stay queued.");
             rt.hold(
                 config.fault_hold,
@@ -205,4 +209,127 @@ pub fn decide(
         }
     };
     (completion(outcome, record), verdict)
+}
+
+/// `text` with every occurrence of the recipient (ASCII case-insensitive: mail servers change
+/// the case of addresses) replaced by its masked form, for logs.
+pub fn mask_in(text: &str, recipient: &str) -> String {
+    let needle = recipient.trim();
+    if needle.is_empty() {
+        return text.to_owned();
+    }
+    let masked = mask_recipient(needle);
+    let (hay, pat) = (text.to_ascii_lowercase(), needle.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    // ASCII lowercasing keeps byte offsets, so matches in `hay` are char boundaries in `text`.
+    for (at, _) in hay.match_indices(&pat) {
+        if at < rest {
+            continue;
+        }
+        out.push_str(&text[rest..at]);
+        out.push_str(&masked);
+        rest = at + pat.len();
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use figment::providers::Env;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::registry::Registry;
+
+    const TO: &str = "+15551234567";
+
+    fn runtime(policy: &str) -> Arc<ChannelRuntime> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notifyd.toml");
+        let text = format!(
+            "[channels.sms]\nkind = \"log\"\n{policy}\n[channels.sms-backup]\nkind = \"log\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config =
+            Config::load_with_env(Some(&path), Env::prefixed("NOTIFYD_UNIT_UNUSED_")).unwrap();
+        Registry::build(&config)
+            .unwrap()
+            .get("sms")
+            .unwrap()
+            .clone()
+    }
+
+    fn row(attempt: u32, age: Duration) -> Claimed {
+        Claimed {
+            message: notifyd_channels::Message {
+                id: "n1".into(),
+                channel: "sms".into(),
+                to: TO.into(),
+                subject: None,
+                body: Some("hi".into()),
+                html: None,
+                data: None,
+                created_at: SystemTime::now() - age,
+            },
+            attempt,
+            expires_at_ms: None,
+            tried: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_recipient_quoted_by_a_provider_is_masked_in_the_channel_health() {
+        let rt = runtime("");
+        let reason = format!("21211: The 'To' number {TO} is not a valid phone number.");
+        let (c, _) = decide(
+            &rt,
+            &DispatcherConfig::default(),
+            &row(1, Duration::ZERO),
+            Err(DeliveryError::invalid_recipient("21211", reason)),
+            now_ms(),
+            Duration::ZERO,
+        );
+        let shown = rt.health().last_error.unwrap().message;
+        assert!(!shown.contains(TO), "{shown}");
+        assert!(shown.contains("+155***67"), "{shown}");
+        // The attempt row, behind the API's own access control, keeps what the provider said.
+        assert!(c.record.unwrap().error.unwrap().contains(TO));
+    }
+
+    #[test]
+    fn every_occurrence_of_the_recipient_is_masked() {
+        assert_eq!(
+            mask_in("The 'To' number +15551234567 (+15551234567) is invalid", TO),
+            "The 'To' number +155***67 (+155***67) is invalid"
+        );
+    }
+
+    #[test]
+    fn an_address_is_masked_whatever_case_the_mail_server_used() {
+        assert_eq!(
+            mask_in(
+                "550 5.1.1 <Alice@Example.COM>: Recipient address rejected",
+                "alice@example.com"
+            ),
+            "550 5.1.1 <a***@example.com>: Recipient address rejected"
+        );
+    }
+
+    #[test]
+    fn text_without_the_recipient_is_unchanged() {
+        assert_eq!(mask_in("503 unavailable", TO), "503 unavailable");
+        assert_eq!(mask_in("503 unavailable", ""), "503 unavailable");
+    }
+
+    #[test]
+    fn non_ascii_text_around_the_recipient_survives() {
+        assert_eq!(
+            mask_in("Empfänger +15551234567 ungültig", TO),
+            "Empfänger +155***67 ungültig"
+        );
+    }
 }
