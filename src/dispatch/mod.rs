@@ -326,7 +326,7 @@ async fn send_one(
             decision: decision.to_owned(),
         }),
     };
-    let mut verdict = Verdict::Neutral;
+    let mut recorded = false;
     let completion = if row.expires_at_ms.is_some_and(|t| t <= started_at) {
         note_expired(&rt, &id);
         Completion {
@@ -375,20 +375,25 @@ async fn send_one(
                         ),
                     ))
                 });
-                let (completion, v) = decide(
+                let verdict = decide::verdict(&result);
+                let next_probe = rt.breaker.record(verdict, probe);
+                recorded = true;
+                decide(
                     &rt,
                     &shared.config,
                     &row,
                     result,
                     started_at,
                     clock.elapsed(),
-                );
-                verdict = v;
-                completion
+                    next_probe,
+                )
             }
         }
     };
-    rt.breaker.record(verdict, probe);
+    if !recorded {
+        // Not sent: says nothing about the provider, and a probe slot it held is free again.
+        rt.breaker.record(Verdict::Neutral, probe);
+    }
     let rerouted_to = match &completion.outcome {
         Outcome::Reroute { channel, .. } => Some(channel.clone()),
         _ => None,
