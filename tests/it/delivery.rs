@@ -232,6 +232,47 @@ async fn a_critical_notification_that_expires_is_counted_for_alerting_an_optiona
 }
 
 #[tokio::test]
+async fn a_send_held_back_by_its_recipient_limit_costs_the_channel_no_token() {
+    let sink = Sink::ok().await;
+    // Two channel tokens now, the next one 10 s later; one send a minute per recipient.
+    let d = TestDaemon::start(&webhook(
+        "sms",
+        &sink.url(),
+        "rate_limit = { per_minute = 6, burst = 2, per_recipient = { per_minute = 1, burst = 1 } }",
+    ))
+    .await;
+    let a1 = d
+        .accept(json!({"channel": "sms", "to": "+15550000001", "body": "1", "priority": "high"}))
+        .await;
+    let a2 = d
+        .accept(json!({"channel": "sms", "to": "+15550000001", "body": "2", "priority": "high"}))
+        .await;
+    let b = d
+        .accept(json!({"channel": "sms", "to": "+15550000002", "body": "3", "priority": "low"}))
+        .await;
+    d.wait_for_state(&a1, "delivered").await;
+    let b = d.wait_for_state(&b, "delivered").await;
+    let got = sink.received();
+    assert_eq!(
+        got.len(),
+        2,
+        "the second send to +15550000001 waits for its recipient"
+    );
+    // Had the held-back send taken the second channel token, this one would wait 10 s for the
+    // third: the receiver's clock separates the two cases by seconds.
+    let gap = got[1].at - got[0].at;
+    assert!(gap < Duration::from_secs(5), "{gap:?}");
+    assert_eq!(b["attempts"], 1);
+    let (_, a2) = d.get(&format!("/v1/notifications/{a2}")).await;
+    assert_eq!(a2["state"], "queued", "{a2}");
+    assert_eq!(a2["attempts"], 0, "waiting for a token spends no attempt");
+    assert_eq!(
+        a2["attempt_log"][0]["decision"], "waited_for_rate_limit",
+        "{a2}"
+    );
+}
+
+#[tokio::test]
 async fn priority_high_is_sent_before_normal_and_low() {
     let sink = Sink::ok().await;
     // One slot, so the order of sends is the order of claims.
