@@ -113,6 +113,7 @@ pub async fn render(
     let (mut attempts, mut latency, mut queue, mut age) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut breaker, mut waits, mut dead_critical) = (Vec::new(), Vec::new(), Vec::new());
+    let mut expired_critical = Vec::new();
     for rt in registry.iter() {
         let ch = escape(&rt.name);
         let kind = rt.kind;
@@ -172,6 +173,10 @@ pub async fn render(
         dead_critical.push(format!(
             "notifyd_dead_critical_total{{channel=\"{ch}\"}} {}",
             rt.health().dead_critical
+        ));
+        expired_critical.push(format!(
+            "notifyd_expired_critical_total{{channel=\"{ch}\"}} {}",
+            rt.health().expired_critical
         ));
     }
     let mut out = String::with_capacity(8192);
@@ -251,6 +256,13 @@ pub async fn render(
         "counter",
         "Notifications of critical channels that ended dead (alert on any increase).",
         &dead_critical,
+    );
+    family(
+        &mut out,
+        "notifyd_expired_critical_total",
+        "counter",
+        "Notifications of critical channels whose expires_at passed unsent (alert on any increase).",
+        &expired_critical,
     );
     Ok(out)
 }

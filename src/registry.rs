@@ -49,6 +49,8 @@ pub struct Health {
     pub retried: u64,
     /// Notifications that ended `dead` on this channel while it is `critical`.
     pub dead_critical: u64,
+    /// Notifications of this channel, while it is `critical`, whose `expires_at` passed unsent.
+    pub expired_critical: u64,
 }
 
 /// The most recent failed attempt of a channel.
@@ -116,6 +118,11 @@ impl ChannelRuntime {
     /// Counts a critical notification that ended dead, for alerting.
     pub fn record_dead_critical(&self) {
         self.health_mut().dead_critical += 1;
+    }
+
+    /// Counts a critical notification that expired unsent, for alerting.
+    pub fn record_expired_critical(&self) {
+        self.health_mut().expired_critical += 1;
     }
 
     /// A snapshot of the channel's health.

@@ -105,6 +105,7 @@ pub fn channel(rt: &ChannelRuntime, depth: &[Depth]) -> Value {
             "failed": health.failed,
             "retried": health.retried,
             "dead_critical": health.dead_critical,
+            "expired_critical": health.expired_critical,
         },
         "last_error": health.last_error.as_ref().map(|e| json!({
             "class": e.class, "code": e.code, "message": e.message, "at": rfc3339(e.at_ms)

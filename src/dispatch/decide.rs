@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use notifyd_channels::redact::mask_recipient;
 use notifyd_channels::{DeliveryError, Receipt};
+use tokio::time::Instant;
 
 use super::retry::backoff;
 use crate::config::DispatcherConfig;
@@ -24,10 +26,26 @@ pub fn failover_target<'a>(rt: &'a ChannelRuntime, row: &Claimed) -> Option<&'a 
         .map(String::as_str)
 }
 
-/// Turns a send's result into the row's next state and the breaker's verdict, logs it, and
-/// updates the channel's health.
+/// What a send's result says about the provider's health, for its breaker: only retryable
+/// failures count against it.
+pub fn verdict(result: &Result<Receipt, DeliveryError>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Success,
+        Err(DeliveryError::Transient { .. }) => Verdict::Failure,
+        Err(_) => Verdict::Neutral,
+    }
+}
+
+/// Turns a send's result into the row's next state, logs it, and updates the channel's health.
+///
+/// `next_probe` is set when the send was a half-open probe whose retryable failure re-opened
+/// the breaker ([`crate::policy::Breaker::record`]).
 ///
 /// - delivered → `delivered` with the provider's id;
+/// - failed probe → like every notification deferred by the open breaker: to the next failover
+///   channel if there is one, else `queued` until the next probe with its attempt refunded
+///   (decision `probe_failed`), so an outage never spends attempts one probe at a time. Past
+///   `max_age` it is treated like any transient failure (an endless outage still ends);
 /// - transient → `queued` after backoff (the provider's `Retry-After` may lengthen it); once
 ///   `max_attempts` are spent or the notification is older than `max_age`: failover to the next
 ///   channel if one is configured, else `dead` (then the notification's own fallback route);
@@ -42,7 +60,8 @@ pub fn decide(
     result: Result<Receipt, DeliveryError>,
     started_at_ms: i64,
     latency: Duration,
-) -> (Completion, Verdict) {
+    next_probe: Option<Instant>,
+) -> Completion {
     let id = row.message.id.as_str();
     let attempt = row.attempt;
     let now = now_ms();
@@ -79,19 +98,22 @@ pub fn decide(
             let outcome = Outcome::Delivered {
                 provider_id: receipt.provider_id,
             };
-            return (completion(outcome, record), Verdict::Success);
+            return completion(outcome, record);
         }
         Err(e) => e,
     };
     let code = err.code().to_owned();
     let message = err.to_string();
+    // Provider errors often quote the recipient ("The 'To' number +1555… is not valid", SMTP
+    // 550 replies): logs and the channel's health get it masked, the attempt row keeps it.
+    let masked = mask_in(&message, &row.message.to);
     record.outcome = err.class().into();
     record.code = Some(code.clone());
     record.error = Some(message.clone());
     let recent = Some(RecentError {
         class: err.class().into(),
         code: code.clone(),
-        message: message.clone(),
+        message: masked.clone(),
         at_ms: now,
     });
     let policy = &rt.policy.retry;
@@ -100,22 +122,46 @@ pub fn decide(
             .duration_since(row.message.created_at)
             .is_ok_and(|age| age >= max)
     });
-    let (outcome, verdict) = match &err {
+    let outcome = match &err {
+        DeliveryError::Transient { .. } if next_probe.is_some() && !too_old => {
+            let until = next_probe.unwrap_or_else(Instant::now);
+            let wait = until.saturating_duration_since(Instant::now());
+            rt.record(AttemptKind::Retried, recent);
+            if let Some(target) = failover_target(rt, row) {
+                tracing::warn!(notification_id = %id, channel = %rt.name, to_channel = target, attempt, code = %code,
+                    error = %masked, "Breaker probe failed; failing over to the next channel.");
+                record.decision = format!("failed_over:{target}");
+                Outcome::Reroute {
+                    channel: target.to_owned(),
+                    code,
+                    error: format!("breaker open on {}: {message}", rt.name),
+                }
+            } else {
+                tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, retry_in_ms = millis(wait),
+                    error = %masked, "Breaker probe failed; waiting for the next probe without spending an attempt.");
+                record.decision = "probe_failed".into();
+                Outcome::Retry {
+                    run_at_ms: now + millis(wait),
+                    refund_attempt: true,
+                    code,
+                    error: message,
+                }
+            }
+        }
         DeliveryError::Transient { retry_after, .. }
             if attempt < policy.max_attempts && !too_old =>
         {
             let wait = backoff(policy, attempt, *retry_after, &mut rand::rng());
             tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, retry_in_ms = millis(wait),
-                error = %message, "Delivery failed; will retry.");
+                error = %masked, "Delivery failed; will retry.");
             rt.record(AttemptKind::Retried, recent);
             record.decision = "retry".into();
-            let outcome = Outcome::Retry {
+            Outcome::Retry {
                 run_at_ms: now + millis(wait),
                 refund_attempt: false,
                 code,
                 error: message,
-            };
-            (outcome, Verdict::Failure)
+            }
         }
         DeliveryError::Transient { .. } => {
             let why = if too_old {
@@ -128,30 +174,28 @@ pub fn decide(
                     "Failing over to the next channel: {why}.");
                 rt.record(AttemptKind::Retried, recent);
                 record.decision = format!("failed_over:{target}");
-                let outcome = Outcome::Reroute {
+                Outcome::Reroute {
                     channel: target.to_owned(),
                     code,
                     error: format!("{why} on {}: {message}", rt.name),
-                };
-                (outcome, Verdict::Failure)
+                }
             } else {
                 if rt.is_critical() {
                     rt.record_dead_critical();
-                    tracing::error!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %message,
+                    tracing::error!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %masked,
                         critical = true, "Critical notification is dead: {why}.");
                 } else {
-                    tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %message,
+                    tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %masked,
                         "Notification is dead: {why}.");
                 }
                 rt.record(AttemptKind::Failed, recent);
                 record.decision = "dead".into();
-                let outcome = Outcome::Finish {
+                Outcome::Finish {
                     state: State::Dead,
                     code,
                     error: message,
                     fallback: true,
-                };
-                (outcome, Verdict::Failure)
+                }
             }
         }
         DeliveryError::RateLimited { retry_after } => {
@@ -165,29 +209,27 @@ pub fn decide(
                 "Provider rate-limited the send; waiting without spending an attempt.");
             rt.record(AttemptKind::Retried, recent);
             record.decision = "rate_limited".into();
-            let outcome = Outcome::Retry {
+            Outcome::Retry {
                 run_at_ms: now + millis(wait),
                 refund_attempt: true,
                 code,
                 error: message,
-            };
-            (outcome, Verdict::Neutral)
+            }
         }
         DeliveryError::InvalidRecipient { .. } | DeliveryError::Permanent { .. } => {
             tracing::warn!(notification_id = %id, channel = %rt.name, attempt, class = err.class(), code = %code,
-                error = %message, "Notification rejected.");
+                error = %masked, "Notification rejected.");
             rt.record(AttemptKind::Failed, recent);
             record.decision = "failed".into();
-            let outcome = Outcome::Finish {
+            Outcome::Finish {
                 state: State::Failed,
                 code,
                 error: message,
                 fallback: true,
-            };
-            (outcome, Verdict::Neutral)
+            }
         }
         DeliveryError::ChannelFault { .. } => {
-            tracing::error!(channel = %rt.name, code = %code, error = %message, hold = ?config.fault_hold,
+            tracing::error!(notification_id = %id, channel = %rt.name, code = %code, error = %masked, hold = ?config.fault_hold,
                 "The provider refused our credentials or configuration; holding the channel. Its notifications stay queued.");
             rt.hold(
                 config.fault_hold,
@@ -195,14 +237,229 @@ pub fn decide(
             );
             rt.record(AttemptKind::Retried, recent);
             record.decision = "held".into();
-            let outcome = Outcome::Retry {
+            Outcome::Retry {
                 run_at_ms: now + millis(config.fault_hold),
                 refund_attempt: true,
                 code,
                 error: message,
-            };
-            (outcome, Verdict::Neutral)
+            }
         }
     };
-    (completion(outcome, record), verdict)
+    completion(outcome, record)
+}
+
+/// `text` with every occurrence of the recipient (ASCII case-insensitive: mail servers change
+/// the case of addresses) replaced by its masked form, for logs.
+pub fn mask_in(text: &str, recipient: &str) -> String {
+    let needle = recipient.trim();
+    if needle.is_empty() {
+        return text.to_owned();
+    }
+    let masked = mask_recipient(needle);
+    let (hay, pat) = (text.to_ascii_lowercase(), needle.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    // ASCII lowercasing keeps byte offsets, so matches in `hay` are char boundaries in `text`.
+    for (at, _) in hay.match_indices(&pat) {
+        if at < rest {
+            continue;
+        }
+        out.push_str(&text[rest..at]);
+        out.push_str(&masked);
+        rest = at + pat.len();
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use figment::providers::Env;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::registry::Registry;
+
+    const TO: &str = "+15551234567";
+
+    fn runtime(policy: &str) -> Arc<ChannelRuntime> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notifyd.toml");
+        let text = format!(
+            "[channels.sms]\nkind = \"log\"\n{policy}\n[channels.sms-backup]\nkind = \"log\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config =
+            Config::load_with_env(Some(&path), Env::prefixed("NOTIFYD_UNIT_UNUSED_")).unwrap();
+        Registry::build(&config)
+            .unwrap()
+            .get("sms")
+            .unwrap()
+            .clone()
+    }
+
+    fn row(attempt: u32, age: Duration) -> Claimed {
+        Claimed {
+            message: notifyd_channels::Message {
+                id: "n1".into(),
+                channel: "sms".into(),
+                to: TO.into(),
+                subject: None,
+                body: Some("hi".into()),
+                html: None,
+                data: None,
+                created_at: SystemTime::now() - age,
+            },
+            attempt,
+            expires_at_ms: None,
+            tried: Vec::new(),
+        }
+    }
+
+    fn run(rt: &ChannelRuntime, row: &Claimed, next_probe: Option<Instant>) -> Completion {
+        let err = DeliveryError::transient("http_503", "unavailable");
+        decide(
+            rt,
+            &DispatcherConfig::default(),
+            row,
+            Err(err),
+            now_ms(),
+            Duration::from_millis(3),
+            next_probe,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_waits_for_the_next_probe_and_refunds_its_attempt() {
+        let rt = runtime("retry = { max_attempts = 2 }");
+        let before = now_ms();
+        let next = Instant::now() + Duration::from_secs(5);
+        // The last allowed attempt: without the breaker's word this would be dead.
+        let c = run(&rt, &row(2, Duration::ZERO), Some(next));
+        match c.outcome {
+            Outcome::Retry {
+                run_at_ms,
+                refund_attempt,
+                ..
+            } => {
+                assert!(refund_attempt);
+                assert!(
+                    (before + 4_900..=now_ms() + 5_000).contains(&run_at_ms),
+                    "due at the next probe, not after backoff: {}",
+                    run_at_ms - before
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.record.unwrap().decision, "probe_failed");
+    }
+
+    #[tokio::test]
+    async fn the_same_failure_outside_a_probe_spends_the_last_attempt() {
+        let rt = runtime("retry = { max_attempts = 2 }");
+        let c = run(&rt, &row(2, Duration::ZERO), None);
+        assert!(
+            matches!(
+                c.outcome,
+                Outcome::Finish {
+                    state: State::Dead,
+                    ..
+                }
+            ),
+            "{:?}",
+            c.outcome
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_fails_over_when_the_channel_has_a_failover() {
+        let rt = runtime("failover = [\"sms-backup\"]");
+        let c = run(
+            &rt,
+            &row(1, Duration::ZERO),
+            Some(Instant::now() + Duration::from_secs(5)),
+        );
+        assert!(
+            matches!(&c.outcome, Outcome::Reroute { channel, .. } if channel == "sms-backup"),
+            "{:?}",
+            c.outcome
+        );
+        assert_eq!(c.record.unwrap().decision, "failed_over:sms-backup");
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_past_max_age_ends_so_an_endless_outage_terminates() {
+        let rt = runtime("retry = { max_attempts = 5, max_age = \"1h\" }");
+        let c = run(
+            &rt,
+            &row(1, Duration::from_secs(7200)),
+            Some(Instant::now() + Duration::from_secs(5)),
+        );
+        assert!(
+            matches!(
+                c.outcome,
+                Outcome::Finish {
+                    state: State::Dead,
+                    ..
+                }
+            ),
+            "{:?}",
+            c.outcome
+        );
+    }
+
+    #[tokio::test]
+    async fn the_recipient_quoted_by_a_provider_is_masked_in_the_channel_health() {
+        let rt = runtime("");
+        let reason = format!("21211: The 'To' number {TO} is not a valid phone number.");
+        let c = decide(
+            &rt,
+            &DispatcherConfig::default(),
+            &row(1, Duration::ZERO),
+            Err(DeliveryError::invalid_recipient("21211", reason)),
+            now_ms(),
+            Duration::ZERO,
+            None,
+        );
+        let shown = rt.health().last_error.unwrap().message;
+        assert!(!shown.contains(TO), "{shown}");
+        assert!(shown.contains("+155***67"), "{shown}");
+        // The attempt row, behind the API's own access control, keeps what the provider said.
+        assert!(c.record.unwrap().error.unwrap().contains(TO));
+    }
+
+    #[test]
+    fn every_occurrence_of_the_recipient_is_masked() {
+        assert_eq!(
+            mask_in("The 'To' number +15551234567 (+15551234567) is invalid", TO),
+            "The 'To' number +155***67 (+155***67) is invalid"
+        );
+    }
+
+    #[test]
+    fn an_address_is_masked_whatever_case_the_mail_server_used() {
+        assert_eq!(
+            mask_in(
+                "550 5.1.1 <Alice@Example.COM>: Recipient address rejected",
+                "alice@example.com"
+            ),
+            "550 5.1.1 <a***@example.com>: Recipient address rejected"
+        );
+    }
+
+    #[test]
+    fn text_without_the_recipient_is_unchanged() {
+        assert_eq!(mask_in("503 unavailable", TO), "503 unavailable");
+        assert_eq!(mask_in("503 unavailable", ""), "503 unavailable");
+    }
+
+    #[test]
+    fn non_ascii_text_around_the_recipient_survives() {
+        assert_eq!(
+            mask_in("Empfänger +15551234567 ungültig", TO),
+            "Empfänger +155***67 ungültig"
+        );
+    }
 }

@@ -1,8 +1,10 @@
 //! Pulls due notifications from the queue and delivers them.
 //!
 //! One loop per channel: it waits for a free slot of the channel's bulkhead, claims as many due
-//! rows as it has free slots (so a claimed row never waits for a slot while its lease runs),
-//! and starts one send per row. Each send's outcome is classified ([`decide`]) into the row's
+//! rows as it has free slots (so a claimed row never waits for a slot while its lease runs) and
+//! its rate limit releases within half the lease margin (so a row waiting for its token never
+//! outlives its lease), and starts one send per row, which takes its token right before the
+//! provider is called. Each send's outcome is classified ([`decide`]) into the row's
 //! next state and written back. Enqueues in this process wake the loop at once; polling finds
 //! rows written by other processes and retries coming due. The table is the truth: wake-ups and
 //! polls are only hints.
@@ -22,7 +24,7 @@ use crate::config::DispatcherConfig;
 use crate::outbox::{
     AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, now_ms,
 };
-use crate::policy::{Admission, Verdict};
+use crate::policy::{Admission, Ticket, Verdict};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::systemd::Notifier;
 
@@ -183,8 +185,10 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
                 continue;
             }
         };
-        // The rate limit decides how many now.
-        match rt.limiter.acquire(want) {
+        // The rate limit decides how many may be claimed: no more than it releases within half
+        // the lease margin, so a row waiting for its token never outlives its lease. The tokens
+        // themselves are taken right before each send.
+        match rt.limiter.claimable(want, config.lease_margin / 2) {
             Ok(n) => want = n,
             Err(next) => {
                 drop(first);
@@ -202,7 +206,6 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(channel = %rt.name, error = %e, "Claim failed; will retry.");
-                rt.limiter.refund(want);
                 if let Some(n) = probes {
                     rt.breaker.unused_probes(n);
                 }
@@ -212,7 +215,6 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
             }
         };
         let got = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
-        rt.limiter.refund(want - got);
         if let Some(n) = probes {
             rt.breaker.unused_probes(n.saturating_sub(got));
         }
@@ -226,11 +228,13 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
                     Err(_) => return,
                 },
             };
+            let ticket = rt.limiter.ticket();
             tokio::spawn(send_one(
                 rt.clone(),
                 shared.clone(),
                 row,
                 permit,
+                ticket,
                 probes.is_some(),
             ));
         }
@@ -301,6 +305,7 @@ async fn send_one(
     shared: Arc<Shared>,
     row: Claimed,
     permit: OwnedSemaphorePermit,
+    ticket: Ticket,
     probe: bool,
 ) {
     let mut abandon = shared.signals.abandon.clone();
@@ -326,8 +331,10 @@ async fn send_one(
             decision: decision.to_owned(),
         }),
     };
-    let mut verdict = Verdict::Neutral;
+    let mut recorded = false;
     let completion = if row.expires_at_ms.is_some_and(|t| t <= started_at) {
+        drop(ticket);
+        note_expired(&rt, &id);
         Completion {
             id: id.clone(),
             attempt,
@@ -340,6 +347,8 @@ async fn send_one(
             record: None,
         }
     } else if let Err(next) = rt.limiter.acquire_recipient(&row.message.to) {
+        // Checked before the channel's token is taken: a held-back send costs the channel none.
+        drop(ticket);
         let wait = next.saturating_duration_since(Instant::now());
         refund(
             started_at + decide::millis(wait),
@@ -352,9 +361,15 @@ async fn send_one(
             attempt,
             idempotency_key: id.clone(),
         };
-        let clock = Instant::now();
+        // The channel's token is taken right before the provider is called, so the pace the
+        // provider sees is the limiter's, whatever the claim or spawn took.
         let sent = tokio::select! {
-            r = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx)) => Some(r),
+            r = async {
+                rt.limiter.until_token(ticket).await;
+                let clock = Instant::now();
+                let r = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx)).await;
+                (r, clock.elapsed())
+            } => Some(r),
             _ = abandon.wait_for(|a| *a) => None,
         };
         match sent {
@@ -364,7 +379,7 @@ async fn send_one(
                 outcome: Outcome::Release,
                 record: None,
             },
-            Some(result) => {
+            Some((result, latency)) => {
                 let result = result.unwrap_or_else(|_| {
                     Err(DeliveryError::transient(
                         "timeout",
@@ -374,20 +389,25 @@ async fn send_one(
                         ),
                     ))
                 });
-                let (completion, v) = decide(
+                let verdict = decide::verdict(&result);
+                let next_probe = rt.breaker.record(verdict, probe);
+                recorded = true;
+                decide(
                     &rt,
                     &shared.config,
                     &row,
                     result,
                     started_at,
-                    clock.elapsed(),
-                );
-                verdict = v;
-                completion
+                    latency,
+                    next_probe,
+                )
             }
         }
     };
-    rt.breaker.record(verdict, probe);
+    if !recorded {
+        // Not sent: says nothing about the provider, and a probe slot it held is free again.
+        rt.breaker.record(Verdict::Neutral, probe);
+    }
     let rerouted_to = match &completion.outcome {
         Outcome::Reroute { channel, .. } => Some(channel.clone()),
         _ => None,
@@ -403,6 +423,19 @@ async fn send_one(
             "Could not record the outcome; the notification will be retried when its lease expires."),
     }
     drop(permit);
+}
+
+/// A notification whose `expires_at` passed unsent. An optional channel's is dropped quietly;
+/// a critical channel's is an error and counted (`notifyd_expired_critical_total`) like a
+/// critical one that ended dead, so an alert can fire.
+fn note_expired(rt: &ChannelRuntime, id: &str) {
+    if rt.is_critical() {
+        rt.record_expired_critical();
+        tracing::error!(notification_id = %id, channel = %rt.name, critical = true,
+            "Critical notification expired before it could be sent.");
+    } else {
+        tracing::debug!(notification_id = %id, channel = %rt.name, "Notification expired before it could be sent.");
+    }
 }
 
 /// Expires overdue rows, fails rows of unknown channels, and tells systemd the dispatcher is
@@ -425,9 +458,14 @@ async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
                         "Retention purged old rows."
                     );
                 }
-                if r.expired > 0 || r.orphaned > 0 {
+                for row in &r.expired {
+                    if let Some(rt) = shared.registry.get(&row.channel) {
+                        note_expired(rt, &row.id);
+                    }
+                }
+                if !r.expired.is_empty() || r.orphaned > 0 {
                     tracing::info!(
-                        expired = r.expired,
+                        expired = r.expired.len(),
                         unknown_channel = r.orphaned,
                         "Swept the queue."
                     );

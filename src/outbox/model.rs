@@ -377,8 +377,8 @@ pub struct Retention {
 /// What a maintenance sweep changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Queued rows past their `expires_at`, now `expired`.
-    pub expired: u64,
+    /// Queued rows past their `expires_at`, now `expired` (critical channels alert on them).
+    pub expired: Vec<ExpiredRow>,
     /// Rows naming a channel that is not configured (queued, or leased by a dispatcher that is
     /// gone), now `dead` with `unknown_channel`: listed and replayable once the channel exists.
     pub orphaned: u64,
@@ -386,4 +386,11 @@ pub struct SweepReport {
     pub purged: u64,
     /// Unmatched receipts deleted by retention.
     pub receipts_purged: u64,
+}
+
+/// A notification the sweep expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRow {
+    pub id: String,
+    pub channel: String,
 }

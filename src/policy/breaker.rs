@@ -155,14 +155,26 @@ impl Breaker {
 
     /// Records a finished call. `probe` says whether it was admitted as a probe; a call started
     /// in another phase than the current one is ignored (it says nothing about now).
-    pub fn record(&self, verdict: Verdict, probe: bool) {
+    ///
+    /// For a failed probe, returns when the breaker will probe next (the breaker is open again):
+    /// the probed notification waits for that like every deferred one, so an outage never
+    /// spends its attempts one probe at a time. `None` for every other call.
+    pub fn record(&self, verdict: Verdict, probe: bool) -> Option<Instant> {
         if !self.config.enabled {
-            return;
+            return None;
         }
         let now = Instant::now();
         let mut inner = self.lock();
+        self.record_locked(&mut inner, verdict, probe, now);
+        match inner.phase {
+            Phase::Open { until } if probe && verdict == Verdict::Failure => Some(until),
+            _ => None,
+        }
+    }
+
+    fn record_locked(&self, inner: &mut Inner, verdict: Verdict, probe: bool, now: Instant) {
         match (inner.phase, probe) {
-            (Phase::Closed, false) => self.record_closed(&mut inner, verdict, now),
+            (Phase::Closed, false) => self.record_closed(inner, verdict, now),
             (
                 Phase::HalfOpen {
                     in_flight,
@@ -174,7 +186,7 @@ impl Breaker {
                 match verdict {
                     Verdict::Failure => {
                         inner.reopenings += 1;
-                        self.open(&mut inner, now, "a probe failed");
+                        self.open(inner, now, "a probe failed");
                     }
                     Verdict::Success if succeeded + 1 >= self.config.probes => {
                         inner.phase = Phase::Closed;
@@ -321,7 +333,7 @@ mod tests {
 
     fn calls(b: &Breaker, verdicts: &[Verdict]) {
         for v in verdicts {
-            b.record(*v, false);
+            assert_eq!(b.record(*v, false), None);
         }
     }
 
@@ -430,9 +442,56 @@ mod tests {
         for expected in [60_000, 100_000, 100_000] {
             tokio::time::advance(Duration::from_secs(100)).await;
             assert_eq!(b.admit(1), Admission::Probe(1));
-            b.record(Failure, true);
+            let next = b.record(Failure, true);
             assert_eq!(b.view().next_probe_in_ms, Some(expected));
+            assert_eq!(next, Some(Instant::now() + Duration::from_millis(expected)));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_failing_after_another_reopened_it_also_learns_the_next_probe_time() {
+        let b = Breaker::new(
+            "c",
+            false,
+            BreakerConfig {
+                probes: 2,
+                ..config()
+            },
+        );
+        calls(&b, &[Failure; 4]);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(b.admit(2), Admission::Probe(2));
+        let first = b.record(Failure, true);
+        assert_eq!(first, Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(
+            b.record(Failure, true),
+            first,
+            "same wait as the first probe"
+        );
+        assert_eq!(
+            b.view().opened_total,
+            2,
+            "the late probe did not re-open it again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_failed_probe_learns_a_next_probe_time() {
+        let b = Breaker::new(
+            "c",
+            false,
+            BreakerConfig {
+                probes: 2,
+                ..config()
+            },
+        );
+        calls(&b, &[Failure; 4]);
+        // A late failure from before the trip: ignored, and not a probe.
+        assert_eq!(b.record(Failure, false), None);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(b.admit(2), Admission::Probe(2));
+        assert_eq!(b.record(Neutral, true), None);
+        assert_eq!(b.record(Success, true), None);
     }
 
     #[tokio::test(start_paused = true)]

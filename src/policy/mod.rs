@@ -6,4 +6,4 @@ pub mod breaker;
 pub mod rate_limit;
 
 pub use breaker::{Admission, Breaker, BreakerView, Verdict};
-pub use rate_limit::{Gcra, RateLimiter};
+pub use rate_limit::{Gcra, RateLimiter, Ticket};

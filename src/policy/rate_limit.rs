@@ -1,13 +1,16 @@
 //! Rate limits: GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp)
 //! for the channel as a whole and, optionally, for each recipient.
 //!
-//! Waiting for a token never fails a notification and never blocks another channel: the
-//! channel's loop claims only as many rows as it has tokens, and a recipient over its own limit
-//! is put back in the queue until its next token, without spending an attempt.
+//! Waiting for a token never fails a notification and never blocks another channel: each send
+//! takes its channel token right before it calls the provider (so claim, spawn and connect
+//! jitter cannot bunch sends), waiting in turn; the channel's loop claims only as many rows as
+//! the limiter releases within a fraction of the lease, so a waiting row's lease never runs
+//! out. A recipient over its own limit is put back in the queue until its next token, without
+//! spending an attempt or a channel token.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -40,8 +43,13 @@ impl Gcra {
 
     /// Calls allowed right now.
     pub fn available(&self, now: Instant) -> u32 {
+        self.releasable(now, Duration::ZERO)
+    }
+
+    /// Calls allowed from now until `now + within`, if none is taken meanwhile.
+    pub fn releasable(&self, now: Instant, within: Duration) -> u32 {
         let base = self.tat.max(now);
-        let limit = now + self.tolerance;
+        let limit = now + within + self.tolerance;
         if base > limit {
             return 0;
         }
@@ -56,10 +64,25 @@ impl Gcra {
 
     /// When the next call is allowed.
     pub fn next_at(&self, now: Instant) -> Instant {
-        if self.available(now) > 0 {
-            now
-        } else {
-            self.tat.max(now) - self.tolerance
+        self.nth_at(now, 1)
+    }
+
+    /// When the `n`-th next call (1-based) is allowed, if none is taken meanwhile.
+    pub fn nth_at(&self, now: Instant, n: u32) -> Instant {
+        let at = self.tat.max(now) + self.interval * n.saturating_sub(1);
+        at.checked_sub(self.tolerance).unwrap_or(now).max(now)
+    }
+}
+
+/// A claimed send that will take a channel token: counted until it does (or is dropped), so the
+/// loop never claims more rows than the limiter releases within the lease.
+#[derive(Debug)]
+pub struct Ticket(Option<Arc<AtomicU32>>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            n.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -68,6 +91,10 @@ impl Gcra {
 #[derive(Debug)]
 pub struct RateLimiter {
     channel: Option<Mutex<Gcra>>,
+    /// Sends waiting for a channel token take turns, first come first served.
+    turn: tokio::sync::Mutex<()>,
+    /// Claimed sends that have not taken their channel token yet.
+    expected: Arc<AtomicU32>,
     per_recipient: Option<(Rate, Mutex<HashMap<String, Gcra>>)>,
     /// Times a send had to wait for a token (channel or recipient).
     waits: AtomicU64,
@@ -79,6 +106,8 @@ impl RateLimiter {
         let now = Instant::now();
         Self {
             channel: config.map(|c| Mutex::new(Gcra::new(&c.channel, now))),
+            turn: tokio::sync::Mutex::new(()),
+            expected: Arc::new(AtomicU32::new(0)),
             per_recipient: config
                 .and_then(|c| c.per_recipient.clone())
                 .map(|r| (r, Mutex::new(HashMap::new()))),
@@ -86,31 +115,58 @@ impl RateLimiter {
         }
     }
 
-    /// Takes up to `want` channel tokens; returns how many were taken, or when to look again.
-    pub fn acquire(&self, want: u32) -> Result<u32, Instant> {
+    /// How many of `want` rows may be claimed now so that each gets its channel token within
+    /// `within`, counting the claimed sends still waiting for theirs; or, if none, when to look
+    /// again. Takes no token.
+    pub fn claimable(&self, want: u32, within: Duration) -> Result<u32, Instant> {
         let Some(bucket) = &self.channel else {
             return Ok(want);
         };
         let now = Instant::now();
-        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let n = b.available(now).min(want);
-        if n == 0 {
-            self.waits.fetch_add(1, Ordering::Relaxed);
-            return Err(b.next_at(now));
+        let b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = self.expected.load(Ordering::Relaxed);
+        let free = b.releasable(now, within).saturating_sub(waiting);
+        if free == 0 {
+            let at = b.nth_at(now, waiting.saturating_add(1));
+            let at = at.checked_sub(within).unwrap_or(now);
+            return Err(at.max(now + Duration::from_millis(1)));
         }
-        b.take(n, now);
-        Ok(n)
+        Ok(free.min(want))
     }
 
-    /// Gives back channel tokens taken by [`RateLimiter::acquire`] but not used.
-    pub fn refund(&self, n: u32) {
-        if n == 0 {
-            return;
+    /// Counts one claimed send that will call [`RateLimiter::until_token`].
+    pub fn ticket(&self) -> Ticket {
+        if self.channel.is_none() {
+            return Ticket(None);
         }
-        if let Some(bucket) = &self.channel {
-            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-            let back = b.interval * n;
-            b.tat = b.tat.checked_sub(back).unwrap_or(b.tat);
+        self.expected.fetch_add(1, Ordering::Relaxed);
+        Ticket(Some(self.expected.clone()))
+    }
+
+    /// Waits, in turn, until a channel token is free and takes it: call it right before the
+    /// provider is. Cancel safe: a dropped wait takes no token.
+    pub async fn until_token(&self, ticket: Ticket) {
+        let Some(bucket) = &self.channel else {
+            return;
+        };
+        let _turn = self.turn.lock().await;
+        let mut waited = false;
+        loop {
+            let next = {
+                let now = Instant::now();
+                let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+                if b.available(now) > 0 {
+                    b.take(1, now);
+                    drop(ticket);
+                    return;
+                }
+                b.next_at(now)
+            };
+            if !waited {
+                waited = true;
+                self.waits.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep_until(next).await;
         }
     }
 
@@ -183,20 +239,31 @@ mod tests {
         assert_eq!(g.next_at(start), start + Duration::from_millis(500));
     }
 
+    fn limiter(per_second: f64, burst: u32) -> Arc<RateLimiter> {
+        Arc::new(RateLimiter::new(Some(&RateLimitConfig {
+            channel: rate(per_second, burst),
+            per_recipient: None,
+        })))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn over_any_window_calls_never_exceed_burst_plus_rate_times_length() {
-        let limiter = RateLimiter::new(Some(&RateLimitConfig {
-            channel: rate(20.0, 5),
-            per_recipient: None,
-        }));
-        let mut times = Vec::new();
-        let start = Instant::now();
-        while Instant::now() < start + Duration::from_secs(3) {
-            match limiter.acquire(3) {
-                Ok(n) => times.extend(std::iter::repeat_n(Instant::now(), n as usize)),
-                Err(at) => tokio::time::sleep_until(at).await,
-            }
+        let limiter = limiter(20.0, 5);
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let mut sends = Vec::new();
+        for _ in 0..60 {
+            let (limiter, times) = (limiter.clone(), times.clone());
+            let ticket = limiter.ticket();
+            sends.push(tokio::spawn(async move {
+                limiter.until_token(ticket).await;
+                times.lock().unwrap().push(Instant::now());
+            }));
         }
+        for s in sends {
+            s.await.unwrap();
+        }
+        let times = times.lock().unwrap().clone();
+        assert_eq!(times.len(), 60);
         for i in 0..times.len() {
             for j in i..times.len() {
                 let span = (times[j] - times[i]).as_secs_f64();
@@ -208,11 +275,41 @@ mod tests {
                 );
             }
         }
-        assert!(
-            times.len() >= 60,
-            "the limit was not reached: {}",
-            times.len()
+        let took = *times.last().unwrap() - times[0];
+        assert_eq!(
+            took,
+            Duration::from_millis(55 * 50),
+            "the limit was reached"
         );
+        assert_eq!(limiter.waits(), 55);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_are_limited_to_what_the_bucket_releases_within_the_horizon() {
+        let limiter = limiter(10.0, 5);
+        // Full bucket: 5 now, then one every 100 ms: 5 + 10 within one second.
+        assert_eq!(limiter.claimable(100, Duration::from_secs(1)), Ok(15));
+        let tickets: Vec<Ticket> = (0..15).map(|_| limiter.ticket()).collect();
+        let next = limiter.claimable(100, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(next - Instant::now(), Duration::from_millis(100));
+        // A claimed send that will not be sent gives its place back.
+        drop(tickets);
+        assert_eq!(limiter.claimable(3, Duration::from_secs(1)), Ok(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_wait_takes_no_token() {
+        let limiter = limiter(1.0, 1);
+        limiter.until_token(limiter.ticket()).await;
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(10),
+            limiter.until_token(limiter.ticket()),
+        )
+        .await;
+        assert!(waiting.is_err(), "the second token is a second away");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(limiter.tokens(), Some(1));
+        assert_eq!(limiter.claimable(5, Duration::ZERO), Ok(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -232,21 +329,10 @@ mod tests {
         assert_eq!(limiter.waits(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refunded_tokens_can_be_taken_again() {
-        let limiter = RateLimiter::new(Some(&RateLimitConfig {
-            channel: rate(1.0, 3),
-            per_recipient: None,
-        }));
-        assert_eq!(limiter.acquire(3), Ok(3));
-        limiter.refund(2);
-        assert_eq!(limiter.acquire(3), Ok(2));
-    }
-
     #[test]
     fn unlimited_gives_what_is_asked() {
         let limiter = RateLimiter::new(None);
-        assert_eq!(limiter.acquire(500), Ok(500));
+        assert_eq!(limiter.claimable(500, Duration::ZERO), Ok(500));
         assert_eq!(limiter.tokens(), None);
     }
 }

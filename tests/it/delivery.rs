@@ -153,6 +153,126 @@ async fn a_notification_past_its_expiry_is_expired_not_sent() {
 }
 
 #[tokio::test]
+async fn a_critical_notification_that_expires_is_counted_for_alerting_an_optional_one_is_not() {
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![("retry-after", "3".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let policy = "retry = { max_attempts = 50, base = \"1s\", max = \"5s\" }";
+    let d = TestDaemon::start(&format!(
+        "{}{}",
+        webhook(
+            "pager",
+            &sink.url(),
+            &format!("criticality = \"critical\"\n{policy}")
+        ),
+        webhook("digest", &sink.url(), policy),
+    ))
+    .await;
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(600);
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut ids = Vec::new();
+    for channel in ["pager", "digest"] {
+        ids.push(
+            d.accept(json!({"channel": channel, "to": "t", "body": "b", "expires_at": expires}))
+                .await,
+        );
+    }
+    for id in &ids {
+        d.wait_for_state(id, "expired").await;
+    }
+    let counted = |body: &serde_json::Value, name: &str| {
+        body["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["since_start"]["expired_critical"]
+            .as_u64()
+            .unwrap()
+    };
+    // The sweep that expired it counts it right after: poll, no time budget.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = d.get("/v1/channels").await;
+        if counted(&body, "pager") == 1 {
+            assert_eq!(
+                counted(&body, "digest"),
+                0,
+                "optional channels are not counted"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never counted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = d
+        .http
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("notifyd_expired_critical_total{channel=\"pager\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("notifyd_expired_critical_total{channel=\"digest\"} 0"));
+}
+
+#[tokio::test]
+async fn a_send_held_back_by_its_recipient_limit_costs_the_channel_no_token() {
+    let sink = Sink::ok().await;
+    // Two channel tokens now, the next one 10 s later; one send a minute per recipient.
+    let d = TestDaemon::start(&webhook(
+        "sms",
+        &sink.url(),
+        "rate_limit = { per_minute = 6, burst = 2, per_recipient = { per_minute = 1, burst = 1 } }",
+    ))
+    .await;
+    let a1 = d
+        .accept(json!({"channel": "sms", "to": "+15550000001", "body": "1", "priority": "high"}))
+        .await;
+    let a2 = d
+        .accept(json!({"channel": "sms", "to": "+15550000001", "body": "2", "priority": "high"}))
+        .await;
+    let b = d
+        .accept(json!({"channel": "sms", "to": "+15550000002", "body": "3", "priority": "low"}))
+        .await;
+    d.wait_for_state(&a1, "delivered").await;
+    let b = d.wait_for_state(&b, "delivered").await;
+    let got = sink.received();
+    assert_eq!(
+        got.len(),
+        2,
+        "the second send to +15550000001 waits for its recipient"
+    );
+    // Had the held-back send taken the second channel token, this one would wait 10 s for the
+    // third: the receiver's clock separates the two cases by seconds.
+    let gap = got[1].at - got[0].at;
+    assert!(gap < Duration::from_secs(5), "{gap:?}");
+    assert_eq!(b["attempts"], 1);
+    let (_, a2) = d.get(&format!("/v1/notifications/{a2}")).await;
+    assert_eq!(a2["state"], "queued", "{a2}");
+    assert_eq!(a2["attempts"], 0, "waiting for a token spends no attempt");
+    assert_eq!(
+        a2["attempt_log"][0]["decision"], "waited_for_rate_limit",
+        "{a2}"
+    );
+}
+
+#[tokio::test]
 async fn priority_high_is_sent_before_normal_and_low() {
     let sink = Sink::ok().await;
     // One slot, so the order of sends is the order of claims.

@@ -304,7 +304,10 @@ async fn the_sweep_expires_overdue_rows_and_dead_letters_unknown_channels() {
     assert_eq!(
         report,
         SweepReport {
-            expired: 1,
+            expired: vec![ExpiredRow {
+                id: stale.clone(),
+                channel: "c".into(),
+            }],
             orphaned: 2,
             purged: 0,
             receipts_purged: 0,

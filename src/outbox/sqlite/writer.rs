@@ -702,9 +702,16 @@ impl Writer {
                      last_error = 'expires_at passed before it could be sent', updated_at = ?1
                  WHERE id IN (SELECT id FROM notifications
                               WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?1
-                              LIMIT 1000)",
+                              LIMIT 1000)
+                 RETURNING id, channel",
             )?
-            .execute(params![now])?;
+            .query_map(params![now], |r| {
+                Ok(ExpiredRow {
+                    id: r.get(0)?,
+                    channel: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         let known: HashSet<&str> = known.iter().map(String::as_str).collect();
         let live: Vec<String> = self
             .conn
@@ -729,7 +736,7 @@ impl Writer {
                 .execute(params![channel, now])?;
         }
         Ok(SweepReport {
-            expired: expired as u64,
+            expired,
             orphaned: orphaned as u64,
             purged,
             receipts_purged,
