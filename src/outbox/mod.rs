@@ -66,7 +66,8 @@ pub trait Outbox: Send + Sync + 'static {
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64>;
 
     /// Expires overdue queued rows, fails rows of channels not in `known_channels`, and purges
-    /// what `retention` says is old, each in bounded batches.
+    /// what `retention` says is old, each in bounded batches; purging goes on batch after batch
+    /// (each its own short write) while batches come back full, up to a bound per sweep.
     async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport>;
 
     /// Stores a verified receipt and applies it to its notification if that is known yet (else

@@ -764,3 +764,55 @@ async fn retention_purges_old_finished_rows_and_unmatched_receipts_but_keeps_dea
     assert_eq!(q.get(&dead).await.unwrap().unwrap().state, State::Dead);
     assert_eq!(q.get(&queued).await.unwrap().unwrap().state, State::Queued);
 }
+
+#[tokio::test]
+async fn one_sweep_purges_more_than_one_batch_of_old_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let total = writer::PURGE_BATCH * 2 + 37;
+    let items: Vec<NewNotification> = (0..total).map(|_| note("a")).collect();
+    q.enqueue(items).await.unwrap();
+    let unmatched = writer::PURGE_BATCH + 3;
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute(
+            "UPDATE notifications SET state = 'delivered', updated_at = 0",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO attempts (notification_id, attempt, started_at, latency_ms, outcome,
+                 decision)
+             SELECT id, 1, 0, 1, 'delivered', 'delivered' FROM notifications",
+            [],
+        )
+        .unwrap();
+        for i in 0..unmatched {
+            conn.execute(
+                "INSERT INTO receipts (channel, provider_id, status, provider_status, received_at)
+                 VALUES ('a', ?1, 'delivered', 'delivered', 0)",
+                [format!("P{i}")],
+            )
+            .unwrap();
+        }
+    }
+    let kept = put(&q, note("a")).await;
+
+    let report = q.sweep(&["a".to_owned()], &KEEP).await.unwrap();
+
+    assert_eq!(
+        (report.purged, report.receipts_purged),
+        (total as u64, unmatched as u64)
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    let left: (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM attempts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(left, (1, 0), "only the live notification is left");
+    assert_eq!(q.get(&kept).await.unwrap().unwrap().state, State::Queued);
+}

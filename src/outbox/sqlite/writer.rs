@@ -51,6 +51,11 @@ pub enum Op {
         receipt: InboundReceipt,
         reply: oneshot::Sender<Result<Option<String>>>,
     },
+    /// One more retention batch, when the sweep's came back full.
+    Purge {
+        retention: Retention,
+        reply: oneshot::Sender<Result<Purged>>,
+    },
     MoveDue {
         channel: String,
         how: OpenBreakerMove,
@@ -186,6 +191,7 @@ impl Writer {
                 reply,
             } => done!(reply, self.sweep(&known, &retention, now)),
             Op::Receipt { receipt, reply } => done!(reply, self.record_receipt(&receipt, now)),
+            Op::Purge { retention, reply } => done!(reply, self.purge(&retention, now)),
             Op::MoveDue {
                 channel,
                 how,
@@ -646,36 +652,43 @@ impl Writer {
         Ok(())
     }
 
-    fn purge(&self, retention: &Retention, now: i64) -> Result<(u64, u64)> {
+    /// One retention batch: at most [`PURGE_BATCH`] finished notifications (with their attempts
+    /// and receipts) and as many unmatched receipts. Short on purpose, so other writes never wait
+    /// long; [`super::SqliteOutbox::sweep`] asks again while batches come back full.
+    fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
         const OLD_FINISHED: &str = "SELECT id FROM notifications
              WHERE state IN ('delivered', 'failed', 'expired', 'cancelled') AND updated_at < ?1
-             LIMIT 500";
+             ORDER BY updated_at LIMIT ?2";
         let before = now - retention.finished_ms;
+        let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
         for table in ["attempts", "receipts"] {
             self.conn
                 .prepare_cached(&format!(
                     "DELETE FROM {table} WHERE notification_id IN ({OLD_FINISHED})"
                 ))?
-                .execute(params![before])?;
+                .execute(params![before, batch])?;
         }
-        let purged = self
+        let notifications = self
             .conn
             .prepare_cached(&format!(
                 "DELETE FROM notifications WHERE id IN ({OLD_FINISHED})"
             ))?
-            .execute(params![before])?;
-        let receipts_purged = self
+            .execute(params![before, batch])?;
+        let receipts = self
             .conn
             .prepare_cached(
                 "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts
-                     WHERE notification_id IS NULL AND received_at < ?1 LIMIT 500)",
+                     WHERE notification_id IS NULL AND received_at < ?1 LIMIT ?2)",
             )?
-            .execute(params![now - retention.unmatched_receipts_ms])?;
-        Ok((purged as u64, receipts_purged as u64))
+            .execute(params![now - retention.unmatched_receipts_ms, batch])?;
+        Ok(Purged {
+            notifications: notifications as u64,
+            receipts: receipts as u64,
+        })
     }
 
     fn sweep(&self, known: &[String], retention: &Retention, now: i64) -> Result<SweepReport> {
-        let (purged, receipts_purged) = self.purge(retention, now)?;
+        let purged = self.purge(retention, now)?;
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
         let expired = self
             .conn
@@ -711,9 +724,28 @@ impl Writer {
         Ok(SweepReport {
             expired: expired as u64,
             orphaned: orphaned as u64,
-            purged,
-            receipts_purged,
+            purged: purged.notifications,
+            receipts_purged: purged.receipts,
         })
+    }
+}
+
+/// Rows of each kind one retention batch deletes at most.
+pub const PURGE_BATCH: usize = 500;
+
+/// What one retention batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Finished notifications (with their attempts and receipts).
+    pub notifications: u64,
+    /// Receipts that never matched.
+    pub receipts: u64,
+}
+
+impl Purged {
+    /// Whether either kind filled its batch, so more may be waiting.
+    pub fn full(&self) -> bool {
+        self.notifications >= PURGE_BATCH as u64 || self.receipts >= PURGE_BATCH as u64
     }
 }
 
@@ -726,6 +758,7 @@ fn fail(op: Op, err: StoreError) {
         Op::Cancel { reply, .. } | Op::Replay { reply, .. } => drop(reply.send(Err(err))),
         Op::Sweep { reply, .. } => drop(reply.send(Err(err))),
         Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
+        Op::Purge { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
         Op::Ping { reply } => drop(reply.send(Err(err))),
     }
