@@ -326,7 +326,7 @@ impl Outbox for SqliteOutbox {
         Ok(report)
     }
 
-    async fn record_receipt(&self, receipt: InboundReceipt) -> Result<Option<String>> {
+    async fn record_receipt(&self, receipt: InboundReceipt) -> Result<RecordedReceipt> {
         self.call(|reply| Op::Receipt { receipt, reply }).await
     }
 

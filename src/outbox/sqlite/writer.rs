@@ -49,7 +49,7 @@ pub enum Op {
     },
     Receipt {
         receipt: InboundReceipt,
-        reply: oneshot::Sender<Result<Option<String>>>,
+        reply: oneshot::Sender<Result<RecordedReceipt>>,
     },
     /// One more retention batch, when the sweep's came back full.
     Purge {
@@ -573,17 +573,27 @@ impl Writer {
         Ok(moved as u64)
     }
 
-    fn record_receipt(&self, r: &InboundReceipt, now: i64) -> Result<Option<String>> {
+    /// Stores a receipt once and applies it to the notification of its own channel that
+    /// carries its provider id. The channel matters: a receipt verified with one channel's secret
+    /// must never touch another channel's notification, even if the provider ids collide. A
+    /// notification's `provider_id` is written only with `delivered`, and a delivered row never
+    /// changes channel again, so its `channel` column is the channel that produced that id (also
+    /// after a failover in place).
+    fn record_receipt(&self, r: &InboundReceipt, now: i64) -> Result<RecordedReceipt> {
         let target: Option<String> = rusqlite::OptionalExtension::optional(
             self.conn
-                .prepare_cached("SELECT id FROM notifications WHERE provider_id = ?1 LIMIT 1")?
-                .query_row(params![r.provider_id], |row| row.get(0)),
+                .prepare_cached(
+                    "SELECT id FROM notifications WHERE provider_id = ?1 AND channel = ?2 LIMIT 1",
+                )?
+                .query_row(params![r.provider_id, r.channel], |row| row.get(0)),
         )?;
-        self.conn
+        let inserted = self
+            .conn
             .prepare_cached(
                 "INSERT INTO receipts (channel, provider_id, status, provider_status, error_code,
                      received_at, notification_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (channel, provider_id, provider_status) DO NOTHING",
             )?
             .execute(params![
                 r.channel,
@@ -594,6 +604,13 @@ impl Writer {
                 now,
                 target,
             ])?;
+        if inserted == 0 {
+            // Already stored (and applied, if it matched): a replay changes nothing.
+            return Ok(RecordedReceipt {
+                notification_id: target,
+                duplicate: true,
+            });
+        }
         if let Some(id) = &target {
             self.apply_receipt(
                 id,
@@ -603,7 +620,10 @@ impl Writer {
                 now,
             )?;
         }
-        Ok(target)
+        Ok(RecordedReceipt {
+            notification_id: target,
+            duplicate: false,
+        })
     }
 
     /// A `failed` receipt turns a delivered notification into a failed one; nothing else
@@ -628,13 +648,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Receipts that arrived before this notification's provider id was recorded.
+    /// Receipts of this notification's channel that arrived before its provider id was
+    /// recorded (the notification was just delivered, so `channel` is the one that sent it).
     fn attach_early_receipts(&self, id: &str, provider_id: &str, now: i64) -> Result<()> {
         let early: Vec<(String, String, Option<String>)> = self
             .conn
             .prepare_cached(
                 "UPDATE receipts SET notification_id = ?1
                  WHERE provider_id = ?2 AND notification_id IS NULL
+                   AND channel = (SELECT channel FROM notifications WHERE id = ?1)
                  RETURNING status, provider_status, error_code",
             )?
             .query_map(params![id, provider_id], |r| {
