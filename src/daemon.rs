@@ -43,6 +43,14 @@ pub async fn open_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, StartErro
     Ok(Arc::new(outbox))
 }
 
+/// The rule `validate` applies to `server.listen`, applied to the endpoint actually bound (which
+/// a reload cannot change, and which systemd may have chosen): one reachable from other hosts
+/// needs a token.
+fn open_to_others(addr: &Endpoint, server: &crate::config::ServerConfig) -> Option<String> {
+    (!addr.is_local() && server.tokens().is_empty())
+        .then(|| format!("{addr} is reachable from other hosts and no server.auth_token is set"))
+}
+
 /// Loads the configured templates (none when `templates.dir` is not set).
 pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::TemplateError> {
     match &config.templates.dir {
@@ -111,10 +119,10 @@ impl Daemon {
         };
         let addr = bound.endpoint().map_err(bind_error)?;
         // A socket systemd passed was not checked by config validation: apply the same rule.
-        if !addr.is_local() && config.server.tokens().is_empty() {
+        if let Some(why) = open_to_others(&addr, &config.server) {
             return Err(bind_error(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!("{addr} is reachable from other hosts and no server.auth_token is set"),
+                why,
             )));
         }
         let live = Arc::new(RwLock::new(Live {
@@ -154,8 +162,16 @@ impl Daemon {
 
     /// Applies a new configuration without losing anything queued or in flight: channels,
     /// policies, templates and API tokens change; a new dispatcher starts while the old one
-    /// finishes its sends. An invalid configuration changes nothing.
+    /// finishes its sends. An invalid configuration changes nothing, and neither does one that
+    /// would leave the listener actually bound (a reload keeps it) reachable from other hosts
+    /// without a token: the new file's `listen` is not what is served.
     pub fn reload(&self, new: Config) -> Result<Reloaded, String> {
+        if let Some(why) = open_to_others(&self.addr, &new.server) {
+            return Err(format!(
+                "server.auth_token: {why} (a reload keeps the bound listener; a new \
+                 server.listen applies only at a restart)"
+            ));
+        }
         let registry = Arc::new(
             Registry::build(&new).map_err(|p| format!("channels:\n  {}", p.join("\n  ")))?,
         );
