@@ -30,9 +30,9 @@ pub enum Command {
     /// Run the daemon: HTTP API and dispatcher.
     Serve,
     /// Put one notification straight into the queue file (no daemon needed; a running daemon
-    /// picks it up). Prints {"id","state"}.
+    /// picks it up). Prints {"id","state"}. The queue must exist (`serve` creates it).
     Send(Box<SendArgs>),
-    /// Show a notification's state and attempts, read from the queue file.
+    /// Show a notification's state and attempts, read from the queue file (which must exist).
     Status {
         /// The notification id.
         id: String,
@@ -194,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Send(args) => send(config, cli.config.as_deref(), *args).await,
         Command::Status { id } => {
-            let outbox = daemon::open_outbox(&config).await?;
+            let outbox = daemon::open_existing_outbox(&config).await?;
             match outbox.get(&id).await? {
                 Some(view) => {
                     println!(
@@ -211,7 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(_) => Ok(ExitCode::SUCCESS),
         Command::DeadLetters { channel, limit } => {
-            let outbox = daemon::open_outbox(&config).await?;
+            let outbox = daemon::open_existing_outbox(&config).await?;
             let items = outbox
                 .dead_letters(channel.as_deref(), limit.clamp(1, 10_000))
                 .await?;
@@ -264,7 +264,7 @@ async fn replay(
     channel: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     use crate::outbox::Transition;
-    let outbox = daemon::open_outbox(config).await?;
+    let outbox = daemon::open_existing_outbox(config).await?;
     let ids: Vec<String> = match (id, all, channel) {
         (Some(id), _, _) => vec![id],
         (None, true, Some(channel)) => {
@@ -381,7 +381,7 @@ async fn send(
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    let outbox = daemon::open_outbox(&config).await?;
+    let outbox = daemon::open_existing_outbox(&config).await?;
     let result = outbox.enqueue(vec![new]).await?;
     match result.first() {
         Some(Enqueued::Created { id }) => {

@@ -15,17 +15,34 @@ use crate::registry::Registry;
 use crate::systemd::Notifier;
 use crate::templates::Templates;
 
-/// The daemon could not start.
+/// The daemon (or a CLI command) could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("queue: {0}")]
-    Queue(#[from] StoreError),
+    /// The queue file could not be opened or migrated. The store's error is part of the message,
+    /// not a `source`, so `{:#}` prints it once.
+    #[error("queue.url {url:?}: {error}")]
+    Queue { url: String, error: StoreError },
+    /// `queue.url` names no usable file.
     #[error("queue.url: {0}")]
     QueueUrl(String),
+    /// A command that works on an existing queue found no queue file there.
+    #[error(
+        "no queue at {} (queue.url = {url:?}): this command never creates one. Point queue.url \
+         (in the file given with --config, or NOTIFYD_QUEUE__URL) at the queue `notifyd serve` \
+         uses, e.g. sqlite:///var/lib/notifyd/notifyd.db on a service host",
+        .path.display()
+    )]
+    NoQueue {
+        path: std::path::PathBuf,
+        url: String,
+    },
+    /// One or more channels could not be built; each problem names its key.
     #[error("channels:\n  {}", .0.join("\n  "))]
     Channels(Vec<String>),
+    /// A template did not compile.
     #[error("{0}")]
     Templates(#[from] crate::templates::TemplateError),
+    /// The listener could not be bound (or may not be served as configured).
     #[error("server.listen: cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -33,14 +50,48 @@ pub enum StartError {
     },
 }
 
-/// Opens the queue named by the config.
+/// Opens the queue named by the config, creating and migrating the file if needed (`serve`).
 pub async fn open_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, StartError> {
     let path = config.queue.sqlite_path().map_err(StartError::QueueUrl)?;
+    open_at(config, path).await
+}
+
+/// Opens an existing queue (the CLI's `send`, `status`, `dead-letters`, `replay`): a missing
+/// file is an error naming the path, never a fresh empty queue that nobody serves, which would
+/// silently show nothing or swallow what is sent.
+pub async fn open_existing_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, StartError> {
+    let path = config.queue.sqlite_path().map_err(StartError::QueueUrl)?;
+    if !path.is_file() {
+        return Err(StartError::NoQueue {
+            path,
+            url: config.queue.url.clone(),
+        });
+    }
+    open_at(config, path).await
+}
+
+async fn open_at(
+    config: &Config,
+    path: std::path::PathBuf,
+) -> Result<Arc<SqliteOutbox>, StartError> {
+    let queue_error = |error| StartError::Queue {
+        url: config.queue.url.clone(),
+        error,
+    };
     let opts = SqliteOptions::new(path);
     let outbox = tokio::task::spawn_blocking(move || SqliteOutbox::open(&opts))
         .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        .map_err(|e| queue_error(StoreError::Internal(e.to_string())))?
+        .map_err(queue_error)?;
     Ok(Arc::new(outbox))
+}
+
+/// The rule `validate` applies to `server.listen`, applied to the endpoint actually bound (which
+/// a reload cannot change, and which systemd may have chosen): one reachable from other hosts
+/// needs a token.
+fn open_to_others(addr: &Endpoint, server: &crate::config::ServerConfig) -> Option<String> {
+    (!addr.is_local() && server.tokens().is_empty())
+        .then(|| format!("{addr} is reachable from other hosts and no server.auth_token is set"))
 }
 
 /// Loads the configured templates (none when `templates.dir` is not set).
@@ -111,10 +162,10 @@ impl Daemon {
         };
         let addr = bound.endpoint().map_err(bind_error)?;
         // A socket systemd passed was not checked by config validation: apply the same rule.
-        if !addr.is_local() && config.server.tokens().is_empty() {
+        if let Some(why) = open_to_others(&addr, &config.server) {
             return Err(bind_error(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!("{addr} is reachable from other hosts and no server.auth_token is set"),
+                why,
             )));
         }
         let live = Arc::new(RwLock::new(Live {
@@ -154,8 +205,16 @@ impl Daemon {
 
     /// Applies a new configuration without losing anything queued or in flight: channels,
     /// policies, templates and API tokens change; a new dispatcher starts while the old one
-    /// finishes its sends. An invalid configuration changes nothing.
+    /// finishes its sends. An invalid configuration changes nothing, and neither does one that
+    /// would leave the listener actually bound (a reload keeps it) reachable from other hosts
+    /// without a token: the new file's `listen` is not what is served.
     pub fn reload(&self, new: Config) -> Result<Reloaded, String> {
+        if let Some(why) = open_to_others(&self.addr, &new.server) {
+            return Err(format!(
+                "server.auth_token: {why} (a reload keeps the bound listener; a new \
+                 server.listen applies only at a restart)"
+            ));
+        }
         let registry = Arc::new(
             Registry::build(&new).map_err(|p| format!("channels:\n  {}", p.join("\n  ")))?,
         );

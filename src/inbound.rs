@@ -62,6 +62,19 @@ pub fn normalize(word: &str) -> ReceiptStatus {
     }
 }
 
+/// The URL Twilio signed: the configured public URL with the query string of the request as it
+/// arrived (which replaces one written in `url`, so a query is never appended twice); `url` as
+/// written when the request has none.
+fn signed_url(url: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => {
+            let base = url.split_once('?').map_or(url, |(base, _)| base);
+            format!("{base}?{q}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -81,10 +94,7 @@ pub fn verify_and_parse(
             let signature = header(headers, "x-twilio-signature")
                 .ok_or_else(|| InboundError::Unauthorized("missing X-Twilio-Signature".into()))?;
             let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-            let full_url = match query {
-                Some(q) if !q.is_empty() => format!("{url}?{q}"),
-                _ => url.clone(),
-            };
+            let full_url = signed_url(url, query);
             if !same_secret(
                 signature,
                 &twilio_signature(auth_token.expose(), &full_url, &params),
@@ -244,6 +254,28 @@ mod tests {
             ),
             Err(InboundError::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn a_public_url_that_already_has_a_query_is_signed_as_twilio_called_it() {
+        let config = ReceiptsConfig::Twilio {
+            auth_token: Secret::new("12345"),
+            url: "https://notify.example.com/v1/inbound/sms?tenant=a".into(),
+        };
+        let params: Vec<(String, String)> = form_urlencoded::parse(BODY.as_bytes())
+            .into_owned()
+            .collect();
+        let mut h = HeaderMap::new();
+        let called = "https://notify.example.com/v1/inbound/sms?tenant=a";
+        h.insert(
+            "x-twilio-signature",
+            HeaderValue::from_str(&twilio_signature("12345", called, &params)).unwrap(),
+        );
+        let r = verify_and_parse(&config, "sms", &h, Some("tenant=a"), BODY.as_bytes(), 0);
+        assert_eq!(r.map(|r| r.provider_id), Ok("SM0123".to_owned()));
+        // Behind a proxy that drops the query, the URL as configured is what Twilio signed.
+        let r = verify_and_parse(&config, "sms", &h, None, BODY.as_bytes(), 0);
+        assert_eq!(r.map(|r| r.provider_id), Ok("SM0123".to_owned()));
     }
 
     fn hmac() -> ReceiptsConfig {

@@ -68,8 +68,43 @@ impl ChannelStats {
 pub struct Counters {
     /// Notifications accepted through the API (new ones, not idempotent replays).
     pub accepted: AtomicU64,
-    /// Verified receipts by normalized status: delivered, failed, in progress.
+    /// Verified receipts by normalized status: delivered, failed, in progress (not counting
+    /// duplicates).
     receipts: [AtomicU64; 3],
+    /// Requests to the inbound endpoint by [`ReceiptOutcome`].
+    receipt_outcomes: [AtomicU64; 4],
+}
+
+/// What became of a request to `POST /v1/inbound/{channel}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    /// Verified and attached to its notification.
+    Matched,
+    /// Verified and stored, waiting for its notification's provider id.
+    Unmatched,
+    /// Verified, but already stored: nothing changed.
+    Duplicate,
+    /// Unsigned, wrongly signed or stale (401).
+    Refused,
+}
+
+impl ReceiptOutcome {
+    const ALL: [Self; 4] = [
+        Self::Matched,
+        Self::Unmatched,
+        Self::Duplicate,
+        Self::Refused,
+    ];
+
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Matched => "matched",
+            Self::Unmatched => "unmatched",
+            Self::Duplicate => "duplicate",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 impl Counters {
@@ -82,6 +117,11 @@ impl Counters {
             R::InProgress => 2,
         };
         self.receipts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request to the inbound endpoint by what became of it.
+    pub fn receipt_outcome(&self, outcome: ReceiptOutcome) {
+        self.receipt_outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -207,6 +247,23 @@ pub async fn render(
         "counter",
         "Verified delivery receipts by status.",
         &receipts,
+    );
+    let outcomes: Vec<String> = ReceiptOutcome::ALL
+        .iter()
+        .map(|o| {
+            format!(
+                "notifyd_inbound_receipts_total{{outcome=\"{}\"}} {}",
+                o.as_str(),
+                counters.receipt_outcomes[*o as usize].load(Ordering::Relaxed)
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "notifyd_inbound_receipts_total",
+        "counter",
+        "Requests to /v1/inbound by outcome: matched, unmatched, duplicate, refused (bad signature).",
+        &outcomes,
     );
     family(
         &mut out,

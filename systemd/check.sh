@@ -28,6 +28,20 @@ if [ -n "$out" ]; then
 fi
 echo "systemd-analyze verify: clean"
 
+# systemd removes the service's RuntimeDirectory on every stop; a socket notifyd.socket listens on
+# must not live there (it would vanish while the socket unit keeps listening) unless it is kept.
+runtime=$(sed -n 's/^RuntimeDirectory=//p' "$unit")
+listen=$(sed -n 's/^ListenStream=//p' notifyd.socket)
+if [ -n "$runtime" ] && [[ "$listen" == /run/"$runtime"/* ]] && ! grep -q '^RuntimeDirectoryPreserve=yes' "$unit"; then
+  echo "notifyd.socket listens on $listen inside RuntimeDirectory=$runtime, which systemd deletes on stop" >&2
+  exit 1
+fi
+if ! grep -q '^SocketGroup=' notifyd.socket || ! grep -q '^SocketMode=0660' notifyd.socket; then
+  echo "notifyd.socket needs SocketGroup= and SocketMode=0660 so a non-root group can connect" >&2
+  exit 1
+fi
+echo "notifyd.socket: $listen survives service stops, group-accessible"
+
 report=$(systemd-analyze security --offline=true "$unit" 2>&1)
 score=$(printf '%s\n' "$report" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' | tail -n 1)
 if [ -z "$score" ]; then

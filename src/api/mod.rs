@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ServerConfig;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, ReceiptOutcome};
 use crate::outbox::{Enqueued, NewNotification, Outbox, Transition};
 use crate::registry::Registry;
 use crate::submission::Submission;
@@ -356,6 +356,10 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+/// Largest receipt body accepted. The endpoint is open to anyone before the signature is checked,
+/// so it gets far less than `server.max_body_bytes`; a real status callback is under 2 KiB.
+pub const MAX_RECEIPT_BYTES: usize = 64 * 1024;
+
 /// Provider receipts: open (providers cannot send our token), authenticated by their signature.
 async fn inbound(
     State(state): State<AppState>,
@@ -381,13 +385,8 @@ async fn inbound(
             ),
         )
     })?;
-    let bytes = body::read_bytes(
-        &headers,
-        body,
-        live.server.max_body_bytes,
-        live.server.body_timeout,
-    )
-    .await?;
+    let bytes =
+        body::read_bytes(&headers, body, MAX_RECEIPT_BYTES, live.server.body_timeout).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -402,7 +401,10 @@ async fn inbound(
     )
     .map_err(|e| match e {
         crate::inbound::InboundError::Unauthorized(why) => {
-            tracing::warn!(channel = %channel, reason = %why, "Refused an unverified receipt.");
+            // Anyone can post here: a line per refusal would let a flood fill the journal. The
+            // count is in /metrics (notifyd_inbound_receipts_total{outcome="refused"}).
+            state.counters.receipt_outcome(ReceiptOutcome::Refused);
+            tracing::debug!(channel = %channel, reason = %why, "Refused an unverified receipt.");
             ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", why)
         }
         crate::inbound::InboundError::Invalid { field, message } => {
@@ -410,9 +412,24 @@ async fn inbound(
         }
     })?;
     let status = receipt.status;
-    let matched = state.outbox.record_receipt(receipt).await?;
-    state.counters.receipt(status);
-    Ok(Json(json!({ "matched": matched.is_some(), "notification_id": matched })).into_response())
+    let recorded = state.outbox.record_receipt(receipt).await?;
+    let outcome = if recorded.duplicate {
+        ReceiptOutcome::Duplicate
+    } else if recorded.notification_id.is_some() {
+        ReceiptOutcome::Matched
+    } else {
+        ReceiptOutcome::Unmatched
+    };
+    state.counters.receipt_outcome(outcome);
+    if !recorded.duplicate {
+        state.counters.receipt(status);
+    }
+    Ok(Json(json!({
+        "matched": recorded.notification_id.is_some(),
+        "notification_id": recorded.notification_id,
+        "duplicate": recorded.duplicate,
+    }))
+    .into_response())
 }
 
 async fn openapi() -> impl IntoResponse {

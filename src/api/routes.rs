@@ -137,9 +137,13 @@ pub fn all() -> Vec<Route> {
             access: Open,
             body: RequestBody::Receipt,
             responses: &[
-                (200, "{matched, notification_id}"),
+                (
+                    200,
+                    "{matched, notification_id, duplicate}: duplicate when this receipt was already stored (nothing changes again)",
+                ),
                 (401, "unsigned, wrongly signed or stale"),
                 (404, "unknown channel or receipts not configured"),
+                (413, "body larger than 64 KiB"),
                 ERRORS,
             ],
             handler: || post(inbound),

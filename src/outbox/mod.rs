@@ -66,12 +66,15 @@ pub trait Outbox: Send + Sync + 'static {
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64>;
 
     /// Expires overdue queued rows, fails rows of channels not in `known_channels`, and purges
-    /// what `retention` says is old, each in bounded batches.
+    /// what `retention` says is old, each in bounded batches; purging goes on batch after batch
+    /// (each its own short write) while batches come back full, up to a bound per sweep.
     async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport>;
 
     /// Stores a verified receipt and applies it to its notification if that is known yet (else
-    /// it waits for the provider id to be recorded). Returns the matched notification's id.
-    async fn record_receipt(&self, receipt: InboundReceipt) -> Result<Option<String>>;
+    /// it waits for the provider id to be recorded). Only a notification of the receipt's own
+    /// channel matches; a receipt already stored (same channel, provider id and provider status)
+    /// is not stored or applied again.
+    async fn record_receipt(&self, receipt: InboundReceipt) -> Result<RecordedReceipt>;
 
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;

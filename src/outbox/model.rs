@@ -355,6 +355,17 @@ pub struct InboundReceipt {
     pub error_code: Option<String>,
 }
 
+/// What storing a verified receipt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedReceipt {
+    /// The notification it belongs to, when known yet: one of the receipt's channel whose
+    /// provider id it names.
+    pub notification_id: Option<String>,
+    /// The same (channel, provider id, provider status) was already stored: a provider's retry
+    /// or a replay. Nothing was stored or changed again.
+    pub duplicate: bool,
+}
+
 /// A receipt as `GET /v1/notifications/{id}` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReceiptView {

@@ -251,3 +251,46 @@ async fn notifyd_channels_shows_the_running_daemons_view() {
     daemon.stop();
     daemon.wait().await;
 }
+
+#[test]
+fn commands_on_an_existing_queue_refuse_to_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    std::fs::write(&config, config_text(dir.path(), LOG)).unwrap();
+    let queue = dir.path().join("queue.db");
+    for args in [
+        &["dead-letters"][..],
+        &["status", "0190a1b2-0000-7000-8000-000000000000"],
+        &["replay", "0190a1b2-0000-7000-8000-000000000000"],
+        &["replay", "--all-dead", "--channel", "log"],
+        &["send", "--channel", "log", "--to", "x", "--body", "b"],
+    ] {
+        let out = notifyd(&config, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("no queue at {}", queue.display()))
+                && err.contains("queue.url = \"sqlite://"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed a result");
+        assert!(!queue.exists(), "{args:?} created the queue file");
+    }
+}
+
+#[test]
+fn a_queue_that_cannot_be_opened_is_reported_once_naming_queue_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    let text = config_text(dir.path(), LOG).replace(
+        &format!("sqlite://{}", dir.path().join("queue.db").display()),
+        &format!("sqlite://{}", dir.path().join("missing/queue.db").display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = notifyd(&config, &["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("queue unavailable").count(), 1, "{err}");
+    assert!(err.contains("queue.url \"sqlite://"), "{err}");
+    assert!(err.contains("missing does not exist"), "{err}");
+}

@@ -196,3 +196,216 @@ async fn receipts_for_a_channel_without_verification_are_refused() {
         (404, json!("receipts_not_configured"))
     );
 }
+
+async fn post_twilio_to(
+    d: &TestDaemon,
+    channel: &str,
+    auth_token: &str,
+    form: &str,
+) -> (u16, Value) {
+    let params: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
+        .into_owned()
+        .collect();
+    let url = format!("https://notify.example.com/v1/inbound/{channel}");
+    let resp = d
+        .http
+        .post(d.url(&format!("/v1/inbound/{channel}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "x-twilio-signature",
+            notifyd::inbound::twilio_signature(auth_token, &url, &params),
+        )
+        .body(form.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn twilio_channel(name: &str, sink: &Sink, auth_token: &str) -> String {
+    webhook(
+        name,
+        &sink.url(),
+        &format!(
+            "receipts = {{ verify = \"twilio\", auth_token = \"{auth_token}\", url = \"https://notify.example.com/v1/inbound/{name}\" }}"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_receipt_signed_for_one_channel_never_changes_another_channels_notification() {
+    // Both providers hand out the same message id.
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("x-request-id", "SM700".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let d = TestDaemon::start(&format!(
+        "{}{}",
+        twilio_channel("a", &sink, "token-of-a"),
+        twilio_channel("b", &sink, "token-of-b")
+    ))
+    .await;
+    let on_b = d
+        .accept(json!({"channel": "b", "to": "+15551234567", "body": "hi"}))
+        .await;
+    d.wait_for_state(&on_b, "delivered").await;
+
+    let (s, answer) = post_twilio_to(
+        &d,
+        "a",
+        "token-of-a",
+        "MessageSid=SM700&MessageStatus=undelivered",
+    )
+    .await;
+    assert_eq!(
+        (s, answer["matched"].clone()),
+        (200, json!(false)),
+        "{answer}"
+    );
+    let (_, view) = d.get(&format!("/v1/notifications/{on_b}")).await;
+    assert_eq!(view["state"], "delivered");
+    assert_eq!(view["receipts"], json!([]));
+
+    let (s, answer) = post_twilio_to(
+        &d,
+        "b",
+        "token-of-b",
+        "MessageSid=SM700&MessageStatus=undelivered",
+    )
+    .await;
+    assert_eq!(
+        (s, answer["notification_id"].clone()),
+        (200, json!(on_b)),
+        "{answer}"
+    );
+    assert_eq!(
+        d.get(&format!("/v1/notifications/{on_b}")).await.1["state"],
+        "failed"
+    );
+}
+
+async fn metric(d: &TestDaemon, line_start: &str) -> String {
+    let text = d
+        .http
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_replayed_receipt_is_stored_and_counted_once() {
+    let sink = Sink::start(|_, _| {
+        (
+            StatusCode::OK,
+            vec![("x-request-id", "SM800".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let d = TestDaemon::start(&sms_channel(&sink)).await;
+    let id = d
+        .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))
+        .await;
+    d.wait_for_state(&id, "delivered").await;
+
+    let form = "MessageSid=SM800&MessageStatus=undelivered&ErrorCode=30003";
+    let (_, first) = post_twilio(&d, form, None).await;
+    let (s, again) = post_twilio(&d, form, None).await;
+    let (_, third) = post_twilio(&d, form, None).await;
+    assert_eq!(first["duplicate"], false, "{first}");
+    assert_eq!(
+        (
+            s,
+            again["duplicate"].clone(),
+            again["notification_id"].clone()
+        ),
+        (200, json!(true), json!(id)),
+        "{again}"
+    );
+    assert_eq!(third["duplicate"], true);
+
+    let (_, view) = d.get(&format!("/v1/notifications/{id}")).await;
+    assert_eq!(view["receipts"].as_array().unwrap().len(), 1, "{view}");
+    assert_eq!(
+        metric(&d, "notifyd_receipts_total{status=\"failed\"}").await,
+        "notifyd_receipts_total{status=\"failed\"} 1"
+    );
+    assert_eq!(
+        metric(&d, "notifyd_inbound_receipts_total{outcome=\"matched\"}").await,
+        "notifyd_inbound_receipts_total{outcome=\"matched\"} 1"
+    );
+    assert_eq!(
+        metric(&d, "notifyd_inbound_receipts_total{outcome=\"duplicate\"}").await,
+        "notifyd_inbound_receipts_total{outcome=\"duplicate\"} 2"
+    );
+}
+
+#[tokio::test]
+async fn refused_receipts_are_counted() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&sms_channel(&sink)).await;
+    for _ in 0..3 {
+        let (s, _) = post_twilio(
+            &d,
+            "MessageSid=SM1&MessageStatus=delivered",
+            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    assert_eq!(
+        metric(&d, "notifyd_inbound_receipts_total{outcome=\"refused\"}").await,
+        "notifyd_inbound_receipts_total{outcome=\"refused\"} 3"
+    );
+    assert_eq!(
+        metric(&d, "notifyd_inbound_receipts_total{outcome=\"unmatched\"}").await,
+        "notifyd_inbound_receipts_total{outcome=\"unmatched\"} 0"
+    );
+}
+
+#[tokio::test]
+async fn receipts_for_an_unknown_channel_are_404() {
+    let d = TestDaemon::start("[channels.log]\nkind = \"log\"\n").await;
+    let (s, b) = d.post("/v1/inbound/pigeon", &json!({})).await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (404, json!("unknown_channel")),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn a_receipt_body_over_64_kib_is_413_before_any_signature_check() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&sms_channel(&sink)).await;
+    let big = format!(
+        "MessageSid=SM1&MessageStatus=delivered&Pad={}",
+        "x".repeat(notifyd::api::MAX_RECEIPT_BYTES)
+    );
+    let (s, b) = post_twilio(&d, &big, None).await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (413, json!("payload_too_large")),
+        "{b}"
+    );
+    // Just under the limit is read (and then judged by its signature).
+    let fits = format!(
+        "MessageSid=SM1&MessageStatus=delivered&Pad={}",
+        "x".repeat(notifyd::api::MAX_RECEIPT_BYTES - 100)
+    );
+    let (s, b) = post_twilio(&d, &fits, None).await;
+    assert_eq!((s, b["matched"].clone()), (200, json!(false)), "{b}");
+}

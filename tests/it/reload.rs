@@ -162,3 +162,153 @@ async fn sighup_reloads_the_file_and_refuses_a_broken_one() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+const OLD_TOKEN: &str = "old-token-0123456789";
+const NEW_TOKEN: &str = "new-token-0123456789";
+
+async fn channels_status(http: &reqwest::Client, base: &str, token: Option<&str>) -> u16 {
+    let mut req = http.get(format!("{base}/v1/channels"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+fn with_listen(text: &str, listen: &str) -> String {
+    text.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{listen}\""),
+    )
+}
+
+#[tokio::test]
+async fn a_reload_rotates_api_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = "[channels.log]\nkind = \"log\"\n";
+    let server = |token: &str| format!("auth_token = \"{token}\"");
+    let text = config_text_with(dir.path(), &server(OLD_TOKEN), log);
+    let daemon = notifyd::daemon::Daemon::start(load_config(&text, dir.path()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", daemon.addr());
+    let http = reqwest::Client::new();
+    assert_eq!(channels_status(&http, &base, Some(OLD_TOKEN)).await, 200);
+    assert_eq!(channels_status(&http, &base, Some(NEW_TOKEN)).await, 401);
+
+    let text = config_text_with(dir.path(), &server(NEW_TOKEN), log);
+    daemon.reload(load_config(&text, dir.path())).unwrap();
+
+    assert_eq!(channels_status(&http, &base, Some(NEW_TOKEN)).await, 200);
+    assert_eq!(channels_status(&http, &base, Some(OLD_TOKEN)).await, 401);
+    assert_eq!(channels_status(&http, &base, None).await, 401);
+    daemon.stop();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn a_reload_cannot_drop_the_token_of_a_listener_open_to_other_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = "[channels.log]\nkind = \"log\"\n";
+    let public = with_listen(
+        &config_text_with(dir.path(), &format!("auth_token = \"{OLD_TOKEN}\""), log),
+        "0.0.0.0:0",
+    );
+    let daemon = notifyd::daemon::Daemon::start(load_config(&public, dir.path()))
+        .await
+        .unwrap();
+    let port = match daemon.addr() {
+        notifyd::api::server::Endpoint::Tcp(a) => a.port(),
+        other => panic!("not TCP: {other}"),
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    // Valid on its own (loopback needs no token), but the API stays on 0.0.0.0 until a restart.
+    let local_no_token = config_text(dir.path(), log);
+    let err = daemon
+        .reload(load_config(&local_no_token, dir.path()))
+        .unwrap_err();
+    assert!(
+        err.contains("server.auth_token: 0.0.0.0:")
+            && err.contains("is reachable from other hosts and no server.auth_token is set"),
+        "{err}"
+    );
+    assert_eq!(channels_status(&http, &base, None).await, 401);
+    assert_eq!(channels_status(&http, &base, Some(OLD_TOKEN)).await, 200);
+    daemon.stop();
+    daemon.wait().await;
+}
+
+#[tokio::test]
+async fn sighup_that_would_open_the_api_is_refused_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("notifyd.toml");
+    let log = "[channels.log]\nkind = \"log\"\n";
+    std::fs::write(
+        &config,
+        with_listen(
+            &config_text_with(dir.path(), &format!("auth_token = \"{OLD_TOKEN}\""), log),
+            &format!("0.0.0.0:{port}"),
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The reproduction: loopback and no token in the file, then SIGHUP.
+    std::fs::write(
+        &config,
+        with_listen(&config_text(dir.path(), log), &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .arg("-HUP")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logged = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        if text.contains("Reload refused") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no refusal logged: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(logged.contains("ERROR"), "{logged}");
+    assert!(
+        logged.contains("is reachable from other hosts and no server.auth_token is set"),
+        "{logged}"
+    );
+    assert!(!logged.contains(OLD_TOKEN), "the token is never logged");
+    assert_eq!(channels_status(&http, &base, None).await, 401);
+    assert_eq!(channels_status(&http, &base, Some(OLD_TOKEN)).await, 200);
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0001_init.sql"),
     include_str!("0002_failover.sql"),
     include_str!("0003_receipts.sql"),
+    include_str!("0004_receipts_once.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting

@@ -683,7 +683,8 @@ async fn a_receipt_for_a_known_message_is_attached_and_a_failure_fails_it() {
     assert_eq!(
         q.record_receipt(receipt("SM1", ReceiptStatus::InProgress, "sent"))
             .await
-            .unwrap(),
+            .unwrap()
+            .notification_id,
         Some(id.clone())
     );
     assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Delivered);
@@ -709,7 +710,8 @@ async fn a_receipt_that_arrives_before_the_provider_id_is_matched_when_it_is_rec
     assert_eq!(
         q.record_receipt(receipt("SM2", ReceiptStatus::Failed, "undelivered"))
             .await
-            .unwrap(),
+            .unwrap()
+            .notification_id,
         None
     );
     deliver(&q, &id, "sms", "SM2").await;
@@ -777,4 +779,209 @@ async fn retention_purges_old_finished_rows_and_unmatched_receipts_but_keeps_dea
     assert!(q.get(&delivered).await.unwrap().is_none());
     assert_eq!(q.get(&dead).await.unwrap().unwrap().state, State::Dead);
     assert_eq!(q.get(&queued).await.unwrap().unwrap().state, State::Queued);
+}
+
+fn receipt_on(
+    channel: &str,
+    provider_id: &str,
+    status: ReceiptStatus,
+    word: &str,
+) -> InboundReceipt {
+    InboundReceipt {
+        channel: channel.into(),
+        ..receipt(provider_id, status, word)
+    }
+}
+
+#[tokio::test]
+async fn a_receipt_never_matches_a_notification_of_another_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    // Two providers that happen to hand out the same message id.
+    let on_b = put(&q, note("b")).await;
+    deliver(&q, &on_b, "b", "SAME").await;
+    let answer = q
+        .record_receipt(receipt_on(
+            "a",
+            "SAME",
+            ReceiptStatus::Failed,
+            "undelivered",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.notification_id, None);
+    let view = q.get(&on_b).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Delivered);
+    assert!(view.receipts.is_empty());
+
+    // Nor is an early receipt of channel a attached when b records that provider id later.
+    let late_b = put(&q, note("b")).await;
+    q.record_receipt(receipt_on(
+        "a",
+        "LATER",
+        ReceiptStatus::Failed,
+        "undelivered",
+    ))
+    .await
+    .unwrap();
+    deliver(&q, &late_b, "b", "LATER").await;
+    let view = q.get(&late_b).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Delivered);
+    assert!(view.receipts.is_empty());
+
+    // The channel's own receipt still matches.
+    let answer = q
+        .record_receipt(receipt_on(
+            "b",
+            "SAME",
+            ReceiptStatus::Failed,
+            "undelivered",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.notification_id, Some(on_b.clone()));
+    assert_eq!(q.get(&on_b).await.unwrap().unwrap().state, State::Failed);
+}
+
+#[tokio::test]
+async fn a_receipt_after_failover_matches_the_channel_that_delivered_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("a")).await;
+    let c = q.claim("a", 1, LEASE).await.unwrap().remove(0);
+    q.complete(vec![done(
+        &id,
+        c.attempt,
+        Outcome::Reroute {
+            channel: "b".into(),
+            code: "failed_over".into(),
+            error: "a is down".into(),
+        },
+    )])
+    .await
+    .unwrap();
+    deliver(&q, &id, "b", "B-1").await;
+    let from_a = q
+        .record_receipt(receipt_on("a", "B-1", ReceiptStatus::Failed, "undelivered"))
+        .await
+        .unwrap();
+    assert_eq!(from_a.notification_id, None);
+    let from_b = q
+        .record_receipt(receipt_on(
+            "b",
+            "B-1",
+            ReceiptStatus::Delivered,
+            "delivered",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(from_b.notification_id, Some(id.clone()));
+    assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Delivered);
+}
+
+#[tokio::test]
+async fn a_replayed_receipt_is_stored_once_and_reported_as_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let id = put(&q, note("sms")).await;
+    deliver(&q, &id, "sms", "SM9").await;
+    let first = q
+        .record_receipt(receipt("SM9", ReceiptStatus::InProgress, "sent"))
+        .await
+        .unwrap();
+    let again = q
+        .record_receipt(receipt("SM9", ReceiptStatus::InProgress, "sent"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.duplicate, again.duplicate),
+        (false, true),
+        "{first:?} {again:?}"
+    );
+    assert_eq!(again.notification_id, Some(id.clone()));
+    // A new status for the same message is a new receipt.
+    let delivered = q
+        .record_receipt(receipt("SM9", ReceiptStatus::Delivered, "delivered"))
+        .await
+        .unwrap();
+    assert!(!delivered.duplicate);
+    let words: Vec<String> = q
+        .get(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .receipts
+        .into_iter()
+        .map(|r| r.provider_status)
+        .collect();
+    assert_eq!(words, vec!["sent", "delivered"]);
+
+    // Unmatched ones too: a flood of one replayed request is one row.
+    for _ in 0..3 {
+        q.record_receipt(receipt("NOBODY", ReceiptStatus::Failed, "failed"))
+            .await
+            .unwrap();
+    }
+    let dir_path = dir.path().join("q.db");
+    let conn = rusqlite::Connection::open(dir_path).unwrap();
+    let stored: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM receipts WHERE provider_id = 'NOBODY'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn one_sweep_purges_more_than_one_batch_of_old_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let total = writer::PURGE_BATCH * 2 + 37;
+    let items: Vec<NewNotification> = (0..total).map(|_| note("a")).collect();
+    q.enqueue(items).await.unwrap();
+    let unmatched = writer::PURGE_BATCH + 3;
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute(
+            "UPDATE notifications SET state = 'delivered', updated_at = 0",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO attempts (notification_id, attempt, started_at, latency_ms, outcome,
+                 decision)
+             SELECT id, 1, 0, 1, 'delivered', 'delivered' FROM notifications",
+            [],
+        )
+        .unwrap();
+        for i in 0..unmatched {
+            conn.execute(
+                "INSERT INTO receipts (channel, provider_id, status, provider_status, received_at)
+                 VALUES ('a', ?1, 'delivered', 'delivered', 0)",
+                [format!("P{i}")],
+            )
+            .unwrap();
+        }
+    }
+    let kept = put(&q, note("a")).await;
+
+    let report = q.sweep(&["a".to_owned()], &KEEP).await.unwrap();
+
+    assert_eq!(
+        (report.purged, report.receipts_purged),
+        (total as u64, unmatched as u64)
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    let left: (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM attempts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(left, (1, 0), "only the live notification is left");
+    assert_eq!(q.get(&kept).await.unwrap().unwrap().state, State::Queued);
 }

@@ -49,7 +49,12 @@ pub enum Op {
     },
     Receipt {
         receipt: InboundReceipt,
-        reply: oneshot::Sender<Result<Option<String>>>,
+        reply: oneshot::Sender<Result<RecordedReceipt>>,
+    },
+    /// One more retention batch, when the sweep's came back full.
+    Purge {
+        retention: Retention,
+        reply: oneshot::Sender<Result<Purged>>,
     },
     MoveDue {
         channel: String,
@@ -198,6 +203,7 @@ impl Writer {
                 reply,
             } => done!(reply, self.sweep(&known, &retention, now)),
             Op::Receipt { receipt, reply } => done!(reply, self.record_receipt(&receipt, now)),
+            Op::Purge { retention, reply } => done!(reply, self.purge(&retention, now)),
             Op::MoveDue {
                 channel,
                 how,
@@ -585,17 +591,27 @@ impl Writer {
         Ok(moved as u64)
     }
 
-    fn record_receipt(&self, r: &InboundReceipt, now: i64) -> Result<Option<String>> {
+    /// Stores a receipt once and applies it to the notification of its own channel that
+    /// carries its provider id. The channel matters: a receipt verified with one channel's secret
+    /// must never touch another channel's notification, even if the provider ids collide. A
+    /// notification's `provider_id` is written only with `delivered`, and a delivered row never
+    /// changes channel again, so its `channel` column is the channel that produced that id (also
+    /// after a failover in place).
+    fn record_receipt(&self, r: &InboundReceipt, now: i64) -> Result<RecordedReceipt> {
         let target: Option<String> = rusqlite::OptionalExtension::optional(
             self.conn
-                .prepare_cached("SELECT id FROM notifications WHERE provider_id = ?1 LIMIT 1")?
-                .query_row(params![r.provider_id], |row| row.get(0)),
+                .prepare_cached(
+                    "SELECT id FROM notifications WHERE provider_id = ?1 AND channel = ?2 LIMIT 1",
+                )?
+                .query_row(params![r.provider_id, r.channel], |row| row.get(0)),
         )?;
-        self.conn
+        let inserted = self
+            .conn
             .prepare_cached(
                 "INSERT INTO receipts (channel, provider_id, status, provider_status, error_code,
                      received_at, notification_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (channel, provider_id, provider_status) DO NOTHING",
             )?
             .execute(params![
                 r.channel,
@@ -606,6 +622,13 @@ impl Writer {
                 now,
                 target,
             ])?;
+        if inserted == 0 {
+            // Already stored (and applied, if it matched): a replay changes nothing.
+            return Ok(RecordedReceipt {
+                notification_id: target,
+                duplicate: true,
+            });
+        }
         if let Some(id) = &target {
             self.apply_receipt(
                 id,
@@ -615,7 +638,10 @@ impl Writer {
                 now,
             )?;
         }
-        Ok(target)
+        Ok(RecordedReceipt {
+            notification_id: target,
+            duplicate: false,
+        })
     }
 
     /// A `failed` receipt turns a delivered notification into a failed one; nothing else
@@ -640,13 +666,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Receipts that arrived before this notification's provider id was recorded.
+    /// Receipts of this notification's channel that arrived before its provider id was
+    /// recorded (the notification was just delivered, so `channel` is the one that sent it).
     fn attach_early_receipts(&self, id: &str, provider_id: &str, now: i64) -> Result<()> {
         let early: Vec<(String, String, Option<String>)> = self
             .conn
             .prepare_cached(
                 "UPDATE receipts SET notification_id = ?1
                  WHERE provider_id = ?2 AND notification_id IS NULL
+                   AND channel = (SELECT channel FROM notifications WHERE id = ?1)
                  RETURNING status, provider_status, error_code",
             )?
             .query_map(params![id, provider_id], |r| {
@@ -664,36 +692,43 @@ impl Writer {
         Ok(())
     }
 
-    fn purge(&self, retention: &Retention, now: i64) -> Result<(u64, u64)> {
+    /// One retention batch: at most [`PURGE_BATCH`] finished notifications (with their attempts
+    /// and receipts) and as many unmatched receipts. Short on purpose, so other writes never wait
+    /// long; [`super::SqliteOutbox::sweep`] asks again while batches come back full.
+    fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
         const OLD_FINISHED: &str = "SELECT id FROM notifications
              WHERE state IN ('delivered', 'failed', 'expired', 'cancelled') AND updated_at < ?1
-             LIMIT 500";
+             ORDER BY updated_at LIMIT ?2";
         let before = now - retention.finished_ms;
+        let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
         for table in ["attempts", "receipts"] {
             self.conn
                 .prepare_cached(&format!(
                     "DELETE FROM {table} WHERE notification_id IN ({OLD_FINISHED})"
                 ))?
-                .execute(params![before])?;
+                .execute(params![before, batch])?;
         }
-        let purged = self
+        let notifications = self
             .conn
             .prepare_cached(&format!(
                 "DELETE FROM notifications WHERE id IN ({OLD_FINISHED})"
             ))?
-            .execute(params![before])?;
-        let receipts_purged = self
+            .execute(params![before, batch])?;
+        let receipts = self
             .conn
             .prepare_cached(
                 "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts
-                     WHERE notification_id IS NULL AND received_at < ?1 LIMIT 500)",
+                     WHERE notification_id IS NULL AND received_at < ?1 LIMIT ?2)",
             )?
-            .execute(params![now - retention.unmatched_receipts_ms])?;
-        Ok((purged as u64, receipts_purged as u64))
+            .execute(params![now - retention.unmatched_receipts_ms, batch])?;
+        Ok(Purged {
+            notifications: notifications as u64,
+            receipts: receipts as u64,
+        })
     }
 
     fn sweep(&self, known: &[String], retention: &Retention, now: i64) -> Result<SweepReport> {
-        let (purged, receipts_purged) = self.purge(retention, now)?;
+        let purged = self.purge(retention, now)?;
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
         let expired = self
             .conn
@@ -738,9 +773,28 @@ impl Writer {
         Ok(SweepReport {
             expired,
             orphaned: orphaned as u64,
-            purged,
-            receipts_purged,
+            purged: purged.notifications,
+            receipts_purged: purged.receipts,
         })
+    }
+}
+
+/// Rows of each kind one retention batch deletes at most.
+pub const PURGE_BATCH: usize = 500;
+
+/// What one retention batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Finished notifications (with their attempts and receipts).
+    pub notifications: u64,
+    /// Receipts that never matched.
+    pub receipts: u64,
+}
+
+impl Purged {
+    /// Whether either kind filled its batch, so more may be waiting.
+    pub fn full(&self) -> bool {
+        self.notifications >= PURGE_BATCH as u64 || self.receipts >= PURGE_BATCH as u64
     }
 }
 
@@ -753,6 +807,7 @@ fn fail(op: Op, err: StoreError) {
         Op::Cancel { reply, .. } | Op::Replay { reply, .. } => drop(reply.send(Err(err))),
         Op::Sweep { reply, .. } => drop(reply.send(Err(err))),
         Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
+        Op::Purge { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
         Op::Ping { reply } => drop(reply.send(Err(err))),
     }
