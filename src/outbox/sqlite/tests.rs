@@ -6,7 +6,8 @@ fn open(dir: &tempfile::TempDir) -> SqliteOutbox {
     SqliteOutbox::open(&SqliteOptions::new(dir.path().join("q.db"))).unwrap()
 }
 
-fn note(channel: &str) -> NewNotification {
+/// A plain notification for `channel` (also used by the writer's own tests).
+pub(super) fn note(channel: &str) -> NewNotification {
     NewNotification {
         id: uuid::Uuid::now_v7().to_string(),
         channel: channel.into(),

@@ -819,20 +819,8 @@ mod tests {
 
     fn note(body: String) -> NewNotification {
         NewNotification {
-            id: uuid::Uuid::now_v7().to_string(),
-            channel: "c".into(),
-            to: "ops@example.com".into(),
-            subject: None,
             body: Some(body),
-            html: None,
-            data: None,
-            priority: Priority::Normal,
-            run_at_ms: now_ms(),
-            expires_at_ms: None,
-            created_at_ms: now_ms(),
-            idempotency_key: None,
-            content_hash: "h".into(),
-            fallback: Vec::new(),
+            ..super::super::tests::note("c")
         }
     }
 
