@@ -9,6 +9,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub struct SqliteOutbox {
     path: PathBuf,
     /// Dropping it stops the checkpoint thread (after a last checkpoint).
     _checkpointer: std::sync::mpsc::Sender<()>,
+    commits: Arc<AtomicU64>,
 }
 
 /// How often the WAL is copied back into the database file.
@@ -116,7 +118,8 @@ impl SqliteOutbox {
         // Checkpoints happen on their own thread (spawn_checkpointer), never inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(StoreError::from)?;
-        let writer = writer::spawn(conn, owner_id())?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = writer::spawn(conn, owner_id(), commits.clone())?;
         let checkpointer = spawn_checkpointer(&opts.path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -130,7 +133,14 @@ impl SqliteOutbox {
             }),
             path: opts.path.clone(),
             _checkpointer: checkpointer,
+            commits,
         })
+    }
+
+    /// Transactions the writer has committed: against the number of writes, how much group
+    /// commit shares its fsyncs.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The queue file.

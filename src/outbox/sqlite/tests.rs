@@ -612,6 +612,7 @@ async fn a_plain_sql_insert_with_a_bad_priority_is_refused_by_the_schema() {
 async fn concurrent_enqueues_share_commits_and_all_get_answers() {
     let dir = tempfile::tempdir().unwrap();
     let q = std::sync::Arc::new(open(&dir));
+    let before = q.commits();
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let q = q.clone();
@@ -622,6 +623,12 @@ async fn concurrent_enqueues_share_commits_and_all_get_answers() {
         ids.insert(t.await.unwrap());
     }
     assert_eq!(ids.len(), 200);
+    let commits = q.commits() - before;
+    // All 200 are waiting before the first commit's fsync ends: they cannot need 200 commits.
+    assert!(
+        (1..100).contains(&commits),
+        "{commits} commits for 200 enqueues"
+    );
     assert_eq!(q.claim("c", 1000, LEASE).await.unwrap().len(), 200);
 }
 

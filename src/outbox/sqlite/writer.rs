@@ -7,6 +7,8 @@
 //! under load, requests pile up while the previous commit syncs, and the batch grows by itself.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
@@ -80,11 +82,18 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T
 }
 
 /// Starts the writer thread; it ends when every sender is dropped, after the last batch.
-pub fn spawn(conn: Connection, owner: String) -> Result<mpsc::Sender<Op>> {
+pub fn spawn(conn: Connection, owner: String, commits: Arc<AtomicU64>) -> Result<mpsc::Sender<Op>> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("notifyd-writer".into())
-        .spawn(move || Writer { conn, owner }.run(rx))
+        .spawn(move || {
+            Writer {
+                conn,
+                owner,
+                commits,
+            }
+            .run(rx)
+        })
         .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
     Ok(tx)
 }
@@ -92,6 +101,8 @@ pub fn spawn(conn: Connection, owner: String) -> Result<mpsc::Sender<Op>> {
 struct Writer {
     conn: Connection,
     owner: String,
+    /// Transactions committed, shared with [`super::SqliteOutbox::commits`].
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -146,7 +157,11 @@ impl Writer {
             Err(first_error
                 .unwrap_or_else(|| StoreError::Unavailable("transaction rolled back".into())))
         } else {
-            self.conn.execute_batch("COMMIT").map_err(StoreError::from)
+            let committed = self.conn.execute_batch("COMMIT").map_err(StoreError::from);
+            if committed.is_ok() {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            committed
         };
         if let Err(e) = &commit {
             tracing::error!(error = %e, "Queue commit failed; the batch was rolled back.");
@@ -850,6 +865,7 @@ mod tests {
         let writer = Writer {
             conn,
             owner: "test".into(),
+            commits: Arc::default(),
         };
         let (big, big_rx) = enqueue(note("x".repeat(256 * 1024)));
         let small_note = note("small".into());
