@@ -438,9 +438,9 @@ fn note_expired(rt: &ChannelRuntime, id: &str) {
     }
 }
 
-/// Expires overdue rows, fails rows of unknown channels, and tells systemd the dispatcher is
-/// alive: the watchdog ping comes only after a sweep went through the queue writer, so a wedged
-/// writer or dispatcher gets the service restarted.
+/// Expires overdue rows, dead-letters rows of unknown channels, and tells systemd the dispatcher
+/// is alive: the watchdog ping comes only after a sweep went through the queue writer, so a
+/// wedged writer or dispatcher gets the service restarted.
 async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
     let names = shared.registry.names();
     let mut stop = shared.signals.stop.clone();
@@ -463,12 +463,14 @@ async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
                         note_expired(rt, &row.id);
                     }
                 }
-                if !r.expired.is_empty() || r.orphaned > 0 {
-                    tracing::info!(
-                        expired = r.expired.len(),
+                if r.orphaned > 0 {
+                    tracing::warn!(
                         unknown_channel = r.orphaned,
-                        "Swept the queue."
+                        "Notifications for channels that are not configured went to the dead letters; replay them once the channel exists."
                     );
+                }
+                if !r.expired.is_empty() {
+                    tracing::info!(expired = r.expired.len(), "Swept the queue.");
                 }
                 notifier.alive(&status_line(shared.outbox.as_ref()).await);
             }
