@@ -11,14 +11,7 @@ const FAST_RETRY: &str = "retry = { max_attempts = 3, base = \"50ms\", max = \"2
 
 #[tokio::test]
 async fn a_webhook_receives_the_document_and_the_receipt_is_visible() {
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::OK,
-            vec![("x-request-id", "rcv-1".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::OK, "x-request-id", "rcv-1").await;
     let d = TestDaemon::start(&webhook("hooks", &sink.url(), "secret = \"k\"")).await;
     let id = d.accept(json!({"channel": "hooks", "to": "team", "subject": "S", "body": "B", "data": {"n": 1}})).await;
     let view = d.wait_for_state(&id, "delivered").await;
@@ -110,14 +103,7 @@ async fn a_permanent_rejection_fails_at_once_and_queues_the_fallback() {
     assert_eq!(view["last_error"]["code"], "http_422");
     assert_eq!(sink.received().len(), 1);
     // The fallback child is findable through the queue file.
-    let conn = rusqlite::Connection::open(d.queue_path()).unwrap();
-    let child: String = conn
-        .query_row(
-            "SELECT id FROM notifications WHERE parent_id = ?1",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let child = d.fallback_child(&id);
     let child = d.wait_for_state(&child, "delivered").await;
     assert_eq!(child["channel"], "log");
     assert_eq!(child["fallback_of"], id);
@@ -126,14 +112,7 @@ async fn a_permanent_rejection_fails_at_once_and_queues_the_fallback() {
 #[tokio::test]
 async fn a_notification_past_its_expiry_is_expired_not_sent() {
     // The provider asks for 3 s; the notification expires after 0.6 s, before that retry.
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            vec![("retry-after", "3".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::SERVICE_UNAVAILABLE, "retry-after", "3").await;
     let d = TestDaemon::start(&webhook(
         "hooks",
         &sink.url(),
@@ -154,14 +133,7 @@ async fn a_notification_past_its_expiry_is_expired_not_sent() {
 
 #[tokio::test]
 async fn a_critical_notification_that_expires_is_counted_for_alerting_an_optional_one_is_not() {
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            vec![("retry-after", "3".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::SERVICE_UNAVAILABLE, "retry-after", "3").await;
     let policy = "retry = { max_attempts = 50, base = \"1s\", max = \"5s\" }";
     let d = TestDaemon::start(&format!(
         "{}{}",
@@ -378,14 +350,7 @@ async fn a_templated_fallback_of_another_kind_gets_that_kinds_part() {
         sink.received()[0].body["body"],
         "Disk db-1 is full; details follow."
     );
-    let conn = rusqlite::Connection::open(d.queue_path()).unwrap();
-    let child: String = conn
-        .query_row(
-            "SELECT id FROM notifications WHERE parent_id = ?1",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let child = d.fallback_child(&id);
     let child = d.wait_for_state(&child, "delivered").await;
     assert_eq!(child["channel"], "ops");
     slack.verify().await;

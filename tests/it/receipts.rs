@@ -42,14 +42,7 @@ async fn post_twilio(d: &TestDaemon, form: &str, signature: Option<String>) -> (
 
 #[tokio::test]
 async fn a_twilio_undelivered_callback_fails_the_delivered_notification() {
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::OK,
-            vec![("x-request-id", "SM100".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::OK, "x-request-id", "SM100").await;
     let d = TestDaemon::start(&sms_channel(&sink)).await;
     let id = d
         .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))
@@ -73,14 +66,7 @@ async fn a_twilio_undelivered_callback_fails_the_delivered_notification() {
 
 #[tokio::test]
 async fn a_wrongly_signed_receipt_is_401_and_changes_nothing() {
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::OK,
-            vec![("x-request-id", "SM200".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::OK, "x-request-id", "SM200").await;
     let d = TestDaemon::start(&sms_channel(&sink)).await;
     let id = d
         .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))
@@ -143,14 +129,7 @@ async fn a_receipt_that_beats_our_own_write_is_stored_and_matched_later() {
 
 #[tokio::test]
 async fn signed_json_receipts_are_accepted_and_stale_ones_refused() {
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::OK,
-            vec![("x-request-id", "relay-1".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::OK, "x-request-id", "relay-1").await;
     let d = TestDaemon::start(&webhook(
         "relay",
         &sink.url(),
@@ -236,14 +215,7 @@ fn twilio_channel(name: &str, sink: &Sink, auth_token: &str) -> String {
 #[tokio::test]
 async fn a_receipt_signed_for_one_channel_never_changes_another_channels_notification() {
     // Both providers hand out the same message id.
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::OK,
-            vec![("x-request-id", "SM700".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::OK, "x-request-id", "SM700").await;
     let d = TestDaemon::start(&format!(
         "{}{}",
         twilio_channel("a", &sink, "token-of-a"),
@@ -307,14 +279,7 @@ async fn metric(d: &TestDaemon, line_start: &str) -> String {
 
 #[tokio::test]
 async fn a_replayed_receipt_is_stored_and_counted_once() {
-    let sink = Sink::start(|_, _| {
-        (
-            StatusCode::OK,
-            vec![("x-request-id", "SM800".into())],
-            Duration::ZERO,
-        )
-    })
-    .await;
+    let sink = Sink::always(StatusCode::OK, "x-request-id", "SM800").await;
     let d = TestDaemon::start(&sms_channel(&sink)).await;
     let id = d
         .accept(json!({"channel": "sms", "to": "+15551234567", "body": "hi"}))

@@ -115,6 +115,18 @@ impl TestDaemon {
         }
     }
 
+    /// The id of the fallback notification queued for `parent`, read from the queue file.
+    pub fn fallback_child(&self, parent: &str) -> String {
+        rusqlite::Connection::open(self.queue_path())
+            .unwrap()
+            .query_row(
+                "SELECT id FROM notifications WHERE parent_id = ?1",
+                [parent],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(d) = self.daemon.take() {
             d.stop();
@@ -149,6 +161,12 @@ impl Sink {
     /// Answers 200 to everything.
     pub async fn ok() -> Self {
         Self::start(|_, _| (StatusCode::OK, vec![], Duration::ZERO)).await
+    }
+
+    /// Answers every request with `status` and one header.
+    pub async fn always(status: StatusCode, header: &'static str, value: &str) -> Self {
+        let value = value.to_owned();
+        Self::start(move |_, _| (status, vec![(header, value.clone())], Duration::ZERO)).await
     }
 
     /// `respond(n, body)` decides the answer to the n-th request (0-based): status, headers, delay.
