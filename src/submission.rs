@@ -212,6 +212,7 @@ impl Submission {
             html: self.html.clone(),
             data: self.data.clone(),
         };
+        let own_family = crate::templates::family(runtime.kind);
         let mut fallback = Vec::with_capacity(self.fallback.len());
         for (i, route) in self.fallback.into_iter().enumerate() {
             let runtime = registry.get(&route.channel).ok_or_else(|| {
@@ -223,7 +224,8 @@ impl Submission {
             })?;
             // A template speaks to each kind in its own part (sms.txt for an SMS fallback).
             let content = match &self.template {
-                Some(template) => {
+                // A kind of the same family renders the same parts: nothing to do again.
+                Some(template) if crate::templates::family(runtime.kind) != own_family => {
                     let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
                     let r = templates.render(template, runtime.kind, vars)?;
                     Some(Content {
@@ -234,7 +236,7 @@ impl Submission {
                     })
                     .filter(|c| *c != own)
                 }
-                None => None,
+                _ => None,
             };
             let shown = content.as_ref().unwrap_or(&own);
             let as_fallback = Message {
