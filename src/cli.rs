@@ -369,9 +369,19 @@ async fn send(
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    let replay = submission.replay();
     let new = match submission.validate(&registry, &templates) {
         Ok(n) => n,
         Err(r) => {
+            // A replay of a stored notification is answered as its first send was.
+            if let Some(replay) = replay
+                && let Ok(outbox) = daemon::open_existing_outbox(&config).await
+                && let Ok(Some(holder)) = outbox.find_key(&replay.key).await
+                && let Enqueued::Duplicate { id, state } = holder.answer(&replay.content_hash)
+            {
+                println!("{}", serde_json::json!({"id": id, "state": state}));
+                return Ok(ExitCode::SUCCESS);
+            }
             eprintln!(
                 "notifyd: --{}: {} ({})",
                 r.field.replace('_', "-"),

@@ -83,6 +83,14 @@ fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
         .map_err(|_| Rejection::new(field, "invalid_time", "out of range"))
 }
 
+/// An idempotency key with the content hash it must be stored with for a submission to count
+/// as the same request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub key: String,
+    pub content_hash: String,
+}
+
 impl Submission {
     /// Validates against the configured channels and turns it into a row to store.
     pub fn validate(
@@ -271,6 +279,16 @@ impl Submission {
             idempotency_key: self.idempotency_key,
             content_hash,
             fallback,
+        })
+    }
+
+    /// What a replay of this submission is recognised by: its idempotency key and content
+    /// hash. `None` without a key.
+    pub fn replay(&self) -> Option<Replay> {
+        let key = self.idempotency_key.clone()?;
+        Some(Replay {
+            key,
+            content_hash: self.content_hash(),
         })
     }
 

@@ -24,7 +24,7 @@ use crate::config::ServerConfig;
 use crate::metrics::{Counters, ReceiptOutcome};
 use crate::outbox::{Enqueued, NewNotification, Outbox, Transition};
 use crate::registry::Registry;
-use crate::submission::Submission;
+use crate::submission::{Replay, Submission};
 use crate::templates::Templates;
 
 pub use auth::same_secret;
@@ -98,12 +98,27 @@ pub fn router(state: AppState) -> Router {
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// A submission that did not validate, with what a replay of a stored one is recognised by.
+struct Refused {
+    error: ApiError,
+    replay: Option<Replay>,
+}
+
+impl From<ApiError> for Box<Refused> {
+    fn from(error: ApiError) -> Self {
+        Box::new(Refused {
+            error,
+            replay: None,
+        })
+    }
+}
+
 /// Validates one submission; the `Idempotency-Key` header, when given, is the same as the field.
 fn accept(
     live: &Live,
     value: serde_json::Value,
     header_key: Option<&str>,
-) -> Result<NewNotification, ApiError> {
+) -> Result<NewNotification, Box<Refused>> {
     let mut submission: Submission = body::shape(value)?;
     if let Some(key) = header_key {
         match &submission.idempotency_key {
@@ -113,12 +128,40 @@ fn accept(
                     "invalid_field",
                     "the Idempotency-Key header and the idempotency_key field differ",
                 )
-                .field("idempotency_key"));
+                .field("idempotency_key")
+                .into());
             }
             _ => submission.idempotency_key = Some(key.to_owned()),
         }
     }
-    Ok(submission.validate(&live.registry, &live.templates)?)
+    let replay = submission.replay();
+    submission
+        .validate(&live.registry, &live.templates)
+        .map_err(|r| {
+            Box::new(Refused {
+                error: r.into(),
+                replay,
+            })
+        })
+}
+
+/// A replay of a stored notification (same key, same content) is answered as its first
+/// submission was, even if it would not validate today: its `expires_at` or `send_at` has
+/// passed, or its channel or template has gone. `None`: the refusal stands.
+async fn replayed_answer(
+    outbox: &dyn Outbox,
+    refused: &Refused,
+) -> Result<Option<(StatusCode, serde_json::Value)>, ApiError> {
+    let Some(replay) = &refused.replay else {
+        return Ok(None);
+    };
+    Ok(match outbox.find_key(&replay.key).await? {
+        Some(holder) => match holder.answer(&replay.content_hash) {
+            answer @ Enqueued::Duplicate { .. } => Some(enqueued_answer(&answer)),
+            _ => None,
+        },
+        None => None,
+    })
 }
 
 /// The answer for one stored (or replayed, or conflicting) notification.
@@ -163,7 +206,15 @@ async fn create(
         })?),
         None => None,
     };
-    let new = accept(&live, value, header_key)?;
+    let new = match accept(&live, value, header_key) {
+        Ok(new) => new,
+        Err(refused) => {
+            return match replayed_answer(state.outbox.as_ref(), &refused).await? {
+                Some((status, body)) => Ok((status, Json(body)).into_response()),
+                None => Err(refused.error),
+            };
+        }
+    };
     let channel = new.channel.clone();
     let result = state.outbox.enqueue(vec![new]).await?;
     let Some(result) = result.first() else {
@@ -225,9 +276,16 @@ async fn create_batch(
                 valid.push((i, n));
                 results.push(None);
             }
-            Err(mut e) => {
-                e.field = e.field.map(|f| format!("notifications[{i}].{f}"));
-                results.push(Some((e.status, e.body())));
+            Err(refused) => {
+                let answer = match replayed_answer(state.outbox.as_ref(), &refused).await? {
+                    Some(answer) => answer,
+                    None => {
+                        let mut e = refused.error;
+                        e.field = e.field.map(|f| format!("notifications[{i}].{f}"));
+                        (e.status, e.body())
+                    }
+                };
+                results.push(Some(answer));
             }
         }
     }

@@ -35,6 +35,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// Stores new notifications in one commit; one result per item, in order.
     async fn enqueue(&self, items: Vec<NewNotification>) -> Result<Vec<Enqueued>>;
 
+    /// The notification that holds `key`, if any: lets a replay be answered even when the
+    /// request would no longer be accepted as new (its `expires_at` has passed, say).
+    async fn find_key(&self, key: &str) -> Result<Option<KeyHolder>>;
+
     /// Leases up to `limit` due notifications of `channel` (highest priority, then earliest due),
     /// incrementing their attempt counter. Expired leases count as due.
     async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>>;

@@ -180,6 +180,30 @@ pub enum Enqueued {
     Conflict { id: String },
 }
 
+/// The notification that already holds an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub id: String,
+    pub state: State,
+    /// `None` for a row inserted by plain SQL without one: it matches no submission.
+    pub content_hash: Option<String>,
+}
+
+impl KeyHolder {
+    /// What a submission with this key and `content_hash` gets: the original notification when
+    /// the content is the same, a conflict naming it when not.
+    pub fn answer(self, content_hash: &str) -> Enqueued {
+        if self.content_hash.as_deref() == Some(content_hash) {
+            Enqueued::Duplicate {
+                id: self.id,
+                state: self.state,
+            }
+        } else {
+            Enqueued::Conflict { id: self.id }
+        }
+    }
+}
+
 /// A notification a dispatcher now holds the lease on.
 #[derive(Debug, Clone)]
 pub struct Claimed {

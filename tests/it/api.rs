@@ -288,6 +288,64 @@ async fn an_idempotency_key_survives_a_restart() {
     daemon.wait().await;
 }
 
+/// An RFC 3339 time `ms` milliseconds from now.
+fn in_ms(ms: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::milliseconds(ms))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_replay_after_its_expiry_has_passed_is_200_with_the_original() {
+    let d = TestDaemon::start(LOG).await;
+    let body = json!({"channel": "log", "to": "x", "body": "b", "idempotency_key": "late-1",
+        "expires_at": in_ms(300)});
+    let (s, first) = d.post("/v1/notifications", &body).await;
+    assert_eq!(s, 202);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (s, again) = d.post("/v1/notifications", &body).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn a_batch_item_replayed_after_its_expiry_is_200_with_the_original() {
+    let d = TestDaemon::start(LOG).await;
+    let item = json!({"channel": "log", "to": "x", "body": "b", "idempotency_key": "late-2",
+        "expires_at": in_ms(300)});
+    let (_, first) = d
+        .post("/v1/notifications/batch", &json!({"notifications": [item]}))
+        .await;
+    assert_eq!(first["results"][0]["status"], 202);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (s, again) = d
+        .post("/v1/notifications/batch", &json!({"notifications": [item]}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(again["results"][0]["status"], 200, "{again}");
+    assert_eq!(again["results"][0]["id"], first["results"][0]["id"]);
+}
+
+#[tokio::test]
+async fn a_reused_key_with_other_content_and_a_past_expiry_is_still_422() {
+    let d = TestDaemon::start(LOG).await;
+    let (s, _) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "b", "idempotency_key": "late-3"}),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let (s, b) = d
+        .post(
+            "/v1/notifications",
+            &json!({"channel": "log", "to": "x", "body": "other", "idempotency_key": "late-3",
+                "expires_at": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_time", Some("expires_at"));
+}
+
 #[tokio::test]
 async fn header_and_field_keys_that_differ_are_422() {
     let d = TestDaemon::start(LOG).await;

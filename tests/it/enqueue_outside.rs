@@ -78,6 +78,44 @@ async fn notifyd_send_writes_to_the_queue_and_the_running_daemon_delivers_it() {
     assert_eq!(view["state"], "delivered");
 }
 
+#[tokio::test]
+async fn notifyd_send_replayed_after_its_expiry_prints_the_original() {
+    let d = TestDaemon::start(LOG).await;
+    let config = d.dir.path().join("notifyd.toml");
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::milliseconds(500))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let args = [
+        "send",
+        "--channel",
+        "log",
+        "--to",
+        "x",
+        "--body",
+        "b",
+        "--idempotency-key",
+        "cli-late",
+        "--expires-at",
+        &expires,
+    ];
+    let first = notifyd(&config, &args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let again = notifyd(&config, &args);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["id"], first["id"]);
+}
+
 #[test]
 fn notifyd_send_refuses_an_unknown_channel_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -250,6 +250,11 @@ impl Outbox for SqliteOutbox {
         self.call(|reply| Op::Enqueue { items, reply }).await
     }
 
+    async fn find_key(&self, key: &str) -> Result<Option<KeyHolder>> {
+        let key = key.to_owned();
+        self.read(move |conn| key_holder(conn, &key)).await
+    }
+
     async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -345,17 +350,22 @@ impl Outbox for SqliteOutbox {
     }
 }
 
-/// Looks up the id stored under an idempotency key (used by the writer, and by tests).
-pub(crate) fn id_for_key(
-    conn: &Connection,
-    key: &str,
-) -> Result<Option<(String, String, Option<String>)>> {
-    conn.prepare_cached(
-        "SELECT id, state, content_hash FROM notifications WHERE idempotency_key = ?1",
-    )?
-    .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-    .optional()
-    .map_err(StoreError::from)
+/// The notification stored under an idempotency key (read by the writer and by replays).
+pub(crate) fn key_holder(conn: &Connection, key: &str) -> Result<Option<KeyHolder>> {
+    let row: Option<(String, String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT id, state, content_hash FROM notifications WHERE idempotency_key = ?1",
+        )?
+        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    row.map(|(id, state, content_hash)| {
+        Ok(KeyHolder {
+            id,
+            state: state.parse().map_err(StoreError::Internal)?,
+            content_hash,
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -277,14 +277,8 @@ impl Writer {
             return Ok(Enqueued::Created { id: n.id.clone() });
         }
         let key = n.idempotency_key.as_deref().unwrap_or_default();
-        match super::id_for_key(&self.conn, key)? {
-            Some((id, state, hash)) if hash.as_deref() == Some(n.content_hash.as_str()) => {
-                Ok(Enqueued::Duplicate {
-                    id,
-                    state: state.parse().map_err(StoreError::Internal)?,
-                })
-            }
-            Some((id, _, _)) => Ok(Enqueued::Conflict { id }),
+        match super::key_holder(&self.conn, key)? {
+            Some(holder) => Ok(holder.answer(&n.content_hash)),
             None => Err(StoreError::Internal(
                 "insert ignored but no row holds its idempotency key".into(),
             )),
