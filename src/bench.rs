@@ -195,9 +195,17 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // 3. The drain once due.
     tokio::time::sleep_until(due_instant.into()).await;
     let before = rx.count.load(Ordering::Relaxed);
+    let cpu_before = (cpu_ticks(pid, None), cpu_ticks(pid, Some(WRITER_THREAD)));
     let start = Instant::now();
     wait_count(&rx, before + batched, Duration::from_secs(600)).await?;
     let drain_secs = start.elapsed().as_secs_f64();
+    // CPU per notification varies far less with a noisy machine than throughput does.
+    let cpu_after = (cpu_ticks(pid, None), cpu_ticks(pid, Some(WRITER_THREAD)));
+    let per_row_us = |a: Option<u64>, b: Option<u64>| {
+        Some((b?.saturating_sub(a?)) as f64 * 1e6 / TICKS_PER_SECOND / batched as f64)
+    };
+    let daemon_cpu_us = per_row_us(cpu_before.0, cpu_after.0);
+    let writer_cpu_us = per_row_us(cpu_before.1, cpu_after.1);
 
     // 4. Latency at a fixed offered load.
     let total = args.rate * args.seconds;
@@ -275,6 +283,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         drain_rate,
         "≥ 10000"
     );
+    for (what, us) in [
+        ("  daemon CPU per delivered notification", daemon_cpu_us),
+        ("  of which the queue writer thread", writer_cpu_us),
+    ] {
+        if let Some(us) = us {
+            println!("{what:<58} {us:>9.1} µs");
+        }
+    }
     println!(
         "{:<58} {:>9.1} ms {:>10}",
         format!("accept→delivered p50 at {}/s", args.rate),
@@ -331,6 +347,29 @@ async fn wait_count(rx: &Receiver, n: u64, within: Duration) -> anyhow::Result<(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// The queue writer's thread name (outbox/sqlite/writer.rs).
+const WRITER_THREAD: &str = "notifyd-writer";
+/// Linux reports CPU time in USER_HZ ticks, 100 a second on every architecture it runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU time of process `pid`, or of its thread named `thread`, in ticks.
+fn cpu_ticks(pid: u32, thread: Option<&str>) -> Option<u64> {
+    let proc = Path::new("/proc").join(pid.to_string());
+    let stat = match thread {
+        None => std::fs::read_to_string(proc.join("stat")).ok()?,
+        Some(name) => std::fs::read_dir(proc.join("task"))
+            .ok()?
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .find(|s| s.contains(&format!("({name})")))?,
+    };
+    // After the name in parentheses: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
