@@ -993,3 +993,32 @@ async fn one_sweep_purges_more_than_one_batch_of_old_rows() {
     assert_eq!(left, (1, 0), "only the live notification is left");
     assert_eq!(q.get(&kept).await.unwrap().unwrap().state, State::Queued);
 }
+
+/// The query plan of `sql` on a freshly migrated queue, one line per step.
+fn plan(sql: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = Connection::open(dir.path().join("q.db")).unwrap();
+    schema::migrate(&mut conn).unwrap();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+        .unwrap();
+    rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_claim_walks_the_due_index() {
+    let plan = plan(writer::CLAIM);
+    assert!(plan.contains("USING INDEX notifications_due"), "{plan}");
+    assert!(!plan.contains("SCAN notifications\n"), "{plan}");
+}
+
+#[test]
+fn retention_walks_the_finished_index() {
+    let plan = plan(writer::OLD_FINISHED);
+    assert!(
+        plan.contains("USING INDEX notifications_finished"),
+        "{plan}"
+    );
+}

@@ -20,6 +20,26 @@ const QUEUE: usize = 8192;
 /// Requests folded into one transaction at most.
 const MAX_BATCH: usize = 4096;
 
+/// Leases the next due rows of a channel: walks `notifications_due` in priority, then due
+/// order (a test checks the plan).
+pub(super) const CLAIM: &str = "UPDATE notifications
+     SET state = 'sending', attempts = attempts + 1, lease_owner = ?1, run_at = ?2,
+         updated_at = ?3
+     WHERE id IN (
+         SELECT id FROM notifications
+         WHERE channel = ?4 AND state IN ('queued', 'sending') AND run_at <= ?3
+         ORDER BY prio_rank, run_at
+         LIMIT ?5)
+     RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
+               expires_at, tried";
+
+/// The oldest finished rows, for retention. Its state test is the `notifications_finished`
+/// index's own expression (0005), so it walks that index (a test checks the plan).
+pub(super) const OLD_FINISHED: &str = "SELECT id FROM notifications
+     WHERE (state IN ('delivered', 'failed') OR state IN ('expired', 'cancelled'))
+         AND updated_at < ?1
+     ORDER BY updated_at LIMIT ?2";
+
 /// A write request.
 pub enum Op {
     Enqueue {
@@ -288,18 +308,7 @@ impl Writer {
     fn claim(&self, channel: &str, limit: usize, now: i64, lease_ms: i64) -> Result<Vec<Claimed>> {
         let until = now.saturating_add(lease_ms);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE notifications
-             SET state = 'sending', attempts = attempts + 1, lease_owner = ?1, run_at = ?2,
-                 updated_at = ?3
-             WHERE id IN (
-                 SELECT id FROM notifications
-                 WHERE channel = ?4 AND state IN ('queued', 'sending') AND run_at <= ?3
-                 ORDER BY prio_rank, run_at
-                 LIMIT ?5)
-             RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
-                       expires_at, tried",
-        )?;
+        let mut stmt = self.conn.prepare_cached(CLAIM)?;
         let rows = stmt.query_map(params![self.owner, until, now, channel, limit], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -705,9 +714,6 @@ impl Writer {
     /// and receipts) and as many unmatched receipts. Short on purpose, so other writes never wait
     /// long; [`super::SqliteOutbox::sweep`] asks again while batches come back full.
     fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
-        const OLD_FINISHED: &str = "SELECT id FROM notifications
-             WHERE state IN ('delivered', 'failed', 'expired', 'cancelled') AND updated_at < ?1
-             ORDER BY updated_at LIMIT ?2";
         let before = now - retention.finished_ms;
         let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
         for table in ["attempts", "receipts"] {
