@@ -994,11 +994,13 @@ async fn one_sweep_purges_more_than_one_batch_of_old_rows() {
     assert_eq!(q.get(&kept).await.unwrap().unwrap().state, State::Queued);
 }
 
-/// The query plan of `sql` on a freshly migrated queue, one line per step.
+/// The query plan of `sql` on a freshly migrated queue, as the writer connection plans it, one
+/// line per step.
 fn plan(sql: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = Connection::open(dir.path().join("q.db")).unwrap();
     schema::migrate(&mut conn).unwrap();
+    configure_writer(&conn).unwrap();
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
     let rows = stmt
@@ -1019,6 +1021,30 @@ fn retention_walks_the_finished_index() {
     let plan = plan(writer::OLD_FINISHED);
     assert!(
         plan.contains("USING INDEX notifications_finished"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_receipt_finds_its_notification_by_the_provider_id_index() {
+    let plan = plan(writer::RECEIPT_TARGET);
+    assert!(
+        plan.contains("USING INDEX notifications_by_provider_id"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn early_receipts_are_searched_by_index_not_scanned() {
+    let plan = plan(writer::EARLY_RECEIPTS);
+    assert!(plan.contains("SEARCH receipts USING INDEX"), "{plan}");
+}
+
+#[test]
+fn the_expiry_sweep_walks_the_expiring_index() {
+    let plan = plan(writer::EXPIRE_OVERDUE);
+    assert!(
+        plan.contains("USING INDEX notifications_expiring"),
         "{plan}"
     );
 }

@@ -40,6 +40,25 @@ pub(super) const OLD_FINISHED: &str = "SELECT id FROM notifications
          AND updated_at < ?1
      ORDER BY updated_at LIMIT ?2";
 
+/// The notification a receipt refers to: walks `notifications_by_provider_id`.
+pub(super) const RECEIPT_TARGET: &str =
+    "SELECT id FROM notifications WHERE provider_id = ?1 AND channel = ?2 LIMIT 1";
+
+/// Receipts that arrived before their notification's provider id, found by index.
+pub(super) const EARLY_RECEIPTS: &str = "UPDATE receipts SET notification_id = ?1
+     WHERE provider_id = ?2 AND notification_id IS NULL
+       AND channel = (SELECT channel FROM notifications WHERE id = ?1)
+     RETURNING status, provider_status, error_code";
+
+/// Queued rows past their `expires_at`, in bounded batches: walks `notifications_expiring`.
+pub(super) const EXPIRE_OVERDUE: &str =
+    "UPDATE notifications SET state = 'expired', last_code = 'expired',
+         last_error = 'expires_at passed before it could be sent', updated_at = ?1
+     WHERE id IN (SELECT id FROM notifications
+                  WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?1
+                  LIMIT 1000)
+     RETURNING id, channel";
+
 /// A write request.
 pub enum Op {
     Enqueue {
@@ -618,9 +637,7 @@ impl Writer {
     fn record_receipt(&self, r: &InboundReceipt, now: i64) -> Result<RecordedReceipt> {
         let target: Option<String> = rusqlite::OptionalExtension::optional(
             self.conn
-                .prepare_cached(
-                    "SELECT id FROM notifications WHERE provider_id = ?1 AND channel = ?2 LIMIT 1",
-                )?
+                .prepare_cached(RECEIPT_TARGET)?
                 .query_row(params![r.provider_id, r.channel], |row| row.get(0)),
         )?;
         let inserted = self
@@ -689,12 +706,7 @@ impl Writer {
     fn attach_early_receipts(&self, id: &str, provider_id: &str, now: i64) -> Result<()> {
         let early: Vec<(String, String, Option<String>)> = self
             .conn
-            .prepare_cached(
-                "UPDATE receipts SET notification_id = ?1
-                 WHERE provider_id = ?2 AND notification_id IS NULL
-                   AND channel = (SELECT channel FROM notifications WHERE id = ?1)
-                 RETURNING status, provider_status, error_code",
-            )?
+            .prepare_cached(EARLY_RECEIPTS)?
             .query_map(params![id, provider_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
@@ -747,14 +759,7 @@ impl Writer {
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
         let expired = self
             .conn
-            .prepare_cached(
-                "UPDATE notifications SET state = 'expired', last_code = 'expired',
-                     last_error = 'expires_at passed before it could be sent', updated_at = ?1
-                 WHERE id IN (SELECT id FROM notifications
-                              WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?1
-                              LIMIT 1000)
-                 RETURNING id, channel",
-            )?
+            .prepare_cached(EXPIRE_OVERDUE)?
             .query_map(params![now], |r| {
                 Ok(ExpiredRow {
                     id: r.get(0)?,
