@@ -25,6 +25,9 @@ pub struct ChannelRuntime {
     pub timeouts: Timeouts,
     /// Free send slots: the bulkhead.
     pub slots: Arc<Semaphore>,
+    /// Rows this process may hold leased: the bulkhead's worth in flight plus as many claimed
+    /// ahead, waiting for a slot, so a freed slot never waits for a claim's round trip.
+    pub leases: Arc<Semaphore>,
     /// Woken when a notification for this channel was just enqueued here.
     pub wake: Notify,
     pub breaker: Breaker,
@@ -179,6 +182,7 @@ impl Registry {
                             policy: cfg.policy.clone(),
                             timeouts,
                             slots: Arc::new(Semaphore::new(cfg.policy.concurrency)),
+                            leases: Arc::new(Semaphore::new(2 * cfg.policy.concurrency)),
                             wake: Notify::new(),
                             breaker: Breaker::new(name, critical, cfg.policy.breaker.clone()),
                             limiter: RateLimiter::new(cfg.policy.rate_limit.as_ref()),

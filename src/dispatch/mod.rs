@@ -1,10 +1,14 @@
 //! Pulls due notifications from the queue and delivers them.
 //!
-//! One loop per channel: it waits for a free slot of the channel's bulkhead, claims as many due
-//! rows as it has free slots (so a claimed row never waits for a slot while its lease runs) and
-//! its rate limit releases within half the lease margin (so a row waiting for its token never
-//! outlives its lease), and starts one send per row, which takes its token right before the
-//! provider is called. Each send's outcome is classified ([`decide`]) into the row's
+//! One loop per channel: it may hold twice the channel's bulkhead in leased rows, one bulkhead
+//! sending and as many claimed ahead, so a slot freed by a finished send is taken at once
+//! instead of waiting for the next claim's round trip through the writer. Whenever it holds
+//! fewer, it claims as many due rows as it may still hold and its rate limit releases within
+//! half the lease margin, and starts one task per row. The task waits for a bulkhead slot (a row
+//! that waited more than half the lease margin, or meanwhile saw the channel held, its breaker
+//! leave `closed` or the daemon stop, goes back unsent with its attempt refunded, so no lease
+//! runs out before its send), then takes its rate-limit token right before the provider is
+//! called. Each send's outcome is classified ([`decide`]) into the row's
 //! next state and written back. Enqueues in this process wake the loop at once; polling finds
 //! rows written by other processes and retries coming due. The table is the truth: wake-ups and
 //! polls are only hints.
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notifyd_channels::{DeliveryError, SendContext};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -131,12 +135,13 @@ impl Dispatcher {
         tracing::info!("Dispatcher stopped.");
     }
 
-    /// Resolves when no channel has a send in flight (each send holds its slot until its outcome
-    /// is committed). The loops are stopped by then, so a drained channel stays drained.
+    /// Resolves when no channel holds a leased row (each row holds its lease permit until its
+    /// outcome is committed; rows waiting for a slot release themselves once stopping). The
+    /// loops are stopped by then, so a drained channel stays drained.
     async fn all_slots_free(&self) {
         for rt in self.registry.iter() {
-            let all = u32::try_from(rt.policy.concurrency).unwrap_or(u32::MAX);
-            drop(rt.slots.acquire_many(all).await);
+            let all = u32::try_from(2 * rt.policy.concurrency).unwrap_or(u32::MAX);
+            drop(rt.leases.acquire_many(all).await);
         }
     }
 }
@@ -145,12 +150,14 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
     let (outbox, config) = (&shared.outbox, &shared.config);
     let mut stop = shared.signals.stop.clone();
     let lease = rt.lease(config.lease_margin);
+    let (feed, rows) = mpsc::unbounded_channel();
+    tokio::spawn(feed_slots(rt.clone(), shared.clone(), rows));
     loop {
         if *stop.borrow() {
             return;
         }
         let first = tokio::select! {
-            permit = rt.slots.clone().acquire_owned() => match permit {
+            permit = rt.leases.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -165,7 +172,7 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
             }
             continue;
         }
-        let mut want = u32::try_from((1 + rt.slots.available_permits()).min(config.claim_batch))
+        let mut want = u32::try_from((1 + rt.leases.available_permits()).min(config.claim_batch))
             .unwrap_or(u32::MAX);
         // The breaker decides whether the provider is called at all.
         let probes = match rt.breaker.admit(want) {
@@ -220,23 +227,23 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
         }
         let mut first = Some(first);
         for row in claimed {
-            let permit = match first.take() {
+            let lease = match first.take() {
                 Some(p) => p,
-                // Only this loop takes slots, and it counted them: this cannot wait long.
-                None => match rt.slots.clone().acquire_owned().await {
+                // Only this loop takes leases, and it counted them: this cannot wait long.
+                None => match rt.leases.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => return,
                 },
             };
-            let ticket = rt.limiter.ticket();
-            tokio::spawn(send_one(
-                rt.clone(),
-                shared.clone(),
-                row,
-                permit,
-                ticket,
-                probes.is_some(),
-            ));
+            let leased = Leased {
+                lease,
+                ticket: rt.limiter.ticket(),
+                probe: probes.is_some(),
+                claimed: Instant::now(),
+            };
+            if feed.send((row, leased)).is_err() {
+                return;
+            }
         }
         drop(first);
         if got < want {
@@ -299,18 +306,95 @@ async fn idle(rt: &ChannelRuntime, config: &DispatcherConfig, stop: &mut watch::
     }
 }
 
-/// Delivers one claimed notification and writes the outcome back; holds its slot until then.
+/// Why a claimed row goes back to the queue unsent (its attempt refunded), if it must.
+fn unsent_because(
+    rt: &ChannelRuntime,
+    config: &DispatcherConfig,
+    waited: Duration,
+    slot: bool,
+    probe: bool,
+) -> Option<&'static str> {
+    if !slot {
+        Some("stopping")
+    } else if waited > config.lease_margin / 2 {
+        // Its lease must still cover the send's whole timeout.
+        Some("waited_too_long_for_a_slot")
+    } else if rt.held_until().is_some() {
+        Some("channel_held")
+    } else if !probe && !rt.breaker.is_closed() {
+        Some("breaker_opened")
+    } else {
+        None
+    }
+}
+
+/// What a claimed row carries from its claim to its send.
+struct Leased {
+    /// Held until the row's outcome is committed.
+    lease: OwnedSemaphorePermit,
+    ticket: Ticket,
+    /// Claimed as a half-open breaker's probe.
+    probe: bool,
+    claimed: Instant,
+}
+
+/// Hands claimed rows their bulkhead slots in claim order (priority, then due time), and starts
+/// each one's send. Once stopping, rows still waiting get no slot: they are released unsent.
+async fn feed_slots(
+    rt: Arc<ChannelRuntime>,
+    shared: Arc<Shared>,
+    mut rows: mpsc::UnboundedReceiver<(Claimed, Leased)>,
+) {
+    let mut stop = shared.signals.stop.clone();
+    while let Some((row, leased)) = rows.recv().await {
+        let slot = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            permit = rt.slots.clone().acquire_owned() => permit.ok(),
+        };
+        tokio::spawn(send_one(rt.clone(), shared.clone(), row, leased, slot));
+    }
+}
+
+/// Delivers one claimed notification and writes the outcome back. It holds its lease permit
+/// until then, and a bulkhead slot from the moment it may call the provider: a row claimed
+/// ahead waits here for the slot, and is released unsent (no attempt spent) if stopping, if it
+/// waited more than half the lease margin, or if the channel was held or its breaker left
+/// `closed` meanwhile.
 async fn send_one(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
     row: Claimed,
-    permit: OwnedSemaphorePermit,
-    ticket: Ticket,
-    probe: bool,
+    Leased {
+        lease,
+        ticket,
+        probe,
+        claimed,
+    }: Leased,
+    slot: Option<OwnedSemaphorePermit>,
 ) {
+    let waited = claimed.elapsed();
     let mut abandon = shared.signals.abandon.clone();
     let id = row.message.id.clone();
     let attempt = row.attempt;
+    if let Some(why) = unsent_because(&rt, &shared.config, waited, slot.is_some(), probe) {
+        drop(ticket);
+        rt.breaker.record(Verdict::Neutral, probe);
+        tracing::debug!(notification_id = %id, channel = %rt.name, reason = why,
+            "Claimed notification released unsent.");
+        let release = Completion {
+            id: id.clone(),
+            attempt,
+            outcome: Outcome::Release,
+            record: None,
+        };
+        if let Err(e) = shared.outbox.complete(vec![release]).await {
+            tracing::error!(notification_id = %id, channel = %rt.name, error = %e,
+                "Could not release the notification; it will be retried when its lease expires.");
+        }
+        drop(lease);
+        return;
+    }
     let started_at = now_ms();
     let refund = |run_at_ms: i64, code: &str, error: String, decision: &str| Completion {
         id: id.clone(),
@@ -422,7 +506,8 @@ async fn send_one(
         Err(e) => tracing::error!(notification_id = %id, channel = %rt.name, error = %e,
             "Could not record the outcome; the notification will be retried when its lease expires."),
     }
-    drop(permit);
+    drop(slot);
+    drop(lease);
 }
 
 /// A notification whose `expires_at` passed unsent. An optional channel's is dropped quietly;

@@ -283,6 +283,12 @@ impl Breaker {
     }
 
     /// The breaker as an operator sees it.
+    /// Whether calls flow freely now: a row claimed while the breaker was closed is sent only
+    /// if it still is (open or half-open, only admitted probes go).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.lock().phase, Phase::Closed)
+    }
+
     pub fn view(&self) -> BreakerView {
         let now = Instant::now();
         let mut inner = self.lock();

@@ -124,6 +124,27 @@ async fn claim_takes_high_priority_first_then_earliest_due() {
 }
 
 #[tokio::test]
+async fn one_claim_of_several_rows_returns_them_highest_priority_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let mut by_priority = Vec::new();
+    for priority in [Priority::Low, Priority::Normal, Priority::High] {
+        by_priority.push(
+            put(
+                &q,
+                NewNotification {
+                    priority,
+                    ..note("c")
+                },
+            )
+            .await,
+        );
+    }
+    by_priority.reverse();
+    assert_eq!(ids(&q.claim("c", 3, LEASE).await.unwrap()), by_priority);
+}
+
+#[tokio::test]
 async fn claim_only_takes_its_own_channel_and_respects_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);

@@ -21,7 +21,8 @@ const QUEUE: usize = 8192;
 const MAX_BATCH: usize = 4096;
 
 /// Leases the next due rows of a channel: walks `notifications_due` in priority, then due
-/// order (a test checks the plan).
+/// order (a test checks the plan). RETURNING comes in the update's own order (by id), so the
+/// rows are sorted by `prio_rank` afterwards.
 pub(super) const CLAIM: &str = "UPDATE notifications
      SET state = 'sending', attempts = attempts + 1, lease_owner = ?1, run_at = ?2,
          updated_at = ?3
@@ -31,7 +32,7 @@ pub(super) const CLAIM: &str = "UPDATE notifications
          ORDER BY prio_rank, run_at
          LIMIT ?5)
      RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
-               expires_at, tried";
+               expires_at, tried, prio_rank";
 
 /// The oldest finished rows, for retention. Its state test is the `notifications_finished`
 /// index's own expression (0005), so it walks that index (a test checks the plan).
@@ -341,6 +342,7 @@ impl Writer {
                 r.get::<_, u32>(8)?,
                 r.get::<_, Option<i64>>(9)?,
                 r.get::<_, Option<String>>(10)?,
+                r.get::<_, i64>(11)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -357,30 +359,38 @@ impl Writer {
                 attempt,
                 expires_at,
                 tried,
+                rank,
             ) = row?;
             let tried = tried
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
             // A row with unreadable data is still claimed and sent without it, never stuck.
             let data = data.and_then(|d| serde_json::from_str(&d).ok());
-            out.push(Claimed {
-                message: notifyd_channels::Message {
-                    id,
-                    channel,
-                    to,
-                    subject,
-                    body,
-                    html,
-                    data,
-                    created_at: std::time::UNIX_EPOCH
-                        + std::time::Duration::from_millis(u64::try_from(created_at).unwrap_or(0)),
+            out.push((
+                rank,
+                Claimed {
+                    message: notifyd_channels::Message {
+                        id,
+                        channel,
+                        to,
+                        subject,
+                        body,
+                        html,
+                        data,
+                        created_at: std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(
+                                u64::try_from(created_at).unwrap_or(0),
+                            ),
+                    },
+                    attempt,
+                    expires_at_ms: expires_at,
+                    tried,
                 },
-                attempt,
-                expires_at_ms: expires_at,
-                tried,
-            });
+            ));
         }
-        Ok(out)
+        // Stable: within a priority, ids the daemon assigns (UUIDv7) are in creation order.
+        out.sort_by_key(|(rank, _)| *rank);
+        Ok(out.into_iter().map(|(_, c)| c).collect())
     }
 
     fn complete(&self, completions: &[Completion], now: i64) -> Result<()> {
