@@ -288,6 +288,36 @@ async fn a_graceful_stop_lets_in_flight_sends_finish() {
 }
 
 #[tokio::test]
+async fn on_stop_rows_claimed_ahead_of_a_slot_go_back_unsent_and_unspent() {
+    let sink = Sink::start(|_, _| (StatusCode::OK, vec![], Duration::from_millis(500))).await;
+    // One slot: the second row is claimed ahead and waits for it.
+    let d = TestDaemon::start(&webhook("hooks", &sink.url(), "concurrency = 1")).await;
+    let mut ids = Vec::new();
+    for body in ["first", "second"] {
+        ids.push(
+            d.accept(json!({"channel": "hooks", "to": "t", "body": body}))
+                .await,
+        );
+    }
+    sink.wait_for(1, Duration::from_secs(5)).await;
+    let dir = d.stop().await;
+    assert_eq!(sink.received().len(), 1, "the waiting row was not sent");
+    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(
+        &notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db")),
+    )
+    .unwrap();
+    use notifyd::outbox::Outbox;
+    let first = outbox.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.state, notifyd::outbox::State::Delivered);
+    let second = outbox.get(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(second.state, notifyd::outbox::State::Queued);
+    assert_eq!(
+        second.attempts, 0,
+        "a row that was never sent spent no attempt"
+    );
+}
+
+#[tokio::test]
 async fn a_send_still_running_after_the_grace_period_is_released_to_the_queue() {
     let sink = Sink::start(|_, _| (StatusCode::OK, vec![], Duration::from_secs(30))).await;
     let d = TestDaemon::start(&webhook(
