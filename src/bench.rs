@@ -124,6 +124,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     // 1. Single POSTs, due once they are all in, so accepting is measured alone.
     let due_text = rfc3339_in(Duration::from_secs(5 + (args.singles as u64) / 4000))?;
+    let singles_cpu_before = cpu_ticks(pid, None);
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
@@ -149,6 +150,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         w.await??;
     }
     let singles_secs = start.elapsed().as_secs_f64();
+    let singles_cpu_us = per_row_us(
+        singles_cpu_before,
+        cpu_ticks(pid, None),
+        args.singles as u64,
+    );
     wait_count(&rx, args.singles as u64, Duration::from_secs(120)).await?;
     let singles_all_delivered = start.elapsed().as_secs_f64();
 
@@ -201,11 +207,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let drain_secs = start.elapsed().as_secs_f64();
     // CPU per notification varies far less with a noisy machine than throughput does.
     let cpu_after = (cpu_ticks(pid, None), cpu_ticks(pid, Some(WRITER_THREAD)));
-    let per_row_us = |a: Option<u64>, b: Option<u64>| {
-        Some((b?.saturating_sub(a?)) as f64 * 1e6 / TICKS_PER_SECOND / batched as f64)
-    };
-    let daemon_cpu_us = per_row_us(cpu_before.0, cpu_after.0);
-    let writer_cpu_us = per_row_us(cpu_before.1, cpu_after.1);
+    let daemon_cpu_us = per_row_us(cpu_before.0, cpu_after.0, batched);
+    let writer_cpu_us = per_row_us(cpu_before.1, cpu_after.1, batched);
 
     // 4. Latency at a fixed offered load.
     let total = args.rate * args.seconds;
@@ -268,6 +271,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         singles_rate,
         "≥ 10000"
     );
+    if let Some(us) = singles_cpu_us {
+        println!("{:<58} {us:>9.1} µs", "  daemon CPU per accepted POST");
+    }
     println!(
         "{:<58} {:>10.1} s",
         format!("  (all {} accepted and delivered after)", args.singles),
@@ -353,6 +359,11 @@ async fn wait_count(rx: &Receiver, n: u64, within: Duration) -> anyhow::Result<(
 const WRITER_THREAD: &str = "notifyd-writer";
 /// Linux reports CPU time in USER_HZ ticks, 100 a second on every architecture it runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU microseconds per item between two [`cpu_ticks`] readings.
+fn per_row_us(before: Option<u64>, after: Option<u64>, items: u64) -> Option<f64> {
+    Some(after?.saturating_sub(before?) as f64 * 1e6 / TICKS_PER_SECOND / items.max(1) as f64)
+}
 
 /// User plus system CPU time of process `pid`, or of its thread named `thread`, in ticks.
 fn cpu_ticks(pid: u32, thread: Option<&str>) -> Option<u64> {
