@@ -1030,11 +1030,24 @@ fn plan(sql: &str) -> String {
     rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
 }
 
+/// Seeks to the due rows of each priority: never steps over the rows scheduled for later.
+fn assert_seeks_due_rows(plan: &str) {
+    assert!(
+        plan.contains("USING INDEX notifications_due (channel=? AND prio_rank=? AND run_at<?)"),
+        "{plan}"
+    );
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+}
+
 #[test]
-fn the_claim_walks_the_due_index() {
-    let plan = plan(writer::CLAIM);
-    assert!(plan.contains("USING INDEX notifications_due"), "{plan}");
-    assert!(!plan.contains("SCAN notifications\n"), "{plan}");
+fn the_claim_seeks_the_due_rows_of_each_priority() {
+    assert_seeks_due_rows(&plan(writer::CLAIM));
+}
+
+#[test]
+fn deferring_and_failing_over_seek_the_due_rows_like_the_claim() {
+    assert_seeks_due_rows(&plan(writer::DEFER_DUE));
+    assert_seeks_due_rows(&plan(writer::REROUTE_DUE));
 }
 
 #[test]

@@ -21,18 +21,44 @@ const QUEUE: usize = 8192;
 const MAX_BATCH: usize = 4096;
 
 /// Leases the next due rows of a channel: walks `notifications_due` in priority, then due
-/// order (a test checks the plan). RETURNING comes in the update's own order (by id), so the
+/// order (a test checks the plan). `prio_rank IN (0, 1, 2)` is what lets it seek to the due
+/// rows of each priority instead of stepping over every scheduled one (8.9 ms a claim behind
+/// 100,000 rows scheduled for later, against 0.01 ms). RETURNING comes in the update's own order (by id), so the
 /// rows are sorted by `prio_rank` afterwards.
 pub(super) const CLAIM: &str = "UPDATE notifications
      SET state = 'sending', attempts = attempts + 1, lease_owner = ?1, run_at = ?2,
          updated_at = ?3
      WHERE id IN (
          SELECT id FROM notifications
-         WHERE channel = ?4 AND state IN ('queued', 'sending') AND run_at <= ?3
+         WHERE channel = ?4 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
+           AND run_at <= ?3
          ORDER BY prio_rank, run_at
          LIMIT ?5)
      RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
                expires_at, tried, prio_rank";
+
+/// Due, queued rows of a channel whose breaker is open, pushed to its next probe. Its terms are
+/// the claim's, so it seeks in `notifications_due` like the claim (a test checks the plan).
+pub(super) const DEFER_DUE: &str =
+    "UPDATE notifications SET run_at = ?3, last_code = 'breaker_open',
+         last_error = 'deferred: the channel''s circuit breaker is open', updated_at = ?2
+     WHERE id IN (SELECT id FROM notifications
+                  WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
+                    AND run_at <= ?2 AND state = 'queued'
+                  ORDER BY prio_rank, run_at LIMIT ?4)";
+
+/// Due, queued rows of a channel whose breaker is open, moved to a failover channel they have
+/// not been on yet; seeks like [`DEFER_DUE`].
+pub(super) const REROUTE_DUE: &str =
+    "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
+         channel = ?3, run_at = ?2, attempts = 0, last_code = 'failed_over',
+         last_error = 'moved: the channel''s circuit breaker is open', updated_at = ?2
+     WHERE id IN (SELECT id FROM notifications
+                  WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
+                    AND run_at <= ?2 AND state = 'queued'
+                    AND NOT EXISTS (SELECT 1 FROM json_each(coalesce(tried, '[]'))
+                                    WHERE value = ?3)
+                  ORDER BY prio_rank, run_at LIMIT ?4)";
 
 /// The oldest finished rows, for retention. Its state test is the `notifications_finished`
 /// index's own expression (0005), so it walks that index (a test checks the plan).
@@ -613,26 +639,11 @@ impl Writer {
         let moved = match how {
             OpenBreakerMove::Defer { until_ms } => self
                 .conn
-                .prepare_cached(
-                    "UPDATE notifications SET run_at = ?3, last_code = 'breaker_open',
-                         last_error = 'deferred: the channel''s circuit breaker is open', updated_at = ?2
-                     WHERE id IN (SELECT id FROM notifications
-                                  WHERE channel = ?1 AND state = 'queued' AND run_at <= ?2
-                                  ORDER BY prio_rank, run_at LIMIT ?4)",
-                )?
+                .prepare_cached(DEFER_DUE)?
                 .execute(params![channel, now, until_ms, limit])?,
             OpenBreakerMove::Reroute { to } => self
                 .conn
-                .prepare_cached(
-                    "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
-                         channel = ?3, run_at = ?2, attempts = 0, last_code = 'failed_over',
-                         last_error = 'moved: the channel''s circuit breaker is open', updated_at = ?2
-                     WHERE id IN (SELECT id FROM notifications
-                                  WHERE channel = ?1 AND state = 'queued' AND run_at <= ?2
-                                    AND NOT EXISTS (SELECT 1 FROM json_each(coalesce(tried, '[]'))
-                                                    WHERE value = ?3)
-                                  ORDER BY prio_rank, run_at LIMIT ?4)",
-                )?
+                .prepare_cached(REROUTE_DUE)?
                 .execute(params![channel, now, to, limit])?,
         };
         Ok(moved as u64)
