@@ -78,7 +78,10 @@ async fn open_at(
         url: config.queue.url.clone(),
         error,
     };
-    let opts = SqliteOptions::new(path);
+    let opts = SqliteOptions {
+        min_free_bytes: config.queue.min_free_bytes,
+        ..SqliteOptions::new(path)
+    };
     let outbox = tokio::task::spawn_blocking(move || SqliteOutbox::open(&opts))
         .await
         .map_err(|e| queue_error(StoreError::Internal(e.to_string())))?

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::config::ServerConfig;
 use crate::metrics::{Counters, ReceiptOutcome};
-use crate::outbox::{Enqueued, NewNotification, Outbox, Transition};
+use crate::outbox::{Enqueued, NewNotification, Outbox, StoreError, Transition};
 use crate::registry::Registry;
 use crate::submission::{Replay, Submission};
 use crate::templates::Templates;
@@ -501,6 +501,16 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.outbox.check_writable().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        // Why it is not ready is what an operator needs to see (no secret is in it).
+        Err(StoreError::Unavailable(why)) => {
+            tracing::warn!(reason = %why, "Not ready.");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                format!("not ready: {why}"),
+            )
+            .into_response()
+        }
         Err(e) => {
             let mut err = ApiError::from(e);
             err.status = StatusCode::SERVICE_UNAVAILABLE;

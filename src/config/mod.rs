@@ -160,12 +160,16 @@ impl Default for ServerConfig {
 pub struct QueueConfig {
     /// `sqlite://<path>` (relative to the working directory, or absolute as `sqlite:///var/...`).
     pub url: String,
+    /// `/readyz` fails below this much free space on the queue's filesystem, so an alert or a
+    /// load balancer acts before the disk is full and accepts start failing with 503.
+    pub min_free_bytes: u64,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://notifyd.db".into(),
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -184,7 +184,13 @@ fn a_missing_config_file_is_an_error_naming_it() {
 
 #[test]
 fn sqlite_urls_name_a_file() {
-    let q = |url: &str| QueueConfig { url: url.into() }.sqlite_path();
+    let q = |url: &str| {
+        QueueConfig {
+            url: url.into(),
+            ..QueueConfig::default()
+        }
+        .sqlite_path()
+    };
     assert_eq!(q("sqlite://notifyd.db"), Ok(PathBuf::from("notifyd.db")));
     assert_eq!(
         q("sqlite:///var/lib/notifyd/q.db"),

@@ -451,12 +451,31 @@ async fn health_and_readiness_answer_200() {
 }
 
 #[tokio::test]
+async fn readiness_is_503_below_the_configured_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = load_config(&config_text(dir.path(), LOG), dir.path());
+    // More than any disk has.
+    config.queue.min_free_bytes = u64::MAX;
+    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
+    let resp = reqwest::get(format!("http://{}/readyz", daemon.addr()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("queue.min_free_bytes"), "{message}");
+    daemon.stop();
+    daemon.wait().await;
+}
+
+#[tokio::test]
 async fn a_full_disk_is_503_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let config = load_config(&config_text(dir.path(), LOG), dir.path());
     let outbox = SqliteOutbox::open(&SqliteOptions {
-        path: dir.path().join("full.db"),
         max_page_count: Some(1),
+        ..SqliteOptions::new(dir.path().join("full.db"))
     })
     .unwrap();
     let state = AppState {

@@ -34,6 +34,9 @@ pub struct SqliteOptions {
     pub path: PathBuf,
     /// Caps the file size in pages (test hook to simulate a full disk).
     pub max_page_count: Option<u64>,
+    /// Below this much free space on the queue's filesystem, [`Outbox::check_writable`] fails
+    /// (readiness), before the disk is full and writes do.
+    pub min_free_bytes: u64,
 }
 
 impl SqliteOptions {
@@ -42,6 +45,7 @@ impl SqliteOptions {
         Self {
             path: path.into(),
             max_page_count: None,
+            min_free_bytes: 0,
         }
     }
 }
@@ -54,6 +58,7 @@ pub struct SqliteOutbox {
     /// Dropping it stops the checkpoint thread (after a last checkpoint).
     _checkpointer: std::sync::mpsc::Sender<()>,
     commits: Arc<AtomicU64>,
+    min_free_bytes: u64,
 }
 
 /// How often the WAL is copied back into the database file.
@@ -132,6 +137,7 @@ impl SqliteOutbox {
             path: opts.path.clone(),
             _checkpointer: checkpointer,
             commits,
+            min_free_bytes: opts.min_free_bytes,
         })
     }
 
@@ -362,7 +368,23 @@ impl Outbox for SqliteOutbox {
     }
 
     async fn check_writable(&self) -> Result<()> {
-        self.call(|reply| Op::Ping { reply }).await
+        self.call(|reply| Op::Ping { reply }).await?;
+        // An empty transaction commits on a full disk, and a write may still fit in the WAL's
+        // old frames: free space is what says the next batch will fit.
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let stat = rustix::fs::statvfs(&dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < self.min_free_bytes {
+            return Err(StoreError::Unavailable(format!(
+                "{free} bytes free on the queue's filesystem, below queue.min_free_bytes ({})",
+                self.min_free_bytes
+            )));
+        }
+        Ok(())
     }
 }
 

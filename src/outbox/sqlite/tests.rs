@@ -658,8 +658,8 @@ async fn a_full_disk_is_unavailable_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
     let q = SqliteOutbox::open(&SqliteOptions {
-        path: path.clone(),
         max_page_count: Some(1),
+        ..SqliteOptions::new(path.clone())
     })
     .unwrap();
     // The schema already uses more than one page: any growth fails like a full disk.
