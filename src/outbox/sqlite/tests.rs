@@ -1050,35 +1050,31 @@ fn deferring_and_failing_over_seek_the_due_rows_like_the_claim() {
     assert_seeks_due_rows(&plan(writer::REROUTE_DUE));
 }
 
+/// `sql`'s plan has a step containing `step`.
+fn assert_plan_has(sql: &str, step: &str) {
+    let plan = plan(sql);
+    assert!(plan.contains(step), "{plan}");
+}
+
 #[test]
 fn retention_walks_the_finished_index() {
-    let plan = plan(writer::OLD_FINISHED);
-    assert!(
-        plan.contains("USING INDEX notifications_finished"),
-        "{plan}"
-    );
+    assert_plan_has(writer::OLD_FINISHED, "USING INDEX notifications_finished");
 }
 
 #[test]
 fn a_receipt_finds_its_notification_by_the_provider_id_index() {
-    let plan = plan(writer::RECEIPT_TARGET);
-    assert!(
-        plan.contains("USING INDEX notifications_by_provider_id"),
-        "{plan}"
+    assert_plan_has(
+        writer::RECEIPT_TARGET,
+        "USING INDEX notifications_by_provider_id",
     );
 }
 
 #[test]
 fn early_receipts_are_searched_by_index_not_scanned() {
-    let plan = plan(writer::EARLY_RECEIPTS);
-    assert!(plan.contains("SEARCH receipts USING INDEX"), "{plan}");
+    assert_plan_has(writer::EARLY_RECEIPTS, "SEARCH receipts USING INDEX");
 }
 
 #[test]
 fn the_expiry_sweep_walks_the_expiring_index() {
-    let plan = plan(writer::EXPIRE_OVERDUE);
-    assert!(
-        plan.contains("USING INDEX notifications_expiring"),
-        "{plan}"
-    );
+    assert_plan_has(writer::EXPIRE_OVERDUE, "USING INDEX notifications_expiring");
 }
