@@ -148,7 +148,7 @@ pub async fn render(
     outbox: &dyn Outbox,
 ) -> Result<String> {
     let depth = outbox.depth().await?;
-    let oldest = outbox.oldest_due().await?;
+    let oldest = outbox.oldest_due(&registry.names()).await?;
     let now = crate::outbox::now_ms();
     let (mut attempts, mut latency, mut queue, mut age) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -62,8 +62,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// Counts of live (`queued`, `sending`) and `dead` notifications per channel.
     async fn depth(&self) -> Result<Vec<Depth>>;
 
-    /// Per channel, the due time of the oldest notification that is due now (Unix ms).
-    async fn oldest_due(&self) -> Result<Vec<(String, i64)>>;
+    /// For each of `channels` that has notifications due now, the due time of the oldest (Unix
+    /// ms).
+    async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>>;
 
     /// Defers or fails over up to `limit` due, queued notifications of `channel` whose breaker is
     /// open; returns how many moved.

@@ -324,8 +324,10 @@ impl Outbox for SqliteOutbox {
         self.read(schema::depth).await
     }
 
-    async fn oldest_due(&self) -> Result<Vec<(String, i64)>> {
-        self.read(schema::oldest_due).await
+    async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>> {
+        let channels = channels.to_vec();
+        self.read(move |conn| schema::oldest_due(conn, &channels))
+            .await
     }
 
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {

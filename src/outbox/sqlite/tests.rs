@@ -1078,3 +1078,46 @@ fn early_receipts_are_searched_by_index_not_scanned() {
 fn the_expiry_sweep_walks_the_expiring_index() {
     assert_plan_has(writer::EXPIRE_OVERDUE, "USING INDEX notifications_expiring");
 }
+
+#[test]
+fn the_oldest_due_gauge_seeks_each_priority() {
+    assert_plan_has(
+        schema::OLDEST_DUE,
+        "USING INDEX notifications_due (channel=? AND prio_rank=? AND run_at<?)",
+    );
+}
+
+#[tokio::test]
+async fn oldest_due_is_the_earliest_due_time_across_priorities_ignoring_scheduled_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let now = now_ms();
+    for (priority, run_at_ms) in [
+        (Priority::High, now - 1000),
+        (Priority::Low, now - 5000),
+        (Priority::Normal, now + 60_000),
+    ] {
+        put(
+            &q,
+            NewNotification {
+                priority,
+                run_at_ms,
+                ..note("c")
+            },
+        )
+        .await;
+    }
+    put(
+        &q,
+        NewNotification {
+            run_at_ms: now + 60_000,
+            ..note("later")
+        },
+    )
+    .await;
+    let got = q
+        .oldest_due(&["c".into(), "later".into(), "none".into()])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![("c".to_owned(), now - 5000)]);
+}
