@@ -16,6 +16,12 @@ use crate::metrics::ChannelStats;
 use crate::outbox::now_ms;
 use crate::policy::{Breaker, RateLimiter};
 
+/// Rows a channel with this bulkhead may hold leased: the bulkhead sending and as many claimed
+/// ahead.
+pub fn max_leased(concurrency: usize) -> usize {
+    2 * concurrency
+}
+
 /// One channel at run time.
 pub struct ChannelRuntime {
     pub name: String,
@@ -182,7 +188,7 @@ impl Registry {
                             policy: cfg.policy.clone(),
                             timeouts,
                             slots: Arc::new(Semaphore::new(cfg.policy.concurrency)),
-                            leases: Arc::new(Semaphore::new(2 * cfg.policy.concurrency)),
+                            leases: Arc::new(Semaphore::new(max_leased(cfg.policy.concurrency))),
                             wake: Notify::new(),
                             breaker: Breaker::new(name, critical, cfg.policy.breaker.clone()),
                             limiter: RateLimiter::new(cfg.policy.rate_limit.as_ref()),

@@ -29,7 +29,7 @@ use crate::outbox::{
     AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, now_ms,
 };
 use crate::policy::{Admission, Ticket, Verdict};
-use crate::registry::{ChannelRuntime, Registry};
+use crate::registry::{ChannelRuntime, Registry, max_leased};
 use crate::systemd::Notifier;
 
 pub use decide::decide;
@@ -115,7 +115,7 @@ impl Dispatcher {
         };
         let _ = stop_tx.send(true);
         if why == Halt::Replaced {
-            self.all_slots_free().await;
+            self.all_leases_returned().await;
             loops.shutdown().await;
             tracing::info!("Previous dispatcher retired after a reload; its sends finished.");
             return;
@@ -123,13 +123,13 @@ impl Dispatcher {
         self.notifier.stopping();
         tracing::info!(grace = ?self.config.shutdown_grace, "Dispatcher stopping; letting in-flight sends finish.");
         let deadline = Instant::now() + self.config.shutdown_grace;
-        let drained = tokio::time::timeout_at(deadline, self.all_slots_free()).await;
+        let drained = tokio::time::timeout_at(deadline, self.all_leases_returned()).await;
         if drained.is_err() {
             tracing::warn!(
                 "Shutdown grace period over; abandoning the remaining sends and releasing their notifications."
             );
             let _ = abandon_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.all_slots_free()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.all_leases_returned()).await;
         }
         loops.shutdown().await;
         tracing::info!("Dispatcher stopped.");
@@ -138,9 +138,9 @@ impl Dispatcher {
     /// Resolves when no channel holds a leased row (each row holds its lease permit until its
     /// outcome is committed; rows waiting for a slot release themselves once stopping). The
     /// loops are stopped by then, so a drained channel stays drained.
-    async fn all_slots_free(&self) {
+    async fn all_leases_returned(&self) {
         for rt in self.registry.iter() {
-            let all = u32::try_from(2 * rt.policy.concurrency).unwrap_or(u32::MAX);
+            let all = u32::try_from(max_leased(rt.policy.concurrency)).unwrap_or(u32::MAX);
             drop(rt.leases.acquire_many(all).await);
         }
     }
