@@ -377,24 +377,6 @@ async fn send_one(
     let mut abandon = shared.signals.abandon.clone();
     let id = row.message.id.clone();
     let attempt = row.attempt;
-    if let Some(why) = unsent_because(&rt, &shared.config, waited, slot.is_some(), probe) {
-        drop(ticket);
-        rt.breaker.record(Verdict::Neutral, probe);
-        tracing::debug!(notification_id = %id, channel = %rt.name, reason = why,
-            "Claimed notification released unsent.");
-        let release = Completion {
-            id: id.clone(),
-            attempt,
-            outcome: Outcome::Release,
-            record: None,
-        };
-        if let Err(e) = shared.outbox.complete(vec![release]).await {
-            tracing::error!(notification_id = %id, channel = %rt.name, error = %e,
-                "Could not release the notification; it will be retried when its lease expires.");
-        }
-        drop(lease);
-        return;
-    }
     let started_at = now_ms();
     let refund = |run_at_ms: i64, code: &str, error: String, decision: &str| Completion {
         id: id.clone(),
@@ -415,8 +397,22 @@ async fn send_one(
             decision: decision.to_owned(),
         }),
     };
+    // Given back unsent, its attempt refunded: after an abandoned send, or before any send.
+    let release = || Completion {
+        id: id.clone(),
+        attempt,
+        outcome: Outcome::Release,
+        record: None,
+    };
     let mut recorded = false;
-    let completion = if row.expires_at_ms.is_some_and(|t| t <= started_at) {
+    let completion = if let Some(why) =
+        unsent_because(&rt, &shared.config, waited, slot.is_some(), probe)
+    {
+        drop(ticket);
+        tracing::debug!(notification_id = %id, channel = %rt.name, reason = why,
+            "Claimed notification released unsent.");
+        release()
+    } else if row.expires_at_ms.is_some_and(|t| t <= started_at) {
         drop(ticket);
         note_expired(&rt, &id);
         Completion {
@@ -457,12 +453,7 @@ async fn send_one(
             _ = abandon.wait_for(|a| *a) => None,
         };
         match sent {
-            None => Completion {
-                id: id.clone(),
-                attempt,
-                outcome: Outcome::Release,
-                record: None,
-            },
+            None => release(),
             Some((result, latency)) => {
                 let result = result.unwrap_or_else(|_| {
                     Err(DeliveryError::transient(
