@@ -296,7 +296,8 @@ fn check_route_count(routes: usize) -> Result<(), Rejection> {
 /// field at fault; `content_field` is the one blamed for missing content (`body`, or
 /// `template`).
 ///
-/// Checks the recipient (not empty, at most 8 KiB), that there is some content, the channel's
+/// Checks the id (a printable ASCII token), the recipient (not empty, at most 8 KiB), that there
+/// is some content, the channel's
 /// own rules ([`Channel::validate`](notifyd_channels::Channel::validate): recipient format, SMS
 /// segments, payload sizes), the fallback routes (at most [`MAX_FALLBACK_ROUTES`], each to a
 /// configured channel whose rules its content meets) and the size of the stored content (at
@@ -308,6 +309,18 @@ pub fn check(
     content_field: &str,
 ) -> Result<(), Rejection> {
     let runtime = channel_named(registry, "channel", &message.channel)?;
+    // Sent as the idempotency key (an HTTP header for webhooks) and used in URLs: an id a
+    // program chose must be a plain token. The ones notifyd assigns are UUIDs.
+    if message.id.is_empty()
+        || message.id.len() > MAX_KEY_LEN
+        || !message.id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Rejection::new(
+            "id",
+            "invalid_field",
+            format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters, no spaces"),
+        ));
+    }
     if message.to.trim().is_empty() {
         return Err(Rejection::new(
             "to",

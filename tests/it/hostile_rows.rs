@@ -292,3 +292,24 @@ async fn a_plain_sql_row_over_the_content_bound_fails_naming_the_field() {
         "body: the notification's content would store more than 1048576 bytes"
     );
 }
+
+#[tokio::test]
+async fn a_plain_sql_row_whose_id_cannot_be_an_idempotency_key_fails_naming_id() {
+    // Found by the arbitrary-rows hunt: a webhook sends the id as the Idempotency-Key header, and
+    // a line break in it failed every attempt as "transient" until the retries ran out.
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&webhook("hooks", &sink.url(), "")).await;
+    let id = insert(
+        &d,
+        "id, channel, recipient, body",
+        "'two' || char(10) || 'lines', 'hooks', 'ops', 'b'",
+    );
+    let view = d.wait_for_state(&id.replace('\n', "%0A"), "failed").await;
+    let error = &view["last_error"];
+    assert_eq!(error["code"], "invalid_field");
+    assert_eq!(
+        error["message"],
+        "id: must be 1 to 255 printable ASCII characters, no spaces"
+    );
+    assert!(sink.received().is_empty());
+}

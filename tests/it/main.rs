@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod arbitrary_rows;
 mod chaos;
 mod crash;
 mod delivery;
