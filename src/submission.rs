@@ -10,13 +10,19 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::outbox::{Content, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms};
-use crate::registry::Registry;
+use crate::registry::{ChannelRuntime, Registry};
 use crate::templates::Templates;
 
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 255;
 /// Longest recipient accepted (push subscriptions are long JSON documents).
 const MAX_TO_LEN: usize = 8192;
+/// Most fallback routes one notification may carry. Each hop of a chain stores the routes left,
+/// so a chain's storage grows with the square of its length: this keeps it small.
+pub const MAX_FALLBACK_ROUTES: usize = 8;
+/// Most bytes of content one notification stores: subject, body, html and data (as JSON text),
+/// its own and that of each fallback route that was rendered differently, together.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
 /// A notification as submitted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -92,33 +98,16 @@ pub struct Replay {
 }
 
 impl Submission {
-    /// Validates against the configured channels and turns it into a row to store.
+    /// Validates against the configured channels and turns it into a row to store: renders the
+    /// template (for the notification and for each fallback route of another kind), checks what
+    /// only a request has (key, times), then applies [`check`], the rules every notification
+    /// meets whoever wrote it.
     pub fn validate(
         mut self,
         registry: &Registry,
         templates: &Templates,
     ) -> Result<NewNotification, Rejection> {
-        let runtime = registry.get(&self.channel).ok_or_else(|| {
-            Rejection::new(
-                "channel",
-                "unknown_channel",
-                format!("no channel named {:?} is configured", self.channel),
-            )
-        })?;
-        if self.to.trim().is_empty() {
-            return Err(Rejection::new(
-                "to",
-                "invalid_recipient",
-                "must not be empty",
-            ));
-        }
-        if self.to.len() > MAX_TO_LEN {
-            return Err(Rejection::new(
-                "to",
-                "invalid_recipient",
-                format!("longer than {MAX_TO_LEN} bytes"),
-            ));
-        }
+        let runtime = channel_named(registry, "channel", &self.channel)?;
         // Hashed as submitted (template and vars, not their rendering): a replay is the same
         // request, whatever the templates say today.
         let content_hash = self.content_hash();
@@ -145,21 +134,6 @@ impl Submission {
                 "vars",
                 "invalid_field",
                 "vars are only used with a template",
-            ));
-        }
-        if self.subject.is_none()
-            && self.body.is_none()
-            && self.html.is_none()
-            && self.data.is_none()
-        {
-            return Err(Rejection::new(
-                if self.template.is_some() {
-                    "template"
-                } else {
-                    "body"
-                },
-                "missing_content",
-                "give at least one of body, subject, html, data or template",
             ));
         }
         if let Some(key) = &self.idempotency_key
@@ -197,23 +171,7 @@ impl Submission {
             }
             None => None,
         };
-        let id = uuid::Uuid::now_v7().to_string();
-        let created_at =
-            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
-        let message = Message {
-            id: id.clone(),
-            channel: self.channel.clone(),
-            to: self.to.clone(),
-            subject: self.subject.clone(),
-            body: self.body.clone(),
-            html: self.html.clone(),
-            data: self.data.clone(),
-            created_at,
-        };
-        runtime
-            .channel
-            .validate(&message)
-            .map_err(|e| Rejection::new(e.field, e.code, e.message))?;
+        check_route_count(self.fallback.len())?;
         let own = Content {
             subject: self.subject.clone(),
             body: self.body.clone(),
@@ -223,13 +181,8 @@ impl Submission {
         let own_family = crate::templates::family(runtime.kind);
         let mut fallback = Vec::with_capacity(self.fallback.len());
         for (i, route) in self.fallback.into_iter().enumerate() {
-            let runtime = registry.get(&route.channel).ok_or_else(|| {
-                Rejection::new(
-                    format!("fallback[{i}].channel"),
-                    "unknown_channel",
-                    format!("no channel named {:?} is configured", route.channel),
-                )
-            })?;
+            let runtime =
+                channel_named(registry, &format!("fallback[{i}].channel"), &route.channel)?;
             // A template speaks to each kind in its own part (sms.txt for an SMS fallback).
             let content = match &self.template {
                 // A kind of the same family renders the same parts: nothing to do again.
@@ -246,32 +199,38 @@ impl Submission {
                 }
                 _ => None,
             };
-            let shown = content.as_ref().unwrap_or(&own);
-            let as_fallback = Message {
-                channel: route.channel.clone(),
-                to: route.to.clone(),
-                subject: shown.subject.clone(),
-                body: shown.body.clone(),
-                html: shown.html.clone(),
-                data: shown.data.clone(),
-                ..message.clone()
-            };
-            runtime.channel.validate(&as_fallback).map_err(|e| {
-                Rejection::new(format!("fallback[{i}].{}", e.field), e.code, e.message)
-            })?;
             fallback.push(FallbackRoute {
                 target: route,
                 content,
             });
         }
-        Ok(NewNotification {
-            id,
+        let id = uuid::Uuid::now_v7().to_string();
+        let created_at =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
+        let message = Message {
+            id: id.clone(),
             channel: self.channel,
             to: self.to,
-            subject: self.subject,
-            body: self.body,
-            html: self.html,
-            data: self.data,
+            subject: own.subject,
+            body: own.body,
+            html: own.html,
+            data: own.data,
+            created_at,
+        };
+        let content_field = if self.template.is_some() {
+            "template"
+        } else {
+            "body"
+        };
+        check(registry, &message, &fallback, content_field)?;
+        Ok(NewNotification {
+            id,
+            channel: message.channel,
+            to: message.to,
+            subject: message.subject,
+            body: message.body,
+            html: message.html,
+            data: message.data,
             priority: self.priority.unwrap_or_default(),
             run_at_ms: run_at,
             expires_at_ms: expires_at,
@@ -302,4 +261,189 @@ impl Submission {
         let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
         hex::encode(Sha256::digest(bytes))
     }
+}
+
+/// The configured channel `name`, or a refusal blamed on `field`.
+fn channel_named<'r>(
+    registry: &'r Registry,
+    field: &str,
+    name: &str,
+) -> Result<&'r std::sync::Arc<ChannelRuntime>, Rejection> {
+    registry.get(name).ok_or_else(|| {
+        Rejection::new(
+            field,
+            "unknown_channel",
+            format!("no channel named {name:?} is configured"),
+        )
+    })
+}
+
+/// Refuses more than [`MAX_FALLBACK_ROUTES`] fallback routes.
+fn check_route_count(routes: usize) -> Result<(), Rejection> {
+    if routes > MAX_FALLBACK_ROUTES {
+        return Err(Rejection::new(
+            "fallback",
+            "too_many_items",
+            format!("{routes} routes, more than the {MAX_FALLBACK_ROUTES} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// The rules every notification meets before it is sent, whoever wrote it: the API and
+/// `notifyd send` apply them as they accept one (through [`Submission::validate`]), the
+/// dispatcher to a row another program inserted with plain SQL. A refusal names the request
+/// field at fault; `content_field` is the one blamed for missing content (`body`, or
+/// `template`).
+///
+/// Checks the id (a printable ASCII token), the recipient (not empty, at most 8 KiB), that there
+/// is some content, the channel's
+/// own rules ([`Channel::validate`](notifyd_channels::Channel::validate): recipient format, SMS
+/// segments, payload sizes), the fallback routes (at most [`MAX_FALLBACK_ROUTES`], each to a
+/// configured channel whose rules its content meets) and the size of the stored content (at
+/// most [`MAX_CONTENT_BYTES`]).
+pub fn check(
+    registry: &Registry,
+    message: &Message,
+    fallback: &[FallbackRoute],
+    content_field: &str,
+) -> Result<(), Rejection> {
+    let runtime = channel_named(registry, "channel", &message.channel)?;
+    // Sent as the idempotency key (an HTTP header for webhooks) and used in URLs: an id a
+    // program chose must be a plain token. The ones notifyd assigns are UUIDs.
+    if message.id.is_empty()
+        || message.id.len() > MAX_KEY_LEN
+        || !message.id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Rejection::new(
+            "id",
+            "invalid_field",
+            format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters, no spaces"),
+        ));
+    }
+    if message.to.trim().is_empty() {
+        return Err(Rejection::new(
+            "to",
+            "invalid_recipient",
+            "must not be empty",
+        ));
+    }
+    if message.to.len() > MAX_TO_LEN {
+        return Err(Rejection::new(
+            "to",
+            "invalid_recipient",
+            format!("longer than {MAX_TO_LEN} bytes"),
+        ));
+    }
+    if message.subject.is_none()
+        && message.body.is_none()
+        && message.html.is_none()
+        && message.data.is_none()
+    {
+        return Err(Rejection::new(
+            content_field,
+            "missing_content",
+            "give at least one of body, subject, html, data or template",
+        ));
+    }
+    let mut stored = ContentSize::default();
+    stored.add_message(message)?;
+    runtime
+        .channel
+        .validate(message)
+        .map_err(|e| Rejection::new(e.field, e.code, e.message))?;
+    check_route_count(fallback.len())?;
+    for (i, route) in fallback.iter().enumerate() {
+        let runtime = channel_named(
+            registry,
+            &format!("fallback[{i}].channel"),
+            &route.target.channel,
+        )?;
+        let mut as_fallback = Message {
+            channel: route.target.channel.clone(),
+            to: route.target.to.clone(),
+            ..message.clone()
+        };
+        if let Some(content) = &route.content {
+            stored.add_route(i, content)?;
+            as_fallback.subject = content.subject.clone();
+            as_fallback.body = content.body.clone();
+            as_fallback.html = content.html.clone();
+            as_fallback.data = content.data.clone();
+        }
+        runtime
+            .channel
+            .validate(&as_fallback)
+            .map_err(|e| Rejection::new(format!("fallback[{i}].{}", e.field), e.code, e.message))?;
+    }
+    Ok(())
+}
+
+/// Bytes of content a notification stores, counted as it is checked against
+/// [`MAX_CONTENT_BYTES`].
+#[derive(Default)]
+struct ContentSize(usize);
+
+impl ContentSize {
+    /// Adds `bytes` of `field`, refusing it if the total goes over the limit.
+    fn add(&mut self, field: &str, bytes: usize) -> Result<(), Rejection> {
+        self.0 = self.0.saturating_add(bytes);
+        if self.0 > MAX_CONTENT_BYTES {
+            return Err(Rejection::new(
+                field,
+                "too_long",
+                format!(
+                    "the notification's content would store more than {MAX_CONTENT_BYTES} bytes"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn add_fields(
+        &mut self,
+        field: impl Fn(&str) -> String,
+        subject: &Option<String>,
+        body: &Option<String>,
+        html: &Option<String>,
+        data: &Option<serde_json::Value>,
+    ) -> Result<(), Rejection> {
+        for (name, text) in [("subject", subject), ("body", body), ("html", html)] {
+            self.add(&field(name), text.as_ref().map_or(0, String::len))?;
+        }
+        let data_len = data.as_ref().map_or(0, json_len);
+        self.add(&field("data"), data_len)
+    }
+
+    fn add_message(&mut self, m: &Message) -> Result<(), Rejection> {
+        self.add_fields(str::to_owned, &m.subject, &m.body, &m.html, &m.data)
+    }
+
+    fn add_route(&mut self, i: usize, c: &Content) -> Result<(), Rejection> {
+        self.add_fields(
+            |_| format!("fallback[{i}]"),
+            &c.subject,
+            &c.body,
+            &c.html,
+            &c.data,
+        )
+    }
+}
+
+/// Length of a JSON value as the queue stores it, without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value serde cannot write would be stored as nothing.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }

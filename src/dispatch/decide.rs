@@ -315,6 +315,7 @@ mod tests {
             attempt,
             expires_at_ms: None,
             tried: Vec::new(),
+            validation: crate::outbox::Validation::Done,
         }
     }
 

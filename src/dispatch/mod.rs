@@ -26,10 +26,12 @@ use tokio::time::Instant;
 
 use crate::config::DispatcherConfig;
 use crate::outbox::{
-    AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, now_ms,
+    AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State,
+    Validation, now_ms,
 };
 use crate::policy::{Admission, Ticket, Verdict};
 use crate::registry::{ChannelRuntime, Registry, max_leased};
+use crate::submission::{self, Rejection};
 use crate::systemd::Notifier;
 
 pub use decide::decide;
@@ -426,6 +428,23 @@ async fn send_one(
             },
             record: None,
         }
+    } else if let Err(refused) = check_pending(&shared.registry, &row) {
+        // Inserted by another program and refused by the checks the API would have made: it
+        // ends as the API would have answered, never reaching the provider.
+        drop(ticket);
+        tracing::warn!(notification_id = %id, channel = %rt.name, code = refused.code, field = %refused.field,
+            "A notification inserted with plain SQL failed validation.");
+        Completion {
+            id: id.clone(),
+            attempt,
+            outcome: Outcome::Finish {
+                state: State::Failed,
+                code: refused.code.into(),
+                error: refused.to_string(),
+                fallback: false,
+            },
+            record: None,
+        }
     } else if let Err(next) = rt.limiter.acquire_recipient(&row.message.to) {
         // Checked before the channel's token is taken: a held-back send costs the channel none.
         drop(ticket);
@@ -499,6 +518,17 @@ async fn send_one(
     }
     drop(slot);
     drop(lease);
+}
+
+/// Applies the API's checks to a row another program inserted ([`Validation::Pending`]); rows
+/// notifyd wrote were checked when they were accepted and pass at no cost.
+fn check_pending(registry: &Registry, row: &Claimed) -> Result<(), Rejection> {
+    match &row.validation {
+        Validation::Done => Ok(()),
+        Validation::Pending { fallback } => {
+            submission::check(registry, &row.message, fallback, "body")
+        }
+    }
 }
 
 /// A notification whose `expires_at` passed unsent. An optional channel's is dropped quietly;

@@ -213,6 +213,18 @@ pub struct Claimed {
     pub expires_at_ms: Option<i64>,
     /// Channels it was already moved away from by failover.
     pub tried: Vec<String>,
+    /// Whether it still has to pass the checks an API request passes before it is sent.
+    pub validation: Validation,
+}
+
+/// Whether a claimed notification was validated when it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Validation {
+    /// Written by notifyd (API, CLI, a fallback route's child): validated as it was accepted.
+    Done,
+    /// Inserted by another program with plain SQL: checked like an API request before it is
+    /// sent. Carries its fallback routes, which are checked too.
+    Pending { fallback: Vec<FallbackRoute> },
 }
 
 /// How a leased notification's attempt ended, to be written back.

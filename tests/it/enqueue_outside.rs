@@ -37,7 +37,8 @@ async fn a_row_inserted_with_plain_sql_by_another_process_is_delivered() {
     d.wait_for_state(&id, "delivered").await;
 }
 
-fn notifyd(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+/// Runs the `notifyd` binary with `--config config` and `args`.
+pub fn notifyd(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .arg("--config")
         .arg(config)

@@ -3,10 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod arbitrary_rows;
 mod chaos;
 mod crash;
 mod delivery;
 mod enqueue_outside;
+mod hostile_rows;
 mod providers;
 mod receipts;
 mod reload;

@@ -6,6 +6,7 @@
 //! the writer.
 
 mod schema;
+mod stored;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -410,3 +411,5 @@ pub(crate) fn key_holder(conn: &Connection, key: &str) -> Result<Option<KeyHolde
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unreadable_tests;

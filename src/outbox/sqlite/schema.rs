@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::super::*;
+use super::stored;
 
 /// Migrations in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -11,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0003_receipts.sql"),
     include_str!("0004_receipts_once.sql"),
     include_str!("0005_cheaper_writes.sql"),
+    include_str!("0006_checked_rows.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -37,12 +39,58 @@ fn parse_state(s: String) -> Result<State> {
     s.parse().map_err(StoreError::Internal)
 }
 
-fn parse_fallback(s: Option<String>) -> Result<Vec<FallbackTarget>> {
-    match s {
-        None => Ok(Vec::new()),
-        Some(s) => serde_json::from_str::<Vec<FallbackRoute>>(&s)
-            .map(|routes| routes.into_iter().map(|r| r.target).collect())
-            .map_err(|e| StoreError::Internal(format!("bad fallback JSON: {e}"))),
+/// The fallback targets a view shows: none when the stored list cannot be read (the row's
+/// `last_error` says why, once the claim or the fallback quarantined it).
+fn view_fallback(s: Option<String>) -> Vec<FallbackTarget> {
+    s.and_then(|s| serde_json::from_str::<Vec<FallbackRoute>>(&s).ok())
+        .map(|routes| routes.into_iter().map(|r| r.target).collect())
+        .unwrap_or_default()
+}
+
+/// A stored priority as a view shows it: one the daemon does not know was claimed as `low`
+/// (its `prio_rank` is 2), so it is shown as that.
+fn view_priority(s: Option<String>) -> Priority {
+    s.and_then(|s| s.parse().ok()).unwrap_or(Priority::Low)
+}
+
+/// The columns of a notification as a view shows them.
+struct ViewRow {
+    id: String,
+    channel: String,
+    recipient: String,
+    state: String,
+    priority: Option<String>,
+    attempts: u32,
+    created_at: i64,
+    run_at: i64,
+    expires_at: Option<i64>,
+    provider_id: Option<String>,
+    last_code: Option<String>,
+    last_error: Option<String>,
+    parent_id: Option<String>,
+    fallback: Option<String>,
+}
+
+impl ViewRow {
+    /// Reads leniently (see [`stored`]): a view shows what it can of a row another program
+    /// wrote, including one quarantined for being unreadable.
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: stored::lossy_string(r, 0)?,
+            channel: stored::lossy_string(r, 1)?,
+            recipient: stored::lossy_string(r, 2)?,
+            state: stored::lossy_string(r, 3)?,
+            priority: stored::lossy_text(r, 4)?,
+            attempts: stored::lossy_u32(r, 5)?,
+            created_at: stored::lossy_int(r, 6)?.unwrap_or(0),
+            run_at: stored::lossy_int(r, 7)?.unwrap_or(0),
+            expires_at: stored::lossy_int(r, 8)?,
+            provider_id: stored::lossy_text(r, 9)?,
+            last_code: stored::lossy_text(r, 10)?,
+            last_error: stored::lossy_text(r, 11)?,
+            parent_id: stored::lossy_text(r, 12)?,
+            fallback: stored::lossy_text(r, 13)?,
+        })
     }
 }
 
@@ -54,24 +102,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
                     expires_at, provider_id, last_code, last_error, parent_id, fallback
              FROM notifications WHERE id = ?1",
         )?
-        .query_row(params![id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-                r.get::<_, Option<String>>(9)?,
-                r.get::<_, Option<String>>(10)?,
-                r.get::<_, Option<String>>(11)?,
-                r.get::<_, Option<String>>(12)?,
-                r.get::<_, Option<String>>(13)?,
-            ))
-        })
+        .query_row(params![id], ViewRow::read)
         .optional()?;
     let Some(row) = row else { return Ok(None) };
     let attempt_log = conn
@@ -96,20 +127,20 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
-        id: row.0,
-        channel: row.1,
-        to: row.2,
-        state: parse_state(row.3)?,
-        priority: row.4.parse().map_err(StoreError::Internal)?,
-        attempts: row.5,
-        created_at_ms: row.6,
-        run_at_ms: row.7,
-        expires_at_ms: row.8,
-        provider_id: row.9,
-        last_code: row.10,
-        last_error: row.11,
-        parent_id: row.12,
-        fallback: parse_fallback(row.13)?,
+        id: row.id,
+        channel: row.channel,
+        to: row.recipient,
+        state: parse_state(row.state)?,
+        priority: view_priority(row.priority),
+        attempts: row.attempts,
+        created_at_ms: row.created_at,
+        run_at_ms: row.run_at,
+        expires_at_ms: row.expires_at,
+        provider_id: row.provider_id,
+        last_code: row.last_code,
+        last_error: row.last_error,
+        parent_id: row.parent_id,
+        fallback: view_fallback(row.fallback),
         attempt_log,
         receipts,
     }))
@@ -144,14 +175,15 @@ pub fn dead_letters(
     )?;
     let rows = stmt
         .query_map(params![channel, limit], |r| {
+            // Lenient: a dead letter may be a row quarantined for being unreadable.
             Ok(DeadLetter {
-                id: r.get(0)?,
-                channel: r.get(1)?,
-                to: r.get(2)?,
-                attempts: r.get(3)?,
-                last_code: r.get(4)?,
-                last_error: r.get(5)?,
-                died_at_ms: r.get(6)?,
+                id: stored::lossy_string(r, 0)?,
+                channel: stored::lossy_string(r, 1)?,
+                to: stored::lossy_string(r, 2)?,
+                attempts: stored::lossy_u32(r, 3)?,
+                last_code: stored::lossy_text(r, 4)?,
+                last_error: stored::lossy_text(r, 5)?,
+                died_at_ms: stored::lossy_int(r, 6)?.unwrap_or(0),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -170,7 +202,7 @@ pub fn depth(conn: &Connection) -> Result<Vec<Depth>> {
         let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
+                stored::lossy_string(r, 0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, u64>(2)?,
             ))

@@ -14,6 +14,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::*;
+use super::stored;
 
 /// Requests waiting for the writer before senders are made to wait.
 const QUEUE: usize = 8192;
@@ -25,17 +26,40 @@ const MAX_BATCH: usize = 4096;
 /// rows of each priority instead of stepping over every scheduled one (8.9 ms a claim behind
 /// 100,000 rows scheduled for later, against 0.01 ms). RETURNING comes in the update's own order (by id), so the
 /// rows are sorted by `prio_rank` afterwards.
+///
+/// Nothing a row holds may fail the statement (that would fail the claim of every row of the
+/// channel): an `attempts` outside the daemon's range is left as it is, not incremented into an
+/// overflow, and the row is quarantined when it is decoded. `rowid` identifies a row whatever
+/// its `id` holds; `fallback` comes back only for rows still to be validated.
 pub(super) const CLAIM: &str = "UPDATE notifications
-     SET state = 'sending', attempts = attempts + 1, lease_owner = ?1, run_at = ?2,
-         updated_at = ?3
+     SET state = 'sending',
+         attempts = CASE WHEN attempts BETWEEN 0 AND 4294967294 THEN attempts + 1
+                         ELSE attempts END,
+         lease_owner = ?1, run_at = ?2, updated_at = ?3
      WHERE id IN (
          SELECT id FROM notifications
          WHERE channel = ?4 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
            AND run_at <= ?3
          ORDER BY prio_rank, run_at
          LIMIT ?5)
-     RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
-               expires_at, tried, prio_rank";
+     RETURNING rowid, id, channel, recipient, subject, body, html, data, created_at, attempts,
+               expires_at, tried, prio_rank, checked,
+               CASE WHEN checked = 1 THEN NULL ELSE fallback END";
+
+/// Moves a row that cannot be decoded out of the claim path: `dead` (listed, replayable) with
+/// the decode error as its reason. By `rowid`, which is readable whatever the row's `id` holds.
+pub(super) const QUARANTINE: &str =
+    "UPDATE notifications SET state = 'dead', last_code = 'unreadable_row', last_error = ?2,
+         lease_owner = NULL, updated_at = ?3
+     WHERE rowid = ?1";
+
+/// Rows one claim quarantines at most before it answers with what it has: the next claim goes
+/// on with the rest, and other writes get their turn in between.
+const QUARANTINE_PER_CLAIM: usize = 1000;
+
+/// Latest time a row may carry (9999-12-31T23:59:59.999Z): the daemon's range for times it
+/// turns into a `SystemTime`.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 /// Due, queued rows of a channel whose breaker is open, pushed to its next probe. Its terms are
 /// the claim's, so it seeks in `notifications_due` like the claim (a test checks the plan).
@@ -318,8 +342,8 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO notifications (id, channel, recipient, subject, body, html, data,
                      priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-                     content_hash, fallback, parent_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15)
+                     content_hash, fallback, parent_id, checked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1)
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )?
             .execute(params![
@@ -351,72 +375,58 @@ impl Writer {
         }
     }
 
+    /// Leases up to `limit` decodable rows. A row that cannot be decoded is quarantined on its
+    /// own and does not count: the claim goes on with the rest of the channel (up to
+    /// [`QUARANTINE_PER_CLAIM`] quarantined rows).
     fn claim(&self, channel: &str, limit: usize, now: i64, lease_ms: i64) -> Result<Vec<Claimed>> {
         let until = now.saturating_add(lease_ms);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut stmt = self.conn.prepare_cached(CLAIM)?;
-        let rows = stmt.query_map(params![self.owner, until, now, channel, limit], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, u32>(8)?,
-                r.get::<_, Option<i64>>(9)?,
-                r.get::<_, Option<String>>(10)?,
-                r.get::<_, i64>(11)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (
-                id,
-                channel,
-                to,
-                subject,
-                body,
-                html,
-                data,
-                created_at,
-                attempt,
-                expires_at,
-                tried,
-                rank,
-            ) = row?;
-            let tried = tried
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default();
-            // A row with unreadable data is still claimed and sent without it, never stuck.
-            let data = data.and_then(|d| serde_json::from_str(&d).ok());
-            out.push((
-                rank,
-                Claimed {
-                    message: notifyd_channels::Message {
-                        id,
-                        channel,
-                        to,
-                        subject,
-                        body,
-                        html,
-                        data,
-                        created_at: std::time::UNIX_EPOCH
-                            + std::time::Duration::from_millis(
-                                u64::try_from(created_at).unwrap_or(0),
-                            ),
-                    },
-                    attempt,
-                    expires_at_ms: expires_at,
-                    tried,
-                },
-            ));
+        let mut out: Vec<LeasedRow> = Vec::new();
+        let mut quarantined = 0;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let mut unreadable = Vec::new();
+            let mut returned = 0;
+            {
+                let mut stmt = self.conn.prepare_cached(CLAIM)?;
+                let mut rows = stmt.query(params![
+                    self.owner,
+                    until,
+                    now,
+                    channel,
+                    i64::try_from(want).unwrap_or(i64::MAX)
+                ])?;
+                while let Some(r) = rows.next()? {
+                    returned += 1;
+                    // A rowid table's rowid is always an INTEGER.
+                    let rowid: i64 = r.get(0)?;
+                    match LeasedRow::decode(r) {
+                        Ok(row) => out.push(row),
+                        Err(why) => unreadable.push((rowid, why)),
+                    }
+                }
+            }
+            for (rowid, why) in &unreadable {
+                // The reason may quote stored values: the log names the column only.
+                tracing::warn!(
+                    channel,
+                    rowid,
+                    column = why.column,
+                    "Quarantined an unreadable notification: dead with unreadable_row."
+                );
+                self.conn.prepare_cached(QUARANTINE)?.execute(params![
+                    rowid,
+                    why.to_string(),
+                    now
+                ])?;
+            }
+            quarantined += unreadable.len();
+            if unreadable.is_empty() || returned < want || quarantined >= QUARANTINE_PER_CLAIM {
+                break;
+            }
         }
         // Stable: within a priority, ids the daemon assigns (UUIDv7) are in creation order.
-        out.sort_by_key(|(rank, _)| *rank);
-        Ok(out.into_iter().map(|(_, c)| c).collect())
+        out.sort_by_key(|row| row.prio_rank);
+        Ok(out.into_iter().map(LeasedRow::into_claimed).collect())
     }
 
     fn complete(&self, completions: &[Completion], now: i64) -> Result<()> {
@@ -534,40 +544,41 @@ impl Writer {
     }
 
     /// Queues the first fallback route of a notification that ended badly, carrying the rest.
+    /// A parent whose stored fallback or content cannot be read is quarantined instead (`dead`,
+    /// `unreadable_row`, keeping how it had ended in the reason): its outcome is still recorded,
+    /// and it never goes back to the provider for it.
     fn spawn_fallback(&self, parent: &str, now: i64) -> Result<()> {
-        let (fallback, subject, body, html, data, priority, expires_at, created_at) = self
+        let source = self
             .conn
             .prepare_cached(
                 "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
                  FROM notifications WHERE id = ?1",
             )?
-            .query_row(params![parent], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, i64>(7)?,
-                ))
-            })?;
-        let mut routes: Vec<FallbackRoute> = match fallback {
-            Some(f) => serde_json::from_str(&f)
-                .map_err(|e| StoreError::Internal(format!("bad fallback JSON: {e}")))?,
-            None => return Ok(()),
+            .query_row(params![parent], |r| Ok(FallbackSource::decode(r)))?;
+        let source = match source {
+            Ok(source) => source,
+            Err(why) => {
+                tracing::warn!(notification_id = %parent, column = why.column,
+                    "Fallback not queued: the notification's stored row is unreadable.");
+                self.conn
+                    .prepare_cached(
+                        "UPDATE notifications SET state = 'dead', last_code = 'unreadable_row',
+                             last_error = ?2 || '; its fallback was not queued after it ended '
+                                 || state || ' (' || coalesce(last_code, '') || ': '
+                                 || coalesce(last_error, '') || ')',
+                             updated_at = ?3
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![parent, why.to_string(), now])?;
+                return Ok(());
+            }
         };
+        let mut routes = source.fallback;
         if routes.is_empty() {
             return Ok(());
         }
         let next = routes.remove(0);
-        let content = next.content.unwrap_or_else(|| Content {
-            subject,
-            body,
-            html,
-            data: data.and_then(|d| serde_json::from_str(&d).ok()),
-        });
+        let content = next.content.unwrap_or(source.content);
         let child = NewNotification {
             id: uuid::Uuid::now_v7().to_string(),
             channel: next.target.channel,
@@ -576,10 +587,10 @@ impl Writer {
             body: content.body,
             html: content.html,
             data: content.data,
-            priority: priority.parse().map_err(StoreError::Internal)?,
+            priority: source.priority,
             run_at_ms: now,
-            expires_at_ms: expires_at,
-            created_at_ms: created_at.max(0).min(now),
+            expires_at_ms: source.expires_at,
+            created_at_ms: source.created_at.max(0).min(now),
             idempotency_key: Some(format!("fallback:{parent}")),
             content_hash: String::new(),
             fallback: routes,
@@ -782,40 +793,157 @@ impl Writer {
             .conn
             .prepare_cached(EXPIRE_OVERDUE)?
             .query_map(params![now], |r| {
+                // Shown, not trusted: a row another program wrote may hold anything here.
                 Ok(ExpiredRow {
-                    id: r.get(0)?,
-                    channel: r.get(1)?,
+                    id: stored::lossy_string(r, 0)?,
+                    channel: stored::lossy_string(r, 1)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let known: HashSet<&str> = known.iter().map(String::as_str).collect();
-        let live: Vec<String> = self
+        // Channel names as stored: one that is not UTF-8 text (another program's row) is no
+        // configured channel, and must not fail the sweep.
+        let live: Vec<Result<String, Vec<u8>>> = self
             .conn
             .prepare_cached(
                 "SELECT DISTINCT channel FROM notifications WHERE state IN ('queued', 'sending')",
             )?
-            .query_map([], |r| r.get(0))?
+            .query_map([], |r| {
+                Ok(match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Text(b) => {
+                        String::from_utf8(b.to_vec()).map_err(|e| e.into_bytes())
+                    }
+                    rusqlite::types::ValueRef::Blob(b) => Err(b.to_vec()),
+                    _ => Err(stored::lossy_string(r, 0)?.into_bytes()),
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
+        const ORPHAN: &str =
+            "UPDATE notifications SET state = 'dead', last_code = 'unknown_channel',
+                 last_error = 'no channel of this name is configured', lease_owner = NULL,
+                 updated_at = ?2
+             WHERE id IN (SELECT id FROM notifications
+                          WHERE {channel}
+                            AND (state = 'queued' OR (state = 'sending' AND run_at <= ?2))
+                          LIMIT 1000)";
         let mut orphaned = 0;
-        for channel in live.iter().filter(|c| !known.contains(c.as_str())) {
-            orphaned += self
-                .conn
-                .prepare_cached(
-                    "UPDATE notifications SET state = 'dead', last_code = 'unknown_channel',
-                         last_error = 'no channel of this name is configured', lease_owner = NULL,
-                         updated_at = ?2
-                     WHERE id IN (SELECT id FROM notifications
-                                  WHERE channel = ?1
-                                    AND (state = 'queued' OR (state = 'sending' AND run_at <= ?2))
-                                  LIMIT 1000)",
-                )?
-                .execute(params![channel, now])?;
+        for channel in &live {
+            orphaned += match channel {
+                Ok(name) if known.contains(name.as_str()) => 0,
+                Ok(name) => self
+                    .conn
+                    .prepare_cached(&ORPHAN.replace("{channel}", "channel = ?1"))?
+                    .execute(params![name, now])?,
+                Err(bytes) => self
+                    .conn
+                    .prepare_cached(&ORPHAN.replace("{channel}", "CAST(channel AS BLOB) = ?1"))?
+                    .execute(params![bytes, now])?,
+            };
         }
         Ok(SweepReport {
             expired,
             orphaned: orphaned as u64,
             purged: purged.notifications,
             receipts_purged: purged.receipts,
+        })
+    }
+}
+
+/// A row the claim leased, decoded column by column into what the dispatcher trusts. Every
+/// column is checked for type, encoding, range and JSON shape: one that fails makes the row
+/// unreadable, and it is quarantined instead of failing the claim.
+struct LeasedRow {
+    id: String,
+    channel: String,
+    recipient: String,
+    subject: Option<String>,
+    body: Option<String>,
+    html: Option<String>,
+    data: Option<serde_json::Value>,
+    created_at: i64,
+    attempt: u32,
+    expires_at: Option<i64>,
+    tried: Vec<String>,
+    prio_rank: i64,
+    validation: Validation,
+}
+
+impl LeasedRow {
+    /// Decodes a row of [`CLAIM`]'s RETURNING list.
+    fn decode(r: &rusqlite::Row<'_>) -> Result<Self, stored::Unreadable> {
+        let checked = matches!(r.get_ref(13), Ok(rusqlite::types::ValueRef::Integer(1)));
+        let validation = if checked {
+            Validation::Done
+        } else {
+            Validation::Pending {
+                fallback: stored::opt_json(r, 14, "fallback")?.unwrap_or_default(),
+            }
+        };
+        let attempt = stored::int(r, 9, "attempts", 1..=i64::from(u32::MAX))?;
+        Ok(Self {
+            id: stored::text(r, 1, "id")?,
+            channel: stored::text(r, 2, "channel")?,
+            recipient: stored::text(r, 3, "recipient")?,
+            subject: stored::opt_text(r, 4, "subject")?,
+            body: stored::opt_text(r, 5, "body")?,
+            html: stored::opt_text(r, 6, "html")?,
+            data: stored::opt_json(r, 7, "data")?,
+            created_at: stored::int(r, 8, "created_at", 0..=MAX_TIME_MS)?,
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            expires_at: stored::opt_int(r, 10, "expires_at", i64::MIN..=i64::MAX)?,
+            tried: stored::opt_json(r, 11, "tried")?.unwrap_or_default(),
+            prio_rank: stored::int(r, 12, "prio_rank", 0..=2)?,
+            validation,
+        })
+    }
+
+    fn into_claimed(self) -> Claimed {
+        Claimed {
+            message: notifyd_channels::Message {
+                id: self.id,
+                channel: self.channel,
+                to: self.recipient,
+                subject: self.subject,
+                body: self.body,
+                html: self.html,
+                data: self.data,
+                created_at: std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(self.created_at.unsigned_abs()),
+            },
+            attempt: self.attempt,
+            expires_at_ms: self.expires_at,
+            tried: self.tried,
+            validation: self.validation,
+        }
+    }
+}
+
+/// What a fallback child inherits from its parent row, decoded like a claimed row.
+struct FallbackSource {
+    fallback: Vec<FallbackRoute>,
+    content: Content,
+    priority: Priority,
+    expires_at: Option<i64>,
+    created_at: i64,
+}
+
+impl FallbackSource {
+    fn decode(r: &rusqlite::Row<'_>) -> Result<Self, stored::Unreadable> {
+        let priority = stored::text(r, 5, "priority")?;
+        Ok(Self {
+            fallback: stored::opt_json(r, 0, "fallback")?.unwrap_or_default(),
+            content: Content {
+                subject: stored::opt_text(r, 1, "subject")?,
+                body: stored::opt_text(r, 2, "body")?,
+                html: stored::opt_text(r, 3, "html")?,
+                data: stored::opt_json(r, 4, "data")?,
+            },
+            priority: priority.parse().map_err(|e: String| stored::Unreadable {
+                column: "priority",
+                problem: e,
+            })?,
+            expires_at: stored::opt_int(r, 6, "expires_at", i64::MIN..=i64::MAX)?,
+            created_at: stored::int(r, 7, "created_at", i64::MIN..=i64::MAX)?,
         })
     }
 }
