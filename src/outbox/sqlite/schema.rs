@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0003_receipts.sql"),
     include_str!("0004_receipts_once.sql"),
     include_str!("0005_cheaper_writes.sql"),
+    include_str!("0007_lease_token.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -55,22 +56,22 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
              FROM notifications WHERE id = ?1",
         )?
         .query_row(params![id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-                r.get::<_, Option<String>>(9)?,
-                r.get::<_, Option<String>>(10)?,
-                r.get::<_, Option<String>>(11)?,
-                r.get::<_, Option<String>>(12)?,
-                r.get::<_, Option<String>>(13)?,
-            ))
+            Ok(ViewRow {
+                id: r.get(0)?,
+                channel: r.get(1)?,
+                recipient: r.get(2)?,
+                state: r.get(3)?,
+                priority: r.get(4)?,
+                attempts: r.get(5)?,
+                created_at: r.get(6)?,
+                run_at: r.get(7)?,
+                expires_at: r.get(8)?,
+                provider_id: r.get(9)?,
+                last_code: r.get(10)?,
+                last_error: r.get(11)?,
+                parent_id: r.get(12)?,
+                fallback: r.get(13)?,
+            })
         })
         .optional()?;
     let Some(row) = row else { return Ok(None) };
@@ -96,23 +97,41 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
-        id: row.0,
-        channel: row.1,
-        to: row.2,
-        state: parse_state(row.3)?,
-        priority: row.4.parse().map_err(StoreError::Internal)?,
-        attempts: row.5,
-        created_at_ms: row.6,
-        run_at_ms: row.7,
-        expires_at_ms: row.8,
-        provider_id: row.9,
-        last_code: row.10,
-        last_error: row.11,
-        parent_id: row.12,
-        fallback: parse_fallback(row.13)?,
+        id: row.id,
+        channel: row.channel,
+        to: row.recipient,
+        state: parse_state(row.state)?,
+        priority: row.priority.parse().map_err(StoreError::Internal)?,
+        attempts: row.attempts,
+        created_at_ms: row.created_at,
+        run_at_ms: row.run_at,
+        expires_at_ms: row.expires_at,
+        provider_id: row.provider_id,
+        last_code: row.last_code,
+        last_error: row.last_error,
+        parent_id: row.parent_id,
+        fallback: parse_fallback(row.fallback)?,
         attempt_log,
         receipts,
     }))
+}
+
+/// A notification's own columns as [`get`] reads them.
+struct ViewRow {
+    id: String,
+    channel: String,
+    recipient: String,
+    state: String,
+    priority: String,
+    attempts: u32,
+    created_at: i64,
+    run_at: i64,
+    expires_at: Option<i64>,
+    provider_id: Option<String>,
+    last_code: Option<String>,
+    last_error: Option<String>,
+    parent_id: Option<String>,
+    fallback: Option<String>,
 }
 
 fn attempt_view(r: &Row<'_>) -> rusqlite::Result<AttemptView> {
@@ -194,9 +213,8 @@ pub(super) const OLDEST_DUE: &str = "SELECT min(run_at) FROM notifications
 
 /// Per channel of `channels` with rows due now, the oldest due time: three index seeks each,
 /// where a scan of the due index would step over every live row.
-pub fn oldest_due(conn: &Connection, channels: &[String]) -> Result<Vec<(String, i64)>> {
+pub fn oldest_due(conn: &Connection, channels: &[String], now: i64) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached(OLDEST_DUE)?;
-    let now = now_ms();
     let mut out = Vec::new();
     for channel in channels {
         let mut oldest: Option<i64> = None;

@@ -6,13 +6,15 @@
 //! makes "accepted" durable, and sharing the fsync is what makes it fast. No timer is involved:
 //! under load, requests pile up while the previous commit syncs, and the batch grows by itself.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::super::completion::{FollowUp, RowChange};
+use super::super::fallback::FallbackParent;
+use super::super::sweep::PURGE_BATCH;
 use super::super::*;
 
 /// Requests waiting for the writer before senders are made to wait.
@@ -26,8 +28,8 @@ const MAX_BATCH: usize = 4096;
 /// 100,000 rows scheduled for later, against 0.01 ms). RETURNING comes in the update's own order (by id), so the
 /// rows are sorted by `prio_rank` afterwards.
 pub(super) const CLAIM: &str = "UPDATE notifications
-     SET state = 'sending', attempts = attempts + 1, lease_owner = ?1, run_at = ?2,
-         updated_at = ?3
+     SET state = 'sending', attempts = attempts + 1, lease = lease + 1, lease_owner = ?1,
+         run_at = ?2, updated_at = ?3
      WHERE id IN (
          SELECT id FROM notifications
          WHERE channel = ?4 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
@@ -35,13 +37,12 @@ pub(super) const CLAIM: &str = "UPDATE notifications
          ORDER BY prio_rank, run_at
          LIMIT ?5)
      RETURNING id, channel, recipient, subject, body, html, data, created_at, attempts,
-               expires_at, tried, prio_rank";
+               expires_at, tried, prio_rank, lease";
 
 /// Due, queued rows of a channel whose breaker is open, pushed to its next probe. Its terms are
 /// the claim's, so it seeks in `notifications_due` like the claim (a test checks the plan).
 pub(super) const DEFER_DUE: &str =
-    "UPDATE notifications SET run_at = ?3, last_code = 'breaker_open',
-         last_error = 'deferred: the channel''s circuit breaker is open', updated_at = ?2
+    "UPDATE notifications SET run_at = ?3, last_code = ?5, last_error = ?6, updated_at = ?2
      WHERE id IN (SELECT id FROM notifications
                   WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
                     AND run_at <= ?2 AND state = 'queued'
@@ -51,8 +52,7 @@ pub(super) const DEFER_DUE: &str =
 /// not been on yet; seeks like [`DEFER_DUE`].
 pub(super) const REROUTE_DUE: &str =
     "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
-         channel = ?3, run_at = ?2, attempts = 0, last_code = 'failed_over',
-         last_error = 'moved: the channel''s circuit breaker is open', updated_at = ?2
+         channel = ?3, run_at = ?2, attempts = 0, last_code = ?5, last_error = ?6, updated_at = ?2
      WHERE id IN (SELECT id FROM notifications
                   WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
                     AND run_at <= ?2 AND state = 'queued'
@@ -60,12 +60,39 @@ pub(super) const REROUTE_DUE: &str =
                                     WHERE value = ?3)
                   ORDER BY prio_rank, run_at LIMIT ?4)";
 
-/// The oldest finished rows, for retention. Its state test is the `notifications_finished`
-/// index's own expression (0005), so it walks that index (a test checks the plan).
-pub(super) const OLD_FINISHED: &str = "SELECT id FROM notifications
-     WHERE (state IN ('delivered', 'failed') OR state IN ('expired', 'cancelled'))
-         AND updated_at < ?1
-     ORDER BY updated_at LIMIT ?2";
+/// The oldest finished rows ([`sweep::may_purge`]), for retention. Its state test is the
+/// `notifications_finished` index's own expression (0005), so it walks that index (a test checks
+/// the plan, another that it selects exactly the states the rule names).
+macro_rules! old_finished {
+    () => {
+        "SELECT id FROM notifications
+         WHERE (state IN ('delivered', 'failed') OR state IN ('expired', 'cancelled'))
+             AND updated_at < ?1
+         ORDER BY updated_at LIMIT ?2"
+    };
+}
+#[cfg(test)]
+pub(super) const OLD_FINISHED: &str = old_finished!();
+/// Retention, child rows first: the attempts and receipts of the oldest finished rows.
+const PURGE_ATTEMPTS: &str = concat!(
+    "DELETE FROM attempts WHERE notification_id IN (",
+    old_finished!(),
+    ")"
+);
+const PURGE_RECEIPTS: &str = concat!(
+    "DELETE FROM receipts WHERE notification_id IN (",
+    old_finished!(),
+    ")"
+);
+/// Retention: the oldest finished rows themselves.
+const PURGE_FINISHED: &str = concat!(
+    "DELETE FROM notifications WHERE id IN (",
+    old_finished!(),
+    ")"
+);
+/// Retention: receipts that never matched a notification.
+const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts
+     WHERE notification_id IS NULL AND received_at < ?1 LIMIT ?2)";
 
 /// The notification a receipt refers to: walks `notifications_by_provider_id`.
 pub(super) const RECEIPT_TARGET: &str =
@@ -78,13 +105,79 @@ pub(super) const EARLY_RECEIPTS: &str = "UPDATE receipts SET notification_id = ?
      RETURNING status, provider_status, error_code";
 
 /// Queued rows past their `expires_at`, in bounded batches: walks `notifications_expiring`.
+/// Its terms are [`sweep::expires`].
 pub(super) const EXPIRE_OVERDUE: &str =
-    "UPDATE notifications SET state = 'expired', last_code = 'expired',
-         last_error = 'expires_at passed before it could be sent', updated_at = ?1
+    "UPDATE notifications SET state = 'expired', last_code = ?2, last_error = ?3, updated_at = ?1
      WHERE id IN (SELECT id FROM notifications
                   WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?1
-                  LIMIT 1000)
+                  LIMIT ?4)
      RETURNING id, channel";
+
+/// Live rows of a channel that is not configured, dead-lettered: [`sweep::orphaned`]. The
+/// claim's literal terms let it seek the channel in `notifications_due` instead of scanning the
+/// table (a test checks the plan).
+pub(super) const DEAD_LETTER_ORPHANS: &str =
+    "UPDATE notifications SET state = 'dead', last_code = ?3, last_error = ?4, lease_owner = NULL,
+         updated_at = ?2
+     WHERE id IN (SELECT id FROM notifications
+                  WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
+                    AND (state = 'queued' OR run_at <= ?2)
+                  LIMIT ?5)";
+
+/// The channels that have live rows, for the orphan sweep.
+const LIVE_CHANNELS: &str =
+    "SELECT DISTINCT channel FROM notifications WHERE state IN ('queued', 'sending')";
+
+/// Completions: each [`RowChange`] is one fixed statement, fenced so that only the holder of
+/// the row's current lease ([`LeaseToken`]) moves it on. The owner check adds nothing a token
+/// does not already say, and costs nothing: it stays as a second guard.
+macro_rules! fenced {
+    ($set:literal) => {
+        concat!(
+            "UPDATE notifications SET ",
+            $set,
+            " WHERE id = ?1 AND lease = ?2 AND lease_owner = ?3 AND state = 'sending'"
+        )
+    };
+}
+pub(super) const DELIVER: &str = fenced!(
+    "state = 'delivered', provider_id = ?4, lease_owner = NULL, last_code = NULL,
+     last_error = NULL, updated_at = ?5"
+);
+pub(super) const REQUEUE: &str = fenced!(
+    "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
+     last_code = coalesce(?6, last_code), last_error = coalesce(?7, last_error), updated_at = ?8"
+);
+pub(super) const END: &str =
+    fenced!("state = ?4, lease_owner = NULL, last_code = ?5, last_error = ?6, updated_at = ?7");
+pub(super) const MOVE: &str = fenced!(
+    "tried = json_insert(coalesce(tried, '[]'), '$[#]', channel), channel = ?4, state = 'queued',
+     attempts = 0, run_at = ?5, lease_owner = NULL, last_code = ?6, last_error = ?7,
+     updated_at = ?8"
+);
+
+/// One attempt's history row; its channel is the row's at the time of the completion.
+const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, started_at,
+         latency_ms, outcome, code, error, provider_id, decision, channel)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
+
+/// What a fallback child is made of ([`FallbackParent`]).
+const FALLBACK_PARENT: &str =
+    "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
+     FROM notifications WHERE id = ?1";
+
+/// A row whose stored columns cannot be read back ends as a dead letter ([`Reason::UNREADABLE_ROW`]).
+const END_UNREADABLE: &str = "UPDATE notifications SET state = 'dead', last_code = ?2,
+         last_error = ?3, lease_owner = NULL, updated_at = ?4
+     WHERE id = ?1";
+
+/// [`transition::Request::Cancel`]: the states are the request's.
+const CANCEL: &str = "UPDATE notifications SET state = ?4, updated_at = ?2
+     WHERE id = ?1 AND state = ?3";
+/// [`transition::Request::Replay`]: due now, attempts from zero, no holder; `lease` is kept.
+const REPLAY: &str = "UPDATE notifications SET state = ?4, attempts = 0, run_at = ?2,
+         lease_owner = NULL, updated_at = ?2
+     WHERE id = ?1 AND state = ?3";
 
 /// A write request.
 pub enum Op {
@@ -148,7 +241,12 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T
 }
 
 /// Starts the writer thread; it ends when every sender is dropped, after the last batch.
-pub fn spawn(conn: Connection, owner: String, commits: Arc<AtomicU64>) -> Result<mpsc::Sender<Op>> {
+pub fn spawn(
+    conn: Connection,
+    owner: String,
+    commits: Arc<AtomicU64>,
+    clock: Clock,
+) -> Result<mpsc::Sender<Op>> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("notifyd-writer".into())
@@ -157,6 +255,7 @@ pub fn spawn(conn: Connection, owner: String, commits: Arc<AtomicU64>) -> Result
                 conn,
                 owner,
                 commits,
+                clock,
             }
             .run(rx)
         })
@@ -169,6 +268,8 @@ struct Writer {
     owner: String,
     /// Transactions committed, shared with [`super::SqliteOutbox::commits`].
     commits: Arc<AtomicU64>,
+    /// Where "now" comes from for every write.
+    clock: Clock,
 }
 
 impl Writer {
@@ -187,7 +288,7 @@ impl Writer {
     }
 
     fn commit_batch(&self, batch: &mut Vec<Op>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "Queue write failed to start.");
@@ -275,7 +376,7 @@ impl Writer {
                 lease_ms,
                 reply,
             } => done!(reply, self.claim(&channel, limit, now, lease_ms)),
-            Op::Complete { completions, reply } => done!(reply, self.complete(&completions, now)),
+            Op::Complete { completions, reply } => done!(reply, self.complete(completions, now)),
             Op::Cancel { id, reply } => done!(reply, self.cancel(&id, now)),
             Op::Replay { id, reply } => done!(reply, self.replay(&id, now)),
             Op::Sweep {
@@ -369,6 +470,7 @@ impl Writer {
                 r.get::<_, Option<i64>>(9)?,
                 r.get::<_, Option<String>>(10)?,
                 r.get::<_, i64>(11)?,
+                r.get::<_, i64>(12)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -386,6 +488,7 @@ impl Writer {
                 expires_at,
                 tried,
                 rank,
+                lease,
             ) = row?;
             let tried = tried
                 .and_then(|t| serde_json::from_str(&t).ok())
@@ -409,6 +512,7 @@ impl Writer {
                             ),
                     },
                     attempt,
+                    lease: LeaseToken(lease),
                     expires_at_ms: expires_at,
                     tried,
                 },
@@ -419,213 +523,172 @@ impl Writer {
         Ok(out.into_iter().map(|(_, c)| c).collect())
     }
 
-    fn complete(&self, completions: &[Completion], now: i64) -> Result<()> {
+    fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<()> {
         for c in completions {
             if let Some(rec) = &c.record {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO attempts (notification_id, attempt, started_at, latency_ms,
-                             outcome, code, error, provider_id, decision, channel)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-                                 (SELECT channel FROM notifications WHERE id = ?1))",
-                    )?
-                    .execute(params![
-                        c.id,
-                        c.attempt,
-                        rec.started_at_ms,
-                        rec.latency_ms,
-                        rec.outcome,
-                        rec.code,
-                        rec.error,
-                        rec.provider_id,
-                        rec.decision,
-                    ])?;
+                self.conn.prepare_cached(RECORD_ATTEMPT)?.execute(params![
+                    c.id,
+                    c.attempt,
+                    rec.started_at_ms,
+                    rec.latency_ms,
+                    rec.outcome,
+                    rec.code,
+                    rec.error,
+                    rec.provider_id,
+                    rec.decision,
+                ])?;
             }
-            // Fenced: only the holder of this attempt's lease may move the row on.
-            const FENCE: &str =
-                "WHERE id = ?1 AND attempts = ?2 AND lease_owner = ?3 AND state = 'sending'";
-            let changed = match &c.outcome {
-                                Outcome::Delivered { provider_id } => {
-                    let changed = self
-                        .conn
-                        .prepare_cached(&format!(
-                            "UPDATE notifications SET state = 'delivered', provider_id = ?4,
-                                 lease_owner = NULL, last_code = NULL, last_error = NULL, updated_at = ?5
-                             {FENCE}"
-                        ))?
-                        .execute(params![c.id, c.attempt, self.owner, provider_id, now])?;
-                    if changed == 1
-                        && let Some(pid) = provider_id
-                    {
-                        self.attach_early_receipts(&c.id, pid, now)?;
-                    }
-                    changed
+            let plan = completion::plan(c.outcome, now)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            if !self.change_leased_row(&c.id, c.lease, &plan.change, now)? {
+                tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
+                    "Completion ignored: the lease was lost to a later claim.");
+                continue;
+            }
+            match plan.then {
+                None => {}
+                Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
+                    self.attach_early_receipts(&c.id, &provider_id, now)?;
                 }
-                Outcome::Retry {
-                    run_at_ms,
-                    refund_attempt,
-                    code,
-                    error,
-                } => self
-                    .conn
-                    .prepare_cached(&format!(
-                        "UPDATE notifications SET state = 'queued', run_at = ?4,
-                             attempts = attempts - ?5, lease_owner = NULL, last_code = ?6,
-                             last_error = ?7, updated_at = ?8
-                         {FENCE}"
-                    ))?
-                    .execute(params![
-                        c.id,
-                        c.attempt,
-                        self.owner,
-                        run_at_ms,
-                        i64::from(*refund_attempt),
-                        code,
-                        error,
-                        now
-                    ])?,
-                Outcome::Finish {
-                    state,
-                    code,
-                    error,
-                    fallback,
-                } => {
-                    let changed = self
-                        .conn
-                        .prepare_cached(&format!(
-                            "UPDATE notifications SET state = ?4, lease_owner = NULL, last_code = ?5,
-                                 last_error = ?6, updated_at = ?7
-                             {FENCE}"
-                        ))?
-                        .execute(params![c.id, c.attempt, self.owner, state.as_str(), code, error, now])?;
-                    if changed == 1 && *fallback {
-                        self.spawn_fallback(&c.id, now)?;
-                    }
-                    changed
-                }
-                Outcome::Reroute {
-                    channel,
-                    code,
-                    error,
-                } => self
-                    .conn
-                    .prepare_cached(&format!(
-                        "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
-                             channel = ?4, state = 'queued', attempts = 0, run_at = ?5,
-                             lease_owner = NULL, last_code = ?6, last_error = ?7, updated_at = ?5
-                         {FENCE}"
-                    ))?
-                    .execute(params![c.id, c.attempt, self.owner, channel, now, code, error])?,
-                Outcome::Release => self
-                    .conn
-                    .prepare_cached(&format!(
-                        "UPDATE notifications SET state = 'queued', run_at = ?4,
-                             attempts = attempts - 1, lease_owner = NULL, updated_at = ?4
-                         {FENCE}"
-                    ))?
-                    .execute(params![c.id, c.attempt, self.owner, now])?,
-            };
-            if changed == 0 {
-                tracing::warn!(notification_id = %c.id, attempt = c.attempt,
-                    "Completion ignored: the lease was lost to another dispatcher.");
+                Some(FollowUp::QueueFallback) => self.queue_fallback(&c.id, now)?,
             }
         }
         Ok(())
     }
 
-    /// Queues the first fallback route of a notification that ended badly, carrying the rest.
-    fn spawn_fallback(&self, parent: &str, now: i64) -> Result<()> {
-        let (fallback, subject, body, html, data, priority, expires_at, created_at) = self
+    /// Writes a leased row's next state, fenced by its lease; whether it landed.
+    fn change_leased_row(
+        &self,
+        id: &str,
+        lease: LeaseToken,
+        change: &RowChange,
+        now: i64,
+    ) -> Result<bool> {
+        let fence = (id, lease.0, &self.owner);
+        let changed = match change {
+            RowChange::Deliver { provider_id } => self
+                .conn
+                .prepare_cached(DELIVER)?
+                .execute(params![fence.0, fence.1, fence.2, provider_id, now])?,
+            RowChange::Requeue {
+                run_at_ms,
+                refund,
+                last,
+            } => {
+                let (code, error) = match last {
+                    Some((code, error)) => (Some(code), Some(error)),
+                    None => (None, None),
+                };
+                self.conn.prepare_cached(REQUEUE)?.execute(params![
+                    fence.0,
+                    fence.1,
+                    fence.2,
+                    run_at_ms,
+                    i64::from(*refund),
+                    code,
+                    error,
+                    now
+                ])?
+            }
+            RowChange::End { state, code, error } => {
+                self.conn.prepare_cached(END)?.execute(params![
+                    fence.0,
+                    fence.1,
+                    fence.2,
+                    state.as_str(),
+                    code,
+                    error,
+                    now
+                ])?
+            }
+            RowChange::Move {
+                channel,
+                run_at_ms,
+                code,
+                error,
+            } => self.conn.prepare_cached(MOVE)?.execute(params![
+                fence.0, fence.1, fence.2, channel, run_at_ms, code, error, now
+            ])?,
+        };
+        Ok(changed == 1)
+    }
+
+    /// Queues the fallback child of a notification that ended badly ([`fallback::fallback_child`]).
+    /// A parent whose stored columns cannot be read ends as a dead letter instead: the completion
+    /// itself, and every other one in the batch, still commits.
+    fn queue_fallback(&self, parent: &str, now: i64) -> Result<()> {
+        let row = self
             .conn
-            .prepare_cached(
-                "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
-                 FROM notifications WHERE id = ?1",
-            )?
+            .prepare_cached(FALLBACK_PARENT)?
             .query_row(params![parent], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, i64>(7)?,
-                ))
+                Ok(FallbackParentRow {
+                    fallback: r.get(0)?,
+                    subject: r.get(1)?,
+                    body: r.get(2)?,
+                    html: r.get(3)?,
+                    data: r.get(4)?,
+                    priority: r.get(5)?,
+                    expires_at: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
             })?;
-        let mut routes: Vec<FallbackRoute> = match fallback {
-            Some(f) => serde_json::from_str(&f)
-                .map_err(|e| StoreError::Internal(format!("bad fallback JSON: {e}")))?,
-            None => return Ok(()),
+        let parent_row = match row.decode(parent) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::error!(notification_id = %parent, error = %why,
+                    "Stored fallback routes cannot be read; the notification is now a dead letter.");
+                let reason = Reason::UNREADABLE_ROW;
+                self.conn.prepare_cached(END_UNREADABLE)?.execute(params![
+                    parent,
+                    reason.code,
+                    format!("{}: {why}", reason.message),
+                    now
+                ])?;
+                return Ok(());
+            }
         };
-        if routes.is_empty() {
-            return Ok(());
+        let child_id = uuid::Uuid::now_v7().to_string();
+        if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
+            self.insert(&child, Some(parent))?;
         }
-        let next = routes.remove(0);
-        let content = next.content.unwrap_or_else(|| Content {
-            subject,
-            body,
-            html,
-            data: data.and_then(|d| serde_json::from_str(&d).ok()),
-        });
-        let child = NewNotification {
-            id: uuid::Uuid::now_v7().to_string(),
-            channel: next.target.channel,
-            to: next.target.to,
-            subject: content.subject,
-            body: content.body,
-            html: content.html,
-            data: content.data,
-            priority: priority.parse().map_err(StoreError::Internal)?,
-            run_at_ms: now,
-            expires_at_ms: expires_at,
-            created_at_ms: created_at.max(0).min(now),
-            idempotency_key: Some(format!("fallback:{parent}")),
-            content_hash: String::new(),
-            fallback: routes,
-        };
-        self.insert(&child, Some(parent))?;
         Ok(())
     }
 
     fn cancel(&self, id: &str, now: i64) -> Result<Transition> {
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE notifications SET state = 'cancelled', updated_at = ?2
-                 WHERE id = ?1 AND state = 'queued'",
-            )?
-            .execute(params![id, now])?;
-        self.transition(id, changed, State::Cancelled)
+        self.request(transition::Request::Cancel, CANCEL, id, now)
     }
 
     fn replay(&self, id: &str, now: i64) -> Result<Transition> {
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE notifications SET state = 'queued', attempts = 0, run_at = ?2,
-                     lease_owner = NULL, updated_at = ?2
-                 WHERE id = ?1 AND state = 'dead'",
-            )?
-            .execute(params![id, now])?;
-        self.transition(id, changed, State::Queued)
+        self.request(transition::Request::Replay, REPLAY, id, now)
     }
 
-    fn transition(&self, id: &str, changed: usize, to: State) -> Result<Transition> {
-        if changed == 1 {
-            return Ok(Transition::Done(to));
-        }
-        let state: Option<String> = rusqlite::OptionalExtension::optional(
-            self.conn
-                .prepare_cached("SELECT state FROM notifications WHERE id = ?1")?
-                .query_row(params![id], |r| r.get(0)),
-        )?;
-        match state {
-            None => Ok(Transition::NotFound),
-            Some(s) => Ok(Transition::Refused(
-                s.parse().map_err(StoreError::Internal)?,
-            )),
-        }
+    /// Runs a caller's request with its statement, and answers it.
+    fn request(
+        &self,
+        request: transition::Request,
+        sql: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Transition> {
+        let changed = self.conn.prepare_cached(sql)?.execute(params![
+            id,
+            now,
+            request.applies_to().as_str(),
+            request.leads_to().as_str()
+        ])?;
+        let current = if changed == 1 {
+            None
+        } else {
+            let state: Option<String> = rusqlite::OptionalExtension::optional(
+                self.conn
+                    .prepare_cached("SELECT state FROM notifications WHERE id = ?1")?
+                    .query_row(params![id], |r| r.get(0)),
+            )?;
+            state
+                .map(|s| s.parse::<State>().map_err(StoreError::Internal))
+                .transpose()?
+        };
+        Ok(request.answer(changed == 1, current))
     }
 
     fn move_due(
@@ -637,14 +700,28 @@ impl Writer {
     ) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let moved = match how {
-            OpenBreakerMove::Defer { until_ms } => self
-                .conn
-                .prepare_cached(DEFER_DUE)?
-                .execute(params![channel, now, until_ms, limit])?,
-            OpenBreakerMove::Reroute { to } => self
-                .conn
-                .prepare_cached(REROUTE_DUE)?
-                .execute(params![channel, now, to, limit])?,
+            OpenBreakerMove::Defer { until_ms } => {
+                let why = Reason::BREAKER_DEFERRED;
+                self.conn.prepare_cached(DEFER_DUE)?.execute(params![
+                    channel,
+                    now,
+                    until_ms,
+                    limit,
+                    why.code,
+                    why.message
+                ])?
+            }
+            OpenBreakerMove::Reroute { to } => {
+                let why = Reason::BREAKER_MOVED;
+                self.conn.prepare_cached(REROUTE_DUE)?.execute(params![
+                    channel,
+                    now,
+                    to,
+                    limit,
+                    why.code,
+                    why.message
+                ])?
+            }
         };
         Ok(moved as u64)
     }
@@ -747,28 +824,21 @@ impl Writer {
     /// and receipts) and as many unmatched receipts. Short on purpose, so other writes never wait
     /// long; [`super::SqliteOutbox::sweep`] asks again while batches come back full.
     fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
-        let before = now - retention.finished_ms;
+        let before = retention.finished_before(now);
         let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
-        for table in ["attempts", "receipts"] {
+        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS] {
             self.conn
-                .prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE notification_id IN ({OLD_FINISHED})"
-                ))?
+                .prepare_cached(sql)?
                 .execute(params![before, batch])?;
         }
         let notifications = self
             .conn
-            .prepare_cached(&format!(
-                "DELETE FROM notifications WHERE id IN ({OLD_FINISHED})"
-            ))?
+            .prepare_cached(PURGE_FINISHED)?
             .execute(params![before, batch])?;
         let receipts = self
             .conn
-            .prepare_cached(
-                "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts
-                     WHERE notification_id IS NULL AND received_at < ?1 LIMIT ?2)",
-            )?
-            .execute(params![now - retention.unmatched_receipts_ms, batch])?;
+            .prepare_cached(PURGE_UNMATCHED_RECEIPTS)?
+            .execute(params![retention.unmatched_receipts_before(now), batch])?;
         Ok(Purged {
             notifications: notifications as u64,
             receipts: receipts as u64,
@@ -778,38 +848,43 @@ impl Writer {
     fn sweep(&self, known: &[String], retention: &Retention, now: i64) -> Result<SweepReport> {
         let purged = self.purge(retention, now)?;
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
+        let expired_reason = Reason::EXPIRED;
         let expired = self
             .conn
             .prepare_cached(EXPIRE_OVERDUE)?
-            .query_map(params![now], |r| {
-                Ok(ExpiredRow {
-                    id: r.get(0)?,
-                    channel: r.get(1)?,
-                })
-            })?
+            .query_map(
+                params![
+                    now,
+                    expired_reason.code,
+                    expired_reason.message,
+                    sweep::EXPIRE_BATCH as i64
+                ],
+                |r| {
+                    Ok(ExpiredRow {
+                        id: r.get(0)?,
+                        channel: r.get(1)?,
+                    })
+                },
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let known: HashSet<&str> = known.iter().map(String::as_str).collect();
         let live: Vec<String> = self
             .conn
-            .prepare_cached(
-                "SELECT DISTINCT channel FROM notifications WHERE state IN ('queued', 'sending')",
-            )?
+            .prepare_cached(LIVE_CHANNELS)?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        let orphan_reason = Reason::UNKNOWN_CHANNEL;
         let mut orphaned = 0;
-        for channel in live.iter().filter(|c| !known.contains(c.as_str())) {
+        for channel in sweep::unknown_channels(&live, known) {
             orphaned += self
                 .conn
-                .prepare_cached(
-                    "UPDATE notifications SET state = 'dead', last_code = 'unknown_channel',
-                         last_error = 'no channel of this name is configured', lease_owner = NULL,
-                         updated_at = ?2
-                     WHERE id IN (SELECT id FROM notifications
-                                  WHERE channel = ?1
-                                    AND (state = 'queued' OR (state = 'sending' AND run_at <= ?2))
-                                  LIMIT 1000)",
-                )?
-                .execute(params![channel, now])?;
+                .prepare_cached(DEAD_LETTER_ORPHANS)?
+                .execute(params![
+                    channel,
+                    now,
+                    orphan_reason.code,
+                    orphan_reason.message,
+                    sweep::ORPHAN_BATCH as i64
+                ])?;
         }
         Ok(SweepReport {
             expired,
@@ -820,8 +895,45 @@ impl Writer {
     }
 }
 
-/// Rows of each kind one retention batch deletes at most.
-pub const PURGE_BATCH: usize = 500;
+/// [`FALLBACK_PARENT`]'s row as stored.
+struct FallbackParentRow {
+    fallback: Option<String>,
+    subject: Option<String>,
+    body: Option<String>,
+    html: Option<String>,
+    data: Option<String>,
+    priority: String,
+    expires_at: Option<i64>,
+    created_at: i64,
+}
+
+impl FallbackParentRow {
+    /// The parent as the model sees it, or why a stored column cannot be read.
+    fn decode(self, id: &str) -> std::result::Result<FallbackParent, String> {
+        let routes = match self.fallback {
+            None => Vec::new(),
+            Some(f) => serde_json::from_str(&f).map_err(|e| format!("fallback routes: {e}"))?,
+        };
+        let data = self
+            .data
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| format!("data: {e}"))?;
+        Ok(FallbackParent {
+            id: id.to_owned(),
+            routes,
+            content: Content {
+                subject: self.subject,
+                body: self.body,
+                html: self.html,
+                data,
+            },
+            priority: self.priority.parse()?,
+            expires_at_ms: self.expires_at,
+            created_at_ms: self.created_at,
+        })
+    }
+}
 
 /// What one retention batch deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -892,6 +1004,7 @@ mod tests {
             conn,
             owner: "test".into(),
             commits: Arc::default(),
+            clock: Clock::System,
         };
         let (big, big_rx) = enqueue(note("x".repeat(256 * 1024)));
         let small_note = note("small".into());
