@@ -10,6 +10,7 @@ pub mod completion;
 pub mod failover;
 pub mod fallback;
 mod model;
+pub mod receipt;
 pub mod sqlite;
 pub mod sweep;
 pub mod transition;

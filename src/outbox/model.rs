@@ -416,6 +416,16 @@ impl ReceiptStatus {
     }
 }
 
+impl FromStr for ReceiptStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Delivered, Self::Failed, Self::InProgress]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown receipt status {s:?}"))
+    }
+}
+
 /// A verified delivery receipt, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundReceipt {

@@ -104,6 +104,12 @@ pub(super) const EARLY_RECEIPTS: &str = "UPDATE receipts SET notification_id = ?
        AND channel = (SELECT channel FROM notifications WHERE id = ?1)
      RETURNING status, provider_status, error_code";
 
+/// A receipt that fails a delivered notification ([`receipt::RECEIPT_FAILS`]).
+const FAIL_BY_RECEIPT: &str =
+    "UPDATE notifications SET state = ?6, last_code = ?2, last_error = ?3,
+         updated_at = ?4
+     WHERE id = ?1 AND state = ?5";
+
 /// Queued rows past their `expires_at`, in bounded batches: walks `notifications_expiring`.
 /// Its terms are [`sweep::expires`].
 pub(super) const EXPIRE_OVERDUE: &str =
@@ -777,8 +783,7 @@ impl Writer {
         })
     }
 
-    /// A `failed` receipt turns a delivered notification into a failed one; nothing else
-    /// changes its state.
+    /// Applies a stored receipt to its notification as [`receipt::receipt_failure`] says.
     fn apply_receipt(
         &self,
         id: &str,
@@ -787,14 +792,16 @@ impl Writer {
         error_code: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        if status == ReceiptStatus::Failed {
-            self.conn
-                .prepare_cached(
-                    "UPDATE notifications SET state = 'failed', last_code = coalesce(?2, 'undelivered'),
-                         last_error = 'the provider reported the message ' || ?3, updated_at = ?4
-                     WHERE id = ?1 AND state = 'delivered'",
-                )?
-                .execute(params![id, error_code, provider_status, now])?;
+        if let Some((code, error)) = receipt::receipt_failure(status, provider_status, error_code) {
+            let (from, to) = receipt::RECEIPT_FAILS;
+            self.conn.prepare_cached(FAIL_BY_RECEIPT)?.execute(params![
+                id,
+                code,
+                error,
+                now,
+                from.as_str(),
+                to.as_str()
+            ])?;
         }
         Ok(())
     }
@@ -810,12 +817,14 @@ impl Writer {
             })?
             .collect::<rusqlite::Result<_>>()?;
         for (status, provider_status, code) in early {
-            let status = match status.as_str() {
-                "failed" => ReceiptStatus::Failed,
-                "delivered" => ReceiptStatus::Delivered,
-                _ => ReceiptStatus::InProgress,
-            };
-            self.apply_receipt(id, status, &provider_status, code.as_deref(), now)?;
+            match status.parse() {
+                Ok(status) => {
+                    self.apply_receipt(id, status, &provider_status, code.as_deref(), now)?
+                }
+                // The schema's CHECK keeps this out; a receipt that cannot be read changes nothing.
+                Err(e) => tracing::warn!(notification_id = %id, error = %e,
+                    "A stored receipt cannot be read; it was not applied."),
+            }
         }
         Ok(())
     }
