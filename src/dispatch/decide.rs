@@ -17,13 +17,9 @@ pub fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
-/// The next failover channel for a notification: the first configured one it has not tried.
+/// The next failover channel for a notification ([`crate::outbox::failover::failover_target`]).
 pub fn failover_target<'a>(rt: &'a ChannelRuntime, row: &Claimed) -> Option<&'a str> {
-    rt.policy
-        .failover
-        .iter()
-        .find(|c| **c != rt.name && !row.tried.contains(c))
-        .map(String::as_str)
+    crate::outbox::failover::failover_target(&rt.policy.failover, &rt.name, &row.tried)
 }
 
 /// What a send's result says about the provider's health, for its breaker: only retryable
@@ -84,6 +80,7 @@ pub fn decide(
     let completion = |outcome, record| Completion {
         id: id.to_owned(),
         attempt,
+        lease: row.lease,
         outcome,
         record: Some(record),
     };
@@ -313,6 +310,7 @@ mod tests {
                 created_at: SystemTime::now() - age,
             },
             attempt,
+            lease: crate::outbox::LeaseToken(i64::from(attempt)),
             expires_at_ms: None,
             tried: Vec::new(),
             validation: crate::outbox::Validation::Done,

@@ -379,10 +379,12 @@ async fn send_one(
     let mut abandon = shared.signals.abandon.clone();
     let id = row.message.id.clone();
     let attempt = row.attempt;
+    let token = row.lease;
     let started_at = now_ms();
     let refund = |run_at_ms: i64, code: &str, error: String, decision: &str| Completion {
         id: id.clone(),
         attempt,
+        lease: token,
         outcome: Outcome::Retry {
             run_at_ms,
             refund_attempt: true,
@@ -403,6 +405,7 @@ async fn send_one(
     let release = || Completion {
         id: id.clone(),
         attempt,
+        lease: token,
         outcome: Outcome::Release,
         record: None,
     };
@@ -420,6 +423,7 @@ async fn send_one(
         Completion {
             id: id.clone(),
             attempt,
+            lease: token,
             outcome: Outcome::Finish {
                 state: State::Expired,
                 code: "expired".into(),
@@ -437,6 +441,7 @@ async fn send_one(
         Completion {
             id: id.clone(),
             attempt,
+            lease: token,
             outcome: Outcome::Finish {
                 state: State::Failed,
                 code: refused.code.into(),

@@ -5,13 +5,21 @@
 //! for one host. A PostgreSQL implementation (several daemons sharing one queue) slots in behind
 //! the same trait.
 
+pub mod clock;
+pub mod completion;
+pub mod failover;
+pub mod fallback;
 mod model;
+pub mod receipt;
 pub mod sqlite;
+pub mod sweep;
+pub mod transition;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use clock::{Clock, ManualClock};
 pub use model::*;
 
 /// Why the store could not do what was asked.
@@ -40,23 +48,26 @@ pub trait Outbox: Send + Sync + 'static {
     async fn find_key(&self, key: &str) -> Result<Option<KeyHolder>>;
 
     /// Leases up to `limit` due notifications of `channel` (highest priority, then earliest due),
-    /// incrementing their attempt counter. Expired leases count as due.
+    /// incrementing their attempt counter and raising their [`LeaseToken`]. Expired leases count
+    /// as due.
     async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>>;
 
-    /// Writes attempt outcomes back. A completion whose lease was lost (another dispatcher
-    /// reclaimed the row) changes nothing but the attempt history.
+    /// Writes attempt outcomes back, each as [`completion::plan`] says. A completion whose lease
+    /// was lost (its [`LeaseToken`] is no longer the row's: another claim came after it, also
+    /// after a replay, refund or failover) changes nothing but the attempt history.
     async fn complete(&self, completions: Vec<Completion>) -> Result<()>;
 
     /// One notification with its attempt history.
     async fn get(&self, id: &str) -> Result<Option<NotificationView>>;
 
-    /// Cancels a notification that is still queued.
+    /// Cancels a notification that is still queued ([`transition::Request::Cancel`]).
     async fn cancel(&self, id: &str) -> Result<Transition>;
 
     /// Dead letters, newest first, optionally of one channel.
     async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
 
-    /// Puts a dead letter back in the queue, due now, with a fresh attempt budget.
+    /// Puts a dead letter back in the queue, due now, with a fresh attempt budget
+    /// ([`transition::Request::Replay`]).
     async fn replay(&self, id: &str) -> Result<Transition>;
 
     /// Counts of live (`queued`, `sending`) and `dead` notifications per channel.
@@ -70,8 +81,8 @@ pub trait Outbox: Send + Sync + 'static {
     /// open; returns how many moved.
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64>;
 
-    /// Expires overdue queued rows, fails rows of channels not in `known_channels`, and purges
-    /// what `retention` says is old, each in bounded batches; purging goes on batch after batch
+    /// Expires overdue queued rows, dead-letters rows of channels not in `known_channels`, and
+    /// purges what `retention` says is old, each in bounded batches, as [`sweep`] rules; purging goes on batch after batch
     /// (each its own short write) while batches come back full, up to a bound per sweep.
     async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport>;
 

@@ -204,12 +204,21 @@ impl KeyHolder {
     }
 }
 
+/// The fencing token of a lease: how many times the row has been claimed. Every claim raises
+/// it and nothing lowers it (not a replay, a refunded attempt or a failover, which all lower or
+/// reset the attempt count), so a sender whose lease was lost can never hold the token of a
+/// later lease, and its completion is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseToken(pub i64);
+
 /// A notification a dispatcher now holds the lease on.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub message: notifyd_channels::Message,
-    /// This attempt's number (1-based), also the fencing token of the lease.
+    /// This attempt's number (1-based), as the provider and the attempt history see it.
     pub attempt: u32,
+    /// The lease's fencing token, to be carried back in the [`Completion`].
+    pub lease: LeaseToken,
     pub expires_at_ms: Option<i64>,
     /// Channels it was already moved away from by failover.
     pub tried: Vec<String>,
@@ -231,8 +240,11 @@ pub enum Validation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub id: String,
-    /// The attempt number the lease was claimed with: a stale worker's write is ignored.
+    /// The attempt number the lease was claimed with, for the attempt history.
     pub attempt: u32,
+    /// The claim's fencing token: a completion whose token is no longer the row's changes
+    /// nothing but the attempt history.
+    pub lease: LeaseToken,
     pub outcome: Outcome,
     pub record: Option<AttemptRecord>,
 }
@@ -265,6 +277,42 @@ pub enum Outcome {
         code: String,
         error: String,
     },
+}
+
+/// Why the store itself moved a notification: the `last_code` and `last_error` it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reason {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+impl Reason {
+    /// Its `expires_at` passed while it was still queued.
+    pub const EXPIRED: Reason = Reason {
+        code: "expired",
+        message: "expires_at passed before it could be sent",
+    };
+    /// Its channel is not configured (a reload removed it, or plain SQL named a typo).
+    pub const UNKNOWN_CHANNEL: Reason = Reason {
+        code: "unknown_channel",
+        message: "no channel of this name is configured",
+    };
+    /// A stored column (JSON, priority) could not be read back: the row ends instead of
+    /// failing every write that touches it.
+    pub const UNREADABLE_ROW: Reason = Reason {
+        code: "unreadable_row",
+        message: "a stored column of this notification could not be read",
+    };
+    /// Due while its channel's breaker is open: waits for the next probe.
+    pub const BREAKER_DEFERRED: Reason = Reason {
+        code: "breaker_open",
+        message: "deferred: the channel's circuit breaker is open",
+    };
+    /// Due while its channel's breaker is open: moved to a failover channel.
+    pub const BREAKER_MOVED: Reason = Reason {
+        code: "failed_over",
+        message: "moved: the channel's circuit breaker is open",
+    };
 }
 
 /// One row of attempt history.
@@ -377,6 +425,16 @@ impl ReceiptStatus {
             Self::Failed => "failed",
             Self::InProgress => "in_progress",
         }
+    }
+}
+
+impl FromStr for ReceiptStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Delivered, Self::Failed, Self::InProgress]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown receipt status {s:?}"))
     }
 }
 

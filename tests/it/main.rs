@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod enqueue_outside;
 mod hostile_rows;
+mod outbox_contract;
 mod providers;
 mod receipts;
 mod reload;

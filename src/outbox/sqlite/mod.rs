@@ -38,6 +38,8 @@ pub struct SqliteOptions {
     /// Below this much free space on the queue's filesystem, [`Outbox::check_writable`] fails
     /// (readiness), before the disk is full and writes do.
     pub min_free_bytes: u64,
+    /// Where every "now" of the store comes from (a manual one in tests).
+    pub clock: Clock,
 }
 
 impl SqliteOptions {
@@ -47,6 +49,7 @@ impl SqliteOptions {
             path: path.into(),
             max_page_count: None,
             min_free_bytes: 0,
+            clock: Clock::System,
         }
     }
 }
@@ -60,6 +63,7 @@ pub struct SqliteOutbox {
     _checkpointer: std::sync::mpsc::Sender<()>,
     commits: Arc<AtomicU64>,
     min_free_bytes: u64,
+    clock: Clock,
 }
 
 /// How often the WAL is copied back into the database file.
@@ -123,7 +127,7 @@ impl SqliteOutbox {
         }
         configure_writer(&conn)?;
         let commits = Arc::new(AtomicU64::new(0));
-        let writer = writer::spawn(conn, owner_id(), commits.clone())?;
+        let writer = writer::spawn(conn, owner_id(), commits.clone(), opts.clock.clone())?;
         let checkpointer = spawn_checkpointer(&opts.path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -139,6 +143,7 @@ impl SqliteOutbox {
             _checkpointer: checkpointer,
             commits,
             min_free_bytes: opts.min_free_bytes,
+            clock: opts.clock.clone(),
         })
     }
 
@@ -327,7 +332,8 @@ impl Outbox for SqliteOutbox {
 
     async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>> {
         let channels = channels.to_vec();
-        self.read(move |conn| schema::oldest_due(conn, &channels))
+        let now = self.clock.now_ms();
+        self.read(move |conn| schema::oldest_due(conn, &channels, now))
             .await
     }
 
@@ -352,8 +358,8 @@ impl Outbox for SqliteOutbox {
             })
             .await?;
         // Each further batch is a request of its own: other writes get their turn in between.
-        let mut full = report.purged >= writer::PURGE_BATCH as u64
-            || report.receipts_purged >= writer::PURGE_BATCH as u64;
+        let mut full = report.purged >= sweep::PURGE_BATCH as u64
+            || report.receipts_purged >= sweep::PURGE_BATCH as u64;
         let mut batches = 1;
         while full && batches < PURGE_BATCHES_PER_SWEEP {
             let retention = retention.clone();

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0004_receipts_once.sql"),
     include_str!("0005_cheaper_writes.sql"),
     include_str!("0006_checked_rows.sql"),
+    include_str!("0007_lease_token.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -226,9 +227,8 @@ pub(super) const OLDEST_DUE: &str = "SELECT min(run_at) FROM notifications
 
 /// Per channel of `channels` with rows due now, the oldest due time: three index seeks each,
 /// where a scan of the due index would step over every live row.
-pub fn oldest_due(conn: &Connection, channels: &[String]) -> Result<Vec<(String, i64)>> {
+pub fn oldest_due(conn: &Connection, channels: &[String], now: i64) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached(OLDEST_DUE)?;
-    let now = now_ms();
     let mut out = Vec::new();
     for channel in channels {
         let mut oldest: Option<i64> = None;

@@ -46,13 +46,16 @@ const KEEP: Retention = Retention {
 async fn deliver(q: &SqliteOutbox, id: &str, channel: &str, provider_id: &str) {
     let c = q.claim(channel, 1, LEASE).await.unwrap().remove(0);
     assert_eq!(c.message.id, id);
-    q.complete(vec![done(
-        id,
-        c.attempt,
-        Outcome::Delivered {
-            provider_id: Some(provider_id.into()),
-        },
-    )])
+    q.complete(vec![Completion {
+        lease: c.lease,
+        ..done(
+            id,
+            c.attempt,
+            Outcome::Delivered {
+                provider_id: Some(provider_id.into()),
+            },
+        )
+    }])
     .await
     .unwrap();
 }
@@ -67,10 +70,12 @@ fn receipt(provider_id: &str, status: ReceiptStatus, word: &str) -> InboundRecei
     }
 }
 
+/// The completion of a row claimed `attempt` times in all (so its lease token is `attempt` too).
 fn done(id: &str, attempt: u32, outcome: Outcome) -> Completion {
     Completion {
         id: id.into(),
         attempt,
+        lease: LeaseToken(i64::from(attempt)),
         outcome,
         record: None,
     }
@@ -545,6 +550,7 @@ async fn attempts_are_recorded_in_order() {
     q.complete(vec![Completion {
         id: id.clone(),
         attempt: 1,
+        lease: LeaseToken(1),
         outcome: Outcome::Retry {
             run_at_ms: 0,
             refund_attempt: false,
@@ -567,6 +573,7 @@ async fn attempts_are_recorded_in_order() {
     q.complete(vec![Completion {
         id: id.clone(),
         attempt: 2,
+        lease: LeaseToken(2),
         outcome: Outcome::Delivered {
             provider_id: Some("SM1".into()),
         },
@@ -613,6 +620,47 @@ async fn a_plain_sql_insert_with_only_the_required_columns_is_claimable() {
     let view = q.get(&c.message.id).await.unwrap().unwrap();
     assert_eq!(view.priority, Priority::Normal);
     assert!((view.created_at_ms - now_ms()).abs() < 5_000);
+}
+
+#[tokio::test]
+async fn a_parent_whose_fallback_cannot_be_read_ends_dead_and_the_batch_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let other = put(&q, note("c")).await;
+    // Valid JSON, so the schema lets plain SQL store it, but not a list of routes; marked as
+    // checked, as if it had been spoiled after the daemon wrote it (unchecked rows are
+    // quarantined by the claim before they are sent).
+    let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "INSERT INTO notifications (id, channel, recipient, body, fallback, checked)
+         VALUES ('broken', 'c', 'to', 'hi', '{\"sms\": 1}', 1)",
+        [],
+    )
+    .unwrap();
+    let claimed = q.claim("c", 2, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let failed = |id: &str| {
+        done(
+            id,
+            1,
+            Outcome::Finish {
+                state: State::Failed,
+                code: "invalid_recipient".into(),
+                error: "no such user".into(),
+                fallback: true,
+            },
+        )
+    };
+    q.complete(vec![failed("broken"), failed(&other)])
+        .await
+        .unwrap();
+
+    let dead = q.dead_letters(Some("c"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, "broken");
+    assert_eq!(dead[0].last_code.as_deref(), Some("unreadable_row"));
+    assert_eq!(q.get(&other).await.unwrap().unwrap().state, State::Failed);
 }
 
 #[tokio::test]
@@ -967,10 +1015,10 @@ async fn a_replayed_receipt_is_stored_once_and_reported_as_a_duplicate() {
 async fn one_sweep_purges_more_than_one_batch_of_old_rows() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
-    let total = writer::PURGE_BATCH * 2 + 37;
+    let total = sweep::PURGE_BATCH * 2 + 37;
     let items: Vec<NewNotification> = (0..total).map(|_| note("a")).collect();
     q.enqueue(items).await.unwrap();
-    let unmatched = writer::PURGE_BATCH + 3;
+    let unmatched = sweep::PURGE_BATCH + 3;
     {
         let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -1120,4 +1168,88 @@ async fn oldest_due_is_the_earliest_due_time_across_priorities_ignoring_schedule
         .await
         .unwrap();
     assert_eq!(got, vec![("c".to_owned(), now - 5000)]);
+}
+
+#[test]
+fn completions_find_their_row_by_primary_key() {
+    for sql in [writer::DELIVER, writer::REQUEUE, writer::END, writer::MOVE] {
+        assert_plan_has(
+            sql,
+            "SEARCH notifications USING INDEX sqlite_autoindex_notifications_1 (id=?)",
+        );
+    }
+}
+
+#[test]
+fn the_orphan_sweep_seeks_the_live_rows_of_its_channel() {
+    assert_plan_has(
+        writer::DEAD_LETTER_ORPHANS,
+        "USING INDEX notifications_due (channel=? AND prio_rank=?)",
+    );
+}
+
+/// A queue whose rows are one per state, each `updated_at` and `expires_at` at `at`; the
+/// connection writes them as plain SQL would.
+fn one_row_per_state(at: i64) -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = Connection::open(dir.path().join("q.db")).unwrap();
+    schema::migrate(&mut conn).unwrap();
+    for state in State::ALL {
+        conn.execute(
+            "INSERT INTO notifications (id, channel, recipient, body, state, run_at, expires_at,
+                 updated_at)
+             VALUES (?1, 'c', 'to', 'b', ?1, ?2, ?2, ?2)",
+            params![state.as_str(), at],
+        )
+        .unwrap();
+    }
+    (dir, conn)
+}
+
+fn states_selected(conn: &Connection, sql: &str, bind: impl rusqlite::Params) -> Vec<State> {
+    let mut ids: Vec<String> = conn
+        .prepare(sql)
+        .unwrap()
+        .query_map(bind, |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    ids.sort();
+    ids.into_iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn sorted(states: impl Iterator<Item = State>) -> Vec<State> {
+    let mut v: Vec<State> = states.collect();
+    v.sort_by_key(|s| s.as_str());
+    v
+}
+
+#[test]
+fn retention_deletes_exactly_the_states_the_rule_allows() {
+    let (_dir, conn) = one_row_per_state(1_000);
+    assert_eq!(
+        states_selected(&conn, writer::OLD_FINISHED, params![1_001, 100]),
+        sorted(State::ALL.into_iter().filter(|s| sweep::may_purge(*s)))
+    );
+    assert!(states_selected(&conn, writer::OLD_FINISHED, params![1_000, 100]).is_empty());
+}
+
+#[test]
+fn the_expiry_sweep_expires_exactly_what_the_rule_says() {
+    for now in [999, 1_000] {
+        let (_dir, conn) = one_row_per_state(1_000);
+        assert_eq!(
+            states_selected(
+                &conn,
+                writer::EXPIRE_OVERDUE,
+                params![now, "expired", "m", 100]
+            ),
+            sorted(
+                State::ALL
+                    .into_iter()
+                    .filter(|s| sweep::expires(*s, Some(1_000), now))
+            ),
+            "at {now}"
+        );
+    }
 }

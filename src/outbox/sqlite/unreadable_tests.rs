@@ -232,6 +232,7 @@ async fn an_outcome_is_recorded_when_the_stored_fallback_cannot_be_read() {
     q.complete(vec![Completion {
         id: id.clone(),
         attempt: claimed.attempt,
+        lease: claimed.lease,
         outcome: Outcome::Finish {
             state: State::Failed,
             code: "invalid_recipient".into(),

@@ -6,13 +6,15 @@
 //! makes "accepted" durable, and sharing the fsync is what makes it fast. No timer is involved:
 //! under load, requests pile up while the previous commit syncs, and the batch grows by itself.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::super::completion::{FollowUp, RowChange};
+use super::super::fallback::FallbackParent;
+use super::super::sweep::PURGE_BATCH;
 use super::super::*;
 use super::stored;
 
@@ -35,7 +37,7 @@ pub(super) const CLAIM: &str = "UPDATE notifications
      SET state = 'sending',
          attempts = CASE WHEN attempts BETWEEN 0 AND 4294967294 THEN attempts + 1
                          ELSE attempts END,
-         lease_owner = ?1, run_at = ?2, updated_at = ?3
+         lease = lease + 1, lease_owner = ?1, run_at = ?2, updated_at = ?3
      WHERE id IN (
          SELECT id FROM notifications
          WHERE channel = ?4 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
@@ -44,7 +46,7 @@ pub(super) const CLAIM: &str = "UPDATE notifications
          LIMIT ?5)
      RETURNING rowid, id, channel, recipient, subject, body, html, data, created_at, attempts,
                expires_at, tried, prio_rank, checked,
-               CASE WHEN checked = 1 THEN NULL ELSE fallback END";
+               CASE WHEN checked = 1 THEN NULL ELSE fallback END, lease";
 
 /// Moves a row that cannot be decoded out of the claim path: `dead` (listed, replayable) with
 /// the decode error as its reason. By `rowid`, which is readable whatever the row's `id` holds.
@@ -64,8 +66,7 @@ const MAX_TIME_MS: i64 = 253_402_300_799_999;
 /// Due, queued rows of a channel whose breaker is open, pushed to its next probe. Its terms are
 /// the claim's, so it seeks in `notifications_due` like the claim (a test checks the plan).
 pub(super) const DEFER_DUE: &str =
-    "UPDATE notifications SET run_at = ?3, last_code = 'breaker_open',
-         last_error = 'deferred: the channel''s circuit breaker is open', updated_at = ?2
+    "UPDATE notifications SET run_at = ?3, last_code = ?5, last_error = ?6, updated_at = ?2
      WHERE id IN (SELECT id FROM notifications
                   WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
                     AND run_at <= ?2 AND state = 'queued'
@@ -75,8 +76,7 @@ pub(super) const DEFER_DUE: &str =
 /// not been on yet; seeks like [`DEFER_DUE`].
 pub(super) const REROUTE_DUE: &str =
     "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
-         channel = ?3, run_at = ?2, attempts = 0, last_code = 'failed_over',
-         last_error = 'moved: the channel''s circuit breaker is open', updated_at = ?2
+         channel = ?3, run_at = ?2, attempts = 0, last_code = ?5, last_error = ?6, updated_at = ?2
      WHERE id IN (SELECT id FROM notifications
                   WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
                     AND run_at <= ?2 AND state = 'queued'
@@ -84,12 +84,39 @@ pub(super) const REROUTE_DUE: &str =
                                     WHERE value = ?3)
                   ORDER BY prio_rank, run_at LIMIT ?4)";
 
-/// The oldest finished rows, for retention. Its state test is the `notifications_finished`
-/// index's own expression (0005), so it walks that index (a test checks the plan).
-pub(super) const OLD_FINISHED: &str = "SELECT id FROM notifications
-     WHERE (state IN ('delivered', 'failed') OR state IN ('expired', 'cancelled'))
-         AND updated_at < ?1
-     ORDER BY updated_at LIMIT ?2";
+/// The oldest finished rows ([`sweep::may_purge`]), for retention. Its state test is the
+/// `notifications_finished` index's own expression (0005), so it walks that index (a test checks
+/// the plan, another that it selects exactly the states the rule names).
+macro_rules! old_finished {
+    () => {
+        "SELECT id FROM notifications
+         WHERE (state IN ('delivered', 'failed') OR state IN ('expired', 'cancelled'))
+             AND updated_at < ?1
+         ORDER BY updated_at LIMIT ?2"
+    };
+}
+#[cfg(test)]
+pub(super) const OLD_FINISHED: &str = old_finished!();
+/// Retention, child rows first: the attempts and receipts of the oldest finished rows.
+const PURGE_ATTEMPTS: &str = concat!(
+    "DELETE FROM attempts WHERE notification_id IN (",
+    old_finished!(),
+    ")"
+);
+const PURGE_RECEIPTS: &str = concat!(
+    "DELETE FROM receipts WHERE notification_id IN (",
+    old_finished!(),
+    ")"
+);
+/// Retention: the oldest finished rows themselves.
+const PURGE_FINISHED: &str = concat!(
+    "DELETE FROM notifications WHERE id IN (",
+    old_finished!(),
+    ")"
+);
+/// Retention: receipts that never matched a notification.
+const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts
+     WHERE notification_id IS NULL AND received_at < ?1 LIMIT ?2)";
 
 /// The notification a receipt refers to: walks `notifications_by_provider_id`.
 pub(super) const RECEIPT_TARGET: &str =
@@ -101,14 +128,99 @@ pub(super) const EARLY_RECEIPTS: &str = "UPDATE receipts SET notification_id = ?
        AND channel = (SELECT channel FROM notifications WHERE id = ?1)
      RETURNING status, provider_status, error_code";
 
+/// A receipt that fails a delivered notification ([`receipt::RECEIPT_FAILS`]).
+const FAIL_BY_RECEIPT: &str =
+    "UPDATE notifications SET state = ?6, last_code = ?2, last_error = ?3,
+         updated_at = ?4
+     WHERE id = ?1 AND state = ?5";
+
 /// Queued rows past their `expires_at`, in bounded batches: walks `notifications_expiring`.
+/// Its terms are [`sweep::expires`].
 pub(super) const EXPIRE_OVERDUE: &str =
-    "UPDATE notifications SET state = 'expired', last_code = 'expired',
-         last_error = 'expires_at passed before it could be sent', updated_at = ?1
+    "UPDATE notifications SET state = 'expired', last_code = ?2, last_error = ?3, updated_at = ?1
      WHERE id IN (SELECT id FROM notifications
                   WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= ?1
-                  LIMIT 1000)
+                  LIMIT ?4)
      RETURNING id, channel";
+
+/// Live rows of a channel that is not configured, dead-lettered: [`sweep::orphaned`]. The
+/// claim's literal terms let it seek the channel in `notifications_due` instead of scanning the
+/// table (a test checks the plan).
+pub(super) const DEAD_LETTER_ORPHANS: &str =
+    "UPDATE notifications SET state = 'dead', last_code = ?3, last_error = ?4, lease_owner = NULL,
+         updated_at = ?2
+     WHERE id IN (SELECT id FROM notifications
+                  WHERE channel = ?1 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
+                    AND (state = 'queued' OR run_at <= ?2)
+                  LIMIT ?5)";
+
+/// [`DEAD_LETTER_ORPHANS`] for a channel name that is not UTF-8 text (another program's row):
+/// matched as bytes. Rare, so it may scan.
+const DEAD_LETTER_UNNAMED_ORPHANS: &str =
+    "UPDATE notifications SET state = 'dead', last_code = ?3, last_error = ?4, lease_owner = NULL,
+         updated_at = ?2
+     WHERE id IN (SELECT id FROM notifications
+                  WHERE CAST(channel AS BLOB) = ?1
+                    AND (state = 'queued' OR (state = 'sending' AND run_at <= ?2))
+                  LIMIT ?5)";
+
+/// The channels that have live rows, for the orphan sweep.
+const LIVE_CHANNELS: &str =
+    "SELECT DISTINCT channel FROM notifications WHERE state IN ('queued', 'sending')";
+
+/// Completions: each [`RowChange`] is one fixed statement, fenced so that only the holder of
+/// the row's current lease ([`LeaseToken`]) moves it on. The owner check adds nothing a token
+/// does not already say, and costs nothing: it stays as a second guard.
+macro_rules! fenced {
+    ($set:literal) => {
+        concat!(
+            "UPDATE notifications SET ",
+            $set,
+            " WHERE id = ?1 AND lease = ?2 AND lease_owner = ?3 AND state = 'sending'"
+        )
+    };
+}
+pub(super) const DELIVER: &str = fenced!(
+    "state = 'delivered', provider_id = ?4, lease_owner = NULL, last_code = NULL,
+     last_error = NULL, updated_at = ?5"
+);
+pub(super) const REQUEUE: &str = fenced!(
+    "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
+     last_code = coalesce(?6, last_code), last_error = coalesce(?7, last_error), updated_at = ?8"
+);
+pub(super) const END: &str =
+    fenced!("state = ?4, lease_owner = NULL, last_code = ?5, last_error = ?6, updated_at = ?7");
+pub(super) const MOVE: &str = fenced!(
+    "tried = json_insert(coalesce(tried, '[]'), '$[#]', channel), channel = ?4, state = 'queued',
+     attempts = 0, run_at = ?5, lease_owner = NULL, last_code = ?6, last_error = ?7,
+     updated_at = ?8"
+);
+
+/// One attempt's history row; its channel is the row's at the time of the completion.
+const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, started_at,
+         latency_ms, outcome, code, error, provider_id, decision, channel)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
+
+/// What a fallback child is made of ([`FallbackParent`]).
+const FALLBACK_PARENT: &str =
+    "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
+     FROM notifications WHERE id = ?1";
+
+/// A fallback parent whose stored columns cannot be read back ends as a dead letter
+/// ([`Reason::UNREADABLE_ROW`]), its reason keeping how it had ended.
+const END_UNREADABLE: &str = "UPDATE notifications SET state = 'dead', last_code = ?2,
+         last_error = ?3 || '; its fallback was not queued after it ended ' || state || ' ('
+             || coalesce(last_code, '') || ': ' || coalesce(last_error, '') || ')',
+         lease_owner = NULL, updated_at = ?4
+     WHERE id = ?1";
+
+/// [`transition::Request::Cancel`]: the states are the request's.
+const CANCEL: &str = "UPDATE notifications SET state = ?4, updated_at = ?2
+     WHERE id = ?1 AND state = ?3";
+/// [`transition::Request::Replay`]: due now, attempts from zero, no holder; `lease` is kept.
+const REPLAY: &str = "UPDATE notifications SET state = ?4, attempts = 0, run_at = ?2,
+         lease_owner = NULL, updated_at = ?2
+     WHERE id = ?1 AND state = ?3";
 
 /// A write request.
 pub enum Op {
@@ -172,7 +284,12 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T
 }
 
 /// Starts the writer thread; it ends when every sender is dropped, after the last batch.
-pub fn spawn(conn: Connection, owner: String, commits: Arc<AtomicU64>) -> Result<mpsc::Sender<Op>> {
+pub fn spawn(
+    conn: Connection,
+    owner: String,
+    commits: Arc<AtomicU64>,
+    clock: Clock,
+) -> Result<mpsc::Sender<Op>> {
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("notifyd-writer".into())
@@ -181,6 +298,7 @@ pub fn spawn(conn: Connection, owner: String, commits: Arc<AtomicU64>) -> Result
                 conn,
                 owner,
                 commits,
+                clock,
             }
             .run(rx)
         })
@@ -193,6 +311,8 @@ struct Writer {
     owner: String,
     /// Transactions committed, shared with [`super::SqliteOutbox::commits`].
     commits: Arc<AtomicU64>,
+    /// Where "now" comes from for every write.
+    clock: Clock,
 }
 
 impl Writer {
@@ -211,7 +331,7 @@ impl Writer {
     }
 
     fn commit_batch(&self, batch: &mut Vec<Op>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "Queue write failed to start.");
@@ -299,7 +419,7 @@ impl Writer {
                 lease_ms,
                 reply,
             } => done!(reply, self.claim(&channel, limit, now, lease_ms)),
-            Op::Complete { completions, reply } => done!(reply, self.complete(&completions, now)),
+            Op::Complete { completions, reply } => done!(reply, self.complete(completions, now)),
             Op::Cancel { id, reply } => done!(reply, self.cancel(&id, now)),
             Op::Replay { id, reply } => done!(reply, self.replay(&id, now)),
             Op::Sweep {
@@ -429,214 +549,162 @@ impl Writer {
         Ok(out.into_iter().map(LeasedRow::into_claimed).collect())
     }
 
-    fn complete(&self, completions: &[Completion], now: i64) -> Result<()> {
+    fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<()> {
         for c in completions {
             if let Some(rec) = &c.record {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO attempts (notification_id, attempt, started_at, latency_ms,
-                             outcome, code, error, provider_id, decision, channel)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-                                 (SELECT channel FROM notifications WHERE id = ?1))",
-                    )?
-                    .execute(params![
-                        c.id,
-                        c.attempt,
-                        rec.started_at_ms,
-                        rec.latency_ms,
-                        rec.outcome,
-                        rec.code,
-                        rec.error,
-                        rec.provider_id,
-                        rec.decision,
-                    ])?;
+                self.conn.prepare_cached(RECORD_ATTEMPT)?.execute(params![
+                    c.id,
+                    c.attempt,
+                    rec.started_at_ms,
+                    rec.latency_ms,
+                    rec.outcome,
+                    rec.code,
+                    rec.error,
+                    rec.provider_id,
+                    rec.decision,
+                ])?;
             }
-            // Fenced: only the holder of this attempt's lease may move the row on.
-            const FENCE: &str =
-                "WHERE id = ?1 AND attempts = ?2 AND lease_owner = ?3 AND state = 'sending'";
-            let changed = match &c.outcome {
-                                Outcome::Delivered { provider_id } => {
-                    let changed = self
-                        .conn
-                        .prepare_cached(&format!(
-                            "UPDATE notifications SET state = 'delivered', provider_id = ?4,
-                                 lease_owner = NULL, last_code = NULL, last_error = NULL, updated_at = ?5
-                             {FENCE}"
-                        ))?
-                        .execute(params![c.id, c.attempt, self.owner, provider_id, now])?;
-                    if changed == 1
-                        && let Some(pid) = provider_id
-                    {
-                        self.attach_early_receipts(&c.id, pid, now)?;
-                    }
-                    changed
+            let plan = completion::plan(c.outcome, now)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            if !self.change_leased_row(&c.id, c.lease, &plan.change, now)? {
+                tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
+                    "Completion ignored: the lease was lost to a later claim.");
+                continue;
+            }
+            match plan.then {
+                None => {}
+                Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
+                    self.attach_early_receipts(&c.id, &provider_id, now)?;
                 }
-                Outcome::Retry {
-                    run_at_ms,
-                    refund_attempt,
-                    code,
-                    error,
-                } => self
-                    .conn
-                    .prepare_cached(&format!(
-                        "UPDATE notifications SET state = 'queued', run_at = ?4,
-                             attempts = attempts - ?5, lease_owner = NULL, last_code = ?6,
-                             last_error = ?7, updated_at = ?8
-                         {FENCE}"
-                    ))?
-                    .execute(params![
-                        c.id,
-                        c.attempt,
-                        self.owner,
-                        run_at_ms,
-                        i64::from(*refund_attempt),
-                        code,
-                        error,
-                        now
-                    ])?,
-                Outcome::Finish {
-                    state,
-                    code,
-                    error,
-                    fallback,
-                } => {
-                    let changed = self
-                        .conn
-                        .prepare_cached(&format!(
-                            "UPDATE notifications SET state = ?4, lease_owner = NULL, last_code = ?5,
-                                 last_error = ?6, updated_at = ?7
-                             {FENCE}"
-                        ))?
-                        .execute(params![c.id, c.attempt, self.owner, state.as_str(), code, error, now])?;
-                    if changed == 1 && *fallback {
-                        self.spawn_fallback(&c.id, now)?;
-                    }
-                    changed
-                }
-                Outcome::Reroute {
-                    channel,
-                    code,
-                    error,
-                } => self
-                    .conn
-                    .prepare_cached(&format!(
-                        "UPDATE notifications SET tried = json_insert(coalesce(tried, '[]'), '$[#]', channel),
-                             channel = ?4, state = 'queued', attempts = 0, run_at = ?5,
-                             lease_owner = NULL, last_code = ?6, last_error = ?7, updated_at = ?5
-                         {FENCE}"
-                    ))?
-                    .execute(params![c.id, c.attempt, self.owner, channel, now, code, error])?,
-                Outcome::Release => self
-                    .conn
-                    .prepare_cached(&format!(
-                        "UPDATE notifications SET state = 'queued', run_at = ?4,
-                             attempts = attempts - 1, lease_owner = NULL, updated_at = ?4
-                         {FENCE}"
-                    ))?
-                    .execute(params![c.id, c.attempt, self.owner, now])?,
-            };
-            if changed == 0 {
-                tracing::warn!(notification_id = %c.id, attempt = c.attempt,
-                    "Completion ignored: the lease was lost to another dispatcher.");
+                Some(FollowUp::QueueFallback) => self.queue_fallback(&c.id, now)?,
             }
         }
         Ok(())
     }
 
-    /// Queues the first fallback route of a notification that ended badly, carrying the rest.
-    /// A parent whose stored fallback or content cannot be read is quarantined instead (`dead`,
-    /// `unreadable_row`, keeping how it had ended in the reason): its outcome is still recorded,
-    /// and it never goes back to the provider for it.
-    fn spawn_fallback(&self, parent: &str, now: i64) -> Result<()> {
-        let source = self
+    /// Writes a leased row's next state, fenced by its lease; whether it landed.
+    fn change_leased_row(
+        &self,
+        id: &str,
+        lease: LeaseToken,
+        change: &RowChange,
+        now: i64,
+    ) -> Result<bool> {
+        let fence = (id, lease.0, &self.owner);
+        let changed = match change {
+            RowChange::Deliver { provider_id } => self
+                .conn
+                .prepare_cached(DELIVER)?
+                .execute(params![fence.0, fence.1, fence.2, provider_id, now])?,
+            RowChange::Requeue {
+                run_at_ms,
+                refund,
+                last,
+            } => {
+                let (code, error) = match last {
+                    Some((code, error)) => (Some(code), Some(error)),
+                    None => (None, None),
+                };
+                self.conn.prepare_cached(REQUEUE)?.execute(params![
+                    fence.0,
+                    fence.1,
+                    fence.2,
+                    run_at_ms,
+                    i64::from(*refund),
+                    code,
+                    error,
+                    now
+                ])?
+            }
+            RowChange::End { state, code, error } => {
+                self.conn.prepare_cached(END)?.execute(params![
+                    fence.0,
+                    fence.1,
+                    fence.2,
+                    state.as_str(),
+                    code,
+                    error,
+                    now
+                ])?
+            }
+            RowChange::Move {
+                channel,
+                run_at_ms,
+                code,
+                error,
+            } => self.conn.prepare_cached(MOVE)?.execute(params![
+                fence.0, fence.1, fence.2, channel, run_at_ms, code, error, now
+            ])?,
+        };
+        Ok(changed == 1)
+    }
+
+    /// Queues the fallback child of a notification that ended badly ([`fallback::fallback_child`]).
+    /// A parent whose stored columns cannot be read ends as a dead letter instead: the completion
+    /// itself, and every other one in the batch, still commits.
+    fn queue_fallback(&self, parent: &str, now: i64) -> Result<()> {
+        let parent_row = self
             .conn
-            .prepare_cached(
-                "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
-                 FROM notifications WHERE id = ?1",
-            )?
-            .query_row(params![parent], |r| Ok(FallbackSource::decode(r)))?;
-        let source = match source {
-            Ok(source) => source,
+            .prepare_cached(FALLBACK_PARENT)?
+            .query_row(params![parent], |r| Ok(decode_fallback_parent(r, parent)))?;
+        let parent_row = match parent_row {
+            Ok(p) => p,
             Err(why) => {
-                tracing::warn!(notification_id = %parent, column = why.column,
-                    "Fallback not queued: the notification's stored row is unreadable.");
-                self.conn
-                    .prepare_cached(
-                        "UPDATE notifications SET state = 'dead', last_code = 'unreadable_row',
-                             last_error = ?2 || '; its fallback was not queued after it ended '
-                                 || state || ' (' || coalesce(last_code, '') || ': '
-                                 || coalesce(last_error, '') || ')',
-                             updated_at = ?3
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![parent, why.to_string(), now])?;
+                // The reason may quote stored values: the log names the column only.
+                tracing::error!(notification_id = %parent, column = why.column,
+                    "Stored fallback routes cannot be read; the notification is now a dead letter.");
+                let reason = Reason::UNREADABLE_ROW;
+                self.conn.prepare_cached(END_UNREADABLE)?.execute(params![
+                    parent,
+                    reason.code,
+                    why.to_string(),
+                    now
+                ])?;
                 return Ok(());
             }
         };
-        let mut routes = source.fallback;
-        if routes.is_empty() {
-            return Ok(());
+        let child_id = uuid::Uuid::now_v7().to_string();
+        if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
+            self.insert(&child, Some(parent))?;
         }
-        let next = routes.remove(0);
-        let content = next.content.unwrap_or(source.content);
-        let child = NewNotification {
-            id: uuid::Uuid::now_v7().to_string(),
-            channel: next.target.channel,
-            to: next.target.to,
-            subject: content.subject,
-            body: content.body,
-            html: content.html,
-            data: content.data,
-            priority: source.priority,
-            run_at_ms: now,
-            expires_at_ms: source.expires_at,
-            created_at_ms: source.created_at.max(0).min(now),
-            idempotency_key: Some(format!("fallback:{parent}")),
-            content_hash: String::new(),
-            fallback: routes,
-        };
-        self.insert(&child, Some(parent))?;
         Ok(())
     }
 
     fn cancel(&self, id: &str, now: i64) -> Result<Transition> {
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE notifications SET state = 'cancelled', updated_at = ?2
-                 WHERE id = ?1 AND state = 'queued'",
-            )?
-            .execute(params![id, now])?;
-        self.transition(id, changed, State::Cancelled)
+        self.request(transition::Request::Cancel, CANCEL, id, now)
     }
 
     fn replay(&self, id: &str, now: i64) -> Result<Transition> {
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE notifications SET state = 'queued', attempts = 0, run_at = ?2,
-                     lease_owner = NULL, updated_at = ?2
-                 WHERE id = ?1 AND state = 'dead'",
-            )?
-            .execute(params![id, now])?;
-        self.transition(id, changed, State::Queued)
+        self.request(transition::Request::Replay, REPLAY, id, now)
     }
 
-    fn transition(&self, id: &str, changed: usize, to: State) -> Result<Transition> {
-        if changed == 1 {
-            return Ok(Transition::Done(to));
-        }
-        let state: Option<String> = rusqlite::OptionalExtension::optional(
-            self.conn
-                .prepare_cached("SELECT state FROM notifications WHERE id = ?1")?
-                .query_row(params![id], |r| r.get(0)),
-        )?;
-        match state {
-            None => Ok(Transition::NotFound),
-            Some(s) => Ok(Transition::Refused(
-                s.parse().map_err(StoreError::Internal)?,
-            )),
-        }
+    /// Runs a caller's request with its statement, and answers it.
+    fn request(
+        &self,
+        request: transition::Request,
+        sql: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Transition> {
+        let changed = self.conn.prepare_cached(sql)?.execute(params![
+            id,
+            now,
+            request.applies_to().as_str(),
+            request.leads_to().as_str()
+        ])?;
+        let current = if changed == 1 {
+            None
+        } else {
+            let state: Option<String> = rusqlite::OptionalExtension::optional(
+                self.conn
+                    .prepare_cached("SELECT state FROM notifications WHERE id = ?1")?
+                    .query_row(params![id], |r| r.get(0)),
+            )?;
+            state
+                .map(|s| s.parse::<State>().map_err(StoreError::Internal))
+                .transpose()?
+        };
+        Ok(request.answer(changed == 1, current))
     }
 
     fn move_due(
@@ -648,14 +716,28 @@ impl Writer {
     ) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let moved = match how {
-            OpenBreakerMove::Defer { until_ms } => self
-                .conn
-                .prepare_cached(DEFER_DUE)?
-                .execute(params![channel, now, until_ms, limit])?,
-            OpenBreakerMove::Reroute { to } => self
-                .conn
-                .prepare_cached(REROUTE_DUE)?
-                .execute(params![channel, now, to, limit])?,
+            OpenBreakerMove::Defer { until_ms } => {
+                let why = Reason::BREAKER_DEFERRED;
+                self.conn.prepare_cached(DEFER_DUE)?.execute(params![
+                    channel,
+                    now,
+                    until_ms,
+                    limit,
+                    why.code,
+                    why.message
+                ])?
+            }
+            OpenBreakerMove::Reroute { to } => {
+                let why = Reason::BREAKER_MOVED;
+                self.conn.prepare_cached(REROUTE_DUE)?.execute(params![
+                    channel,
+                    now,
+                    to,
+                    limit,
+                    why.code,
+                    why.message
+                ])?
+            }
         };
         Ok(moved as u64)
     }
@@ -711,8 +793,7 @@ impl Writer {
         })
     }
 
-    /// A `failed` receipt turns a delivered notification into a failed one; nothing else
-    /// changes its state.
+    /// Applies a stored receipt to its notification as [`receipt::receipt_failure`] says.
     fn apply_receipt(
         &self,
         id: &str,
@@ -721,14 +802,16 @@ impl Writer {
         error_code: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        if status == ReceiptStatus::Failed {
-            self.conn
-                .prepare_cached(
-                    "UPDATE notifications SET state = 'failed', last_code = coalesce(?2, 'undelivered'),
-                         last_error = 'the provider reported the message ' || ?3, updated_at = ?4
-                     WHERE id = ?1 AND state = 'delivered'",
-                )?
-                .execute(params![id, error_code, provider_status, now])?;
+        if let Some((code, error)) = receipt::receipt_failure(status, provider_status, error_code) {
+            let (from, to) = receipt::RECEIPT_FAILS;
+            self.conn.prepare_cached(FAIL_BY_RECEIPT)?.execute(params![
+                id,
+                code,
+                error,
+                now,
+                from.as_str(),
+                to.as_str()
+            ])?;
         }
         Ok(())
     }
@@ -744,12 +827,14 @@ impl Writer {
             })?
             .collect::<rusqlite::Result<_>>()?;
         for (status, provider_status, code) in early {
-            let status = match status.as_str() {
-                "failed" => ReceiptStatus::Failed,
-                "delivered" => ReceiptStatus::Delivered,
-                _ => ReceiptStatus::InProgress,
-            };
-            self.apply_receipt(id, status, &provider_status, code.as_deref(), now)?;
+            match status.parse() {
+                Ok(status) => {
+                    self.apply_receipt(id, status, &provider_status, code.as_deref(), now)?
+                }
+                // The schema's CHECK keeps this out; a receipt that cannot be read changes nothing.
+                Err(e) => tracing::warn!(notification_id = %id, error = %e,
+                    "A stored receipt cannot be read; it was not applied."),
+            }
         }
         Ok(())
     }
@@ -758,28 +843,21 @@ impl Writer {
     /// and receipts) and as many unmatched receipts. Short on purpose, so other writes never wait
     /// long; [`super::SqliteOutbox::sweep`] asks again while batches come back full.
     fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
-        let before = now - retention.finished_ms;
+        let before = retention.finished_before(now);
         let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
-        for table in ["attempts", "receipts"] {
+        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS] {
             self.conn
-                .prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE notification_id IN ({OLD_FINISHED})"
-                ))?
+                .prepare_cached(sql)?
                 .execute(params![before, batch])?;
         }
         let notifications = self
             .conn
-            .prepare_cached(&format!(
-                "DELETE FROM notifications WHERE id IN ({OLD_FINISHED})"
-            ))?
+            .prepare_cached(PURGE_FINISHED)?
             .execute(params![before, batch])?;
         let receipts = self
             .conn
-            .prepare_cached(
-                "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts
-                     WHERE notification_id IS NULL AND received_at < ?1 LIMIT ?2)",
-            )?
-            .execute(params![now - retention.unmatched_receipts_ms, batch])?;
+            .prepare_cached(PURGE_UNMATCHED_RECEIPTS)?
+            .execute(params![retention.unmatched_receipts_before(now), batch])?;
         Ok(Purged {
             notifications: notifications as u64,
             receipts: receipts as u64,
@@ -789,25 +867,31 @@ impl Writer {
     fn sweep(&self, known: &[String], retention: &Retention, now: i64) -> Result<SweepReport> {
         let purged = self.purge(retention, now)?;
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
+        let expired_reason = Reason::EXPIRED;
         let expired = self
             .conn
             .prepare_cached(EXPIRE_OVERDUE)?
-            .query_map(params![now], |r| {
-                // Shown, not trusted: a row another program wrote may hold anything here.
-                Ok(ExpiredRow {
-                    id: stored::lossy_string(r, 0)?,
-                    channel: stored::lossy_string(r, 1)?,
-                })
-            })?
+            .query_map(
+                params![
+                    now,
+                    expired_reason.code,
+                    expired_reason.message,
+                    sweep::EXPIRE_BATCH as i64
+                ],
+                |r| {
+                    // Shown, not trusted: a row another program wrote may hold anything here.
+                    Ok(ExpiredRow {
+                        id: stored::lossy_string(r, 0)?,
+                        channel: stored::lossy_string(r, 1)?,
+                    })
+                },
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let known: HashSet<&str> = known.iter().map(String::as_str).collect();
         // Channel names as stored: one that is not UTF-8 text (another program's row) is no
         // configured channel, and must not fail the sweep.
         let live: Vec<Result<String, Vec<u8>>> = self
             .conn
-            .prepare_cached(
-                "SELECT DISTINCT channel FROM notifications WHERE state IN ('queued', 'sending')",
-            )?
+            .prepare_cached(LIVE_CHANNELS)?
             .query_map([], |r| {
                 Ok(match r.get_ref(0)? {
                     rusqlite::types::ValueRef::Text(b) => {
@@ -818,27 +902,33 @@ impl Writer {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        const ORPHAN: &str =
-            "UPDATE notifications SET state = 'dead', last_code = 'unknown_channel',
-                 last_error = 'no channel of this name is configured', lease_owner = NULL,
-                 updated_at = ?2
-             WHERE id IN (SELECT id FROM notifications
-                          WHERE {channel}
-                            AND (state = 'queued' OR (state = 'sending' AND run_at <= ?2))
-                          LIMIT 1000)";
+        let (named, unnamed): (Vec<_>, Vec<_>) = live.into_iter().partition(Result::is_ok);
+        let named: Vec<String> = named.into_iter().flatten().collect();
+        let orphan_reason = Reason::UNKNOWN_CHANNEL;
         let mut orphaned = 0;
-        for channel in &live {
-            orphaned += match channel {
-                Ok(name) if known.contains(name.as_str()) => 0,
-                Ok(name) => self
-                    .conn
-                    .prepare_cached(&ORPHAN.replace("{channel}", "channel = ?1"))?
-                    .execute(params![name, now])?,
-                Err(bytes) => self
-                    .conn
-                    .prepare_cached(&ORPHAN.replace("{channel}", "CAST(channel AS BLOB) = ?1"))?
-                    .execute(params![bytes, now])?,
-            };
+        for channel in sweep::unknown_channels(&named, known) {
+            orphaned += self
+                .conn
+                .prepare_cached(DEAD_LETTER_ORPHANS)?
+                .execute(params![
+                    channel,
+                    now,
+                    orphan_reason.code,
+                    orphan_reason.message,
+                    sweep::ORPHAN_BATCH as i64
+                ])?;
+        }
+        for bytes in unnamed.into_iter().filter_map(Result::err) {
+            orphaned += self
+                .conn
+                .prepare_cached(DEAD_LETTER_UNNAMED_ORPHANS)?
+                .execute(params![
+                    bytes,
+                    now,
+                    orphan_reason.code,
+                    orphan_reason.message,
+                    sweep::ORPHAN_BATCH as i64
+                ])?;
         }
         Ok(SweepReport {
             expired,
@@ -865,6 +955,7 @@ struct LeasedRow {
     expires_at: Option<i64>,
     tried: Vec<String>,
     prio_rank: i64,
+    lease: LeaseToken,
     validation: Validation,
 }
 
@@ -893,6 +984,7 @@ impl LeasedRow {
             expires_at: stored::opt_int(r, 10, "expires_at", i64::MIN..=i64::MAX)?,
             tried: stored::opt_json(r, 11, "tried")?.unwrap_or_default(),
             prio_rank: stored::int(r, 12, "prio_rank", 0..=2)?,
+            lease: LeaseToken(stored::int(r, 15, "lease", 1..=i64::MAX)?),
             validation,
         })
     }
@@ -911,6 +1003,7 @@ impl LeasedRow {
                     + std::time::Duration::from_millis(self.created_at.unsigned_abs()),
             },
             attempt: self.attempt,
+            lease: self.lease,
             expires_at_ms: self.expires_at,
             tried: self.tried,
             validation: self.validation,
@@ -918,38 +1011,30 @@ impl LeasedRow {
     }
 }
 
-/// What a fallback child inherits from its parent row, decoded like a claimed row.
-struct FallbackSource {
-    fallback: Vec<FallbackRoute>,
-    content: Content,
-    priority: Priority,
-    expires_at: Option<i64>,
-    created_at: i64,
+/// The parent of a fallback child as the model sees it ([`FALLBACK_PARENT`]'s row), decoded
+/// like a claimed row, or why a stored column cannot be read.
+fn decode_fallback_parent(
+    r: &rusqlite::Row<'_>,
+    id: &str,
+) -> std::result::Result<FallbackParent, stored::Unreadable> {
+    let priority = stored::text(r, 5, "priority")?;
+    Ok(FallbackParent {
+        id: id.to_owned(),
+        routes: stored::opt_json(r, 0, "fallback")?.unwrap_or_default(),
+        content: Content {
+            subject: stored::opt_text(r, 1, "subject")?,
+            body: stored::opt_text(r, 2, "body")?,
+            html: stored::opt_text(r, 3, "html")?,
+            data: stored::opt_json(r, 4, "data")?,
+        },
+        priority: priority.parse().map_err(|e: String| stored::Unreadable {
+            column: "priority",
+            problem: e,
+        })?,
+        expires_at_ms: stored::opt_int(r, 6, "expires_at", i64::MIN..=i64::MAX)?,
+        created_at_ms: stored::int(r, 7, "created_at", i64::MIN..=i64::MAX)?,
+    })
 }
-
-impl FallbackSource {
-    fn decode(r: &rusqlite::Row<'_>) -> Result<Self, stored::Unreadable> {
-        let priority = stored::text(r, 5, "priority")?;
-        Ok(Self {
-            fallback: stored::opt_json(r, 0, "fallback")?.unwrap_or_default(),
-            content: Content {
-                subject: stored::opt_text(r, 1, "subject")?,
-                body: stored::opt_text(r, 2, "body")?,
-                html: stored::opt_text(r, 3, "html")?,
-                data: stored::opt_json(r, 4, "data")?,
-            },
-            priority: priority.parse().map_err(|e: String| stored::Unreadable {
-                column: "priority",
-                problem: e,
-            })?,
-            expires_at: stored::opt_int(r, 6, "expires_at", i64::MIN..=i64::MAX)?,
-            created_at: stored::int(r, 7, "created_at", i64::MIN..=i64::MAX)?,
-        })
-    }
-}
-
-/// Rows of each kind one retention batch deletes at most.
-pub const PURGE_BATCH: usize = 500;
 
 /// What one retention batch deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1020,6 +1105,7 @@ mod tests {
             conn,
             owner: "test".into(),
             commits: Arc::default(),
+            clock: Clock::System,
         };
         let (big, big_rx) = enqueue(note("x".repeat(256 * 1024)));
         let small_note = note("small".into());

@@ -1,0 +1,184 @@
+//! The `Outbox` contract: one behaviour per test, written once against the trait, run against
+//! every backend.
+//!
+//! A backend joins by writing a factory that opens a fresh, empty store reading its time from
+//! the given [`ManualClock`], and invoking [`outbox_contract!`] with it (see `sqlite.rs`). The
+//! behaviours talk only to [`Outbox`] and move the clock instead of sleeping.
+
+use std::time::Duration;
+
+use notifyd::outbox::{
+    Claimed, Completion, Enqueued, ManualClock, NewNotification, Outbox, Outcome, Priority, State,
+};
+
+mod claim;
+mod enqueue;
+mod fencing;
+mod lifecycle;
+mod receipts;
+mod routes;
+mod sqlite;
+mod sweep;
+
+/// Where every suite clock starts: 2023-11-14, a real time, so rows look like real rows.
+pub const START_MS: i64 = 1_700_000_000_000;
+/// The lease the behaviours claim with.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// A fresh outbox under test and the clock it reads.
+pub struct Subject {
+    pub outbox: Box<dyn Outbox>,
+    pub clock: ManualClock,
+    /// Whatever keeps the store alive (a temp dir, a schema to drop).
+    pub _storage: Box<dyn std::any::Any + Send>,
+}
+
+impl Subject {
+    /// What the store reads as now.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// A plain notification for `channel`, due now.
+    pub fn note(&self, channel: &str) -> NewNotification {
+        NewNotification {
+            id: uuid::Uuid::now_v7().to_string(),
+            channel: channel.into(),
+            to: "ops@example.com".into(),
+            subject: Some("Subject".into()),
+            body: Some("Body".into()),
+            html: None,
+            data: None,
+            priority: Priority::Normal,
+            run_at_ms: self.now(),
+            expires_at_ms: None,
+            created_at_ms: self.now(),
+            idempotency_key: None,
+            content_hash: "h1".into(),
+            fallback: Vec::new(),
+        }
+    }
+
+    /// Enqueues `n`, which must be new; its id.
+    pub async fn put(&self, n: NewNotification) -> String {
+        match self.outbox.enqueue(vec![n]).await.unwrap().remove(0) {
+            Enqueued::Created { id } => id,
+            other => panic!("expected created, got {other:?}"),
+        }
+    }
+
+    /// Claims up to `limit` rows of `channel` with the suite's lease.
+    pub async fn claim(&self, channel: &str, limit: usize) -> Vec<Claimed> {
+        self.outbox.claim(channel, limit, LEASE).await.unwrap()
+    }
+
+    /// Claims the one due row of `channel`, which must be `id`.
+    pub async fn claim_only(&self, channel: &str, id: &str) -> Claimed {
+        let mut claimed = self.claim(channel, 10).await;
+        assert_eq!(ids(&claimed), vec![id.to_owned()]);
+        claimed.remove(0)
+    }
+
+    /// Writes `outcome` for the lease `row` was claimed with.
+    pub async fn complete(&self, row: &Claimed, outcome: Outcome) {
+        self.outbox
+            .complete(vec![completion(row, outcome)])
+            .await
+            .unwrap();
+    }
+
+    /// The notification's state.
+    pub async fn state(&self, id: &str) -> State {
+        self.outbox.get(id).await.unwrap().unwrap().state
+    }
+}
+
+/// The completion of `row`'s attempt, without attempt history.
+pub fn completion(row: &Claimed, outcome: Outcome) -> Completion {
+    Completion {
+        id: row.message.id.clone(),
+        attempt: row.attempt,
+        lease: row.lease,
+        outcome,
+        record: None,
+    }
+}
+
+/// The ids of claimed rows, in claim order.
+pub fn ids(claimed: &[Claimed]) -> Vec<String> {
+    claimed.iter().map(|c| c.message.id.clone()).collect()
+}
+
+/// A final failure.
+pub fn finish(state: State, fallback: bool) -> Outcome {
+    Outcome::Finish {
+        state,
+        code: "http_503".into(),
+        error: "down".into(),
+        fallback,
+    }
+}
+
+/// Delivered with this provider id.
+pub fn delivered(provider_id: &str) -> Outcome {
+    Outcome::Delivered {
+        provider_id: Some(provider_id.into()),
+    }
+}
+
+/// Defines one `#[tokio::test]` per behaviour of the contract, each on a fresh subject from
+/// `$open` (an `async fn() -> Subject`).
+macro_rules! outbox_contract {
+    ($open:path) => {
+        outbox_contract!(@each $open;
+            enqueue::a_new_notification_is_stored_queued_as_submitted,
+            enqueue::the_same_key_with_the_same_content_returns_the_original,
+            enqueue::the_same_key_with_other_content_is_a_conflict_naming_the_holder,
+            enqueue::a_key_is_found_with_its_holder_and_an_unused_key_is_not,
+            enqueue::one_enqueue_of_several_answers_each_in_order,
+            claim::a_claim_takes_high_priority_first_then_earliest_due,
+            claim::a_claim_of_several_takes_the_first_in_that_order_highest_priority_first,
+            claim::a_claim_takes_only_its_channel_and_at_most_its_limit,
+            claim::a_claim_counts_the_attempt_and_carries_the_message,
+            claim::a_scheduled_notification_is_claimed_only_once_due,
+            claim::a_leased_notification_is_not_claimed_again_while_its_lease_runs,
+            claim::an_expired_lease_is_claimed_again_with_the_next_attempt_and_a_higher_token,
+            fencing::a_completion_from_a_lost_lease_changes_nothing,
+            fencing::a_stale_completion_after_a_replay_is_refused,
+            fencing::a_stale_completion_after_a_refunded_attempt_is_refused,
+            fencing::a_stale_completion_after_a_failover_is_refused,
+            lifecycle::a_delivery_records_the_provider_id_and_clears_the_last_error,
+            lifecycle::a_retry_waits_for_its_time_and_a_refund_keeps_the_attempt_count,
+            lifecycle::a_release_puts_it_back_due_now_without_spending_the_attempt,
+            lifecycle::attempts_are_recorded_in_order_with_their_channel,
+            lifecycle::cancel_ends_a_queued_notification,
+            lifecycle::cancel_is_refused_once_leased_and_an_unknown_id_is_not_found,
+            lifecycle::a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget,
+            lifecycle::replay_is_refused_for_a_notification_that_is_not_dead,
+            lifecycle::depth_counts_live_and_dead_notifications_per_channel,
+            routes::a_failure_with_a_fallback_queues_the_next_route_as_a_child,
+            routes::a_failure_without_the_fallback_flag_queues_nothing,
+            routes::a_failover_moves_the_notification_in_place_with_a_fresh_budget,
+            routes::an_open_breaker_defers_due_rows_to_the_next_probe,
+            routes::an_open_breaker_fails_over_due_rows_that_have_not_tried_the_target,
+            receipts::a_late_receipt_is_attached_and_a_failure_fails_the_notification,
+            receipts::an_early_receipt_is_applied_when_the_provider_id_is_recorded,
+            receipts::a_replayed_receipt_is_stored_once,
+            receipts::a_receipt_never_matches_a_notification_of_another_channel,
+            sweep::the_sweep_expires_queued_notifications_whose_expiry_passed,
+            sweep::the_sweep_dead_letters_an_unknown_channel_but_not_its_live_leases,
+            sweep::retention_purges_old_finished_notifications_and_keeps_dead_and_live_ones,
+            sweep::retention_purges_unmatched_receipts_once_old,
+            sweep::the_oldest_due_time_ignores_scheduled_notifications,
+        );
+    };
+    (@each $open:path; $($module:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                $crate::outbox_contract::$module::$name($open().await).await;
+            }
+        )*
+    };
+}
+pub(crate) use outbox_contract;

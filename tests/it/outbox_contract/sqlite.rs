@@ -1,0 +1,23 @@
+//! The contract on SQLite: a real queue file in a temp dir.
+
+use notifyd::outbox::sqlite::{SqliteOptions, SqliteOutbox};
+use notifyd::outbox::{Clock, ManualClock};
+
+use super::{START_MS, Subject, outbox_contract};
+
+async fn open() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at(START_MS);
+    let outbox = SqliteOutbox::open(&SqliteOptions {
+        clock: Clock::Manual(clock.clone()),
+        ..SqliteOptions::new(dir.path().join("queue.db"))
+    })
+    .unwrap();
+    Subject {
+        outbox: Box::new(outbox),
+        clock,
+        _storage: Box::new(dir),
+    }
+}
+
+outbox_contract!(open);
