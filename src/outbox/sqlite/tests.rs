@@ -662,6 +662,35 @@ async fn a_parent_whose_fallback_cannot_be_read_ends_dead_and_the_batch_still_co
 }
 
 #[tokio::test]
+async fn a_completion_into_a_state_no_attempt_ends_in_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let bad = put(&q, note("c")).await;
+    let good = put(&q, note("c")).await;
+    assert_eq!(q.claim("c", 2, LEASE).await.unwrap().len(), 2);
+    let into = |id: &str, state| {
+        done(
+            id,
+            1,
+            Outcome::Finish {
+                state,
+                code: "x".into(),
+                error: "x".into(),
+                fallback: false,
+            },
+        )
+    };
+    q.complete(vec![
+        into(&bad, State::Cancelled),
+        into(&good, State::Failed),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(q.get(&bad).await.unwrap().unwrap().state, State::Sending);
+    assert_eq!(q.get(&good).await.unwrap().unwrap().state, State::Failed);
+}
+
+#[tokio::test]
 async fn a_plain_sql_insert_with_a_bad_priority_is_refused_by_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let _q = open(&dir);

@@ -544,8 +544,16 @@ impl Writer {
                     rec.decision,
                 ])?;
             }
-            let plan = completion::plan(c.outcome, now)
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let plan = match completion::plan(c.outcome, now) {
+                Ok(plan) => plan,
+                // A bug in the caller: this row stays leased and is sent again after its lease;
+                // the other completions of the request still land.
+                Err(e) => {
+                    tracing::error!(notification_id = %c.id, error = %e,
+                        "Completion refused; the notification will be retried when its lease expires.");
+                    continue;
+                }
+            };
             if !self.change_leased_row(&c.id, c.lease, &plan.change, now)? {
                 tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
@@ -570,12 +578,11 @@ impl Writer {
         change: &RowChange,
         now: i64,
     ) -> Result<bool> {
-        let fence = (id, lease.0, &self.owner);
         let changed = match change {
             RowChange::Deliver { provider_id } => self
                 .conn
                 .prepare_cached(DELIVER)?
-                .execute(params![fence.0, fence.1, fence.2, provider_id, now])?,
+                .execute(params![id, lease.0, self.owner, provider_id, now])?,
             RowChange::Requeue {
                 run_at_ms,
                 refund,
@@ -586,9 +593,9 @@ impl Writer {
                     None => (None, None),
                 };
                 self.conn.prepare_cached(REQUEUE)?.execute(params![
-                    fence.0,
-                    fence.1,
-                    fence.2,
+                    id,
+                    lease.0,
+                    self.owner,
                     run_at_ms,
                     i64::from(*refund),
                     code,
@@ -598,9 +605,9 @@ impl Writer {
             }
             RowChange::End { state, code, error } => {
                 self.conn.prepare_cached(END)?.execute(params![
-                    fence.0,
-                    fence.1,
-                    fence.2,
+                    id,
+                    lease.0,
+                    self.owner,
                     state.as_str(),
                     code,
                     error,
@@ -613,7 +620,7 @@ impl Writer {
                 code,
                 error,
             } => self.conn.prepare_cached(MOVE)?.execute(params![
-                fence.0, fence.1, fence.2, channel, run_at_ms, code, error, now
+                id, lease.0, self.owner, channel, run_at_ms, code, error, now
             ])?,
         };
         Ok(changed == 1)
