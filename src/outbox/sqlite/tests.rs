@@ -1280,3 +1280,40 @@ fn the_expiry_sweep_expires_exactly_what_the_rule_says() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_queue_from_before_lease_tokens_is_upgraded_and_its_rows_fenced_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("0001_init.sql"),
+            include_str!("0002_failover.sql"),
+            include_str!("0003_receipts.sql"),
+            include_str!("0004_receipts_once.sql"),
+            include_str!("0005_cheaper_writes.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        // Leased by a daemon that died, on its third attempt.
+        conn.execute(
+            "INSERT INTO notifications (id, channel, recipient, body, state, attempts, run_at,
+                 lease_owner)
+             VALUES ('old', 'c', 'to', 'hi', 'sending', 3, 0, 'gone')",
+            [],
+        )
+        .unwrap();
+    }
+    let q = SqliteOutbox::open(&SqliteOptions::new(&path)).unwrap();
+    let row = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!((row.attempt, row.lease), (4, LeaseToken(1)));
+    q.complete(vec![Completion {
+        lease: row.lease,
+        ..done("old", 4, Outcome::Delivered { provider_id: None })
+    }])
+    .await
+    .unwrap();
+    assert_eq!(q.get("old").await.unwrap().unwrap().state, State::Delivered);
+}
