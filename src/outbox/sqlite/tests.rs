@@ -1199,7 +1199,13 @@ async fn oldest_due_is_the_earliest_due_time_across_priorities_ignoring_schedule
 
 #[test]
 fn completions_find_their_row_by_primary_key() {
-    for sql in [writer::DELIVER, writer::REQUEUE, writer::END, writer::MOVE] {
+    for sql in [
+        writer::DELIVER,
+        writer::REQUEUE,
+        writer::REQUEUE_KEEPING_ERROR,
+        writer::END,
+        writer::MOVE,
+    ] {
         assert_plan_has(
             sql,
             "SEARCH notifications USING INDEX sqlite_autoindex_notifications_1 (id=?)",

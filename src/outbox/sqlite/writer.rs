@@ -150,9 +150,15 @@ pub(super) const DELIVER: &str = fenced!(
     "state = 'delivered', provider_id = ?4, lease_owner = NULL, last_code = NULL,
      last_error = NULL, updated_at = ?5"
 );
+/// A requeue with its error (a retry).
 pub(super) const REQUEUE: &str = fenced!(
     "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
-     last_code = coalesce(?6, last_code), last_error = coalesce(?7, last_error), updated_at = ?8"
+     last_code = ?6, last_error = ?7, updated_at = ?8"
+);
+/// A requeue that keeps the last error (a release).
+pub(super) const REQUEUE_KEEPING_ERROR: &str = fenced!(
+    "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
+     updated_at = ?6"
 );
 pub(super) const END: &str =
     fenced!("state = ?4, lease_owner = NULL, last_code = ?5, last_error = ?6, updated_at = ?7");
@@ -586,23 +592,32 @@ impl Writer {
             RowChange::Requeue {
                 run_at_ms,
                 refund,
-                last,
-            } => {
-                let (code, error) = match last {
-                    Some((code, error)) => (Some(code), Some(error)),
-                    None => (None, None),
-                };
-                self.conn.prepare_cached(REQUEUE)?.execute(params![
+                last: Some((code, error)),
+            } => self.conn.prepare_cached(REQUEUE)?.execute(params![
+                id,
+                lease.0,
+                self.owner,
+                run_at_ms,
+                i64::from(*refund),
+                code,
+                error,
+                now
+            ])?,
+            RowChange::Requeue {
+                run_at_ms,
+                refund,
+                last: None,
+            } => self
+                .conn
+                .prepare_cached(REQUEUE_KEEPING_ERROR)?
+                .execute(params![
                     id,
                     lease.0,
                     self.owner,
                     run_at_ms,
                     i64::from(*refund),
-                    code,
-                    error,
                     now
-                ])?
-            }
+                ])?,
             RowChange::End { state, code, error } => {
                 self.conn.prepare_cached(END)?.execute(params![
                     id,
