@@ -664,7 +664,7 @@ impl Writer {
             Ok(p) => p,
             Err(why) => {
                 tracing::error!(notification_id = %parent, error = %why,
-                    "Stored fallback routes cannot be read; the notification is now a dead letter.");
+                    "A stored column needed for the fallback cannot be read; the notification is now a dead letter.");
                 let reason = Reason::UNREADABLE_ROW;
                 self.conn.prepare_cached(END_UNREADABLE)?.execute(params![
                     parent,
