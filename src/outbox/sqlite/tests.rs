@@ -664,6 +664,35 @@ async fn a_parent_whose_fallback_cannot_be_read_ends_dead_and_the_batch_still_co
 }
 
 #[tokio::test]
+async fn a_completion_into_a_state_no_attempt_ends_in_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let bad = put(&q, note("c")).await;
+    let good = put(&q, note("c")).await;
+    assert_eq!(q.claim("c", 2, LEASE).await.unwrap().len(), 2);
+    let into = |id: &str, state| {
+        done(
+            id,
+            1,
+            Outcome::Finish {
+                state,
+                code: "x".into(),
+                error: "x".into(),
+                fallback: false,
+            },
+        )
+    };
+    q.complete(vec![
+        into(&bad, State::Cancelled),
+        into(&good, State::Failed),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(q.get(&bad).await.unwrap().unwrap().state, State::Sending);
+    assert_eq!(q.get(&good).await.unwrap().unwrap().state, State::Failed);
+}
+
+#[tokio::test]
 async fn a_plain_sql_insert_with_a_bad_priority_is_refused_by_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let _q = open(&dir);
@@ -1172,7 +1201,13 @@ async fn oldest_due_is_the_earliest_due_time_across_priorities_ignoring_schedule
 
 #[test]
 fn completions_find_their_row_by_primary_key() {
-    for sql in [writer::DELIVER, writer::REQUEUE, writer::END, writer::MOVE] {
+    for sql in [
+        writer::DELIVER,
+        writer::REQUEUE,
+        writer::REQUEUE_KEEPING_ERROR,
+        writer::END,
+        writer::MOVE,
+    ] {
         assert_plan_has(
             sql,
             "SEARCH notifications USING INDEX sqlite_autoindex_notifications_1 (id=?)",
@@ -1252,4 +1287,41 @@ fn the_expiry_sweep_expires_exactly_what_the_rule_says() {
             "at {now}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_queue_from_before_lease_tokens_is_upgraded_and_its_rows_fenced_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("0001_init.sql"),
+            include_str!("0002_failover.sql"),
+            include_str!("0003_receipts.sql"),
+            include_str!("0004_receipts_once.sql"),
+            include_str!("0005_cheaper_writes.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        // Leased by a daemon that died, on its third attempt.
+        conn.execute(
+            "INSERT INTO notifications (id, channel, recipient, body, state, attempts, run_at,
+                 lease_owner)
+             VALUES ('old', 'c', 'to', 'hi', 'sending', 3, 0, 'gone')",
+            [],
+        )
+        .unwrap();
+    }
+    let q = SqliteOutbox::open(&SqliteOptions::new(&path)).unwrap();
+    let row = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!((row.attempt, row.lease), (4, LeaseToken(1)));
+    q.complete(vec![Completion {
+        lease: row.lease,
+        ..done("old", 4, Outcome::Delivered { provider_id: None })
+    }])
+    .await
+    .unwrap();
+    assert_eq!(q.get("old").await.unwrap().unwrap().state, State::Delivered);
 }

@@ -184,9 +184,15 @@ pub(super) const DELIVER: &str = fenced!(
     "state = 'delivered', provider_id = ?4, lease_owner = NULL, last_code = NULL,
      last_error = NULL, updated_at = ?5"
 );
+/// A requeue with its error (a retry).
 pub(super) const REQUEUE: &str = fenced!(
     "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
-     last_code = coalesce(?6, last_code), last_error = coalesce(?7, last_error), updated_at = ?8"
+     last_code = ?6, last_error = ?7, updated_at = ?8"
+);
+/// A requeue that keeps the last error (a release).
+pub(super) const REQUEUE_KEEPING_ERROR: &str = fenced!(
+    "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
+     updated_at = ?6"
 );
 pub(super) const END: &str =
     fenced!("state = ?4, lease_owner = NULL, last_code = ?5, last_error = ?6, updated_at = ?7");
@@ -564,8 +570,16 @@ impl Writer {
                     rec.decision,
                 ])?;
             }
-            let plan = completion::plan(c.outcome, now)
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let plan = match completion::plan(c.outcome, now) {
+                Ok(plan) => plan,
+                // A bug in the caller: this row stays leased and is sent again after its lease;
+                // the other completions of the request still land.
+                Err(e) => {
+                    tracing::error!(notification_id = %c.id, error = %e,
+                        "Completion refused; the notification will be retried when its lease expires.");
+                    continue;
+                }
+            };
             if !self.change_leased_row(&c.id, c.lease, &plan.change, now)? {
                 tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
@@ -590,37 +604,45 @@ impl Writer {
         change: &RowChange,
         now: i64,
     ) -> Result<bool> {
-        let fence = (id, lease.0, &self.owner);
         let changed = match change {
             RowChange::Deliver { provider_id } => self
                 .conn
                 .prepare_cached(DELIVER)?
-                .execute(params![fence.0, fence.1, fence.2, provider_id, now])?,
+                .execute(params![id, lease.0, self.owner, provider_id, now])?,
             RowChange::Requeue {
                 run_at_ms,
                 refund,
-                last,
-            } => {
-                let (code, error) = match last {
-                    Some((code, error)) => (Some(code), Some(error)),
-                    None => (None, None),
-                };
-                self.conn.prepare_cached(REQUEUE)?.execute(params![
-                    fence.0,
-                    fence.1,
-                    fence.2,
+                last: Some((code, error)),
+            } => self.conn.prepare_cached(REQUEUE)?.execute(params![
+                id,
+                lease.0,
+                self.owner,
+                run_at_ms,
+                i64::from(*refund),
+                code,
+                error,
+                now
+            ])?,
+            RowChange::Requeue {
+                run_at_ms,
+                refund,
+                last: None,
+            } => self
+                .conn
+                .prepare_cached(REQUEUE_KEEPING_ERROR)?
+                .execute(params![
+                    id,
+                    lease.0,
+                    self.owner,
                     run_at_ms,
                     i64::from(*refund),
-                    code,
-                    error,
                     now
-                ])?
-            }
+                ])?,
             RowChange::End { state, code, error } => {
                 self.conn.prepare_cached(END)?.execute(params![
-                    fence.0,
-                    fence.1,
-                    fence.2,
+                    id,
+                    lease.0,
+                    self.owner,
                     state.as_str(),
                     code,
                     error,
@@ -633,7 +655,7 @@ impl Writer {
                 code,
                 error,
             } => self.conn.prepare_cached(MOVE)?.execute(params![
-                fence.0, fence.1, fence.2, channel, run_at_ms, code, error, now
+                id, lease.0, self.owner, channel, run_at_ms, code, error, now
             ])?,
         };
         Ok(changed == 1)
@@ -652,7 +674,7 @@ impl Writer {
             Err(why) => {
                 // The reason may quote stored values: the log names the column only.
                 tracing::error!(notification_id = %parent, column = why.column,
-                    "Stored fallback routes cannot be read; the notification is now a dead letter.");
+                    "A stored column needed for the fallback cannot be read; the notification is now a dead letter.");
                 let reason = Reason::UNREADABLE_ROW;
                 self.conn.prepare_cached(END_UNREADABLE)?.execute(params![
                     parent,
