@@ -313,3 +313,23 @@ async fn a_plain_sql_row_whose_id_cannot_be_an_idempotency_key_fails_naming_id()
     );
     assert!(sink.received().is_empty());
 }
+
+#[tokio::test]
+async fn a_row_claimed_past_its_attempt_budget_is_not_sent_again() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&webhook(
+        "hooks",
+        &sink.url(),
+        "retry = { max_attempts = 3 }",
+    ))
+    .await;
+    // As a row whose outcomes could never be recorded is left: each claim counted an attempt.
+    let id = insert(
+        &d,
+        "channel, recipient, body, attempts, checked",
+        "'hooks', 'ops', 'b', 4, 1",
+    );
+    let view = d.wait_for_state(&id, "dead").await;
+    assert_eq!(view["last_error"]["code"], "outcome_not_recorded");
+    assert!(sink.received().is_empty());
+}
