@@ -269,12 +269,20 @@ async fn replay(
         (Some(id), _, _) => vec![id],
         (None, true, Some(channel)) => {
             let mut ids = Vec::new();
+            // Each dead letter is tried once: one that cannot be replayed (its id is not text
+            // it can be named by) or that dies again at once (a running daemon quarantines it
+            // again) would otherwise be listed, and tried, for ever.
+            let mut tried = std::collections::HashSet::new();
             loop {
                 let batch = outbox.dead_letters(Some(&channel), 1000).await?;
-                if batch.is_empty() {
+                let fresh: Vec<_> = batch
+                    .into_iter()
+                    .filter(|d| tried.insert(d.id.clone()))
+                    .collect();
+                if fresh.is_empty() {
                     break;
                 }
-                for d in batch {
+                for d in fresh {
                     if outbox.replay(&d.id).await? == Transition::Done(crate::outbox::State::Queued)
                     {
                         ids.push(d.id);

@@ -22,6 +22,33 @@ pub fn failover_target<'a>(rt: &'a ChannelRuntime, row: &Claimed) -> Option<&'a 
     crate::outbox::failover::failover_target(&rt.policy.failover, &rt.name, &row.tried)
 }
 
+/// A row claimed more often than its budget allows without an outcome recorded in between (each
+/// claim counts an attempt; only a crash or a completion that could not be written leaves one
+/// unrecorded) is not sent again: it ends `dead` with `outcome_not_recorded`, replayable. One
+/// claim past `max_attempts` is still sent, so a crash during the last attempt costs no send.
+pub fn past_budget(rt: &ChannelRuntime, row: &Claimed) -> Option<Completion> {
+    let max = rt.policy.retry.max_attempts;
+    if row.attempt <= max.saturating_add(1) {
+        return None;
+    }
+    tracing::error!(notification_id = %row.message.id, channel = %rt.name, attempt = row.attempt,
+        max_attempts = max, "Claimed past its attempt budget without a recorded outcome: not sent again.");
+    Some(Completion {
+        id: row.message.id.clone(),
+        attempt: row.attempt,
+        outcome: Outcome::Finish {
+            state: State::Dead,
+            code: "outcome_not_recorded".into(),
+            error: format!(
+                "claimed {} times, more than max_attempts ({max}) allows, without a recorded outcome: not sent again",
+                row.attempt
+            ),
+            fallback: false,
+        },
+        record: None,
+    })
+}
+
 /// What a send's result says about the provider's health, for its breaker: only retryable
 /// failures count against it.
 pub fn verdict(result: &Result<Receipt, DeliveryError>) -> Verdict {

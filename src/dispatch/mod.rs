@@ -432,6 +432,9 @@ async fn send_one(
             },
             record: None,
         }
+    } else if let Some(dead) = decide::past_budget(&rt, &row) {
+        drop(ticket);
+        dead
     } else if let Err(refused) = check_pending(&shared.registry, &row) {
         // Inserted by another program and refused by the checks the API would have made: it
         // ends as the API would have answered, never reaching the provider.

@@ -313,3 +313,87 @@ async fn a_plain_sql_row_whose_id_cannot_be_an_idempotency_key_fails_naming_id()
     );
     assert!(sink.received().is_empty());
 }
+
+#[tokio::test]
+async fn a_row_claimed_past_its_attempt_budget_is_not_sent_again() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&webhook(
+        "hooks",
+        &sink.url(),
+        "retry = { max_attempts = 3 }",
+    ))
+    .await;
+    // As a row whose outcomes could never be recorded is left: each claim counted an attempt.
+    let id = insert(
+        &d,
+        "channel, recipient, body, attempts, checked",
+        "'hooks', 'ops', 'b', 4, 1",
+    );
+    let view = d.wait_for_state(&id, "dead").await;
+    assert_eq!(view["last_error"]["code"], "outcome_not_recorded");
+    assert!(sink.received().is_empty());
+}
+
+#[tokio::test]
+async fn replaying_all_dead_letters_ends_when_one_cannot_be_named() {
+    let d = TestDaemon::start(LOG).await;
+    let conn = foreign(&d);
+    conn.execute(
+        "INSERT INTO notifications (id, channel, recipient, body) VALUES (CAST(X'FF' AS TEXT), 'log', 'a', 'b')",
+        [],
+    )
+    .unwrap();
+    let rowid = conn.last_insert_rowid();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while foreign(&d)
+        .query_row(
+            "SELECT state FROM notifications WHERE rowid = ?1",
+            [rowid],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+        != "dead"
+    {
+        assert!(std::time::Instant::now() < deadline, "never quarantined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("--config")
+        .arg(d.dir.path().join("notifyd.toml"))
+        .args(["replay", "--all-dead", "--channel", "log"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("replay --all-dead never ended");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_fallback_routes_content_counts_toward_the_content_bound() {
+    let d = TestDaemon::start(LOG).await;
+    let half = "b".repeat(600 * 1024);
+    let id = insert(
+        &d,
+        "channel, recipient, body, fallback",
+        &format!(
+            r#"'log', 'a', '{half}', '[{{"channel": "log", "to": "x", "content": {{"subject": null, "body": "{half}", "html": null, "data": null}}}}]'"#
+        ),
+    );
+    let view = d.wait_for_state(&id, "failed").await;
+    let error = &view["last_error"];
+    assert_eq!(error["code"], "too_long");
+    assert_eq!(
+        error["message"],
+        "fallback[0]: the notification's content would store more than 1048576 bytes"
+    );
+}

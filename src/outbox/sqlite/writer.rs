@@ -50,7 +50,7 @@ pub(super) const CLAIM: &str = "UPDATE notifications
 
 /// Moves a row that cannot be decoded out of the claim path: `dead` (listed, replayable) with
 /// the decode error as its reason. By `rowid`, which is readable whatever the row's `id` holds.
-pub(super) const QUARANTINE: &str =
+const QUARANTINE: &str =
     "UPDATE notifications SET state = 'dead', last_code = 'unreadable_row', last_error = ?2,
          lease_owner = NULL, updated_at = ?3
      WHERE rowid = ?1";
