@@ -188,13 +188,17 @@ async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let live = state.live();
-    let value = body::read_json(
+    let json = body::read_json(
         &headers,
         body,
         live.server.max_body_bytes,
         live.server.body_timeout,
     )
     .await?;
+    if let Some(inexact) = body::inexact_under(&json.inexact_integers, "") {
+        return Err(inexact);
+    }
+    let value = json.value;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::new(
@@ -247,13 +251,26 @@ async fn create_batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let live = state.live();
-    let value = body::read_json(
+    if headers.contains_key(IDEMPOTENCY_HEADER) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_header",
+            "a batch has no idempotency key of its own: give each notification its \
+             idempotency_key field",
+        )
+        .field("Idempotency-Key"));
+    }
+    let json = body::read_json(
         &headers,
         body,
         live.server.max_batch_body_bytes,
         live.server.body_timeout,
     )
     .await?;
+    let body::JsonBody {
+        value,
+        inexact_integers,
+    } = json;
     let batch: Batch = body::shape(value)?;
     if batch.notifications.len() > live.server.max_batch_items {
         return Err(ApiError::new(
@@ -271,6 +288,14 @@ async fn create_batch(
         Vec::with_capacity(batch.notifications.len());
     let mut valid = Vec::new();
     for (i, item) in batch.notifications.into_iter().enumerate() {
+        let item = match item_within_bounds(&inexact_integers, i, item, live.server.max_body_bytes)
+        {
+            Ok(item) => item,
+            Err(refused) => {
+                results.push(Some((refused.status, refused.body())));
+                continue;
+            }
+        };
         match accept(&live, item, None) {
             Ok(n) => {
                 valid.push((i, n));
@@ -317,6 +342,31 @@ async fn create_batch(
         })
         .collect();
     Ok((StatusCode::OK, Json(json!({ "results": results }))).into_response())
+}
+
+/// A batch item is refused on its own when it holds an integer that would not be kept exactly,
+/// or is larger than a single `POST` may be (a batch is no way around that limit).
+fn item_within_bounds(
+    inexact_integers: &[String],
+    i: usize,
+    item: serde_json::Value,
+    max_bytes: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let field = format!("notifications[{i}]");
+    if let Some(inexact) = body::inexact_under(inexact_integers, &field) {
+        return Err(inexact);
+    }
+    if body::encoded_len(&item) > max_bytes {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_large",
+            format!(
+                "one notification is at most {max_bytes} bytes of JSON (server.max_body_bytes)"
+            ),
+        )
+        .field(field));
+    }
+    Ok(item)
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
