@@ -22,6 +22,9 @@ const MAX_TO_LEN: usize = 8192;
 /// A notification as submitted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({
+    "channel": "log", "to": "alice@example.com", "subject": "Hello", "body": "It works."
+}))]
 pub struct Submission {
     pub channel: String,
     pub to: String,
