@@ -420,19 +420,28 @@ async fn send(
     }
 }
 
+/// The JSON of flag `--name`: valid, and with every integer kept exactly.
+fn json_flag(name: &str, text: Option<String>) -> Result<Option<serde_json::Value>, String> {
+    let Some(text) = text else { return Ok(None) };
+    let value =
+        serde_json::from_str(&text).map_err(|e| format!("--{name}: not valid JSON: {e}"))?;
+    if let Some(path) = crate::json_bounds::inexact_integers(text.as_bytes()).first() {
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {path}")
+        };
+        return Err(format!(
+            "--{name}: the integer{at} is outside the signed 64-bit range and would not be kept \
+             exactly; give it as a string"
+        ));
+    }
+    Ok(Some(value))
+}
+
 fn submission_from(args: SendArgs) -> Result<Submission, String> {
-    let data = match args.data {
-        Some(d) => {
-            Some(serde_json::from_str(&d).map_err(|e| format!("--data: not valid JSON: {e}"))?)
-        }
-        None => None,
-    };
-    let vars = match args.vars {
-        Some(v) => {
-            Some(serde_json::from_str(&v).map_err(|e| format!("--vars: not valid JSON: {e}"))?)
-        }
-        None => None,
-    };
+    let data = json_flag("data", args.data)?;
+    let vars = json_flag("vars", args.vars)?;
     let priority = match args.priority {
         Some(p) => Some(
             p.parse::<Priority>()

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::json_bounds;
 use crate::outbox::{Content, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::templates::Templates;
@@ -27,6 +28,9 @@ pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 /// A notification as submitted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({
+    "channel": "log", "to": "alice@example.com", "subject": "Hello", "body": "It works."
+}))]
 pub struct Submission {
     pub channel: String,
     pub to: String,
@@ -89,6 +93,28 @@ fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
         .map_err(|_| Rejection::new(field, "invalid_time", "out of range"))
 }
 
+/// Refuses JSON nested deeper than [`json_bounds::MAX_DEPTH`]: what is stored must parse again.
+fn within_depth(field: &str, value: Option<&serde_json::Value>) -> Result<(), Rejection> {
+    let Some(value) = value else { return Ok(()) };
+    let depth = json_bounds::depth(value);
+    if depth > json_bounds::MAX_DEPTH {
+        let what = if field == "template" {
+            "the template renders data"
+        } else {
+            "the value"
+        };
+        return Err(Rejection::new(
+            field,
+            "too_deep",
+            format!(
+                "{what} nests arrays and objects {depth} levels deep; at most {} are accepted",
+                json_bounds::MAX_DEPTH
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An idempotency key with the content hash it must be stored with for a submission to count
 /// as the same request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +137,8 @@ impl Submission {
         // Hashed as submitted (template and vars, not their rendering): a replay is the same
         // request, whatever the templates say today.
         let content_hash = self.content_hash();
+        within_depth("vars", self.vars.as_ref())?;
+        within_depth("data", self.data.as_ref())?;
         if let Some(template) = &self.template {
             if self.subject.is_some()
                 || self.body.is_some()
@@ -125,6 +153,7 @@ impl Submission {
             }
             let vars = self.vars.clone().unwrap_or(serde_json::Value::Null);
             let rendered = templates.render(template, runtime.kind, &vars)?;
+            within_depth("template", rendered.data.as_ref())?;
             self.subject = rendered.subject;
             self.body = rendered.body;
             self.html = rendered.html;
@@ -189,6 +218,7 @@ impl Submission {
                 Some(template) if crate::templates::family(runtime.kind) != own_family => {
                     let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
                     let r = templates.render(template, runtime.kind, vars)?;
+                    within_depth("template", r.data.as_ref())?;
                     Some(Content {
                         subject: r.subject,
                         body: r.body,

@@ -205,16 +205,22 @@ impl Templates {
         let html = render(parts.contains("body.html").then(|| "body.html".to_owned()))?;
         let data_part = pick("data.json", "json");
         let data = match render(data_part.clone())? {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
-                Rejection::new(
-                    "template",
-                    "template_error",
-                    format!(
-                        "{name}/{}: did not render to JSON: {e}",
-                        data_part.unwrap_or_default()
-                    ),
-                )
-            })?),
+            Some(text) => {
+                let file = format!("{name}/{}", data_part.unwrap_or_default());
+                let refuse = |why: String| {
+                    Rejection::new("template", "template_error", format!("{file}: {why}"))
+                };
+                let data = serde_json::from_str(&text)
+                    .map_err(|e| refuse(format!("did not render to JSON: {e}")))?;
+                // Arithmetic in a template can make an integer serde_json would turn into a float.
+                if let Some(path) = crate::json_bounds::inexact_integers(text.as_bytes()).first() {
+                    return Err(refuse(format!(
+                        "renders an integer outside the signed 64-bit range at {path:?}, which \
+                         would not be kept exactly"
+                    )));
+                }
+                Some(data)
+            }
             None => None,
         };
         Ok(Rendered {
@@ -382,6 +388,22 @@ mod tests {
             Templates::load(dir.path()),
             Err(TemplateError::UnknownPart { .. })
         ));
+    }
+
+    #[test]
+    fn data_with_an_integer_outside_i64_is_refused_not_rounded() {
+        let dir = dir_with(&[("big/data.json", "{\"n\": {{ n * 1000 }}}")]);
+        let t = Templates::load(dir.path()).unwrap();
+        let ok = t.render("big", "log", &json!({"n": 9_000_000})).unwrap();
+        assert_eq!(ok.data, Some(json!({"n": 9_000_000_000_i64})));
+        let err = t
+            .render("big", "log", &json!({"n": i64::MAX / 10}))
+            .unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.code),
+            ("template", "template_error")
+        );
+        assert!(err.message.contains("\"n\""), "{}", err.message);
     }
 
     #[test]

@@ -18,6 +18,14 @@ pub fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1: `BEARER`, `bearer`); spaces around the token are not part of it.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Lets a request through when no token is configured or when it carries a configured one.
 pub async fn require_token(
     State(state): State<AppState>,
@@ -33,11 +41,7 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(bearer_token);
     // Check every token, so the time taken does not say which one matched.
     let ok = presented.is_some_and(|p| {
         tokens
@@ -61,6 +65,26 @@ pub async fn require_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "BeArEr   t0k "] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_not_bearer_tokens() {
+        for value in [
+            "Basic dXNlcjpwYXNz",
+            "Bearert0k",
+            "Bearer ",
+            "Bearer",
+            "t0k",
+        ] {
+            assert_eq!(bearer_token(value), None, "{value}");
+        }
+    }
 
     #[test]
     fn same_secret_compares_values() {

@@ -6,13 +6,58 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
+/// A JSON request body, parsed.
+pub struct JsonBody {
+    pub value: serde_json::Value,
+    /// Paths of integer literals outside `i64`, which serde_json would have turned into floats
+    /// (see [`crate::json_bounds`]); the caller refuses the items they are in.
+    pub inexact_integers: Vec<String>,
+}
+
+/// A 422 for the first of `inexact` (paths of integers that would not be kept exactly) under
+/// `prefix` (`""` for the whole body, `notifications[3]` for a batch item).
+pub fn inexact_under(inexact: &[String], prefix: &str) -> Option<ApiError> {
+    let path = inexact.iter().find(|p| {
+        prefix.is_empty()
+            || p.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    })?;
+    Some(
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "inexact_integer",
+            "an integer outside the signed 64-bit range would not be kept exactly; \
+             send it as a string",
+        )
+        .field(path.clone()),
+    )
+}
+
+/// The length of `value` as compact JSON, without building the text.
+pub fn encoded_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into a sink that cannot fail cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Reads at most `limit` bytes of JSON.
 pub async fn read_json(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     within: std::time::Duration,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<JsonBody, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -25,12 +70,16 @@ pub async fn read_json(
         }
     }
     let bytes = read_bytes(headers, body, limit, within).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the body is not valid JSON: {e}"),
         )
+    })?;
+    Ok(JsonBody {
+        value,
+        inexact_integers: crate::json_bounds::inexact_integers(&bytes),
     })
 }
 

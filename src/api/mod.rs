@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+mod readiness;
 pub mod routes;
 pub mod server;
 mod views;
@@ -93,6 +94,9 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed here",
             )
         })
+        .layer(axum::Extension(
+            Arc::new(readiness::ReadinessLog::default()),
+        ))
         .with_state(state)
 }
 
@@ -188,13 +192,17 @@ async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let live = state.live();
-    let value = body::read_json(
+    let json = body::read_json(
         &headers,
         body,
         live.server.max_body_bytes,
         live.server.body_timeout,
     )
     .await?;
+    if let Some(inexact) = body::inexact_under(&json.inexact_integers, "") {
+        return Err(inexact);
+    }
+    let value = json.value;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::new(
@@ -247,13 +255,26 @@ async fn create_batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let live = state.live();
-    let value = body::read_json(
+    if headers.contains_key(IDEMPOTENCY_HEADER) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_header",
+            "a batch has no idempotency key of its own: give each notification its \
+             idempotency_key field",
+        )
+        .field("Idempotency-Key"));
+    }
+    let json = body::read_json(
         &headers,
         body,
         live.server.max_batch_body_bytes,
         live.server.body_timeout,
     )
     .await?;
+    let body::JsonBody {
+        value,
+        inexact_integers,
+    } = json;
     let batch: Batch = body::shape(value)?;
     if batch.notifications.len() > live.server.max_batch_items {
         return Err(ApiError::new(
@@ -271,6 +292,14 @@ async fn create_batch(
         Vec::with_capacity(batch.notifications.len());
     let mut valid = Vec::new();
     for (i, item) in batch.notifications.into_iter().enumerate() {
+        let item = match item_within_bounds(&inexact_integers, i, item, live.server.max_body_bytes)
+        {
+            Ok(item) => item,
+            Err(refused) => {
+                results.push(Some((refused.status, refused.body())));
+                continue;
+            }
+        };
         match accept(&live, item, None) {
             Ok(n) => {
                 valid.push((i, n));
@@ -317,6 +346,31 @@ async fn create_batch(
         })
         .collect();
     Ok((StatusCode::OK, Json(json!({ "results": results }))).into_response())
+}
+
+/// A batch item is refused on its own when it holds an integer that would not be kept exactly,
+/// or is larger than a single `POST` may be (a batch is no way around that limit).
+fn item_within_bounds(
+    inexact_integers: &[String],
+    i: usize,
+    item: serde_json::Value,
+    max_bytes: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let field = format!("notifications[{i}]");
+    if let Some(inexact) = body::inexact_under(inexact_integers, &field) {
+        return Err(inexact);
+    }
+    if body::encoded_len(&item) > max_bytes {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_large",
+            format!(
+                "one notification is at most {max_bytes} bytes of JSON (server.max_body_bytes)"
+            ),
+        )
+        .field(field));
+    }
+    Ok(item)
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -427,48 +481,41 @@ async fn inbound(
     body: Body,
 ) -> Result<Response, ApiError> {
     let live = state.live();
-    let rt = live.registry.get(&channel).ok_or_else(|| {
+    // Anyone can post here. Every refusal is the same 401, so a stranger learns nothing about
+    // which channels exist or take receipts; why is in the debug log, and a line per refusal
+    // at a higher level would let a flood fill the journal. The count is in /metrics
+    // (notifyd_inbound_receipts_total{outcome="refused"}).
+    let refuse = |why: &str| {
+        state.counters.receipt_outcome(ReceiptOutcome::Refused);
+        tracing::debug!(channel = %channel, reason = %why, "Refused an unverified receipt.");
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_channel",
-            format!("no channel named {channel:?}"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "the receipt could not be verified",
         )
-    })?;
-    let config = rt.policy.receipts.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "receipts_not_configured",
-            format!(
-                "channel {channel:?} does not accept receipts (set receipts = {{ verify = ... }})"
-            ),
-        )
-    })?;
+    };
     let bytes =
         body::read_bytes(&headers, body, MAX_RECEIPT_BYTES, live.server.body_timeout).await?;
+    let rt = live
+        .registry
+        .get(&channel)
+        .ok_or_else(|| refuse("no channel by that name"))?;
+    let config = rt.policy.receipts.as_ref().ok_or_else(|| {
+        refuse("the channel does not accept receipts (set receipts = { verify = ... })")
+    })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let receipt = crate::inbound::verify_and_parse(
-        config,
-        &channel,
-        &headers,
-        uri.query(),
-        &bytes,
-        now,
-    )
-    .map_err(|e| match e {
-        crate::inbound::InboundError::Unauthorized(why) => {
-            // Anyone can post here: a line per refusal would let a flood fill the journal. The
-            // count is in /metrics (notifyd_inbound_receipts_total{outcome="refused"}).
-            state.counters.receipt_outcome(ReceiptOutcome::Refused);
-            tracing::debug!(channel = %channel, reason = %why, "Refused an unverified receipt.");
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", why)
-        }
-        crate::inbound::InboundError::Invalid { field, message } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
-        }
-    })?;
+    let receipt =
+        crate::inbound::verify_and_parse(config, &channel, &headers, uri.query(), &bytes, now)
+            .map_err(|e| match e {
+                crate::inbound::InboundError::Unauthorized(why) => refuse(&why),
+                crate::inbound::InboundError::Invalid { field, message } => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+                        .field(field)
+                }
+            })?;
     let status = receipt.status;
     let recorded = state.outbox.record_receipt(receipt).await?;
     let outcome = if recorded.duplicate {
@@ -498,19 +545,27 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    match state.outbox.check_writable().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+async fn readyz(
+    State(state): State<AppState>,
+    axum::Extension(log): axum::Extension<Arc<readiness::ReadinessLog>>,
+) -> Response {
+    let checked = state.outbox.check_writable().await;
+    match (log.observe(checked.is_ok()), &checked) {
         // Why it is not ready is what an operator needs to see (no secret is in it).
-        Err(StoreError::Unavailable(why)) => {
-            tracing::warn!(reason = %why, "Not ready.");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_unavailable",
-                format!("not ready: {why}"),
-            )
-            .into_response()
+        (Some(readiness::Change::BecameUnready), Err(why)) => {
+            tracing::warn!(reason = %why, "Not ready; the next line says when it is again.");
         }
+        (Some(readiness::Change::BecameReady), _) => tracing::info!("Ready again."),
+        _ => {}
+    }
+    match checked {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(StoreError::Unavailable(why)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            format!("not ready: {why}"),
+        )
+        .into_response(),
         Err(e) => {
             let mut err = ApiError::from(e);
             err.status = StatusCode::SERVICE_UNAVAILABLE;

@@ -76,7 +76,11 @@ pub fn all() -> Vec<Route> {
                 (200, "{results: [{status, id, state} | {status, error}]}"),
                 (400, "invalid JSON"),
                 (413, "body too large"),
-                ERRORS,
+                (415, "not JSON"),
+                (
+                    422,
+                    "invalid field, or an Idempotency-Key header (give each item its idempotency_key)",
+                ),
                 (503, "queue unavailable"),
             ],
             handler: || post(create_batch),
@@ -141,8 +145,10 @@ pub fn all() -> Vec<Route> {
                     200,
                     "{matched, notification_id, duplicate}: duplicate when this receipt was already stored (nothing changes again)",
                 ),
-                (401, "unsigned, wrongly signed or stale"),
-                (404, "unknown channel or receipts not configured"),
+                (
+                    401,
+                    "unsigned, wrongly signed or stale; also an unknown channel or one without receipts, so a stranger learns nothing",
+                ),
                 (413, "body larger than 64 KiB"),
                 ERRORS,
             ],
@@ -187,6 +193,48 @@ pub fn all() -> Vec<Route> {
     ]
 }
 
+/// An object schema with these required fields, no others described.
+fn object(required: &[(&str, Value)]) -> Value {
+    let properties: Map<String, Value> = required
+        .iter()
+        .map(|(name, schema)| ((*name).to_owned(), schema.clone()))
+        .collect();
+    let names: Vec<&str> = required.iter().map(|(name, _)| *name).collect();
+    json!({"type": "object", "required": names, "properties": properties})
+}
+
+/// What a route's success answers look like (their main fields; the fuzz checks answers against
+/// them, and clients find the `id` to follow).
+fn success_schema(path: &str) -> Value {
+    let string = || json!({"type": "string"});
+    let array = || json!({"type": "array", "items": {"type": "object"}});
+    match path {
+        "/v1/notifications" | "/v1/notifications/{id}/cancel" | "/v1/dead-letters/{id}/retry" => {
+            object(&[("id", string()), ("state", string())])
+        }
+        "/v1/notifications/{id}" => object(&[
+            ("id", string()),
+            ("channel", string()),
+            ("to", string()),
+            ("state", string()),
+            ("attempts", json!({"type": "integer", "minimum": 0})),
+            ("attempt_log", array()),
+        ]),
+        "/v1/notifications/batch" => object(&[(
+            "results",
+            json!({"type": "array", "items": object(&[("status", json!({"type": "integer"}))])}),
+        )]),
+        "/v1/dead-letters" => object(&[("dead_letters", array())]),
+        "/v1/channels" => object(&[("channels", array())]),
+        "/v1/inbound/{channel}" => object(&[
+            ("matched", json!({"type": "boolean"})),
+            ("duplicate", json!({"type": "boolean"})),
+        ]),
+        "/healthz" | "/readyz" => object(&[("status", string())]),
+        _ => json!({"type": "object"}),
+    }
+}
+
 /// The OpenAPI 3.0 document of [`all`].
 pub fn document() -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
@@ -207,8 +255,10 @@ pub fn document() -> Value {
             "operationId".into(),
             json!(format!("{} {}", route.method, route.path)),
         );
+        let mut responses = route.responses.to_vec();
         if route.access != Access::Open {
             op.insert("security".into(), json!([{"bearer": []}]));
+            responses.push((401, "no token, or not a configured one"));
         }
         let params: Vec<Value> = route
             .path
@@ -236,13 +286,16 @@ pub fn document() -> Value {
                 json!({"required": true, "content": content}),
             );
         }
-        let responses: Map<String, Value> = route
-            .responses
+        let responses: Map<String, Value> = responses
             .iter()
             .map(|(status, description)| {
                 let mut r = json!({"description": description});
                 if *status >= 400 {
                     r["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+                } else if route.path == "/metrics" {
+                    r["content"] = json!({"text/plain": {"schema": {"type": "string"}}});
+                } else {
+                    r["content"] = json!({"application/json": {"schema": success_schema(route.path)}});
                 }
                 (status.to_string(), r)
             })

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use notifyd_channels::redact::mask_recipient;
+use notifyd_channels::redact::mask_in;
 use notifyd_channels::{DeliveryError, Receipt};
 use tokio::time::Instant;
 
@@ -36,6 +36,7 @@ pub fn past_budget(rt: &ChannelRuntime, row: &Claimed) -> Option<Completion> {
     Some(Completion {
         id: row.message.id.clone(),
         attempt: row.attempt,
+        lease: row.lease,
         outcome: Outcome::Finish {
             state: State::Dead,
             code: "outcome_not_recorded".into(),
@@ -270,30 +271,6 @@ pub fn decide(
         }
     };
     completion(outcome, record)
-}
-
-/// `text` with every occurrence of the recipient (ASCII case-insensitive: mail servers change
-/// the case of addresses) replaced by its masked form, for logs.
-pub fn mask_in(text: &str, recipient: &str) -> String {
-    let needle = recipient.trim();
-    if needle.is_empty() {
-        return text.to_owned();
-    }
-    let masked = mask_recipient(needle);
-    let (hay, pat) = (text.to_ascii_lowercase(), needle.to_ascii_lowercase());
-    let mut out = String::with_capacity(text.len());
-    let mut rest = 0;
-    // ASCII lowercasing keeps byte offsets, so matches in `hay` are char boundaries in `text`.
-    for (at, _) in hay.match_indices(&pat) {
-        if at < rest {
-            continue;
-        }
-        out.push_str(&text[rest..at]);
-        out.push_str(&masked);
-        rest = at + pat.len();
-    }
-    out.push_str(&text[rest..]);
-    out
 }
 
 #[cfg(test)]

@@ -469,6 +469,52 @@ async fn readiness_is_503_below_the_configured_free_space() {
     daemon.wait().await;
 }
 
+/// Log lines written while the guard lives (a current-thread test: the daemon's tasks log here).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_containing(&self, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+#[tokio::test]
+async fn an_unready_daemon_logs_once_not_once_per_probe() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = load_config(&config_text(dir.path(), LOG), dir.path());
+    config.queue.min_free_bytes = u64::MAX;
+    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
+    for _ in 0..5 {
+        let resp = reqwest::get(format!("http://{}/readyz", daemon.addr()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 503);
+    }
+    assert_eq!(captured.lines_containing("Not ready"), 1);
+    daemon.stop();
+    daemon.wait().await;
+}
+
 #[tokio::test]
 async fn a_full_disk_is_503_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -602,6 +648,22 @@ async fn with_tokens_configured_either_token_is_accepted() {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 202);
+    }
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let d = with_tokens().await;
+    for scheme in ["BEARER", "bearer", "Bearer"] {
+        let resp = d
+            .http
+            .post(d.url("/v1/notifications"))
+            .header("authorization", format!("{scheme} new-token-0123456789"))
+            .json(&json!({"channel": "log", "to": "x", "body": "b"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202, "{scheme}");
     }
 }
 

@@ -148,6 +148,50 @@ fn notifyd_send_refuses_bad_data_json_with_exit_code_2() {
 }
 
 #[test]
+fn notifyd_send_refuses_an_integer_outside_i64_naming_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    std::fs::write(&config, config_text(dir.path(), LOG)).unwrap();
+    let out = notifyd(
+        &config,
+        &[
+            "send",
+            "--channel",
+            "log",
+            "--to",
+            "x",
+            "--data",
+            r#"{"ids": [1, 18446744073709551616]}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--data: the integer at ids[1] is outside the signed 64-bit range"),
+        "{err}"
+    );
+}
+
+#[test]
+fn notifyd_send_refuses_data_nested_past_the_depth_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    std::fs::write(&config, config_text(dir.path(), LOG)).unwrap();
+    let depth = notifyd::json_bounds::MAX_DEPTH + 1;
+    let data = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let out = notifyd(
+        &config,
+        &["send", "--channel", "log", "--to", "x", "--data", &data],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--data:") && err.contains("33 levels deep"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_config_names_the_bad_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");

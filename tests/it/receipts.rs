@@ -166,14 +166,28 @@ async fn signed_json_receipts_are_accepted_and_stale_ones_refused() {
     assert_eq!(view["receipts"][0]["status"], "delivered");
 }
 
+/// The answer to a Twilio receipt with a wrong signature: a 401.
+async fn forged_twilio_receipt(d: &TestDaemon) -> (u16, Value) {
+    let forged = post_twilio(
+        d,
+        "MessageSid=SM1&MessageStatus=delivered",
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+    )
+    .await;
+    assert_eq!(forged.0, 401, "{}", forged.1);
+    forged
+}
+
 #[tokio::test]
-async fn receipts_for_a_channel_without_verification_are_refused() {
-    let d = TestDaemon::start("[channels.log]\nkind = \"log\"\n").await;
-    let (s, b) = d.post("/v1/inbound/log", &json!({})).await;
-    assert_eq!(
-        (s, b["error"]["code"].clone()),
-        (404, json!("receipts_not_configured"))
-    );
+async fn receipts_for_a_channel_without_verification_are_the_same_401_as_a_bad_signature() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&format!(
+        "{}[channels.log]\nkind = \"log\"\n",
+        sms_channel(&sink)
+    ))
+    .await;
+    let forged = forged_twilio_receipt(&d).await;
+    assert_eq!(d.post("/v1/inbound/log", &json!({})).await, forged);
 }
 
 async fn post_twilio_to(
@@ -342,13 +356,14 @@ async fn refused_receipts_are_counted() {
 }
 
 #[tokio::test]
-async fn receipts_for_an_unknown_channel_are_404() {
-    let d = TestDaemon::start("[channels.log]\nkind = \"log\"\n").await;
-    let (s, b) = d.post("/v1/inbound/pigeon", &json!({})).await;
+async fn receipts_for_an_unknown_channel_are_the_same_401_as_a_bad_signature() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&sms_channel(&sink)).await;
+    let forged = forged_twilio_receipt(&d).await;
+    assert_eq!(d.post("/v1/inbound/pigeon", &json!({})).await, forged);
     assert_eq!(
-        (s, b["error"]["code"].clone()),
-        (404, json!("unknown_channel")),
-        "{b}"
+        metric(&d, "notifyd_inbound_receipts_total{outcome=\"refused\"}").await,
+        "notifyd_inbound_receipts_total{outcome=\"refused\"} 2"
     );
 }
 

@@ -40,6 +40,26 @@ pub struct SqliteOptions {
     pub min_free_bytes: u64,
     /// Where every "now" of the store comes from (a manual one in tests).
     pub clock: Clock,
+    /// Reads the free space of the queue's filesystem (`statvfs`; tests stand in for it).
+    pub free_space: FreeSpace,
+}
+
+/// Reads the free bytes of the filesystem holding a directory.
+pub type FreeSpace = fn(&Path) -> Result<u64>;
+
+/// Free bytes for unprivileged users on the filesystem holding `dir`.
+fn filesystem_free_bytes(dir: &Path) -> Result<u64> {
+    let stat = rustix::fs::statvfs(dir)
+        .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The directory of the queue file (whose filesystem's free space counts).
+fn queue_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 impl SqliteOptions {
@@ -50,6 +70,7 @@ impl SqliteOptions {
             max_page_count: None,
             min_free_bytes: 0,
             clock: Clock::System,
+            free_space: filesystem_free_bytes,
         }
     }
 }
@@ -64,6 +85,7 @@ pub struct SqliteOutbox {
     commits: Arc<AtomicU64>,
     min_free_bytes: u64,
     clock: Clock,
+    free_space: FreeSpace,
 }
 
 /// How often the WAL is copied back into the database file.
@@ -73,23 +95,53 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// (SQLite's automatic checkpoint would run inside the writer's COMMIT, making every caller
 /// waiting on that batch wait for it). PASSIVE never blocks the writer; when the outbox closes,
 /// a last TRUNCATE checkpoint leaves a small WAL behind.
-fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
+///
+/// SQLite reuses a WAL file from its start but never shrinks it, so after a disk-full episode
+/// the WAL would keep its peak size for good. While free space is short, and once more when it
+/// is back, the thread truncates the WAL after a PASSIVE checkpoint has copied all of it; without
+/// waiting (no busy timeout): a writer in a transaction or a reader on the WAL defers it to the
+/// next round, and with nothing left to copy it holds the write lock only for the truncate.
+fn spawn_checkpointer(path: &Path, space: SpaceCheck) -> Result<std::sync::mpsc::Sender<()>> {
     let conn = open_connection(path, true)?;
+    conn.busy_timeout(Duration::ZERO)
+        .map_err(StoreError::from)?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("notifyd-checkpoint".into())
         .spawn(move || {
+            let mut truncate_pending = false;
             loop {
                 match stopped.recv_timeout(CHECKPOINT_EVERY) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if let Err(e) =
-                            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        let copied_all = match checkpoint(&conn, "PASSIVE") {
+                            Ok(c) => c.copied_all(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "WAL checkpoint failed; will try again.");
+                                false
+                            }
+                        };
+                        let short = space.short();
+                        truncate_pending |= short;
+                        let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                        if truncate_pending && wal_bytes == 0 {
+                            truncate_pending = short;
+                        } else if truncate_pending
+                            && copied_all
+                            && checkpoint(&conn, "TRUNCATE").is_ok_and(|c| !c.busy)
                         {
-                            tracing::warn!(error = %e, "WAL checkpoint failed; will try again.");
+                            truncate_pending = short;
+                            tracing::info!(
+                                freed_bytes = wal_bytes,
+                                "Truncated the WAL after free space ran short."
+                            );
                         }
                     }
                     _ => {
-                        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+                        let _ = checkpoint(&conn, "TRUNCATE");
                         return;
                     }
                 }
@@ -97,6 +149,48 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>> {
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(stop)
+}
+
+/// What `PRAGMA wal_checkpoint` reports.
+struct Checkpoint {
+    /// A TRUNCATE (or FULL, RESTART) could not finish for a writer or reader.
+    busy: bool,
+    /// Frames in the WAL.
+    frames: i64,
+    /// Frames copied into the database file.
+    copied: i64,
+}
+
+impl Checkpoint {
+    /// Every frame of the WAL is in the database file: truncating it loses nothing.
+    fn copied_all(&self) -> bool {
+        !self.busy && self.frames == self.copied
+    }
+}
+
+fn checkpoint(conn: &Connection, mode: &str) -> Result<Checkpoint> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok(Checkpoint {
+            busy: r.get::<_, i64>(0)? != 0,
+            frames: r.get(1)?,
+            copied: r.get(2)?,
+        })
+    })
+    .map_err(StoreError::from)
+}
+
+/// Whether the queue's filesystem is short of free space (below `queue.min_free_bytes`, or
+/// full when that is 0).
+struct SpaceCheck {
+    dir: PathBuf,
+    min_free_bytes: u64,
+    free_space: FreeSpace,
+}
+
+impl SpaceCheck {
+    fn short(&self) -> bool {
+        (self.free_space)(&self.dir).is_ok_and(|free| free < self.min_free_bytes.max(1))
+    }
 }
 
 impl std::fmt::Debug for SqliteOutbox {
@@ -128,7 +222,14 @@ impl SqliteOutbox {
         configure_writer(&conn)?;
         let commits = Arc::new(AtomicU64::new(0));
         let writer = writer::spawn(conn, owner_id(), commits.clone(), opts.clock.clone())?;
-        let checkpointer = spawn_checkpointer(&opts.path)?;
+        let checkpointer = spawn_checkpointer(
+            &opts.path,
+            SpaceCheck {
+                dir: queue_dir(&opts.path),
+                min_free_bytes: opts.min_free_bytes,
+                free_space: opts.free_space,
+            },
+        )?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(open_connection(&opts.path, true)?);
@@ -144,6 +245,7 @@ impl SqliteOutbox {
             commits,
             min_free_bytes: opts.min_free_bytes,
             clock: opts.clock.clone(),
+            free_space: opts.free_space,
         })
     }
 
@@ -380,13 +482,7 @@ impl Outbox for SqliteOutbox {
         self.call(|reply| Op::Ping { reply }).await?;
         // An empty transaction commits on a full disk, and a write may still fit in the WAL's
         // old frames: free space is what says the next batch will fit.
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let stat = rustix::fs::statvfs(&dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let free = (self.free_space)(&queue_dir(&self.path))?;
         if free < self.min_free_bytes {
             return Err(StoreError::Unavailable(format!(
                 "{free} bytes free on the queue's filesystem, below queue.min_free_bytes ({})",

@@ -1,3 +1,4 @@
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use super::*;
@@ -1324,4 +1325,61 @@ async fn a_queue_from_before_lease_tokens_is_upgraded_and_its_rows_fenced_from_t
     .await
     .unwrap();
     assert_eq!(q.get("old").await.unwrap().unwrap().state, State::Delivered);
+}
+
+/// Free space the WAL test's filesystem reports (a stand-in for statvfs).
+static WAL_TEST_FREE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn wal_test_free(_: &Path) -> Result<u64> {
+    Ok(WAL_TEST_FREE.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn wal_bytes(path: &Path) -> u64 {
+    std::fs::metadata(format!("{}-wal", path.display()))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Waits (at most 20 s) until `check` holds.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn the_wal_gives_back_its_peak_size_when_free_space_runs_short() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = SqliteOutbox::open(&SqliteOptions {
+        min_free_bytes: 1024 * 1024,
+        free_space: wal_test_free,
+        ..SqliteOptions::new(path.clone())
+    })
+    .unwrap();
+    let big: Vec<_> = (0..16)
+        .map(|_| NewNotification {
+            body: Some("x".repeat(256 * 1024)),
+            ..note("c")
+        })
+        .collect();
+    q.enqueue(big).await.unwrap();
+    let peak = wal_bytes(&path);
+    assert!(peak > 4 * 1024 * 1024, "the WAL holds the batch: {peak}");
+    // With plenty of space, checkpoints copy the WAL back but keep the file for reuse.
+    put(&q, note("c")).await;
+    assert!(wal_bytes(&path) >= peak);
+    // The disk runs short (readiness says so): the WAL's space is given back.
+    WAL_TEST_FREE.store(0, Relaxed);
+    assert!(q.check_writable().await.is_err());
+    eventually("the WAL is truncated", || wal_bytes(&path) < peak / 4).await;
+    WAL_TEST_FREE.store(u64::MAX, Relaxed);
+    // The queue goes on as before, with every row.
+    put(&q, note("c")).await;
+    assert_eq!(q.claim("c", 100, LEASE).await.unwrap().len(), 18);
 }
