@@ -18,6 +18,14 @@ pub fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
+/// Whether `presented` is one of `tokens`. Every token is compared, so the time taken does not
+/// say which one matched.
+pub fn is_one_of(presented: &str, tokens: &[&str]) -> bool {
+    tokens
+        .iter()
+        .fold(false, |found, t| same_secret(presented, t) | found)
+}
+
 /// Lets a request through when no token is configured or when it carries a configured one.
 pub async fn require_token(
     State(state): State<AppState>,
@@ -38,13 +46,7 @@ pub async fn require_token(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    // Check every token, so the time taken does not say which one matched.
-    let ok = presented.is_some_and(|p| {
-        tokens
-            .iter()
-            .fold(false, |found, t| same_secret(p, t) | found)
-    });
-    if ok {
+    if presented.is_some_and(|p| is_one_of(p, &tokens)) {
         return next.run(request).await;
     }
     let mut resp = ApiError::new(

@@ -11,6 +11,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0003_receipts.sql"),
     include_str!("0004_receipts_once.sql"),
     include_str!("0005_cheaper_writes.sql"),
+    // 0006–0008 are taken by work merged alongside; the coordinator orders them on merge.
+    include_str!("0009_ingest_source.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -51,7 +53,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
     let row = conn
         .prepare_cached(
             "SELECT id, channel, recipient, state, priority, attempts, created_at, run_at,
-                    expires_at, provider_id, last_code, last_error, parent_id, fallback
+                    expires_at, provider_id, last_code, last_error, parent_id, fallback, source
              FROM notifications WHERE id = ?1",
         )?
         .query_row(params![id], |r| {
@@ -70,6 +72,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
                 r.get::<_, Option<String>>(11)?,
                 r.get::<_, Option<String>>(12)?,
                 r.get::<_, Option<String>>(13)?,
+                r.get::<_, Option<String>>(14)?,
             ))
         })
         .optional()?;
@@ -110,6 +113,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         last_error: row.11,
         parent_id: row.12,
         fallback: parse_fallback(row.13)?,
+        source: row.14.and_then(|s| serde_json::from_str(&s).ok()),
         attempt_log,
         receipts,
     }))

@@ -318,8 +318,8 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO notifications (id, channel, recipient, subject, body, html, data,
                      priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-                     content_hash, fallback, parent_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15)
+                     content_hash, fallback, parent_id, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )?
             .execute(params![
@@ -338,6 +338,7 @@ impl Writer {
                 n.content_hash,
                 fallback,
                 parent,
+                n.source,
             ])?;
         if inserted == 1 {
             return Ok(Enqueued::Created { id: n.id.clone() });
@@ -583,6 +584,7 @@ impl Writer {
             idempotency_key: Some(format!("fallback:{parent}")),
             content_hash: String::new(),
             fallback: routes,
+            source: None,
         };
         self.insert(&child, Some(parent))?;
         Ok(())
