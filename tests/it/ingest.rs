@@ -735,3 +735,85 @@ async fn an_ntfy_put_with_headers_and_the_auth_query_is_stored_for_later() {
     assert_eq!(stored(&d), 1);
     d.stop().await;
 }
+
+// --- Durability and templates -------------------------------------------------------------
+
+#[tokio::test]
+async fn a_queue_that_cannot_take_the_write_answers_503_so_alertmanager_retries() {
+    use notifyd::api::{AppState, Live, router};
+    use notifyd::outbox::Outbox;
+    use notifyd::outbox::sqlite::{SqliteOptions, SqliteOutbox};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::load_config(
+        &crate::support::config_text(
+            dir.path(),
+            "[channels.log]\nkind = \"log\"\n\
+             [ingest.routes.alerts]\ntargets = [{ channel = \"log\", to = \"ops\" }]\n",
+        ),
+        dir.path(),
+    );
+    let outbox = SqliteOutbox::open(&SqliteOptions {
+        max_page_count: Some(1),
+        ..SqliteOptions::new(dir.path().join("full.db"))
+    })
+    .unwrap();
+    let state = AppState {
+        outbox: Arc::new(outbox),
+        live: Arc::new(std::sync::RwLock::new(Live {
+            registry: Arc::new(notifyd::registry::Registry::build(&config).unwrap()),
+            templates: Default::default(),
+            server: Arc::new(config.server.clone()),
+            ingest: Arc::new(config.ingest.clone()),
+        })),
+        counters: Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let mut payload = alertmanager_payload();
+    payload["alerts"][0]["annotations"]["summary"] = json!("y".repeat(200_000));
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/ingest/alertmanager/alerts"))
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let check = SqliteOutbox::open(&SqliteOptions::new(dir.path().join("full.db"))).unwrap();
+    assert!(check.depth().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_routes_own_template_gets_the_whole_payload() {
+    let sink = Sink::ok().await;
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::create_dir(templates.path().join("page")).unwrap();
+    std::fs::write(
+        templates.path().join("page/subject.txt"),
+        "{{ alerts | length }} x {{ commonLabels.alertname }} ({{ receiver }})",
+    )
+    .unwrap();
+    std::fs::write(
+        templates.path().join("page/body.txt"),
+        "{% for a in alerts %}{{ a.labels.instance }} {% endfor %}",
+    )
+    .unwrap();
+    let d = daemon(
+        &sink,
+        &format!(
+            "[templates]\ndir = \"{}\"\n\
+             [ingest.routes.alerts]\ntargets = [{{ channel = \"hooks\", to = \"ops\" }}]\n\
+             template = \"page\"\n",
+            templates.path().display()
+        ),
+    )
+    .await;
+    let (status, answer) =
+        post_json(&d, "/ingest/alertmanager/alerts", &alertmanager_payload()).await;
+    assert_eq!(status, 200, "{answer}");
+    let got = sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body["subject"], "2 x HighDiskUsage (notifyd)");
+    assert_eq!(got[0].body["body"], "db-1 db-2 ");
+    d.stop().await;
+}
