@@ -196,6 +196,9 @@ pub async fn store(
     route_name: &str,
     drafts: Vec<Draft>,
 ) -> Result<Vec<Stored>, ApiError> {
+    if drafts.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut items = Vec::with_capacity(drafts.len());
     for (i, draft) in drafts.into_iter().enumerate() {
         let (subject, body, html, template, vars) = match draft.content {

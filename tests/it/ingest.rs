@@ -53,17 +53,18 @@ impl Drop for Running {
     }
 }
 
+/// The channel and ingest tables of [`daemon`].
+fn tables(sink: &Sink, ingest: &str) -> String {
+    format!(
+        "{}{}\n[ingest.ntfy]\nlisten = \"127.0.0.1:0\"\n{ingest}",
+        webhook("hooks", &sink.url(), ""),
+        webhook("pager", &sink.url(), ""),
+    )
+}
+
 /// A daemon with a webhook channel to `sink`, a token, these ingest tables, and ntfy's listener.
 async fn daemon(sink: &Sink, ingest: &str) -> TestDaemon {
-    TestDaemon::start_with(
-        &format!("auth_token = \"{TOKEN}\""),
-        &format!(
-            "{}{}\n[ingest.ntfy]\nlisten = \"127.0.0.1:0\"\n{ingest}",
-            webhook("hooks", &sink.url(), ""),
-            webhook("pager", &sink.url(), ""),
-        ),
-    )
-    .await
+    TestDaemon::start_with(&format!("auth_token = \"{TOKEN}\""), &tables(sink, ingest)).await
 }
 
 const ROUTES: &str = "
@@ -733,6 +734,30 @@ async fn an_ntfy_put_with_headers_and_the_auth_query_is_stored_for_later() {
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
     assert_eq!(stored(&d), 1);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_adds_routes_without_a_restart() {
+    let sink = Sink::ok().await;
+    let d = daemon(&sink, ROUTES).await;
+    let url = "/notify/deploys";
+    let body = json!({"title": "Deploy", "body": "v2 is out"});
+    assert_eq!(post_json(&d, url, &body).await.0, 404);
+    let more = format!(
+        "{ROUTES}[ingest.routes.deploys]\ntargets = [{{ channel = \"hooks\", to = \"dev\" }}]\n"
+    );
+    let text = crate::support::config_text_with(
+        d.dir.path(),
+        &format!("auth_token = \"{TOKEN}\""),
+        &tables(&sink, &more),
+    );
+    let config = crate::support::load_config(&text, d.dir.path());
+    d.daemon.as_ref().unwrap().reload(config).unwrap();
+    let (status, answer) = post_json(&d, url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let got = sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body["to"], "dev");
     d.stop().await;
 }
 
