@@ -124,11 +124,20 @@ pub fn from_fields(raw: Value) -> Result<Request, ApiError> {
     })
 }
 
-/// The fields of a form-urlencoded body (a repeated field keeps its last value).
+/// The fields of a form-urlencoded body. A repeated field becomes a list: Apprise sends several
+/// tags as `tag=a&tag=b` (either of them).
 fn form_fields(bytes: &[u8]) -> Value {
-    let map: serde_json::Map<String, Value> = form_urlencoded::parse(bytes)
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect();
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(bytes) {
+        let v = Value::String(v.into_owned());
+        match map.get_mut(k.as_ref()) {
+            Some(Value::Array(all)) => all.push(v),
+            Some(first) => *first = Value::Array(vec![first.take(), v]),
+            None => {
+                map.insert(k.into_owned(), v);
+            }
+        }
+    }
     Value::Object(map)
 }
 
@@ -388,6 +397,22 @@ mod tests {
         assert_eq!(req.title.as_deref(), Some("Backup"));
         assert_eq!(req.body, "Nightly backup failed");
         assert_eq!(req.kind, Kind::Failure);
+        assert_eq!(
+            req.tag,
+            vec![
+                vec!["devops".to_owned()],
+                vec!["admin".into(), "sms".into()]
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_form_tags_are_alternatives() {
+        let req = parse_body(
+            &with_type("application/x-www-form-urlencoded"),
+            b"body=b&tag=devops&tag=admin+sms",
+        )
+        .unwrap();
         assert_eq!(
             req.tag,
             vec![

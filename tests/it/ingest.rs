@@ -641,6 +641,40 @@ async fn the_apprise_cli_delivers_through_both_key_forms_with_exit_code_0() {
 }
 
 #[tokio::test]
+async fn apprise_tags_sent_by_the_cli_pick_the_tagged_targets() {
+    let Some(bin) = program("apprise") else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let d = daemon(
+        &sink,
+        "[ingest.routes.ops]\ntargets = [\n\
+           { channel = \"pager\", to = \"oncall\", tags = [\"devops\"] },\n\
+           { channel = \"hooks\", to = \"everyone\" },\n]\n",
+    )
+    .await;
+    let base = format!("apprise://:{TOKEN}@{}/ops", host_port(&d));
+    for (n, (url, to)) in [
+        (format!("{base}?tags=devops,admin"), "oncall"),
+        (base.clone(), "everyone"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = apprise(&bin, url, &[]).await;
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = sink.wait_for(n + 1, Duration::from_secs(10)).await;
+        assert_eq!(got[n].body["to"], *to, "{url}");
+    }
+    assert_eq!(stored(&d), 2);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn the_apprise_cli_hears_a_failure_for_an_unknown_key() {
     let Some(bin) = program("apprise") else {
         return;
