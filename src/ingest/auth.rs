@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
+use super::{Format, Outcome};
 use crate::api::{ApiError, AppState, is_one_of};
 
 /// The token an `Authorization` header value carries: Bearer's token, or Basic's password (its
@@ -53,12 +54,39 @@ pub fn presented(request: &Request) -> Option<String> {
         .or_else(|| request.uri().query().and_then(from_query))
 }
 
-/// Lets a request through when no token is configured or when it presents a configured one.
+/// The format an ingest path on the API listener belongs to.
+fn format_of(path: &str) -> Format {
+    if path.starts_with("/ingest/alertmanager/") {
+        Format::Alertmanager
+    } else if path.starts_with("/ingest/grafana/") {
+        Format::Grafana
+    } else {
+        Format::Apprise
+    }
+}
+
+/// [`require_token`] for the API listener's ingest routes.
 pub async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    let format = format_of(request.uri().path());
+    check(&state, format, request, next).await
+}
+
+/// [`require_token`] for ntfy's listener.
+pub async fn require_ntfy_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    check(&state, Format::Ntfy, request, next).await
+}
+
+/// Lets a request through when no token is configured or when it presents a configured one; a
+/// refusal is counted under its format.
+async fn check(state: &AppState, format: Format, request: Request, next: Next) -> Response {
     let live = state.live();
     let tokens = live.server.tokens();
     if tokens.is_empty() {
@@ -67,6 +95,7 @@ pub async fn require_token(
     if presented(&request).is_some_and(|p| is_one_of(&p, &tokens)) {
         return next.run(request).await;
     }
+    state.counters.ingest.count(format, Outcome::Refused);
     let mut resp = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",

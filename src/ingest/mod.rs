@@ -24,7 +24,7 @@ use crate::api::{ApiError, AppState, Live};
 use crate::outbox::{Enqueued, Priority, State};
 use crate::submission::Submission;
 
-pub use auth::require_token;
+pub use auth::{require_ntfy_token, require_token};
 pub use route::{IngestConfig, NtfyConfig, RouteConfig, Target};
 
 /// The sender formats notifyd accepts.
@@ -60,7 +60,8 @@ pub enum Outcome {
     Duplicate,
     /// No target of the route matched: nothing to store.
     Unrouted,
-    /// Refused with a 4xx (not the sender's format, unknown route, bad signature, ...).
+    /// Refused with a 4xx (no or a wrong token, not the sender's format, unknown route, bad
+    /// signature, ...).
     Refused,
     /// The queue could not take it (5xx): the sender should retry.
     Failed,

@@ -297,7 +297,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{topic}", post(publish_topic).put(publish_topic))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            super::require_token,
+            super::require_ntfy_token,
         ))
         .fallback(|| async {
             ApiError::new(

@@ -248,6 +248,7 @@ async fn a_body_that_is_not_alertmanagers_is_a_4xx_naming_the_field_and_stores_n
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401, "no token");
     assert_eq!(stored(&d), 0);
+    assert_eq!(metric(&d, "alertmanager", "refused").await, 3);
     d.stop().await;
 }
 
@@ -759,6 +760,7 @@ async fn an_ntfy_put_with_headers_and_the_auth_query_is_stored_for_later() {
         .await
         .unwrap();
     assert_eq!(unauthorized.status().as_u16(), 401);
+    assert_eq!(metric(&d, "ntfy", "refused").await, 1);
     let unknown = reqwest::Client::new()
         .put(format!("http://{ntfy}/elsewhere"))
         .bearer_auth(TOKEN)
