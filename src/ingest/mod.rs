@@ -200,8 +200,18 @@ pub async fn store(
     if drafts.is_empty() {
         return Ok(Vec::new());
     }
+    let targets = live
+        .ingest
+        .routes
+        .get(route_name)
+        .map(|r| r.targets.as_slice())
+        .unwrap_or_default();
     let mut items = Vec::with_capacity(drafts.len());
-    for (i, draft) in drafts.into_iter().enumerate() {
+    for draft in drafts {
+        let i = targets
+            .iter()
+            .position(|t| *t == draft.target)
+            .unwrap_or_default();
         let (subject, body, html, template, vars) = match draft.content {
             Content::Text {
                 subject,
@@ -232,6 +242,7 @@ pub async fn store(
                     // What the sender sent: its own names.
                     "send_at" => "delay".to_owned(),
                     // What the route says: the route's key, so the operator can fix it.
+                    "vars" => format!("ingest.routes.{route_name}.template"),
                     f => format!("ingest.routes.{route_name}.targets[{i}].{f}"),
                 };
                 ApiError::new(

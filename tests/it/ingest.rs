@@ -878,3 +878,26 @@ async fn a_routes_own_template_gets_the_whole_payload() {
     assert_eq!(got[0].body["body"], "db-1 db-2 ");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_target_its_channel_refuses_is_a_422_naming_the_routes_key_and_stores_nothing() {
+    let sink = Sink::ok().await;
+    let d = daemon(
+        &sink,
+        "[channels.sms]\nkind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+         auth_token = \"0123456789abcdef\"\nfrom = \"+15550001111\"\nbase_url = \"http://127.0.0.1:9\"\n\
+         [ingest.routes.ops]\ntargets = [\n\
+           { channel = \"hooks\", to = \"ops\" },\n\
+           { channel = \"sms\", to = \"not a number\" },\n]\n",
+    )
+    .await;
+    let (status, answer) = post_json(&d, "/notify/ops", &json!({"body": "b"})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["field"], "ingest.routes.ops.targets[1].to");
+    assert_eq!(
+        stored(&d),
+        0,
+        "one commit: the valid target is not stored alone"
+    );
+    d.stop().await;
+}
