@@ -217,7 +217,18 @@ pub async fn store(
                 subject,
                 body,
                 html,
-            } => (subject, body, html, None, None),
+            } => {
+                // Apprise and ntfy messages need no title; an e-mail needs a subject.
+                let is_email = live
+                    .registry
+                    .get(&draft.target.channel)
+                    .is_some_and(|rt| crate::templates::family(rt.kind) == Some("email"));
+                let subject = match subject {
+                    None if is_email => body.as_deref().and_then(subject_from),
+                    s => s,
+                };
+                (subject, body, html, None, None)
+            }
             Content::Template { name, vars } => (None, None, None, Some(name), Some(vars)),
         };
         let submission = Submission {
@@ -328,6 +339,19 @@ pub fn stored_json(stored: &[Stored]) -> Value {
     })
 }
 
+/// Longest subject made from a message's first line.
+const MAX_DERIVED_SUBJECT: usize = 78;
+
+/// A subject for a message that came without a title: its first non-empty line, shortened.
+pub fn subject_from(body: &str) -> Option<String> {
+    let line = body.lines().map(str::trim).find(|l| !l.is_empty())?;
+    if line.chars().count() <= MAX_DERIVED_SUBJECT {
+        return Some(line.to_owned());
+    }
+    let cut: String = line.chars().take(MAX_DERIVED_SUBJECT - 1).collect();
+    Some(format!("{}…", cut.trim_end()))
+}
+
 /// SHA-256 of `parts` (length-prefixed, so no two lists hash alike), hex, shortened: the body of
 /// a derived idempotency key.
 pub fn key_digest(parts: &[&str]) -> String {
@@ -338,4 +362,22 @@ pub fn key_digest(parts: &[&str]) -> String {
         h.update(p.as_bytes());
     }
     hex::encode(&h.finalize()[..20])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_is_the_first_line_of_the_message_shortened() {
+        assert_eq!(
+            subject_from("\n  Backup failed on db-1\nexit 2").as_deref(),
+            Some("Backup failed on db-1")
+        );
+        let long = "é".repeat(100);
+        let subject = subject_from(&long).unwrap();
+        assert_eq!(subject.chars().count(), MAX_DERIVED_SUBJECT);
+        assert!(subject.ends_with('…'));
+        assert_eq!(subject_from(" \n "), None);
+    }
 }

@@ -901,3 +901,30 @@ async fn a_target_its_channel_refuses_is_a_422_naming_the_routes_key_and_stores_
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn an_untitled_message_for_e_mail_gets_its_first_line_as_subject() {
+    let sink = Sink::ok().await;
+    let d = daemon(
+        &sink,
+        "[channels.mail]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n\
+         from = \"notifyd@example.com\"\n\
+         [ingest.routes.backups]\ntargets = [{ channel = \"mail\", to = \"ops@example.com\" }]\n",
+    )
+    .await;
+    let ntfy = d.daemon.as_ref().unwrap().ntfy_addr().unwrap().to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{ntfy}/backups"))
+        .bearer_auth(TOKEN)
+        .body("Nightly backup failed\nexit code 2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let subject: String = rusqlite::Connection::open(d.queue_path())
+        .unwrap()
+        .query_row("SELECT subject FROM notifications", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(subject, "Nightly backup failed");
+    d.stop().await;
+}
