@@ -3,7 +3,7 @@
 
 mod auth;
 mod body;
-pub(crate) use body::{read_bytes, read_json};
+pub(crate) use body::{read_bytes, read_json, shape};
 mod error;
 pub mod routes;
 pub mod server;

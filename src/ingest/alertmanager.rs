@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -88,7 +88,7 @@ impl Alert {
 /// summary, description and links. Variables: the payload, plus `name`, `instances` and
 /// `firing` computed from it.
 const SUBJECT: &str = "[{{ status | upper }}{% if status == 'firing' %}:{{ firing }}{% endif %}] \
-{{ name }}{% if instances %} — {{ instances | join(', ') }}{% endif %}";
+{{ name }}{% if instances %} — {{ instances | join(', ') }}{% if more_instances %} +{{ more_instances }}{% endif %}{% endif %}";
 const BODY: &str = "{% for a in alerts %}\
 {{ a.status | upper }}: {{ a.labels.alertname }}{% if a.labels.instance %} on {{ a.labels.instance }}{% endif %}\
 {% if a.labels.severity %} ({{ a.labels.severity }}){% endif %}\n\
@@ -98,7 +98,12 @@ const BODY: &str = "{% for a in alerts %}\
 {% if a.annotations.runbook_url %}  Runbook: {{ a.annotations.runbook_url }}\n{% endif %}\
 {% if a.dashboardURL %}  Dashboard: {{ a.dashboardURL }}\n{% endif %}\
 {% endfor %}\
-{% if truncatedAlerts %}… and {{ truncatedAlerts }} more alerts not shown.\n{% endif %}";
+{% if more %}… and {{ more }} more alerts not shown.\n{% endif %}";
+
+/// Alerts the default message lists one by one; the rest are counted.
+const MAX_LISTED: usize = 50;
+/// Instances the default subject names; the rest are counted.
+const MAX_INSTANCES: usize = 5;
 
 static MESSAGES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     let mut env = minijinja::Environment::new();
@@ -135,15 +140,18 @@ pub fn default_message(
     let firing = alerts.iter().filter(|a| a.status == Status::Firing).count();
     let raw_alerts: Vec<&Value> = picked
         .iter()
+        .take(MAX_LISTED)
         .filter_map(|&i| raw.get("alerts").and_then(|a| a.get(i)))
         .collect();
+    let unlisted = u64::try_from(alerts.len() - raw_alerts.len().min(alerts.len())).unwrap_or(0);
     let vars = json!({
         "status": status.as_str(),
         "firing": firing,
         "name": name,
-        "instances": instances,
+        "instances": instances.iter().take(MAX_INSTANCES).collect::<Vec<_>>(),
+        "more_instances": instances.len().saturating_sub(MAX_INSTANCES),
         "alerts": raw_alerts,
-        "truncatedAlerts": payload.truncated_alerts,
+        "more": unlisted + payload.truncated_alerts,
     });
     let render = |name: &str| {
         MESSAGES
@@ -152,36 +160,23 @@ pub fn default_message(
             .map_err(|e| tracing::warn!(error = %e, "The Alertmanager message did not render."))
             .ok()
     };
+    let subject = render("subject").map(|s| s.trim().to_owned());
     Content::Text {
-        subject: render("subject").map(|s| s.trim().to_owned()),
-        body: render("body").map(|b| b.trim_end().to_owned()),
+        // Never nothing: a render that fails still leaves the subject to send.
+        body: render("body")
+            .map(|b| b.trim_end().to_owned())
+            .or_else(|| subject.clone()),
+        subject,
         html: None,
     }
 }
 
-/// Reads an Alertmanager-shaped JSON body (Alertmanager's own, or Grafana's): 400 when it is not
-/// JSON, 422 naming the field when it is not the shape.
+/// Reads an Alertmanager-shaped JSON body (Alertmanager's own, or Grafana's): 422 naming the
+/// field when it is not the shape.
 pub fn parse(value: &Value) -> Result<Payload, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        let field = message
-            .strip_prefix("missing field `")
-            .and_then(|m| m.split('`').next())
-            .map(|name| {
-                if path == "." {
-                    name.to_owned()
-                } else {
-                    format!("{path}.{name}")
-                }
-            })
-            .unwrap_or(path);
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            format!("not an Alertmanager webhook payload: {message}"),
-        )
-        .field(field)
+    crate::api::shape(value.clone()).map_err(|mut e| {
+        e.message = format!("not an Alertmanager webhook payload: {}", e.message);
+        e
     })
 }
 
@@ -409,9 +404,34 @@ mod tests {
     }
 
     #[test]
+    fn a_large_group_names_a_few_instances_and_counts_the_rest() {
+        let mut raw = example();
+        let alerts: Vec<Value> = (0..60)
+            .map(|i| {
+                json!({"status": "firing", "labels": {"alertname": "Down", "instance": format!("web-{i:02}")},
+                       "annotations": {"summary": format!("web-{i:02} is down")},
+                       "startsAt": "2026-12-01T10:00:00Z", "fingerprint": format!("f{i}")})
+            })
+            .collect();
+        raw["alerts"] = json!(alerts);
+        raw["truncatedAlerts"] = json!(7);
+        let d = make(&raw, false);
+        let Content::Text { subject, body, .. } = &d[0].content else {
+            panic!()
+        };
+        assert_eq!(
+            subject.as_deref(),
+            Some("[FIRING:60] Down — web-00, web-01, web-02, web-03, web-04 +55")
+        );
+        let body = body.as_deref().unwrap();
+        assert!(body.contains("web-49 is down") && !body.contains("web-50 is down"));
+        assert!(body.ends_with("… and 17 more alerts not shown."), "{body}");
+    }
+
+    #[test]
     fn a_body_without_alerts_is_refused_naming_the_field() {
         let err = parse(&json!({"status": "firing", "groupKey": "x"})).unwrap_err();
-        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(err.field.as_deref(), Some("alerts"));
         let err = parse(&json!({"status": "burning", "alerts": []})).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("status"));
