@@ -42,6 +42,12 @@ pub enum StartError {
     /// A template did not compile.
     #[error("{0}")]
     Templates(#[from] crate::templates::TemplateError),
+    /// ntfy's listener (`ingest.ntfy.listen`) could not be bound.
+    #[error("ingest.ntfy.listen: cannot listen on {addr}: {source}")]
+    NtfyBind {
+        addr: String,
+        source: std::io::Error,
+    },
     /// The listener could not be bound (or may not be served as configured).
     #[error("server.listen: cannot listen on {addr}: {source}")]
     Bind {
@@ -108,6 +114,9 @@ pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::Te
 /// A started daemon.
 pub struct Daemon {
     addr: Endpoint,
+    /// Where ntfy's publish API listens (`ingest.ntfy.listen`), if it does.
+    ntfy_addr: Option<Endpoint>,
+    ntfy: Option<JoinHandle<()>>,
     outbox: Arc<dyn Outbox>,
     live: Arc<RwLock<Live>>,
     notifier: Notifier,
@@ -175,22 +184,49 @@ impl Daemon {
             registry: registry.clone(),
             templates,
             server: Arc::new(config.server.clone()),
+            ingest: Arc::new(config.ingest.clone()),
         }));
-        let router = api::router(AppState {
+        let state = AppState {
             outbox: outbox.clone(),
             live: live.clone(),
             counters: Default::default(),
-        });
+        };
+        let router = api::router(state.clone());
         let notifier = Notifier::from_env();
         let (api_stop, api_stopped) = watch::channel(false);
         let header_timeout = config.server.header_timeout;
+        let ntfy = match &config.ingest.ntfy.listen {
+            Some(listen) => {
+                let ntfy_error = |source| StartError::NtfyBind {
+                    addr: listen.clone(),
+                    source,
+                };
+                let endpoint = Endpoint::parse(listen).map_err(|e| {
+                    ntfy_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+                let bound = Bound::bind(&endpoint).await.map_err(ntfy_error)?;
+                let at = bound.endpoint().map_err(ntfy_error)?;
+                let router = crate::ingest::ntfy::router(state.clone());
+                let task = tokio::spawn(server::serve(
+                    bound,
+                    router,
+                    header_timeout,
+                    api_stop.subscribe(),
+                ));
+                Some((at, task))
+            }
+            None => None,
+        };
         let api = tokio::spawn(server::serve(bound, router, header_timeout, api_stopped));
         let (halt, dispatching) = start_dispatcher(&outbox, registry.clone(), &config, &notifier);
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
         // The queue is migrated and the listener bound: only now may systemd start dependents.
         notifier.ready(&format!("Listening on {addr}"));
+        let (ntfy_addr, ntfy) = ntfy.unzip();
         Ok(Self {
             addr,
+            ntfy_addr,
+            ntfy,
             outbox,
             live,
             notifier,
@@ -206,6 +242,11 @@ impl Daemon {
         &self.addr
     }
 
+    /// Where ntfy's publish API listens, when `ingest.ntfy.listen` is set.
+    pub fn ntfy_addr(&self) -> Option<&Endpoint> {
+        self.ntfy_addr.as_ref()
+    }
+
     /// Applies a new configuration without losing anything queued or in flight: channels,
     /// policies, templates and API tokens change; a new dispatcher starts while the old one
     /// finishes its sends. An invalid configuration changes nothing, and neither does one that
@@ -216,6 +257,13 @@ impl Daemon {
             return Err(format!(
                 "server.auth_token: {why} (a reload keeps the bound listener; a new \
                  server.listen applies only at a restart)"
+            ));
+        }
+        if let Some(addr) = &self.ntfy_addr
+            && let Some(why) = open_to_others(addr, &new.server)
+        {
+            return Err(format!(
+                "server.auth_token: ingest.ntfy.listen: {why} (a reload keeps the bound listener)"
             ));
         }
         let registry = Arc::new(
@@ -238,6 +286,10 @@ impl Daemon {
                 new.server.metrics_public != config.server.metrics_public,
             ),
             ("queue.url", new.queue.url != config.queue.url),
+            (
+                "ingest.ntfy.listen",
+                new.ingest.ntfy.listen != config.ingest.ntfy.listen,
+            ),
         ] {
             if changed {
                 needs_restart.push(key);
@@ -252,6 +304,7 @@ impl Daemon {
                 registry: registry.clone(),
                 templates,
                 server: Arc::new(server),
+                ingest: Arc::new(new.ingest.clone()),
             };
         }
         let mut running = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
@@ -281,6 +334,9 @@ impl Daemon {
     /// Waits until the stop has completed and every outcome is committed.
     pub async fn wait(self) {
         let _ = self.api.await;
+        if let Some(ntfy) = self.ntfy {
+            let _ = ntfy.await;
+        }
         let tasks = {
             let mut running = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut running.1)

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod inbound;
+pub mod ingest;
 pub mod json_bounds;
 pub mod metrics;
 pub mod outbox;

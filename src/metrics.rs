@@ -73,6 +73,8 @@ pub struct Counters {
     receipts: [AtomicU64; 3],
     /// Requests to the inbound endpoint by [`ReceiptOutcome`].
     receipt_outcomes: [AtomicU64; 4],
+    /// Ingest requests by sender format and outcome.
+    pub ingest: crate::ingest::IngestCounters,
 }
 
 /// What became of a request to `POST /v1/inbound/{channel}`.
@@ -230,6 +232,24 @@ pub async fn render(
         "counter",
         "Notifications accepted through the API.",
         &accepted,
+    );
+    let mut ingest = Vec::new();
+    for format in crate::ingest::Format::ALL {
+        for outcome in crate::ingest::Outcome::ALL {
+            ingest.push(format!(
+                "notifyd_ingest_requests_total{{format=\"{}\",outcome=\"{}\"}} {}",
+                format.as_str(),
+                outcome.as_str(),
+                counters.ingest.get(format, outcome)
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "notifyd_ingest_requests_total",
+        "counter",
+        "Requests to the ingest endpoints by sender format (alertmanager, grafana, apprise, ntfy) and outcome (stored, duplicate, unrouted, refused, failed).",
+        &ingest,
     );
     let receipts: Vec<String> = ["delivered", "failed", "in_progress"]
         .iter()

@@ -268,6 +268,7 @@ impl Submission {
             idempotency_key: self.idempotency_key,
             content_hash,
             fallback,
+            source: None,
         })
     }
 

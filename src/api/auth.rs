@@ -26,6 +26,14 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Whether `presented` is one of `tokens`. Every token is compared, so the time taken does not
+/// say which one matched.
+pub fn is_one_of(presented: &str, tokens: &[&str]) -> bool {
+    tokens
+        .iter()
+        .fold(false, |found, t| same_secret(presented, t) | found)
+}
+
 /// Lets a request through when no token is configured or when it carries a configured one.
 pub async fn require_token(
     State(state): State<AppState>,
@@ -42,13 +50,7 @@ pub async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
-    // Check every token, so the time taken does not say which one matched.
-    let ok = presented.is_some_and(|p| {
-        tokens
-            .iter()
-            .fold(false, |found, t| same_secret(p, t) | found)
-    });
-    if ok {
+    if presented.is_some_and(|p| is_one_of(p, &tokens)) {
         return next.run(request).await;
     }
     let mut resp = ApiError::new(

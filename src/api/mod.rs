@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+pub(crate) use body::{read_bytes, read_json, shape};
 mod error;
 mod readiness;
 pub mod routes;
@@ -28,7 +29,7 @@ use crate::registry::Registry;
 use crate::submission::{Replay, Submission};
 use crate::templates::Templates;
 
-pub use auth::same_secret;
+pub use auth::{is_one_of, same_secret};
 pub use error::ApiError;
 pub use views::dead_letter as views_dead_letter;
 pub use views::notification as views_notification;
@@ -48,6 +49,8 @@ pub struct Live {
     pub registry: Arc<Registry>,
     pub templates: Arc<Templates>,
     pub server: Arc<ServerConfig>,
+    /// The ingest routes (`[ingest]`).
+    pub ingest: Arc<crate::ingest::IngestConfig>,
 }
 
 impl AppState {
@@ -60,12 +63,16 @@ impl AppState {
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     let metrics_public = state.live().server.metrics_public;
-    let (mut protected, mut open) = (Router::new(), Router::new());
+    let (mut protected, mut open, mut ingest) = (Router::new(), Router::new(), Router::new());
     for route in routes::all() {
         let needs_token = match route.access {
             routes::Access::Token => true,
             routes::Access::Metrics => !metrics_public,
             routes::Access::Open => false,
+            routes::Access::Ingest => {
+                ingest = ingest.route(route.path, (route.handler)());
+                continue;
+            }
         };
         if needs_token {
             protected = protected.route(route.path, (route.handler)());
@@ -77,8 +84,13 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         auth::require_token,
     ));
+    let ingest = ingest.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::ingest::require_token,
+    ));
     Router::new()
         .merge(protected)
+        .merge(ingest)
         .merge(open)
         .fallback(|| async {
             ApiError::new(

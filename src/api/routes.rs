@@ -16,6 +16,9 @@ pub enum Access {
     Open,
     /// `/metrics`: a token unless `server.metrics_public`.
     Metrics,
+    /// Ingest endpoints: a token as senders send it (Bearer, or HTTP Basic with the token as
+    /// password), when tokens are configured.
+    Ingest,
 }
 
 /// What a route takes as its body.
@@ -28,6 +31,10 @@ pub enum RequestBody {
     Batch,
     /// A provider's receipt: form-encoded (Twilio) or signed JSON.
     Receipt,
+    /// Alertmanager's (or Grafana's) webhook payload.
+    Alerts,
+    /// An Apprise API notify request: form, JSON or multipart.
+    Apprise,
 }
 
 /// One route: its path, method, handler and documentation.
@@ -42,6 +49,58 @@ pub struct Route {
 }
 
 const ERRORS: (u16, &str) = (422, "invalid field (the error names it)");
+
+const INGEST_ALERTS: &[(u16, &str)] = &[
+    (
+        200,
+        "{notifications: [{id, state, duplicate}]}, after the commit; empty when no target matched",
+    ),
+    (400, "invalid JSON"),
+    (401, "no or wrong token"),
+    (404, "no such ingest route"),
+    (413, "body too large"),
+    (
+        422,
+        "not an Alertmanager payload (the error names the field), or a target the channel refuses",
+    ),
+    (
+        503,
+        "the queue cannot take writes; nothing stored (Alertmanager retries)",
+    ),
+];
+
+const INGEST_GRAFANA: &[(u16, &str)] = &[
+    (
+        200,
+        "{notifications: [{id, state, duplicate}]}, after the commit; empty when no target matched",
+    ),
+    (400, "invalid JSON"),
+    (
+        401,
+        "no or wrong token, or a missing, wrong or stale signature: nothing stored",
+    ),
+    (404, "no such ingest route"),
+    (413, "body too large"),
+    (422, "not Grafana's payload (the error names the field)"),
+    (503, "the queue cannot take writes; nothing stored"),
+];
+
+const INGEST_APPRISE: &[(u16, &str)] = &[
+    (
+        200,
+        "{notifications: [{id, state, duplicate}]}, after the commit",
+    ),
+    (
+        400,
+        "no body, unknown type or format, malformed form (the error names the field)",
+    ),
+    (401, "no or wrong token"),
+    (404, "no such ingest route (the key)"),
+    (413, "body too large"),
+    (415, "not JSON, a form or multipart"),
+    (422, "no target of the route matches the tag"),
+    (503, "the queue cannot take writes; nothing stored"),
+];
 
 /// The whole API.
 pub fn all() -> Vec<Route> {
@@ -155,6 +214,51 @@ pub fn all() -> Vec<Route> {
             handler: || post(inbound),
         },
         Route {
+            method: "post",
+            path: "/ingest/alertmanager/{route}",
+            summary: "Alertmanager's webhook_config receiver (payload version 4); one notification per group (or per alert) for each target the route picks. An HA replica's copy of the same group is the same notification.",
+            access: Ingest,
+            body: RequestBody::Alerts,
+            responses: INGEST_ALERTS,
+            handler: || post(crate::ingest::alertmanager::receive),
+        },
+        Route {
+            method: "post",
+            path: "/ingest/grafana/{route}",
+            summary: "Grafana's webhook contact point; its HMAC-SHA256 signature is checked first when the route has `signature`.",
+            access: Ingest,
+            body: RequestBody::Alerts,
+            responses: INGEST_GRAFANA,
+            handler: || post(crate::ingest::grafana::receive),
+        },
+        Route {
+            method: "put",
+            path: "/ingest/grafana/{route}",
+            summary: "The same, for a contact point set to PUT.",
+            access: Ingest,
+            body: RequestBody::Alerts,
+            responses: INGEST_GRAFANA,
+            handler: || axum::routing::put(crate::ingest::grafana::receive),
+        },
+        Route {
+            method: "post",
+            path: "/notify/{key}",
+            summary: "Apprise API notify (apprise://host/{key}); the key names an ingest route; 200 once stored.",
+            access: Ingest,
+            body: RequestBody::Apprise,
+            responses: INGEST_APPRISE,
+            handler: || post(crate::ingest::apprise::notify_key),
+        },
+        Route {
+            method: "post",
+            path: "/notify",
+            summary: "Apprise API notify with the key in X-Apprise-Config-ID (Apprise's v2 form).",
+            access: Ingest,
+            body: RequestBody::Apprise,
+            responses: INGEST_APPRISE,
+            handler: || post(crate::ingest::apprise::notify),
+        },
+        Route {
             method: "get",
             path: "/metrics",
             summary: "Prometheus text exposition.",
@@ -256,7 +360,10 @@ pub fn document() -> Value {
             json!(format!("{} {}", route.method, route.path)),
         );
         let mut responses = route.responses.to_vec();
-        if route.access != Access::Open {
+        if route.access == Access::Ingest {
+            op.insert("security".into(), json!([{"bearer": []}, {"basic": []}]));
+            responses.push((401, "no token, or not a configured one"));
+        } else if route.access != Access::Open {
             op.insert("security".into(), json!([{"bearer": []}]));
             responses.push((401, "no token, or not a configured one"));
         }
@@ -275,6 +382,22 @@ pub fn document() -> Value {
             RequestBody::Batch => Some(json!({"application/json": {"schema": {
                 "type": "object", "required": ["notifications"],
                 "properties": {"notifications": {"type": "array", "items": submission}}}}})),
+            RequestBody::Alerts => Some(json!({"application/json": {"schema": {
+                "type": "object", "required": ["status", "alerts"],
+                "description": "Alertmanager's webhook payload (version 4) or Grafana's (version 1); unknown fields are accepted",
+                "properties": {"groupKey": {"type": "string"}, "status": {"type": "string", "enum": ["firing", "resolved"]},
+                    "alerts": {"type": "array", "items": {"type": "object"}}, "truncatedAlerts": {"type": "integer"}}}}})),
+            RequestBody::Apprise => {
+                let schema = json!({"type": "object", "required": ["body"], "properties": {
+                    "title": {"type": "string"}, "body": {"type": "string"},
+                    "type": {"type": "string", "enum": ["info", "success", "warning", "failure"]},
+                    "format": {"type": "string", "enum": ["text", "markdown", "html"]},
+                    "tag": {"type": "string"}}});
+                Some(
+                    json!({"application/x-www-form-urlencoded": {"schema": schema},
+                    "application/json": {"schema": schema}, "multipart/form-data": {"schema": schema}}),
+                )
+            }
             RequestBody::Receipt => Some(json!({
                 "application/x-www-form-urlencoded": {"schema": {"type": "object", "description": "Twilio status callback parameters"}},
                 "application/json": {"schema": {"type": "object", "required": ["provider_id", "status"], "properties": {
@@ -314,7 +437,8 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic", "description": "any user name, a token as password"}},
         },
     })
 }

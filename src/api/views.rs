@@ -53,6 +53,7 @@ pub fn notification(v: &NotificationView) -> Value {
         "last_error": v.last_code.as_ref().map(|code| json!({"code": code, "message": v.last_error})),
         "fallback_of": v.parent_id,
         "fallback": v.fallback,
+        "source": v.source,
                 "attempt_log": attempts,
         "receipts": v.receipts.iter().map(|r| json!({
             "status": r.status,

@@ -6,8 +6,8 @@
 //! later, in [`crate::registry`].
 
 mod channel;
-mod duration;
-mod secret_files;
+pub(crate) mod duration;
+pub(crate) mod secret_files;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +39,9 @@ pub struct Config {
     pub templates: TemplatesConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// What Alertmanager, Grafana, Apprise and ntfy senders post, and where it goes.
+    #[serde(default)]
+    pub ingest: crate::ingest::IngestConfig,
     /// Channels by name; notifications refer to a channel by this name.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
@@ -426,6 +429,11 @@ impl Config {
                 }
             }
         }
+        let channels: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+        problems.extend(
+            self.ingest
+                .problems(&channels, !self.server.tokens().is_empty()),
+        );
         if problems.is_empty() {
             Ok(())
         } else {

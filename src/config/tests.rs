@@ -278,3 +278,42 @@ fn a_found_value_is_dropped_from_type_errors_only() {
         "missing field `url`"
     );
 }
+
+#[test]
+fn an_ingest_route_to_an_unknown_channel_is_a_config_error_naming_the_key() {
+    let err = load(
+        "[channels.log]\nkind = \"log\"\n\
+         [ingest.routes.alerts]\ntargets = [{ channel = \"slack\", to = \"#ops\" }]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("ingest.routes.alerts.targets[0].channel: no channel named \"slack\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_ingest_key_is_named() {
+    let err = load(
+        "[ingest.routes.alerts]\ntargets = [{ channel = \"log\", to = \"x\", severity = \"critical\" }]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("severity"), "{err}");
+    assert!(err.contains("ingest"), "{err}");
+}
+
+#[test]
+fn a_grafana_signature_secret_can_come_from_a_file() {
+    let secret = file("0123456789abcdef-from-file\n");
+    let c = load(&format!(
+        "[ingest.routes.grafana]\ntargets = [{{ channel = \"log\", to = \"x\" }}]\n\
+         signature = {{ secret_file = \"{}\" }}\n",
+        secret.path().display()
+    ))
+    .unwrap();
+    let sig = c.ingest.routes["grafana"].signature.as_ref().unwrap();
+    assert_eq!(sig.secret.expose(), "0123456789abcdef-from-file");
+    assert_eq!(sig.header, "X-Grafana-Alerting-Signature");
+}

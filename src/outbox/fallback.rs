@@ -50,6 +50,8 @@ pub fn fallback_child(
         // Matches no submission: only the parent's completion may queue it.
         content_hash: String::new(),
         fallback: routes.collect(),
+        // What arrived is the parent's; the child links to it through `fallback_of`.
+        source: None,
     })
 }
 

@@ -167,6 +167,9 @@ pub struct NewNotification {
     pub content_hash: String,
     /// Tried in order when this one fails or dies.
     pub fallback: Vec<FallbackRoute>,
+    /// What it was made from when it arrived through an ingest endpoint (JSON text: format,
+    /// route, the sender's ids); `None` for API, CLI and SQL submissions.
+    pub source: Option<String>,
 }
 
 /// What enqueueing one notification did.
@@ -346,6 +349,8 @@ pub struct NotificationView {
     pub last_error: Option<String>,
     pub parent_id: Option<String>,
     pub fallback: Vec<FallbackTarget>,
+    /// Where an ingested notification came from (format, route, the sender's ids).
+    pub source: Option<serde_json::Value>,
     pub attempt_log: Vec<AttemptView>,
     pub receipts: Vec<ReceiptView>,
 }

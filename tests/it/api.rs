@@ -530,6 +530,7 @@ async fn a_full_disk_is_503_and_nothing_is_stored() {
             registry: Arc::new(Registry::build(&config).unwrap()),
             templates: Default::default(),
             server: Arc::new(ServerConfig::default()),
+            ingest: Default::default(),
         })),
         counters: Default::default(),
     };

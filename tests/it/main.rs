@@ -10,6 +10,7 @@ mod delivery;
 mod enqueue_outside;
 mod fuzz;
 mod hostile_rows;
+mod ingest;
 mod limits;
 mod outbox_contract;
 mod providers;

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0005_cheaper_writes.sql"),
     include_str!("0006_checked_rows.sql"),
     include_str!("0007_lease_token.sql"),
+    include_str!("0009_ingest_source.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -70,6 +71,7 @@ struct ViewRow {
     last_error: Option<String>,
     parent_id: Option<String>,
     fallback: Option<String>,
+    source: Option<String>,
 }
 
 impl ViewRow {
@@ -91,6 +93,7 @@ impl ViewRow {
             last_error: stored::lossy_text(r, 11)?,
             parent_id: stored::lossy_text(r, 12)?,
             fallback: stored::lossy_text(r, 13)?,
+            source: stored::lossy_text(r, 14)?,
         })
     }
 }
@@ -100,7 +103,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
     let row = conn
         .prepare_cached(
             "SELECT id, channel, recipient, state, priority, attempts, created_at, run_at,
-                    expires_at, provider_id, last_code, last_error, parent_id, fallback
+                    expires_at, provider_id, last_code, last_error, parent_id, fallback, source
              FROM notifications WHERE id = ?1",
         )?
         .query_row(params![id], ViewRow::read)
@@ -142,6 +145,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         last_error: row.last_error,
         parent_id: row.parent_id,
         fallback: view_fallback(row.fallback),
+        source: row.source.and_then(|s| serde_json::from_str(&s).ok()),
         attempt_log,
         receipts,
     }))

@@ -24,6 +24,7 @@ pub(super) fn note(channel: &str) -> NewNotification {
         idempotency_key: None,
         content_hash: "h1".into(),
         fallback: Vec::new(),
+        source: None,
     }
 }
 

@@ -468,8 +468,8 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO notifications (id, channel, recipient, subject, body, html, data,
                      priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-                     content_hash, fallback, parent_id, checked)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1)
+                     content_hash, fallback, parent_id, checked, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1, ?16)
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )?
             .execute(params![
@@ -488,6 +488,7 @@ impl Writer {
                 n.content_hash,
                 fallback,
                 parent,
+                n.source,
             ])?;
         if inserted == 1 {
             return Ok(Enqueued::Created { id: n.id.clone() });

@@ -106,3 +106,18 @@ pub async fn one_enqueue_of_several_answers_each_in_order(s: Subject) {
         ]
     );
 }
+
+pub async fn the_source_of_an_ingested_notification_is_read_back(s: Subject) {
+    let source = serde_json::json!({"format": "alertmanager", "route": "ops", "ids": ["fp-1"]});
+    let ingested = NewNotification {
+        source: Some(source.to_string()),
+        ..s.note("mail")
+    };
+    let id = s.put(ingested).await;
+    let plain = s.put(s.note("mail")).await;
+    assert_eq!(
+        s.outbox.get(&id).await.unwrap().unwrap().source,
+        Some(source)
+    );
+    assert_eq!(s.outbox.get(&plain).await.unwrap().unwrap().source, None);
+}

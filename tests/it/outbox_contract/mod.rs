@@ -56,6 +56,7 @@ impl Subject {
             idempotency_key: None,
             content_hash: "h1".into(),
             fallback: Vec::new(),
+            source: None,
         }
     }
 
@@ -136,6 +137,7 @@ macro_rules! outbox_contract {
             enqueue::the_same_key_with_other_content_is_a_conflict_naming_the_holder,
             enqueue::a_key_is_found_with_its_holder_and_an_unused_key_is_not,
             enqueue::one_enqueue_of_several_answers_each_in_order,
+            enqueue::the_source_of_an_ingested_notification_is_read_back,
             claim::a_claim_takes_high_priority_first_then_earliest_due,
             claim::a_claim_of_several_takes_the_first_in_that_order_highest_priority_first,
             claim::a_claim_takes_only_its_channel_and_at_most_its_limit,
