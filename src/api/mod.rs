@@ -130,10 +130,13 @@ impl From<ApiError> for Box<Refused> {
 }
 
 /// Validates one submission; the `Idempotency-Key` header, when given, is the same as the field.
+/// `refused` is a refusal already decided from the request's text (an inexact integer, an item
+/// too large): it stands unless the submission replays a stored one.
 fn accept(
     live: &Live,
     value: serde_json::Value,
     header_key: Option<&str>,
+    refused: Option<ApiError>,
 ) -> Result<NewNotification, Box<Refused>> {
     let mut submission: Submission = body::shape(value)?;
     if let Some(key) = header_key {
@@ -151,6 +154,9 @@ fn accept(
         }
     }
     let replay = submission.replay();
+    if let Some(error) = refused {
+        return Err(Box::new(Refused { error, replay }));
+    }
     submission
         .validate(&live.registry, &live.templates)
         .map_err(|r| {
@@ -211,9 +217,7 @@ async fn create(
         live.server.body_timeout,
     )
     .await?;
-    if let Some(inexact) = body::inexact_under(&json.inexact_integers, "") {
-        return Err(inexact);
-    }
+    let inexact = body::inexact_under(&json.inexact_integers, "");
     let value = json.value;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -226,7 +230,7 @@ async fn create(
         })?),
         None => None,
     };
-    let new = match accept(&live, value, header_key) {
+    let new = match accept(&live, value, header_key, inexact) {
         Ok(new) => new,
         Err(refused) => {
             return match replayed_answer(state.outbox.as_ref(), &refused).await? {
@@ -304,15 +308,9 @@ async fn create_batch(
         Vec::with_capacity(batch.notifications.len());
     let mut valid = Vec::new();
     for (i, item) in batch.notifications.into_iter().enumerate() {
-        let item = match item_within_bounds(&inexact_integers, i, item, live.server.max_body_bytes)
-        {
-            Ok(item) => item,
-            Err(refused) => {
-                results.push(Some((refused.status, refused.body())));
-                continue;
-            }
-        };
-        match accept(&live, item, None) {
+        let out_of_bounds =
+            item_out_of_bounds(&inexact_integers, i, &item, live.server.max_body_bytes);
+        match accept(&live, item, None, out_of_bounds) {
             Ok(n) => {
                 valid.push((i, n));
                 results.push(None);
@@ -322,7 +320,11 @@ async fn create_batch(
                     Some(answer) => answer,
                     None => {
                         let mut e = refused.error;
-                        e.field = e.field.map(|f| format!("notifications[{i}].{f}"));
+                        e.field = Some(match e.field {
+                            Some(f) if f.starts_with('[') => format!("notifications[{i}]{f}"),
+                            Some(f) => format!("notifications[{i}].{f}"),
+                            None => format!("notifications[{i}]"),
+                        });
                         (e.status, e.body())
                     }
                 };
@@ -360,29 +362,32 @@ async fn create_batch(
     Ok((StatusCode::OK, Json(json!({ "results": results }))).into_response())
 }
 
-/// A batch item is refused on its own when it holds an integer that would not be kept exactly,
-/// or is larger than a single `POST` may be (a batch is no way around that limit).
-fn item_within_bounds(
+/// Why a batch item is refused on its own before it is validated: it holds an integer that
+/// would not be kept exactly, or is larger than a single `POST` may be (a batch is no way
+/// around that limit). Fields are relative to the item.
+fn item_out_of_bounds(
     inexact_integers: &[String],
     i: usize,
-    item: serde_json::Value,
+    item: &serde_json::Value,
     max_bytes: usize,
-) -> Result<serde_json::Value, ApiError> {
-    let field = format!("notifications[{i}]");
-    if let Some(inexact) = body::inexact_under(inexact_integers, &field) {
-        return Err(inexact);
+) -> Option<ApiError> {
+    let prefix = format!("notifications[{i}]");
+    if let Some(mut inexact) = body::inexact_under(inexact_integers, &prefix) {
+        inexact.field = inexact.field.map(|f| {
+            let relative = f.strip_prefix(&prefix).unwrap_or(&f);
+            relative.strip_prefix('.').unwrap_or(relative).to_owned()
+        });
+        return Some(inexact);
     }
-    if body::encoded_len(&item) > max_bytes {
-        return Err(ApiError::new(
+    (body::encoded_len(item) > max_bytes).then(|| {
+        ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_large",
             format!(
                 "one notification is at most {max_bytes} bytes of JSON (server.max_body_bytes)"
             ),
         )
-        .field(field));
-    }
-    Ok(item)
+    })
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {

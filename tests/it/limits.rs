@@ -231,3 +231,33 @@ async fn an_idempotency_key_header_on_a_batch_is_422_naming_it() {
     let (_, depth) = d.get("/v1/channels").await;
     assert_eq!(depth["channels"][0]["queue"]["queued"], 0, "{depth}");
 }
+
+#[tokio::test]
+async fn a_replay_of_a_notification_stored_before_the_integer_check_answers_the_original() {
+    let d = TestDaemon::start(LOG).await;
+    let text = r#"{"channel": "log", "to": "x", "send_at": "2099-01-01T00:00:00Z",
+        "data": {"n": 18446744073709551616}, "idempotency_key": "before-upgrade"}"#;
+    // Stored by an earlier version, which took the integer as a float (as serde_json does).
+    let hash = serde_json::from_str::<notifyd::submission::Submission>(text)
+        .unwrap()
+        .replay()
+        .unwrap()
+        .content_hash;
+    let id: String = rusqlite::Connection::open(d.queue_path())
+        .unwrap()
+        .query_row(
+            "INSERT INTO notifications (channel, recipient, data, run_at, idempotency_key, content_hash)
+             VALUES ('log', 'x', '{\"n\":1.8446744073709552e19}', 4070908800000, 'before-upgrade', ?1)
+             RETURNING id",
+            [hash],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (s, b) = post_text(&d, "/v1/notifications", text).await;
+    assert_eq!((s, &b["id"]), (200, &json!(id)), "{b}");
+    let batch = format!(r#"{{"notifications": [{text}]}}"#);
+    let (s, b) = post_text(&d, "/v1/notifications/batch", &batch).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["results"][0]["status"], 200, "{b}");
+    assert_eq!(b["results"][0]["id"], json!(id), "{b}");
+}
