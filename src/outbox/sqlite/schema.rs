@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0003_receipts.sql"),
     include_str!("0004_receipts_once.sql"),
     include_str!("0005_cheaper_writes.sql"),
+    include_str!("0008_history.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
