@@ -46,6 +46,9 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Search the history, newest first, read from the queue file: a table, or `--json` (the
+    /// API's page). Pass the printed `next` as `--cursor` for the following page.
+    List(Box<crate::search::ListArgs>),
     /// Put dead letters back in the queue (with a fresh attempt budget): one by id, or all of a
     /// channel. Works on the queue file; a running daemon picks them up.
     Replay {
@@ -228,6 +231,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             channel,
         } => replay(&config, id, all_dead, channel).await,
         Command::Channels => channels(&config).await,
+        Command::List(args) => {
+            let query = match crate::search::parse(args.pairs()) {
+                Ok(q) => q,
+                Err(r) => {
+                    eprintln!("notifyd: --{}: {}", r.field.replace('_', "-"), r.message);
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            let outbox = daemon::open_existing_outbox(&config).await?;
+            let page = outbox.history(&query).await?;
+            if args.json {
+                let body = crate::api::HistoryPageBody::from(&page);
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!("{}", crate::search::table(&page));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -268,22 +289,10 @@ async fn replay(
     let ids: Vec<String> = match (id, all, channel) {
         (Some(id), _, _) => vec![id],
         (None, true, Some(channel)) => {
-            let mut ids = Vec::new();
-            loop {
-                let batch = outbox.dead_letters(Some(&channel), 1000).await?;
-                if batch.is_empty() {
-                    break;
-                }
-                for d in batch {
-                    if outbox.replay(&d.id).await? == Transition::Done(crate::outbox::State::Queued)
-                    {
-                        ids.push(d.id);
-                    }
-                }
-            }
+            let replayed = outbox.replay_channel(&channel).await?;
             println!(
                 "{}",
-                serde_json::json!({ "replayed": ids.len(), "channel": channel })
+                serde_json::json!({ "replayed": replayed, "channel": channel })
             );
             return Ok(ExitCode::SUCCESS);
         }

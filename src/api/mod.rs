@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+mod history;
 pub mod routes;
 pub mod server;
 mod views;
@@ -29,8 +30,10 @@ use crate::templates::Templates;
 
 pub use auth::same_secret;
 pub use error::ApiError;
+pub use history::{HistoryEntry, HistoryPageBody};
 pub use views::dead_letter as views_dead_letter;
 pub use views::notification as views_notification;
+pub use views::rfc3339;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -389,10 +392,20 @@ async fn replay(
 async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
     let depth = state.outbox.depth().await?;
     let live = state.live();
+    let oldest = state.outbox.oldest_due(&live.registry.names()).await?;
+    let now = crate::outbox::now_ms();
     let channels: Vec<_> = live
         .registry
         .iter()
-        .map(|rt| views::channel(rt, &depth))
+        .map(|rt| {
+            let mut entry = views::channel(rt, &depth);
+            let due = oldest
+                .iter()
+                .find(|(c, _)| *c == rt.name)
+                .map(|(_, at)| *at);
+            views::channel_extras(&mut entry, rt, due, now);
+            entry
+        })
         .collect();
     Ok(Json(json!({ "channels": channels })).into_response())
 }

@@ -7,6 +7,7 @@ mod chaos;
 mod crash;
 mod delivery;
 mod enqueue_outside;
+mod history;
 mod providers;
 mod receipts;
 mod reload;
