@@ -4,6 +4,7 @@
 
 mod api;
 mod chaos;
+mod console;
 mod crash;
 mod delivery;
 mod enqueue_outside;
@@ -13,3 +14,4 @@ mod receipts;
 mod reload;
 mod service;
 mod support;
+mod webdriver;
