@@ -65,6 +65,8 @@ pub enum Command {
     Channels,
     /// Measure throughput and latency on this machine (see README).
     Bench(crate::bench::BenchArgs),
+    /// Measure history searches on a large queue (see README).
+    BenchHistory(Box<crate::bench_history::Args>),
 }
 
 /// `notifyd send` flags; the same fields as the HTTP API.
@@ -151,6 +153,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Bench(args) = &cli.command {
         return crate::bench::run(args).await.map(|()| ExitCode::SUCCESS);
     }
+    if let Command::BenchHistory(args) = &cli.command {
+        return crate::bench_history::run(args)
+            .await
+            .map(|()| ExitCode::SUCCESS);
+    }
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -212,7 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Bench(_) => Ok(ExitCode::SUCCESS),
+        Command::Bench(_) | Command::BenchHistory(_) => Ok(ExitCode::SUCCESS),
         Command::DeadLetters { channel, limit } => {
             let outbox = daemon::open_existing_outbox(&config).await?;
             let items = outbox

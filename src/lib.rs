@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_history;
 pub mod cli;
 pub mod config;
 pub mod console;
