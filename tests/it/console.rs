@@ -102,15 +102,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     // hooks: the first two requests fail and, with one attempt each, die.
     let ok = Sink::ok().await;
     let down = Sink::always(StatusCode::SERVICE_UNAVAILABLE, "x-down", "1").await;
-    let flaky = Sink::start(|n, _| {
-        let status = if n < 2 {
-            StatusCode::BAD_GATEWAY
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    })
-    .await;
+    let flaky = Sink::failing_first(2).await;
     let channels = [
         webhook(
             "mail",
@@ -373,5 +365,13 @@ async fn the_console_is_served_with_a_strict_content_security_policy_and_no_toke
     assert_eq!((s, session), (200, json!({"token_required": true})));
     let (s, _) = d.get("/v1/notifications").await;
     assert_eq!(s, 401, "the data behind the console still needs the token");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn without_tokens_the_console_asks_for_none() {
+    let d = TestDaemon::start("[channels.log]\nkind = \"log\"\n").await;
+    let (s, session) = d.get("/ui/session").await;
+    assert_eq!((s, session), (200, json!({"token_required": false})));
     d.stop().await;
 }

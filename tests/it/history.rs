@@ -2,9 +2,7 @@
 //! overview's additions to `GET /v1/channels`, and `notifyd list`.
 
 use std::process::Command;
-use std::time::Duration;
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -89,15 +87,7 @@ async fn content_is_what_was_accepted_and_an_unknown_id_is_404() {
 #[tokio::test]
 async fn replaying_a_channel_puts_every_dead_letter_of_it_back_and_they_are_delivered() {
     // The first two requests fail; with one attempt each, both notifications die.
-    let sink = Sink::start(|n, _| {
-        let status = if n < 2 {
-            StatusCode::BAD_GATEWAY
-        } else {
-            StatusCode::OK
-        };
-        (status, vec![], Duration::ZERO)
-    })
-    .await;
+    let sink = Sink::failing_first(2).await;
     let d = TestDaemon::start(&webhook(
         "hooks",
         &sink.url(),
