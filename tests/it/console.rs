@@ -318,6 +318,25 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         .wait_text(".card[data-channel=push] .health", "breaker open")
         .await;
     shoot(&browser, &shots, "overview-phone").await;
+    // The system's dark scheme turns the page dark.
+    let light = browser
+        .eval(
+            "return getComputedStyle(document.body).backgroundColor",
+            json!([]),
+        )
+        .await;
+    browser.prefer_color_scheme("dark").await;
+    let dark = browser
+        .eval(
+            "return getComputedStyle(document.body).backgroundColor",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        (light.as_str(), dark.as_str()),
+        (Some("rgb(246, 247, 249)"), Some("rgb(15, 18, 22)"))
+    );
+    shoot(&browser, &shots, "overview-phone-dark").await;
 
     let errors: Vec<_> = browser
         .console_log()

@@ -274,6 +274,18 @@ impl Browser {
             .unwrap();
     }
 
+    /// Makes the page see the system's colour scheme as `scheme` (`dark` or `light`), through
+    /// chromedriver's DevTools passthrough.
+    pub async fn prefer_color_scheme(&self, scheme: &str) {
+        self.try_post(
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setEmulatedMedia",
+                   "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}}),
+        )
+        .await
+        .unwrap();
+    }
+
     /// A PNG of the viewport.
     pub async fn screenshot(&self) -> Vec<u8> {
         let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
