@@ -46,6 +46,9 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Search the history, newest first, read from the queue file: a table, or `--json` (the
+    /// API's page). Pass the printed `next` as `--cursor` for the following page.
+    List(Box<crate::search::ListArgs>),
     /// Put dead letters back in the queue (with a fresh attempt budget): one by id, or all of a
     /// channel. Works on the queue file; a running daemon picks them up.
     Replay {
@@ -62,6 +65,8 @@ pub enum Command {
     Channels,
     /// Measure throughput and latency on this machine (see README).
     Bench(crate::bench::BenchArgs),
+    /// Measure history searches on a large queue (see README).
+    BenchHistory(Box<crate::bench_history::Args>),
 }
 
 /// `notifyd send` flags; the same fields as the HTTP API.
@@ -148,6 +153,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Bench(args) = &cli.command {
         return crate::bench::run(args).await.map(|()| ExitCode::SUCCESS);
     }
+    if let Command::BenchHistory(args) = &cli.command {
+        return crate::bench_history::run(args)
+            .await
+            .map(|()| ExitCode::SUCCESS);
+    }
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -209,7 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Bench(_) => Ok(ExitCode::SUCCESS),
+        Command::Bench(_) | Command::BenchHistory(_) => Ok(ExitCode::SUCCESS),
         Command::DeadLetters { channel, limit } => {
             let outbox = daemon::open_existing_outbox(&config).await?;
             let items = outbox
@@ -228,6 +238,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             channel,
         } => replay(&config, id, all_dead, channel).await,
         Command::Channels => channels(&config).await,
+        Command::List(args) => {
+            let query = match crate::search::parse(args.pairs()) {
+                Ok(q) => q,
+                Err(r) => {
+                    eprintln!("notifyd: --{}: {}", r.field.replace('_', "-"), r.message);
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            let outbox = daemon::open_existing_outbox(&config).await?;
+            let page = outbox.history(&query).await?;
+            if args.json {
+                let body = crate::api::HistoryPageBody::from(&page);
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!("{}", crate::search::table(&page));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -268,30 +296,10 @@ async fn replay(
     let ids: Vec<String> = match (id, all, channel) {
         (Some(id), _, _) => vec![id],
         (None, true, Some(channel)) => {
-            let mut ids = Vec::new();
-            // Each dead letter is tried once: one that cannot be replayed (its id is not text
-            // it can be named by) or that dies again at once (a running daemon quarantines it
-            // again) would otherwise be listed, and tried, for ever.
-            let mut tried = std::collections::HashSet::new();
-            loop {
-                let batch = outbox.dead_letters(Some(&channel), 1000).await?;
-                let fresh: Vec<_> = batch
-                    .into_iter()
-                    .filter(|d| tried.insert(d.id.clone()))
-                    .collect();
-                if fresh.is_empty() {
-                    break;
-                }
-                for d in fresh {
-                    if outbox.replay(&d.id).await? == Transition::Done(crate::outbox::State::Queued)
-                    {
-                        ids.push(d.id);
-                    }
-                }
-            }
+            let replayed = outbox.replay_channel(&channel).await?;
             println!(
                 "{}",
-                serde_json::json!({ "replayed": ids.len(), "channel": channel })
+                serde_json::json!({ "replayed": replayed, "channel": channel })
             );
             return Ok(ExitCode::SUCCESS);
         }

@@ -6,8 +6,10 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_history;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod dispatch;
 pub mod inbound;
@@ -15,8 +17,10 @@ pub mod ingest;
 pub mod json_bounds;
 pub mod metrics;
 pub mod outbox;
+pub mod per_minute;
 pub mod policy;
 pub mod registry;
+pub mod search;
 pub mod submission;
 pub mod systemd;
 pub mod templates;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::config::{ChannelPolicy, Config, Criticality};
 use crate::metrics::ChannelStats;
 use crate::outbox::now_ms;
+use crate::per_minute::PerMinute;
 use crate::policy::{Breaker, RateLimiter};
 
 /// Rows a channel with this bulkhead may hold leased: the bulkhead sending and as many claimed
@@ -40,6 +41,8 @@ pub struct ChannelRuntime {
     pub limiter: RateLimiter,
     /// Counters for `/metrics`.
     pub stats: ChannelStats,
+    /// The last hour of attempts per minute, for the console.
+    pub per_minute: PerMinute,
     health: Mutex<Health>,
 }
 
@@ -113,6 +116,7 @@ impl ChannelRuntime {
 
     /// Updates the health counters after an attempt.
     pub fn record(&self, outcome: AttemptKind, error: Option<RecentError>) {
+        self.per_minute.add(outcome, now_ms());
         let mut h = self.health_mut();
         match outcome {
             AttemptKind::Delivered => h.delivered += 1,
@@ -193,6 +197,7 @@ impl Registry {
                             breaker: Breaker::new(name, critical, cfg.policy.breaker.clone()),
                             limiter: RateLimiter::new(cfg.policy.rate_limit.as_ref()),
                             stats: ChannelStats::default(),
+                            per_minute: PerMinute::default(),
                             health: Mutex::new(Health::default()),
                         }),
                     );

@@ -81,7 +81,7 @@ impl Rejection {
     }
 }
 
-fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
+pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
     let t = OffsetDateTime::parse(value, &Rfc3339).map_err(|e| {
         Rejection::new(
             field,

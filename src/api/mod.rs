@@ -5,6 +5,7 @@ mod auth;
 mod body;
 pub(crate) use body::{read_bytes, read_json, shape};
 mod error;
+mod history;
 mod readiness;
 pub mod routes;
 pub mod server;
@@ -31,8 +32,10 @@ use crate::templates::Templates;
 
 pub use auth::{is_one_of, same_secret};
 pub use error::ApiError;
+pub use history::{HistoryEntry, HistoryPageBody};
 pub use views::dead_letter as views_dead_letter;
 pub use views::notification as views_notification;
+pub use views::rfc3339;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -92,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .merge(ingest)
         .merge(open)
+        .merge(crate::console::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -460,10 +464,20 @@ async fn replay(
 async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
     let depth = state.outbox.depth().await?;
     let live = state.live();
+    let oldest = state.outbox.oldest_due(&live.registry.names()).await?;
+    let now = crate::outbox::now_ms();
     let channels: Vec<_> = live
         .registry
         .iter()
-        .map(|rt| views::channel(rt, &depth))
+        .map(|rt| {
+            let mut entry = views::channel(rt, &depth);
+            let due = oldest
+                .iter()
+                .find(|(c, _)| *c == rt.name)
+                .map(|(_, at)| *at);
+            views::channel_extras(&mut entry, rt, due, now);
+            entry
+        })
         .collect();
     Ok(Json(json!({ "channels": channels })).into_response())
 }

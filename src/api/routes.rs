@@ -146,6 +146,27 @@ pub fn all() -> Vec<Route> {
         },
         Route {
             method: "get",
+            path: "/v1/notifications",
+            summary: "Search the history, newest first, a page at a time (filters below; pass `next` as `cursor`).",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[(200, "a page: {notifications, next}"), ERRORS],
+            handler: || get(history::list),
+        },
+        Route {
+            method: "get",
+            path: "/v1/notifications/{id}/content",
+            summary: "What a notification says: subject, body, html, data.",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[
+                (200, "{id, subject, body, html, data}"),
+                (404, "unknown id"),
+            ],
+            handler: || get(history::content),
+        },
+        Route {
+            method: "get",
             path: "/v1/notifications/{id}",
             summary: "A notification's state, attempts (time, latency, outcome, decision), provider id, receipts.",
             access: Token,
@@ -183,6 +204,15 @@ pub fn all() -> Vec<Route> {
             body: RequestBody::None,
             responses: &[(200, "queued"), (404, "unknown id"), (409, "not dead")],
             handler: || post(replay),
+        },
+        Route {
+            method: "post",
+            path: "/v1/channels/{channel}/dead-letters/replay",
+            summary: "Put every dead letter of a channel back in the queue, each with a fresh attempt budget.",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[(200, "{channel, replayed}")],
+            handler: || post(history::replay_channel),
         },
         Route {
             method: "get",
@@ -343,6 +373,9 @@ fn success_schema(path: &str) -> Value {
 pub fn document() -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let submission = generator.subschema_for::<Submission>().to_value();
+    let history_page = generator
+        .subschema_for::<super::history::HistoryPageBody>()
+        .to_value();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Error".into(),
@@ -367,12 +400,18 @@ pub fn document() -> Value {
             op.insert("security".into(), json!([{"bearer": []}]));
             responses.push((401, "no token, or not a configured one"));
         }
-        let params: Vec<Value> = route
+        let mut params: Vec<Value> = route
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let searches = (route.method, route.path) == ("get", "/v1/notifications");
+        if searches {
+            params.extend(crate::search::PARAMETERS.iter().map(|(name, what)| {
+                json!({"name": name, "in": "query", "required": false, "description": what, "schema": {"type": "string"}})
+            }));
+        }
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }
@@ -415,6 +454,8 @@ pub fn document() -> Value {
                 let mut r = json!({"description": description});
                 if *status >= 400 {
                     r["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+                } else if searches && *status == 200 {
+                    r["content"] = json!({"application/json": {"schema": history_page}});
                 } else if route.path == "/metrics" {
                     r["content"] = json!({"text/plain": {"schema": {"type": "string"}}});
                 } else {

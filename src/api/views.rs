@@ -113,3 +113,27 @@ pub fn channel(rt: &ChannelRuntime, depth: &[Depth]) -> Value {
         })),
     })
 }
+
+/// What the console's overview adds to a `GET /v1/channels` entry: the configured rate limit,
+/// the oldest due notification's age, and the last hour of attempts per minute.
+pub fn channel_extras(
+    entry: &mut Value,
+    rt: &ChannelRuntime,
+    oldest_due_ms: Option<i64>,
+    now_ms: i64,
+) {
+    if let Some(rate) = &rt.policy.rate_limit {
+        entry["rate_limit"]["per_second"] = json!(rate.channel.per_second());
+        entry["rate_limit"]["burst"] = json!(rate.channel.burst);
+        entry["rate_limit"]["per_recipient_per_second"] =
+            json!(rate.per_recipient.as_ref().map(|r| r.per_second()));
+    }
+    entry["oldest_due_age_ms"] = json!(oldest_due_ms.map(|at| (now_ms - at).max(0)));
+    let hour = rt.per_minute.last_hour(now_ms);
+    entry["last_hour"] = json!({
+        "start": rfc3339(hour.start_ms),
+        "delivered": hour.delivered,
+        "failed": hour.failed,
+        "retried": hour.retried,
+    });
+}

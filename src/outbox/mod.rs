@@ -9,6 +9,7 @@ pub mod clock;
 pub mod completion;
 pub mod failover;
 pub mod fallback;
+mod history;
 mod model;
 pub mod receipt;
 pub mod sqlite;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use clock::{Clock, ManualClock};
+pub use history::*;
 pub use model::*;
 
 /// Why the store could not do what was asked.
@@ -94,4 +96,33 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;
+
+    /// One page of the history, newest first; read beside the writer, never through it.
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage>;
+
+    /// What a notification says (subject, bodies, data), if it exists.
+    async fn content(&self, id: &str) -> Result<Option<Content>>;
+
+    /// Puts every dead letter of `channel` back in the queue; returns how many. Each is replayed
+    /// once: one that dies again meanwhile is left for the next call.
+    async fn replay_channel(&self, channel: &str) -> Result<u64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut replayed = 0;
+        loop {
+            let batch = self.dead_letters(Some(channel), 500).await?;
+            let fresh: Vec<_> = batch
+                .into_iter()
+                .filter(|d| seen.insert(d.id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(replayed);
+            }
+            for d in fresh {
+                // Refused: someone else replayed it meanwhile.
+                if self.replay(&d.id).await? == Transition::Done(State::Queued) {
+                    replayed += 1;
+                }
+            }
+        }
+    }
 }

@@ -5,10 +5,12 @@
 mod api;
 mod arbitrary_rows;
 mod chaos;
+mod console;
 mod crash;
 mod delivery;
 mod enqueue_outside;
 mod fuzz;
+mod history;
 mod hostile_rows;
 mod ingest;
 mod limits;
@@ -18,3 +20,4 @@ mod receipts;
 mod reload;
 mod service;
 mod support;
+mod webdriver;

@@ -169,6 +169,19 @@ impl Sink {
         Self::start(move |_, _| (status, vec![(header, value.clone())], Duration::ZERO)).await
     }
 
+    /// Answers the first `n` requests with 502, then 200.
+    pub async fn failing_first(n: usize) -> Self {
+        Self::start(move |i, _| {
+            let status = if i < n {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::OK
+            };
+            (status, vec![], Duration::ZERO)
+        })
+        .await
+    }
+
     /// `respond(n, body)` decides the answer to the n-th request (0-based): status, headers, delay.
     pub async fn start(
         respond: impl Fn(usize, &Value) -> (StatusCode, Vec<(&'static str, String)>, Duration)

@@ -5,6 +5,7 @@
 //! after that commit. Reads use a small pool of separate connections, which WAL lets run beside
 //! the writer.
 
+mod history;
 mod schema;
 mod stored;
 mod writer;
@@ -476,6 +477,16 @@ impl Outbox for SqliteOutbox {
 
     async fn record_receipt(&self, receipt: InboundReceipt) -> Result<RecordedReceipt> {
         self.call(|reply| Op::Receipt { receipt, reply }).await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
+        let query = query.clone();
+        self.read(move |conn| history::page(conn, &query)).await
+    }
+
+    async fn content(&self, id: &str) -> Result<Option<Content>> {
+        let id = id.to_owned();
+        self.read(move |conn| history::content(conn, &id)).await
     }
 
     async fn check_writable(&self) -> Result<()> {

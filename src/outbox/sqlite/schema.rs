@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0005_cheaper_writes.sql"),
     include_str!("0006_checked_rows.sql"),
     include_str!("0007_lease_token.sql"),
+    include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
 ];
 

@@ -1096,7 +1096,7 @@ async fn one_sweep_purges_more_than_one_batch_of_old_rows() {
 
 /// The query plan of `sql` on a freshly migrated queue, as the writer connection plans it, one
 /// line per step.
-fn plan(sql: &str) -> String {
+pub(super) fn plan(sql: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = Connection::open(dir.path().join("q.db")).unwrap();
     schema::migrate(&mut conn).unwrap();

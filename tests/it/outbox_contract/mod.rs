@@ -14,6 +14,7 @@ use notifyd::outbox::{
 mod claim;
 mod enqueue;
 mod fencing;
+mod history;
 mod lifecycle;
 mod receipts;
 mod routes;
@@ -138,6 +139,9 @@ macro_rules! outbox_contract {
             enqueue::a_key_is_found_with_its_holder_and_an_unused_key_is_not,
             enqueue::one_enqueue_of_several_answers_each_in_order,
             enqueue::the_source_of_an_ingested_notification_is_read_back,
+            history::the_history_pages_newest_first_without_repeats_or_gaps,
+            history::the_history_filters_by_recipient_state_and_channel,
+            history::the_content_of_a_notification_is_read_back,
             claim::a_claim_takes_high_priority_first_then_earliest_due,
             claim::a_claim_of_several_takes_the_first_in_that_order_highest_priority_first,
             claim::a_claim_takes_only_its_channel_and_at_most_its_limit,

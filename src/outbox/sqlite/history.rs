@@ -1,0 +1,501 @@
+//! The history search in SQL: one range of a `0008_history.sql` index, walked newest first.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, params_from_iter};
+
+use super::super::*;
+
+/// The columns a history row shows.
+const COLUMNS: &str = "SELECT id, channel, recipient, state, priority, attempts, subject,
+        created_at, updated_at, parent_id, last_code FROM notifications";
+
+/// The statement and its bound values for one page (`limit + 1` rows: the extra one only says
+/// that there is more).
+pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
+    let f = &q.filter;
+    // Repeats the condition of the history indexes: only queries that say it may use them.
+    let mut terms: Vec<String> = vec!["typeof(created_at) = 'integer'".into()];
+    let mut values: Vec<Value> = Vec::new();
+    let mut bind = |term: &str, value: Value, terms: &mut Vec<String>| {
+        values.push(value);
+        terms.push(term.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(state) = f.state {
+        // A state is one of our own names: a literal, so the partial index's condition can be
+        // repeated next to it.
+        terms.push(format!("state = '{}'", state.as_str()));
+        if state != State::Delivered {
+            terms.push("state <> 'delivered'".into());
+        }
+    }
+    if let Some(v) = &f.channel {
+        bind("channel = ?", Value::Text(v.clone()), &mut terms);
+    }
+    if let Some(v) = &f.recipient {
+        bind("recipient = ?", Value::Text(v.clone()), &mut terms);
+    }
+    if let Some(v) = &f.fallback_of {
+        bind("parent_id = ?", Value::Text(v.clone()), &mut terms);
+    }
+    if let Some(p) = f.priority {
+        terms.push(format!("priority = '{}'", p.as_str()));
+    }
+    if let Some(ms) = f.created_after_ms {
+        bind("created_at >= ?", Value::Integer(ms), &mut terms);
+    }
+    if let Some(ms) = f.created_before_ms {
+        bind("created_at < ?", Value::Integer(ms), &mut terms);
+    }
+    if let Some(ms) = f.updated_after_ms {
+        bind("updated_at >= ?", Value::Integer(ms), &mut terms);
+    }
+    if let Some(ms) = f.updated_before_ms {
+        bind("updated_at < ?", Value::Integer(ms), &mut terms);
+    }
+    if let Some(text) = &f.subject_contains {
+        bind(
+            "subject LIKE ? ESCAPE '\\'",
+            Value::Text(format!("%{}%", escape_like(text))),
+            &mut terms,
+        );
+    }
+    if let Some(c) = &q.after {
+        values.push(Value::Integer(c.created_at_ms));
+        values.push(Value::Text(c.id.clone()));
+        let (a, b) = (values.len() - 1, values.len());
+        terms.push(format!("(created_at, id) < (?{a}, ?{b})"));
+    }
+    let mut sql = String::from(COLUMNS);
+    sql.push_str(" WHERE ");
+    sql.push_str(&terms.join(" AND "));
+    values.push(Value::Integer(
+        i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ?{}",
+        values.len()
+    ));
+    (sql, values)
+}
+
+/// `text` with LIKE's wildcards taken literally.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// One page of the history.
+pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
+    let (sql, values) = statement(q);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params_from_iter(values), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<String>>(10)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            Ok(HistoryItem {
+                id: r.0,
+                channel: r.1,
+                to: r.2,
+                state: r.3.parse().map_err(StoreError::Internal)?,
+                priority: r.4.parse().map_err(StoreError::Internal)?,
+                attempts: r.5,
+                subject: r.6,
+                created_at_ms: r.7,
+                updated_at_ms: r.8,
+                parent_id: r.9,
+                last_code: r.10,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(HistoryPage::from_rows(items, q.limit))
+}
+
+/// What a notification says (subject, bodies, data), for the console's detail page.
+pub fn content(conn: &Connection, id: &str) -> Result<Option<Content>> {
+    use rusqlite::OptionalExtension;
+    let row = conn
+        .prepare_cached("SELECT subject, body, html, data FROM notifications WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(subject, body, html, data)| {
+        let data = data
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| StoreError::Internal(format!("bad data JSON: {e}")))?;
+        Ok(Content {
+            subject,
+            body,
+            html,
+            data,
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{note, plan};
+    use super::super::{SqliteOptions, SqliteOutbox};
+    use super::*;
+
+    fn query(filter: HistoryFilter) -> HistoryQuery {
+        HistoryQuery {
+            filter,
+            after: Some(HistoryCursor {
+                created_at_ms: 1,
+                id: "x".into(),
+            }),
+            limit: 50,
+        }
+    }
+
+    /// The plan of the page `filter` asks for, after a cursor.
+    fn plan_of(filter: HistoryFilter) -> String {
+        plan(&statement(&query(filter)).0)
+    }
+
+    /// Walks `index` in order: no sort of the matching rows, however many there are.
+    fn assert_walks(filter: HistoryFilter, index: &str) {
+        let plan = plan_of(filter);
+        assert!(plan.contains(&format!("USING INDEX {index} (")), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn an_unfiltered_page_walks_the_creation_index() {
+        assert_walks(HistoryFilter::default(), "notifications_history");
+    }
+
+    #[test]
+    fn a_recipient_page_walks_the_recipient_index() {
+        assert_walks(
+            HistoryFilter {
+                recipient: Some("a@example.com".into()),
+                state: Some(State::Delivered),
+                channel: Some("mail".into()),
+                ..Default::default()
+            },
+            "notifications_history_recipient",
+        );
+    }
+
+    #[test]
+    fn a_channel_page_walks_the_channel_index() {
+        assert_walks(
+            HistoryFilter {
+                channel: Some("mail".into()),
+                priority: Some(Priority::High),
+                subject_contains: Some("order".into()),
+                ..Default::default()
+            },
+            "notifications_history_channel",
+        );
+    }
+
+    #[test]
+    fn a_page_of_a_state_other_than_delivered_walks_the_state_index() {
+        for state in [State::Queued, State::Dead, State::Failed, State::Cancelled] {
+            assert_walks(
+                HistoryFilter {
+                    state: Some(state),
+                    ..Default::default()
+                },
+                "notifications_history_state",
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_of_fallbacks_walks_the_fallback_index() {
+        assert_walks(
+            HistoryFilter {
+                fallback_of: Some("parent".into()),
+                ..Default::default()
+            },
+            "notifications_history_fallback",
+        );
+    }
+
+    #[test]
+    fn a_creation_range_bounds_the_walk() {
+        let plan = plan_of(HistoryFilter {
+            created_after_ms: Some(1),
+            created_before_ms: Some(2),
+            ..Default::default()
+        });
+        assert!(
+            plan.contains("USING INDEX notifications_history (created_at>? AND created_at<?)"),
+            "{plan}"
+        );
+    }
+
+    fn open(dir: &tempfile::TempDir) -> SqliteOutbox {
+        SqliteOutbox::open(&SqliteOptions::new(dir.path().join("q.db"))).unwrap()
+    }
+
+    /// Enqueues notes created 1 ms apart, oldest first; returns their ids.
+    async fn fill(q: &SqliteOutbox, notes: Vec<NewNotification>) -> Vec<String> {
+        let base = now_ms();
+        let notes = notes
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| NewNotification {
+                created_at_ms: base + i as i64,
+                ..n
+            })
+            .collect::<Vec<_>>();
+        let ids = notes.iter().map(|n| n.id.clone()).collect();
+        q.enqueue(notes).await.unwrap();
+        ids
+    }
+
+    fn page_ids(page: &HistoryPage) -> Vec<String> {
+        page.items.iter().map(|i| i.id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn pages_run_newest_first_and_inserts_do_not_shift_the_next_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir);
+        let ids = fill(&q, (0..5).map(|_| note("c")).collect()).await;
+        let first = q
+            .history(&HistoryQuery {
+                filter: HistoryFilter::default(),
+                after: None,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page_ids(&first), vec![ids[4].clone(), ids[3].clone()]);
+        // Accepted later than every row already paged (a fill of its own might share their
+        // milliseconds).
+        let later = (0..3)
+            .map(|i| NewNotification {
+                created_at_ms: now_ms() + 60_000 + i,
+                ..note("c")
+            })
+            .collect();
+        q.enqueue(later).await.unwrap();
+        let second = q
+            .history(&HistoryQuery {
+                filter: HistoryFilter::default(),
+                after: first.next.clone(),
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page_ids(&second), vec![ids[2].clone(), ids[1].clone()]);
+        let last = q
+            .history(&HistoryQuery {
+                filter: HistoryFilter::default(),
+                after: second.next.clone(),
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page_ids(&last), vec![ids[0].clone()]);
+        assert_eq!(last.next, None);
+    }
+
+    #[tokio::test]
+    async fn rows_created_in_the_same_millisecond_are_paged_by_id_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir);
+        let at = now_ms();
+        let mut notes: Vec<_> = (0..5)
+            .map(|_| NewNotification {
+                created_at_ms: at,
+                ..note("c")
+            })
+            .collect();
+        notes.sort_by(|a, b| b.id.cmp(&a.id));
+        let want: Vec<String> = notes.iter().map(|n| n.id.clone()).collect();
+        q.enqueue(notes).await.unwrap();
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = q
+                .history(&HistoryQuery {
+                    filter: HistoryFilter::default(),
+                    after,
+                    limit: 2,
+                })
+                .await
+                .unwrap();
+            got.extend(page_ids(&page));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn each_filter_keeps_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir);
+        let ids = fill(
+            &q,
+            vec![
+                NewNotification {
+                    to: "bob@example.com".into(),
+                    ..note("mail")
+                },
+                NewNotification {
+                    priority: Priority::High,
+                    subject: Some("Order 100% shipped".into()),
+                    ..note("sms")
+                },
+                NewNotification {
+                    subject: Some("Order 1000 shipped".into()),
+                    ..note("mail")
+                },
+            ],
+        )
+        .await;
+        let (bob, high, plain) = (&ids[0], &ids[1], &ids[2]);
+        let c = q
+            .claim("mail", 1, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(&c[0].message.id, bob);
+        q.cancel(plain).await.unwrap();
+        let search = |filter: HistoryFilter| {
+            let q = &q;
+            async move {
+                let page = q
+                    .history(&HistoryQuery {
+                        filter,
+                        after: None,
+                        limit: 10,
+                    })
+                    .await
+                    .unwrap();
+                page_ids(&page)
+            }
+        };
+        let f = HistoryFilter::default;
+        assert_eq!(
+            search(HistoryFilter {
+                recipient: Some("bob@example.com".into()),
+                ..f()
+            })
+            .await,
+            vec![bob.clone()]
+        );
+        assert_eq!(
+            search(HistoryFilter {
+                channel: Some("mail".into()),
+                ..f()
+            })
+            .await,
+            vec![plain.clone(), bob.clone()]
+        );
+        assert_eq!(
+            search(HistoryFilter {
+                state: Some(State::Sending),
+                ..f()
+            })
+            .await,
+            vec![bob.clone()]
+        );
+        assert_eq!(
+            search(HistoryFilter {
+                state: Some(State::Cancelled),
+                ..f()
+            })
+            .await,
+            vec![plain.clone()]
+        );
+        assert_eq!(
+            search(HistoryFilter {
+                priority: Some(Priority::High),
+                ..f()
+            })
+            .await,
+            vec![high.clone()]
+        );
+        assert_eq!(
+            search(HistoryFilter {
+                subject_contains: Some("100%".into()),
+                ..f()
+            })
+            .await,
+            vec![high.clone()],
+            "% is literal text, not a wildcard"
+        );
+        assert_eq!(
+            search(HistoryFilter {
+                subject_contains: Some("order".into()),
+                ..f()
+            })
+            .await,
+            vec![plain.clone(), high.clone()],
+            "case-insensitive"
+        );
+        let high_at = q.get(high).await.unwrap().unwrap().created_at_ms;
+        assert_eq!(
+            search(HistoryFilter {
+                created_after_ms: Some(high_at),
+                created_before_ms: Some(high_at + 1),
+                ..f()
+            })
+            .await,
+            vec![high.clone()]
+        );
+        assert_eq!(
+            search(HistoryFilter {
+                fallback_of: Some(bob.clone()),
+                ..f()
+            })
+            .await,
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn content_is_what_was_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir);
+        let n = NewNotification {
+            data: Some(serde_json::json!({"order": 7})),
+            ..note("c")
+        };
+        let id = fill(&q, vec![n]).await.remove(0);
+        let content = q.content(&id).await.unwrap().unwrap();
+        assert_eq!(content.subject.as_deref(), Some("Subject"));
+        assert_eq!(content.body.as_deref(), Some("Body"));
+        assert_eq!(content.data, Some(serde_json::json!({"order": 7})));
+        assert_eq!(q.content("nope").await.unwrap(), None);
+    }
+}
