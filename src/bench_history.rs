@@ -283,6 +283,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 filter: filter.clone(),
                 after: None,
                 limit: 50,
+                max_walk: crate::outbox::MAX_WALK,
             };
             let t = Instant::now();
             let page = outbox.history(&query).await?;

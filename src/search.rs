@@ -2,7 +2,7 @@
 //! its validation into a [`HistoryQuery`]. Every refusal names the parameter at fault.
 
 use crate::outbox::{
-    DEFAULT_PAGE, HistoryCursor, HistoryFilter, HistoryQuery, MAX_PAGE, Priority, State,
+    DEFAULT_PAGE, HistoryCursor, HistoryFilter, HistoryQuery, MAX_PAGE, MAX_WALK, Priority, State,
 };
 use crate::submission::{Rejection, parse_time};
 
@@ -41,6 +41,7 @@ pub fn parse<'a>(
         filter: HistoryFilter::default(),
         after: None,
         limit: DEFAULT_PAGE,
+        max_walk: MAX_WALK,
     };
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in pairs {

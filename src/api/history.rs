@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::outbox::{HistoryItem, HistoryPage, Priority};
+use crate::outbox::{HistoryItem, HistoryPage, Priority, State as QueueState};
 
 /// One page of `GET /v1/notifications`: the response body, and its schema in the OpenAPI
 /// document.
@@ -29,7 +29,8 @@ pub struct HistoryEntry {
     pub channel: String,
     pub to: String,
     /// queued, sending, delivered, failed, dead, cancelled or expired.
-    pub state: String,
+    #[schemars(with = "String")]
+    pub state: QueueState,
     pub priority: Priority,
     pub attempts: u32,
     pub subject: Option<String>,
@@ -56,7 +57,7 @@ impl From<&HistoryItem> for HistoryEntry {
             id: i.id.clone(),
             channel: i.channel.clone(),
             to: i.to.clone(),
-            state: i.state.as_str().to_owned(),
+            state: i.state,
             priority: i.priority,
             attempts: i.attempts,
             subject: i.subject.clone(),

@@ -15,6 +15,11 @@ pub const MAX_PAGE: usize = 500;
 /// A page's size when none is asked for.
 pub const DEFAULT_PAGE: usize = 50;
 
+/// Rows a page may walk in its index range while checking the filters no index answers
+/// (subject text, priority, update time): past it the page ends early, with a `next` where the
+/// walk stopped, so a rare text costs pages, not a walk of the whole queue.
+pub const MAX_WALK: usize = 10_000;
+
 /// What to search for; every filter given must hold. Times are Unix ms: `*_after` inclusive,
 /// `*_before` exclusive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,6 +88,18 @@ pub struct HistoryQuery {
     pub after: Option<HistoryCursor>,
     /// At most this many, `1..=MAX_PAGE`.
     pub limit: usize,
+    /// At most this many rows walked past the filters no index answers ([`MAX_WALK`]).
+    pub max_walk: usize,
+}
+
+impl HistoryFilter {
+    /// Whether a filter must be checked on each row walked (no index answers it).
+    pub fn checks_rows(&self) -> bool {
+        self.subject_contains.is_some()
+            || self.priority.is_some()
+            || self.updated_after_ms.is_some()
+            || self.updated_before_ms.is_some()
+    }
 }
 
 /// A notification as a history row shows it: no content but the subject.
@@ -111,15 +128,30 @@ pub struct HistoryPage {
 impl HistoryPage {
     /// The page from up to `limit + 1` rows read in order: the extra row only says that there
     /// is more.
-    pub fn from_rows(mut rows: Vec<HistoryItem>, limit: usize) -> Self {
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let next = if more {
-            rows.last().map(HistoryCursor::after)
-        } else {
-            None
-        };
-        Self { items: rows, next }
+    pub fn from_rows(rows: Vec<HistoryItem>, limit: usize) -> Self {
+        Self::from_walk(rows, None, limit)
+    }
+
+    /// The page from the matching rows of a walk in order (up to `limit + 1`), where
+    /// `stopped_at` is the last row walked when the walk hit its bound (more rows lay beyond):
+    /// a short page then continues from there.
+    pub fn from_walk(
+        mut matches: Vec<HistoryItem>,
+        stopped_at: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Self {
+        if matches.len() > limit {
+            matches.truncate(limit);
+            let next = matches.last().map(HistoryCursor::after);
+            return Self {
+                items: matches,
+                next,
+            };
+        }
+        Self {
+            items: matches,
+            next: stopped_at,
+        }
     }
 }
 
@@ -176,6 +208,17 @@ mod tests {
                 id: "b".into()
             })
         );
+    }
+
+    #[test]
+    fn a_short_page_whose_walk_hit_its_bound_continues_where_the_walk_stopped() {
+        let stop = HistoryCursor {
+            created_at_ms: 1,
+            id: "z".into(),
+        };
+        let page = HistoryPage::from_walk(vec![item(3, "c")], Some(stop.clone()), 2);
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.next, Some(stop));
     }
 
     #[test]

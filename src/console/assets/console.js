@@ -348,7 +348,9 @@ function notifications(params) {
           h("th", {}, "Notification"), h("th", {}, "State"), h("th", {}, "Channel"), h("th", {}, "Recipient"),
           h("th", { class: "hide-narrow" }, "Subject"), h("th", { class: "num hide-narrow" }, "Tries"), h("th", { class: "hide-narrow" }, "Priority"))),
         h("tbody", {}, rows))
-      : h("div", { class: "empty" }, "No notification matches.")));
+      : h("div", { class: "empty" }, page.next
+        ? "No match among the rows searched so far (text, priority and update-time filters are checked a stretch at a time): look further with Older →."
+        : "No notification matches.")));
     const cursor = params.get("cursor");
     replace(pager,
       cursor ? h("button", { type: "button", onclick: () => { const q = new URLSearchParams(params); q.delete("cursor"); go("/notifications", q); } }, "← Newest") : null,

@@ -5,20 +5,23 @@ use rusqlite::{Connection, params_from_iter};
 
 use super::super::*;
 
-/// The columns a history row shows.
+/// The columns a history row shows, then whether the row passes the filters checked on each
+/// row walked.
 const COLUMNS: &str = "SELECT id, channel, recipient, state, priority, attempts, subject,
-        created_at, updated_at, parent_id, last_code FROM notifications";
+        created_at, updated_at, parent_id, last_code";
 
-/// The statement and its bound values for one page (`limit + 1` rows: the extra one only says
-/// that there is more).
+/// The statement and its bound values for one page. The WHERE clause holds what an index
+/// answers (it picks the range walked); the filters no index answers make the `hit` column,
+/// so the LIMIT bounds the rows walked, not the rows found.
 pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
     let f = &q.filter;
     // Repeats the condition of the history indexes: only queries that say it may use them.
     let mut terms: Vec<String> = vec!["typeof(created_at) = 'integer'".into()];
+    let mut checks: Vec<String> = Vec::new();
     let mut values: Vec<Value> = Vec::new();
-    let mut bind = |term: &str, value: Value, terms: &mut Vec<String>| {
+    let mut bind = |term: &str, value: Value, to: &mut Vec<String>| {
         values.push(value);
-        terms.push(term.replace('?', &format!("?{}", values.len())));
+        to.push(term.replace('?', &format!("?{}", values.len())));
     };
     if let Some(state) = f.state {
         // A state is one of our own names: a literal, so the partial index's condition can be
@@ -37,26 +40,26 @@ pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
     if let Some(v) = &f.fallback_of {
         bind("parent_id = ?", Value::Text(v.clone()), &mut terms);
     }
-    if let Some(p) = f.priority {
-        terms.push(format!("priority = '{}'", p.as_str()));
-    }
     if let Some(ms) = f.created_after_ms {
         bind("created_at >= ?", Value::Integer(ms), &mut terms);
     }
     if let Some(ms) = f.created_before_ms {
         bind("created_at < ?", Value::Integer(ms), &mut terms);
     }
+    if let Some(p) = f.priority {
+        checks.push(format!("priority = '{}'", p.as_str()));
+    }
     if let Some(ms) = f.updated_after_ms {
-        bind("updated_at >= ?", Value::Integer(ms), &mut terms);
+        bind("updated_at >= ?", Value::Integer(ms), &mut checks);
     }
     if let Some(ms) = f.updated_before_ms {
-        bind("updated_at < ?", Value::Integer(ms), &mut terms);
+        bind("updated_at < ?", Value::Integer(ms), &mut checks);
     }
     if let Some(text) = &f.subject_contains {
         bind(
-            "subject LIKE ? ESCAPE '\\'",
+            "coalesce(subject LIKE ? ESCAPE '\\', 0)",
             Value::Text(format!("%{}%", escape_like(text))),
-            &mut terms,
+            &mut checks,
         );
     }
     if let Some(c) = &q.after {
@@ -65,17 +68,31 @@ pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
         let (a, b) = (values.len() - 1, values.len());
         terms.push(format!("(created_at, id) < (?{a}, ?{b})"));
     }
-    let mut sql = String::from(COLUMNS);
-    sql.push_str(" WHERE ");
-    sql.push_str(&terms.join(" AND "));
+    let hit = if checks.is_empty() {
+        "1".to_owned()
+    } else {
+        checks.join(" AND ")
+    };
     values.push(Value::Integer(
-        i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX),
+        i64::try_from(walk_bound(q)).unwrap_or(i64::MAX),
     ));
-    sql.push_str(&format!(
-        " ORDER BY created_at DESC, id DESC LIMIT ?{}",
+    let sql = format!(
+        "{COLUMNS}, {hit} FROM notifications WHERE {} \
+         ORDER BY created_at DESC, id DESC LIMIT ?{}",
+        terms.join(" AND "),
         values.len()
-    ));
+    );
     (sql, values)
+}
+
+/// Rows one page walks at most: one more than the page when every row matches, else the bound.
+fn walk_bound(q: &HistoryQuery) -> usize {
+    let page = q.limit.saturating_add(1);
+    if q.filter.checks_rows() {
+        q.max_walk.max(page)
+    } else {
+        page
+    }
 }
 
 /// `text` with LIKE's wildcards taken literally.
@@ -94,42 +111,39 @@ fn escape_like(text: &str) -> String {
 pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
     let (sql, values) = statement(q);
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params_from_iter(values), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, Option<String>>(9)?,
-                r.get::<_, Option<String>>(10)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let items = rows
-        .into_iter()
-        .map(|r| {
-            Ok(HistoryItem {
-                id: r.0,
-                channel: r.1,
-                to: r.2,
-                state: r.3.parse().map_err(StoreError::Internal)?,
-                priority: r.4.parse().map_err(StoreError::Internal)?,
-                attempts: r.5,
-                subject: r.6,
-                created_at_ms: r.7,
-                updated_at_ms: r.8,
-                parent_id: r.9,
-                last_code: r.10,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(HistoryPage::from_rows(items, q.limit))
+    let mut rows = stmt.query(params_from_iter(values))?;
+    let mut matches = Vec::new();
+    let (mut walked, mut last) = (0, None);
+    // Stop at one match more than the page: it only says that there is more.
+    while matches.len() <= q.limit {
+        let Some(r) = rows.next()? else { break };
+        walked += 1;
+        let item = HistoryItem {
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            to: r.get(2)?,
+            state: r
+                .get::<_, String>(3)?
+                .parse()
+                .map_err(StoreError::Internal)?,
+            priority: r
+                .get::<_, String>(4)?
+                .parse()
+                .map_err(StoreError::Internal)?,
+            attempts: r.get(5)?,
+            subject: r.get(6)?,
+            created_at_ms: r.get(7)?,
+            updated_at_ms: r.get(8)?,
+            parent_id: r.get(9)?,
+            last_code: r.get(10)?,
+        };
+        last = Some(HistoryCursor::after(&item));
+        if r.get::<_, bool>(11)? {
+            matches.push(item);
+        }
+    }
+    let stopped_at = (walked == walk_bound(q)).then_some(last).flatten();
+    Ok(HistoryPage::from_walk(matches, stopped_at, q.limit))
 }
 
 /// What a notification says (subject, bodies, data), for the console's detail page.
@@ -175,6 +189,7 @@ mod tests {
                 id: "x".into(),
             }),
             limit: 50,
+            max_walk: MAX_WALK,
         }
     }
 
@@ -292,6 +307,7 @@ mod tests {
                 filter: HistoryFilter::default(),
                 after: None,
                 limit: 2,
+                max_walk: MAX_WALK,
             })
             .await
             .unwrap();
@@ -310,6 +326,7 @@ mod tests {
                 filter: HistoryFilter::default(),
                 after: first.next.clone(),
                 limit: 2,
+                max_walk: MAX_WALK,
             })
             .await
             .unwrap();
@@ -319,6 +336,7 @@ mod tests {
                 filter: HistoryFilter::default(),
                 after: second.next.clone(),
                 limit: 2,
+                max_walk: MAX_WALK,
             })
             .await
             .unwrap();
@@ -348,6 +366,7 @@ mod tests {
                     filter: HistoryFilter::default(),
                     after,
                     limit: 2,
+                    max_walk: MAX_WALK,
                 })
                 .await
                 .unwrap();
@@ -398,6 +417,7 @@ mod tests {
                         filter,
                         after: None,
                         limit: 10,
+                        max_walk: MAX_WALK,
                     })
                     .await
                     .unwrap();
@@ -480,6 +500,46 @@ mod tests {
             })
             .await,
             Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rare_text_is_found_a_bounded_walk_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir);
+        let mut notes: Vec<_> = (0..30).map(|_| note("c")).collect();
+        notes[0].subject = Some("Refund processed".into());
+        let refund = fill(&q, notes).await.remove(0);
+        let filter = HistoryFilter {
+            subject_contains: Some("refund".into()),
+            ..Default::default()
+        };
+        let (mut found, mut pages, mut after) = (Vec::new(), 0, None);
+        loop {
+            let page = q
+                .history(&HistoryQuery {
+                    filter: filter.clone(),
+                    after,
+                    limit: 5,
+                    max_walk: 10,
+                })
+                .await
+                .unwrap();
+            pages += 1;
+            found.extend(page_ids(&page));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            found,
+            vec![refund],
+            "the oldest of 30 rows is the one match"
+        );
+        assert_eq!(
+            pages, 4,
+            "three walks of 10 rows, then an empty one says it is the end"
         );
     }
 
