@@ -7,18 +7,65 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use notifyd_channels::{DeliveryError, Receipt};
+use serde::Serialize;
+
 use crate::outbox::{Outbox, Result, State};
 use crate::registry::Registry;
 
-/// Outcome classes of an attempt, as counted.
-pub const OUTCOMES: [&str; 6] = [
-    "delivered",
-    "transient",
-    "rate_limited",
-    "invalid_recipient",
-    "permanent",
-    "channel_fault",
-];
+/// How an attempt that reached the provider ended: the `outcome` label of
+/// `notifyd_attempts_total`, and the `outcome` of its attempt record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptClass {
+    Delivered,
+    Transient,
+    RateLimited,
+    InvalidRecipient,
+    Permanent,
+    ChannelFault,
+}
+
+impl AttemptClass {
+    /// Every class, in the order they are exposed.
+    pub const ALL: [Self; 6] = [
+        Self::Delivered,
+        Self::Transient,
+        Self::RateLimited,
+        Self::InvalidRecipient,
+        Self::Permanent,
+        Self::ChannelFault,
+    ];
+
+    /// The class of a send's result.
+    pub fn of(result: &std::result::Result<Receipt, DeliveryError>) -> Self {
+        match result {
+            Ok(_) => Self::Delivered,
+            Err(DeliveryError::Transient { .. }) => Self::Transient,
+            Err(DeliveryError::RateLimited { .. }) => Self::RateLimited,
+            Err(DeliveryError::InvalidRecipient { .. }) => Self::InvalidRecipient,
+            Err(DeliveryError::Permanent { .. }) => Self::Permanent,
+            Err(DeliveryError::ChannelFault { .. }) => Self::ChannelFault,
+        }
+    }
+
+    /// The label, as in the API and the attempt records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Transient => "transient",
+            Self::RateLimited => "rate_limited",
+            Self::InvalidRecipient => "invalid_recipient",
+            Self::Permanent => "permanent",
+            Self::ChannelFault => "channel_fault",
+        }
+    }
+}
+
+impl Serialize for AttemptClass {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// Upper bounds of the delivery latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -36,10 +83,8 @@ pub struct ChannelStats {
 
 impl ChannelStats {
     /// Counts one attempt with its outcome class and how long the provider took.
-    pub fn attempt(&self, outcome: &str, latency: std::time::Duration) {
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn attempt(&self, outcome: AttemptClass, latency: std::time::Duration) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
@@ -54,12 +99,8 @@ impl ChannelStats {
     }
 
     /// Attempts counted with this outcome.
-    pub fn count(&self, outcome: &str) -> u64 {
-        OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .map(|i| self.outcomes[i].load(Ordering::Relaxed))
-            .unwrap_or(0)
+    pub fn count(&self, outcome: AttemptClass) -> u64 {
+        self.outcomes[outcome as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -149,7 +190,7 @@ pub async fn render(
 ) -> Result<String> {
     let depth = outbox.depth().await?;
     let oldest = outbox.oldest_due(&registry.names()).await?;
-    let now = crate::outbox::now_ms();
+    let now = crate::clock::now_ms();
     let (mut attempts, mut latency, mut queue, mut age) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut breaker, mut waits, mut dead_critical) = (Vec::new(), Vec::new(), Vec::new());
@@ -157,9 +198,10 @@ pub async fn render(
     for rt in registry.iter() {
         let ch = escape(&rt.name);
         let kind = rt.kind;
-        for outcome in OUTCOMES {
+        for outcome in AttemptClass::ALL {
             attempts.push(format!(
-                "notifyd_attempts_total{{channel=\"{ch}\",kind=\"{kind}\",outcome=\"{outcome}\"}} {}",
+                "notifyd_attempts_total{{channel=\"{ch}\",kind=\"{kind}\",outcome=\"{}\"}} {}",
+                outcome.as_str(),
                 rt.stats.count(outcome)
             ));
         }
@@ -200,7 +242,7 @@ pub async fn render(
         age.push(format!(
             "notifyd_queue_oldest_due_seconds{{channel=\"{ch}\"}} {secs}"
         ));
-        let state = match rt.breaker.view().state {
+        let state = match rt.gate.breaker().view().state {
             "closed" => 0,
             "half_open" => 1,
             _ => 2,
@@ -208,7 +250,7 @@ pub async fn render(
         breaker.push(format!("notifyd_breaker_state{{channel=\"{ch}\"}} {state}"));
         waits.push(format!(
             "notifyd_rate_limit_waits_total{{channel=\"{ch}\"}} {}",
-            rt.limiter.waits()
+            rt.gate.limiter().waits()
         ));
         dead_critical.push(format!(
             "notifyd_dead_critical_total{{channel=\"{ch}\"}} {}",

@@ -445,10 +445,7 @@ async fn inbound(
     })?;
     let bytes =
         body::read_bytes(&headers, body, MAX_RECEIPT_BYTES, live.server.body_timeout).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::now_secs();
     let receipt = crate::inbound::verify_and_parse(
         config,
         &channel,
