@@ -10,6 +10,7 @@
 //! record. Enqueues in this process wake the loop at once; polling finds rows written by other
 //! processes and retries coming due. The table is the truth: wake-ups and polls are only hints.
 
+mod commit;
 mod decide;
 pub mod retry;
 
@@ -22,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::{self, Instant};
 use crate::config::DispatcherConfig;
-use crate::outbox::{Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State};
+use crate::outbox::{Claimed, Completion, OpenBreakerMove, Outbox, Retention, State};
 use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::systemd::Notifier;
@@ -56,6 +57,8 @@ struct Shared {
     config: DispatcherConfig,
     retention: Retention,
     signals: Signals,
+    /// Finished sends' outcomes, to the committer.
+    pending: mpsc::UnboundedSender<commit::Pending>,
 }
 
 /// The delivery side of the daemon.
@@ -93,14 +96,21 @@ impl Dispatcher {
         let (stop_tx, stop) = watch::channel(false);
         let (abandon_tx, abandon) = watch::channel(false);
         let signals = Signals { stop, abandon };
+        let (pending, outcomes) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             registry: self.registry.clone(),
             outbox: self.outbox.clone(),
             config: self.config.clone(),
             retention: self.retention.clone(),
             signals: signals.clone(),
+            pending,
         });
         let mut loops = JoinSet::new();
+        loops.spawn(commit::commit_loop(
+            self.outbox.clone(),
+            self.registry.clone(),
+            outcomes,
+        ));
         for rt in self.registry.iter() {
             loops.spawn(channel_loop(rt.clone(), shared.clone()));
         }
@@ -286,8 +296,8 @@ async fn feed_slots(
 /// the channel held, its breaker leave `closed` or the daemon stop, goes back unsent with its
 /// attempt refunded), **send** (its rate-limit token, then the provider under the channel's
 /// total timeout), **classify** (the breaker's verdict, then [`decide`]) and **record** (health,
-/// counters, logs, then the outcome is committed). The row's lease and slot are held until the
-/// outcome is committed.
+/// counters, logs, then the outcome goes to the committer, which writes it with others). The
+/// row's lease and slot are held until the outcome is committed.
 async fn send_one(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
@@ -334,8 +344,16 @@ async fn send_one(
             }
         }
     };
-    commit(&rt, &shared, completion).await;
-    drop(held);
+    // The committer writes it with others and then releases the row's lease and slot.
+    let done = commit::Pending {
+        completion,
+        held,
+        rt,
+    };
+    if let Err(mpsc::error::SendError(done)) = shared.pending.send(done) {
+        // The committer is gone (it stops only once every lease came back): write it here.
+        commit::write(shared.outbox.as_ref(), &shared.registry, &done).await;
+    }
 }
 
 /// Takes the row's rate-limit token, then calls the provider under the channel's total timeout.
@@ -444,25 +462,6 @@ fn note_unsent(rt: &ChannelRuntime, row: &Claimed, why: Unsent) {
         | Unsent::ChannelHeld
         | Unsent::BreakerOpened => tracing::debug!(notification_id = %row.message.id,
             channel = %rt.name, reason = why.as_str(), "Claimed notification released unsent."),
-    }
-}
-
-/// Writes the outcome back; a failover wakes its target channel.
-async fn commit(rt: &ChannelRuntime, shared: &Shared, completion: Completion) {
-    let id = completion.id.clone();
-    let rerouted_to = match &completion.outcome {
-        Outcome::Reroute { channel, .. } => Some(channel.clone()),
-        _ => None,
-    };
-    match shared.outbox.complete(vec![completion]).await {
-        Ok(()) => {
-            if let Some(target) = rerouted_to {
-                shared.registry.wake(&target);
-            }
-        }
-        // The lease will expire and the row will be claimed again: at-least-once holds.
-        Err(e) => tracing::error!(notification_id = %id, channel = %rt.name, error = %e,
-            "Could not record the outcome; the notification will be retried when its lease expires."),
     }
 }
 

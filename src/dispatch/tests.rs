@@ -11,7 +11,7 @@ use super::*;
 use crate::config::{BreakerConfig, ChannelPolicy, Config, Rate, RateLimitConfig};
 use crate::outbox::{
     DeadLetter, Depth, Enqueued, InboundReceipt, KeyHolder, NewNotification, NotificationView,
-    RecordedReceipt, Result, SweepReport, Transition,
+    Outcome, RecordedReceipt, Result, StoreError, SweepReport, Transition,
 };
 use crate::systemd::Notifier;
 
@@ -92,6 +92,10 @@ struct Queue {
     /// When each claim was made and how many rows it returned.
     claims: Vec<(Instant, usize)>,
     completions: Vec<Completion>,
+    /// How many completions each write carried.
+    writes: Vec<usize>,
+    /// Refuse writes of more than one completion (a bad row in a batch).
+    refuse_batches: bool,
     deferred: Vec<i64>,
 }
 
@@ -101,6 +105,8 @@ struct Queue {
 struct Memory {
     queue: Mutex<Queue>,
     changed: tokio::sync::Notify,
+    /// Writes wait while a test holds this for writing.
+    writes_paused: tokio::sync::RwLock<()>,
 }
 
 impl Memory {
@@ -183,7 +189,14 @@ impl Outbox for Memory {
         Ok(rows)
     }
     async fn complete(&self, completions: Vec<Completion>) -> Result<()> {
-        self.queue.lock().unwrap().completions.extend(completions);
+        let _go = self.writes_paused.read().await;
+        let mut q = self.queue.lock().unwrap();
+        if q.refuse_batches && completions.len() > 1 {
+            return Err(StoreError::Internal("a bad row".into()));
+        }
+        q.writes.push(completions.len());
+        q.completions.extend(completions);
+        drop(q);
         self.changed.notify_waiters();
         Ok(())
     }
@@ -473,4 +486,48 @@ async fn a_send_still_running_after_the_grace_period_is_abandoned_and_released()
     run.halt.send(Halt::Shutdown).unwrap();
     run.done.await.unwrap();
     assert_eq!(decisions(&outbox.completions()), vec!["released"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_that_finish_together_are_written_together() {
+    let outbox = Memory::with_rows(50);
+    let channel = Scripted::answering([]);
+    let _run = start(policy(64), channel.clone(), outbox.clone());
+    outbox.completed(50).await;
+    let writes = outbox.queue.lock().unwrap().writes.clone();
+    assert!(writes.len() < 50, "{writes:?}");
+    assert_eq!(writes.iter().sum::<usize>(), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_the_store_refuses_is_written_one_outcome_at_a_time() {
+    let outbox = Memory::with_rows(20);
+    outbox.queue.lock().unwrap().refuse_batches = true;
+    let channel = Scripted::answering([]);
+    let run = start(policy(64), channel.clone(), outbox.clone());
+    let done = outbox.completed(20).await;
+    assert_eq!(decisions(&done), vec!["delivered"; 20]);
+    assert!(outbox.queue.lock().unwrap().writes.iter().all(|n| *n == 1));
+    run.halt.send(Halt::Shutdown).unwrap();
+    run.done.await.unwrap();
+    assert_eq!(run.rt.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rows_slot_is_held_until_its_outcome_is_written() {
+    let outbox = Memory::with_rows(1);
+    let channel = Scripted::answering([]);
+    let run = start(policy(1), channel.clone(), outbox.clone());
+    let paused = outbox.writes_paused.write().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(channel.calls().len(), 1);
+    assert_eq!(
+        run.rt.in_flight(),
+        1,
+        "the send is over, its outcome is not written"
+    );
+    drop(paused);
+    outbox.completed(1).await;
+    tokio::task::yield_now().await;
+    assert_eq!(run.rt.in_flight(), 0);
 }
