@@ -76,6 +76,8 @@ const BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct ChannelStats {
     outcomes: [AtomicU64; 6],
+    /// Attempts whose latency fell in `(BUCKETS[i-1], BUCKETS[i]]`: one counter per attempt,
+    /// made cumulative when scraped.
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -86,16 +88,40 @@ impl ChannelStats {
     pub fn attempt(&self, outcome: AttemptClass, latency: std::time::Duration) {
         self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros.fetch_add(
             u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// The samples of `notifyd_delivery_duration_seconds` for channel label `ch` (escaped):
+    /// cumulative buckets, `+Inf`, sum and count.
+    fn latency_samples(&self, ch: &str) -> Vec<String> {
+        let mut out = Vec::with_capacity(BUCKETS.len() + 3);
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
+            out.push(format!(
+                "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"{bound}\"}} {cumulative}"
+            ));
+        }
+        // Read after the buckets: an attempt counted meanwhile keeps `+Inf` the largest.
+        let count = self.latency_count.load(Ordering::Relaxed).max(cumulative);
+        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        out.push(format!(
+            "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"+Inf\"}} {count}"
+        ));
+        out.push(format!(
+            "notifyd_delivery_duration_seconds_sum{{channel=\"{ch}\"}} {sum}"
+        ));
+        out.push(format!(
+            "notifyd_delivery_duration_seconds_count{{channel=\"{ch}\"}} {count}"
+        ));
+        out
     }
 
     /// Attempts counted with this outcome.
@@ -205,23 +231,7 @@ pub async fn render(
                 rt.stats.count(outcome)
             ));
         }
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            latency.push(format!(
-                "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"{bound}\"}} {}",
-                rt.stats.latency_buckets[i].load(Ordering::Relaxed)
-            ));
-        }
-        let count = rt.stats.latency_count.load(Ordering::Relaxed);
-        let sum = rt.stats.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        latency.push(format!(
-            "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"+Inf\"}} {count}"
-        ));
-        latency.push(format!(
-            "notifyd_delivery_duration_seconds_sum{{channel=\"{ch}\"}} {sum}"
-        ));
-        latency.push(format!(
-            "notifyd_delivery_duration_seconds_count{{channel=\"{ch}\"}} {count}"
-        ));
+        latency.extend(rt.stats.latency_samples(&ch));
         for state in [State::Queued, State::Sending, State::Dead] {
             let n: u64 = depth
                 .iter()
@@ -364,4 +374,45 @@ pub async fn render(
         &expired_critical,
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative_and_inf_counts_every_attempt() {
+        let stats = ChannelStats::default();
+        for ms in [3, 30, 40_000] {
+            stats.attempt(AttemptClass::Delivered, Duration::from_millis(ms));
+        }
+        let samples = stats.latency_samples("sms");
+        let value = |le: &str| {
+            let key =
+                format!("notifyd_delivery_duration_seconds_bucket{{channel=\"sms\",le=\"{le}\"}} ");
+            samples
+                .iter()
+                .find_map(|s| s.strip_prefix(&key))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(value("0.005"), "1");
+        assert_eq!(value("0.025"), "1");
+        assert_eq!(value("0.05"), "2");
+        assert_eq!(value("30"), "2");
+        assert_eq!(value("+Inf"), "3");
+        assert!(
+            samples
+                .contains(&"notifyd_delivery_duration_seconds_count{channel=\"sms\"} 3".to_owned())
+        );
+        assert!(
+            samples.contains(
+                &"notifyd_delivery_duration_seconds_sum{channel=\"sms\"} 40.033".to_owned()
+            )
+        );
+        assert_eq!(stats.count(AttemptClass::Delivered), 3);
+        assert_eq!(stats.count(AttemptClass::Transient), 0);
+    }
 }
