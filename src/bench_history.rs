@@ -2,6 +2,8 @@
 //! a queue file of `--rows` notifications shaped like a busy daemon's month (most delivered,
 //! some dead, failed, scheduled; many recipients; fallbacks), then times each kind of search
 //! through [`Outbox::history`], the path the API and `notifyd list` take.
+// Times real work on the host's clock, like `bench`: no policy time here.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
 use std::time::Instant;

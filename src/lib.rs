@@ -8,6 +8,7 @@ pub mod api;
 pub mod bench;
 pub mod bench_history;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod daemon;

@@ -7,18 +7,65 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use notifyd_channels::{DeliveryError, Receipt};
+use serde::Serialize;
+
 use crate::outbox::{Outbox, Result, State};
 use crate::registry::Registry;
 
-/// Outcome classes of an attempt, as counted.
-pub const OUTCOMES: [&str; 6] = [
-    "delivered",
-    "transient",
-    "rate_limited",
-    "invalid_recipient",
-    "permanent",
-    "channel_fault",
-];
+/// How an attempt that reached the provider ended: the `outcome` label of
+/// `notifyd_attempts_total`, and the `outcome` of its attempt record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptClass {
+    Delivered,
+    Transient,
+    RateLimited,
+    InvalidRecipient,
+    Permanent,
+    ChannelFault,
+}
+
+impl AttemptClass {
+    /// Every class, in the order they are exposed.
+    pub const ALL: [Self; 6] = [
+        Self::Delivered,
+        Self::Transient,
+        Self::RateLimited,
+        Self::InvalidRecipient,
+        Self::Permanent,
+        Self::ChannelFault,
+    ];
+
+    /// The class of a send's result.
+    pub fn of(result: &std::result::Result<Receipt, DeliveryError>) -> Self {
+        match result {
+            Ok(_) => Self::Delivered,
+            Err(DeliveryError::Transient { .. }) => Self::Transient,
+            Err(DeliveryError::RateLimited { .. }) => Self::RateLimited,
+            Err(DeliveryError::InvalidRecipient { .. }) => Self::InvalidRecipient,
+            Err(DeliveryError::Permanent { .. }) => Self::Permanent,
+            Err(DeliveryError::ChannelFault { .. }) => Self::ChannelFault,
+        }
+    }
+
+    /// The label, as in the API and the attempt records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Transient => "transient",
+            Self::RateLimited => "rate_limited",
+            Self::InvalidRecipient => "invalid_recipient",
+            Self::Permanent => "permanent",
+            Self::ChannelFault => "channel_fault",
+        }
+    }
+}
+
+impl Serialize for AttemptClass {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// Upper bounds of the delivery latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -29,6 +76,8 @@ const BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct ChannelStats {
     outcomes: [AtomicU64; 6],
+    /// Attempts whose latency fell in `(BUCKETS[i-1], BUCKETS[i]]`: one counter per attempt,
+    /// made cumulative when scraped.
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -36,15 +85,11 @@ pub struct ChannelStats {
 
 impl ChannelStats {
     /// Counts one attempt with its outcome class and how long the provider took.
-    pub fn attempt(&self, outcome: &str, latency: std::time::Duration) {
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn attempt(&self, outcome: AttemptClass, latency: std::time::Duration) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros.fetch_add(
@@ -53,13 +98,35 @@ impl ChannelStats {
         );
     }
 
+    /// The samples of `notifyd_delivery_duration_seconds` for channel label `ch` (escaped):
+    /// cumulative buckets, `+Inf`, sum and count.
+    fn latency_samples(&self, ch: &str) -> Vec<String> {
+        let mut out = Vec::with_capacity(BUCKETS.len() + 3);
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
+            out.push(format!(
+                "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"{bound}\"}} {cumulative}"
+            ));
+        }
+        // Read after the buckets: an attempt counted meanwhile keeps `+Inf` the largest.
+        let count = self.latency_count.load(Ordering::Relaxed).max(cumulative);
+        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        out.push(format!(
+            "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"+Inf\"}} {count}"
+        ));
+        out.push(format!(
+            "notifyd_delivery_duration_seconds_sum{{channel=\"{ch}\"}} {sum}"
+        ));
+        out.push(format!(
+            "notifyd_delivery_duration_seconds_count{{channel=\"{ch}\"}} {count}"
+        ));
+        out
+    }
+
     /// Attempts counted with this outcome.
-    pub fn count(&self, outcome: &str) -> u64 {
-        OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .map(|i| self.outcomes[i].load(Ordering::Relaxed))
-            .unwrap_or(0)
+    pub fn count(&self, outcome: AttemptClass) -> u64 {
+        self.outcomes[outcome as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -151,7 +218,7 @@ pub async fn render(
 ) -> Result<String> {
     let depth = outbox.depth().await?;
     let oldest = outbox.oldest_due(&registry.names()).await?;
-    let now = crate::outbox::now_ms();
+    let now = crate::clock::now_ms();
     let (mut attempts, mut latency, mut queue, mut age) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut breaker, mut waits, mut dead_critical) = (Vec::new(), Vec::new(), Vec::new());
@@ -159,29 +226,14 @@ pub async fn render(
     for rt in registry.iter() {
         let ch = escape(&rt.name);
         let kind = rt.kind;
-        for outcome in OUTCOMES {
+        for outcome in AttemptClass::ALL {
             attempts.push(format!(
-                "notifyd_attempts_total{{channel=\"{ch}\",kind=\"{kind}\",outcome=\"{outcome}\"}} {}",
+                "notifyd_attempts_total{{channel=\"{ch}\",kind=\"{kind}\",outcome=\"{}\"}} {}",
+                outcome.as_str(),
                 rt.stats.count(outcome)
             ));
         }
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            latency.push(format!(
-                "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"{bound}\"}} {}",
-                rt.stats.latency_buckets[i].load(Ordering::Relaxed)
-            ));
-        }
-        let count = rt.stats.latency_count.load(Ordering::Relaxed);
-        let sum = rt.stats.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        latency.push(format!(
-            "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"+Inf\"}} {count}"
-        ));
-        latency.push(format!(
-            "notifyd_delivery_duration_seconds_sum{{channel=\"{ch}\"}} {sum}"
-        ));
-        latency.push(format!(
-            "notifyd_delivery_duration_seconds_count{{channel=\"{ch}\"}} {count}"
-        ));
+        latency.extend(rt.stats.latency_samples(&ch));
         for state in [State::Queued, State::Sending, State::Dead] {
             let n: u64 = depth
                 .iter()
@@ -202,7 +254,7 @@ pub async fn render(
         age.push(format!(
             "notifyd_queue_oldest_due_seconds{{channel=\"{ch}\"}} {secs}"
         ));
-        let state = match rt.breaker.view().state {
+        let state = match rt.gate.breaker().view().state {
             "closed" => 0,
             "half_open" => 1,
             _ => 2,
@@ -210,7 +262,7 @@ pub async fn render(
         breaker.push(format!("notifyd_breaker_state{{channel=\"{ch}\"}} {state}"));
         waits.push(format!(
             "notifyd_rate_limit_waits_total{{channel=\"{ch}\"}} {}",
-            rt.limiter.waits()
+            rt.gate.limiter().waits()
         ));
         dead_critical.push(format!(
             "notifyd_dead_critical_total{{channel=\"{ch}\"}} {}",
@@ -342,4 +394,45 @@ pub async fn render(
         &expired_critical,
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative_and_inf_counts_every_attempt() {
+        let stats = ChannelStats::default();
+        for ms in [3, 30, 40_000] {
+            stats.attempt(AttemptClass::Delivered, Duration::from_millis(ms));
+        }
+        let samples = stats.latency_samples("sms");
+        let value = |le: &str| {
+            let key =
+                format!("notifyd_delivery_duration_seconds_bucket{{channel=\"sms\",le=\"{le}\"}} ");
+            samples
+                .iter()
+                .find_map(|s| s.strip_prefix(&key))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(value("0.005"), "1");
+        assert_eq!(value("0.025"), "1");
+        assert_eq!(value("0.05"), "2");
+        assert_eq!(value("30"), "2");
+        assert_eq!(value("+Inf"), "3");
+        assert!(
+            samples
+                .contains(&"notifyd_delivery_duration_seconds_count{channel=\"sms\"} 3".to_owned())
+        );
+        assert!(
+            samples.contains(
+                &"notifyd_delivery_duration_seconds_sum{channel=\"sms\"} 40.033".to_owned()
+            )
+        );
+        assert_eq!(stats.count(AttemptClass::Delivered), 3);
+        assert_eq!(stats.count(AttemptClass::Transient), 0);
+    }
 }

@@ -1,6 +1,6 @@
-//! The configured channels, built and ready: each channel with its policy, its bulkhead (a
-//! semaphore of `concurrency` slots), its breaker and rate limiter, the wake-up its dispatcher
-//! loop waits on, and its health.
+//! The configured channels, built and ready: each channel with its policy, its [`Gate`] (breaker,
+//! rate limits, hold, lease budget, bulkhead), the wake-up its dispatcher loop waits on, its
+//! counters and its health.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,20 +8,13 @@ use std::time::Duration;
 
 use notifyd_channels::{BuildContext, Channel, Timeouts};
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::Notify;
 
+use crate::clock::now_ms;
 use crate::config::{ChannelPolicy, Config, Criticality};
-use crate::metrics::ChannelStats;
-use crate::outbox::now_ms;
+use crate::metrics::{AttemptClass, ChannelStats};
 use crate::per_minute::PerMinute;
-use crate::policy::{Breaker, RateLimiter};
-
-/// Rows a channel with this bulkhead may hold leased: the bulkhead sending and as many claimed
-/// ahead.
-pub fn max_leased(concurrency: usize) -> usize {
-    2 * concurrency
-}
+use crate::policy::Gate;
 
 /// One channel at run time.
 pub struct ChannelRuntime {
@@ -30,15 +23,10 @@ pub struct ChannelRuntime {
     pub channel: Arc<dyn Channel>,
     pub policy: ChannelPolicy,
     pub timeouts: Timeouts,
-    /// Free send slots: the bulkhead.
-    pub slots: Arc<Semaphore>,
-    /// Rows this process may hold leased: the bulkhead's worth in flight plus as many claimed
-    /// ahead, waiting for a slot, so a freed slot never waits for a claim's round trip.
-    pub leases: Arc<Semaphore>,
+    /// Whether the provider may be called now: breaker, rate limits, hold, leases, bulkhead.
+    pub gate: Arc<Gate>,
     /// Woken when a notification for this channel was just enqueued here.
     pub wake: Notify,
-    pub breaker: Breaker,
-    pub limiter: RateLimiter,
     /// Counters for `/metrics`.
     pub stats: ChannelStats,
     /// The last hour of attempts per minute, for the console.
@@ -50,9 +38,7 @@ pub struct ChannelRuntime {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Health {
     /// While in the future, the channel sends nothing: its credentials were refused, or the
-    /// provider asked it to wait (`Retry-After` on a rate-limit answer).
-    #[serde(skip)]
-    pub held_until: Option<Instant>,
+    /// provider asked it to wait (`Retry-After` on a rate-limit answer). From the [`Gate`].
     pub held_until_ms: Option<i64>,
     pub held_because: Option<&'static str>,
     pub last_error: Option<RecentError>,
@@ -68,7 +54,7 @@ pub struct Health {
 /// The most recent failed attempt of a channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecentError {
-    pub class: String,
+    pub class: AttemptClass,
     pub code: String,
     pub message: String,
     pub at_ms: i64,
@@ -83,35 +69,29 @@ pub enum AttemptKind {
 }
 
 impl ChannelRuntime {
+    /// A channel at run time: its gate fresh (breaker closed, limits full, not held).
+    pub fn new(
+        name: &str,
+        channel: Arc<dyn Channel>,
+        policy: ChannelPolicy,
+        timeouts: Timeouts,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: channel.kind(),
+            gate: Gate::new(name, &policy),
+            channel,
+            policy,
+            timeouts,
+            wake: Notify::new(),
+            stats: ChannelStats::default(),
+            per_minute: PerMinute::default(),
+            health: Mutex::new(Health::default()),
+        }
+    }
+
     fn health_mut(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stops this channel from sending for `hold`; a longer hold already in force is kept.
-    pub fn hold(&self, hold: Duration, because: &'static str) {
-        let until = Instant::now() + hold;
-        let mut h = self.health_mut();
-        if h.held_until.is_some_and(|t| t >= until) {
-            return;
-        }
-        h.held_until = Some(until);
-        h.held_until_ms = Some(now_ms() + i64::try_from(hold.as_millis()).unwrap_or(i64::MAX / 2));
-        h.held_because = Some(because);
-    }
-
-    /// When the hold ends, if the channel is held now.
-    pub fn held_until(&self) -> Option<Instant> {
-        let mut h = self.health_mut();
-        match h.held_until {
-            Some(t) if t > Instant::now() => Some(t),
-            Some(_) => {
-                h.held_until = None;
-                h.held_until_ms = None;
-                h.held_because = None;
-                None
-            }
-            None => None,
-        }
     }
 
     /// Updates the health counters after an attempt.
@@ -140,15 +120,17 @@ impl ChannelRuntime {
 
     /// A snapshot of the channel's health.
     pub fn health(&self) -> Health {
-        let _ = self.held_until();
-        self.health_mut().clone()
+        let hold = self.gate.held();
+        Health {
+            held_until_ms: hold.map(|h| h.until_ms),
+            held_because: hold.map(|h| h.because.as_str()),
+            ..self.health_mut().clone()
+        }
     }
 
     /// Sends in flight now.
     pub fn in_flight(&self) -> usize {
-        self.policy
-            .concurrency
-            .saturating_sub(self.slots.available_permits())
+        self.gate.in_flight()
     }
 
     /// How long a claimed row stays leased: the send's own limit plus a margin.
@@ -182,25 +164,8 @@ impl Registry {
             };
             match cfg.provider.build(&ctx) {
                 Ok(channel) => {
-                    let critical = cfg.policy.criticality == Criticality::Critical;
-                    channels.insert(
-                        name.clone(),
-                        Arc::new(ChannelRuntime {
-                            name: name.clone(),
-                            kind: cfg.provider.kind(),
-                            channel,
-                            policy: cfg.policy.clone(),
-                            timeouts,
-                            slots: Arc::new(Semaphore::new(cfg.policy.concurrency)),
-                            leases: Arc::new(Semaphore::new(max_leased(cfg.policy.concurrency))),
-                            wake: Notify::new(),
-                            breaker: Breaker::new(name, critical, cfg.policy.breaker.clone()),
-                            limiter: RateLimiter::new(cfg.policy.rate_limit.as_ref()),
-                            stats: ChannelStats::default(),
-                            per_minute: PerMinute::default(),
-                            health: Mutex::new(Health::default()),
-                        }),
-                    );
+                    let rt = ChannelRuntime::new(name, channel, cfg.policy.clone(), timeouts);
+                    channels.insert(name.clone(), Arc::new(rt));
                 }
                 Err(e) => problems.push(format!("channels.{name}: {e}")),
             }
@@ -209,6 +174,16 @@ impl Registry {
             Ok(Self { channels })
         } else {
             Err(problems)
+        }
+    }
+
+    /// A registry of channels built elsewhere (tests with a scripted channel).
+    pub fn of(channels: impl IntoIterator<Item = ChannelRuntime>) -> Self {
+        Self {
+            channels: channels
+                .into_iter()
+                .map(|rt| (rt.name.clone(), Arc::new(rt)))
+                .collect(),
         }
     }
 

@@ -1,8 +1,6 @@
 //! What a caller submits (HTTP body or `notifyd send` flags), and its validation into a
 //! [`NewNotification`]: the one place that decides whether a notification is acceptable.
 
-use std::time::{Duration, SystemTime};
-
 use notifyd_channels::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -235,8 +233,7 @@ impl Submission {
             });
         }
         let id = uuid::Uuid::now_v7().to_string();
-        let created_at =
-            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
+        let created_at = crate::clock::system_time(now);
         let message = Message {
             id: id.clone(),
             channel: self.channel,

@@ -534,10 +534,7 @@ async fn inbound(
     let config = rt.policy.receipts.as_ref().ok_or_else(|| {
         refuse("the channel does not accept receipts (set receipts = { verify = ... })")
     })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::now_secs();
     let receipt =
         crate::inbound::verify_and_parse(config, &channel, &headers, uri.query(), &bytes, now)
             .map_err(|e| match e {

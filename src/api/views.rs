@@ -94,10 +94,10 @@ pub fn channel(rt: &ChannelRuntime, depth: &[Depth]) -> Value {
         "in_flight": rt.in_flight(),
         "held_until": health.held_until_ms.map(rfc3339),
         "held_because": health.held_because,
-        "breaker": rt.breaker.view(),
+        "breaker": rt.gate.breaker().view(),
         "rate_limit": {
-            "tokens": rt.limiter.tokens(),
-            "waits": rt.limiter.waits(),
+            "tokens": rt.gate.limiter().tokens(),
+            "waits": rt.gate.limiter().waits(),
         },
         "failover": rt.policy.failover,
         "queue": {"queued": count(State::Queued), "sending": count(State::Sending), "dead": count(State::Dead)},

@@ -1,37 +1,457 @@
-//! What a send's result means for the notification: the one place retry policy is applied.
+//! What a send's result means for the notification: the one place retry policy is applied. A
+//! pure function of the row, the result and the time: it returns a [`Decision`] (the row's
+//! completion, a hold for the channel, the effect on its health) that the send path applies.
 
-use std::time::{Duration, SystemTime};
+use std::fmt;
+use std::time::Duration;
 
 use notifyd_channels::redact::mask_in;
 use notifyd_channels::{DeliveryError, Receipt};
-use tokio::time::Instant;
+use rand::Rng;
 
 use super::retry::backoff;
-use crate::config::DispatcherConfig;
-use crate::outbox::{AttemptRecord, Claimed, Completion, Outcome, State, now_ms};
-use crate::policy::Verdict;
-use crate::registry::{AttemptKind, ChannelRuntime, RecentError};
+use crate::clock::{self, Instant, WallMs};
+use crate::config::{ChannelPolicy, Criticality};
+use crate::metrics::AttemptClass;
+use crate::outbox::{AttemptRecord, Claimed, Completion, Outcome, State};
+use crate::policy::{HoldReason, Unsent, Verdict};
+use crate::registry::{AttemptKind, RecentError};
 
-/// Milliseconds of a duration, saturating.
-pub fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+/// What was decided for a notification after an attempt: the `decision` of its attempt record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionKind {
+    Delivered,
+    /// Back to the queue after backoff.
+    Retry,
+    /// A half-open probe failed: back to the queue until the next probe, attempt refunded.
+    ProbeFailed,
+    /// Moved to the next failover channel.
+    FailedOver {
+        to: String,
+        why: Ended,
+    },
+    /// Retries ended without a failover channel left.
+    Dead {
+        why: Ended,
+    },
+    /// The provider rate-limited the send: back after its wait, attempt refunded.
+    RateLimited,
+    /// Rejected for good (invalid recipient, permanent error).
+    Failed,
+    /// The provider refused our credentials or configuration: the channel is held.
+    Held,
+    /// Not sent: its recipient was over its own rate limit.
+    WaitedForRateLimit,
+}
+
+impl DecisionKind {
+    /// The name of the decision (without a failover's target).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retry => "retry",
+            Self::ProbeFailed => "probe_failed",
+            Self::FailedOver { .. } => "failed_over",
+            Self::Dead { .. } => "dead",
+            Self::RateLimited => "rate_limited",
+            Self::Failed => "failed",
+            Self::Held => "held",
+            Self::WaitedForRateLimit => "waited_for_rate_limit",
+        }
+    }
+}
+
+/// As stored in the attempt record: `failed_over:<channel>`, else [`DecisionKind::as_str`].
+impl fmt::Display for DecisionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FailedOver { to, .. } => write!(f, "failed_over:{to}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// Why a notification stopped being retried on its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// A half-open probe failed and a failover channel is left.
+    BreakerOpen,
+    RetriesExhausted,
+    MaxAgeReached,
+}
+
+impl Ended {
+    /// As written in logs and the row's last error.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BreakerOpen => "breaker open",
+            Self::RetriesExhausted => "retries exhausted",
+            Self::MaxAgeReached => "max_age reached",
+        }
+    }
+}
+
+/// What the decision does to the channel's health counters.
+#[derive(Debug, Clone)]
+pub struct HealthEffect {
+    pub counted: AttemptKind,
+    /// The failure, the recipient masked.
+    pub error: Option<RecentError>,
+    /// A critical channel's notification ended dead: alert.
+    pub dead_critical: bool,
+}
+
+/// Everything an attempt's outcome changes, for the caller to apply.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub class: AttemptClass,
+    /// The row's next state, with its attempt record.
+    pub completion: Completion,
+    /// The whole channel stops sending for this long.
+    pub hold: Option<(Duration, HoldReason)>,
+    pub health: HealthEffect,
+    /// When the notification is due again, if it went back to the queue.
+    pub retry_in: Option<Duration>,
+}
+
+/// The policy `decide` applies: the channel's.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub channel: &'a str,
+    pub policy: &'a ChannelPolicy,
+    /// How long a channel whose credentials were refused is held.
+    pub fault_hold: Duration,
+}
+
+/// What came back from the provider.
+#[derive(Debug)]
+pub struct Sent {
+    pub result: Result<Receipt, DeliveryError>,
+    pub started_at_ms: WallMs,
+    pub latency: Duration,
+    /// Set when the send was a half-open probe whose retryable failure re-opened the breaker
+    /// ([`crate::policy::SendPermit::record`]): how long until the next probe.
+    pub next_probe_in: Option<Duration>,
 }
 
 /// The next failover channel for a notification ([`crate::outbox::failover::failover_target`]).
-pub fn failover_target<'a>(rt: &'a ChannelRuntime, row: &Claimed) -> Option<&'a str> {
-    crate::outbox::failover::failover_target(&rt.policy.failover, &rt.name, &row.tried)
+pub fn failover_target<'a>(rules: &Rules<'a>, row: &Claimed) -> Option<&'a str> {
+    crate::outbox::failover::failover_target(&rules.policy.failover, rules.channel, &row.tried)
+}
+
+/// What a send's result says about the provider's health, for its breaker: only retryable
+/// failures count against it.
+pub fn verdict(result: &Result<Receipt, DeliveryError>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Success,
+        Err(DeliveryError::Transient { .. }) => Verdict::Failure,
+        Err(_) => Verdict::Neutral,
+    }
+}
+
+/// Turns a send's result into the row's next state and its effects, at wall time `now`.
+///
+/// - delivered → `delivered` with the provider's id;
+/// - failed probe → like every notification deferred by the open breaker: to the next failover
+///   channel if there is one, else `queued` until the next probe with its attempt refunded
+///   (decision `probe_failed`), so an outage never spends attempts one probe at a time. Past
+///   `max_age` it is treated like any transient failure (an endless outage still ends);
+/// - transient → `queued` after backoff (the provider's `Retry-After` may lengthen it); once
+///   `max_attempts` are spent or the notification is older than `max_age`: failover to the next
+///   channel if one is configured, else `dead` (then the notification's own fallback route);
+/// - rate limited → `queued` after the provider's wait, attempt refunded, and the whole channel
+///   waits that long (the limit is the account's, not the message's);
+/// - invalid recipient or permanent → `failed` (then the fallback route, if any); never failover;
+/// - channel fault → the channel is held for `fault_hold`, the row waits with its attempt refunded.
+pub fn decide(
+    rules: &Rules<'_>,
+    row: &Claimed,
+    sent: Sent,
+    now: WallMs,
+    rng: &mut impl Rng,
+) -> Decision {
+    let attempt = row.attempt;
+    let class = AttemptClass::of(&sent.result);
+    let mut record = AttemptRecord {
+        started_at_ms: sent.started_at_ms,
+        latency_ms: clock::millis(sent.latency),
+        outcome: class.as_str().into(),
+        code: None,
+        error: None,
+        provider_id: None,
+        decision: String::new(),
+    };
+    let err = match sent.result {
+        Ok(receipt) => {
+            record.provider_id = receipt.provider_id.clone();
+            let outcome = Outcome::Delivered {
+                provider_id: receipt.provider_id,
+            };
+            let health = HealthEffect {
+                counted: AttemptKind::Delivered,
+                error: None,
+                dead_critical: false,
+            };
+            return finish(
+                row,
+                DecisionKind::Delivered,
+                class,
+                outcome,
+                record,
+                None,
+                health,
+                None,
+            );
+        }
+        Err(e) => e,
+    };
+    let code = err.code().to_owned();
+    let message = err.to_string();
+    record.code = Some(code.clone());
+    record.error = Some(message.clone());
+    // Provider errors often quote the recipient ("The 'To' number +1555… is not valid", SMTP
+    // 550 replies): logs and the channel's health get it masked, the attempt row keeps it.
+    let recent = RecentError {
+        class,
+        code: code.clone(),
+        message: mask_in(&message, &row.message.to),
+        at_ms: now,
+    };
+    let policy = &rules.policy.retry;
+    let age = Duration::from_millis(
+        u64::try_from(now - clock::wall_ms(row.message.created_at)).unwrap_or(0),
+    );
+    let too_old = policy.max_age.is_some_and(|max| age >= max);
+    let retried = |error| HealthEffect {
+        counted: AttemptKind::Retried,
+        error: Some(error),
+        dead_critical: false,
+    };
+    let retry = |wait: Duration, refund_attempt: bool, code: String, error: String| {
+        (
+            Outcome::Retry {
+                run_at_ms: now + clock::millis(wait),
+                refund_attempt,
+                code,
+                error,
+            },
+            Some(wait),
+        )
+    };
+    let mut hold = None;
+    let (kind, (outcome, retry_in), health) = match &err {
+        DeliveryError::Transient { .. } if sent.next_probe_in.is_some() && !too_old => {
+            let wait = sent.next_probe_in.unwrap_or_default();
+            match failover_target(rules, row) {
+                Some(to) => {
+                    let (kind, outcome) =
+                        fail_over(rules.channel, to, Ended::BreakerOpen, code, &message);
+                    (kind, (outcome, None), retried(recent))
+                }
+                None => (
+                    DecisionKind::ProbeFailed,
+                    retry(wait, true, code, message),
+                    retried(recent),
+                ),
+            }
+        }
+        DeliveryError::Transient { retry_after, .. }
+            if attempt < policy.max_attempts && !too_old =>
+        {
+            let wait = backoff(policy, attempt, *retry_after, rng);
+            (
+                DecisionKind::Retry,
+                retry(wait, false, code, message),
+                retried(recent),
+            )
+        }
+        DeliveryError::Transient { .. } => {
+            let why = if too_old {
+                Ended::MaxAgeReached
+            } else {
+                Ended::RetriesExhausted
+            };
+            match failover_target(rules, row) {
+                Some(to) => {
+                    let (kind, outcome) = fail_over(rules.channel, to, why, code, &message);
+                    (kind, (outcome, None), retried(recent))
+                }
+                None => {
+                    let outcome = Outcome::Finish {
+                        state: State::Dead,
+                        code,
+                        error: message,
+                        fallback: true,
+                    };
+                    let health = HealthEffect {
+                        counted: AttemptKind::Failed,
+                        error: Some(recent),
+                        dead_critical: rules.policy.criticality == Criticality::Critical,
+                    };
+                    (DecisionKind::Dead { why }, (outcome, None), health)
+                }
+            }
+        }
+        DeliveryError::RateLimited { retry_after } => {
+            let wait = retry_after
+                .unwrap_or_else(|| backoff(policy, 1, None, rng))
+                .min(policy.max);
+            if retry_after.is_some() {
+                hold = Some((wait, HoldReason::RetryAfter));
+            }
+            (
+                DecisionKind::RateLimited,
+                retry(wait, true, code, message),
+                retried(recent),
+            )
+        }
+        DeliveryError::InvalidRecipient { .. } | DeliveryError::Permanent { .. } => {
+            let outcome = Outcome::Finish {
+                state: State::Failed,
+                code,
+                error: message,
+                fallback: true,
+            };
+            let health = HealthEffect {
+                counted: AttemptKind::Failed,
+                error: Some(recent),
+                dead_critical: false,
+            };
+            (DecisionKind::Failed, (outcome, None), health)
+        }
+        DeliveryError::ChannelFault { .. } => {
+            hold = Some((rules.fault_hold, HoldReason::ChannelFault));
+            (
+                DecisionKind::Held,
+                retry(rules.fault_hold, true, code, message),
+                retried(recent),
+            )
+        }
+    };
+    finish(row, kind, class, outcome, record, hold, health, retry_in)
+}
+
+/// A move to the failover channel `to`: the row keeps its id and recipient.
+fn fail_over(
+    channel: &str,
+    to: &str,
+    why: Ended,
+    code: String,
+    message: &str,
+) -> (DecisionKind, Outcome) {
+    let outcome = Outcome::Reroute {
+        channel: to.to_owned(),
+        code,
+        error: format!("{} on {channel}: {message}", why.as_str()),
+    };
+    let kind = DecisionKind::FailedOver {
+        to: to.to_owned(),
+        why,
+    };
+    (kind, outcome)
+}
+
+#[allow(clippy::too_many_arguments)] // the parts of a Decision, assembled in one place
+fn finish(
+    row: &Claimed,
+    kind: DecisionKind,
+    class: AttemptClass,
+    outcome: Outcome,
+    mut record: AttemptRecord,
+    hold: Option<(Duration, HoldReason)>,
+    health: HealthEffect,
+    retry_in: Option<Duration>,
+) -> Decision {
+    record.decision = kind.to_string();
+    Decision {
+        kind,
+        class,
+        completion: Completion {
+            id: row.message.id.clone(),
+            attempt: row.attempt,
+            lease: row.lease,
+            outcome,
+            record: Some(record),
+        },
+        hold,
+        health,
+        retry_in,
+    }
+}
+
+/// The completion of a claimed row that was not sent, at wall time `now_ms` (policy time
+/// `now`): given back with its attempt refunded, expired, or, when its recipient is over its own
+/// limit, due again at that recipient's next token (recorded, so the wait is visible).
+pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Completion {
+    let (id, attempt, lease) = (row.message.id.clone(), row.attempt, row.lease);
+    match why {
+        Unsent::Expired => Completion {
+            id,
+            attempt,
+            lease,
+            outcome: Outcome::Finish {
+                state: State::Expired,
+                code: "expired".into(),
+                error: "expires_at passed before it could be sent".into(),
+                fallback: false,
+            },
+            record: None,
+        },
+        Unsent::RecipientLimited { next } => {
+            let wait = next.saturating_duration_since(now);
+            let code = "recipient_rate_limited";
+            let error = format!("this recipient's rate limit allows the next send in {wait:?}");
+            Completion {
+                id,
+                attempt,
+                lease,
+                outcome: Outcome::Retry {
+                    run_at_ms: now_ms + clock::millis(wait),
+                    refund_attempt: true,
+                    code: code.to_owned(),
+                    error: error.clone(),
+                },
+                record: Some(AttemptRecord {
+                    started_at_ms: now_ms,
+                    latency_ms: 0,
+                    outcome: NOT_SENT.into(),
+                    code: Some(code.to_owned()),
+                    error: Some(error),
+                    provider_id: None,
+                    decision: DecisionKind::WaitedForRateLimit.to_string(),
+                }),
+            }
+        }
+        Unsent::Stopping
+        | Unsent::WaitedTooLongForASlot
+        | Unsent::ChannelHeld
+        | Unsent::BreakerOpened => released(row),
+    }
+}
+
+/// The completion of a row given back unsent, its attempt refunded: before any send, or after
+/// an abandoned one.
+pub fn released(row: &Claimed) -> Completion {
+    Completion {
+        id: row.message.id.clone(),
+        attempt: row.attempt,
+        lease: row.lease,
+        outcome: Outcome::Release,
+        record: None,
+    }
 }
 
 /// A row claimed more often than its budget allows without an outcome recorded in between (each
 /// claim counts an attempt; only a crash or a completion that could not be written leaves one
 /// unrecorded) is not sent again: it ends `dead` with `outcome_not_recorded`, replayable. One
 /// claim past `max_attempts` is still sent, so a crash during the last attempt costs no send.
-pub fn past_budget(rt: &ChannelRuntime, row: &Claimed) -> Option<Completion> {
-    let max = rt.policy.retry.max_attempts;
+pub fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion> {
+    let max = rules.policy.retry.max_attempts;
     if row.attempt <= max.saturating_add(1) {
         return None;
     }
-    tracing::error!(notification_id = %row.message.id, channel = %rt.name, attempt = row.attempt,
+    tracing::error!(notification_id = %row.message.id, channel = %rules.channel, attempt = row.attempt,
         max_attempts = max, "Claimed past its attempt budget without a recorded outcome: not sent again.");
     Some(Completion {
         id: row.message.id.clone(),
@@ -50,255 +470,39 @@ pub fn past_budget(rt: &ChannelRuntime, row: &Claimed) -> Option<Completion> {
     })
 }
 
-/// What a send's result says about the provider's health, for its breaker: only retryable
-/// failures count against it.
-pub fn verdict(result: &Result<Receipt, DeliveryError>) -> Verdict {
-    match result {
-        Ok(_) => Verdict::Success,
-        Err(DeliveryError::Transient { .. }) => Verdict::Failure,
-        Err(_) => Verdict::Neutral,
-    }
-}
-
-/// Turns a send's result into the row's next state, logs it, and updates the channel's health.
-///
-/// `next_probe` is set when the send was a half-open probe whose retryable failure re-opened
-/// the breaker ([`crate::policy::Breaker::record`]).
-///
-/// - delivered → `delivered` with the provider's id;
-/// - failed probe → like every notification deferred by the open breaker: to the next failover
-///   channel if there is one, else `queued` until the next probe with its attempt refunded
-///   (decision `probe_failed`), so an outage never spends attempts one probe at a time. Past
-///   `max_age` it is treated like any transient failure (an endless outage still ends);
-/// - transient → `queued` after backoff (the provider's `Retry-After` may lengthen it); once
-///   `max_attempts` are spent or the notification is older than `max_age`: failover to the next
-///   channel if one is configured, else `dead` (then the notification's own fallback route);
-/// - rate limited → `queued` after the provider's wait, attempt refunded, and the whole channel
-///   waits that long (the limit is the account's, not the message's);
-/// - invalid recipient or permanent → `failed` (then the fallback route, if any); never failover;
-/// - channel fault → the channel is held for `fault_hold`, the row waits with its attempt refunded.
-pub fn decide(
-    rt: &ChannelRuntime,
-    config: &DispatcherConfig,
-    row: &Claimed,
-    result: Result<Receipt, DeliveryError>,
-    started_at_ms: i64,
-    latency: Duration,
-    next_probe: Option<Instant>,
-) -> Completion {
-    let id = row.message.id.as_str();
-    let attempt = row.attempt;
-    let now = now_ms();
-    let mut record = AttemptRecord {
-        started_at_ms,
-        latency_ms: millis(latency),
-        outcome: String::new(),
-        code: None,
-        error: None,
-        provider_id: None,
-        decision: String::new(),
-    };
-    rt.stats.attempt(
-        match &result {
-            Ok(_) => "delivered",
-            Err(e) => e.class(),
-        },
-        latency,
-    );
-    let completion = |outcome, record| Completion {
-        id: id.to_owned(),
-        attempt,
-        lease: row.lease,
-        outcome,
-        record: Some(record),
-    };
-    let err = match result {
-        Ok(receipt) => {
-            tracing::debug!(notification_id = %id, channel = %rt.name, attempt, latency_ms = record.latency_ms,
-                "Delivered notification.");
-            rt.record(AttemptKind::Delivered, None);
-            record.outcome = "delivered".into();
-            record.decision = "delivered".into();
-            record.provider_id = receipt.provider_id.clone();
-            let outcome = Outcome::Delivered {
-                provider_id: receipt.provider_id,
-            };
-            return completion(outcome, record);
-        }
-        Err(e) => e,
-    };
-    let code = err.code().to_owned();
-    let message = err.to_string();
-    // Provider errors often quote the recipient ("The 'To' number +1555… is not valid", SMTP
-    // 550 replies): logs and the channel's health get it masked, the attempt row keeps it.
-    let masked = mask_in(&message, &row.message.to);
-    record.outcome = err.class().into();
-    record.code = Some(code.clone());
-    record.error = Some(message.clone());
-    let recent = Some(RecentError {
-        class: err.class().into(),
-        code: code.clone(),
-        message: masked.clone(),
-        at_ms: now,
-    });
-    let policy = &rt.policy.retry;
-    let too_old = policy.max_age.is_some_and(|max| {
-        SystemTime::now()
-            .duration_since(row.message.created_at)
-            .is_ok_and(|age| age >= max)
-    });
-    let outcome = match &err {
-        DeliveryError::Transient { .. } if next_probe.is_some() && !too_old => {
-            let until = next_probe.unwrap_or_else(Instant::now);
-            let wait = until.saturating_duration_since(Instant::now());
-            rt.record(AttemptKind::Retried, recent);
-            if let Some(target) = failover_target(rt, row) {
-                tracing::warn!(notification_id = %id, channel = %rt.name, to_channel = target, attempt, code = %code,
-                    error = %masked, "Breaker probe failed; failing over to the next channel.");
-                record.decision = format!("failed_over:{target}");
-                Outcome::Reroute {
-                    channel: target.to_owned(),
-                    code,
-                    error: format!("breaker open on {}: {message}", rt.name),
-                }
-            } else {
-                tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, retry_in_ms = millis(wait),
-                    error = %masked, "Breaker probe failed; waiting for the next probe without spending an attempt.");
-                record.decision = "probe_failed".into();
-                Outcome::Retry {
-                    run_at_ms: now + millis(wait),
-                    refund_attempt: true,
-                    code,
-                    error: message,
-                }
-            }
-        }
-        DeliveryError::Transient { retry_after, .. }
-            if attempt < policy.max_attempts && !too_old =>
-        {
-            let wait = backoff(policy, attempt, *retry_after, &mut rand::rng());
-            tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, retry_in_ms = millis(wait),
-                error = %masked, "Delivery failed; will retry.");
-            rt.record(AttemptKind::Retried, recent);
-            record.decision = "retry".into();
-            Outcome::Retry {
-                run_at_ms: now + millis(wait),
-                refund_attempt: false,
-                code,
-                error: message,
-            }
-        }
-        DeliveryError::Transient { .. } => {
-            let why = if too_old {
-                "max_age reached"
-            } else {
-                "retries exhausted"
-            };
-            if let Some(target) = failover_target(rt, row) {
-                tracing::warn!(notification_id = %id, channel = %rt.name, to_channel = target, attempt, code = %code,
-                    "Failing over to the next channel: {why}.");
-                rt.record(AttemptKind::Retried, recent);
-                record.decision = format!("failed_over:{target}");
-                Outcome::Reroute {
-                    channel: target.to_owned(),
-                    code,
-                    error: format!("{why} on {}: {message}", rt.name),
-                }
-            } else {
-                if rt.is_critical() {
-                    rt.record_dead_critical();
-                    tracing::error!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %masked,
-                        critical = true, "Critical notification is dead: {why}.");
-                } else {
-                    tracing::warn!(notification_id = %id, channel = %rt.name, attempt, code = %code, error = %masked,
-                        "Notification is dead: {why}.");
-                }
-                rt.record(AttemptKind::Failed, recent);
-                record.decision = "dead".into();
-                Outcome::Finish {
-                    state: State::Dead,
-                    code,
-                    error: message,
-                    fallback: true,
-                }
-            }
-        }
-        DeliveryError::RateLimited { retry_after } => {
-            let wait = retry_after
-                .unwrap_or_else(|| backoff(policy, 1, None, &mut rand::rng()))
-                .min(policy.max);
-            if retry_after.is_some() {
-                rt.hold(wait, "the provider asked to wait (Retry-After)");
-            }
-            tracing::warn!(notification_id = %id, channel = %rt.name, retry_in_ms = millis(wait),
-                "Provider rate-limited the send; waiting without spending an attempt.");
-            rt.record(AttemptKind::Retried, recent);
-            record.decision = "rate_limited".into();
-            Outcome::Retry {
-                run_at_ms: now + millis(wait),
-                refund_attempt: true,
-                code,
-                error: message,
-            }
-        }
-        DeliveryError::InvalidRecipient { .. } | DeliveryError::Permanent { .. } => {
-            tracing::warn!(notification_id = %id, channel = %rt.name, attempt, class = err.class(), code = %code,
-                error = %masked, "Notification rejected.");
-            rt.record(AttemptKind::Failed, recent);
-            record.decision = "failed".into();
-            Outcome::Finish {
-                state: State::Failed,
-                code,
-                error: message,
-                fallback: true,
-            }
-        }
-        DeliveryError::ChannelFault { .. } => {
-            tracing::error!(notification_id = %id, channel = %rt.name, code = %code, error = %masked, hold = ?config.fault_hold,
-                "The provider refused our credentials or configuration; holding the channel. Its notifications stay queued.");
-            rt.hold(
-                config.fault_hold,
-                "the provider refused our credentials or configuration",
-            );
-            rt.record(AttemptKind::Retried, recent);
-            record.decision = "held".into();
-            Outcome::Retry {
-                run_at_ms: now + millis(config.fault_hold),
-                refund_attempt: true,
-                code,
-                error: message,
-            }
-        }
-    };
-    completion(outcome, record)
-}
+/// The `outcome` of an attempt record for a row that never reached the provider.
+pub const NOT_SENT: &str = "not_sent";
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use figment::providers::Env;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     use super::*;
     use crate::config::Config;
-    use crate::registry::Registry;
 
     const TO: &str = "+15551234567";
+    const NOW: WallMs = 1_800_000_000_000;
 
-    fn runtime(policy: &str) -> Arc<ChannelRuntime> {
+    fn policy(extra: &str) -> ChannelPolicy {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notifyd.toml");
         let text = format!(
-            "[channels.sms]\nkind = \"log\"\n{policy}\n[channels.sms-backup]\nkind = \"log\"\n"
+            "[channels.sms]\nkind = \"log\"\n{extra}\n[channels.sms-backup]\nkind = \"log\"\n"
         );
         std::fs::write(&path, text).unwrap();
         let config =
             Config::load_with_env(Some(&path), Env::prefixed("NOTIFYD_UNIT_UNUSED_")).unwrap();
-        Registry::build(&config)
-            .unwrap()
-            .get("sms")
-            .unwrap()
-            .clone()
+        config.channels["sms"].policy.clone()
+    }
+
+    fn rules(policy: &ChannelPolicy) -> Rules<'_> {
+        Rules {
+            channel: "sms",
+            policy,
+            fault_hold: Duration::from_secs(300),
+        }
     }
 
     fn row(attempt: u32, age: Duration) -> Claimed {
@@ -311,7 +515,7 @@ mod tests {
                 body: Some("hi".into()),
                 html: None,
                 data: None,
-                created_at: SystemTime::now() - age,
+                created_at: clock::system_time(NOW - clock::millis(age)),
             },
             attempt,
             lease: crate::outbox::LeaseToken(i64::from(attempt)),
@@ -321,116 +525,275 @@ mod tests {
         }
     }
 
-    fn run(rt: &ChannelRuntime, row: &Claimed, next_probe: Option<Instant>) -> Completion {
-        let err = DeliveryError::transient("http_503", "unavailable");
+    fn answer(
+        policy: &ChannelPolicy,
+        row: &Claimed,
+        result: Result<Receipt, DeliveryError>,
+        next_probe_in: Option<Duration>,
+    ) -> Decision {
+        let sent = Sent {
+            result,
+            started_at_ms: NOW - 3,
+            latency: Duration::from_millis(3),
+            next_probe_in,
+        };
         decide(
-            rt,
-            &DispatcherConfig::default(),
+            &rules(policy),
             row,
-            Err(err),
-            now_ms(),
-            Duration::from_millis(3),
-            next_probe,
+            sent,
+            NOW,
+            &mut StdRng::seed_from_u64(7),
         )
     }
 
-    #[tokio::test]
-    async fn a_failed_probe_waits_for_the_next_probe_and_refunds_its_attempt() {
-        let rt = runtime("retry = { max_attempts = 2 }");
-        let before = now_ms();
-        let next = Instant::now() + Duration::from_secs(5);
-        // The last allowed attempt: without the breaker's word this would be dead.
-        let c = run(&rt, &row(2, Duration::ZERO), Some(next));
+    fn unavailable(
+        policy: &ChannelPolicy,
+        row: &Claimed,
+        next_probe_in: Option<Duration>,
+    ) -> Decision {
+        let err = DeliveryError::transient("http_503", "unavailable");
+        answer(policy, row, Err(err), next_probe_in)
+    }
+
+    fn run_at(c: &Completion) -> i64 {
         match c.outcome {
-            Outcome::Retry {
-                run_at_ms,
-                refund_attempt,
-                ..
-            } => {
-                assert!(refund_attempt);
-                assert!(
-                    (before + 4_900..=now_ms() + 5_000).contains(&run_at_ms),
-                    "due at the next probe, not after backoff: {}",
-                    run_at_ms - before
-                );
-            }
-            other => panic!("{other:?}"),
+            Outcome::Retry { run_at_ms, .. } => run_at_ms,
+            ref other => panic!("{other:?}"),
         }
-        assert_eq!(c.record.unwrap().decision, "probe_failed");
     }
 
-    #[tokio::test]
-    async fn the_same_failure_outside_a_probe_spends_the_last_attempt() {
-        let rt = runtime("retry = { max_attempts = 2 }");
-        let c = run(&rt, &row(2, Duration::ZERO), None);
-        assert!(
-            matches!(
-                c.outcome,
-                Outcome::Finish {
-                    state: State::Dead,
-                    ..
-                }
+    #[test]
+    fn a_delivery_records_the_provider_id_and_counts_as_delivered() {
+        let p = policy("");
+        let receipt = Receipt {
+            provider_id: Some("SM123".into()),
+        };
+        let d = answer(&p, &row(1, Duration::ZERO), Ok(receipt), None);
+        assert_eq!(d.kind, DecisionKind::Delivered);
+        assert_eq!(d.class, AttemptClass::Delivered);
+        assert_eq!(
+            d.completion.outcome,
+            Outcome::Delivered {
+                provider_id: Some("SM123".into())
+            }
+        );
+        let record = d.completion.record.unwrap();
+        assert_eq!(
+            (
+                record.outcome.as_str(),
+                record.decision.as_str(),
+                record.latency_ms
             ),
-            "{:?}",
-            c.outcome
+            ("delivered", "delivered", 3)
         );
+        assert_eq!(d.health.counted, AttemptKind::Delivered);
+        assert!(d.health.error.is_none() && d.hold.is_none());
     }
 
-    #[tokio::test]
-    async fn a_failed_probe_fails_over_when_the_channel_has_a_failover() {
-        let rt = runtime("failover = [\"sms-backup\"]");
-        let c = run(
-            &rt,
-            &row(1, Duration::ZERO),
-            Some(Instant::now() + Duration::from_secs(5)),
+    #[test]
+    fn a_failed_probe_waits_for_the_next_probe_and_refunds_its_attempt() {
+        let p = policy("retry = { max_attempts = 2 }");
+        // The last allowed attempt: without the breaker's word this would be dead.
+        let d = unavailable(&p, &row(2, Duration::ZERO), Some(Duration::from_secs(5)));
+        assert_eq!(d.kind, DecisionKind::ProbeFailed);
+        assert!(matches!(
+            d.completion.outcome,
+            Outcome::Retry {
+                refund_attempt: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            run_at(&d.completion),
+            NOW + 5_000,
+            "due at the next probe, not after backoff"
         );
+        assert_eq!(d.completion.record.unwrap().decision, "probe_failed");
+    }
+
+    #[test]
+    fn the_same_failure_outside_a_probe_spends_the_last_attempt() {
+        let p = policy("retry = { max_attempts = 2 }");
+        let d = unavailable(&p, &row(2, Duration::ZERO), None);
+        assert_eq!(
+            d.kind,
+            DecisionKind::Dead {
+                why: Ended::RetriesExhausted
+            }
+        );
+        assert!(matches!(
+            d.completion.outcome,
+            Outcome::Finish {
+                state: State::Dead,
+                fallback: true,
+                ..
+            }
+        ));
+        assert_eq!(d.health.counted, AttemptKind::Failed);
+        assert!(!d.health.dead_critical, "not a critical channel");
+    }
+
+    #[test]
+    fn a_critical_channels_dead_notification_is_flagged_for_alerting() {
+        let p = policy("criticality = \"critical\"\nretry = { max_attempts = 1 }");
+        let d = unavailable(&p, &row(1, Duration::ZERO), None);
+        assert!(d.health.dead_critical);
+    }
+
+    #[test]
+    fn a_transient_failure_with_attempts_left_is_retried_after_backoff() {
+        let p = policy("retry = { max_attempts = 5, base = \"1s\", max = \"60s\" }");
+        let d = unavailable(&p, &row(3, Duration::ZERO), None);
+        assert_eq!(d.kind, DecisionKind::Retry);
+        let wait = run_at(&d.completion) - NOW;
         assert!(
-            matches!(&c.outcome, Outcome::Reroute { channel, .. } if channel == "sms-backup"),
-            "{:?}",
-            c.outcome
+            (0..=4_000).contains(&wait),
+            "full jitter under base · 2²: {wait}"
         );
-        assert_eq!(c.record.unwrap().decision, "failed_over:sms-backup");
+        assert_eq!(d.retry_in.map(clock::millis), Some(wait));
+        assert!(matches!(
+            d.completion.outcome,
+            Outcome::Retry {
+                refund_attempt: false,
+                ..
+            }
+        ));
     }
 
-    #[tokio::test]
-    async fn a_failed_probe_past_max_age_ends_so_an_endless_outage_terminates() {
-        let rt = runtime("retry = { max_attempts = 5, max_age = \"1h\" }");
-        let c = run(
-            &rt,
+    #[test]
+    fn a_failed_probe_fails_over_when_the_channel_has_a_failover() {
+        let p = policy("failover = [\"sms-backup\"]");
+        let d = unavailable(&p, &row(1, Duration::ZERO), Some(Duration::from_secs(5)));
+        assert!(
+            matches!(&d.completion.outcome, Outcome::Reroute { channel, error, .. }
+                if channel == "sms-backup" && error.starts_with("breaker open on sms: ")),
+            "{:?}",
+            d.completion.outcome
+        );
+        assert_eq!(
+            d.completion.record.unwrap().decision,
+            "failed_over:sms-backup"
+        );
+    }
+
+    #[test]
+    fn a_failed_probe_past_max_age_ends_so_an_endless_outage_terminates() {
+        let p = policy("retry = { max_attempts = 5, max_age = \"1h\" }");
+        let d = unavailable(
+            &p,
             &row(1, Duration::from_secs(7200)),
-            Some(Instant::now() + Duration::from_secs(5)),
+            Some(Duration::from_secs(5)),
         );
-        assert!(
-            matches!(
-                c.outcome,
-                Outcome::Finish {
-                    state: State::Dead,
-                    ..
-                }
-            ),
-            "{:?}",
-            c.outcome
+        assert_eq!(
+            d.kind,
+            DecisionKind::Dead {
+                why: Ended::MaxAgeReached
+            }
         );
     }
 
-    #[tokio::test]
-    async fn the_recipient_quoted_by_a_provider_is_masked_in_the_channel_health() {
-        let rt = runtime("");
-        let reason = format!("21211: The 'To' number {TO} is not a valid phone number.");
-        let c = decide(
-            &rt,
-            &DispatcherConfig::default(),
-            &row(1, Duration::ZERO),
-            Err(DeliveryError::invalid_recipient("21211", reason)),
-            now_ms(),
-            Duration::ZERO,
-            None,
+    #[test]
+    fn a_rate_limit_with_retry_after_holds_the_channel_and_refunds_the_attempt() {
+        let p = policy("");
+        let err = DeliveryError::RateLimited {
+            retry_after: Some(Duration::from_secs(20)),
+        };
+        let d = answer(&p, &row(1, Duration::ZERO), Err(err), None);
+        assert_eq!(d.kind, DecisionKind::RateLimited);
+        assert_eq!(
+            d.hold,
+            Some((Duration::from_secs(20), HoldReason::RetryAfter))
         );
-        let shown = rt.health().last_error.unwrap().message;
+        assert_eq!(run_at(&d.completion), NOW + 20_000);
+        assert!(matches!(
+            d.completion.outcome,
+            Outcome::Retry {
+                refund_attempt: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refused_credentials_hold_the_channel_for_the_fault_hold() {
+        let p = policy("");
+        let err = DeliveryError::ChannelFault {
+            code: "http_401".into(),
+            reason: "bad token".into(),
+        };
+        let d = answer(&p, &row(1, Duration::ZERO), Err(err), None);
+        assert_eq!(d.kind, DecisionKind::Held);
+        assert_eq!(d.class, AttemptClass::ChannelFault);
+        assert_eq!(
+            d.hold,
+            Some((Duration::from_secs(300), HoldReason::ChannelFault))
+        );
+        assert_eq!(run_at(&d.completion), NOW + 300_000);
+    }
+
+    #[test]
+    fn a_rejection_fails_the_notification_and_never_fails_over() {
+        let p = policy("failover = [\"sms-backup\"]");
+        let err = DeliveryError::invalid_recipient("21211", "not a number");
+        let d = answer(&p, &row(1, Duration::ZERO), Err(err), None);
+        assert_eq!(d.kind, DecisionKind::Failed);
+        assert!(matches!(
+            d.completion.outcome,
+            Outcome::Finish {
+                state: State::Failed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_recipient_quoted_by_a_provider_is_masked_in_the_channel_health() {
+        let p = policy("");
+        let reason = format!("21211: The 'To' number {TO} is not a valid phone number.");
+        let err = DeliveryError::invalid_recipient("21211", reason);
+        let d = answer(&p, &row(1, Duration::ZERO), Err(err), None);
+        let shown = d.health.error.unwrap().message;
         assert!(!shown.contains(TO), "{shown}");
         assert!(shown.contains("+155***67"), "{shown}");
         // The attempt row, behind the API's own access control, keeps what the provider said.
-        assert!(c.record.unwrap().error.unwrap().contains(TO));
+        assert!(d.completion.record.unwrap().error.unwrap().contains(TO));
+    }
+
+    #[test]
+    fn a_recipient_over_its_limit_is_due_at_its_next_token_and_recorded_as_not_sent() {
+        let now = clock::now();
+        let why = Unsent::RecipientLimited {
+            next: now + Duration::from_secs(9),
+        };
+        let c = unsent(&row(1, Duration::ZERO), why, NOW, now);
+        assert_eq!(run_at(&c), NOW + 9_000);
+        let record = c.record.unwrap();
+        assert_eq!(
+            (record.outcome.as_str(), record.decision.as_str()),
+            ("not_sent", "waited_for_rate_limit")
+        );
+    }
+
+    #[test]
+    fn rows_not_sent_for_the_gates_reasons_are_released_unrecorded() {
+        for why in [
+            Unsent::Stopping,
+            Unsent::WaitedTooLongForASlot,
+            Unsent::ChannelHeld,
+            Unsent::BreakerOpened,
+        ] {
+            let c = unsent(&row(1, Duration::ZERO), why, NOW, clock::now());
+            assert_eq!((c.outcome, c.record), (Outcome::Release, None), "{why:?}");
+        }
+        let c = unsent(&row(1, Duration::ZERO), Unsent::Expired, NOW, clock::now());
+        assert!(matches!(
+            c.outcome,
+            Outcome::Finish {
+                state: State::Expired,
+                fallback: false,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -3,38 +3,37 @@
 //! One loop per channel: it may hold twice the channel's bulkhead in leased rows, one bulkhead
 //! sending and as many claimed ahead, so a slot freed by a finished send is taken at once
 //! instead of waiting for the next claim's round trip through the writer. Whenever it holds
-//! fewer, it claims as many due rows as it may still hold and its rate limit releases within
-//! half the lease margin, and starts one task per row. The task waits for a bulkhead slot (a row
-//! that waited more than half the lease margin, or meanwhile saw the channel held, its breaker
-//! leave `closed` or the daemon stop, goes back unsent with its attempt refunded, so no lease
-//! runs out before its send), then takes its rate-limit token right before the provider is
-//! called. Each send's outcome is classified ([`decide`]) into the row's
-//! next state and written back. Enqueues in this process wake the loop at once; polling finds
-//! rows written by other processes and retries coming due. The table is the truth: wake-ups and
-//! polls are only hints.
+//! fewer, it asks the channel's [`crate::policy::Gate`] how many rows it may claim (or until
+//! when to wait), claims them, and starts one task per row once the row has a bulkhead slot.
+//! The task ([`send_one`]) goes through four stages: admit (the gate's [`SendPermit`], or the
+//! row goes back unsent with its attempt refunded), send, classify ([`decide`], pure) and
+//! record. Enqueues in this process wake the loop at once; polling finds rows written by other
+//! processes and retries coming due. The table is the truth: wake-ups and polls are only hints.
 
+mod commit;
 mod decide;
 pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use notifyd_channels::{DeliveryError, SendContext};
+use notifyd_channels::{DeliveryError, Receipt, SendContext};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
+use crate::clock::{self, Instant};
 use crate::config::DispatcherConfig;
 use crate::outbox::{
-    AttemptRecord, Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State,
-    Validation, now_ms,
+    Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, Validation,
 };
-use crate::policy::{Admission, Ticket, Verdict};
-use crate::registry::{ChannelRuntime, Registry, max_leased};
-use crate::submission::{self, Rejection};
+use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
+use crate::registry::{ChannelRuntime, Registry};
+use crate::submission;
 use crate::systemd::Notifier;
 
-pub use decide::decide;
+pub use decide::{
+    Decision, DecisionKind, Ended, HealthEffect, Rules, Sent, decide, released, unsent,
+};
 
 /// Tells the dispatcher to stop: first `stop` (claim no more, let sends finish), then, after the
 /// grace period, `abandon` (cancel the rest and release their rows).
@@ -61,6 +60,8 @@ struct Shared {
     config: DispatcherConfig,
     retention: Retention,
     signals: Signals,
+    /// Finished sends' outcomes, to the committer.
+    pending: mpsc::UnboundedSender<commit::Pending>,
 }
 
 /// The delivery side of the daemon.
@@ -98,14 +99,21 @@ impl Dispatcher {
         let (stop_tx, stop) = watch::channel(false);
         let (abandon_tx, abandon) = watch::channel(false);
         let signals = Signals { stop, abandon };
+        let (pending, outcomes) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             registry: self.registry.clone(),
             outbox: self.outbox.clone(),
             config: self.config.clone(),
             retention: self.retention.clone(),
             signals: signals.clone(),
+            pending,
         });
         let mut loops = JoinSet::new();
+        loops.spawn(commit::commit_loop(
+            self.outbox.clone(),
+            self.registry.clone(),
+            outcomes,
+        ));
         for rt in self.registry.iter() {
             loops.spawn(channel_loop(rt.clone(), shared.clone()));
         }
@@ -124,7 +132,7 @@ impl Dispatcher {
         }
         self.notifier.stopping();
         tracing::info!(grace = ?self.config.shutdown_grace, "Dispatcher stopping; letting in-flight sends finish.");
-        let deadline = Instant::now() + self.config.shutdown_grace;
+        let deadline = clock::now() + self.config.shutdown_grace;
         let drained = tokio::time::timeout_at(deadline, self.all_leases_returned()).await;
         if drained.is_err() {
             tracing::warn!(
@@ -142,8 +150,7 @@ impl Dispatcher {
     /// loops are stopped by then, so a drained channel stays drained.
     async fn all_leases_returned(&self) {
         for rt in self.registry.iter() {
-            let all = u32::try_from(max_leased(rt.policy.concurrency)).unwrap_or(u32::MAX);
-            drop(rt.leases.acquire_many(all).await);
+            rt.gate.leases_returned().await;
         }
     }
 }
@@ -159,32 +166,26 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
             return;
         }
         let first = tokio::select! {
-            permit = rt.leases.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
+            permit = rt.gate.lease() => match permit {
+                Some(p) => p,
+                None => return,
             },
             _ = stop.changed() => return,
         };
-        // Checked after the slot is ours: the send that freed it may have just set a hold.
-        if let Some(until) = rt.held_until() {
-            drop(first);
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
-                _ = stop.changed() => return,
+        // Each claimed row must get its rate-limit token within half the lease margin.
+        let mut claim = match rt
+            .gate
+            .claim(first, config.claim_batch, config.lease_margin / 2)
+        {
+            ClaimAnswer::Claim(claim) => claim,
+            ClaimAnswer::Wait { until } => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
             }
-            continue;
-        }
-        let mut want = u32::try_from((1 + rt.leases.available_permits()).min(config.claim_batch))
-            .unwrap_or(u32::MAX);
-        // The breaker decides whether the provider is called at all.
-        let probes = match rt.breaker.admit(want) {
-            Admission::Closed => None,
-            Admission::Probe(n) => {
-                want = want.min(n);
-                Some(n)
-            }
-            Admission::Open { until } => {
-                drop(first);
+            ClaimAnswer::Open { until } => {
                 while_open(&rt, &shared.registry, outbox, until).await;
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => {}
@@ -194,60 +195,27 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
                 continue;
             }
         };
-        // The rate limit decides how many may be claimed: no more than it releases within half
-        // the lease margin, so a row waiting for its token never outlives its lease. The tokens
-        // themselves are taken right before each send.
-        match rt.limiter.claimable(want, config.lease_margin / 2) {
-            Ok(n) => want = n,
-            Err(next) => {
-                drop(first);
-                if let Some(n) = probes {
-                    rt.breaker.unused_probes(n);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next) => {}
-                    _ = stop.changed() => return,
-                }
-                continue;
-            }
-        }
-        let claimed = match outbox.claim(&rt.name, want as usize, lease).await {
+        let want = claim.want() as usize;
+        let claimed = match outbox.claim(&rt.name, want, lease).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(channel = %rt.name, error = %e, "Claim failed; will retry.");
-                if let Some(n) = probes {
-                    rt.breaker.unused_probes(n);
-                }
-                drop(first);
+                drop(claim);
                 idle(&rt, config, &mut stop).await;
                 continue;
             }
         };
-        let got = u32::try_from(claimed.len()).unwrap_or(u32::MAX);
-        if let Some(n) = probes {
-            rt.breaker.unused_probes(n.saturating_sub(got));
-        }
-        let mut first = Some(first);
+        let got = claimed.len();
         for row in claimed {
-            let lease = match first.take() {
-                Some(p) => p,
-                // Only this loop takes leases, and it counted them: this cannot wait long.
-                None => match rt.leases.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let leased = Leased {
-                lease,
-                ticket: rt.limiter.ticket(),
-                probe: probes.is_some(),
-                claimed: Instant::now(),
+            let Some(leased) = claim.row().await else {
+                return;
             };
             if feed.send((row, leased)).is_err() {
                 return;
             }
         }
-        drop(first);
+        // Probe slots no row took are given back.
+        drop(claim);
         if got < want {
             idle(&rt, config, &mut stop).await;
         }
@@ -283,7 +251,7 @@ async fn while_open(
             }
         }
     }
-    let until_ms = now_ms() + decide::millis(until.saturating_duration_since(Instant::now()));
+    let until_ms = clock::wall_at(until);
     loop {
         match outbox
             .move_due(&rt.name, OpenBreakerMove::Defer { until_ms }, CHUNK)
@@ -308,234 +276,232 @@ async fn idle(rt: &ChannelRuntime, config: &DispatcherConfig, stop: &mut watch::
     }
 }
 
-/// Why a claimed row goes back to the queue unsent (its attempt refunded), if it must.
-fn unsent_because(
-    rt: &ChannelRuntime,
-    config: &DispatcherConfig,
-    waited: Duration,
-    slot: bool,
-    probe: bool,
-) -> Option<&'static str> {
-    if !slot {
-        Some("stopping")
-    } else if waited > config.lease_margin / 2 {
-        // Its lease must still cover the send's whole timeout.
-        Some("waited_too_long_for_a_slot")
-    } else if rt.held_until().is_some() {
-        Some("channel_held")
-    } else if !probe && !rt.breaker.is_closed() {
-        Some("breaker_opened")
-    } else {
-        None
-    }
-}
-
-/// What a claimed row carries from its claim to its send.
-struct Leased {
-    /// Held until the row's outcome is committed.
-    lease: OwnedSemaphorePermit,
-    ticket: Ticket,
-    /// Claimed as a half-open breaker's probe.
-    probe: bool,
-    claimed: Instant,
-}
-
 /// Hands claimed rows their bulkhead slots in claim order (priority, then due time), and starts
 /// each one's send. Once stopping, rows still waiting get no slot: they are released unsent.
 async fn feed_slots(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
-    mut rows: mpsc::UnboundedReceiver<(Claimed, Leased)>,
+    mut rows: mpsc::UnboundedReceiver<(Claimed, RowLease)>,
 ) {
     let mut stop = shared.signals.stop.clone();
     while let Some((row, leased)) = rows.recv().await {
         let slot = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => None,
-            permit = rt.slots.clone().acquire_owned() => permit.ok(),
+            permit = rt.gate.slot() => permit,
         };
         tokio::spawn(send_one(rt.clone(), shared.clone(), row, leased, slot));
     }
 }
 
-/// Delivers one claimed notification and writes the outcome back. It holds its lease permit
-/// until then, and a bulkhead slot from the moment it may call the provider: a row claimed
-/// ahead waits here for the slot, and is released unsent (no attempt spent) if stopping, if it
-/// waited more than half the lease margin, or if the channel was held or its breaker left
-/// `closed` meanwhile.
+/// Delivers one claimed notification and writes the outcome back, in four stages: **admit**
+/// (the gate's word: a row claimed ahead that waited too long for its slot, or meanwhile saw
+/// the channel held, its breaker leave `closed` or the daemon stop, goes back unsent with its
+/// attempt refunded), **send** (its rate-limit token, then the provider under the channel's
+/// total timeout), **classify** (the breaker's verdict, then [`decide`]) and **record** (health,
+/// counters, logs, then the outcome goes to the committer, which writes it with others). The
+/// row's lease and slot are held until the outcome is committed.
 async fn send_one(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
     row: Claimed,
-    Leased {
-        lease,
-        ticket,
-        probe,
-        claimed,
-    }: Leased,
+    leased: RowLease,
     slot: Option<OwnedSemaphorePermit>,
 ) {
-    let waited = claimed.elapsed();
-    let mut abandon = shared.signals.abandon.clone();
-    let id = row.message.id.clone();
-    let attempt = row.attempt;
-    let token = row.lease;
-    let started_at = now_ms();
-    let refund = |run_at_ms: i64, code: &str, error: String, decision: &str| Completion {
-        id: id.clone(),
-        attempt,
-        lease: token,
-        outcome: Outcome::Retry {
-            run_at_ms,
-            refund_attempt: true,
-            code: code.to_owned(),
-            error: error.clone(),
-        },
-        record: Some(AttemptRecord {
-            started_at_ms: started_at,
-            latency_ms: 0,
-            outcome: "not_sent".into(),
-            code: Some(code.to_owned()),
-            error: Some(error),
-            provider_id: None,
-            decision: decision.to_owned(),
-        }),
-    };
-    // Given back unsent, its attempt refunded: after an abandoned send, or before any send.
-    let release = || Completion {
-        id: id.clone(),
-        attempt,
-        lease: token,
-        outcome: Outcome::Release,
-        record: None,
-    };
-    let mut recorded = false;
-    let completion = if let Some(why) =
-        unsent_because(&rt, &shared.config, waited, slot.is_some(), probe)
-    {
-        drop(ticket);
-        tracing::debug!(notification_id = %id, channel = %rt.name, reason = why,
-            "Claimed notification released unsent.");
-        release()
-    } else if row.expires_at_ms.is_some_and(|t| t <= started_at) {
-        drop(ticket);
-        note_expired(&rt, &id);
-        Completion {
-            id: id.clone(),
-            attempt,
-            lease: token,
-            outcome: Outcome::Finish {
-                state: State::Expired,
-                code: "expired".into(),
-                error: "expires_at passed before it could be sent".into(),
-                fallback: false,
-            },
-            record: None,
+    let started_at_ms = clock::now_ms();
+    let patience = shared.config.lease_margin / 2;
+    let admitted = rt
+        .gate
+        .admit(leased, slot, patience, row.expires_at_ms, &row.message.to);
+    let (completion, held) = match admitted {
+        Err((why, held)) => {
+            note_unsent(&rt, &row, why);
+            (unsent(&row, why, started_at_ms, clock::now()), held)
         }
-    } else if let Some(dead) = decide::past_budget(&rt, &row) {
-        drop(ticket);
-        dead
-    } else if let Err(refused) = check_pending(&shared.registry, &row) {
-        // Inserted by another program and refused by the checks the API would have made: it
-        // ends as the API would have answered, never reaching the provider.
-        drop(ticket);
-        tracing::warn!(notification_id = %id, channel = %rt.name, code = refused.code, field = %refused.field,
-            "A notification inserted with plain SQL failed validation.");
-        Completion {
-            id: id.clone(),
-            attempt,
-            lease: token,
-            outcome: Outcome::Finish {
-                state: State::Failed,
-                code: refused.code.into(),
-                error: refused.to_string(),
-                fallback: false,
-            },
-            record: None,
+        Ok(permit) if let Some(settled) = settle(&rt, &shared, &row) => {
+            // Never reaches the provider: no token is taken, a probe slot is free again.
+            (settled, permit.unsent())
         }
-    } else if let Err(next) = rt.limiter.acquire_recipient(&row.message.to) {
-        // Checked before the channel's token is taken: a held-back send costs the channel none.
-        drop(ticket);
-        let wait = next.saturating_duration_since(Instant::now());
-        refund(
-            started_at + decide::millis(wait),
-            "recipient_rate_limited",
-            format!("this recipient's rate limit allows the next send in {wait:?}"),
-            "waited_for_rate_limit",
-        )
-    } else {
-        let ctx = SendContext {
-            attempt,
-            idempotency_key: id.clone(),
-        };
-        // The channel's token is taken right before the provider is called, so the pace the
-        // provider sees is the limiter's, whatever the claim or spawn took.
-        let sent = tokio::select! {
-            r = async {
-                rt.limiter.until_token(ticket).await;
-                let clock = Instant::now();
-                let r = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx)).await;
-                (r, clock.elapsed())
-            } => Some(r),
-            _ = abandon.wait_for(|a| *a) => None,
-        };
-        match sent {
-            None => release(),
-            Some((result, latency)) => {
-                let result = result.unwrap_or_else(|_| {
-                    Err(DeliveryError::transient(
-                        "timeout",
-                        format!(
-                            "no answer within the total timeout of {:?}",
-                            rt.timeouts.total
-                        ),
-                    ))
-                });
-                let verdict = decide::verdict(&result);
-                let next_probe = rt.breaker.record(verdict, probe);
-                recorded = true;
-                decide(
-                    &rt,
-                    &shared.config,
-                    &row,
-                    result,
-                    started_at,
-                    latency,
-                    next_probe,
-                )
+        Ok(mut permit) => {
+            let mut abandon = shared.signals.abandon.clone();
+            let answer = tokio::select! {
+                answer = send(&rt, &row, &mut permit) => Some(answer),
+                _ = abandon.wait_for(|a| *a) => None,
+            };
+            match answer {
+                // Abandoned at shutdown: given back unsent.
+                None => (released(&row), permit.unsent()),
+                Some((result, latency)) => {
+                    let (next_probe, held) = permit.record(decide::verdict(&result));
+                    let sent = Sent {
+                        result,
+                        started_at_ms,
+                        latency,
+                        next_probe_in: next_probe
+                            .map(|t| t.saturating_duration_since(clock::now())),
+                    };
+                    let rules = Rules {
+                        channel: &rt.name,
+                        policy: &rt.policy,
+                        fault_hold: shared.config.fault_hold,
+                    };
+                    let decision = decide(&rules, &row, sent, clock::now_ms(), &mut rand::rng());
+                    (record(&rt, &row, decision, latency), held)
+                }
             }
         }
     };
-    if !recorded {
-        // Not sent: says nothing about the provider, and a probe slot it held is free again.
-        rt.breaker.record(Verdict::Neutral, probe);
-    }
-    let rerouted_to = match &completion.outcome {
-        Outcome::Reroute { channel, .. } => Some(channel.clone()),
-        _ => None,
+    // The committer writes it with others and then releases the row's lease and slot.
+    let done = commit::Pending {
+        completion,
+        held,
+        rt,
     };
-    match shared.outbox.complete(vec![completion]).await {
-        Ok(()) => {
-            if let Some(target) = rerouted_to {
-                shared.registry.wake(&target);
-            }
-        }
-        // The lease will expire and the row will be claimed again: at-least-once holds.
-        Err(e) => tracing::error!(notification_id = %id, channel = %rt.name, error = %e,
-            "Could not record the outcome; the notification will be retried when its lease expires."),
+    if let Err(mpsc::error::SendError(done)) = shared.pending.send(done) {
+        // The committer is gone (it stops only once every lease came back): write it here.
+        commit::write(shared.outbox.as_ref(), &shared.registry, &done).await;
     }
-    drop(slot);
-    drop(lease);
 }
 
-/// Applies the API's checks to a row another program inserted ([`Validation::Pending`]); rows
-/// notifyd wrote were checked when they were accepted and pass at no cost.
-fn check_pending(registry: &Registry, row: &Claimed) -> Result<(), Rejection> {
-    match &row.validation {
-        Validation::Done => Ok(()),
-        Validation::Pending { fallback } => {
-            submission::check(registry, &row.message, fallback, "body")
+/// The outcome of an admitted row that must not be sent after all: one claimed past its attempt
+/// budget without a recorded outcome ([`decide::past_budget`]), or one another program inserted
+/// that fails the checks the API would have made ([`Validation::Pending`]): it ends as the API
+/// would have answered. Rows notifyd wrote were checked when accepted and pass at no cost.
+fn settle(rt: &ChannelRuntime, shared: &Shared, row: &Claimed) -> Option<Completion> {
+    let rules = Rules {
+        channel: &rt.name,
+        policy: &rt.policy,
+        fault_hold: shared.config.fault_hold,
+    };
+    if let Some(dead) = decide::past_budget(&rules, row) {
+        return Some(dead);
+    }
+    let Validation::Pending { fallback } = &row.validation else {
+        return None;
+    };
+    let refused = submission::check(&shared.registry, &row.message, fallback, "body").err()?;
+    tracing::warn!(notification_id = %row.message.id, channel = %rt.name, code = refused.code,
+        field = %refused.field, "A notification inserted with plain SQL failed validation.");
+    Some(Completion {
+        id: row.message.id.clone(),
+        attempt: row.attempt,
+        lease: row.lease,
+        outcome: Outcome::Finish {
+            state: State::Failed,
+            code: refused.code.into(),
+            error: refused.to_string(),
+            fallback: false,
+        },
+        record: None,
+    })
+}
+
+/// Takes the row's rate-limit token, then calls the provider under the channel's total timeout.
+async fn send(
+    rt: &ChannelRuntime,
+    row: &Claimed,
+    permit: &mut SendPermit,
+) -> (Result<Receipt, DeliveryError>, Duration) {
+    let ctx = SendContext {
+        attempt: row.attempt,
+        idempotency_key: row.message.id.clone(),
+    };
+    permit.token().await;
+    let start = clock::now();
+    let result = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx))
+        .await
+        .unwrap_or_else(|_| {
+            Err(DeliveryError::transient(
+                "timeout",
+                format!(
+                    "no answer within the total timeout of {:?}",
+                    rt.timeouts.total
+                ),
+            ))
+        });
+    (result, clock::now().saturating_duration_since(start))
+}
+
+/// Applies a decision to the channel (counters, hold, health) and logs it; returns the
+/// completion to commit.
+fn record(rt: &ChannelRuntime, row: &Claimed, d: Decision, latency: Duration) -> Completion {
+    rt.stats.attempt(d.class, latency);
+    if let Some((hold, because)) = d.hold {
+        rt.gate.hold(hold, because);
+    }
+    log_decision(rt, row, &d, latency);
+    if d.health.dead_critical {
+        rt.record_dead_critical();
+    }
+    rt.record(d.health.counted, d.health.error);
+    d.completion
+}
+
+/// One line per decision: DEBUG for a delivery, WARN for what will recover, ERROR for what an
+/// operator must act on. The provider's message is logged with the recipient masked.
+fn log_decision(rt: &ChannelRuntime, row: &Claimed, d: &Decision, latency: Duration) {
+    let (id, channel, attempt) = (&row.message.id, &rt.name, row.attempt);
+    let (code, error) = match &d.health.error {
+        Some(e) => (e.code.as_str(), e.message.as_str()),
+        None => ("", ""),
+    };
+    let retry_in_ms = d.retry_in.map(clock::millis).unwrap_or(0);
+    match &d.kind {
+        DecisionKind::Delivered => {
+            tracing::debug!(notification_id = %id, channel = %channel, attempt,
+            latency_ms = clock::millis(latency), "Delivered notification.")
         }
+        DecisionKind::FailedOver {
+            to,
+            why: Ended::BreakerOpen,
+        } => tracing::warn!(notification_id = %id,
+            channel = %channel, to_channel = %to, attempt, code, error,
+            "Breaker probe failed; failing over to the next channel."),
+        DecisionKind::ProbeFailed => {
+            tracing::warn!(notification_id = %id, channel = %channel, attempt,
+            code, retry_in_ms, error,
+            "Breaker probe failed; waiting for the next probe without spending an attempt.")
+        }
+        DecisionKind::Retry => {
+            tracing::warn!(notification_id = %id, channel = %channel, attempt, code,
+            retry_in_ms, error, "Delivery failed; will retry.")
+        }
+        DecisionKind::FailedOver { to, why } => {
+            tracing::warn!(notification_id = %id, channel = %channel,
+            to_channel = %to, attempt, code, "Failing over to the next channel: {}.", why.as_str())
+        }
+        DecisionKind::Dead { why } if rt.is_critical() => tracing::error!(notification_id = %id,
+            channel = %channel, attempt, code, error, critical = true,
+            "Critical notification is dead: {}.", why.as_str()),
+        DecisionKind::Dead { why } => {
+            tracing::warn!(notification_id = %id, channel = %channel, attempt,
+            code, error, "Notification is dead: {}.", why.as_str())
+        }
+        DecisionKind::RateLimited => {
+            tracing::warn!(notification_id = %id, channel = %channel, retry_in_ms,
+            "Provider rate-limited the send; waiting without spending an attempt.")
+        }
+        DecisionKind::Failed => tracing::warn!(notification_id = %id, channel = %channel, attempt,
+            class = d.class.as_str(), code, error, "Notification rejected."),
+        DecisionKind::Held => {
+            tracing::error!(notification_id = %id, channel = %channel, code, error,
+            hold = ?d.hold.map(|h| h.0),
+            "The provider refused our credentials or configuration; holding the channel. Its notifications stay queued.")
+        }
+        DecisionKind::WaitedForRateLimit => {}
+    }
+}
+
+/// Logs why a claimed row goes back unsent.
+fn note_unsent(rt: &ChannelRuntime, row: &Claimed, why: Unsent) {
+    match why {
+        Unsent::Expired => note_expired(rt, &row.message.id),
+        Unsent::RecipientLimited { .. } => {}
+        Unsent::Stopping
+        | Unsent::WaitedTooLongForASlot
+        | Unsent::ChannelHeld
+        | Unsent::BreakerOpened => tracing::debug!(notification_id = %row.message.id,
+            channel = %rt.name, reason = why.as_str(), "Claimed notification released unsent."),
     }
 }
 
@@ -618,3 +584,6 @@ async fn status_line(outbox: &dyn Outbox) -> String {
         Err(e) => format!("Queue unreadable: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests;

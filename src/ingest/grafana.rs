@@ -119,10 +119,7 @@ async fn handle(
     )
     .await?;
     if let Some(config) = &route.signature {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::now_secs();
         verify(config, headers, &bytes, now).map_err(|e| {
             tracing::debug!(route = %route_name, reason = %e, "Refused an unverified Grafana request.");
             ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())

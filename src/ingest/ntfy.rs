@@ -5,7 +5,6 @@
 //! with none).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -341,10 +340,7 @@ async fn answer(
         super::outcome_of(result.as_ref().map(|(_, s)| s.as_slice())),
     );
     let (publish, stored) = result?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    let now = crate::clock::now_secs();
     // ntfy's answer: the message as published.
     let mut message = json!({
         "id": stored.first().map(|s| s.id.clone()),

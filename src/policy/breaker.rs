@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::clock;
 use crate::config::BreakerConfig;
 
 /// Buckets the sliding window is kept in.
@@ -110,12 +111,13 @@ impl Breaker {
 
     /// Asks to start up to `want` calls. A `Probe(n)` reserves `n` probe slots: report each
     /// started probe with [`Breaker::record`] and give back unused ones with
-    /// [`Breaker::unused_probes`].
+    /// [`Breaker::unused_probes`] (the [`crate::policy::Gate`] does both through values that
+    /// report themselves on drop).
     pub fn admit(&self, want: u32) -> Admission {
         if !self.config.enabled {
             return Admission::Closed;
         }
-        let now = Instant::now();
+        let now = clock::now();
         let mut inner = self.lock();
         if let Phase::Open { until } = inner.phase {
             if now < until {
@@ -163,7 +165,7 @@ impl Breaker {
         if !self.config.enabled {
             return None;
         }
-        let now = Instant::now();
+        let now = clock::now();
         let mut inner = self.lock();
         self.record_locked(&mut inner, verdict, probe, now);
         match inner.phase {
@@ -282,15 +284,15 @@ impl Breaker {
         }
     }
 
-    /// The breaker as an operator sees it.
     /// Whether calls flow freely now: a row claimed while the breaker was closed is sent only
     /// if it still is (open or half-open, only admitted probes go).
     pub fn is_closed(&self) -> bool {
         matches!(self.lock().phase, Phase::Closed)
     }
 
+    /// The breaker as an operator sees it.
     pub fn view(&self) -> BreakerView {
-        let now = Instant::now();
+        let now = clock::now();
         let mut inner = self.lock();
         self.evict(&mut inner, now);
         let (calls, failures) = totals(&inner);
@@ -450,7 +452,7 @@ mod tests {
             assert_eq!(b.admit(1), Admission::Probe(1));
             let next = b.record(Failure, true);
             assert_eq!(b.view().next_probe_in_ms, Some(expected));
-            assert_eq!(next, Some(Instant::now() + Duration::from_millis(expected)));
+            assert_eq!(next, Some(clock::now() + Duration::from_millis(expected)));
         }
     }
 
@@ -468,7 +470,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(30)).await;
         assert_eq!(b.admit(2), Admission::Probe(2));
         let first = b.record(Failure, true);
-        assert_eq!(first, Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(first, Some(clock::now() + Duration::from_secs(60)));
         assert_eq!(
             b.record(Failure, true),
             first,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock;
 use crate::config::{Rate, RateLimitConfig};
 
 /// Recipients tracked before idle ones are forgotten.
@@ -103,7 +104,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Limits from config; `None` is unlimited.
     pub fn new(config: Option<&RateLimitConfig>) -> Self {
-        let now = Instant::now();
+        let now = clock::now();
         Self {
             channel: config.map(|c| Mutex::new(Gcra::new(&c.channel, now))),
             turn: tokio::sync::Mutex::new(()),
@@ -122,7 +123,7 @@ impl RateLimiter {
         let Some(bucket) = &self.channel else {
             return Ok(want);
         };
-        let now = Instant::now();
+        let now = clock::now();
         let b = bucket.lock().unwrap_or_else(|p| p.into_inner());
         let waiting = self.expected.load(Ordering::Relaxed);
         let free = b.releasable(now, within).saturating_sub(waiting);
@@ -153,7 +154,7 @@ impl RateLimiter {
         let mut waited = false;
         loop {
             let next = {
-                let now = Instant::now();
+                let now = clock::now();
                 let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
                 if b.available(now) > 0 {
                     b.take(1, now);
@@ -175,7 +176,7 @@ impl RateLimiter {
         let Some((rate, buckets)) = &self.per_recipient else {
             return Ok(());
         };
-        let now = Instant::now();
+        let now = clock::now();
         let mut map = buckets.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED_RECIPIENTS {
             // A bucket whose arrival time has passed is full again: forgetting it changes nothing.
@@ -197,7 +198,7 @@ impl RateLimiter {
         self.channel.as_ref().map(|b| {
             b.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .available(Instant::now())
+                .available(clock::now())
         })
     }
 
@@ -221,20 +222,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_bucket_allows_the_burst_then_one_per_interval() {
-        let mut g = Gcra::new(&rate(10.0, 5), Instant::now());
-        assert_eq!(g.available(Instant::now()), 5);
-        g.take(5, Instant::now());
-        assert_eq!(g.available(Instant::now()), 0);
+        let mut g = Gcra::new(&rate(10.0, 5), clock::now());
+        assert_eq!(g.available(clock::now()), 5);
+        g.take(5, clock::now());
+        assert_eq!(g.available(clock::now()), 0);
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(g.available(Instant::now()), 1);
+        assert_eq!(g.available(clock::now()), 1);
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(g.available(Instant::now()), 5, "never more than the burst");
+        assert_eq!(g.available(clock::now()), 5, "never more than the burst");
     }
 
     #[tokio::test(start_paused = true)]
     async fn next_at_is_when_a_token_comes_back() {
-        let mut g = Gcra::new(&rate(2.0, 1), Instant::now());
-        let start = Instant::now();
+        let mut g = Gcra::new(&rate(2.0, 1), clock::now());
+        let start = clock::now();
         g.take(1, start);
         assert_eq!(g.next_at(start), start + Duration::from_millis(500));
     }
@@ -256,7 +257,7 @@ mod tests {
             let ticket = limiter.ticket();
             sends.push(tokio::spawn(async move {
                 limiter.until_token(ticket).await;
-                times.lock().unwrap().push(Instant::now());
+                times.lock().unwrap().push(clock::now());
             }));
         }
         for s in sends {
@@ -291,7 +292,7 @@ mod tests {
         assert_eq!(limiter.claimable(100, Duration::from_secs(1)), Ok(15));
         let tickets: Vec<Ticket> = (0..15).map(|_| limiter.ticket()).collect();
         let next = limiter.claimable(100, Duration::from_secs(1)).unwrap_err();
-        assert_eq!(next - Instant::now(), Duration::from_millis(100));
+        assert_eq!(next - clock::now(), Duration::from_millis(100));
         // A claimed send that will not be sent gives its place back.
         drop(tickets);
         assert_eq!(limiter.claimable(3, Duration::from_secs(1)), Ok(3));
@@ -324,7 +325,7 @@ mod tests {
         }));
         assert_eq!(limiter.acquire_recipient("+15550001"), Ok(()));
         let wait = limiter.acquire_recipient("+15550001").unwrap_err();
-        assert_eq!(wait - Instant::now(), Duration::from_secs(60));
+        assert_eq!(wait - clock::now(), Duration::from_secs(60));
         assert_eq!(limiter.acquire_recipient("+15550002"), Ok(()));
         assert_eq!(limiter.waits(), 1);
     }

@@ -1,0 +1,95 @@
+//! The daemon's one clock. Every "now" goes through here (clippy's `disallowed-methods` in
+//! `clippy.toml` refuses the others), so there are two kinds of time and one way between them:
+//!
+//! - **wall time**, [`WallMs`]: milliseconds since the Unix epoch, what the queue stores and the
+//!   API shows (due times, expiries, attempt records);
+//! - **policy time**, tokio's [`Instant`]: monotonic, what the breaker, the rate limiters, holds
+//!   and leases count in, so their tests run on paused time, deterministic and instant.
+//!
+//! A policy deadline becomes a wall time only when it is written down ([`wall_at`]).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use tokio::time::Instant;
+
+/// Wall time: milliseconds since the Unix epoch, the queue's unit of time.
+pub type WallMs = i64;
+
+/// Wall time now.
+#[allow(clippy::disallowed_methods)] // the one place the wall clock is read
+pub fn now_ms() -> WallMs {
+    wall_ms(SystemTime::now())
+}
+
+/// Wall time now, in whole seconds (signature timestamps, receipt freshness).
+pub fn now_secs() -> u64 {
+    u64::try_from(now_ms() / 1000).unwrap_or(0)
+}
+
+/// Policy time now (tokio's clock: paused and advanced by hand in tests).
+#[allow(clippy::disallowed_methods)] // the one place the monotonic clock is read
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// Milliseconds of a duration, saturating (never near `i64::MAX`, so sums cannot overflow).
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// The wall time of a policy deadline: now plus what is left until it (zero if it passed).
+pub fn wall_at(at: Instant) -> WallMs {
+    now_ms() + millis(at.saturating_duration_since(now()))
+}
+
+/// A `SystemTime` (a message's `created_at`) as wall time; before the epoch reads as 0.
+pub fn wall_ms(t: SystemTime) -> WallMs {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Wall time as a `SystemTime` (what `Message::created_at` carries); negative reads as the epoch.
+pub fn system_time(ms: WallMs) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// How long ago a wall time was (zero if it is in the future).
+pub fn age(since: SystemTime) -> Duration {
+    Duration::from_millis(u64::try_from(now_ms() - wall_ms(since)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_time_round_trips_through_system_time() {
+        assert_eq!(wall_ms(system_time(1_700_000_000_123)), 1_700_000_000_123);
+        assert_eq!(system_time(-5), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn an_age_in_the_future_is_zero() {
+        assert_eq!(age(system_time(now_ms() + 60_000)), Duration::ZERO);
+        assert!(age(system_time(now_ms() - 60_000)) >= Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_policy_deadline_becomes_the_wall_time_it_falls_on() {
+        let before = now_ms();
+        let at = wall_at(now() + Duration::from_secs(30));
+        assert!(
+            (before + 30_000..=now_ms() + 30_000).contains(&at),
+            "{}",
+            at - before
+        );
+        assert!(wall_at(now() - Duration::from_secs(1)) <= now_ms());
+    }
+
+    #[test]
+    fn millis_saturate_far_below_overflow() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), i64::MAX / 2);
+    }
+}
