@@ -218,10 +218,11 @@ impl Daemon {
             None => None,
         };
         let api = tokio::spawn(server::serve(bound, router, header_timeout, api_stopped));
-        let (halt, dispatching) = start_dispatcher(&outbox, registry.clone(), &config, &notifier);
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
         // The queue is migrated and the listener bound: only now may systemd start dependents.
+        // Before the dispatcher starts, whose sweep pings the watchdog: READY comes first.
         notifier.ready(&format!("Listening on {addr}"));
+        let (halt, dispatching) = start_dispatcher(&outbox, registry.clone(), &config, &notifier);
         let (ntfy_addr, ntfy) = ntfy.unzip();
         Ok(Self {
             addr,

@@ -436,12 +436,15 @@ struct Alertmanager {
 impl Alertmanager {
     /// Starts one; `cluster` is `(listen, peer)` for an HA replica, `None` for a single one.
     async fn start(bin: &Path, target: &str, cluster: Option<(u16, u16)>) -> Self {
+        // group_wait is long enough that both alerts of one POST are in the group's first flush
+        // on a loaded machine too: with 200 ms a replica can flush one alert, then both (a second,
+        // different group, rightly a second notification), which failed the HA test once.
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(
             &config,
             format!(
-                "route:\n  receiver: notifyd\n  group_by: ['alertname']\n  group_wait: 200ms\n  \
+                "route:\n  receiver: notifyd\n  group_by: ['alertname']\n  group_wait: 1s\n  \
                  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n- name: notifyd\n  \
                  webhook_configs:\n  - url: {target}\n    send_resolved: true\n    \
                  http_config:\n      authorization:\n        credentials: {TOKEN}\n"
