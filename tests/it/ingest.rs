@@ -436,15 +436,16 @@ struct Alertmanager {
 impl Alertmanager {
     /// Starts one; `cluster` is `(listen, peer)` for an HA replica, `None` for a single one.
     async fn start(bin: &Path, target: &str, cluster: Option<(u16, u16)>) -> Self {
-        // group_wait is long enough that both alerts of one POST are in the group's first flush
-        // on a loaded machine too: with 200 ms a replica can flush one alert, then both (a second,
-        // different group, rightly a second notification), which failed the HA test once.
+        // Alertmanager flushes a new group at once when an alert's startsAt + group_wait has
+        // passed, which would race the second alert of a POST into a second group (and a second,
+        // rightly different, notification). The tests' alerts start now, and group_wait leaves
+        // room for a loaded machine.
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(
             &config,
             format!(
-                "route:\n  receiver: notifyd\n  group_by: ['alertname']\n  group_wait: 1s\n  \
+                "route:\n  receiver: notifyd\n  group_by: ['alertname']\n  group_wait: 2s\n  \
                  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n- name: notifyd\n  \
                  webhook_configs:\n  - url: {target}\n    send_resolved: true\n    \
                  http_config:\n      authorization:\n        credentials: {TOKEN}\n"
@@ -539,7 +540,7 @@ async fn the_real_alertmanager_fires_and_resolves_through_notifyd_once_each() {
     let sink = Sink::ok().await;
     let d = daemon(&sink, ROUTES).await;
     let am = Alertmanager::start(&bin, &d.url("/ingest/alertmanager/alerts"), None).await;
-    let starts = rfc3339(Duration::from_secs(60), true);
+    let starts = rfc3339(Duration::ZERO, true);
     am.post_alerts(&disk_alerts(&starts, None)).await;
     let got = sink.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(
@@ -577,7 +578,7 @@ async fn two_alertmanager_replicas_sending_the_same_group_make_one_notification(
     let am1 = Alertmanager::start(&bin, &target, Some((c1, c2))).await;
     let am2 = Alertmanager::start(&bin, &target, Some((c2, c1))).await;
     // Prometheus sends every alert to every replica, with the same start time.
-    let alerts = disk_alerts(&rfc3339(Duration::from_secs(60), true), None);
+    let alerts = disk_alerts(&rfc3339(Duration::ZERO, true), None);
     am1.post_alerts(&alerts).await;
     am2.post_alerts(&alerts).await;
     until(
