@@ -16,6 +16,7 @@ mod enqueue;
 mod fencing;
 mod history;
 mod lifecycle;
+mod postgres;
 mod receipts;
 mod routes;
 mod sqlite;
@@ -129,7 +130,8 @@ pub fn delivered(provider_id: &str) -> Outcome {
 }
 
 /// Defines one `#[tokio::test]` per behaviour of the contract, each on a fresh subject from
-/// `$open` (an `async fn() -> Subject`).
+/// `$open` (an `async fn() -> Option<Subject>`: `None` when the backend's server is missing on
+/// a developer machine, which the factory has said; under CI the factory fails instead).
 macro_rules! outbox_contract {
     ($open:path) => {
         outbox_contract!(@each $open;
@@ -182,7 +184,8 @@ macro_rules! outbox_contract {
         $(
             #[tokio::test]
             async fn $name() {
-                $crate::outbox_contract::$module::$name($open().await).await;
+                let Some(subject) = $open().await else { return };
+                $crate::outbox_contract::$module::$name(subject).await;
             }
         )*
     };
