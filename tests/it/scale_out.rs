@@ -240,6 +240,7 @@ fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
         idempotency_key: None,
         content_hash: "h".into(),
         fallback: Vec::new(),
+        source: None,
     }
 }
 

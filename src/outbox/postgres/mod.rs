@@ -8,6 +8,7 @@
 //! token and the owner. The rules are the queue model's ([`completion`], [`fallback`],
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
+mod history;
 mod sql;
 mod stored;
 
@@ -41,6 +42,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "sweep_leader",
         include_str!("migrations/0002_sweep_leader.sql"),
+    ),
+    (3, "history", include_str!("migrations/0003_history.sql")),
+    (
+        4,
+        "ingest_source",
+        include_str!("migrations/0004_ingest_source.sql"),
     ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
@@ -568,6 +575,7 @@ async fn insert(
         .bind(columns.content_hash)
         .bind(columns.fallback)
         .bind(columns.parent_id)
+        .bind(columns.source)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -625,6 +633,7 @@ struct InsertColumns {
     content_hash: Vec<String>,
     fallback: Vec<Option<String>>,
     parent_id: Vec<Option<String>>,
+    source: Vec<Option<String>>,
 }
 
 impl InsertColumns {
@@ -653,6 +662,7 @@ impl InsertColumns {
         self.content_hash.push(n.content_hash.clone());
         self.fallback.push(fallback);
         self.parent_id.push(parent.map(str::to_owned));
+        self.source.push(n.source.clone());
         Ok(())
     }
 }
@@ -980,6 +990,7 @@ impl Outbox for PgOutbox {
             last_error: r.try_get("last_error")?,
             parent_id: r.try_get("parent_id")?,
             fallback,
+            source: r.try_get("source")?,
             attempt_log,
             receipts,
         }))
@@ -1164,6 +1175,14 @@ impl Outbox for PgOutbox {
             notification_id: target,
             duplicate: false,
         })
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
+        history::page(&self.pool, query).await
+    }
+
+    async fn content(&self, id: &str) -> Result<Option<Content>> {
+        history::content(&self.pool, id).await
     }
 
     fn wake_on_remote_work(&self, wake: WakeUp) {

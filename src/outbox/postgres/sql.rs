@@ -9,15 +9,15 @@
 /// looks its holder up with [`KEY_HOLDERS`].
 pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-         content_hash, fallback, parent_id, checked)
+         content_hash, fallback, parent_id, checked, source)
      SELECT id, channel, recipient, subject, body, html, data::jsonb, priority, run_at,
             expires_at, created_at, created_at, idempotency_key, content_hash, fallback::jsonb,
-            parent_id, true
+            parent_id, true, source::jsonb
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[],
-                 $13::text[], $14::text[], $15::text[])
+                 $13::text[], $14::text[], $15::text[], $16::text[])
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
-               created_at, idempotency_key, content_hash, fallback, parent_id)
+               created_at, idempotency_key, content_hash, fallback, parent_id, source)
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
 
@@ -180,8 +180,45 @@ pub const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
          LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 pub const GET: &str = "SELECT id, channel, recipient, state, priority, attempts, created_at,
-         run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback
+         run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback, source
      FROM notifications WHERE id = $1";
+
+/// What a notification says.
+pub const CONTENT: &str = "SELECT subject, body, html, data FROM notifications WHERE id = $1";
+
+/// One page of the history: a walk of at most `$13` rows, newest first by `(created_at, id)`,
+/// after the cursor `($11, $12)`. Run as an unnamed statement, planned with its values: each
+/// filter not given (NULL) then folds away, and the equalities left (state `$1`, channel `$2`,
+/// recipient `$3`, fallback_of `$4`) and the creation range (`$6`–`$7`) pick the
+/// `0003_history.sql` index walked. The filters no index answers (priority `$5`, update range
+/// `$8`–`$9`, subject text `$10`, in lower-case ASCII) make the `hit` column, so the walk's
+/// LIMIT bounds the rows walked, not the rows found; the page keeps the hits (at most `$14`
+/// rows) and the last row of a walk that reached its bound. The text is matched as SQLite's
+/// LIKE does: ASCII letters fold (`lower` in the "C" collation folds nothing else), nothing is a
+/// wildcard.
+pub const HISTORY: &str = "SELECT id, channel, recipient, state, priority, attempts, subject,
+         created_at, updated_at, parent_id, last_code, hit, walked
+     FROM (SELECT id, channel, recipient, state, priority, attempts, subject, created_at,
+                  updated_at, parent_id, last_code,
+                  ($5::text IS NULL OR priority = $5)
+                  AND ($8::int8 IS NULL OR updated_at >= $8)
+                  AND ($9::int8 IS NULL OR updated_at < $9)
+                  AND ($10::text IS NULL
+                       OR coalesce(strpos(lower(subject COLLATE \"C\"), $10) > 0, false)) AS hit,
+                  row_number() OVER (ORDER BY created_at DESC, id DESC) AS walked
+           FROM notifications
+           WHERE ($1::text IS NULL OR state = $1)
+             AND ($1::text IS NULL OR $1 = 'delivered' OR state <> 'delivered')
+             AND ($2::text IS NULL OR channel = $2)
+             AND ($3::text IS NULL OR recipient = $3)
+             AND ($4::text IS NULL OR parent_id = $4)
+             AND ($6::int8 IS NULL OR created_at >= $6)
+             AND ($7::int8 IS NULL OR created_at < $7)
+             AND ($11::int8 IS NULL OR (created_at, id) < ($11, $12::text))
+           ORDER BY created_at DESC, id DESC
+           LIMIT $13) AS walk
+     WHERE hit OR walked = $13
+     LIMIT $14";
 
 pub const ATTEMPTS: &str = "SELECT attempt, started_at, latency_ms, outcome, code, error,
          provider_id, decision, channel

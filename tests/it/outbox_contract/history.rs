@@ -1,6 +1,8 @@
 //! The searchable history and a notification's content.
 
-use notifyd::outbox::{Content, HistoryFilter, HistoryQuery, NewNotification, Priority, State};
+use notifyd::outbox::{
+    Content, HistoryFilter, HistoryQuery, MAX_WALK, NewNotification, Priority, State,
+};
 
 use super::Subject;
 
@@ -9,6 +11,7 @@ fn query(filter: HistoryFilter, limit: usize) -> HistoryQuery {
         filter,
         after: None,
         limit,
+        max_walk: MAX_WALK,
     }
 }
 
