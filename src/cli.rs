@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::daemon::{self, Daemon};
-use crate::outbox::{Enqueued, FallbackTarget, Outbox, Priority};
+use crate::outbox::{Enqueued, FallbackTarget, Priority};
 use crate::registry::Registry;
 use crate::submission::Submission;
 

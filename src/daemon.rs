@@ -7,8 +7,9 @@ use tokio::task::JoinHandle;
 
 use crate::api::server::{self, Bound, Endpoint};
 use crate::api::{self, AppState, Live};
-use crate::config::Config;
+use crate::config::{Config, QueueLocation};
 use crate::dispatch::{Dispatcher, Halt};
+use crate::outbox::postgres::{PgOptions, PgOutbox};
 use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
 use crate::outbox::{Outbox, StoreError};
 use crate::registry::Registry;
@@ -56,17 +57,23 @@ pub enum StartError {
     },
 }
 
-/// Opens the queue named by the config, creating and migrating the file if needed (`serve`).
-pub async fn open_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, StartError> {
-    let path = config.queue.sqlite_path().map_err(StartError::QueueUrl)?;
-    open_at(config, path).await
+/// Opens the queue named by the config, creating and migrating it if needed (`serve`).
+pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
+    match config.queue.location().map_err(StartError::QueueUrl)? {
+        QueueLocation::Sqlite(path) => open_at(config, path).await,
+        QueueLocation::Postgres(url) => open_postgres(config, url).await,
+    }
 }
 
 /// Opens an existing queue (the CLI's `send`, `status`, `dead-letters`, `replay`): a missing
 /// file is an error naming the path, never a fresh empty queue that nobody serves, which would
-/// silently show nothing or swallow what is sent.
-pub async fn open_existing_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, StartError> {
-    let path = config.queue.sqlite_path().map_err(StartError::QueueUrl)?;
+/// silently show nothing or swallow what is sent. (A PostgreSQL queue is shared: the database
+/// is there or the command fails to connect.)
+pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
+    let path = match config.queue.location().map_err(StartError::QueueUrl)? {
+        QueueLocation::Sqlite(path) => path,
+        QueueLocation::Postgres(url) => return open_postgres(config, url).await,
+    };
     if !path.is_file() {
         return Err(StartError::NoQueue {
             path,
@@ -76,10 +83,36 @@ pub async fn open_existing_outbox(config: &Config) -> Result<Arc<SqliteOutbox>, 
     open_at(config, path).await
 }
 
-async fn open_at(
-    config: &Config,
-    path: std::path::PathBuf,
-) -> Result<Arc<SqliteOutbox>, StartError> {
+async fn open_postgres(config: &Config, url: String) -> Result<Arc<dyn Outbox>, StartError> {
+    let opts = PgOptions {
+        schema: config.queue.schema.clone(),
+        max_connections: config.queue.max_connections,
+        ..PgOptions::new(url)
+    };
+    let outbox = PgOutbox::connect(&opts)
+        .await
+        .map_err(|error| StartError::Queue {
+            url: redacted_url(&config.queue.url),
+            error,
+        })?;
+    Ok(Arc::new(outbox))
+}
+
+/// A queue URL as an error may show it: without a password.
+fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn open_at(config: &Config, path: std::path::PathBuf) -> Result<Arc<dyn Outbox>, StartError> {
     let queue_error = |error| StartError::Queue {
         url: config.queue.url.clone(),
         error,
@@ -185,6 +218,16 @@ impl Daemon {
             templates,
             server: Arc::new(config.server.clone()),
             ingest: Arc::new(config.ingest.clone()),
+        }));
+        // Work another daemon queued on a shared queue wakes the channel's loop (a hint).
+        let woken = live.clone();
+        outbox.wake_on_remote_work(Arc::new(move |channel| {
+            if let Ok(live) = woken.read() {
+                match channel {
+                    Some(name) => live.registry.wake(name),
+                    None => live.registry.iter().for_each(|rt| rt.wake.notify_one()),
+                }
+            }
         }));
         let state = AppState {
             outbox: outbox.clone(),
@@ -345,5 +388,23 @@ impl Daemon {
         for task in tasks {
             let _ = task.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod queue_url_tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_queue_url_in_an_error_hides_its_password_only() {
+        assert_eq!(
+            redacted_url("postgres://notifyd:s3cret@db:5432/q"),
+            "postgres://notifyd:***@db:5432/q"
+        );
+        assert_eq!(
+            redacted_url("postgres://notifyd@db/q"),
+            "postgres://notifyd@db/q"
+        );
+        assert_eq!(redacted_url("sqlite://notifyd.db"), "sqlite://notifyd.db");
     }
 }

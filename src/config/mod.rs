@@ -161,10 +161,15 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// `sqlite://<path>` (relative to the working directory, or absolute as `sqlite:///var/...`).
+    /// `sqlite://<path>` (relative to the working directory, or absolute as `sqlite:///var/...`),
+    /// or `postgres://…` for a queue several daemons share.
     pub url: String,
+    /// The PostgreSQL schema that holds notifyd's tables (ignored for SQLite).
+    pub schema: String,
+    /// Most connections to PostgreSQL this daemon keeps open (ignored for SQLite).
+    pub max_connections: u32,
     /// `/readyz` fails below this much free space on the queue's filesystem, so an alert or a
-    /// load balancer acts before the disk is full and accepts start failing with 503.
+    /// load balancer acts before the disk is full and accepts start failing with 503 (SQLite).
     pub min_free_bytes: u64,
 }
 
@@ -172,12 +177,37 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://notifyd.db".into(),
+            schema: "notifyd".into(),
+            max_connections: 16,
             min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
 
+/// Which store `queue.url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueLocation {
+    /// A SQLite file on this host.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its URL.
+    Postgres(String),
+}
+
 impl QueueConfig {
+    /// The store named by `url`.
+    pub fn location(&self) -> Result<QueueLocation, String> {
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            if !crate::outbox::postgres::valid_schema(&self.schema) {
+                return Err(format!(
+                    "queue.schema {:?} must be a plain lower-case name (letters, digits, _)",
+                    self.schema
+                ));
+            }
+            return Ok(QueueLocation::Postgres(self.url.clone()));
+        }
+        self.sqlite_path().map(QueueLocation::Sqlite)
+    }
+
     /// The SQLite file named by `url`.
     pub fn sqlite_path(&self) -> Result<PathBuf, String> {
         let path = self
@@ -185,12 +215,10 @@ impl QueueConfig {
             .strip_prefix("sqlite://")
             .or_else(|| self.url.strip_prefix("sqlite:"))
             .ok_or_else(|| {
-                if self.url.starts_with("postgres") {
-                    "the PostgreSQL queue is not available in this build; use sqlite://<path>"
-                        .to_owned()
-                } else {
-                    format!("{:?} is not a queue URL; use sqlite://<path>", self.url)
-                }
+                format!(
+                    "{:?} is not a queue URL; use sqlite://<path> or postgres://…",
+                    self.url
+                )
             })?;
         if path.is_empty() {
             return Err("the sqlite:// URL names no file".into());
@@ -392,8 +420,11 @@ impl Config {
         if self.server.max_batch_items == 0 {
             problems.push("server.max_batch_items: must be at least 1".into());
         }
-        if let Err(e) = self.queue.sqlite_path() {
+        if let Err(e) = self.queue.location() {
             problems.push(format!("queue.url: {e}"));
+        }
+        if self.queue.max_connections < 2 {
+            problems.push("queue.max_connections: must be at least 2".into());
         }
         if self.dispatcher.poll_interval.is_zero() {
             problems.push("dispatcher.poll_interval: must be more than 0".into());

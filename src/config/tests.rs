@@ -189,18 +189,40 @@ fn sqlite_urls_name_a_file() {
             url: url.into(),
             ..QueueConfig::default()
         }
-        .sqlite_path()
+        .location()
     };
-    assert_eq!(q("sqlite://notifyd.db"), Ok(PathBuf::from("notifyd.db")));
+    assert_eq!(
+        q("sqlite://notifyd.db"),
+        Ok(QueueLocation::Sqlite(PathBuf::from("notifyd.db")))
+    );
     assert_eq!(
         q("sqlite:///var/lib/notifyd/q.db"),
-        Ok(PathBuf::from("/var/lib/notifyd/q.db"))
+        Ok(QueueLocation::Sqlite(PathBuf::from(
+            "/var/lib/notifyd/q.db"
+        )))
     );
-    assert!(
-        q("postgres://db/notifyd")
-            .unwrap_err()
-            .contains("PostgreSQL")
+}
+
+#[test]
+fn postgres_urls_name_a_shared_queue_in_a_plain_schema() {
+    let q = |url: &str, schema: &str| {
+        QueueConfig {
+            url: url.into(),
+            schema: schema.into(),
+            ..QueueConfig::default()
+        }
+        .location()
+    };
+    assert_eq!(
+        q("postgres://db/notifyd", "notifyd"),
+        Ok(QueueLocation::Postgres("postgres://db/notifyd".into()))
     );
+    assert_eq!(
+        q("postgresql://db/x", "queue_2"),
+        Ok(QueueLocation::Postgres("postgresql://db/x".into()))
+    );
+    let err = q("postgres://db/notifyd", "Notify; drop").unwrap_err();
+    assert!(err.contains("queue.schema \"Notify; drop\""), "{err}");
 }
 
 #[test]

@@ -92,6 +92,19 @@ pub struct HistoryQuery {
     pub max_walk: usize,
 }
 
+impl HistoryQuery {
+    /// Rows this page walks at most: one more than the page when every row walked matches,
+    /// else the walk's bound.
+    pub fn walk_bound(&self) -> usize {
+        let page = self.limit.saturating_add(1);
+        if self.filter.checks_rows() {
+            self.max_walk.max(page)
+        } else {
+            page
+        }
+    }
+}
+
 impl HistoryFilter {
     /// Whether a filter must be checked on each row walked (no index answers it).
     pub fn checks_rows(&self) -> bool {
@@ -219,6 +232,21 @@ mod tests {
         let page = HistoryPage::from_walk(vec![item(3, "c")], Some(stop.clone()), 2);
         assert_eq!(page.items.len(), 1);
         assert_eq!(page.next, Some(stop));
+    }
+
+    #[test]
+    fn a_walk_is_one_row_past_the_page_unless_rows_are_checked() {
+        let mut q = HistoryQuery {
+            filter: HistoryFilter::default(),
+            after: None,
+            limit: 50,
+            max_walk: MAX_WALK,
+        };
+        assert_eq!(q.walk_bound(), 51);
+        q.filter.priority = Some(Priority::High);
+        assert_eq!(q.walk_bound(), MAX_WALK);
+        q.max_walk = 10;
+        assert_eq!(q.walk_bound(), 51, "never shorter than the page");
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! the table is the truth about every notification's state.
 //!
 //! [`Outbox`] is the store contract the API, CLI and dispatcher use; [`sqlite`] implements it
-//! for one host. A PostgreSQL implementation (several daemons sharing one queue) slots in behind
-//! the same trait.
+//! for one host, [`postgres`] for several daemons sharing one queue.
 
 pub mod clock;
 pub mod completion;
@@ -11,6 +10,7 @@ pub mod failover;
 pub mod fallback;
 mod history;
 mod model;
+pub mod postgres;
 pub mod receipt;
 pub mod sqlite;
 pub mod sweep;
@@ -35,6 +35,10 @@ pub enum StoreError {
     #[error("queue error: {0}")]
     Internal(String),
 }
+
+/// Wakes this daemon's channel loops: the named channel's, or every one for `None` (anything may
+/// be due, after a connection that carried the hints was lost).
+pub type WakeUp = std::sync::Arc<dyn Fn(Option<&str>) + Send + Sync>;
 
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -124,5 +128,12 @@ pub trait Outbox: Send + Sync + 'static {
                 }
             }
         }
+    }
+
+    /// Calls `wake` when another process queued work for a channel, so its loop claims at once
+    /// instead of at its next poll. Only a hint: the loops poll anyway. A store only this
+    /// process writes to has nothing to say (the default).
+    fn wake_on_remote_work(&self, wake: WakeUp) {
+        let _ = wake;
     }
 }

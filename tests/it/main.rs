@@ -1,5 +1,5 @@
-//! Integration tests: the daemon in-process or as a child process, a real SQLite file, real HTTP
-//! receivers on loopback.
+//! Integration tests: the daemon in-process or as a child process, a real SQLite file or the
+//! machine's PostgreSQL, real HTTP receivers on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // The daemon runs on real time here: waiting for it and timing it reads the real clock.
 #![allow(clippy::disallowed_methods)]
@@ -17,9 +17,11 @@ mod hostile_rows;
 mod ingest;
 mod limits;
 mod outbox_contract;
+mod postgres_server;
 mod providers;
 mod receipts;
 mod reload;
+mod scale_out;
 mod service;
 mod support;
 mod webdriver;

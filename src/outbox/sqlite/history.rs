@@ -74,7 +74,7 @@ pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
         checks.join(" AND ")
     };
     values.push(Value::Integer(
-        i64::try_from(walk_bound(q)).unwrap_or(i64::MAX),
+        i64::try_from(q.walk_bound()).unwrap_or(i64::MAX),
     ));
     let sql = format!(
         "{COLUMNS}, {hit} FROM notifications WHERE {} \
@@ -83,16 +83,6 @@ pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
         values.len()
     );
     (sql, values)
-}
-
-/// Rows one page walks at most: one more than the page when every row matches, else the bound.
-fn walk_bound(q: &HistoryQuery) -> usize {
-    let page = q.limit.saturating_add(1);
-    if q.filter.checks_rows() {
-        q.max_walk.max(page)
-    } else {
-        page
-    }
 }
 
 /// `text` with LIKE's wildcards taken literally.
@@ -142,7 +132,7 @@ pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
             matches.push(item);
         }
     }
-    let stopped_at = (walked == walk_bound(q)).then_some(last).flatten();
+    let stopped_at = (walked == q.walk_bound()).then_some(last).flatten();
     Ok(HistoryPage::from_walk(matches, stopped_at, q.limit))
 }
 

@@ -7,7 +7,7 @@
 
 mod history;
 mod schema;
-mod stored;
+pub(crate) mod stored;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -26,9 +26,6 @@ use writer::Op;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections kept open.
 const READERS: usize = 4;
-/// Retention batches one sweep runs at most: with 500 rows a batch and the default 5 s sweep,
-/// up to 10 000 finished rows/s, more than the daemon delivers; the next sweep takes the rest.
-const PURGE_BATCHES_PER_SWEEP: usize = 100;
 
 /// Options for opening the SQLite outbox.
 #[derive(Debug, Clone)]
@@ -461,10 +458,9 @@ impl Outbox for SqliteOutbox {
             })
             .await?;
         // Each further batch is a request of its own: other writes get their turn in between.
-        let mut full = report.purged >= sweep::PURGE_BATCH as u64
-            || report.receipts_purged >= sweep::PURGE_BATCH as u64;
+        let mut full = sweep::purge_again(report.purged, report.receipts_purged);
         let mut batches = 1;
-        while full && batches < PURGE_BATCHES_PER_SWEEP {
+        while full && batches < sweep::PURGE_BATCHES_PER_SWEEP {
             let retention = retention.clone();
             let more = self.call(|reply| Op::Purge { retention, reply }).await?;
             report.purged += more.notifications;

@@ -1071,7 +1071,7 @@ pub struct Purged {
 impl Purged {
     /// Whether either kind filled its batch, so more may be waiting.
     pub fn full(&self) -> bool {
-        self.notifications >= PURGE_BATCH as u64 || self.receipts >= PURGE_BATCH as u64
+        super::super::sweep::purge_again(self.notifications, self.receipts)
     }
 }
 

@@ -135,3 +135,136 @@ pub async fn the_content_of_a_notification_is_read_back(s: Subject) {
     );
     assert_eq!(s.outbox.content("no-such-id").await.unwrap(), None);
 }
+
+pub async fn the_subject_text_is_literal_and_case_insensitive_for_ascii(s: Subject) {
+    let percent = s
+        .put(NewNotification {
+            subject: Some("Order 100% shipped".into()),
+            ..s.note("mail")
+        })
+        .await;
+    s.clock.advance(std::time::Duration::from_millis(1));
+    let plain = s
+        .put(NewNotification {
+            subject: Some("ORDER 1000 shipped".into()),
+            ..s.note("mail")
+        })
+        .await;
+    let search = |text: &str| {
+        let filter = HistoryFilter {
+            subject_contains: Some(text.into()),
+            ..HistoryFilter::default()
+        };
+        let outbox = &s.outbox;
+        async move {
+            let page = outbox.history(&query(filter, 10)).await.unwrap();
+            page.items.into_iter().map(|i| i.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        search("100%").await,
+        vec![percent.clone()],
+        "% is no wildcard"
+    );
+    assert_eq!(
+        search("0_0").await,
+        Vec::<String>::new(),
+        "_ is no wildcard"
+    );
+    assert_eq!(search("order").await, vec![plain, percent]);
+}
+
+pub async fn the_history_filters_by_priority_creation_time_and_parent(s: Subject) {
+    let early = s.put(s.note("mail")).await;
+    s.clock.advance(std::time::Duration::from_millis(10));
+    let high = s
+        .put(NewNotification {
+            priority: Priority::High,
+            ..s.note("mail")
+        })
+        .await;
+    let high_at = s.now();
+    let ids = |page: notifyd::outbox::HistoryPage| {
+        page.items.into_iter().map(|i| i.id).collect::<Vec<_>>()
+    };
+    let by_priority = HistoryFilter {
+        priority: Some(Priority::High),
+        ..HistoryFilter::default()
+    };
+    let page = s.outbox.history(&query(by_priority, 10)).await.unwrap();
+    assert_eq!(ids(page), vec![high.clone()]);
+    let before_high = HistoryFilter {
+        created_before_ms: Some(high_at),
+        ..HistoryFilter::default()
+    };
+    let page = s.outbox.history(&query(before_high, 10)).await.unwrap();
+    assert_eq!(ids(page), vec![early.clone()]);
+    let from_high = HistoryFilter {
+        created_after_ms: Some(high_at),
+        ..HistoryFilter::default()
+    };
+    let page = s.outbox.history(&query(from_high, 10)).await.unwrap();
+    assert_eq!(ids(page), vec![high]);
+    let children = HistoryFilter {
+        fallback_of: Some(early),
+        ..HistoryFilter::default()
+    };
+    assert!(
+        s.outbox
+            .history(&query(children, 10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+pub async fn a_rare_text_is_found_a_bounded_walk_at_a_time(s: Subject) {
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let subject = if i == 0 {
+            "Refund processed"
+        } else {
+            "Subject"
+        };
+        ids.push(
+            s.put(NewNotification {
+                subject: Some(subject.into()),
+                ..s.note("mail")
+            })
+            .await,
+        );
+        s.clock.advance(std::time::Duration::from_millis(1));
+    }
+    let filter = HistoryFilter {
+        subject_contains: Some("refund".into()),
+        ..HistoryFilter::default()
+    };
+    let (mut found, mut pages, mut after) = (Vec::new(), 0, None);
+    loop {
+        let page = s
+            .outbox
+            .history(&HistoryQuery {
+                after,
+                max_walk: 10,
+                ..query(filter.clone(), 5)
+            })
+            .await
+            .unwrap();
+        pages += 1;
+        found.extend(page.items.into_iter().map(|i| i.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        found,
+        vec![ids[0].clone()],
+        "the oldest of 30 is the one match"
+    );
+    assert_eq!(
+        pages, 4,
+        "three walks of 10 rows, then an empty one says it is the end"
+    );
+}

@@ -16,6 +16,7 @@ mod enqueue;
 mod fencing;
 mod history;
 mod lifecycle;
+mod postgres;
 mod receipts;
 mod routes;
 mod sqlite;
@@ -129,7 +130,8 @@ pub fn delivered(provider_id: &str) -> Outcome {
 }
 
 /// Defines one `#[tokio::test]` per behaviour of the contract, each on a fresh subject from
-/// `$open` (an `async fn() -> Subject`).
+/// `$open` (an `async fn() -> Option<Subject>`: `None` when the backend's server is missing on
+/// a developer machine, which the factory has said; under CI the factory fails instead).
 macro_rules! outbox_contract {
     ($open:path) => {
         outbox_contract!(@each $open;
@@ -142,6 +144,9 @@ macro_rules! outbox_contract {
             history::the_history_pages_newest_first_without_repeats_or_gaps,
             history::the_history_filters_by_recipient_state_and_channel,
             history::the_content_of_a_notification_is_read_back,
+            history::the_subject_text_is_literal_and_case_insensitive_for_ascii,
+            history::the_history_filters_by_priority_creation_time_and_parent,
+            history::a_rare_text_is_found_a_bounded_walk_at_a_time,
             claim::a_claim_takes_high_priority_first_then_earliest_due,
             claim::a_claim_of_several_takes_the_first_in_that_order_highest_priority_first,
             claim::a_claim_takes_only_its_channel_and_at_most_its_limit,
@@ -182,7 +187,8 @@ macro_rules! outbox_contract {
         $(
             #[tokio::test]
             async fn $name() {
-                $crate::outbox_contract::$module::$name($open().await).await;
+                let Some(subject) = $open().await else { return };
+                $crate::outbox_contract::$module::$name(subject).await;
             }
         )*
     };

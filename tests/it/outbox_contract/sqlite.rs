@@ -5,7 +5,7 @@ use notifyd::outbox::{Clock, ManualClock};
 
 use super::{START_MS, Subject, outbox_contract};
 
-async fn open() -> Subject {
+async fn open() -> Option<Subject> {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::starting_at(START_MS);
     let outbox = SqliteOutbox::open(&SqliteOptions {
@@ -13,11 +13,11 @@ async fn open() -> Subject {
         ..SqliteOptions::new(dir.path().join("queue.db"))
     })
     .unwrap();
-    Subject {
+    Some(Subject {
         outbox: Box::new(outbox),
         clock,
         _storage: Box::new(dir),
-    }
+    })
 }
 
 outbox_contract!(open);

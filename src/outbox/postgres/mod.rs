@@ -1,0 +1,1209 @@
+//! The PostgreSQL outbox: any number of daemons share one queue in one database.
+//!
+//! Everything lives in a schema of its own (`queue.schema`, the connections' `search_path`), so
+//! notifyd can share a database. Enqueues go through one batching task (group commit): the
+//! notifications of every request waiting are inserted by one statement in one transaction, and
+//! each caller is answered after that COMMIT. Claims lock rows with `FOR UPDATE SKIP LOCKED`, so
+//! daemons never claim the same row while its lease runs; completions are fenced by the lease
+//! token and the owner. The rules are the queue model's ([`completion`], [`fallback`],
+//! [`transition`], [`receipt`], [`sweep`]); this module only stores.
+
+mod history;
+mod sql;
+mod stored;
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::completion::{FollowUp, RowChange};
+use super::fallback::FallbackParent;
+use super::*;
+use crate::outbox::sqlite::stored::Unreadable;
+
+/// Requests waiting for the enqueue task at most; more wait to be sent.
+const ENQUEUE_QUEUE: usize = 8192;
+/// Notifications one group commit inserts at most.
+const MAX_BATCH: usize = 4096;
+/// Rows one claim quarantines at most before it answers with what it has.
+const QUARANTINE_PER_CLAIM: usize = 1000;
+/// Largest time a row may carry (9999-12-31), as on SQLite.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+/// The schema's migrations, embedded: the build needs no database.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "sweep_leader",
+        include_str!("migrations/0002_sweep_leader.sql"),
+    ),
+    (3, "history", include_str!("migrations/0003_history.sql")),
+    (
+        4,
+        "ingest_source",
+        include_str!("migrations/0004_ingest_source.sql"),
+    ),
+];
+/// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
+/// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
+const SWEEP_TERM_MS: i64 = 30_000;
+/// A channel's wake-up hint is sent at most once per this long: each NOTIFY serialises commits
+/// on the server (a few hundred notifying commits/s is the reported ceiling), and a loop that
+/// was just woken claims what came after in the same claim or at its next poll.
+const WAKE_DEBOUNCE: Duration = Duration::from_millis(20);
+/// Pause before listening again after the listener failed.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Options for connecting to the PostgreSQL outbox.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/database?...`
+    pub url: String,
+    /// The schema that holds notifyd's tables (created if missing).
+    pub schema: String,
+    /// Connections kept open at most.
+    pub max_connections: u32,
+    /// Where every "now" of the store comes from (a manual one in tests).
+    pub clock: Clock,
+}
+
+impl PgOptions {
+    /// Defaults for a URL: schema `notifyd`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "notifyd".into(),
+            max_connections: 16,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// Whether `schema` is a name notifyd accepts for its schema: lower-case letters, digits and
+/// `_`, not starting with a digit, at most 63 bytes (PostgreSQL's identifier length).
+pub fn valid_schema(schema: &str) -> bool {
+    !schema.is_empty()
+        && schema.len() <= 63
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The PostgreSQL implementation of [`Outbox`].
+pub struct PgOutbox {
+    pool: PgPool,
+    owner: String,
+    clock: Clock,
+    enqueues: mpsc::Sender<PendingEnqueue>,
+    /// The PostgreSQL channel wake-up hints of this schema travel on.
+    wake_channel: String,
+    /// Dropping it stops the wake-up listener.
+    stop_listening: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for PgOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOutbox")
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+/// One enqueue request waiting for the next group commit.
+struct PendingEnqueue {
+    items: Vec<NewNotification>,
+    reply: oneshot::Sender<Result<Vec<Enqueued>>>,
+}
+
+impl PgOutbox {
+    /// Connects, creates the schema and runs its migrations (under PostgreSQL's advisory lock,
+    /// so daemons starting at once do not both migrate), and starts the enqueue task.
+    pub async fn connect(opts: &PgOptions) -> Result<Self> {
+        if !valid_schema(&opts.schema) {
+            return Err(StoreError::Internal(format!(
+                "queue.schema {:?} is not a plain lower-case name",
+                opts.schema
+            )));
+        }
+        let connect = PgConnectOptions::from_str(&opts.url)
+            .map_err(|e| StoreError::Unavailable(format!("queue.url: {e}")))?
+            .application_name("notifyd")
+            .options([("search_path", opts.schema.as_str())]);
+        // One connection first: when the server cannot be reached, its error says why (refused,
+        // bad password, no such database), where the pool's would only say it timed out.
+        let probe = sqlx::ConnectOptions::connect(&connect).await?;
+        sqlx::Connection::close(probe).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(connect)
+            .await?;
+        migrate(&pool, &opts.schema).await?;
+        let wake_channel = format!("notifyd_{}", opts.schema);
+        let (enqueues, rx) = mpsc::channel(ENQUEUE_QUEUE);
+        tokio::spawn(run_enqueues(pool.clone(), rx, wake_channel.clone()));
+        Ok(Self {
+            pool,
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            clock: opts.clock.clone(),
+            enqueues,
+            wake_channel,
+            stop_listening: watch::channel(()).0,
+        })
+    }
+
+    /// Closes every connection (tests drop their schema after this).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn claim_rows(&self, channel: &str, limit: usize, lease_ms: i64) -> Result<Vec<Claimed>> {
+        let now = self.clock.now_ms();
+        let until = now.saturating_add(lease_ms);
+        let mut out: Vec<LeasedRow> = Vec::new();
+        let mut quarantined = 0;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let rows = sqlx::query(sql::CLAIM)
+                .bind(&self.owner)
+                .bind(until)
+                .bind(now)
+                .bind(channel)
+                .bind(i64::try_from(want).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+            let returned = rows.len();
+            let mut unreadable = Vec::new();
+            for r in &rows {
+                match LeasedRow::decode(r) {
+                    Ok(row) => out.push(row),
+                    Err(why) => {
+                        let id: String = r.try_get("id")?;
+                        unreadable.push((id, why));
+                    }
+                }
+            }
+            for (id, why) in &unreadable {
+                // The reason may quote stored values: the log names the column only.
+                tracing::warn!(channel, notification_id = %id, column = why.column,
+                    "Quarantined an unreadable notification: dead with unreadable_row.");
+                sqlx::query(sql::QUARANTINE)
+                    .bind(id)
+                    .bind(why.to_string())
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            quarantined += unreadable.len();
+            if unreadable.is_empty() || returned < want || quarantined >= QUARANTINE_PER_CLAIM {
+                break;
+            }
+        }
+        out.sort_by(|a, b| (a.prio_rank, a.due_at, &a.id).cmp(&(b.prio_rank, b.due_at, &b.id)));
+        Ok(out.into_iter().map(LeasedRow::into_claimed).collect())
+    }
+
+    async fn complete_in(
+        &self,
+        conn: &mut PgConnection,
+        completions: Vec<Completion>,
+        now: i64,
+    ) -> Result<()> {
+        for c in completions {
+            if let Some(rec) = &c.record {
+                sqlx::query(sql::RECORD_ATTEMPT)
+                    .bind(&c.id)
+                    .bind(i64::from(c.attempt))
+                    .bind(rec.started_at_ms)
+                    .bind(rec.latency_ms)
+                    .bind(&rec.outcome)
+                    .bind(&rec.code)
+                    .bind(&rec.error)
+                    .bind(&rec.provider_id)
+                    .bind(&rec.decision)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let plan = match completion::plan(c.outcome, now) {
+                Ok(plan) => plan,
+                // A bug in the caller: this row stays leased and is sent again after its lease;
+                // the other completions of the request still land.
+                Err(e) => {
+                    tracing::error!(notification_id = %c.id, error = %e,
+                        "Completion refused; the notification will be retried when its lease expires.");
+                    continue;
+                }
+            };
+            if !self
+                .change_leased_row(conn, &c.id, c.lease, &plan.change, now)
+                .await?
+            {
+                tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
+                    "Completion ignored: the lease was lost to a later claim.");
+                continue;
+            }
+            match plan.then {
+                None => {}
+                Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
+                    attach_early_receipts(conn, &c.id, &provider_id, now).await?;
+                }
+                Some(FollowUp::QueueFallback) => queue_fallback(conn, &c.id, now).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn change_leased_row(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+        lease: LeaseToken,
+        change: &RowChange,
+        now: i64,
+    ) -> Result<bool> {
+        let fenced = |sql: &'static str| sqlx::query(sql).bind(id).bind(lease.0).bind(&self.owner);
+        let query = match change {
+            RowChange::Deliver { provider_id } => {
+                fenced(sql::DELIVER).bind(provider_id.clone()).bind(now)
+            }
+            RowChange::Requeue {
+                run_at_ms,
+                refund,
+                last: Some((code, error)),
+            } => fenced(sql::REQUEUE)
+                .bind(*run_at_ms)
+                .bind(i64::from(*refund))
+                .bind(code.clone())
+                .bind(error.clone())
+                .bind(now),
+            RowChange::Requeue {
+                run_at_ms,
+                refund,
+                last: None,
+            } => fenced(sql::REQUEUE_KEEPING_ERROR)
+                .bind(*run_at_ms)
+                .bind(i64::from(*refund))
+                .bind(now),
+            RowChange::End { state, code, error } => fenced(sql::END)
+                .bind(state.as_str())
+                .bind(code.clone())
+                .bind(error.clone())
+                .bind(now),
+            RowChange::Move {
+                channel,
+                run_at_ms,
+                code,
+                error,
+            } => fenced(sql::MOVE)
+                .bind(channel.clone())
+                .bind(*run_at_ms)
+                .bind(code.clone())
+                .bind(error.clone())
+                .bind(now),
+        };
+        Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
+    }
+
+    async fn request(
+        &self,
+        request: transition::Request,
+        statement: &'static str,
+        id: &str,
+    ) -> Result<Transition> {
+        let now = self.clock.now_ms();
+        let changed = sqlx::query(statement)
+            .bind(id)
+            .bind(now)
+            .bind(request.applies_to().as_str())
+            .bind(request.leads_to().as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1;
+        let current = if changed {
+            None
+        } else {
+            let state: Option<String> = sqlx::query_scalar(sql::STATE)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            state.map(|s| parse_state(&s)).transpose()?
+        };
+        Ok(request.answer(changed, current))
+    }
+
+    /// Whether this daemon leads the periodic sweep now (taking or extending the lead).
+    async fn leads_sweep(&self, now: i64) -> Result<bool> {
+        let granted: Option<String> = sqlx::query_scalar(sql::LEAD)
+            .bind("sweep")
+            .bind(&self.owner)
+            .bind(now.saturating_add(SWEEP_TERM_MS))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(granted.is_some())
+    }
+
+    /// One retention batch; how many notifications and unmatched receipts it deleted.
+    async fn purge(&self, retention: &Retention, now: i64) -> Result<(u64, u64)> {
+        let batch = i64::try_from(sweep::PURGE_BATCH).unwrap_or(i64::MAX);
+        let notifications = sqlx::query(sql::PURGE_FINISHED)
+            .bind(retention.finished_before(now))
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let receipts = sqlx::query(sql::PURGE_UNMATCHED_RECEIPTS)
+            .bind(retention.unmatched_receipts_before(now))
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok((notifications, receipts))
+    }
+}
+
+/// Creates the schema if missing and brings it to the current version.
+async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, name, text)| {
+            Migration::new(
+                *version,
+                (*name).into(),
+                MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(*text),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.create_schema(format!("\"{schema}\""));
+    migrator.dangerous_set_table_name(format!("\"{schema}\"._sqlx_migrations"));
+    migrator.run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
+        other => StoreError::Internal(format!("queue migration: {other}")),
+    })
+}
+
+/// The group commit: waits for a request, takes every other one already waiting, and stores
+/// them all in one transaction; each caller hears after the COMMIT.
+async fn run_enqueues(pool: PgPool, mut rx: mpsc::Receiver<PendingEnqueue>, wake_channel: String) {
+    let mut hints = Hints {
+        channel: wake_channel,
+        sent: HashMap::new(),
+    };
+    let mut batch: Vec<PendingEnqueue> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut size = first.items.len();
+        batch.push(first);
+        while size < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => {
+                    size += more.items.len();
+                    batch.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_enqueues(&pool, &mut batch, &mut hints).await;
+    }
+}
+
+/// Wake-up hints for other daemons, debounced per channel.
+struct Hints {
+    /// The PostgreSQL channel they travel on.
+    channel: String,
+    /// When each channel's last hint was sent.
+    sent: HashMap<String, crate::clock::Instant>,
+}
+
+impl Hints {
+    /// The channels of `created` rows whose hint was not sent within [`WAKE_DEBOUNCE`]; marks
+    /// them sent.
+    fn due(&mut self, created: &[&NewNotification]) -> Vec<String> {
+        let now = crate::clock::now();
+        let mut due = Vec::new();
+        for n in created {
+            let recent = self
+                .sent
+                .get(&n.channel)
+                .is_some_and(|at| now.duration_since(*at) < WAKE_DEBOUNCE);
+            if !recent && !due.contains(&n.channel) {
+                due.push(n.channel.clone());
+            }
+        }
+        for c in &due {
+            self.sent.insert(c.clone(), now);
+        }
+        if self.sent.len() > 1024 {
+            self.sent
+                .retain(|_, at| now.duration_since(*at) < WAKE_DEBOUNCE);
+        }
+        due
+    }
+}
+
+async fn commit_enqueues(pool: &PgPool, batch: &mut Vec<PendingEnqueue>, hints: &mut Hints) {
+    let items: Vec<&NewNotification> = batch.iter().flat_map(|p| p.items.iter()).collect();
+    match insert_in_transaction(pool, &items, hints).await {
+        Ok(mut results) => {
+            for pending in batch.drain(..) {
+                let rest = results.split_off(pending.items.len().min(results.len()));
+                let _ = pending.reply.send(Ok(results));
+                results = rest;
+            }
+        }
+        // One request's failure must not fail the others: each is tried on its own. Only a
+        // bug (or a row the server refused) fails one request alone; an unavailable server
+        // would fail every retry again, each after its own timeout, so all hear it at once.
+        Err(e @ StoreError::Internal(_)) if batch.len() > 1 => {
+            tracing::debug!(error = %e, "A group commit failed; its requests are retried one by one.");
+            for pending in batch.drain(..) {
+                let items: Vec<&NewNotification> = pending.items.iter().collect();
+                let result = insert_in_transaction(pool, &items, hints).await;
+                let _ = pending.reply.send(result);
+            }
+        }
+        Err(e) => {
+            for pending in batch.drain(..) {
+                let _ = pending.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Inserts `items` in one transaction, with wake-up hints for the channels given work.
+async fn insert_in_transaction(
+    pool: &PgPool,
+    items: &[&NewNotification],
+    hints: &mut Hints,
+) -> Result<Vec<Enqueued>> {
+    let mut tx = pool.begin().await?;
+    let results = insert(&mut tx, items, None).await?;
+    let created: Vec<&NewNotification> = items
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, Enqueued::Created { .. }))
+        .map(|(n, _)| *n)
+        .collect();
+    let wake = hints.due(&created);
+    if !wake.is_empty() {
+        sqlx::query(sql::NOTIFY)
+            .bind(&hints.channel)
+            .bind(&wake)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Listens for wake-up hints until `stop` is dropped: each names a channel given work by
+/// another daemon. After the connection was lost, hints sent meanwhile are gone: every channel
+/// is woken to look.
+async fn listen_for_work(
+    pool: PgPool,
+    wake_channel: String,
+    wake: WakeUp,
+    mut stop: watch::Receiver<()>,
+) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(&wake_channel).await {
+                Ok(()) => {
+                    wake(None);
+                    loop {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            got = listener.try_recv() => match got {
+                                Ok(Some(hint)) => wake(Some(hint.payload())),
+                                // Lost: the next call reconnects and listens again.
+                                Ok(None) => wake(None),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "Wake-up listener failed; polling meanwhile.");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot listen for wake-ups; polling meanwhile.")
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "Cannot connect for wake-ups; polling meanwhile."),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(LISTEN_RETRY) => {}
+        }
+    }
+}
+
+/// Inserts `items` with one statement (the fallback child of `parent` when given); one result
+/// per item, in order.
+async fn insert(
+    conn: &mut PgConnection,
+    items: &[&NewNotification],
+    parent: Option<&str>,
+) -> Result<Vec<Enqueued>> {
+    let mut columns = InsertColumns::default();
+    for n in items {
+        columns.push(n, parent)?;
+    }
+    let created: HashSet<String> = sqlx::query_scalar(sql::INSERT)
+        .bind(columns.id)
+        .bind(columns.channel)
+        .bind(columns.recipient)
+        .bind(columns.subject)
+        .bind(columns.body)
+        .bind(columns.html)
+        .bind(columns.data)
+        .bind(columns.priority)
+        .bind(columns.run_at)
+        .bind(columns.expires_at)
+        .bind(columns.created_at)
+        .bind(columns.idempotency_key)
+        .bind(columns.content_hash)
+        .bind(columns.fallback)
+        .bind(columns.parent_id)
+        .bind(columns.source)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let held: Vec<String> = items
+        .iter()
+        .filter(|n| !created.contains(&n.id))
+        .filter_map(|n| n.idempotency_key.clone())
+        .collect();
+    let mut holders: HashMap<String, KeyHolder> = HashMap::new();
+    if !held.is_empty() {
+        let rows = sqlx::query(sql::KEY_HOLDERS)
+            .bind(&held)
+            .fetch_all(&mut *conn)
+            .await?;
+        for r in rows {
+            let key: String = r.try_get(0)?;
+            holders.insert(key, key_holder(&r, 1)?);
+        }
+    }
+    items
+        .iter()
+        .map(|n| {
+            if created.contains(&n.id) {
+                return Ok(Enqueued::Created { id: n.id.clone() });
+            }
+            n.idempotency_key
+                .as_ref()
+                .and_then(|key| holders.get(key))
+                .map(|holder| holder.clone().answer(&n.content_hash))
+                .ok_or_else(|| {
+                    StoreError::Internal(
+                        "insert ignored but no row holds its idempotency key".into(),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The columns of an INSERT of several rows, one array each.
+#[derive(Default)]
+struct InsertColumns {
+    id: Vec<String>,
+    channel: Vec<String>,
+    recipient: Vec<String>,
+    subject: Vec<Option<String>>,
+    body: Vec<Option<String>>,
+    html: Vec<Option<String>>,
+    data: Vec<Option<String>>,
+    priority: Vec<String>,
+    run_at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+    created_at: Vec<i64>,
+    idempotency_key: Vec<Option<String>>,
+    content_hash: Vec<String>,
+    fallback: Vec<Option<String>>,
+    parent_id: Vec<Option<String>>,
+    source: Vec<Option<String>>,
+}
+
+impl InsertColumns {
+    fn push(&mut self, n: &NewNotification, parent: Option<&str>) -> Result<()> {
+        let fallback = if n.fallback.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&n.fallback)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            )
+        };
+        self.id.push(n.id.clone());
+        self.channel.push(n.channel.clone());
+        self.recipient.push(n.to.clone());
+        self.subject.push(n.subject.clone());
+        self.body.push(n.body.clone());
+        self.html.push(n.html.clone());
+        self.data
+            .push(n.data.as_ref().map(serde_json::Value::to_string));
+        self.priority.push(n.priority.as_str().to_owned());
+        self.run_at.push(n.run_at_ms);
+        self.expires_at.push(n.expires_at_ms);
+        self.created_at.push(n.created_at_ms);
+        self.idempotency_key.push(n.idempotency_key.clone());
+        self.content_hash.push(n.content_hash.clone());
+        self.fallback.push(fallback);
+        self.parent_id.push(parent.map(str::to_owned));
+        self.source.push(n.source.clone());
+        Ok(())
+    }
+}
+
+/// The key holder in columns `from..` (id, state, content_hash) of `r`.
+fn key_holder(r: &PgRow, from: usize) -> Result<KeyHolder> {
+    let state: String = r.try_get(from + 1)?;
+    Ok(KeyHolder {
+        id: r.try_get(from)?,
+        state: parse_state(&state)?,
+        content_hash: r.try_get(from + 2)?,
+    })
+}
+
+fn parse_state(s: &str) -> Result<State> {
+    s.parse().map_err(StoreError::Internal)
+}
+
+async fn apply_receipt(
+    conn: &mut PgConnection,
+    id: &str,
+    status: ReceiptStatus,
+    provider_status: &str,
+    error_code: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    if let Some((code, error)) = receipt::receipt_failure(status, provider_status, error_code) {
+        let (from, to) = receipt::RECEIPT_FAILS;
+        sqlx::query(sql::FAIL_BY_RECEIPT)
+            .bind(id)
+            .bind(code)
+            .bind(error)
+            .bind(now)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn attach_early_receipts(
+    conn: &mut PgConnection,
+    id: &str,
+    provider_id: &str,
+    now: i64,
+) -> Result<()> {
+    let early: Vec<(String, String, Option<String>)> = sqlx::query_as(sql::EARLY_RECEIPTS)
+        .bind(id)
+        .bind(provider_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    for (status, provider_status, code) in early {
+        match status.parse() {
+            Ok(status) => {
+                apply_receipt(conn, id, status, &provider_status, code.as_deref(), now).await?
+            }
+            // The schema's CHECK keeps this out; a receipt that cannot be read changes nothing.
+            Err(e) => tracing::warn!(notification_id = %id, error = %e,
+                "A stored receipt cannot be read; it was not applied."),
+        }
+    }
+    Ok(())
+}
+
+async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Result<()> {
+    let row = sqlx::query(sql::FALLBACK_PARENT)
+        .bind(parent)
+        .fetch_one(&mut *conn)
+        .await?;
+    let parent_row = match decode_fallback_parent(&row, parent) {
+        Ok(p) => p,
+        Err(why) => {
+            // The reason may quote stored values: the log names the column only.
+            tracing::error!(notification_id = %parent, column = why.column,
+                "A stored column needed for the fallback cannot be read; the notification is now a dead letter.");
+            let reason = Reason::UNREADABLE_ROW;
+            sqlx::query(sql::END_UNREADABLE)
+                .bind(parent)
+                .bind(reason.code)
+                .bind(why.to_string())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
+        }
+    };
+    let child_id = uuid::Uuid::now_v7().to_string();
+    if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
+        insert(conn, &[&child], Some(parent)).await?;
+    }
+    Ok(())
+}
+
+fn decode_fallback_parent(r: &PgRow, id: &str) -> std::result::Result<FallbackParent, Unreadable> {
+    let priority: String = stored::get(r, "priority")?;
+    Ok(FallbackParent {
+        id: id.to_owned(),
+        routes: stored::opt_json(r, "fallback")?.unwrap_or_default(),
+        content: Content {
+            subject: stored::get(r, "subject")?,
+            body: stored::get(r, "body")?,
+            html: stored::get(r, "html")?,
+            data: stored::get(r, "data")?,
+        },
+        priority: priority.parse().map_err(|e: String| Unreadable {
+            column: "priority",
+            problem: e,
+        })?,
+        expires_at_ms: stored::get(r, "expires_at")?,
+        created_at_ms: stored::get(r, "created_at")?,
+    })
+}
+
+/// A claimed row, decoded.
+struct LeasedRow {
+    id: String,
+    channel: String,
+    recipient: String,
+    subject: Option<String>,
+    body: Option<String>,
+    html: Option<String>,
+    data: Option<serde_json::Value>,
+    created_at: i64,
+    attempt: u32,
+    expires_at: Option<i64>,
+    tried: Vec<String>,
+    prio_rank: i16,
+    due_at: i64,
+    lease: LeaseToken,
+    validation: Validation,
+}
+
+impl LeasedRow {
+    fn decode(r: &PgRow) -> std::result::Result<Self, Unreadable> {
+        let validation = if stored::get(r, "checked")? {
+            Validation::Done
+        } else {
+            Validation::Pending {
+                fallback: stored::opt_json(r, "fallback")?.unwrap_or_default(),
+            }
+        };
+        let attempt = stored::int(r, "attempts", 1..=i64::from(u32::MAX))?;
+        Ok(Self {
+            id: stored::get(r, "id")?,
+            channel: stored::get(r, "channel")?,
+            recipient: stored::get(r, "recipient")?,
+            subject: stored::get(r, "subject")?,
+            body: stored::get(r, "body")?,
+            html: stored::get(r, "html")?,
+            data: stored::get(r, "data")?,
+            created_at: stored::int(r, "created_at", 0..=MAX_TIME_MS)?,
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            expires_at: stored::get(r, "expires_at")?,
+            tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
+            prio_rank: stored::get(r, "prio_rank")?,
+            due_at: stored::get(r, "due_at")?,
+            lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
+            validation,
+        })
+    }
+
+    fn into_claimed(self) -> Claimed {
+        Claimed {
+            message: notifyd_channels::Message {
+                id: self.id,
+                channel: self.channel,
+                to: self.recipient,
+                subject: self.subject,
+                body: self.body,
+                html: self.html,
+                data: self.data,
+                created_at: std::time::UNIX_EPOCH
+                    + Duration::from_millis(self.created_at.unsigned_abs()),
+            },
+            attempt: self.attempt,
+            lease: self.lease,
+            expires_at_ms: self.expires_at,
+            tried: self.tried,
+            validation: self.validation,
+        }
+    }
+}
+
+/// A count as the API shows it (the schema keeps counters non-negative in practice).
+fn clamp_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed
+            | E::Configuration(_) => StoreError::Unavailable(e.to_string()),
+            E::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // 08: connection; 53: out of resources (disk full, too many connections); 57:
+                // operator intervention (shutdown, restart); 25006: read-only transaction.
+                if code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57")
+                    || code == "25006"
+                {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Internal(e.to_string())
+                }
+            }
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for PgOutbox {
+    async fn enqueue(&self, items: Vec<NewNotification>) -> Result<Vec<Enqueued>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.enqueues
+            .send(PendingEnqueue { items, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("queue enqueue task stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("queue enqueue task stopped".into()))?
+    }
+
+    async fn find_key(&self, key: &str) -> Result<Option<KeyHolder>> {
+        let row = sqlx::query(sql::KEY_HOLDER)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| key_holder(&r, 0)).transpose()
+    }
+
+    async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.claim_rows(channel, limit, lease_ms).await
+    }
+
+    async fn complete(&self, completions: Vec<Completion>) -> Result<()> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let mut tx = self.pool.begin().await?;
+        self.complete_in(&mut tx, completions, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<NotificationView>> {
+        let Some(r) = sqlx::query(sql::GET)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let attempt_log = sqlx::query(sql::ATTEMPTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|a| {
+                Ok(AttemptView {
+                    attempt: clamp_u32(a.try_get("attempt")?),
+                    started_at_ms: a.try_get("started_at")?,
+                    latency_ms: a.try_get("latency_ms")?,
+                    outcome: a.try_get("outcome")?,
+                    code: a.try_get("code")?,
+                    error: a.try_get("error")?,
+                    provider_id: a.try_get("provider_id")?,
+                    decision: a.try_get("decision")?,
+                    channel: a.try_get("channel")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let receipts = sqlx::query(sql::RECEIPTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|a| {
+                Ok(ReceiptView {
+                    status: a.try_get("status")?,
+                    provider_status: a.try_get("provider_status")?,
+                    error_code: a.try_get("error_code")?,
+                    received_at_ms: a.try_get("received_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let state: String = r.try_get("state")?;
+        let priority: String = r.try_get("priority")?;
+        // Lenient, as views are: fallback routes that cannot be read show as none (the row's
+        // last_error says why once it was quarantined).
+        let fallback: Option<serde_json::Value> = r.try_get("fallback")?;
+        let fallback = fallback
+            .and_then(|v| serde_json::from_value::<Vec<FallbackRoute>>(v).ok())
+            .map(|routes| routes.into_iter().map(|r| r.target).collect())
+            .unwrap_or_default();
+        Ok(Some(NotificationView {
+            id: r.try_get("id")?,
+            channel: r.try_get("channel")?,
+            to: r.try_get("recipient")?,
+            state: parse_state(&state)?,
+            priority: priority.parse().unwrap_or(Priority::Low),
+            attempts: clamp_u32(r.try_get("attempts")?),
+            created_at_ms: r.try_get("created_at")?,
+            run_at_ms: r.try_get("run_at")?,
+            expires_at_ms: r.try_get("expires_at")?,
+            provider_id: r.try_get("provider_id")?,
+            last_code: r.try_get("last_code")?,
+            last_error: r.try_get("last_error")?,
+            parent_id: r.try_get("parent_id")?,
+            fallback,
+            source: r.try_get("source")?,
+            attempt_log,
+            receipts,
+        }))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Transition> {
+        self.request(transition::Request::Cancel, sql::CANCEL, id)
+            .await
+    }
+
+    async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(sql::DEAD_LETTERS)
+            .bind(channel)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get("id")?,
+                    channel: r.try_get("channel")?,
+                    to: r.try_get("recipient")?,
+                    attempts: clamp_u32(r.try_get("attempts")?),
+                    last_code: r.try_get("last_code")?,
+                    last_error: r.try_get("last_error")?,
+                    died_at_ms: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replay(&self, id: &str) -> Result<Transition> {
+        self.request(transition::Request::Replay, sql::REPLAY, id)
+            .await
+    }
+
+    async fn depth(&self) -> Result<Vec<Depth>> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as(sql::DEPTH).fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|(channel, state, count)| {
+                Ok(Depth {
+                    channel,
+                    state: parse_state(&state)?,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql::OLDEST_DUE)
+            .bind(channels)
+            .bind(self.clock.now_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {
+        let now = self.clock.now_ms();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query = match &how {
+            OpenBreakerMove::Defer { until_ms } => {
+                let why = Reason::BREAKER_DEFERRED;
+                sqlx::query(sql::DEFER_DUE)
+                    .bind(channel)
+                    .bind(now)
+                    .bind(*until_ms)
+                    .bind(limit)
+                    .bind(why.code)
+                    .bind(why.message)
+            }
+            OpenBreakerMove::Reroute { to } => {
+                let why = Reason::BREAKER_MOVED;
+                sqlx::query(sql::REROUTE_DUE)
+                    .bind(channel)
+                    .bind(now)
+                    .bind(to.as_str())
+                    .bind(limit)
+                    .bind(why.code)
+                    .bind(why.message)
+            }
+        };
+        Ok(query.execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Runs on the one daemon that leads the sweep; the others answer an empty report.
+    async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport> {
+        let now = self.clock.now_ms();
+        if !self.leads_sweep(now).await? {
+            return Ok(SweepReport::default());
+        }
+        let (mut purged, mut receipts_purged) = self.purge(retention, now).await?;
+        let mut full = sweep::purge_again(purged, receipts_purged);
+        let mut batches = 1;
+        while full && batches < sweep::PURGE_BATCHES_PER_SWEEP {
+            let (n, r) = self.purge(retention, now).await?;
+            purged += n;
+            receipts_purged += r;
+            full = sweep::purge_again(n, r);
+            batches += 1;
+        }
+        let expired_reason = Reason::EXPIRED;
+        let expired = sqlx::query_as::<_, (String, String)>(sql::EXPIRE_OVERDUE)
+            .bind(now)
+            .bind(expired_reason.code)
+            .bind(expired_reason.message)
+            .bind(sweep::EXPIRE_BATCH as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|(id, channel)| ExpiredRow { id, channel })
+            .collect();
+        let live: Vec<String> = sqlx::query_scalar(sql::LIVE_CHANNELS)
+            .fetch_all(&self.pool)
+            .await?;
+        let orphan_reason = Reason::UNKNOWN_CHANNEL;
+        let mut orphaned = 0;
+        for channel in sweep::unknown_channels(&live, known_channels) {
+            orphaned += sqlx::query(sql::DEAD_LETTER_ORPHANS)
+                .bind(channel)
+                .bind(now)
+                .bind(orphan_reason.code)
+                .bind(orphan_reason.message)
+                .bind(sweep::ORPHAN_BATCH as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(SweepReport {
+            expired,
+            orphaned,
+            purged,
+            receipts_purged,
+        })
+    }
+
+    async fn record_receipt(&self, r: InboundReceipt) -> Result<RecordedReceipt> {
+        let now = self.clock.now_ms();
+        let mut tx = self.pool.begin().await?;
+        let target: Option<String> = sqlx::query_scalar(sql::RECEIPT_TARGET)
+            .bind(&r.provider_id)
+            .bind(&r.channel)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(sql::INSERT_RECEIPT)
+            .bind(&r.channel)
+            .bind(&r.provider_id)
+            .bind(r.status.as_str())
+            .bind(&r.provider_status)
+            .bind(&r.error_code)
+            .bind(now)
+            .bind(&target)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            // Already stored (and applied, if it matched): a replay changes nothing.
+            tx.commit().await?;
+            return Ok(RecordedReceipt {
+                notification_id: target,
+                duplicate: true,
+            });
+        }
+        if let Some(id) = &target {
+            apply_receipt(
+                &mut tx,
+                id,
+                r.status,
+                &r.provider_status,
+                r.error_code.as_deref(),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(RecordedReceipt {
+            notification_id: target,
+            duplicate: false,
+        })
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
+        history::page(&self.pool, query).await
+    }
+
+    async fn content(&self, id: &str) -> Result<Option<Content>> {
+        history::content(&self.pool, id).await
+    }
+
+    fn wake_on_remote_work(&self, wake: WakeUp) {
+        tokio::spawn(listen_for_work(
+            self.pool.clone(),
+            self.wake_channel.clone(),
+            wake,
+            self.stop_listening.subscribe(),
+        ));
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        let writable: bool = sqlx::query_scalar(sql::WRITABLE)
+            .fetch_one(&self.pool)
+            .await?;
+        if writable {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "the PostgreSQL server is a read-only standby".into(),
+            ))
+        }
+    }
+}
