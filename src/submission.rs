@@ -439,7 +439,7 @@ impl ContentSize {
         for (name, text) in [("subject", subject), ("body", body), ("html", html)] {
             self.add(&field(name), text.as_ref().map_or(0, String::len))?;
         }
-        let data_len = data.as_ref().map_or(0, json_len);
+        let data_len = data.as_ref().map_or(0, crate::json_bounds::encoded_len);
         self.add(&field("data"), data_len)
     }
 
@@ -456,22 +456,4 @@ impl ContentSize {
             &c.data,
         )
     }
-}
-
-/// Length of a JSON value as the queue stores it, without building the text.
-fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail; a value serde cannot write would be stored as nothing.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }

@@ -383,7 +383,7 @@ fn item_out_of_bounds(
         });
         return Some(inexact);
     }
-    (body::encoded_len(item) > max_bytes).then(|| {
+    (crate::json_bounds::encoded_len(item) > max_bytes).then(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_large",
