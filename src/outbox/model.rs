@@ -223,6 +223,55 @@ pub struct Claimed {
     pub validation: Validation,
 }
 
+/// Rows one claim quarantines at most before it answers with what it has: the next claim goes
+/// on with the rest, and other writes get their turn in between.
+pub(crate) const QUARANTINE_PER_CLAIM: usize = 1000;
+
+/// Latest time a row may carry (9999-12-31T23:59:59.999Z): the daemon's range for times it
+/// turns into a `SystemTime`.
+pub(crate) const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// A claimed row's columns as a backend decoded them, checked column by column (a row that
+/// fails is quarantined instead): what every backend hands the dispatcher as a [`Claimed`].
+pub(crate) struct ClaimedColumns {
+    pub id: String,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub data: Option<serde_json::Value>,
+    /// Within `0..=MAX_TIME_MS`.
+    pub created_at_ms: i64,
+    pub attempt: u32,
+    pub expires_at_ms: Option<i64>,
+    pub tried: Vec<String>,
+    pub lease: LeaseToken,
+    pub validation: Validation,
+}
+
+impl ClaimedColumns {
+    pub(crate) fn into_claimed(self) -> Claimed {
+        Claimed {
+            message: notifyd_channels::Message {
+                id: self.id,
+                channel: self.channel,
+                to: self.recipient,
+                subject: self.subject,
+                body: self.body,
+                html: self.html,
+                data: self.data,
+                created_at: crate::clock::system_time(self.created_at_ms),
+            },
+            attempt: self.attempt,
+            lease: self.lease,
+            expires_at_ms: self.expires_at_ms,
+            tried: self.tried,
+            validation: self.validation,
+        }
+    }
+}
+
 /// Whether a claimed notification was validated when it was written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Validation {

@@ -31,10 +31,6 @@ use crate::outbox::sqlite::stored::Unreadable;
 const ENQUEUE_QUEUE: usize = 8192;
 /// Notifications one group commit inserts at most.
 const MAX_BATCH: usize = 4096;
-/// Rows one claim quarantines at most before it answers with what it has.
-const QUARANTINE_PER_CLAIM: usize = 1000;
-/// Largest time a row may carry (9999-12-31), as on SQLite.
-const MAX_TIME_MS: i64 = 253_402_300_799_999;
 /// The schema's migrations, embedded: the build needs no database.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
@@ -206,8 +202,13 @@ impl PgOutbox {
                 break;
             }
         }
-        out.sort_by(|a, b| (a.prio_rank, a.due_at, &a.id).cmp(&(b.prio_rank, b.due_at, &b.id)));
-        Ok(out.into_iter().map(LeasedRow::into_claimed).collect())
+        out.sort_by(|a, b| {
+            (a.prio_rank, a.due_at, &a.columns.id).cmp(&(b.prio_rank, b.due_at, &b.columns.id))
+        });
+        Ok(out
+            .into_iter()
+            .map(|row| row.columns.into_claimed())
+            .collect())
     }
 
     async fn complete_in(
@@ -777,23 +778,11 @@ fn decode_fallback_parent(r: &PgRow, id: &str) -> std::result::Result<FallbackPa
     })
 }
 
-/// A claimed row, decoded.
+/// A claimed row, decoded, with what orders a claim's rows.
 struct LeasedRow {
-    id: String,
-    channel: String,
-    recipient: String,
-    subject: Option<String>,
-    body: Option<String>,
-    html: Option<String>,
-    data: Option<serde_json::Value>,
-    created_at: i64,
-    attempt: u32,
-    expires_at: Option<i64>,
-    tried: Vec<String>,
     prio_rank: i16,
     due_at: i64,
-    lease: LeaseToken,
-    validation: Validation,
+    columns: ClaimedColumns,
 }
 
 impl LeasedRow {
@@ -807,43 +796,24 @@ impl LeasedRow {
         };
         let attempt = stored::int(r, "attempts", 1..=i64::from(u32::MAX))?;
         Ok(Self {
-            id: stored::get(r, "id")?,
-            channel: stored::get(r, "channel")?,
-            recipient: stored::get(r, "recipient")?,
-            subject: stored::get(r, "subject")?,
-            body: stored::get(r, "body")?,
-            html: stored::get(r, "html")?,
-            data: stored::get(r, "data")?,
-            created_at: stored::int(r, "created_at", 0..=MAX_TIME_MS)?,
-            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            expires_at: stored::get(r, "expires_at")?,
-            tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
             prio_rank: stored::get(r, "prio_rank")?,
             due_at: stored::get(r, "due_at")?,
-            lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
-            validation,
-        })
-    }
-
-    fn into_claimed(self) -> Claimed {
-        Claimed {
-            message: notifyd_channels::Message {
-                id: self.id,
-                channel: self.channel,
-                to: self.recipient,
-                subject: self.subject,
-                body: self.body,
-                html: self.html,
-                data: self.data,
-                created_at: std::time::UNIX_EPOCH
-                    + Duration::from_millis(self.created_at.unsigned_abs()),
+            columns: ClaimedColumns {
+                id: stored::get(r, "id")?,
+                channel: stored::get(r, "channel")?,
+                recipient: stored::get(r, "recipient")?,
+                subject: stored::get(r, "subject")?,
+                body: stored::get(r, "body")?,
+                html: stored::get(r, "html")?,
+                data: stored::get(r, "data")?,
+                created_at_ms: stored::int(r, "created_at", 0..=MAX_TIME_MS)?,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                expires_at_ms: stored::get(r, "expires_at")?,
+                tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
+                lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
+                validation,
             },
-            attempt: self.attempt,
-            lease: self.lease,
-            expires_at_ms: self.expires_at,
-            tried: self.tried,
-            validation: self.validation,
-        }
+        })
     }
 }
 

@@ -55,14 +55,6 @@ const QUARANTINE: &str =
          lease_owner = NULL, updated_at = ?3
      WHERE rowid = ?1";
 
-/// Rows one claim quarantines at most before it answers with what it has: the next claim goes
-/// on with the rest, and other writes get their turn in between.
-const QUARANTINE_PER_CLAIM: usize = 1000;
-
-/// Latest time a row may carry (9999-12-31T23:59:59.999Z): the daemon's range for times it
-/// turns into a `SystemTime`.
-const MAX_TIME_MS: i64 = 253_402_300_799_999;
-
 /// Due, queued rows of a channel whose breaker is open, pushed to its next probe. Its terms are
 /// the claim's, so it seeks in `notifications_due` like the claim (a test checks the plan).
 pub(super) const DEFER_DUE: &str =
@@ -553,7 +545,10 @@ impl Writer {
         }
         // Stable: within a priority, ids the daemon assigns (UUIDv7) are in creation order.
         out.sort_by_key(|row| row.prio_rank);
-        Ok(out.into_iter().map(LeasedRow::into_claimed).collect())
+        Ok(out
+            .into_iter()
+            .map(|row| row.columns.into_claimed())
+            .collect())
     }
 
     fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<()> {
@@ -966,20 +961,8 @@ impl Writer {
 /// column is checked for type, encoding, range and JSON shape: one that fails makes the row
 /// unreadable, and it is quarantined instead of failing the claim.
 struct LeasedRow {
-    id: String,
-    channel: String,
-    recipient: String,
-    subject: Option<String>,
-    body: Option<String>,
-    html: Option<String>,
-    data: Option<serde_json::Value>,
-    created_at: i64,
-    attempt: u32,
-    expires_at: Option<i64>,
-    tried: Vec<String>,
     prio_rank: i64,
-    lease: LeaseToken,
-    validation: Validation,
+    columns: ClaimedColumns,
 }
 
 impl LeasedRow {
@@ -995,42 +978,23 @@ impl LeasedRow {
         };
         let attempt = stored::int(r, 9, "attempts", 1..=i64::from(u32::MAX))?;
         Ok(Self {
-            id: stored::text(r, 1, "id")?,
-            channel: stored::text(r, 2, "channel")?,
-            recipient: stored::text(r, 3, "recipient")?,
-            subject: stored::opt_text(r, 4, "subject")?,
-            body: stored::opt_text(r, 5, "body")?,
-            html: stored::opt_text(r, 6, "html")?,
-            data: stored::opt_json(r, 7, "data")?,
-            created_at: stored::int(r, 8, "created_at", 0..=MAX_TIME_MS)?,
-            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            expires_at: stored::opt_int(r, 10, "expires_at", i64::MIN..=i64::MAX)?,
-            tried: stored::opt_json(r, 11, "tried")?.unwrap_or_default(),
             prio_rank: stored::int(r, 12, "prio_rank", 0..=2)?,
-            lease: LeaseToken(stored::int(r, 15, "lease", 1..=i64::MAX)?),
-            validation,
-        })
-    }
-
-    fn into_claimed(self) -> Claimed {
-        Claimed {
-            message: notifyd_channels::Message {
-                id: self.id,
-                channel: self.channel,
-                to: self.recipient,
-                subject: self.subject,
-                body: self.body,
-                html: self.html,
-                data: self.data,
-                created_at: std::time::UNIX_EPOCH
-                    + std::time::Duration::from_millis(self.created_at.unsigned_abs()),
+            columns: ClaimedColumns {
+                id: stored::text(r, 1, "id")?,
+                channel: stored::text(r, 2, "channel")?,
+                recipient: stored::text(r, 3, "recipient")?,
+                subject: stored::opt_text(r, 4, "subject")?,
+                body: stored::opt_text(r, 5, "body")?,
+                html: stored::opt_text(r, 6, "html")?,
+                data: stored::opt_json(r, 7, "data")?,
+                created_at_ms: stored::int(r, 8, "created_at", 0..=MAX_TIME_MS)?,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                expires_at_ms: stored::opt_int(r, 10, "expires_at", i64::MIN..=i64::MAX)?,
+                tried: stored::opt_json(r, 11, "tried")?.unwrap_or_default(),
+                lease: LeaseToken(stored::int(r, 15, "lease", 1..=i64::MAX)?),
+                validation,
             },
-            attempt: self.attempt,
-            lease: self.lease,
-            expires_at_ms: self.expires_at,
-            tried: self.tried,
-            validation: self.validation,
-        }
+        })
     }
 }
 
