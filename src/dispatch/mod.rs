@@ -313,12 +313,17 @@ async fn send_one(
     let admitted = rt
         .gate
         .admit(leased, slot, patience, row.expires_at_ms, &row.message.to);
+    let rules = Rules {
+        channel: &rt.name,
+        policy: &rt.policy,
+        fault_hold: shared.config.fault_hold,
+    };
     let (completion, held) = match admitted {
         Err((why, held)) => {
             note_unsent(&rt, &row, why);
             (unsent(&row, why, started_at_ms, clock::now()), held)
         }
-        Ok(permit) if let Some(settled) = settle(&rt, &shared, &row) => {
+        Ok(permit) if let Some(settled) = settle(&rules, &shared.registry, &row) => {
             // Never reaches the provider: no token is taken, a probe slot is free again.
             (settled, permit.unsent())
         }
@@ -339,11 +344,6 @@ async fn send_one(
                         latency,
                         next_probe_in: next_probe
                             .map(|t| t.saturating_duration_since(clock::now())),
-                    };
-                    let rules = Rules {
-                        channel: &rt.name,
-                        policy: &rt.policy,
-                        fault_hold: shared.config.fault_hold,
                     };
                     let decision = decide(&rules, &row, sent, clock::now_ms(), &mut rand::rng());
                     (record(&rt, &row, decision, latency), held)
@@ -367,20 +367,15 @@ async fn send_one(
 /// budget without a recorded outcome ([`decide::past_budget`]), or one another program inserted
 /// that fails the checks the API would have made ([`Validation::Pending`]): it ends as the API
 /// would have answered. Rows notifyd wrote were checked when accepted and pass at no cost.
-fn settle(rt: &ChannelRuntime, shared: &Shared, row: &Claimed) -> Option<Completion> {
-    let rules = Rules {
-        channel: &rt.name,
-        policy: &rt.policy,
-        fault_hold: shared.config.fault_hold,
-    };
-    if let Some(dead) = decide::past_budget(&rules, row) {
+fn settle(rules: &Rules<'_>, registry: &Registry, row: &Claimed) -> Option<Completion> {
+    if let Some(dead) = decide::past_budget(rules, row) {
         return Some(dead);
     }
     let Validation::Pending { fallback } = &row.validation else {
         return None;
     };
-    let refused = submission::check(&shared.registry, &row.message, fallback, "body").err()?;
-    tracing::warn!(notification_id = %row.message.id, channel = %rt.name, code = refused.code,
+    let refused = submission::check(registry, &row.message, fallback, "body").err()?;
+    tracing::warn!(notification_id = %row.message.id, channel = %rules.channel, code = refused.code,
         field = %refused.field, "A notification inserted with plain SQL failed validation.");
     Some(Completion {
         id: row.message.id.clone(),
