@@ -22,6 +22,7 @@ pub mod per_minute;
 pub mod policy;
 pub mod registry;
 pub mod search;
+pub mod signed_link;
 pub mod submission;
 pub mod systemd;
 pub mod templates;
