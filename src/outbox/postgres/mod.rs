@@ -9,6 +9,7 @@
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
 mod history;
+mod limits;
 mod sql;
 mod stored;
 
@@ -44,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "ingest_source",
         include_str!("migrations/0004_ingest_source.sql"),
+    ),
+    (
+        9,
+        "shared_limits",
+        include_str!("migrations/0009_shared_limits.sql"),
     ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
@@ -1057,6 +1063,7 @@ impl Outbox for PgOutbox {
         if !self.leads_sweep(now).await? {
             return Ok(SweepReport::default());
         }
+        limits::prune(&self.pool, now).await?;
         let (mut purged, mut receipts_purged) = self.purge(retention, now).await?;
         let mut full = sweep::purge_again(purged, receipts_purged);
         let mut batches = 1;
@@ -1153,6 +1160,13 @@ impl Outbox for PgOutbox {
 
     async fn content(&self, id: &str) -> Result<Option<Content>> {
         history::content(&self.pool, id).await
+    }
+
+    fn cluster_limits(&self) -> Option<std::sync::Arc<dyn crate::outbox::limits::ClusterLimits>> {
+        Some(std::sync::Arc::new(limits::PgLimits {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+        }))
     }
 
     fn wake_on_remote_work(&self, wake: WakeUp) {
