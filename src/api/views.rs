@@ -98,6 +98,7 @@ pub fn channel(rt: &ChannelRuntime, depth: &[Depth]) -> Value {
         "rate_limit": {
             "tokens": rt.gate.limiter().tokens(),
             "waits": rt.gate.limiter().waits(),
+            "shared": rt.gate.limiter().is_shared(),
         },
         "failover": rt.policy.failover,
         "queue": {"queued": count(State::Queued), "sending": count(State::Sending), "dead": count(State::Dead)},

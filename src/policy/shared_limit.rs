@@ -264,3 +264,240 @@ impl Drop for Waiting<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::clock::WallMs;
+    use crate::config::Rate;
+    use crate::outbox::limits::SharedHold;
+    use crate::policy::HoldReason;
+    use crate::policy::rate_limit::{self, Granted};
+
+    /// The store's side in memory, running the same rule as the PostgreSQL statement, on tokio's
+    /// (paused) clock.
+    #[derive(Debug)]
+    struct MemoryLimits {
+        start: Instant,
+        buckets: Mutex<HashMap<(String, String), i64>>,
+        calls: AtomicU64,
+    }
+
+    impl MemoryLimits {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                start: clock::now(),
+                buckets: Mutex::new(HashMap::new()),
+                calls: AtomicU64::new(0),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl ClusterLimits for MemoryLimits {
+        async fn reserve(
+            &self,
+            bucket: Bucket<'_>,
+            pace: Pace,
+            want: u32,
+            within: Duration,
+        ) -> crate::outbox::Result<Reserved> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let now_us = i64::try_from((clock::now() - self.start).as_micros()).unwrap();
+            let key = match bucket {
+                Bucket::Channel(c) => (c.to_owned(), String::new()),
+                Bucket::Recipient { channel, recipient } => (channel.to_owned(), recipient.into()),
+            };
+            let mut buckets = self.buckets.lock().unwrap();
+            let within_us = i64::try_from(within.as_micros()).unwrap();
+            let g: Granted =
+                rate_limit::reserve(buckets.get(&key).copied(), now_us, want, within_us, pace);
+            buckets.insert(key, g.tat_us);
+            Ok(Reserved {
+                due_in: rate_limit::schedule(g, now_us, pace),
+                tat_in: rate_limit::ahead_of(g.tat_us, now_us),
+            })
+        }
+
+        async fn hold(&self, _: &str, _: WallMs, _: HoldReason) -> crate::outbox::Result<()> {
+            Ok(())
+        }
+
+        async fn holds(&self) -> crate::outbox::Result<Vec<SharedHold>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn rate(per_second: f64, burst: u32) -> Rate {
+        Rate {
+            per_second: Some(per_second),
+            per_minute: None,
+            burst,
+        }
+    }
+
+    fn daemon(
+        store: &Arc<MemoryLimits>,
+        channel: Rate,
+        per_recipient: Option<Rate>,
+    ) -> Arc<SharedLimiter> {
+        Arc::new(SharedLimiter::new(
+            store.clone(),
+            "sms",
+            Some(&RateLimitConfig {
+                channel,
+                per_recipient,
+            }),
+        ))
+    }
+
+    /// `n` sends through `limiter`, each starting when the last one ended: when each took its
+    /// token.
+    fn sends(
+        limiter: &Arc<SharedLimiter>,
+        n: usize,
+        concurrency: usize,
+        times: &Arc<Mutex<Vec<Instant>>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let left = Arc::new(AtomicU32::new(u32::try_from(n).unwrap()));
+        (0..concurrency)
+            .map(|_| {
+                let (limiter, times, left) = (limiter.clone(), times.clone(), left.clone());
+                tokio::spawn(async move {
+                    while left
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
+                        .is_ok()
+                    {
+                        let ticket = limiter.ticket();
+                        let deadline = clock::now() + Duration::from_secs(60);
+                        limiter
+                            .until_token(ticket, "+15550001", deadline)
+                            .await
+                            .unwrap();
+                        times.lock().unwrap().push(clock::now());
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn three_daemons_sharing_a_bucket_never_exceed_burst_plus_rate_over_any_window() {
+        let store = MemoryLimits::new();
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            let limiter = daemon(&store, rate(20.0, 5), None);
+            all.extend(sends(&limiter, 40, 4, &times));
+        }
+        for t in all {
+            t.await.unwrap();
+        }
+        let mut times = times.lock().unwrap().clone();
+        times.sort_unstable();
+        assert_eq!(times.len(), 120);
+        for i in 0..times.len() {
+            for j in i..times.len() {
+                let span = (times[j] - times[i]).as_secs_f64();
+                assert!(
+                    ((j - i + 1) as f64) <= 5.0 + 20.0 * span + 1e-6,
+                    "{} tokens within {span}s",
+                    j - i + 1
+                );
+            }
+        }
+        // 120 at 20/s after a burst of 5: the shared limit was reached, not three of them.
+        assert!(times[119] - times[0] >= Duration::from_millis(115 * 50));
+        let calls = store.calls.load(Ordering::Relaxed);
+        assert!(
+            calls < 120,
+            "{calls} reservations for 120 tokens: not batched"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_whose_token_comes_after_its_deadline_goes_back_and_leaves_the_token() {
+        let store = MemoryLimits::new();
+        let limiter = daemon(&store, rate(1.0, 1), None);
+        let soon = clock::now() + Duration::from_millis(500);
+        limiter
+            .until_token(limiter.ticket(), "a", soon)
+            .await
+            .unwrap();
+        // The next token is a second away: past this send's deadline.
+        let err = limiter.until_token(limiter.ticket(), "a", soon).await;
+        assert_eq!(
+            err,
+            Err(Unsent::ChannelLimited {
+                next: clock::now() + Duration::from_secs(1)
+            })
+        );
+        // A send that may wait two seconds gets it, one second on.
+        let later = clock::now() + Duration::from_secs(2);
+        limiter
+            .until_token(limiter.ticket(), "a", later)
+            .await
+            .unwrap();
+        assert_eq!(
+            clock::now() - (later - Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recipient_limit_is_shared_and_costs_the_channel_no_token() {
+        let store = MemoryLimits::new();
+        let a = daemon(&store, rate(10.0, 5), Some(rate(0.1, 1)));
+        let b = daemon(&store, rate(10.0, 5), Some(rate(0.1, 1)));
+        let deadline = clock::now() + Duration::from_secs(30);
+        a.until_token(a.ticket(), "+15550001", deadline)
+            .await
+            .unwrap();
+        match b.until_token(b.ticket(), "+15550001", deadline).await {
+            Err(Unsent::RecipientLimited { next }) => {
+                assert_eq!(next - clock::now(), Duration::from_secs(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        b.until_token(b.ticket(), "+15550002", deadline)
+            .await
+            .unwrap();
+        // Channel tokens: one each (100 ms at 10/s) for the two sends that went.
+        assert_eq!(
+            store.buckets.lock().unwrap()[&("sms".to_owned(), String::new())],
+            200_000
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_count_what_the_shared_bucket_had_at_the_last_reservation() {
+        let store = MemoryLimits::new();
+        let a = daemon(&store, rate(10.0, 5), None);
+        let b = daemon(&store, rate(10.0, 5), None);
+        // Never reserved: a full bucket is assumed, 5 now and 10 more within a second.
+        assert_eq!(b.claimable(100, Duration::from_secs(1)), Ok(15));
+        // `a` takes the burst; `b` learns of it at its own next reservation.
+        let deadline = clock::now() + Duration::from_secs(30);
+        for _ in 0..5 {
+            a.until_token(a.ticket(), "x", deadline).await.unwrap();
+        }
+        // The sixth token is due 100 ms on: the bucket runs 500 ms ahead then.
+        b.until_token(b.ticket(), "x", deadline).await.unwrap();
+        assert_eq!(
+            clock::now() - (deadline - Duration::from_secs(30)),
+            Duration::from_millis(100)
+        );
+        // None now; within the second, one every 100 ms from 200 ms on.
+        assert_eq!(b.claimable(100, Duration::from_secs(1)), Ok(10));
+        assert_eq!(
+            b.claimable(100, Duration::ZERO).unwrap_err() - clock::now(),
+            Duration::from_millis(100)
+        );
+    }
+}

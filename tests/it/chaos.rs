@@ -32,7 +32,7 @@ impl Answers {
     }
 }
 
-async fn accept_many(d: &TestDaemon, channel: &str, n: usize) -> Vec<String> {
+pub(crate) async fn accept_many(d: &TestDaemon, channel: &str, n: usize) -> Vec<String> {
     let items: Vec<Value> = (0..n)
         .map(|i| json!({"channel": channel, "to": "t", "body": format!("n{i}")}))
         .collect();
@@ -51,7 +51,7 @@ async fn accept_many(d: &TestDaemon, channel: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-async fn all_delivered(d: &TestDaemon, ids: &[String], within: Duration) -> Vec<Value> {
+pub(crate) async fn all_delivered(d: &TestDaemon, ids: &[String], within: Duration) -> Vec<Value> {
     let deadline = Instant::now() + within;
     let mut views = Vec::new();
     for id in ids {
@@ -73,7 +73,7 @@ async fn all_delivered(d: &TestDaemon, ids: &[String], within: Duration) -> Vec<
     views
 }
 
-async fn channel_view(d: &TestDaemon, name: &str) -> Value {
+pub(crate) async fn channel_view(d: &TestDaemon, name: &str) -> Value {
     let (_, b) = d.get("/v1/channels").await;
     b["channels"]
         .as_array()
