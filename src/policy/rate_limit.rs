@@ -384,6 +384,14 @@ impl Limiter {
         }
     }
 
+    /// How many reservations of the shared channel bucket this daemon made (`None`: local).
+    pub fn reservations(&self) -> Option<u64> {
+        match self {
+            Self::Local(_) => None,
+            Self::Shared(l) => Some(l.reservations()),
+        }
+    }
+
     /// Whether the limits are the ones the daemons of one queue share.
     pub fn is_shared(&self) -> bool {
         matches!(self, Self::Shared(_))
