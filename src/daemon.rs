@@ -190,7 +190,10 @@ impl Daemon {
     /// the API is listening (so a caller may report readiness).
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let outbox: Arc<dyn Outbox> = open_outbox(&config).await?;
-        let registry = Arc::new(Registry::build(&config).map_err(StartError::Channels)?);
+        let registry = Arc::new(
+            Registry::build_sharing(&config, outbox.cluster_limits())
+                .map_err(StartError::Channels)?,
+        );
         let templates = Arc::new(load_templates(&config)?);
         let bind_error = |source| StartError::Bind {
             addr: config.server.listen.clone(),
@@ -311,7 +314,8 @@ impl Daemon {
             ));
         }
         let registry = Arc::new(
-            Registry::build(&new).map_err(|p| format!("channels:\n  {}", p.join("\n  ")))?,
+            Registry::build_sharing(&new, self.outbox.cluster_limits())
+                .map_err(|p| format!("channels:\n  {}", p.join("\n  ")))?,
         );
         let templates = Arc::new(load_templates(&new).map_err(|e| e.to_string())?);
         self.notifier

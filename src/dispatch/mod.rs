@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::{self, Instant};
 use crate::config::DispatcherConfig;
+use crate::outbox::limits::ClusterLimits;
 use crate::outbox::{
     Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, Validation,
 };
@@ -118,6 +119,9 @@ impl Dispatcher {
             loops.spawn(channel_loop(rt.clone(), shared.clone()));
         }
         loops.spawn(sweep_loop(shared.clone(), self.notifier.clone()));
+        if let Some(cluster) = self.outbox.cluster_limits() {
+            loops.spawn(shared_holds_loop(shared.clone(), cluster));
+        }
 
         let why = match halt.wait_for(|h| *h != Halt::Running).await {
             Ok(h) => *h,
@@ -336,7 +340,15 @@ async fn send_one(
             match answer {
                 // Abandoned at shutdown: given back unsent.
                 None => (released(&row), permit.unsent()),
-                Some((result, latency)) => {
+                // No token in time, or the channel was held while it waited.
+                Some(Err(why)) => {
+                    note_unsent(&rt, &row, why);
+                    (
+                        unsent(&row, why, started_at_ms, clock::now()),
+                        permit.unsent(),
+                    )
+                }
+                Some(Ok((result, latency))) => {
                     let (next_probe, held) = permit.record(decide::verdict(&result));
                     let sent = Sent {
                         result,
@@ -391,17 +403,18 @@ fn settle(rules: &Rules<'_>, registry: &Registry, row: &Claimed) -> Option<Compl
     })
 }
 
-/// Takes the row's rate-limit token, then calls the provider under the channel's total timeout.
+/// Takes the row's rate-limit token, then calls the provider under the channel's total timeout;
+/// or says why the row goes back unsent after all.
 async fn send(
     rt: &ChannelRuntime,
     row: &Claimed,
     permit: &mut SendPermit,
-) -> (Result<Receipt, DeliveryError>, Duration) {
+) -> Result<(Result<Receipt, DeliveryError>, Duration), Unsent> {
     let ctx = SendContext {
         attempt: row.attempt,
         idempotency_key: row.message.id.clone(),
     };
-    permit.token().await;
+    permit.token(&row.message.to).await?;
     let start = clock::now();
     let result = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx))
         .await
@@ -414,7 +427,7 @@ async fn send(
                 ),
             ))
         });
-    (result, clock::now().saturating_duration_since(start))
+    Ok((result, clock::now().saturating_duration_since(start)))
 }
 
 /// Applies a decision to the channel (counters, hold, health) and logs it; returns the
@@ -495,7 +508,9 @@ fn note_unsent(rt: &ChannelRuntime, row: &Claimed, why: Unsent) {
         Unsent::Stopping
         | Unsent::WaitedTooLongForASlot
         | Unsent::ChannelHeld
-        | Unsent::BreakerOpened => tracing::debug!(notification_id = %row.message.id,
+        | Unsent::BreakerOpened
+        | Unsent::ChannelLimited { .. }
+        | Unsent::LimitUnreadable => tracing::debug!(notification_id = %row.message.id,
             channel = %rt.name, reason = why.as_str(), "Claimed notification released unsent."),
     }
 }
@@ -553,6 +568,30 @@ async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Applies the holds other daemons on the queue shared (a provider's `Retry-After`, credentials
+/// refused) to this daemon's gates, once per poll interval: one small read for every channel,
+/// and the claim statement stays as it is. A hold another daemon set is in force here within
+/// one poll interval; a row already waiting for its token sees it before it is sent.
+async fn shared_holds_loop(shared: Arc<Shared>, cluster: Arc<dyn ClusterLimits>) {
+    let mut stop = shared.signals.stop.clone();
+    loop {
+        match cluster.holds().await {
+            Ok(holds) => {
+                for hold in &holds {
+                    if let Some(rt) = shared.registry.get(&hold.channel) {
+                        rt.gate.hold_shared(hold);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "Could not read the shared holds; will retry."),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
             _ = stop.changed() => return,
         }
     }

@@ -7,6 +7,7 @@
 mod api;
 mod arbitrary_rows;
 mod chaos;
+mod cluster_limits;
 mod console;
 mod crash;
 mod delivery;

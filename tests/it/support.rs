@@ -257,3 +257,26 @@ async fn record(
 pub fn webhook(name: &str, url: &str, extra: &str) -> String {
     format!("[channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\n{extra}\n")
 }
+
+/// Asserts that no window between two of these arrival times held more than `burst + rate ×
+/// span` requests, less the slack of the hop from the limiter to the receiver (whose clocks
+/// differ by it): 10 ms per window and one request held up on its way. Returns the worst window:
+/// its requests and how far they went over `burst + rate × span`.
+pub fn assert_rate_kept(times: &[Instant], rate: f64, burst: f64) -> (usize, f64) {
+    let mut times = times.to_vec();
+    times.sort_unstable();
+    let mut worst = (0usize, 0.0f64);
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let span = (times[j] - times[i]).as_secs_f64();
+            let n = j - i + 1;
+            let allowed = burst + rate * (span + 0.010) + 1.0;
+            assert!((n as f64) <= allowed, "{n} requests within {span:.3}s");
+            let excess = n as f64 - (burst + rate * span);
+            if excess > worst.1 {
+                worst = (n, excess);
+            }
+        }
+    }
+    worst
+}

@@ -9,6 +9,7 @@
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
 mod history;
+mod limits;
 mod sql;
 mod stored;
 
@@ -46,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0004_ingest_source.sql"),
     ),
     (5, "events", include_str!("migrations/0005_events.sql")),
+    (
+        9,
+        "shared_limits",
+        include_str!("migrations/0009_shared_limits.sql"),
+    ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -1072,6 +1078,7 @@ impl Outbox for PgOutbox {
         if !self.leads_sweep(now).await? {
             return Ok(SweepReport::default());
         }
+        limits::prune(&self.pool, now).await?;
         let (mut purged, mut receipts_purged) = self.purge(retention, now).await?;
         let mut full = sweep::purge_again(purged, receipts_purged);
         let mut batches = 1;
@@ -1180,6 +1187,13 @@ impl Outbox for PgOutbox {
 
     async fn content(&self, id: &str) -> Result<Option<Content>> {
         history::content(&self.pool, id).await
+    }
+
+    fn cluster_limits(&self) -> Option<std::sync::Arc<dyn crate::outbox::limits::ClusterLimits>> {
+        Some(std::sync::Arc::new(limits::PgLimits {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+        }))
     }
 
     fn wake_on_remote_work(&self, wake: WakeUp) {
