@@ -64,8 +64,9 @@ pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError>
     match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => open_at(config, path).await,
         QueueLocation::Postgres(url) => {
-            let outbox =
-                PgOutbox::start(&pg_options(config, url)).map_err(|error| StartError::Queue {
+            let outbox = PgOutbox::start(&pg_options(config, url))
+                .await
+                .map_err(|error| StartError::Queue {
                     url: redacted_url(&config.queue.url),
                     error,
                 })?;

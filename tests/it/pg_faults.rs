@@ -275,14 +275,19 @@ fn spawn_daemon(dir: &std::path::Path, n: usize, schema: &str, sink: &Sink) -> (
     (child, format!("http://127.0.0.1:{port}"))
 }
 
-/// Child daemons, killed when the test ends however it ends.
-struct Children(Vec<(Child, String)>);
+/// Child daemons, killed when the test ends however it ends; when it failed, their logs are
+/// printed.
+struct Children(Vec<(Child, String)>, std::path::PathBuf);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for (child, _) in &mut self.0 {
+        for (n, (child, _)) in self.0.iter_mut().enumerate() {
             let _ = child.kill();
             let _ = child.wait();
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(self.1.join(format!("daemon-{n}.log")));
+                eprintln!("daemon {n}'s log:\n{}", log.unwrap_or_default());
+            }
         }
     }
 }
@@ -296,7 +301,7 @@ async fn one_of_three_daemons_killed_mid_dispatch_costs_at_most_its_in_flight_se
     // Slow enough that the killed daemon has sends in flight; one sink per daemon, so each
     // request says which daemon made it.
     let tallies = [Tally::default(), Tally::default(), Tally::default()];
-    let mut daemons = Children(Vec::new());
+    let mut daemons = Children(Vec::new(), dir.path().to_owned());
     for (n, tally) in tallies.iter().enumerate() {
         let sink = tally.sink(Duration::from_millis(5)).await;
         daemons
@@ -357,7 +362,7 @@ async fn one_of_three_daemons_killed_mid_dispatch_costs_at_most_its_in_flight_se
     );
 
     let [killed, a, b] = &tallies;
-    all_received(&[killed, a, b], &accepted, Duration::from_secs(120)).await;
+    all_received(&[killed, a, b], &accepted, Duration::from_secs(240)).await;
     // Only rows the killed daemon leased are sent again, once their lease ran out; wait until
     // the queue says every row is delivered, so no re-send is still to come.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server_url())

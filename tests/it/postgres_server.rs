@@ -27,6 +27,15 @@ pub struct TestSchema {
 }
 
 impl TestSchema {
+    /// The `[queue]` keys of a daemon on this schema.
+    pub fn queue_keys(&self) -> String {
+        format!(
+            "url = \"{}\"\nschema = \"{}\"\nmax_connections = 8",
+            server_url(),
+            self.name
+        )
+    }
+
     /// A fresh name; `None` (after saying why) when there is no server and skipping is allowed.
     pub async fn create() -> Option<Self> {
         match sqlx::PgConnection::connect(&server_url()).await {

@@ -170,9 +170,21 @@ async fn unreachable_because(connect: &PgConnectOptions) -> Option<String> {
     Some(format!("PostgreSQL cannot be reached: {why}"))
 }
 
+/// Connects and migrates; why not, when that failed.
+async fn prepare_schema(
+    pool: &PgPool,
+    connect: &PgConnectOptions,
+    schema: &str,
+) -> std::result::Result<(), String> {
+    if let Some(why) = unreachable_because(connect).await {
+        return Err(why);
+    }
+    migrate(pool, schema).await.map_err(|e| e.to_string())
+}
+
 /// Connects and migrates until both succeeded (or the outbox is dropped), waiting longer after
 /// each failure, up to [`SCHEMA_RETRY_MAX`]; the state says why it is still waiting.
-async fn prepare_schema(
+async fn prepare_schema_until_done(
     pool: PgPool,
     connect: PgConnectOptions,
     schema: String,
@@ -181,25 +193,23 @@ async fn prepare_schema(
 ) {
     let mut wait = SCHEMA_RETRY_MIN;
     loop {
-        let why = match unreachable_because(&connect).await {
-            Some(why) => why,
-            None => match migrate(&pool, &schema).await {
-                Ok(()) => {
-                    state.send_replace(SchemaState::Migrated);
-                    tracing::info!(schema, "The PostgreSQL queue is reachable and migrated.");
-                    return;
-                }
-                Err(e) => e.to_string(),
-            },
-        };
-        tracing::warn!(schema, error = %why, retry_in = ?wait,
-            "The PostgreSQL queue is not usable yet; the API answers 503 meanwhile.");
-        state.send_replace(SchemaState::Waiting(why));
         tokio::select! {
             _ = stop.changed() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        wait = (wait * 2).min(SCHEMA_RETRY_MAX);
+        match prepare_schema(&pool, &connect, &schema).await {
+            Ok(()) => {
+                state.send_replace(SchemaState::Migrated);
+                tracing::info!(schema, "The PostgreSQL queue is reachable and migrated.");
+                return;
+            }
+            Err(why) => {
+                wait = (wait * 2).min(SCHEMA_RETRY_MAX);
+                tracing::warn!(schema, error = %why, retry_in = ?wait,
+                    "The PostgreSQL queue is still not usable; the API answers 503 meanwhile.");
+                state.send_replace(SchemaState::Waiting(why));
+            }
+        }
     }
 }
 
@@ -229,22 +239,32 @@ impl PgOutbox {
         ))
     }
 
-    /// The daemon's queue: returns at once, whether or not the server is reachable. Connecting
-    /// and migrating go on in the background, retried with backoff until they succeed; until
-    /// then every operation answers [`StoreError::Unavailable`] saying why (what `/readyz`
-    /// shows), and a server that goes away later is reconnected to by the pool.
-    pub fn start(opts: &PgOptions) -> Result<Self> {
+    /// The daemon's queue, whether or not the server is reachable: one attempt to connect and
+    /// migrate, then, if it failed, more in the background, retried with backoff until they
+    /// succeed; until then every operation answers [`StoreError::Unavailable`] saying why (what
+    /// `/readyz` shows). A server that goes away later is reconnected to by the pool.
+    pub async fn start(opts: &PgOptions) -> Result<Self> {
         let connect = connect_options(opts)?;
         let pool = pool_options(opts).connect_lazy_with(connect.clone());
-        let state = watch::channel(SchemaState::Waiting("connecting to PostgreSQL".into()));
-        let outbox = Self::serving(opts, pool, connect, state);
-        tokio::spawn(prepare_schema(
-            outbox.pool.clone(),
-            outbox.connect.clone(),
-            opts.schema.clone(),
-            outbox.schema.clone(),
-            outbox.stop_listening.subscribe(),
-        ));
+        let first = prepare_schema(&pool, &connect, &opts.schema).await;
+        let state = match &first {
+            Ok(()) => SchemaState::Migrated,
+            Err(why) => {
+                tracing::warn!(schema = opts.schema, error = %why,
+                    "The PostgreSQL queue is not usable yet; the API answers 503 meanwhile.");
+                SchemaState::Waiting(why.clone())
+            }
+        };
+        let outbox = Self::serving(opts, pool, connect, watch::channel(state));
+        if first.is_err() {
+            tokio::spawn(prepare_schema_until_done(
+                outbox.pool.clone(),
+                outbox.connect.clone(),
+                opts.schema.clone(),
+                outbox.schema.clone(),
+                outbox.stop_listening.subscribe(),
+            ));
+        }
         Ok(outbox)
     }
 
