@@ -32,6 +32,9 @@ use crate::registry::{ChannelRuntime, Registry};
 use crate::submission;
 use crate::systemd::Notifier;
 
+/// The longest a channel loop waits between claims that fail (the queue is unreachable).
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
+
 pub use decide::{
     Decision, DecisionKind, Ended, HealthEffect, Rules, Sent, decide, released, unsent,
 };
@@ -165,6 +168,8 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
     let lease = rt.lease(config.lease_margin);
     let (feed, rows) = mpsc::unbounded_channel();
     tokio::spawn(feed_slots(rt.clone(), shared.clone(), rows));
+    // Claims failed in a row: the queue is unreachable, and each wait is longer.
+    let mut failures: u32 = 0;
     loop {
         if *stop.borrow() {
             return;
@@ -203,12 +208,25 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
         let claimed = match outbox.claim(&rt.name, want, lease).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(channel = %rt.name, error = %e, "Claim failed; will retry.");
                 drop(claim);
-                idle(&rt, config, &mut stop).await;
+                failures = failures.saturating_add(1);
+                let wait = claim_backoff(config.poll_interval, failures);
+                if failures == 1 {
+                    tracing::warn!(channel = %rt.name, error = %e, "Claim failed; retrying with backoff.");
+                } else {
+                    tracing::debug!(channel = %rt.name, error = %e, retry_in = ?wait, "Claim failed again.");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(channel = %rt.name, failed_claims = failures, "Claims work again.");
+            failures = 0;
+        }
         let got = claimed.len();
         for row in claimed {
             let Some(leased) = claim.row().await else {
@@ -269,6 +287,13 @@ async fn while_open(
             }
         }
     }
+}
+
+/// How long a channel loop waits after `failures` claims failed in a row: the poll interval,
+/// doubled per failure up to [`MAX_CLAIM_BACKOFF`], so an unreachable queue is not hammered.
+fn claim_backoff(poll_interval: Duration, failures: u32) -> Duration {
+    let doubled = poll_interval.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_CLAIM_BACKOFF.max(poll_interval))
 }
 
 /// Waits for a wake-up, the poll interval, or shutdown.

@@ -18,6 +18,7 @@ mod hostile_rows;
 mod ingest;
 mod limits;
 mod outbox_contract;
+mod pg_faults;
 mod postgres_server;
 mod providers;
 mod receipts;

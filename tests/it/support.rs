@@ -31,11 +31,16 @@ pub fn config_text(dir: &Path, channels: &str) -> String {
 
 /// [`config_text`] with extra `[server]` keys.
 pub fn config_text_with(dir: &Path, server: &str, channels: &str) -> String {
+    let queue = format!("url = \"sqlite://{}\"", dir.join("queue.db").display());
+    config_text_on(&queue, server, channels)
+}
+
+/// [`config_text_with`] on the queue the `[queue]` keys `queue` name.
+pub fn config_text_on(queue: &str, server: &str, channels: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[queue]\nurl = \"sqlite://{}\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[queue]\n{queue}\n\
          [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
-         [log]\nlevel = \"warn\"\n{channels}",
-        dir.join("queue.db").display()
+         [log]\nlevel = \"warn\"\n{channels}"
     )
 }
 
@@ -49,6 +54,20 @@ impl TestDaemon {
     /// Starts a daemon with these `[channels.*]` tables.
     pub async fn start(channels: &str) -> Self {
         Self::start_with("", channels).await
+    }
+
+    /// Starts a daemon on the queue the `[queue]` keys `queue` name, with these channels.
+    pub async fn start_on(queue: &str, channels: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = load_config(&config_text_on(queue, "", channels), dir.path());
+        let daemon = Daemon::start(config).await.unwrap();
+        let base = format!("http://{}", daemon.addr());
+        Self {
+            daemon: Some(daemon),
+            dir,
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Starts a daemon with extra `[server]` keys and these `[channels.*]` tables.
