@@ -128,7 +128,7 @@ impl SharedLimiter {
     /// then waits, in turn, for a channel token and takes it: call it right before the provider
     /// is. A send whose channel token would come after `deadline` goes back unsent
     /// ([`Unsent::ChannelLimited`]), leaving the token to the next send in turn. Cancel safe: a
-    /// dropped wait takes no pooled token (a reservation in flight still lands in the pool).
+    /// dropped wait takes no pooled token (the tokens of a reservation it was making are spent).
     pub async fn until_token(
         &self,
         ticket: Ticket,
