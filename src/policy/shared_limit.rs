@@ -8,7 +8,9 @@
 //! used at the instant the shared bucket gave it. Tokens are reserved only as far ahead as the
 //! send in turn may still wait (its lease must cover the send), so none is taken that cannot be
 //! used; a token not used within a fifth of an interval of its instant is spent unused (using
-//! it later could bunch it with the tokens other daemons use on time).
+//! it later could bunch it with the tokens other daemons use on time). A send late by less than
+//! that can make a window ending right after it hold one request more than
+//! `burst + rate × span`, never two.
 //!
 //! What a daemon may claim is estimated from its pool and its picture of the shared bucket as
 //! of its last reservation; other daemons may have taken those tokens meanwhile, so a send
