@@ -301,9 +301,12 @@ pub const RESERVE_TOKENS: &str =
      RETURNING tat_us, granted";
 
 /// Forgets up to `$2` buckets whose arrival time is before `$1` (µs): they are full again, so a
-/// new row would be the same.
-pub const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits WHERE ctid IN (
-         SELECT ctid FROM rate_limits WHERE tat_us < $1 LIMIT $2)";
+/// new row would be the same. The outer condition is checked again on a row a reservation
+/// changed meanwhile, which is then kept.
+pub const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits
+     WHERE (channel, recipient) IN (
+         SELECT channel, recipient FROM rate_limits WHERE tat_us < $1 LIMIT $2)
+       AND tat_us < $1";
 
 /// Holds channel `$1` until `$2` (ms) because `$3`, unless a longer hold is in force.
 pub const HOLD_CHANNEL: &str = "INSERT INTO channel_holds (channel, until_ms, because)
