@@ -138,6 +138,13 @@ impl Preferences {
         Ok(self)
     }
 
+    /// Adds `channel` to `opted_out`, keeping the list sorted and without repeats.
+    pub fn opt_out(&mut self, channel: &str) {
+        if let Err(at) = self.opted_out.binary_search_by(|c| c.as_str().cmp(channel)) {
+            self.opted_out.insert(at, channel.to_owned());
+        }
+    }
+
     /// The time zone and window as the rules use them, or the field at fault and why. Stored
     /// preferences were validated when written; this is also how they are read back.
     pub fn checked(&self) -> Result<Checked, (String, String)> {

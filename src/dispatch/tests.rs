@@ -14,6 +14,7 @@ use crate::outbox::{
     LeaseToken, NewNotification, NotificationView, Outcome, RecordedReceipt, Result, StoreError,
     SweepReport, Transition, Validation,
 };
+use crate::recipients::Preferences;
 use crate::systemd::Notifier;
 
 /// What the scripted provider answers, and after how long.
@@ -242,6 +243,18 @@ impl Outbox for Memory {
     }
     async fn check_writable(&self) -> Result<()> {
         Ok(())
+    }
+    async fn put_preferences(&self, _: &str, _: &Preferences) -> Result<()> {
+        unimplemented!("the dispatcher does not write preferences")
+    }
+    async fn preferences(&self, _: &[String]) -> Result<Vec<(String, Preferences)>> {
+        Ok(Vec::new())
+    }
+    async fn delete_preferences(&self, _: &str) -> Result<bool> {
+        unimplemented!("the dispatcher does not delete preferences")
+    }
+    async fn opt_out(&self, _: &str, _: &str) -> Result<Preferences> {
+        unimplemented!("the dispatcher does not opt out")
     }
 }
 

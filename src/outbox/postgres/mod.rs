@@ -9,6 +9,7 @@
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
 mod history;
+mod recipients;
 mod sql;
 mod stored;
 
@@ -26,6 +27,7 @@ use super::completion::{FollowUp, RowChange};
 use super::fallback::FallbackParent;
 use super::*;
 use crate::outbox::sqlite::stored::Unreadable;
+use crate::recipients::Preferences;
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
 const ENQUEUE_QUEUE: usize = 8192;
@@ -44,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "ingest_source",
         include_str!("migrations/0004_ingest_source.sql"),
+    ),
+    (
+        6,
+        "recipients",
+        include_str!("migrations/0006_recipients.sql"),
     ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
@@ -577,6 +584,7 @@ async fn insert(
         .bind(columns.fallback)
         .bind(columns.parent_id)
         .bind(columns.source)
+        .bind(columns.deliver_between)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -635,6 +643,7 @@ struct InsertColumns {
     fallback: Vec<Option<String>>,
     parent_id: Vec<Option<String>>,
     source: Vec<Option<String>>,
+    deliver_between: Vec<Option<String>>,
 }
 
 impl InsertColumns {
@@ -664,6 +673,13 @@ impl InsertColumns {
         self.fallback.push(fallback);
         self.parent_id.push(parent.map(str::to_owned));
         self.source.push(n.source.clone());
+        self.deliver_between.push(
+            n.deliver_between
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+        );
         Ok(())
     }
 }
@@ -795,8 +811,9 @@ impl LeasedRow {
             }
         };
         let attempt = stored::int(r, "attempts", 1..=i64::from(u32::MAX))?;
+        let prio_rank: i16 = stored::get(r, "prio_rank")?;
         Ok(Self {
-            prio_rank: stored::get(r, "prio_rank")?,
+            prio_rank,
             due_at: stored::get(r, "due_at")?,
             columns: ClaimedColumns {
                 id: stored::get(r, "id")?,
@@ -812,6 +829,8 @@ impl LeasedRow {
                 tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
                 lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
                 validation,
+                priority: Priority::of_rank(i64::from(prio_rank)),
+                deliver_between: stored::opt_json(r, "deliver_between")?,
             },
         })
     }
@@ -1162,6 +1181,25 @@ impl Outbox for PgOutbox {
             wake,
             self.stop_listening.subscribe(),
         ));
+    }
+
+    async fn put_preferences(&self, address: &str, prefs: &Preferences) -> Result<()> {
+        recipients::put(&self.pool, address, prefs, self.clock.now_ms()).await
+    }
+
+    async fn preferences(&self, addresses: &[String]) -> Result<Vec<(String, Preferences)>> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        recipients::read(&self.pool, addresses).await
+    }
+
+    async fn delete_preferences(&self, address: &str) -> Result<bool> {
+        recipients::delete(&self.pool, address).await
+    }
+
+    async fn opt_out(&self, address: &str, channel: &str) -> Result<Preferences> {
+        recipients::opt_out(&self.pool, address, channel, self.clock.now_ms()).await
     }
 
     async fn check_writable(&self) -> Result<()> {
