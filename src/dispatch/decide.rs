@@ -522,6 +522,8 @@ mod tests {
             expires_at_ms: None,
             tried: Vec::new(),
             validation: crate::outbox::Validation::Done,
+            priority: crate::outbox::Priority::Normal,
+            deliver_between: None,
         }
     }
 

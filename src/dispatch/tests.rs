@@ -167,6 +167,8 @@ fn row(id: &str) -> Claimed {
         expires_at_ms: None,
         tried: Vec::new(),
         validation: Validation::Done,
+        priority: crate::outbox::Priority::Normal,
+        deliver_between: None,
     }
 }
 
