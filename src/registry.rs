@@ -15,6 +15,8 @@ use crate::config::{ChannelPolicy, Config, Criticality};
 use crate::metrics::{AttemptClass, ChannelStats};
 use crate::per_minute::PerMinute;
 use crate::policy::Gate;
+use crate::rules::quiet_hours::ChannelQuiet;
+use crate::signed_link::LinkKey;
 
 /// One channel at run time.
 pub struct ChannelRuntime {
@@ -31,7 +33,19 @@ pub struct ChannelRuntime {
     pub stats: ChannelStats,
     /// The last hour of attempts per minute, for the console.
     pub per_minute: PerMinute,
+    /// Its quiet hours and default zone (`quiet_hours`), checked.
+    pub quiet: Option<ChannelQuiet>,
+    /// Where its e-mails' one-click unsubscribe links point, when they carry one.
+    pub unsubscribe: Option<UnsubscribeLinks>,
     health: Mutex<Health>,
+}
+
+/// What an e-mail channel needs to put a signed unsubscribe link in each message.
+#[derive(Debug, Clone)]
+pub struct UnsubscribeLinks {
+    /// `[links] base_url`, without a trailing slash.
+    pub base_url: String,
+    pub key: LinkKey,
 }
 
 /// What an operator wants to know about a channel right now.
@@ -80,12 +94,14 @@ impl ChannelRuntime {
             name: name.to_owned(),
             kind: channel.kind(),
             gate: Gate::new(name, &policy),
+            quiet: policy.quiet(),
             channel,
             policy,
             timeouts,
             wake: Notify::new(),
             stats: ChannelStats::default(),
             per_minute: PerMinute::default(),
+            unsubscribe: None,
             health: Mutex::new(Health::default()),
         }
     }
@@ -144,6 +160,22 @@ impl ChannelRuntime {
     }
 }
 
+/// The links an e-mail channel's messages carry: for `smtp` channels whose `unsubscribe` is not
+/// `false`, when `[links]` has a base URL and a key (`unsubscribe = true` without them is a
+/// config error).
+fn unsubscribe_links(
+    config: &Config,
+    channel: &crate::config::ChannelConfig,
+) -> Option<UnsubscribeLinks> {
+    if channel.provider.kind() != "smtp" || channel.policy.unsubscribe == Some(false) {
+        return None;
+    }
+    Some(UnsubscribeLinks {
+        base_url: config.links.base_url.clone()?,
+        key: config.links.key()?,
+    })
+}
+
 /// All configured channels by name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -164,7 +196,8 @@ impl Registry {
             };
             match cfg.provider.build(&ctx) {
                 Ok(channel) => {
-                    let rt = ChannelRuntime::new(name, channel, cfg.policy.clone(), timeouts);
+                    let mut rt = ChannelRuntime::new(name, channel, cfg.policy.clone(), timeouts);
+                    rt.unsubscribe = unsubscribe_links(config, cfg);
                     channels.insert(name.clone(), Arc::new(rt));
                 }
                 Err(e) => problems.push(format!("channels.{name}: {e}")),

@@ -7,6 +7,7 @@
 
 mod channel;
 pub(crate) mod duration;
+mod links;
 pub(crate) mod secret_files;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use channel::{
     BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, Rate, RateLimitConfig,
     ReceiptsConfig, RetryPolicy, TimeoutsConfig,
 };
+pub use links::LinksConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +41,9 @@ pub struct Config {
     pub templates: TemplatesConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Signed links in messages (acknowledge, unsubscribe).
+    #[serde(default)]
+    pub links: LinksConfig,
     /// What Alertmanager, Grafana, Apprise and ntfy senders post, and where it goes.
     #[serde(default)]
     pub ingest: crate::ingest::IngestConfig,
@@ -414,6 +419,7 @@ impl Config {
         if self.server.tokens().iter().any(|t| t.len() < 16) {
             problems.push("server.auth_token: each token must be at least 16 characters".into());
         }
+        problems.extend(self.links.problems());
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".into());
         }
@@ -447,6 +453,19 @@ impl Config {
             }
             for p in channel.policy.problems() {
                 problems.push(format!("channels.{name}.{p}"));
+            }
+            if channel.policy.unsubscribe == Some(true) {
+                if channel.provider.kind() != "smtp" {
+                    problems.push(format!(
+                        "channels.{name}.unsubscribe: only e-mail (kind = \"smtp\") carries \
+                         List-Unsubscribe"
+                    ));
+                } else if self.links.base_url.is_none() || self.links.key().is_none() {
+                    problems.push(format!(
+                        "channels.{name}.unsubscribe: needs links.base_url and links.secret \
+                         (or set unsubscribe = false)"
+                    ));
+                }
             }
             for target in &channel.policy.failover {
                 if target == name {

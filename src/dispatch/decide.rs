@@ -368,6 +368,7 @@ fn finish(
         kind,
         class,
         completion: Completion {
+            events: Vec::new(),
             id: row.message.id.clone(),
             attempt: row.attempt,
             lease: row.lease,
@@ -387,6 +388,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
     let (id, attempt, lease) = (row.message.id.clone(), row.attempt, row.lease);
     match why {
         Unsent::Expired => Completion {
+            events: Vec::new(),
             id,
             attempt,
             lease,
@@ -403,6 +405,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
             let code = "recipient_rate_limited";
             let error = format!("this recipient's rate limit allows the next send in {wait:?}");
             Completion {
+                events: Vec::new(),
                 id,
                 attempt,
                 lease,
@@ -434,6 +437,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
 /// an abandoned one.
 pub fn released(row: &Claimed) -> Completion {
     Completion {
+        events: Vec::new(),
         id: row.message.id.clone(),
         attempt: row.attempt,
         lease: row.lease,
@@ -454,6 +458,7 @@ pub fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion> {
     tracing::error!(notification_id = %row.message.id, channel = %rules.channel, attempt = row.attempt,
         max_attempts = max, "Claimed past its attempt budget without a recorded outcome: not sent again.");
     Some(Completion {
+        events: Vec::new(),
         id: row.message.id.clone(),
         attempt: row.attempt,
         lease: row.lease,

@@ -258,6 +258,9 @@ impl Outbox for Memory {
     async fn opt_out(&self, _: &str, _: &str) -> Result<Preferences> {
         unimplemented!("the dispatcher does not opt out")
     }
+    async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {
+        unimplemented!("no rule runs in these tests")
+    }
 }
 
 fn policy(concurrency: usize) -> ChannelPolicy {

@@ -100,6 +100,11 @@ const PURGE_RECEIPTS: &str = concat!(
     old_finished!(),
     ")"
 );
+const PURGE_EVENTS: &str = concat!(
+    "DELETE FROM events WHERE notification_id IN (",
+    old_finished!(),
+    ")"
+);
 /// Retention: the oldest finished rows themselves.
 const PURGE_FINISHED: &str = concat!(
     "DELETE FROM notifications WHERE id IN (",
@@ -200,6 +205,9 @@ const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, st
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
 
 /// What a fallback child is made of ([`FallbackParent`]).
+/// One line of a notification's timeline: what a delivery rule did.
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (notification_id, at, rule, detail) VALUES (?1, ?2, ?3, ?4)";
 const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = ?1";
@@ -263,6 +271,10 @@ pub enum Op {
         how: OpenBreakerMove,
         limit: usize,
         reply: oneshot::Sender<Result<u64>>,
+    },
+    RecordEvents {
+        events: Vec<RuleEvent>,
+        reply: oneshot::Sender<Result<()>>,
     },
     Ping {
         reply: oneshot::Sender<Result<()>>,
@@ -447,6 +459,7 @@ impl Writer {
                 limit,
                 reply,
             } => done!(reply, self.move_due(&channel, &how, limit, now)),
+            Op::RecordEvents { events, reply } => done!(reply, self.record_events(&events)),
             Op::Ping { reply } => done!(reply, Ok(())),
             Op::PutPreferences {
                 address,
@@ -468,6 +481,15 @@ impl Writer {
                 super::recipients::opt_out(&self.conn, &address, &channel, now)
             ),
         }
+    }
+
+    /// Timeline events, each with the one statement every rule's write reuses.
+    pub(super) fn record_events(&self, events: &[RuleEvent]) -> Result<()> {
+        let mut insert = self.conn.prepare_cached(INSERT_EVENT)?;
+        for e in events {
+            insert.execute(params![e.notification, e.at_ms, e.rule.as_str(), e.detail])?;
+        }
+        Ok(())
     }
 
     fn enqueue(&self, items: &[NewNotification]) -> Result<Vec<Enqueued>> {
@@ -622,6 +644,7 @@ impl Writer {
                     "Completion ignored: the lease was lost to a later claim.");
                 continue;
             }
+            self.record_events(&c.events)?;
             match plan.then {
                 None => {}
                 Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
@@ -904,7 +927,7 @@ impl Writer {
     fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
         let before = retention.finished_before(now);
         let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
-        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS] {
+        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS, PURGE_EVENTS] {
             self.conn
                 .prepare_cached(sql)?
                 .execute(params![before, batch])?;
@@ -1097,6 +1120,7 @@ fn fail(op: Op, err: StoreError) {
         Op::Ping { reply } | Op::PutPreferences { reply, .. } => drop(reply.send(Err(err))),
         Op::DeletePreferences { reply, .. } => drop(reply.send(Err(err))),
         Op::OptOut { reply, .. } => drop(reply.send(Err(err))),
+        Op::RecordEvents { reply, .. } => drop(reply.send(Err(err))),
     }
 }
 
