@@ -160,6 +160,24 @@ impl ChannelRuntime {
     }
 }
 
+impl UnsubscribeLinks {
+    /// How long a link works (retention may end it sooner: the link names its notification).
+    pub const LIFETIME_MS: i64 = 365 * 86_400_000;
+
+    /// The one-click link (`POST /v1/unsubscribe/{token}`) for notification `id`.
+    pub fn url_for(&self, id: &str, now_ms: i64) -> String {
+        let token = crate::signed_link::sign(
+            &self.key,
+            &crate::signed_link::LinkClaims {
+                purpose: crate::signed_link::Purpose::Unsubscribe,
+                notification: id.to_owned(),
+                expires_ms: now_ms + Self::LIFETIME_MS,
+            },
+        );
+        format!("{}/v1/unsubscribe/{token}", self.base_url)
+    }
+}
+
 /// The links an e-mail channel's messages carry: for `smtp` channels whose `unsubscribe` is not
 /// `false`, when `[links]` has a base URL and a key (`unsubscribe = true` without them is a
 /// config error).
@@ -180,6 +198,8 @@ fn unsubscribe_links(
 #[derive(Clone, Default)]
 pub struct Registry {
     channels: BTreeMap<String, Arc<ChannelRuntime>>,
+    /// `[links] secret`'s key: what checks the signed links that come back (unsubscribe).
+    link_key: Option<LinkKey>,
 }
 
 impl Registry {
@@ -204,7 +224,10 @@ impl Registry {
             }
         }
         if problems.is_empty() {
-            Ok(Self { channels })
+            Ok(Self {
+                channels,
+                link_key: config.links.key(),
+            })
         } else {
             Err(problems)
         }
@@ -217,7 +240,13 @@ impl Registry {
                 .into_iter()
                 .map(|rt| (rt.name.clone(), Arc::new(rt)))
                 .collect(),
+            link_key: None,
         }
+    }
+
+    /// The key signed links are checked with, when `[links] secret` is configured.
+    pub fn link_key(&self) -> Option<&LinkKey> {
+        self.link_key.as_ref()
     }
 
     /// The channel of that name.

@@ -258,6 +258,7 @@ impl Submission {
         let id = uuid::Uuid::now_v7().to_string();
         let created_at = crate::clock::system_time(now);
         let message = Message {
+            list_unsubscribe: None,
             id: id.clone(),
             channel: self.channel,
             to: self.to,
@@ -412,6 +413,7 @@ pub fn check(
             &route.target.channel,
         )?;
         let mut as_fallback = Message {
+            list_unsubscribe: None,
             channel: route.target.channel.clone(),
             to: route.target.to.clone(),
             ..message.clone()

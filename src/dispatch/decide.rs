@@ -513,6 +513,7 @@ mod tests {
     fn row(attempt: u32, age: Duration) -> Claimed {
         Claimed {
             message: notifyd_channels::Message {
+                list_unsubscribe: None,
                 id: "n1".into(),
                 channel: "sms".into(),
                 to: TO.into(),

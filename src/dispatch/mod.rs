@@ -422,9 +422,21 @@ async fn send(
         attempt: row.attempt,
         idempotency_key: row.message.id.clone(),
     };
+    // An e-mail channel's messages carry their signed one-click unsubscribe link (RFC 8058).
+    let linked;
+    let message = match &rt.unsubscribe {
+        Some(links) => {
+            linked = notifyd_channels::Message {
+                list_unsubscribe: Some(links.url_for(&row.message.id, clock::now_ms())),
+                ..row.message.clone()
+            };
+            &linked
+        }
+        None => &row.message,
+    };
     permit.token().await;
     let start = clock::now();
-    let result = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx))
+    let result = tokio::time::timeout(rt.timeouts.total, rt.channel.send(message, &ctx))
         .await
         .unwrap_or_else(|_| {
             Err(DeliveryError::transient(

@@ -153,6 +153,7 @@ impl Memory {
 fn row(id: &str) -> Claimed {
     Claimed {
         message: Message {
+            list_unsubscribe: None,
             id: id.into(),
             channel: "c".into(),
             to: "alice".into(),
@@ -255,7 +256,12 @@ impl Outbox for Memory {
     async fn delete_preferences(&self, _: &str) -> Result<bool> {
         unimplemented!("the dispatcher does not delete preferences")
     }
-    async fn opt_out(&self, _: &str, _: &str) -> Result<Preferences> {
+    async fn opt_out(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<crate::outbox::RuleEvent>,
+    ) -> Result<Preferences> {
         unimplemented!("the dispatcher does not opt out")
     }
     async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {

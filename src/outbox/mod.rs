@@ -125,8 +125,14 @@ pub trait Outbox: Send + Sync + 'static {
     async fn delete_preferences(&self, address: &str) -> Result<bool>;
 
     /// Adds `channel` to the recipient's `opted_out` (creating its preferences if it had none),
-    /// in one write: the unsubscribe link. Returns the preferences now stored.
-    async fn opt_out(&self, address: &str, channel: &str) -> Result<Preferences>;
+    /// and records `because` on its notification's timeline, in one write: the unsubscribe
+    /// link. Returns the preferences now stored.
+    async fn opt_out(
+        &self,
+        address: &str,
+        channel: &str,
+        because: Option<RuleEvent>,
+    ) -> Result<Preferences>;
 
     /// Puts every dead letter of `channel` back in the queue; returns how many. Each is replayed
     /// once: one that dies again meanwhile is left for the next call.

@@ -276,6 +276,7 @@ impl ClaimedColumns {
     pub(crate) fn into_claimed(self) -> Claimed {
         Claimed {
             message: notifyd_channels::Message {
+                list_unsubscribe: None,
                 id: self.id,
                 channel: self.channel,
                 to: self.recipient,

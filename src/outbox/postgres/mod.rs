@@ -1228,8 +1228,13 @@ impl Outbox for PgOutbox {
         recipients::delete(&self.pool, address).await
     }
 
-    async fn opt_out(&self, address: &str, channel: &str) -> Result<Preferences> {
-        recipients::opt_out(&self.pool, address, channel, self.clock.now_ms()).await
+    async fn opt_out(
+        &self,
+        address: &str,
+        channel: &str,
+        because: Option<RuleEvent>,
+    ) -> Result<Preferences> {
+        recipients::opt_out(&self.pool, address, channel, because, self.clock.now_ms()).await
     }
 
     async fn check_writable(&self) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use sqlx::{PgPool, Row};
 
-use super::super::{Result, StoreError};
+use super::super::{Result, RuleEvent, StoreError};
 use crate::recipients::Preferences;
 
 const PUT: &str = "INSERT INTO recipients (address, preferences, updated_at)
@@ -50,6 +50,7 @@ pub(super) async fn opt_out(
     pool: &PgPool,
     address: &str,
     channel: &str,
+    because: Option<RuleEvent>,
     now: i64,
 ) -> Result<Preferences> {
     let mut tx = pool.begin().await?;
@@ -71,6 +72,9 @@ pub(super) async fn opt_out(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    if let Some(e) = &because {
+        super::insert_event(&mut *tx, e).await?;
+    }
     tx.commit().await?;
     Ok(prefs)
 }

@@ -519,11 +519,17 @@ impl Outbox for SqliteOutbox {
             .await
     }
 
-    async fn opt_out(&self, address: &str, channel: &str) -> Result<Preferences> {
+    async fn opt_out(
+        &self,
+        address: &str,
+        channel: &str,
+        because: Option<RuleEvent>,
+    ) -> Result<Preferences> {
         let (address, channel) = (address.to_owned(), channel.to_owned());
         self.call(|reply| Op::OptOut {
             address,
             channel,
+            because,
             reply,
         })
         .await

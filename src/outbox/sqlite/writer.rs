@@ -291,6 +291,7 @@ pub enum Op {
     OptOut {
         address: String,
         channel: String,
+        because: Option<RuleEvent>,
         reply: oneshot::Sender<Result<crate::recipients::Preferences>>,
     },
 }
@@ -475,10 +476,14 @@ impl Writer {
             Op::OptOut {
                 address,
                 channel,
+                because,
                 reply,
             } => done!(
                 reply,
-                super::recipients::opt_out(&self.conn, &address, &channel, now)
+                super::recipients::opt_out(&self.conn, &address, &channel, now).and_then(|prefs| {
+                    self.record_events(because.as_slice())?;
+                    Ok(prefs)
+                })
             ),
         }
     }

@@ -192,6 +192,7 @@ macro_rules! outbox_contract {
             recipients::an_opt_out_adds_the_channel_once_and_keeps_the_rest,
             recipients::an_opt_out_of_an_unknown_recipient_creates_its_preferences,
             recipients::a_claimed_notification_carries_its_priority_and_delivery_window,
+            recipients::a_held_notification_waits_unspent_with_its_event_and_a_lost_lease_writes_none,
         );
     };
     (@each $open:path; $($module:ident :: $name:ident),* $(,)?) => {

@@ -82,8 +82,15 @@ pub async fn an_opt_out_adds_the_channel_once_and_keeps_the_rest(s: Subject) {
         .put_preferences("carol@example.com", &night_owl())
         .await
         .unwrap();
-    s.outbox.opt_out("carol@example.com", "mail").await.unwrap();
-    let after = s.outbox.opt_out("carol@example.com", "mail").await.unwrap();
+    s.outbox
+        .opt_out("carol@example.com", "mail", None)
+        .await
+        .unwrap();
+    let after = s
+        .outbox
+        .opt_out("carol@example.com", "mail", None)
+        .await
+        .unwrap();
     assert_eq!(after.opted_out, ["mail", "newsletter"]);
     assert_eq!(after.muted, ["sms"]);
     let stored = s
@@ -95,7 +102,11 @@ pub async fn an_opt_out_adds_the_channel_once_and_keeps_the_rest(s: Subject) {
 }
 
 pub async fn an_opt_out_of_an_unknown_recipient_creates_its_preferences(s: Subject) {
-    let prefs = s.outbox.opt_out("dave@example.com", "mail").await.unwrap();
+    let prefs = s
+        .outbox
+        .opt_out("dave@example.com", "mail", None)
+        .await
+        .unwrap();
     assert_eq!(
         prefs,
         Preferences {
@@ -125,4 +136,45 @@ pub async fn a_claimed_notification_carries_its_priority_and_delivery_window(s: 
     assert_eq!(of(&id).deliver_between, Some(window));
     assert_eq!(of(&plain).priority, notifyd::outbox::Priority::Normal);
     assert_eq!(of(&plain).deliver_between, None);
+}
+
+pub async fn a_held_notification_waits_unspent_with_its_event_and_a_lost_lease_writes_none(
+    s: Subject,
+) {
+    use notifyd::outbox::{Outcome, Rule, RuleEvent, State};
+    let id = s.put(s.note("mail")).await;
+    let row = s.claim_only("mail", &id).await;
+    let until = s.now() + 3_600_000;
+    let held = |row: &notifyd::outbox::Claimed, detail: &str| notifyd::outbox::Completion {
+        events: vec![RuleEvent {
+            notification: row.message.id.clone(),
+            at_ms: s.now(),
+            rule: Rule::QuietHours,
+            detail: detail.into(),
+        }],
+        ..super::completion(
+            row,
+            Outcome::Retry {
+                run_at_ms: until,
+                refund_attempt: true,
+                code: "quiet_hours".into(),
+                error: "inside quiet hours".into(),
+            },
+        )
+    };
+    s.outbox.complete(vec![held(&row, "held")]).await.unwrap();
+    // The same lease again: its change is refused, so its event is not written either.
+    s.outbox.complete(vec![held(&row, "stale")]).await.unwrap();
+    let view = s.outbox.get(&id).await.unwrap().unwrap();
+    assert_eq!(view.state, State::Queued);
+    assert_eq!(view.attempts, 0);
+    assert_eq!(view.run_at_ms, until);
+    assert_eq!(view.last_code.as_deref(), Some("quiet_hours"));
+    let rules: Vec<(&str, &str)> = view
+        .events
+        .iter()
+        .map(|e| (e.rule.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(rules, vec![("quiet_hours", "held")]);
+    assert!(s.claim("mail", 10).await.is_empty(), "held until its time");
 }
