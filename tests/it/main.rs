@@ -18,6 +18,7 @@ mod ingest;
 mod limits;
 mod outbox_contract;
 mod postgres_server;
+mod preferences;
 mod providers;
 mod receipts;
 mod reload;
