@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rules::quiet_hours::DeliverBetween;
+
 /// Milliseconds since the Unix epoch, the queue's unit of time (read from [`crate::clock`]).
 pub use crate::clock::now_ms;
 
@@ -93,6 +95,17 @@ impl Priority {
     }
 }
 
+impl Priority {
+    /// The priority of a claim rank (`prio_rank`: 0 high, 1 normal, anything else low).
+    pub fn of_rank(rank: i64) -> Self {
+        match rank {
+            0 => Self::High,
+            1 => Self::Normal,
+            _ => Self::Low,
+        }
+    }
+}
+
 impl FromStr for Priority {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -164,6 +177,8 @@ pub struct NewNotification {
     /// What it was made from when it arrived through an ingest endpoint (JSON text: format,
     /// route, the sender's ids); `None` for API, CLI and SQL submissions.
     pub source: Option<String>,
+    /// The local hours it may be sent in, if the submitter gave any.
+    pub deliver_between: Option<DeliverBetween>,
 }
 
 /// What enqueueing one notification did.
@@ -221,6 +236,11 @@ pub struct Claimed {
     pub tried: Vec<String>,
     /// Whether it still has to pass the checks an API request passes before it is sent.
     pub validation: Validation,
+    /// Its priority (the delivery rules let `high` pass).
+    pub priority: Priority,
+    /// The local hours it may be sent in, as stored (checked by the rule, since plain SQL may
+    /// have written it).
+    pub deliver_between: Option<DeliverBetween>,
 }
 
 /// Rows one claim quarantines at most before it answers with what it has: the next claim goes
@@ -248,12 +268,15 @@ pub(crate) struct ClaimedColumns {
     pub tried: Vec<String>,
     pub lease: LeaseToken,
     pub validation: Validation,
+    pub priority: Priority,
+    pub deliver_between: Option<DeliverBetween>,
 }
 
 impl ClaimedColumns {
     pub(crate) fn into_claimed(self) -> Claimed {
         Claimed {
             message: notifyd_channels::Message {
+                list_unsubscribe: None,
                 id: self.id,
                 channel: self.channel,
                 to: self.recipient,
@@ -268,6 +291,8 @@ impl ClaimedColumns {
             expires_at_ms: self.expires_at_ms,
             tried: self.tried,
             validation: self.validation,
+            priority: self.priority,
+            deliver_between: self.deliver_between,
         }
     }
 }
@@ -293,6 +318,9 @@ pub struct Completion {
     pub lease: LeaseToken,
     pub outcome: Outcome,
     pub record: Option<AttemptRecord>,
+    /// What the delivery rules decided about it, written with the change (and only if the
+    /// change lands), so the timeline never says what did not happen.
+    pub events: Vec<RuleEvent>,
 }
 
 /// The new state of a leased notification.

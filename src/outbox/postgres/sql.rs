@@ -9,15 +9,16 @@
 /// looks its holder up with [`KEY_HOLDERS`].
 pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-         content_hash, fallback, parent_id, checked, source)
+         content_hash, fallback, parent_id, checked, source, deliver_between)
      SELECT id, channel, recipient, subject, body, html, data::jsonb, priority, run_at,
             expires_at, created_at, created_at, idempotency_key, content_hash, fallback::jsonb,
-            parent_id, true, source::jsonb
+            parent_id, true, source::jsonb, deliver_between::jsonb
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[],
-                 $13::text[], $14::text[], $15::text[], $16::text[])
+                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
-               created_at, idempotency_key, content_hash, fallback, parent_id, source)
+               created_at, idempotency_key, content_hash, fallback, parent_id, source,
+               deliver_between)
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
 
@@ -50,7 +51,7 @@ pub const CLAIM: &str = "WITH due AS (
      RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data, n.created_at,
                n.attempts, n.expires_at, n.tried, due.prio_rank, n.checked,
                CASE WHEN n.checked THEN NULL ELSE n.fallback END AS fallback, n.lease,
-               due.run_at AS due_at";
+               due.run_at AS due_at, n.deliver_between";
 
 /// Ends a claimed row that cannot be decoded (`dead`, `unreadable_row`), by id.
 pub const QUARANTINE: &str =

@@ -47,7 +47,7 @@ pub(super) const CLAIM: &str = "UPDATE notifications
          LIMIT ?5)
      RETURNING rowid, id, channel, recipient, subject, body, html, data, created_at, attempts,
                expires_at, tried, prio_rank, checked,
-               CASE WHEN checked = 1 THEN NULL ELSE fallback END, lease";
+               CASE WHEN checked = 1 THEN NULL ELSE fallback END, lease, deliver_between";
 
 /// Moves a row that cannot be decoded out of the claim path: `dead` (listed, replayable) with
 /// the decode error as its reason. By `rowid`, which is readable whatever the row's `id` holds.
@@ -279,6 +279,21 @@ pub enum Op {
     },
     Ping {
         reply: oneshot::Sender<Result<()>>,
+    },
+    PutPreferences {
+        address: String,
+        prefs: crate::recipients::Preferences,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    DeletePreferences {
+        address: String,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    OptOut {
+        address: String,
+        channel: String,
+        because: Option<RuleEvent>,
+        reply: oneshot::Sender<Result<crate::recipients::Preferences>>,
     },
 }
 
@@ -513,6 +528,26 @@ impl Writer {
             } => done!(MoveDue, self.move_due(channel, how, *limit, now)),
             Op::RecordEvents { events, .. } => done!(RecordEvents, self.record_events(events)),
             Op::Ping { .. } => done!(Ping, Ok(())),
+            Op::PutPreferences { address, prefs, .. } => done!(
+                PutPreferences,
+                super::recipients::put(&self.conn, address, prefs, now)
+            ),
+            Op::DeletePreferences { address, .. } => done!(
+                DeletePreferences,
+                super::recipients::delete(&self.conn, address)
+            ),
+            Op::OptOut {
+                address,
+                channel,
+                because,
+                ..
+            } => done!(
+                OptOut,
+                super::recipients::opt_out(&self.conn, address, channel, now).and_then(|prefs| {
+                    self.record_events(because.as_slice())?;
+                    Ok(prefs)
+                })
+            ),
         }
     }
 
@@ -535,6 +570,12 @@ impl Writer {
 
     fn insert(&self, n: &NewNotification, parent: Option<&str>) -> Result<Enqueued> {
         let data = n.data.as_ref().map(serde_json::Value::to_string);
+        let deliver_between = n
+            .deliver_between
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let fallback = if n.fallback.is_empty() {
             None
         } else {
@@ -548,8 +589,9 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO notifications (id, channel, recipient, subject, body, html, data,
                      priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-                     content_hash, fallback, parent_id, checked, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1, ?16)
+                     content_hash, fallback, parent_id, checked, source, deliver_between)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1, ?16,
+                     ?17)
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )?
             .execute(params![
@@ -569,6 +611,7 @@ impl Writer {
                 fallback,
                 parent,
                 n.source,
+                deliver_between,
             ])?;
         if inserted == 1 {
             return Ok(Enqueued::Created { id: n.id.clone() });
@@ -669,6 +712,7 @@ impl Writer {
                     "Completion ignored: the lease was lost to a later claim.");
                 continue;
             }
+            self.record_events(&c.events)?;
             match plan.then {
                 None => {}
                 Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
@@ -1065,8 +1109,9 @@ impl LeasedRow {
             }
         };
         let attempt = stored::int(r, 9, "attempts", 1..=i64::from(u32::MAX))?;
+        let prio_rank = stored::int(r, 12, "prio_rank", 0..=2)?;
         Ok(Self {
-            prio_rank: stored::int(r, 12, "prio_rank", 0..=2)?,
+            prio_rank,
             columns: ClaimedColumns {
                 id: stored::text(r, 1, "id")?,
                 channel: stored::text(r, 2, "channel")?,
@@ -1081,6 +1126,8 @@ impl LeasedRow {
                 tried: stored::opt_json(r, 11, "tried")?.unwrap_or_default(),
                 lease: LeaseToken(stored::int(r, 15, "lease", 1..=i64::MAX)?),
                 validation,
+                priority: Priority::of_rank(prio_rank),
+                deliver_between: stored::opt_json(r, 16, "deliver_between")?,
             },
         })
     }
@@ -1138,8 +1185,10 @@ fn fail(op: Op, err: StoreError) {
         Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
         Op::Purge { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
+        Op::Ping { reply } | Op::PutPreferences { reply, .. } => drop(reply.send(Err(err))),
+        Op::DeletePreferences { reply, .. } => drop(reply.send(Err(err))),
+        Op::OptOut { reply, .. } => drop(reply.send(Err(err))),
         Op::RecordEvents { reply, .. } => drop(reply.send(Err(err))),
-        Op::Ping { reply } => drop(reply.send(Err(err))),
     }
 }
 
