@@ -96,6 +96,13 @@ pub struct SendArgs {
     pub expires_at: Option<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Not sent again while another notification with this key to the same channel and
+    /// recipient is within its dedup window.
+    #[arg(long)]
+    pub dedup_key: Option<String>,
+    /// How long the dedup key holds (`10m`); the channel's `dedup_window` when absent.
+    #[arg(long)]
+    pub dedup_window: Option<String>,
     /// A template name (see `[templates]`), instead of subject/body/html/data.
     #[arg(long)]
     pub template: Option<String>,
@@ -418,6 +425,13 @@ async fn send(
             println!("{}", serde_json::json!({"id": id, "state": state}));
             Ok(ExitCode::SUCCESS)
         }
+        Some(Enqueued::Deduplicated { id, state }) => {
+            println!(
+                "{}",
+                serde_json::json!({"id": id, "state": state, "duplicate_of": id})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Enqueued::Conflict { id }) => {
             eprintln!(
                 "notifyd: --idempotency-key was already used for a different notification ({id})"
@@ -483,6 +497,8 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         expires_at: args.expires_at,
         idempotency_key: args.idempotency_key,
         fallback,
+        dedup_key: args.dedup_key,
+        dedup_window: args.dedup_window,
     })
 }
 

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod per_minute;
 pub mod policy;
 pub mod registry;
+pub mod rules;
 pub mod search;
 pub mod signed_link;
 pub mod submission;

@@ -10,6 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::json_bounds;
 use crate::outbox::{Content, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms};
 use crate::registry::{ChannelRuntime, Registry};
+use crate::rules::dedup;
 use crate::templates::Templates;
 
 /// Longest idempotency key accepted.
@@ -57,6 +58,15 @@ pub struct Submission {
     /// Routes tried in order if this one fails for good or dies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback: Vec<FallbackTarget>,
+    /// Another notification with this key to the same channel and recipient inside the window
+    /// is not sent again: it is answered `200` with this one's id (`duplicate_of`) and counted
+    /// in its `duplicates`. Content may differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+    /// How long the `dedup_key` holds from now (`"10m"`); the channel's `dedup_window` when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window: Option<String>,
 }
 
 /// Why a submission is refused; names the field at fault.
@@ -173,6 +183,7 @@ impl Submission {
             ));
         }
         let now = now_ms();
+        let dedup = self.dedup(runtime, now)?;
         let run_at = match &self.send_at {
             Some(t) => parse_time("send_at", t)?.max(now),
             None => now,
@@ -266,7 +277,31 @@ impl Submission {
             content_hash,
             fallback,
             source: None,
+            dedup,
         })
+    }
+
+    /// The dedup key this submission holds, as [`crate::rules::dedup::claim`] decides.
+    fn dedup(
+        &self,
+        runtime: &ChannelRuntime,
+        now: i64,
+    ) -> Result<Option<crate::outbox::DedupClaim>, Rejection> {
+        let refuse =
+            |e: dedup::DedupError| Rejection::new(e.field(), "invalid_field", e.to_string());
+        let requested = self
+            .dedup_window
+            .as_deref()
+            .map(dedup::parse_window)
+            .transpose()
+            .map_err(refuse)?;
+        dedup::claim(
+            self.dedup_key.as_deref(),
+            requested,
+            runtime.policy.dedup_window,
+            now,
+        )
+        .map_err(refuse)
     }
 
     /// What a replay of this submission is recognised by: its idempotency key and content

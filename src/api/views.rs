@@ -54,6 +54,7 @@ pub fn notification(v: &NotificationView) -> Value {
         "fallback_of": v.parent_id,
         "fallback": v.fallback,
         "source": v.source,
+        "duplicates": v.duplicates,
                 "attempt_log": attempts,
         "receipts": v.receipts.iter().map(|r| json!({
             "status": r.status,

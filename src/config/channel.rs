@@ -46,6 +46,10 @@ pub struct ChannelPolicy {
     /// How provider delivery receipts sent to `POST /v1/inbound/<name>` are verified; receipts
     /// are refused when absent.
     pub receipts: Option<ReceiptsConfig>,
+    /// The dedup window of a notification that carries a `dedup_key` but no `dedup_window`
+    /// ([`crate::rules::dedup`]); without it such a notification must give its own.
+    #[serde(deserialize_with = "duration::option::deserialize")]
+    pub dedup_window: Option<Duration>,
 }
 
 /// `receipts = { verify = "twilio", ... }` or `{ verify = "hmac", ... }`.
@@ -84,6 +88,7 @@ impl Default for ChannelPolicy {
             rate_limit: None,
             failover: Vec::new(),
             receipts: None,
+            dedup_window: None,
         }
     }
 }
@@ -227,6 +232,7 @@ const POLICY_KEYS: &[&str] = &[
     "rate_limit",
     "failover",
     "receipts",
+    "dedup_window",
 ];
 
 impl ChannelPolicy {
@@ -260,6 +266,9 @@ impl ChannelPolicy {
         }
         if b.max_open_for < b.open_for {
             out.push("breaker.max_open_for: must not be less than open_for".into());
+        }
+        if let Some(Err(e)) = self.dedup_window.map(crate::rules::dedup::check_window) {
+            out.push(format!("dedup_window: {e}"));
         }
         if let Some(r) = &self.rate_limit {
             out.extend(r.channel.problems("rate_limit"));

@@ -245,6 +245,8 @@ pub async fn store(
             expires_at: None,
             idempotency_key: draft.idempotency_key,
             fallback: draft.target.fallback.clone(),
+            dedup_key: None,
+            dedup_window: None,
         };
         let mut new = submission
             .validate(&live.registry, &live.templates)
@@ -286,7 +288,7 @@ pub async fn store(
                 state: State::Queued,
                 duplicate: false,
             },
-            Enqueued::Duplicate { id, state } => Stored {
+            Enqueued::Duplicate { id, state } | Enqueued::Deduplicated { id, state } => Stored {
                 id,
                 state,
                 duplicate: true,

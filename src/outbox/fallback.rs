@@ -52,6 +52,8 @@ pub fn fallback_child(
         fallback: routes.collect(),
         // What arrived is the parent's; the child links to it through `fallback_of`.
         source: None,
+        // The parent held the key; the child is its continuation, not a new submission.
+        dedup: None,
     })
 }
 

@@ -164,6 +164,18 @@ pub struct NewNotification {
     /// What it was made from when it arrived through an ingest endpoint (JSON text: format,
     /// route, the sender's ids); `None` for API, CLI and SQL submissions.
     pub source: Option<String>,
+    /// The dedup key it holds for a window, if it carries one ([`crate::rules::dedup`]).
+    pub dedup: Option<DedupClaim>,
+}
+
+/// A dedup key a notification claims until `until_ms`. Keys are scoped to the channel and the
+/// recipient: while the first holder's window runs, a notification to the same channel and
+/// recipient with the same key is not stored or sent, and counts as a duplicate on the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupClaim {
+    pub key: String,
+    /// The end of the window (exclusive), fixed by the first holder: duplicates do not extend it.
+    pub until_ms: i64,
 }
 
 /// What enqueueing one notification did.
@@ -175,6 +187,9 @@ pub enum Enqueued {
     Duplicate { id: String, state: State },
     /// The idempotency key was already used with different content.
     Conflict { id: String },
+    /// Its dedup key is held by `id` inside its window: nothing new was stored, and `id`
+    /// counted one more duplicate.
+    Deduplicated { id: String, state: State },
 }
 
 /// The notification that already holds an idempotency key.
@@ -394,6 +409,8 @@ pub struct NotificationView {
     pub fallback: Vec<FallbackTarget>,
     /// Where an ingested notification came from (format, route, the sender's ids).
     pub source: Option<serde_json::Value>,
+    /// Notifications with its dedup key that were merged into it inside its window.
+    pub duplicates: u64,
     pub attempt_log: Vec<AttemptView>,
     pub receipts: Vec<ReceiptView>,
 }

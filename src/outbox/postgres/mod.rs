@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ingest_source",
         include_str!("migrations/0004_ingest_source.sql"),
     ),
+    (
+        7,
+        "dedup_digest",
+        include_str!("migrations/0007_dedup_digest.sql"),
+    ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -144,7 +149,12 @@ impl PgOutbox {
         migrate(&pool, &opts.schema).await?;
         let wake_channel = format!("notifyd_{}", opts.schema);
         let (enqueues, rx) = mpsc::channel(ENQUEUE_QUEUE);
-        tokio::spawn(run_enqueues(pool.clone(), rx, wake_channel.clone()));
+        tokio::spawn(run_enqueues(
+            pool.clone(),
+            rx,
+            wake_channel.clone(),
+            opts.clock.clone(),
+        ));
         Ok(Self {
             pool,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
@@ -396,7 +406,12 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
 
 /// The group commit: waits for a request, takes every other one already waiting, and stores
 /// them all in one transaction; each caller hears after the COMMIT.
-async fn run_enqueues(pool: PgPool, mut rx: mpsc::Receiver<PendingEnqueue>, wake_channel: String) {
+async fn run_enqueues(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<PendingEnqueue>,
+    wake_channel: String,
+    clock: Clock,
+) {
     let mut hints = Hints {
         channel: wake_channel,
         sent: HashMap::new(),
@@ -414,7 +429,7 @@ async fn run_enqueues(pool: PgPool, mut rx: mpsc::Receiver<PendingEnqueue>, wake
                 Err(_) => break,
             }
         }
-        commit_enqueues(&pool, &mut batch, &mut hints).await;
+        commit_enqueues(&pool, &mut batch, &mut hints, clock.now_ms()).await;
     }
 }
 
@@ -452,9 +467,14 @@ impl Hints {
     }
 }
 
-async fn commit_enqueues(pool: &PgPool, batch: &mut Vec<PendingEnqueue>, hints: &mut Hints) {
+async fn commit_enqueues(
+    pool: &PgPool,
+    batch: &mut Vec<PendingEnqueue>,
+    hints: &mut Hints,
+    now: i64,
+) {
     let items: Vec<&NewNotification> = batch.iter().flat_map(|p| p.items.iter()).collect();
-    match insert_in_transaction(pool, &items, hints).await {
+    match insert_in_transaction(pool, &items, hints, now).await {
         Ok(mut results) => {
             for pending in batch.drain(..) {
                 let rest = results.split_off(pending.items.len().min(results.len()));
@@ -469,7 +489,7 @@ async fn commit_enqueues(pool: &PgPool, batch: &mut Vec<PendingEnqueue>, hints: 
             tracing::debug!(error = %e, "A group commit failed; its requests are retried one by one.");
             for pending in batch.drain(..) {
                 let items: Vec<&NewNotification> = pending.items.iter().collect();
-                let result = insert_in_transaction(pool, &items, hints).await;
+                let result = insert_in_transaction(pool, &items, hints, now).await;
                 let _ = pending.reply.send(result);
             }
         }
@@ -486,9 +506,10 @@ async fn insert_in_transaction(
     pool: &PgPool,
     items: &[&NewNotification],
     hints: &mut Hints,
+    now: i64,
 ) -> Result<Vec<Enqueued>> {
     let mut tx = pool.begin().await?;
-    let results = insert(&mut tx, items, None).await?;
+    let results = enqueue_in(&mut tx, items, now).await?;
     let created: Vec<&NewNotification> = items
         .iter()
         .zip(&results)
@@ -547,6 +568,81 @@ async fn listen_for_work(
             () = tokio::time::sleep(LISTEN_RETRY) => {}
         }
     }
+}
+
+/// Stores submitted `items`; one result per item, in order. Items without a dedup key go in
+/// with one statement per run of them; one with a key takes its key or is merged into the
+/// key's holder ([`crate::rules::dedup`]) on its own, after the items before it, so a later
+/// item of the same batch sees an earlier one's key.
+async fn enqueue_in(
+    conn: &mut PgConnection,
+    items: &[&NewNotification],
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut plain: Vec<&NewNotification> = Vec::new();
+    for n in items {
+        let Some(claim) = &n.dedup else {
+            plain.push(n);
+            continue;
+        };
+        if !plain.is_empty() {
+            out.extend(insert(conn, &plain, None).await?);
+            plain.clear();
+        }
+        out.push(match deduplicate(conn, n, claim, now).await? {
+            Some(merged) => merged,
+            None => insert(conn, &[*n], None)
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Internal("no result for an inserted row".into()))?,
+        });
+    }
+    if !plain.is_empty() {
+        out.extend(insert(conn, &plain, None).await?);
+    }
+    Ok(out)
+}
+
+/// Takes `n`'s dedup key, or merges `n` into the notification holding it. `None`: the key is
+/// now `n`'s, insert it. A replay of an idempotency key is answered as such first: it is the
+/// same request, not a duplicate.
+async fn deduplicate(
+    conn: &mut PgConnection,
+    n: &NewNotification,
+    claim: &DedupClaim,
+    now: i64,
+) -> Result<Option<Enqueued>> {
+    if let Some(key) = &n.idempotency_key
+        && let Some(r) = sqlx::query(sql::KEY_HOLDER)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+    {
+        return Ok(Some(key_holder(&r, 0)?.answer(&n.content_hash)));
+    }
+    let took: Option<String> = sqlx::query_scalar(sql::TAKE_DEDUP_KEY)
+        .bind(&n.channel)
+        .bind(&n.to)
+        .bind(&claim.key)
+        .bind(&n.id)
+        .bind(claim.until_ms)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if took.is_some() {
+        return Ok(None);
+    }
+    let (id, state): (String, String) = sqlx::query_as(sql::COUNT_DUPLICATE)
+        .bind(&n.channel)
+        .bind(&n.to)
+        .bind(&claim.key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Some(Enqueued::Deduplicated {
+        id,
+        state: parse_state(&state)?,
+    }))
 }
 
 /// Inserts `items` with one statement (the fallback child of `parent` when given); one result
@@ -961,6 +1057,7 @@ impl Outbox for PgOutbox {
             parent_id: r.try_get("parent_id")?,
             fallback,
             source: r.try_get("source")?,
+            duplicates: u64::try_from(r.try_get::<i64, _>("duplicates")?).unwrap_or(0),
             attempt_log,
             receipts,
         }))

@@ -21,6 +21,26 @@ pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, sub
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
 
+/// Takes a dedup key for a notification: a new key, or one whose window is over
+/// ([`crate::rules::dedup::holds`] no longer) or whose holder is gone. Returns the id only when
+/// the key is now the caller's. ON CONFLICT DO UPDATE locks the conflicting row even when its
+/// WHERE is false, so a daemon enqueueing the same key at once waits for this transaction and
+/// then sees its holder: one atomic step, not a read then a write.
+pub const TAKE_DEDUP_KEY: &str =
+    "INSERT INTO dedup_keys (channel, recipient, dedup_key, notification_id, until_ms)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (channel, recipient, dedup_key) DO UPDATE
+         SET notification_id = excluded.notification_id, until_ms = excluded.until_ms
+         WHERE dedup_keys.until_ms <= $6
+            OR NOT EXISTS (SELECT 1 FROM notifications n WHERE n.id = dedup_keys.notification_id)
+     RETURNING notification_id";
+
+/// Counts one more duplicate on the holder of a dedup key; its id and state.
+pub const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
+     WHERE id = (SELECT notification_id FROM dedup_keys
+                 WHERE channel = $1 AND recipient = $2 AND dedup_key = $3)
+     RETURNING id, state";
+
 /// The holders of several idempotency keys.
 pub const KEY_HOLDERS: &str = "SELECT idempotency_key, id, state, content_hash
      FROM notifications WHERE idempotency_key = ANY($1::text[])";
@@ -180,7 +200,8 @@ pub const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
          LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 pub const GET: &str = "SELECT id, channel, recipient, state, priority, attempts, created_at,
-         run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback, source
+         run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback, source,
+         duplicates
      FROM notifications WHERE id = $1";
 
 /// What a notification says.

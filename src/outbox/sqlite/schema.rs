@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0007_lease_token.sql"),
     include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
+    include_str!("0012_dedup_digest.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -73,6 +74,7 @@ struct ViewRow {
     parent_id: Option<String>,
     fallback: Option<String>,
     source: Option<String>,
+    duplicates: u64,
 }
 
 impl ViewRow {
@@ -95,6 +97,7 @@ impl ViewRow {
             parent_id: stored::lossy_text(r, 12)?,
             fallback: stored::lossy_text(r, 13)?,
             source: stored::lossy_text(r, 14)?,
+            duplicates: stored::lossy_int(r, 15)?.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
         })
     }
 }
@@ -104,7 +107,8 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
     let row = conn
         .prepare_cached(
             "SELECT id, channel, recipient, state, priority, attempts, created_at, run_at,
-                    expires_at, provider_id, last_code, last_error, parent_id, fallback, source
+                    expires_at, provider_id, last_code, last_error, parent_id, fallback, source,
+                    duplicates
              FROM notifications WHERE id = ?1",
         )?
         .query_row(params![id], ViewRow::read)
@@ -147,6 +151,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         parent_id: row.parent_id,
         fallback: view_fallback(row.fallback),
         source: row.source.and_then(|s| serde_json::from_str(&s).ok()),
+        duplicates: row.duplicates,
         attempt_log,
         receipts,
     }))

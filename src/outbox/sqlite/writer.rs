@@ -220,6 +220,24 @@ const REPLAY: &str = "UPDATE notifications SET state = ?4, attempts = 0, run_at 
          lease_owner = NULL, updated_at = ?2
      WHERE id = ?1 AND state = ?3";
 
+/// Takes a dedup key for a notification: a new key, or one whose window is over
+/// ([`crate::rules::dedup::holds`] no longer) or whose holder is gone. Returns the id only when
+/// the key is now the caller's; a key still held returns no row.
+pub(super) const TAKE_DEDUP_KEY: &str =
+    "INSERT INTO dedup_keys (channel, recipient, dedup_key, notification_id, until_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (channel, recipient, dedup_key) DO UPDATE
+         SET notification_id = excluded.notification_id, until_ms = excluded.until_ms
+         WHERE dedup_keys.until_ms <= ?6
+            OR NOT EXISTS (SELECT 1 FROM notifications WHERE id = dedup_keys.notification_id)
+     RETURNING notification_id";
+
+/// Counts one more duplicate on the holder of a dedup key; its id and state.
+pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
+     WHERE id = (SELECT notification_id FROM dedup_keys
+                 WHERE channel = ?1 AND recipient = ?2 AND dedup_key = ?3)
+     RETURNING id, state";
+
 /// A write request.
 pub enum Op {
     Enqueue {
@@ -410,7 +428,7 @@ impl Writer {
             }};
         }
         match op {
-            Op::Enqueue { items, reply } => done!(reply, self.enqueue(&items)),
+            Op::Enqueue { items, reply } => done!(reply, self.enqueue(&items, now)),
             Op::Claim {
                 channel,
                 limit,
@@ -437,12 +455,52 @@ impl Writer {
         }
     }
 
-    fn enqueue(&self, items: &[NewNotification]) -> Result<Vec<Enqueued>> {
+    fn enqueue(&self, items: &[NewNotification], now: i64) -> Result<Vec<Enqueued>> {
         let mut out = Vec::with_capacity(items.len());
         for n in items {
-            out.push(self.insert(n, None)?);
+            let merged = match &n.dedup {
+                Some(claim) => self.deduplicate(n, claim, now)?,
+                None => None,
+            };
+            out.push(match merged {
+                Some(answer) => answer,
+                None => self.insert(n, None)?,
+            });
         }
         Ok(out)
+    }
+
+    /// Takes `n`'s dedup key, or merges `n` into the notification holding it
+    /// ([`crate::rules::dedup`]). `None`: the key is now `n`'s, insert it. A replay of an
+    /// idempotency key is answered as such first: it is the same request, not a duplicate.
+    fn deduplicate(
+        &self,
+        n: &NewNotification,
+        claim: &DedupClaim,
+        now: i64,
+    ) -> Result<Option<Enqueued>> {
+        if let Some(key) = &n.idempotency_key
+            && let Some(holder) = super::key_holder(&self.conn, key)?
+        {
+            return Ok(Some(holder.answer(&n.content_hash)));
+        }
+        let took: Option<String> = rusqlite::OptionalExtension::optional(
+            self.conn.prepare_cached(TAKE_DEDUP_KEY)?.query_row(
+                params![n.channel, n.to, claim.key, n.id, claim.until_ms, now],
+                |r| r.get(0),
+            ),
+        )?;
+        if took.is_some() {
+            return Ok(None);
+        }
+        let (id, state): (String, String) = self
+            .conn
+            .prepare_cached(COUNT_DUPLICATE)?
+            .query_row(params![n.channel, n.to, claim.key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let state = state.parse::<State>().map_err(StoreError::Internal)?;
+        Ok(Some(Enqueued::Deduplicated { id, state }))
     }
 
     fn insert(&self, n: &NewNotification, parent: Option<&str>) -> Result<Enqueued> {

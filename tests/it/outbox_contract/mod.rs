@@ -12,6 +12,7 @@ use notifyd::outbox::{
 };
 
 mod claim;
+mod dedup;
 mod enqueue;
 mod fencing;
 mod history;
@@ -59,6 +60,7 @@ impl Subject {
             content_hash: "h1".into(),
             fallback: Vec::new(),
             source: None,
+            dedup: None,
         }
     }
 
@@ -141,6 +143,12 @@ macro_rules! outbox_contract {
             enqueue::a_key_is_found_with_its_holder_and_an_unused_key_is_not,
             enqueue::one_enqueue_of_several_answers_each_in_order,
             enqueue::the_source_of_an_ingested_notification_is_read_back,
+            dedup::a_second_notification_with_the_key_inside_the_window_is_merged_into_the_first,
+            dedup::a_dedup_key_is_scoped_to_its_channel_and_recipient,
+            dedup::once_the_window_is_over_the_next_notification_takes_the_key,
+            dedup::each_item_of_one_enqueue_is_deduplicated_on_its_own,
+            dedup::a_replayed_idempotency_key_is_a_replay_not_a_duplicate,
+            dedup::a_duplicate_of_a_delivered_notification_reports_its_state,
             history::the_history_pages_newest_first_without_repeats_or_gaps,
             history::the_history_filters_by_recipient_state_and_channel,
             history::the_content_of_a_notification_is_read_back,
