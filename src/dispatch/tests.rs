@@ -243,6 +243,9 @@ impl Outbox for Memory {
     async fn check_writable(&self) -> Result<()> {
         Ok(())
     }
+    async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {
+        unimplemented!("no rule runs in these tests")
+    }
 }
 
 fn policy(concurrency: usize) -> ChannelPolicy {

@@ -98,6 +98,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// is not stored or applied again.
     async fn record_receipt(&self, receipt: InboundReceipt) -> Result<RecordedReceipt>;
 
+    /// Writes timeline events on their own (a rule that changes a row writes its event in the
+    /// same transaction instead). Events of unknown notifications are stored all the same.
+    async fn record_events(&self, events: Vec<RuleEvent>) -> Result<()>;
+
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;
 

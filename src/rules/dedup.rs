@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::outbox::DedupClaim;
+use crate::outbox::{DedupClaim, Rule, RuleEvent};
 
 /// Longest dedup key accepted (bytes).
 pub const MAX_KEY_LEN: usize = 255;
@@ -96,6 +96,18 @@ pub fn claim(
 /// `until_ms` it is free again). The stores' upsert repeats this condition in SQL.
 pub fn holds(until_ms: i64, now_ms: i64) -> bool {
     now_ms < until_ms
+}
+
+/// The timeline line of the holder `first` when a notification with `key` was merged into it.
+pub fn merged(first: &str, key: &str, now_ms: i64) -> RuleEvent {
+    RuleEvent {
+        notification: first.to_owned(),
+        at_ms: now_ms,
+        rule: Rule::Dedup,
+        detail: format!(
+            "a duplicate with dedup key {key:?} was counted here instead of being sent"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0007_lease_token.sql"),
     include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
+    include_str!("0010_events.sql"),
     include_str!("0012_dedup_digest.sql"),
 ];
 
@@ -135,6 +136,18 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let events = conn
+        .prepare_cached(
+            "SELECT at, rule, detail FROM events WHERE notification_id = ?1 ORDER BY at, rowid",
+        )?
+        .query_map(params![id], |r| {
+            Ok(EventView {
+                at_ms: r.get(0)?,
+                rule: stored::lossy_text(r, 1)?.unwrap_or_default(),
+                detail: stored::lossy_text(r, 2)?.unwrap_or_default(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
         id: row.id,
         channel: row.channel,
@@ -154,6 +167,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         duplicates: row.duplicates,
         attempt_log,
         receipts,
+        events,
     }))
 }
 

@@ -42,6 +42,13 @@ pub async fn a_second_notification_with_the_key_inside_the_window_is_merged_into
     let view = s.outbox.get(&first).await.unwrap().unwrap();
     assert_eq!(view.duplicates, 1);
     assert_eq!(view.state, State::Queued);
+    let rules: Vec<(&str, i64)> = view
+        .events
+        .iter()
+        .map(|e| (e.rule.as_str(), e.at_ms))
+        .collect();
+    assert_eq!(rules, vec![("dedup", s.now())]);
+    assert!(view.events[0].detail.contains("disk-full"));
 }
 
 pub async fn a_dedup_key_is_scoped_to_its_channel_and_recipient(s: Subject) {

@@ -14,6 +14,7 @@ use notifyd::outbox::{
 mod claim;
 mod dedup;
 mod enqueue;
+mod events;
 mod fencing;
 mod history;
 mod lifecycle;
@@ -149,6 +150,8 @@ macro_rules! outbox_contract {
             dedup::each_item_of_one_enqueue_is_deduplicated_on_its_own,
             dedup::a_replayed_idempotency_key_is_a_replay_not_a_duplicate,
             dedup::a_duplicate_of_a_delivered_notification_reports_its_state,
+            events::rule_events_are_shown_with_their_notification_oldest_first,
+            events::retention_purges_a_notifications_events_with_it,
             history::the_history_pages_newest_first_without_repeats_or_gaps,
             history::the_history_filters_by_recipient_state_and_channel,
             history::the_content_of_a_notification_is_read_back,
