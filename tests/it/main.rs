@@ -9,6 +9,7 @@ mod arbitrary_rows;
 mod chaos;
 mod console;
 mod crash;
+mod dedup;
 mod delivery;
 mod enqueue_outside;
 mod fuzz;
