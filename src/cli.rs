@@ -103,6 +103,10 @@ pub struct SendArgs {
     /// How long the dedup key holds (`10m`); the channel's `dedup_window` when absent.
     #[arg(long)]
     pub dedup_window: Option<String>,
+    /// Collected into one digest with the others to the same recipient with this key (on a
+    /// channel with a `digest_window`).
+    #[arg(long)]
+    pub digest_key: Option<String>,
     /// A template name (see `[templates]`), instead of subject/body/html/data.
     #[arg(long)]
     pub template: Option<String>,
@@ -499,6 +503,7 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         fallback,
         dedup_key: args.dedup_key,
         dedup_window: args.dedup_window,
+        digest_key: args.digest_key,
     })
 }
 

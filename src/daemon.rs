@@ -171,6 +171,7 @@ pub struct Reloaded {
 fn start_dispatcher(
     outbox: &Arc<dyn Outbox>,
     registry: Arc<Registry>,
+    templates: Arc<Templates>,
     config: &Config,
     notifier: &Notifier,
 ) -> (watch::Sender<Halt>, JoinHandle<()>) {
@@ -181,7 +182,8 @@ fn start_dispatcher(
         config.dispatcher.clone(),
         config.retention.to_retention(),
         notifier.clone(),
-    );
+    )
+    .with_templates(templates);
     (halt, tokio::spawn(dispatcher.run(halted)))
 }
 
@@ -215,7 +217,7 @@ impl Daemon {
         }
         let live = Arc::new(RwLock::new(Live {
             registry: registry.clone(),
-            templates,
+            templates: templates.clone(),
             server: Arc::new(config.server.clone()),
             ingest: Arc::new(config.ingest.clone()),
         }));
@@ -265,7 +267,13 @@ impl Daemon {
         // The queue is migrated and the listener bound: only now may systemd start dependents.
         // Before the dispatcher starts, whose sweep pings the watchdog: READY comes first.
         notifier.ready(&format!("Listening on {addr}"));
-        let (halt, dispatching) = start_dispatcher(&outbox, registry.clone(), &config, &notifier);
+        let (halt, dispatching) = start_dispatcher(
+            &outbox,
+            registry.clone(),
+            templates.clone(),
+            &config,
+            &notifier,
+        );
         let (ntfy_addr, ntfy) = ntfy.unzip();
         Ok(Self {
             addr,
@@ -346,13 +354,19 @@ impl Daemon {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
             *live = Live {
                 registry: registry.clone(),
-                templates,
+                templates: templates.clone(),
                 server: Arc::new(server),
                 ingest: Arc::new(new.ingest.clone()),
             };
         }
         let mut running = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
-        let (halt, task) = start_dispatcher(&self.outbox, registry.clone(), &new, &self.notifier);
+        let (halt, task) = start_dispatcher(
+            &self.outbox,
+            registry.clone(),
+            templates.clone(),
+            &new,
+            &self.notifier,
+        );
         let _ = running.0.send(Halt::Replaced);
         running.0 = halt;
         running.1.push(task);

@@ -67,6 +67,11 @@ pub struct Submission {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_window: Option<String>,
+    /// Collected with the other notifications to the same recipient with this key into one
+    /// digest, sent when the channel's `digest_window` ends or `digest_max` are in. Only on a
+    /// channel with a `digest_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_key: Option<String>,
 }
 
 /// Why a submission is refused; names the field at fault.
@@ -184,6 +189,14 @@ impl Submission {
         }
         let now = now_ms();
         let dedup = self.dedup(runtime, now)?;
+        let digest = crate::rules::digest::join(
+            self.digest_key.as_deref(),
+            &self.channel,
+            runtime.policy.digest().as_ref(),
+            self.vars.as_ref(),
+            now,
+        )
+        .map_err(|e| Rejection::new("digest_key", "invalid_field", e.to_string()))?;
         let run_at = match &self.send_at {
             Some(t) => parse_time("send_at", t)?.max(now),
             None => now,
@@ -278,6 +291,7 @@ impl Submission {
             fallback,
             source: None,
             dedup,
+            digest,
         })
     }
 

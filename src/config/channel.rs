@@ -50,6 +50,14 @@ pub struct ChannelPolicy {
     /// ([`crate::rules::dedup`]); without it such a notification must give its own.
     #[serde(deserialize_with = "duration::option::deserialize")]
     pub dedup_window: Option<Duration>,
+    /// Collect notifications that carry a `digest_key` for this long, then send them as one
+    /// digest ([`crate::rules::digest`]); the channel collects nothing when absent.
+    #[serde(deserialize_with = "duration::option::deserialize")]
+    pub digest_window: Option<Duration>,
+    /// A digest holding this many items is sent at once, before its window ends.
+    pub digest_max: u32,
+    /// The template that renders a digest (it gets `items`); a plain list when absent.
+    pub digest_template: Option<String>,
 }
 
 /// `receipts = { verify = "twilio", ... }` or `{ verify = "hmac", ... }`.
@@ -89,6 +97,9 @@ impl Default for ChannelPolicy {
             failover: Vec::new(),
             receipts: None,
             dedup_window: None,
+            digest_window: None,
+            digest_max: 100,
+            digest_template: None,
         }
     }
 }
@@ -233,9 +244,21 @@ const POLICY_KEYS: &[&str] = &[
     "failover",
     "receipts",
     "dedup_window",
+    "digest_window",
+    "digest_max",
+    "digest_template",
 ];
 
 impl ChannelPolicy {
+    /// The channel's digest settings, when it collects digests (`digest_window` is set).
+    pub fn digest(&self) -> Option<crate::rules::digest::DigestPolicy> {
+        Some(crate::rules::digest::DigestPolicy {
+            window: self.digest_window?,
+            max: self.digest_max,
+            template: self.digest_template.clone(),
+        })
+    }
+
     /// Value problems, each prefixed with its key.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -269,6 +292,9 @@ impl ChannelPolicy {
         }
         if let Some(Err(e)) = self.dedup_window.map(crate::rules::dedup::check_window) {
             out.push(format!("dedup_window: {e}"));
+        }
+        if let Some(digest) = self.digest() {
+            out.extend(crate::rules::digest::problems(&digest));
         }
         if let Some(r) = &self.rate_limit {
             out.extend(r.channel.problems("rate_limit"));

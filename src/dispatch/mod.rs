@@ -12,6 +12,7 @@
 
 mod commit;
 mod decide;
+mod digest;
 pub mod retry;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::submission;
 use crate::systemd::Notifier;
+use crate::templates::Templates;
 
 pub use decide::{
     Decision, DecisionKind, Ended, HealthEffect, Rules, Sent, decide, released, unsent,
@@ -62,6 +64,8 @@ struct Shared {
     signals: Signals,
     /// Finished sends' outcomes, to the committer.
     pending: mpsc::UnboundedSender<commit::Pending>,
+    /// What digests are rendered with.
+    templates: Arc<Templates>,
 }
 
 /// The delivery side of the daemon.
@@ -71,6 +75,7 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     retention: Retention,
     notifier: Notifier,
+    templates: Arc<Templates>,
 }
 
 impl Dispatcher {
@@ -88,7 +93,14 @@ impl Dispatcher {
             config,
             retention,
             notifier,
+            templates: Arc::default(),
         }
+    }
+
+    /// The templates digests are rendered with (`digest_template`); none by default.
+    pub fn with_templates(mut self, templates: Arc<Templates>) -> Self {
+        self.templates = templates;
+        self
     }
 
     /// Runs until `halt` says otherwise. On [`Halt::Shutdown`] in-flight sends get
@@ -107,6 +119,7 @@ impl Dispatcher {
             retention: self.retention.clone(),
             signals: signals.clone(),
             pending,
+            templates: self.templates.clone(),
         });
         let mut loops = JoinSet::new();
         loops.spawn(commit::commit_loop(
@@ -304,7 +317,7 @@ async fn feed_slots(
 async fn send_one(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
-    row: Claimed,
+    mut row: Claimed,
     leased: RowLease,
     slot: Option<OwnedSemaphorePermit>,
 ) {
@@ -326,6 +339,19 @@ async fn send_one(
         Ok(permit) if let Some(settled) = settle(&rules, &shared.registry, &row) => {
             // Never reaches the provider: no token is taken, a probe slot is free again.
             (settled, permit.unsent())
+        }
+        Ok(permit)
+            if let Err(ended) =
+                digest::compose(shared.outbox.as_ref(), &shared.templates, &rt, &mut row).await =>
+        {
+            let completion = Completion {
+                id: row.message.id.clone(),
+                attempt: row.attempt,
+                lease: row.lease,
+                outcome: ended,
+                record: None,
+            };
+            (completion, permit.unsent())
         }
         Ok(mut permit) => {
             let mut abandon = shared.signals.abandon.clone();

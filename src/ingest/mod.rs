@@ -247,6 +247,7 @@ pub async fn store(
             fallback: draft.target.fallback.clone(),
             dedup_key: None,
             dedup_window: None,
+            digest_key: None,
         };
         let mut new = submission
             .validate(&live.registry, &live.templates)

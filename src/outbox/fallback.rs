@@ -54,6 +54,8 @@ pub fn fallback_child(
         source: None,
         // The parent held the key; the child is its continuation, not a new submission.
         dedup: None,
+        // Its own route: sent alone, like the parent's failure it follows.
+        digest: None,
     })
 }
 

@@ -111,6 +111,12 @@ pub trait Outbox: Send + Sync + 'static {
     /// What a notification says (subject, bodies, data), if it exists.
     async fn content(&self, id: &str) -> Result<Option<Content>>;
 
+    /// The items still waiting in digest `digest_id` (queued), oldest first.
+    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        let _ = digest_id;
+        Err(StoreError::Internal("this store keeps no digests".into()))
+    }
+
     /// Puts every dead letter of `channel` back in the queue; returns how many. Each is replayed
     /// once: one that dies again meanwhile is left for the next call.
     async fn replay_channel(&self, channel: &str) -> Result<u64> {

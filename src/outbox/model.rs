@@ -166,6 +166,33 @@ pub struct NewNotification {
     pub source: Option<String>,
     /// The dedup key it holds for a window, if it carries one ([`crate::rules::dedup`]).
     pub dedup: Option<DedupClaim>,
+    /// The digest it is collected into instead of being sent alone ([`crate::rules::digest`]).
+    pub digest: Option<DigestJoin>,
+}
+
+/// How a notification joins the digest of its (channel, recipient, key): the one open, or a new
+/// one due at `until_ms`. Either closes once it holds `max` items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestJoin {
+    pub key: String,
+    /// When a digest this notification opens is sent (the end of its window).
+    pub until_ms: i64,
+    /// Items at which the digest is sent at once.
+    pub max: u32,
+    /// The item's template variables, for the digest template.
+    pub vars: Option<serde_json::Value>,
+}
+
+/// One collected notification, as the digest template sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestItem {
+    pub id: String,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub data: Option<serde_json::Value>,
+    pub vars: Option<serde_json::Value>,
+    pub created_at_ms: i64,
 }
 
 /// A dedup key a notification claims until `until_ms`. Keys are scoped to the channel and the
@@ -236,6 +263,8 @@ pub struct Claimed {
     pub tried: Vec<String>,
     /// Whether it still has to pass the checks an API request passes before it is sent.
     pub validation: Validation,
+    /// Set when this row is a digest: its content is rendered from its items when it is sent.
+    pub digest_key: Option<String>,
 }
 
 /// Rows one claim quarantines at most before it answers with what it has: the next claim goes
@@ -263,6 +292,7 @@ pub(crate) struct ClaimedColumns {
     pub tried: Vec<String>,
     pub lease: LeaseToken,
     pub validation: Validation,
+    pub digest_key: Option<String>,
 }
 
 impl ClaimedColumns {
@@ -283,6 +313,7 @@ impl ClaimedColumns {
             expires_at_ms: self.expires_at_ms,
             tried: self.tried,
             validation: self.validation,
+            digest_key: self.digest_key,
         }
     }
 }
@@ -411,6 +442,10 @@ pub struct NotificationView {
     pub source: Option<serde_json::Value>,
     /// Notifications with its dedup key that were merged into it inside its window.
     pub duplicates: u64,
+    /// The digest this notification was collected into.
+    pub digest_id: Option<String>,
+    /// Set on a digest: the key its items share.
+    pub digest_key: Option<String>,
     pub attempt_log: Vec<AttemptView>,
     pub receipts: Vec<ReceiptView>,
     /// What the delivery rules did to it, oldest first.

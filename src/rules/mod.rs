@@ -2,3 +2,4 @@
 //! on injected time. The stores and the dispatcher only carry out what these decide.
 
 pub mod dedup;
+pub mod digest;

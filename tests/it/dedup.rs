@@ -169,7 +169,10 @@ async fn two_daemons_on_postgres_agree_on_one_holder_of_a_key_sent_to_both_at_on
     assert_eq!(created.len(), 1, "{answers:?}");
     let holder = created[0]["id"].as_str().unwrap();
     for (status, answer) in answers.iter().filter(|(s, _)| *s != 202) {
-        assert_eq!((*status, answer["duplicate_of"].as_str()), (200, Some(holder)));
+        assert_eq!(
+            (*status, answer["duplicate_of"].as_str()),
+            (200, Some(holder))
+        );
     }
     a.wait_for_state(holder, "delivered").await;
     let (_, view) = b.get(&format!("/v1/notifications/{holder}")).await;

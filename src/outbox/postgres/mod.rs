@@ -253,13 +253,16 @@ impl PgOutbox {
                     continue;
                 }
             };
-            if !self
+            let Some(is_digest) = self
                 .change_leased_row(conn, &c.id, c.lease, &plan.change, now)
                 .await?
-            {
+            else {
                 tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
                 continue;
+            };
+            if is_digest {
+                end_digest_items(conn, &c.id, c.attempt, &plan.change, now).await?;
             }
             match plan.then {
                 None => {}
@@ -279,7 +282,7 @@ impl PgOutbox {
         lease: LeaseToken,
         change: &RowChange,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let fenced = |sql: &'static str| sqlx::query(sql).bind(id).bind(lease.0).bind(&self.owner);
         let query = match change {
             RowChange::Deliver { provider_id } => {
@@ -320,7 +323,11 @@ impl PgOutbox {
                 .bind(error.clone())
                 .bind(now),
         };
-        Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
+        Ok(query
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get::<bool, _>(0))
+            .transpose()?)
     }
 
     async fn request(
@@ -583,26 +590,102 @@ async fn enqueue_in(
     let mut out = Vec::with_capacity(items.len());
     let mut plain: Vec<&NewNotification> = Vec::new();
     for n in items {
-        let Some(claim) = &n.dedup else {
+        if n.dedup.is_none() && n.digest.is_none() {
             plain.push(n);
             continue;
-        };
+        }
         if !plain.is_empty() {
             out.extend(insert(conn, &plain, None).await?);
             plain.clear();
         }
-        out.push(match deduplicate(conn, n, claim, now).await? {
-            Some(merged) => merged,
-            None => insert(conn, &[*n], None)
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Internal("no result for an inserted row".into()))?,
+        let merged = match &n.dedup {
+            Some(claim) => deduplicate(conn, n, claim, now).await?,
+            None => None,
+        };
+        out.push(match (merged, &n.digest) {
+            (Some(merged), _) => merged,
+            (None, None) => insert_one(conn, n).await?,
+            (None, Some(join)) => collect(conn, n, join, now).await?,
         });
     }
     if !plain.is_empty() {
         out.extend(insert(conn, &plain, None).await?);
     }
     Ok(out)
+}
+
+/// Inserts one submitted notification.
+async fn insert_one(conn: &mut PgConnection, n: &NewNotification) -> Result<Enqueued> {
+    insert(conn, &[n], None)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Internal("no result for an inserted row".into()))
+}
+
+/// Stores `n` as an item of the digest it joins ([`crate::rules::digest`]). A replay of an
+/// idempotency key is answered as such and joins nothing.
+async fn collect(
+    conn: &mut PgConnection,
+    n: &NewNotification,
+    join: &DigestJoin,
+    now: i64,
+) -> Result<Enqueued> {
+    let stored = insert_one(conn, n).await?;
+    if !matches!(stored, Enqueued::Created { .. }) {
+        return Ok(stored);
+    }
+    let digest_id: String = sqlx::query_scalar(sql::JOIN_DIGEST)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&n.channel)
+        .bind(&n.to)
+        .bind(n.priority.as_str())
+        .bind(join.until_ms)
+        .bind(now)
+        .bind(&join.key)
+        .bind(i64::from(join.max))
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(sql::COLLECT_ITEM)
+        .bind(&n.id)
+        .bind(&digest_id)
+        .bind(join.vars.as_ref().map(serde_json::Value::to_string))
+        .bind(MAX_TIME_MS)
+        .execute(&mut *conn)
+        .await?;
+    insert_event(
+        conn,
+        &crate::rules::digest::collected(&n.id, &digest_id, &join.key, now),
+    )
+    .await?;
+    Ok(stored)
+}
+
+/// Ends the items still waiting in digest `id` as the digest's completion says, each with its
+/// timeline line.
+async fn end_digest_items(
+    conn: &mut PgConnection,
+    id: &str,
+    attempt: u32,
+    change: &RowChange,
+    now: i64,
+) -> Result<()> {
+    let Some(ending) = crate::rules::digest::ending(id, change) else {
+        return Ok(());
+    };
+    let items: Vec<String> = sqlx::query_scalar(sql::END_DIGEST_ITEMS)
+        .bind(id)
+        .bind(now)
+        .bind(ending.state.as_str())
+        .bind(&ending.provider_id)
+        .bind(&ending.code)
+        .bind(&ending.error)
+        .fetch_all(&mut *conn)
+        .await?;
+    for item in items {
+        let event = crate::rules::digest::ended(&item, id, ending.digest, attempt, now);
+        insert_event(conn, &event).await?;
+    }
+    Ok(())
 }
 
 /// Takes `n`'s dedup key, or merges `n` into the notification holding it. `None`: the key is
@@ -910,6 +993,7 @@ impl LeasedRow {
                 tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
                 lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
                 validation,
+                digest_key: stored::get(r, "digest_key")?,
             },
         })
     }
@@ -1073,6 +1157,8 @@ impl Outbox for PgOutbox {
             fallback,
             source: r.try_get("source")?,
             duplicates: u64::try_from(r.try_get::<i64, _>("duplicates")?).unwrap_or(0),
+            digest_id: r.try_get("digest_id")?,
+            digest_key: r.try_get("digest_key")?,
             attempt_log,
             receipts,
             events,
@@ -1080,8 +1166,31 @@ impl Outbox for PgOutbox {
     }
 
     async fn cancel(&self, id: &str) -> Result<Transition> {
-        self.request(transition::Request::Cancel, sql::CANCEL, id)
-            .await
+        let request = transition::Request::Cancel;
+        let now = self.clock.now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(sql::CANCEL)
+            .bind(id)
+            .bind(now)
+            .bind(request.applies_to().as_str())
+            .bind(request.leads_to().as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        let current = if changed {
+            // A cancelled digest fails the items waiting in it, in the same commit.
+            end_digest_items(&mut tx, id, 0, &crate::rules::digest::cancelled(), now).await?;
+            None
+        } else {
+            let state: Option<String> = sqlx::query_scalar(sql::STATE)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            state.map(|s| parse_state(&s)).transpose()?
+        };
+        tx.commit().await?;
+        Ok(request.answer(changed, current))
     }
 
     async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
@@ -1274,6 +1383,27 @@ impl Outbox for PgOutbox {
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
         history::page(&self.pool, query).await
+    }
+
+    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        let rows = sqlx::query(sql::DIGEST_ITEMS)
+            .bind(digest_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DigestItem {
+                    id: r.try_get("id")?,
+                    subject: r.try_get("subject")?,
+                    body: r.try_get("body")?,
+                    html: r.try_get("html")?,
+                    data: r.try_get("data")?,
+                    vars: r.try_get("vars")?,
+                    created_at_ms: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn content(&self, id: &str) -> Result<Option<Content>> {

@@ -41,6 +41,38 @@ pub const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplica
                  WHERE channel = $1 AND recipient = $2 AND dedup_key = $3)
      RETURNING id, state";
 
+/// A digest item joins the digest open for its (channel, recipient, key), or opens one due at
+/// the end of its window ([`crate::rules::digest`]): one upsert on the open-digest index, which
+/// waits for a daemon claiming (closing) that digest at the same moment and then opens the
+/// next. The item that fills it (`$8` items) closes it and makes it due now. Its id.
+pub const JOIN_DIGEST: &str =
+    "INSERT INTO notifications AS n (id, channel, recipient, priority, run_at, created_at,
+         updated_at, content_hash, checked, digest_key, digest_open, digest_items)
+     VALUES ($1, $2, $3, $4, CASE WHEN $8 <= 1 THEN $6 ELSE $5 END, $6, $6, '', true, $7,
+             CASE WHEN $8 <= 1 THEN NULL ELSE true END, 1)
+     ON CONFLICT (channel, recipient, digest_key) WHERE digest_open DO UPDATE
+         SET digest_items = n.digest_items + 1,
+             digest_open = CASE WHEN n.digest_items + 1 >= $8 THEN NULL ELSE true END,
+             run_at = CASE WHEN n.digest_items + 1 >= $8 THEN least(n.run_at, $6)
+                           ELSE n.run_at END,
+             updated_at = $6
+     RETURNING id";
+
+/// Makes a stored notification an item of digest `$2`: it waits, never due by itself, and
+/// keeps its template variables.
+pub const COLLECT_ITEM: &str =
+    "UPDATE notifications SET digest_id = $2, vars = $3::jsonb, run_at = $4 WHERE id = $1";
+
+/// A digest ended: its waiting items end with it ([`crate::rules::digest::item_state`]).
+pub const END_DIGEST_ITEMS: &str = "UPDATE notifications
+     SET state = $3, provider_id = $4, last_code = $5, last_error = $6, updated_at = $2
+     WHERE digest_id = $1 AND state = 'queued'
+     RETURNING id";
+
+/// The items still waiting in a digest, oldest first.
+pub const DIGEST_ITEMS: &str = "SELECT id, subject, body, html, data, vars, created_at
+     FROM notifications WHERE digest_id = $1 AND state = 'queued' ORDER BY created_at, id";
+
 /// The holders of several idempotency keys.
 pub const KEY_HOLDERS: &str = "SELECT idempotency_key, id, state, content_hash
      FROM notifications WHERE idempotency_key = ANY($1::text[])";
@@ -64,13 +96,13 @@ pub const CLAIM: &str = "WITH due AS (
      SET state = 'sending',
          attempts = CASE WHEN n.attempts BETWEEN 0 AND 4294967294 THEN n.attempts + 1
                          ELSE n.attempts END,
-         lease = n.lease + 1, lease_owner = $1, run_at = $2, updated_at = $3
+         lease = n.lease + 1, lease_owner = $1, run_at = $2, updated_at = $3, digest_open = NULL
      FROM due
      WHERE n.id = due.id
      RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data, n.created_at,
                n.attempts, n.expires_at, n.tried, due.prio_rank, n.checked,
                CASE WHEN n.checked THEN NULL ELSE n.fallback END AS fallback, n.lease,
-               due.run_at AS due_at";
+               due.run_at AS due_at, n.digest_key";
 
 /// Ends a claimed row that cannot be decoded (`dead`, `unreadable_row`), by id.
 pub const QUARANTINE: &str =
@@ -84,7 +116,8 @@ macro_rules! fenced {
         concat!(
             "UPDATE notifications SET ",
             $set,
-            " WHERE id = $1 AND lease = $2 AND lease_owner = $3 AND state = 'sending'"
+            " WHERE id = $1 AND lease = $2 AND lease_owner = $3 AND state = 'sending'",
+            " RETURNING digest_key IS NOT NULL"
         )
     };
 }
@@ -202,7 +235,7 @@ pub const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
 
 pub const GET: &str = "SELECT id, channel, recipient, state, priority, attempts, created_at,
          run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback, source,
-         duplicates
+         duplicates, digest_id, digest_key
      FROM notifications WHERE id = $1";
 
 /// What a notification says.
