@@ -242,6 +242,7 @@ fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
         fallback: Vec::new(),
         source: None,
         dedup: None,
+        digest: None,
     }
 }
 

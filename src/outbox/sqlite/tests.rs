@@ -26,6 +26,7 @@ pub(super) fn note(channel: &str) -> NewNotification {
         fallback: Vec::new(),
         source: None,
         dedup: None,
+        digest: None,
     }
 }
 
