@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod dedup;
 mod delivery;
+mod digest;
 mod enqueue_outside;
 mod fuzz;
 mod history;
