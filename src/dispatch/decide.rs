@@ -522,6 +522,7 @@ mod tests {
             expires_at_ms: None,
             tried: Vec::new(),
             validation: crate::outbox::Validation::Done,
+            digest_key: None,
         }
     }
 

@@ -166,6 +166,7 @@ fn row(id: &str) -> Claimed {
         expires_at_ms: None,
         tried: Vec::new(),
         validation: Validation::Done,
+        digest_key: None,
     }
 }
 
