@@ -1289,6 +1289,12 @@ impl Outbox for PgOutbox {
             full = sweep::purge_again(n, r);
             batches += 1;
         }
+        // Dedup keys whose window is over hold nothing any more ([`crate::rules::dedup::holds`]).
+        sqlx::query(sql::PURGE_DEDUP_KEYS)
+            .bind(now)
+            .bind(sweep::PURGE_BATCH as i64)
+            .execute(&self.pool)
+            .await?;
         let expired_reason = Reason::EXPIRED;
         let expired = sqlx::query_as::<_, (String, String)>(sql::EXPIRE_OVERDUE)
             .bind(now)

@@ -73,6 +73,10 @@ pub const END_DIGEST_ITEMS: &str = "UPDATE notifications
 pub const DIGEST_ITEMS: &str = "SELECT id, subject, body, html, data, vars, created_at
      FROM notifications WHERE digest_id = $1 AND state = 'queued' ORDER BY created_at, id";
 
+/// Dedup keys whose window is over, a bounded batch per sweep, oldest first.
+pub const PURGE_DEDUP_KEYS: &str = "DELETE FROM dedup_keys WHERE ctid IN (
+         SELECT ctid FROM dedup_keys WHERE until_ms <= $1 ORDER BY until_ms LIMIT $2)";
+
 /// The holders of several idempotency keys.
 pub const KEY_HOLDERS: &str = "SELECT idempotency_key, id, state, content_hash
      FROM notifications WHERE idempotency_key = ANY($1::text[])";

@@ -275,6 +275,13 @@ const END_DIGEST_ITEMS: &str = "UPDATE notifications
      WHERE digest_id = ?1 AND state = 'queued'
      RETURNING id";
 
+/// Dedup keys whose window is over, a bounded batch per sweep, oldest first (walks
+/// `dedup_keys_until`).
+pub(super) const PURGE_DEDUP_KEYS: &str =
+    "DELETE FROM dedup_keys WHERE (channel, recipient, dedup_key) IN (
+         SELECT channel, recipient, dedup_key FROM dedup_keys WHERE until_ms <= ?1
+         ORDER BY until_ms LIMIT ?2)";
+
 /// A write request.
 pub enum Op {
     Enqueue {
@@ -1079,6 +1086,10 @@ impl Writer {
 
     fn sweep(&self, known: &[String], retention: &Retention, now: i64) -> Result<SweepReport> {
         let purged = self.purge(retention, now)?;
+        // Dedup keys whose window is over hold nothing any more ([`crate::rules::dedup::holds`]).
+        self.conn
+            .prepare_cached(PURGE_DEDUP_KEYS)?
+            .execute(params![now, sweep::PURGE_BATCH as i64])?;
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
         let expired_reason = Reason::EXPIRED;
         let expired = self
