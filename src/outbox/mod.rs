@@ -9,6 +9,7 @@ pub mod completion;
 pub mod failover;
 pub mod fallback;
 mod history;
+pub mod limits;
 mod model;
 pub mod postgres;
 pub mod receipt;
@@ -145,5 +146,11 @@ pub trait Outbox: Send + Sync + 'static {
     /// process writes to has nothing to say (the default).
     fn wake_on_remote_work(&self, wake: WakeUp) {
         let _ = wake;
+    }
+
+    /// The rate limits and holds this store shares between the daemons on it; `None` (the
+    /// default) for a store only this process uses, whose limits stay in process.
+    fn cluster_limits(&self) -> Option<std::sync::Arc<dyn limits::ClusterLimits>> {
+        None
     }
 }

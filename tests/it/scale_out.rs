@@ -20,7 +20,11 @@ async fn start_on(schema: &TestSchema, channels: &str) -> TestDaemon {
 }
 
 /// [`start_on`] with the dispatcher's `poll_interval`.
-async fn start_polling_every(schema: &TestSchema, poll: &str, channels: &str) -> TestDaemon {
+pub(crate) async fn start_polling_every(
+    schema: &TestSchema,
+    poll: &str,
+    channels: &str,
+) -> TestDaemon {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"{}\"\nschema = \"{}\"\n\
@@ -211,7 +215,7 @@ async fn a_plain_sql_row_that_cannot_be_sent_ends_with_its_reason_and_the_channe
 }
 
 /// An outbox on the queue in `schema`, reading `clock`: one daemon's store.
-async fn outbox_on(schema: &TestSchema, clock: &ManualClock) -> PgOutbox {
+pub(crate) async fn outbox_on(schema: &TestSchema, clock: &ManualClock) -> PgOutbox {
     PgOutbox::connect(&PgOptions {
         schema: schema.name.clone(),
         max_connections: 2,

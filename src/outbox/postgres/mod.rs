@@ -9,11 +9,13 @@
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
 mod history;
+mod limits;
 mod sql;
 mod stored;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dedup_digest",
         include_str!("migrations/0007_dedup_digest.sql"),
     ),
+    (
+        9,
+        "shared_limits",
+        include_str!("migrations/0009_shared_limits.sql"),
+    ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -59,6 +66,15 @@ const SWEEP_TERM_MS: i64 = 30_000;
 /// on the server (a few hundred notifying commits/s is the reported ceiling), and a loop that
 /// was just woken claims what came after in the same claim or at its next poll.
 const WAKE_DEBOUNCE: Duration = Duration::from_millis(20);
+/// How long an operation waits for a connection of the pool (while the server is down, the
+/// pool keeps trying to connect for this long before the operation answers unavailable).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long readiness waits for the pool, and then for a connection of its own when it asks
+/// why the server is unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first and the longest wait before connecting and migrating again at start.
+const SCHEMA_RETRY_MIN: Duration = Duration::from_millis(250);
+const SCHEMA_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Pause before listening again after the listener failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -101,6 +117,10 @@ pub fn valid_schema(schema: &str) -> bool {
 /// The PostgreSQL implementation of [`Outbox`].
 pub struct PgOutbox {
     pool: PgPool,
+    /// How the pool connects: readiness uses it to say why the server cannot be reached.
+    connect: PgConnectOptions,
+    /// Whether the schema is migrated yet (a daemon starts before its server is reachable).
+    schema: Arc<watch::Sender<SchemaState>>,
     owner: String,
     clock: Clock,
     enqueues: mpsc::Sender<PendingEnqueue>,
@@ -118,6 +138,93 @@ impl std::fmt::Debug for PgOutbox {
     }
 }
 
+/// Whether the queue's schema can be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SchemaState {
+    /// Migrated to this build's version: every operation may run.
+    Migrated,
+    /// Not yet, and why (the server is unreachable, a migration failed).
+    Waiting(String),
+}
+
+/// How `opts` connects: its URL with notifyd's schema as the `search_path`.
+fn connect_options(opts: &PgOptions) -> Result<PgConnectOptions> {
+    if !valid_schema(&opts.schema) {
+        return Err(StoreError::Internal(format!(
+            "queue.schema {:?} is not a plain lower-case name",
+            opts.schema
+        )));
+    }
+    Ok(PgConnectOptions::from_str(&opts.url)
+        .map_err(|e| StoreError::Unavailable(format!("queue.url: {e}")))?
+        .application_name("notifyd")
+        .options([("search_path", opts.schema.as_str())]))
+}
+
+fn pool_options(opts: &PgOptions) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections.max(2))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+/// Why `connect` cannot reach the server, from one connection of its own (a pool's error
+/// would only say it timed out waiting); `None` when it can. Bounded in time.
+async fn unreachable_because(connect: &PgConnectOptions) -> Option<String> {
+    let attempt = sqlx::ConnectOptions::connect(connect);
+    let why = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            return None;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+    };
+    Some(format!("PostgreSQL cannot be reached: {why}"))
+}
+
+/// Connects and migrates; why not, when that failed.
+async fn prepare_schema(
+    pool: &PgPool,
+    connect: &PgConnectOptions,
+    schema: &str,
+) -> std::result::Result<(), String> {
+    if let Some(why) = unreachable_because(connect).await {
+        return Err(why);
+    }
+    migrate(pool, schema).await.map_err(|e| e.to_string())
+}
+
+/// Connects and migrates until both succeeded (or the outbox is dropped), waiting longer after
+/// each failure, up to [`SCHEMA_RETRY_MAX`]; the state says why it is still waiting.
+async fn prepare_schema_until_done(
+    pool: PgPool,
+    connect: PgConnectOptions,
+    schema: String,
+    state: Arc<watch::Sender<SchemaState>>,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut wait = SCHEMA_RETRY_MIN;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match prepare_schema(&pool, &connect, &schema).await {
+            Ok(()) => {
+                state.send_replace(SchemaState::Migrated);
+                tracing::info!(schema, "The PostgreSQL queue is reachable and migrated.");
+                return;
+            }
+            Err(why) => {
+                wait = (wait * 2).min(SCHEMA_RETRY_MAX);
+                tracing::warn!(schema, error = %why, retry_in = ?wait,
+                    "The PostgreSQL queue is still not usable; the API answers 503 meanwhile.");
+                state.send_replace(SchemaState::Waiting(why));
+            }
+        }
+    }
+}
+
 /// One enqueue request waiting for the next group commit.
 struct PendingEnqueue {
     items: Vec<NewNotification>,
@@ -126,28 +233,60 @@ struct PendingEnqueue {
 
 impl PgOutbox {
     /// Connects, creates the schema and runs its migrations (under PostgreSQL's advisory lock,
-    /// so daemons starting at once do not both migrate), and starts the enqueue task.
+    /// so daemons starting at once do not both migrate), and starts the enqueue task. Fails at
+    /// once when the server cannot be reached: for the CLI, whose caller is waiting.
     pub async fn connect(opts: &PgOptions) -> Result<Self> {
-        if !valid_schema(&opts.schema) {
-            return Err(StoreError::Internal(format!(
-                "queue.schema {:?} is not a plain lower-case name",
-                opts.schema
-            )));
-        }
-        let connect = PgConnectOptions::from_str(&opts.url)
-            .map_err(|e| StoreError::Unavailable(format!("queue.url: {e}")))?
-            .application_name("notifyd")
-            .options([("search_path", opts.schema.as_str())]);
+        let connect = connect_options(opts)?;
         // One connection first: when the server cannot be reached, its error says why (refused,
         // bad password, no such database), where the pool's would only say it timed out.
         let probe = sqlx::ConnectOptions::connect(&connect).await?;
         sqlx::Connection::close(probe).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(connect)
-            .await?;
+        let pool = pool_options(opts).connect_with(connect.clone()).await?;
         migrate(&pool, &opts.schema).await?;
+        Ok(Self::serving(
+            opts,
+            pool,
+            connect,
+            watch::channel(SchemaState::Migrated),
+        ))
+    }
+
+    /// The daemon's queue, whether or not the server is reachable: one attempt to connect and
+    /// migrate, then, if it failed, more in the background, retried with backoff until they
+    /// succeed; until then every operation answers [`StoreError::Unavailable`] saying why (what
+    /// `/readyz` shows). A server that goes away later is reconnected to by the pool.
+    pub async fn start(opts: &PgOptions) -> Result<Self> {
+        let connect = connect_options(opts)?;
+        let pool = pool_options(opts).connect_lazy_with(connect.clone());
+        let first = prepare_schema(&pool, &connect, &opts.schema).await;
+        let state = match &first {
+            Ok(()) => SchemaState::Migrated,
+            Err(why) => {
+                tracing::warn!(schema = opts.schema, error = %why,
+                    "The PostgreSQL queue is not usable yet; the API answers 503 meanwhile.");
+                SchemaState::Waiting(why.clone())
+            }
+        };
+        let outbox = Self::serving(opts, pool, connect, watch::channel(state));
+        if first.is_err() {
+            tokio::spawn(prepare_schema_until_done(
+                outbox.pool.clone(),
+                outbox.connect.clone(),
+                opts.schema.clone(),
+                outbox.schema.clone(),
+                outbox.stop_listening.subscribe(),
+            ));
+        }
+        Ok(outbox)
+    }
+
+    /// The outbox on `pool`, with its enqueue task started.
+    fn serving(
+        opts: &PgOptions,
+        pool: PgPool,
+        connect: PgConnectOptions,
+        (schema, _): (watch::Sender<SchemaState>, watch::Receiver<SchemaState>),
+    ) -> Self {
         let wake_channel = format!("notifyd_{}", opts.schema);
         let (enqueues, rx) = mpsc::channel(ENQUEUE_QUEUE);
         tokio::spawn(run_enqueues(
@@ -156,19 +295,26 @@ impl PgOutbox {
             wake_channel.clone(),
             opts.clock.clone(),
         ));
-        Ok(Self {
+        Self {
             pool,
+            connect,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             clock: opts.clock.clone(),
             enqueues,
             wake_channel,
+            schema: Arc::new(schema),
             stop_listening: watch::channel(()).0,
-        })
+        }
     }
 
-    /// Closes every connection (tests drop their schema after this).
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// `Ok` once the schema is migrated; until then why the queue cannot be used yet.
+    fn usable(&self) -> Result<()> {
+        match &*self.schema.borrow() {
+            SchemaState::Migrated => Ok(()),
+            SchemaState::Waiting(why) => Err(StoreError::Unavailable(format!(
+                "the queue's schema is not ready yet: {why}"
+            ))),
+        }
     }
 
     async fn claim_rows(&self, channel: &str, limit: usize, lease_ms: i64) -> Result<Vec<Claimed>> {
@@ -1037,6 +1183,7 @@ impl From<sqlx::Error> for StoreError {
 #[async_trait]
 impl Outbox for PgOutbox {
     async fn enqueue(&self, items: Vec<NewNotification>) -> Result<Vec<Enqueued>> {
+        self.usable()?;
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -1051,6 +1198,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn find_key(&self, key: &str) -> Result<Option<KeyHolder>> {
+        self.usable()?;
         let row = sqlx::query(sql::KEY_HOLDER)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -1059,6 +1207,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        self.usable()?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1067,6 +1216,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> Result<()> {
+        self.usable()?;
         if completions.is_empty() {
             return Ok(());
         }
@@ -1078,6 +1228,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn get(&self, id: &str) -> Result<Option<NotificationView>> {
+        self.usable()?;
         let Some(r) = sqlx::query(sql::GET)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -1166,6 +1317,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn cancel(&self, id: &str) -> Result<Transition> {
+        self.usable()?;
         let request = transition::Request::Cancel;
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
@@ -1194,6 +1346,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.usable()?;
         let rows = sqlx::query(sql::DEAD_LETTERS)
             .bind(channel)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -1215,11 +1368,13 @@ impl Outbox for PgOutbox {
     }
 
     async fn replay(&self, id: &str) -> Result<Transition> {
+        self.usable()?;
         self.request(transition::Request::Replay, sql::REPLAY, id)
             .await
     }
 
     async fn depth(&self) -> Result<Vec<Depth>> {
+        self.usable()?;
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as(sql::DEPTH).fetch_all(&self.pool).await?;
         rows.into_iter()
@@ -1234,6 +1389,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>> {
+        self.usable()?;
         if channels.is_empty() {
             return Ok(Vec::new());
         }
@@ -1246,6 +1402,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {
+        self.usable()?;
         let now = self.clock.now_ms();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let query = match &how {
@@ -1275,10 +1432,12 @@ impl Outbox for PgOutbox {
 
     /// Runs on the one daemon that leads the sweep; the others answer an empty report.
     async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport> {
+        self.usable()?;
         let now = self.clock.now_ms();
         if !self.leads_sweep(now).await? {
             return Ok(SweepReport::default());
         }
+        limits::prune(&self.pool, now).await?;
         let (mut purged, mut receipts_purged) = self.purge(retention, now).await?;
         let mut full = sweep::purge_again(purged, receipts_purged);
         let mut batches = 1;
@@ -1343,6 +1502,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn record_receipt(&self, r: InboundReceipt) -> Result<RecordedReceipt> {
+        self.usable()?;
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         let target: Option<String> = sqlx::query_scalar(sql::RECEIPT_TARGET)
@@ -1388,10 +1548,12 @@ impl Outbox for PgOutbox {
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
+        self.usable()?;
         history::page(&self.pool, query).await
     }
 
     async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        self.usable()?;
         let rows = sqlx::query(sql::DIGEST_ITEMS)
             .bind(digest_id)
             .fetch_all(&self.pool)
@@ -1413,7 +1575,15 @@ impl Outbox for PgOutbox {
     }
 
     async fn content(&self, id: &str) -> Result<Option<Content>> {
+        self.usable()?;
         history::content(&self.pool, id).await
+    }
+
+    fn cluster_limits(&self) -> Option<std::sync::Arc<dyn crate::outbox::limits::ClusterLimits>> {
+        Some(std::sync::Arc::new(limits::PgLimits {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+        }))
     }
 
     fn wake_on_remote_work(&self, wake: WakeUp) {
@@ -1426,9 +1596,20 @@ impl Outbox for PgOutbox {
     }
 
     async fn check_writable(&self) -> Result<()> {
-        let writable: bool = sqlx::query_scalar(sql::WRITABLE)
-            .fetch_one(&self.pool)
-            .await?;
+        self.usable()?;
+        let check = sqlx::query_scalar(sql::WRITABLE).fetch_one(&self.pool);
+        let writable = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+            Ok(Ok(writable)) => writable,
+            Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => return Err(e.into()),
+            // The pool only says it waited in vain: ask the server why, from a connection of
+            // its own (a probe answers within a few seconds, whatever the pool is doing).
+            Ok(Err(_)) | Err(_) => {
+                let why = unreachable_because(&self.connect).await;
+                return Err(StoreError::Unavailable(why.unwrap_or_else(|| {
+                    "no connection of the pool answered in time".into()
+                })));
+            }
+        };
         if writable {
             Ok(())
         } else {

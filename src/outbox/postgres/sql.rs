@@ -326,3 +326,39 @@ pub const LEAD: &str = "INSERT INTO leaders (task, owner, until) VALUES ($1, $2,
 /// One wake-up hint per channel given (`$1` is the schema's wake-up channel): delivered to every
 /// listening daemon when the transaction commits.
 pub const NOTIFY: &str = "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c";
+
+/// One reservation of a shared rate-limit bucket, the rule of
+/// [`crate::policy::rate_limit::reserve`] in one statement: `$1` channel, `$2` recipient (`''`
+/// for the channel's own bucket), `$3` now, `$5` within, `$6` interval, `$7` tolerance (µs);
+/// `$4` tokens wanted. A new row is a full bucket (its arrival time was now). The row lock
+/// serialises daemons reserving from one bucket; RETURNING says how many were granted and the
+/// arrival time after them.
+pub const RESERVE_TOKENS: &str =
+    "INSERT INTO rate_limits AS b (channel, recipient, tat_us, granted)
+     SELECT $1, $2, $3 + g * $6, g
+     FROM (SELECT LEAST($4, ($5 + $7) / $6 + 1) AS g) AS fresh
+     ON CONFLICT (channel, recipient) DO UPDATE
+     SET (tat_us, granted) = (
+         SELECT base + g * $6, g
+         FROM (SELECT base, CASE WHEN base > $3 + $5 + $7 THEN 0
+                                 ELSE LEAST($4, ($3 + $5 + $7 - base) / $6 + 1) END AS g
+               FROM (SELECT GREATEST(b.tat_us, $3) AS base) AS t) AS u)
+     RETURNING tat_us, granted";
+
+/// Forgets up to `$2` buckets whose arrival time is before `$1` (µs): they are full again, so a
+/// new row would be the same.
+pub const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits WHERE ctid IN (
+         SELECT ctid FROM rate_limits WHERE tat_us < $1 LIMIT $2)";
+
+/// Holds channel `$1` until `$2` (ms) because `$3`, unless a longer hold is in force.
+pub const HOLD_CHANNEL: &str = "INSERT INTO channel_holds (channel, until_ms, because)
+     VALUES ($1, $2, $3)
+     ON CONFLICT (channel) DO UPDATE SET until_ms = excluded.until_ms, because = excluded.because
+     WHERE channel_holds.until_ms < excluded.until_ms";
+
+/// The holds in force at `$1` (ms).
+pub const HOLDS_IN_FORCE: &str =
+    "SELECT channel, until_ms, because FROM channel_holds WHERE until_ms > $1";
+
+/// Forgets the holds that ended before `$1` (ms).
+pub const PRUNE_HOLDS: &str = "DELETE FROM channel_holds WHERE until_ms <= $1";
