@@ -141,6 +141,13 @@ pub trait Outbox: Send + Sync + 'static {
         }
     }
 
+    /// Round trips made to a database server so far, for a store that has one (`/metrics`'
+    /// `notifyd_queue_round_trips_total`, which `notifyd bench` divides by what was delivered).
+    /// An embedded store has none to count (the default).
+    fn round_trips(&self) -> Option<u64> {
+        None
+    }
+
     /// Calls `wake` when another process queued work for a channel, so its loop claims at once
     /// instead of at its next poll. Only a hint: the loops poll anyway. A store only this
     /// process writes to has nothing to say (the default).

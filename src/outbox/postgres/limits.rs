@@ -22,6 +22,8 @@ const PRUNE_BATCH: i64 = 1000;
 pub struct PgLimits {
     pub(super) pool: PgPool,
     pub(super) clock: Clock,
+    /// The queue's round-trip counter: reservations and holds are database work too.
+    pub(super) trips: super::RoundTrips,
 }
 
 #[async_trait]
@@ -39,6 +41,7 @@ impl ClusterLimits for PgLimits {
             Bucket::Recipient { channel, recipient } => (channel, recipient),
         };
         let within_us = i64::try_from(within.as_micros()).unwrap_or(i64::MAX / 4);
+        self.trips.one();
         let (tat_us, granted): (i64, i64) = sqlx::query_as(sql::RESERVE_TOKENS)
             .bind(channel)
             .bind(recipient)
@@ -61,6 +64,7 @@ impl ClusterLimits for PgLimits {
     }
 
     async fn hold(&self, channel: &str, until_ms: WallMs, because: HoldReason) -> Result<()> {
+        self.trips.one();
         sqlx::query(sql::HOLD_CHANNEL)
             .bind(channel)
             .bind(until_ms)
@@ -71,6 +75,7 @@ impl ClusterLimits for PgLimits {
     }
 
     async fn holds(&self) -> Result<Vec<SharedHold>> {
+        self.trips.one();
         let rows: Vec<(String, i64, String)> = sqlx::query_as(sql::HOLDS_IN_FORCE)
             .bind(self.clock.now_ms())
             .fetch_all(&self.pool)

@@ -8,8 +8,10 @@
 //! token and the owner. The rules are the queue model's ([`completion`], [`fallback`],
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
+mod completions;
 mod history;
 mod limits;
+mod round_trips;
 mod sql;
 mod stored;
 
@@ -24,10 +26,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::completion::{FollowUp, RowChange};
+use super::completion::RowChange;
 use super::fallback::FallbackParent;
 use super::*;
 use crate::outbox::sqlite::stored::Unreadable;
+use completions::CompletionBatch;
+pub use round_trips::RoundTrips;
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
 const ENQUEUE_QUEUE: usize = 8192;
@@ -77,6 +81,10 @@ const SCHEMA_RETRY_MIN: Duration = Duration::from_millis(250);
 const SCHEMA_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Pause before listening again after the listener failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// A pooled connection idle this long is checked before use (it may have died with a server
+/// restart). One in steady use is not: sqlx already checks each as it goes back to the pool,
+/// and a check on every use too would double the round trips of every query.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Options for connecting to the PostgreSQL outbox.
 #[derive(Debug, Clone)]
@@ -128,6 +136,8 @@ pub struct PgOutbox {
     wake_channel: String,
     /// Dropping it stops the wake-up listener.
     stop_listening: watch::Sender<()>,
+    /// Round trips to the server so far (`/metrics`, `notifyd bench`).
+    trips: RoundTrips,
 }
 
 impl std::fmt::Debug for PgOutbox {
@@ -161,10 +171,29 @@ fn connect_options(opts: &PgOptions) -> Result<PgConnectOptions> {
         .options([("search_path", opts.schema.as_str())]))
 }
 
-fn pool_options(opts: &PgOptions) -> PgPoolOptions {
+/// The pool's settings; every ping it makes is counted in `trips`.
+fn pool_options(opts: &PgOptions, trips: &RoundTrips) -> PgPoolOptions {
+    let (on_acquire, on_release) = (trips.clone(), trips.clone());
     PgPoolOptions::new()
         .max_connections(opts.max_connections.max(2))
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let trips = on_acquire.clone();
+            Box::pin(async move {
+                if meta.idle_for < CHECK_IDLE_AFTER {
+                    return Ok(true);
+                }
+                trips.one();
+                // A dead connection is closed and another one taken.
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+        .after_release(move |_, _| {
+            // sqlx pings every connection given back, right after this.
+            on_release.one();
+            Box::pin(async { Ok(true) })
+        })
 }
 
 /// Why `connect` cannot reach the server, from one connection of its own (a pool's error
@@ -241,12 +270,16 @@ impl PgOutbox {
         // bad password, no such database), where the pool's would only say it timed out.
         let probe = sqlx::ConnectOptions::connect(&connect).await?;
         sqlx::Connection::close(probe).await?;
-        let pool = pool_options(opts).connect_with(connect.clone()).await?;
+        let trips = RoundTrips::default();
+        let pool = pool_options(opts, &trips)
+            .connect_with(connect.clone())
+            .await?;
         migrate(&pool, &opts.schema).await?;
         Ok(Self::serving(
             opts,
             pool,
             connect,
+            trips,
             watch::channel(SchemaState::Migrated),
         ))
     }
@@ -257,7 +290,8 @@ impl PgOutbox {
     /// `/readyz` shows). A server that goes away later is reconnected to by the pool.
     pub async fn start(opts: &PgOptions) -> Result<Self> {
         let connect = connect_options(opts)?;
-        let pool = pool_options(opts).connect_lazy_with(connect.clone());
+        let trips = RoundTrips::default();
+        let pool = pool_options(opts, &trips).connect_lazy_with(connect.clone());
         let first = prepare_schema(&pool, &connect, &opts.schema).await;
         let state = match &first {
             Ok(()) => SchemaState::Migrated,
@@ -267,7 +301,7 @@ impl PgOutbox {
                 SchemaState::Waiting(why.clone())
             }
         };
-        let outbox = Self::serving(opts, pool, connect, watch::channel(state));
+        let outbox = Self::serving(opts, pool, connect, trips, watch::channel(state));
         if first.is_err() {
             tokio::spawn(prepare_schema_until_done(
                 outbox.pool.clone(),
@@ -285,6 +319,7 @@ impl PgOutbox {
         opts: &PgOptions,
         pool: PgPool,
         connect: PgConnectOptions,
+        trips: RoundTrips,
         (schema, _): (watch::Sender<SchemaState>, watch::Receiver<SchemaState>),
     ) -> Self {
         let wake_channel = format!("notifyd_{}", opts.schema);
@@ -294,6 +329,7 @@ impl PgOutbox {
             rx,
             wake_channel.clone(),
             opts.clock.clone(),
+            trips.clone(),
         ));
         Self {
             pool,
@@ -304,7 +340,13 @@ impl PgOutbox {
             wake_channel,
             schema: Arc::new(schema),
             stop_listening: watch::channel(()).0,
+            trips,
         }
+    }
+
+    /// Closes every connection (tests drop their schema after this).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// `Ok` once the schema is migrated; until then why the queue cannot be used yet.
@@ -324,6 +366,7 @@ impl PgOutbox {
         let mut quarantined = 0;
         while out.len() < limit {
             let want = limit - out.len();
+            self.trips.one();
             let rows = sqlx::query(sql::CLAIM)
                 .bind(&self.owner)
                 .bind(until)
@@ -347,6 +390,7 @@ impl PgOutbox {
                 // The reason may quote stored values: the log names the column only.
                 tracing::warn!(channel, notification_id = %id, column = why.column,
                     "Quarantined an unreadable notification: dead with unreadable_row.");
+                self.trips.one();
                 sqlx::query(sql::QUARANTINE)
                     .bind(id)
                     .bind(why.to_string())
@@ -368,112 +412,85 @@ impl PgOutbox {
             .collect())
     }
 
-    async fn complete_in(
+    /// Writes a planned batch of completions with one statement on `conn`, then the follow-ups
+    /// of the changes that landed (receipts that arrived early and fail the notification, and
+    /// fallback children), on the same connection.
+    async fn write_completions(
         &self,
         conn: &mut PgConnection,
-        completions: Vec<Completion>,
+        batch: CompletionBatch,
         now: i64,
     ) -> Result<()> {
-        for c in completions {
-            if let Some(rec) = &c.record {
-                sqlx::query(sql::RECORD_ATTEMPT)
-                    .bind(&c.id)
-                    .bind(i64::from(c.attempt))
-                    .bind(rec.started_at_ms)
-                    .bind(rec.latency_ms)
-                    .bind(&rec.outcome)
-                    .bind(&rec.code)
-                    .bind(&rec.error)
-                    .bind(&rec.provider_id)
-                    .bind(&rec.decision)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let plan = match completion::plan(c.outcome, now) {
-                Ok(plan) => plan,
-                // A bug in the caller: this row stays leased and is sent again after its lease;
-                // the other completions of the request still land.
-                Err(e) => {
-                    tracing::error!(notification_id = %c.id, error = %e,
-                        "Completion refused; the notification will be retried when its lease expires.");
-                    continue;
+        let CompletionBatch {
+            changes: c,
+            records: r,
+            fallback_after,
+            ..
+        } = batch;
+        self.trips.one();
+        let rows = sqlx::query(sql::COMPLETE)
+            .bind(&c.id)
+            .bind(&c.lease)
+            .bind(&c.change)
+            .bind(&c.state)
+            .bind(&c.provider_id)
+            .bind(&c.run_at)
+            .bind(&c.refund)
+            .bind(&c.code)
+            .bind(&c.error)
+            .bind(&c.channel)
+            .bind(&self.owner)
+            .bind(now)
+            .bind(&r.id)
+            .bind(&r.attempt)
+            .bind(&r.started_at)
+            .bind(&r.latency_ms)
+            .bind(&r.outcome)
+            .bind(&r.code)
+            .bind(&r.error)
+            .bind(&r.provider_id)
+            .bind(&r.decision)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut landed = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            let lease = LeaseToken(row.try_get(1)?);
+            let status: Option<String> = row.try_get(2)?;
+            if let Some(status) = status {
+                let provider_status: String = row.try_get(3)?;
+                let code: Option<String> = row.try_get(4)?;
+                match status.parse() {
+                    Ok(status) => {
+                        apply_receipt(
+                            conn,
+                            &self.trips,
+                            &id,
+                            status,
+                            &provider_status,
+                            code.as_deref(),
+                            now,
+                        )
+                        .await?
+                    }
+                    // The schema's CHECK keeps this out; a receipt that cannot be read changes
+                    // nothing.
+                    Err(e) => tracing::warn!(notification_id = %id, error = %e,
+                        "A stored receipt cannot be read; it was not applied."),
                 }
-            };
-            let Some(is_digest) = self
-                .change_leased_row(conn, &c.id, c.lease, &plan.change, now)
-                .await?
-            else {
-                tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
+            }
+            landed.insert((id, lease));
+        }
+        for (id, lease) in c.id.into_iter().zip(c.lease.into_iter().map(LeaseToken)) {
+            let key = (id, lease);
+            if !landed.contains(&key) {
+                tracing::warn!(notification_id = %key.0, lease = lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
-                continue;
-            };
-            if is_digest {
-                end_digest_items(conn, &c.id, c.attempt, &plan.change, now).await?;
-            }
-            match plan.then {
-                None => {}
-                Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
-                    attach_early_receipts(conn, &c.id, &provider_id, now).await?;
-                }
-                Some(FollowUp::QueueFallback) => queue_fallback(conn, &c.id, now).await?,
+            } else if fallback_after.contains(&key) {
+                queue_fallback(conn, &self.trips, &key.0, now).await?;
             }
         }
         Ok(())
-    }
-
-    async fn change_leased_row(
-        &self,
-        conn: &mut PgConnection,
-        id: &str,
-        lease: LeaseToken,
-        change: &RowChange,
-        now: i64,
-    ) -> Result<Option<bool>> {
-        let fenced = |sql: &'static str| sqlx::query(sql).bind(id).bind(lease.0).bind(&self.owner);
-        let query = match change {
-            RowChange::Deliver { provider_id } => {
-                fenced(sql::DELIVER).bind(provider_id.clone()).bind(now)
-            }
-            RowChange::Requeue {
-                run_at_ms,
-                refund,
-                last: Some((code, error)),
-            } => fenced(sql::REQUEUE)
-                .bind(*run_at_ms)
-                .bind(i64::from(*refund))
-                .bind(code.clone())
-                .bind(error.clone())
-                .bind(now),
-            RowChange::Requeue {
-                run_at_ms,
-                refund,
-                last: None,
-            } => fenced(sql::REQUEUE_KEEPING_ERROR)
-                .bind(*run_at_ms)
-                .bind(i64::from(*refund))
-                .bind(now),
-            RowChange::End { state, code, error } => fenced(sql::END)
-                .bind(state.as_str())
-                .bind(code.clone())
-                .bind(error.clone())
-                .bind(now),
-            RowChange::Move {
-                channel,
-                run_at_ms,
-                code,
-                error,
-            } => fenced(sql::MOVE)
-                .bind(channel.clone())
-                .bind(*run_at_ms)
-                .bind(code.clone())
-                .bind(error.clone())
-                .bind(now),
-        };
-        Ok(query
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| r.try_get::<bool, _>(0))
-            .transpose()?)
     }
 
     async fn request(
@@ -483,6 +500,7 @@ impl PgOutbox {
         id: &str,
     ) -> Result<Transition> {
         let now = self.clock.now_ms();
+        self.trips.one();
         let changed = sqlx::query(statement)
             .bind(id)
             .bind(now)
@@ -495,6 +513,7 @@ impl PgOutbox {
         let current = if changed {
             None
         } else {
+            self.trips.one();
             let state: Option<String> = sqlx::query_scalar(sql::STATE)
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -506,6 +525,7 @@ impl PgOutbox {
 
     /// Whether this daemon leads the periodic sweep now (taking or extending the lead).
     async fn leads_sweep(&self, now: i64) -> Result<bool> {
+        self.trips.one();
         let granted: Option<String> = sqlx::query_scalar(sql::LEAD)
             .bind("sweep")
             .bind(&self.owner)
@@ -519,12 +539,14 @@ impl PgOutbox {
     /// One retention batch; how many notifications and unmatched receipts it deleted.
     async fn purge(&self, retention: &Retention, now: i64) -> Result<(u64, u64)> {
         let batch = i64::try_from(sweep::PURGE_BATCH).unwrap_or(i64::MAX);
+        self.trips.one();
         let notifications = sqlx::query(sql::PURGE_FINISHED)
             .bind(retention.finished_before(now))
             .bind(batch)
             .execute(&self.pool)
             .await?
             .rows_affected();
+        self.trips.one();
         let receipts = sqlx::query(sql::PURGE_UNMATCHED_RECEIPTS)
             .bind(retention.unmatched_receipts_before(now))
             .bind(batch)
@@ -565,6 +587,7 @@ async fn run_enqueues(
     mut rx: mpsc::Receiver<PendingEnqueue>,
     wake_channel: String,
     clock: Clock,
+    trips: RoundTrips,
 ) {
     let mut hints = Hints {
         channel: wake_channel,
@@ -583,7 +606,7 @@ async fn run_enqueues(
                 Err(_) => break,
             }
         }
-        commit_enqueues(&pool, &mut batch, &mut hints, clock.now_ms()).await;
+        commit_enqueues(&pool, &trips, &mut batch, &mut hints, clock.now_ms()).await;
     }
 }
 
@@ -623,12 +646,13 @@ impl Hints {
 
 async fn commit_enqueues(
     pool: &PgPool,
+    trips: &RoundTrips,
     batch: &mut Vec<PendingEnqueue>,
     hints: &mut Hints,
     now: i64,
 ) {
     let items: Vec<&NewNotification> = batch.iter().flat_map(|p| p.items.iter()).collect();
-    match insert_in_transaction(pool, &items, hints, now).await {
+    match insert_in_transaction(pool, trips, &items, hints, now).await {
         Ok(mut results) => {
             for pending in batch.drain(..) {
                 let rest = results.split_off(pending.items.len().min(results.len()));
@@ -643,7 +667,7 @@ async fn commit_enqueues(
             tracing::debug!(error = %e, "A group commit failed; its requests are retried one by one.");
             for pending in batch.drain(..) {
                 let items: Vec<&NewNotification> = pending.items.iter().collect();
-                let result = insert_in_transaction(pool, &items, hints, now).await;
+                let result = insert_in_transaction(pool, trips, &items, hints, now).await;
                 let _ = pending.reply.send(result);
             }
         }
@@ -658,12 +682,14 @@ async fn commit_enqueues(
 /// Inserts `items` in one transaction, with wake-up hints for the channels given work.
 async fn insert_in_transaction(
     pool: &PgPool,
+    trips: &RoundTrips,
     items: &[&NewNotification],
     hints: &mut Hints,
     now: i64,
 ) -> Result<Vec<Enqueued>> {
+    trips.one();
     let mut tx = pool.begin().await?;
-    let results = enqueue_in(&mut tx, items, now).await?;
+    let results = enqueue_in(&mut tx, trips, items, now).await?;
     let created: Vec<&NewNotification> = items
         .iter()
         .zip(&results)
@@ -672,12 +698,14 @@ async fn insert_in_transaction(
         .collect();
     let wake = hints.due(&created);
     if !wake.is_empty() {
+        trips.one();
         sqlx::query(sql::NOTIFY)
             .bind(&hints.channel)
             .bind(&wake)
             .execute(&mut *tx)
             .await?;
     }
+    trips.one();
     tx.commit().await?;
     Ok(results)
 }
@@ -730,6 +758,7 @@ async fn listen_for_work(
 /// item of the same batch sees an earlier one's key.
 async fn enqueue_in(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     items: &[&NewNotification],
     now: i64,
 ) -> Result<Vec<Enqueued>> {
@@ -741,28 +770,32 @@ async fn enqueue_in(
             continue;
         }
         if !plain.is_empty() {
-            out.extend(insert(conn, &plain, None).await?);
+            out.extend(insert(conn, trips, &plain, None).await?);
             plain.clear();
         }
         let merged = match &n.dedup {
-            Some(claim) => deduplicate(conn, n, claim, now).await?,
+            Some(claim) => deduplicate(conn, trips, n, claim, now).await?,
             None => None,
         };
         out.push(match (merged, &n.digest) {
             (Some(merged), _) => merged,
-            (None, None) => insert_one(conn, n).await?,
-            (None, Some(join)) => collect(conn, n, join, now).await?,
+            (None, None) => insert_one(conn, trips, n).await?,
+            (None, Some(join)) => collect(conn, trips, n, join, now).await?,
         });
     }
     if !plain.is_empty() {
-        out.extend(insert(conn, &plain, None).await?);
+        out.extend(insert(conn, trips, &plain, None).await?);
     }
     Ok(out)
 }
 
 /// Inserts one submitted notification.
-async fn insert_one(conn: &mut PgConnection, n: &NewNotification) -> Result<Enqueued> {
-    insert(conn, &[n], None)
+async fn insert_one(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    n: &NewNotification,
+) -> Result<Enqueued> {
+    insert(conn, trips, &[n], None)
         .await?
         .pop()
         .ok_or_else(|| StoreError::Internal("no result for an inserted row".into()))
@@ -772,14 +805,16 @@ async fn insert_one(conn: &mut PgConnection, n: &NewNotification) -> Result<Enqu
 /// idempotency key is answered as such and joins nothing.
 async fn collect(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     n: &NewNotification,
     join: &DigestJoin,
     now: i64,
 ) -> Result<Enqueued> {
-    let stored = insert_one(conn, n).await?;
+    let stored = insert_one(conn, trips, n).await?;
     if !matches!(stored, Enqueued::Created { .. }) {
         return Ok(stored);
     }
+    trips.one();
     let digest_id: String = sqlx::query_scalar(sql::JOIN_DIGEST)
         .bind(uuid::Uuid::now_v7().to_string())
         .bind(&n.channel)
@@ -791,6 +826,7 @@ async fn collect(
         .bind(i64::from(join.max))
         .fetch_one(&mut *conn)
         .await?;
+    trips.one();
     sqlx::query(sql::COLLECT_ITEM)
         .bind(&n.id)
         .bind(&digest_id)
@@ -798,6 +834,7 @@ async fn collect(
         .bind(MAX_TIME_MS)
         .execute(&mut *conn)
         .await?;
+    trips.one();
     insert_event(
         conn,
         &crate::rules::digest::collected(&n.id, &digest_id, &join.key, now),
@@ -810,6 +847,7 @@ async fn collect(
 /// timeline line.
 async fn end_digest_items(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     id: &str,
     attempt: u32,
     change: &RowChange,
@@ -818,6 +856,7 @@ async fn end_digest_items(
     let Some(ending) = crate::rules::digest::ending(id, change) else {
         return Ok(());
     };
+    trips.one();
     let items: Vec<String> = sqlx::query_scalar(sql::END_DIGEST_ITEMS)
         .bind(id)
         .bind(now)
@@ -829,6 +868,7 @@ async fn end_digest_items(
         .await?;
     for item in items {
         let event = crate::rules::digest::ended(&item, id, ending.digest, attempt, now);
+        trips.one();
         insert_event(conn, &event).await?;
     }
     Ok(())
@@ -839,10 +879,12 @@ async fn end_digest_items(
 /// same request, not a duplicate.
 async fn deduplicate(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     n: &NewNotification,
     claim: &DedupClaim,
     now: i64,
 ) -> Result<Option<Enqueued>> {
+    trips.one();
     if let Some(key) = &n.idempotency_key
         && let Some(r) = sqlx::query(sql::KEY_HOLDER)
             .bind(key)
@@ -851,6 +893,7 @@ async fn deduplicate(
     {
         return Ok(Some(key_holder(&r, 0)?.answer(&n.content_hash)));
     }
+    trips.one();
     let took: Option<String> = sqlx::query_scalar(sql::TAKE_DEDUP_KEY)
         .bind(&n.channel)
         .bind(&n.to)
@@ -863,12 +906,26 @@ async fn deduplicate(
     if took.is_some() {
         return Ok(None);
     }
-    let (id, state): (String, String) = sqlx::query_as(sql::COUNT_DUPLICATE)
+    trips.one();
+    let holder: Option<(String, String)> = sqlx::query_as(sql::COUNT_DUPLICATE)
         .bind(&n.channel)
         .bind(&n.to)
         .bind(&claim.key)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
+    let Some((id, state)) = holder else {
+        trips.one();
+        sqlx::query(sql::TAKE_ORPHANED_DEDUP_KEY)
+            .bind(&n.channel)
+            .bind(&n.to)
+            .bind(&claim.key)
+            .bind(&n.id)
+            .bind(claim.until_ms)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(None);
+    };
+    trips.one();
     insert_event(conn, &crate::rules::dedup::merged(&id, &claim.key, now)).await?;
     Ok(Some(Enqueued::Deduplicated {
         id,
@@ -880,6 +937,7 @@ async fn deduplicate(
 /// per item, in order.
 async fn insert(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     items: &[&NewNotification],
     parent: Option<&str>,
 ) -> Result<Vec<Enqueued>> {
@@ -887,6 +945,7 @@ async fn insert(
     for n in items {
         columns.push(n, parent)?;
     }
+    trips.one();
     let created: HashSet<String> = sqlx::query_scalar(sql::INSERT)
         .bind(columns.id)
         .bind(columns.channel)
@@ -915,6 +974,7 @@ async fn insert(
         .collect();
     let mut holders: HashMap<String, KeyHolder> = HashMap::new();
     if !held.is_empty() {
+        trips.one();
         let rows = sqlx::query(sql::KEY_HOLDERS)
             .bind(&held)
             .fetch_all(&mut *conn)
@@ -1011,6 +1071,7 @@ fn parse_state(s: &str) -> Result<State> {
 
 async fn apply_receipt(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     id: &str,
     status: ReceiptStatus,
     provider_status: &str,
@@ -1019,6 +1080,7 @@ async fn apply_receipt(
 ) -> Result<()> {
     if let Some((code, error)) = receipt::receipt_failure(status, provider_status, error_code) {
         let (from, to) = receipt::RECEIPT_FAILS;
+        trips.one();
         sqlx::query(sql::FAIL_BY_RECEIPT)
             .bind(id)
             .bind(code)
@@ -1032,31 +1094,13 @@ async fn apply_receipt(
     Ok(())
 }
 
-async fn attach_early_receipts(
+async fn queue_fallback(
     conn: &mut PgConnection,
-    id: &str,
-    provider_id: &str,
+    trips: &RoundTrips,
+    parent: &str,
     now: i64,
 ) -> Result<()> {
-    let early: Vec<(String, String, Option<String>)> = sqlx::query_as(sql::EARLY_RECEIPTS)
-        .bind(id)
-        .bind(provider_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    for (status, provider_status, code) in early {
-        match status.parse() {
-            Ok(status) => {
-                apply_receipt(conn, id, status, &provider_status, code.as_deref(), now).await?
-            }
-            // The schema's CHECK keeps this out; a receipt that cannot be read changes nothing.
-            Err(e) => tracing::warn!(notification_id = %id, error = %e,
-                "A stored receipt cannot be read; it was not applied."),
-        }
-    }
-    Ok(())
-}
-
-async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Result<()> {
+    trips.one();
     let row = sqlx::query(sql::FALLBACK_PARENT)
         .bind(parent)
         .fetch_one(&mut *conn)
@@ -1068,6 +1112,7 @@ async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Resu
             tracing::error!(notification_id = %parent, column = why.column,
                 "A stored column needed for the fallback cannot be read; the notification is now a dead letter.");
             let reason = Reason::UNREADABLE_ROW;
+            trips.one();
             sqlx::query(sql::END_UNREADABLE)
                 .bind(parent)
                 .bind(reason.code)
@@ -1080,7 +1125,7 @@ async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Resu
     };
     let child_id = uuid::Uuid::now_v7().to_string();
     if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
-        insert(conn, &[&child], Some(parent)).await?;
+        insert(conn, trips, &[&child], Some(parent)).await?;
     }
     Ok(())
 }
@@ -1199,6 +1244,7 @@ impl Outbox for PgOutbox {
 
     async fn find_key(&self, key: &str) -> Result<Option<KeyHolder>> {
         self.usable()?;
+        self.trips.one();
         let row = sqlx::query(sql::KEY_HOLDER)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -1221,14 +1267,28 @@ impl Outbox for PgOutbox {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        let mut tx = self.pool.begin().await?;
-        self.complete_in(&mut tx, completions, now).await?;
-        tx.commit().await?;
+        let batch = CompletionBatch::plan(completions, now);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if batch.may_follow_up {
+            // The follow-ups commit with the changes they follow, or not at all.
+            self.trips.one();
+            let mut tx = self.pool.begin().await?;
+            self.write_completions(&mut tx, batch, now).await?;
+            self.trips.one();
+            tx.commit().await?;
+        } else {
+            // One statement: atomic on its own, no transaction to open and commit.
+            let mut conn = self.pool.acquire().await?;
+            self.write_completions(&mut conn, batch, now).await?;
+        }
         Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<NotificationView>> {
         self.usable()?;
+        self.trips.one();
         let Some(r) = sqlx::query(sql::GET)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -1236,6 +1296,7 @@ impl Outbox for PgOutbox {
         else {
             return Ok(None);
         };
+        self.trips.one();
         let attempt_log = sqlx::query(sql::ATTEMPTS)
             .bind(id)
             .fetch_all(&self.pool)
@@ -1255,6 +1316,7 @@ impl Outbox for PgOutbox {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        self.trips.one();
         let receipts = sqlx::query(sql::RECEIPTS)
             .bind(id)
             .fetch_all(&self.pool)
@@ -1320,7 +1382,9 @@ impl Outbox for PgOutbox {
         self.usable()?;
         let request = transition::Request::Cancel;
         let now = self.clock.now_ms();
+        self.trips.one();
         let mut tx = self.pool.begin().await?;
+        self.trips.one();
         let changed = sqlx::query(sql::CANCEL)
             .bind(id)
             .bind(now)
@@ -1332,21 +1396,32 @@ impl Outbox for PgOutbox {
             == 1;
         let current = if changed {
             // A cancelled digest fails the items waiting in it, in the same commit.
-            end_digest_items(&mut tx, id, 0, &crate::rules::digest::cancelled(), now).await?;
+            end_digest_items(
+                &mut tx,
+                &self.trips,
+                id,
+                0,
+                &crate::rules::digest::cancelled(),
+                now,
+            )
+            .await?;
             None
         } else {
+            self.trips.one();
             let state: Option<String> = sqlx::query_scalar(sql::STATE)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
             state.map(|s| parse_state(&s)).transpose()?
         };
+        self.trips.one();
         tx.commit().await?;
         Ok(request.answer(changed, current))
     }
 
     async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
         self.usable()?;
+        self.trips.one();
         let rows = sqlx::query(sql::DEAD_LETTERS)
             .bind(channel)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -1375,6 +1450,7 @@ impl Outbox for PgOutbox {
 
     async fn depth(&self) -> Result<Vec<Depth>> {
         self.usable()?;
+        self.trips.one();
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as(sql::DEPTH).fetch_all(&self.pool).await?;
         rows.into_iter()
@@ -1393,6 +1469,7 @@ impl Outbox for PgOutbox {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
+        self.trips.one();
         let rows: Vec<(String, i64)> = sqlx::query_as(sql::OLDEST_DUE)
             .bind(channels)
             .bind(self.clock.now_ms())
@@ -1427,6 +1504,7 @@ impl Outbox for PgOutbox {
                     .bind(why.message)
             }
         };
+        self.trips.one();
         Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
@@ -1449,12 +1527,14 @@ impl Outbox for PgOutbox {
             batches += 1;
         }
         // Dedup keys whose window is over hold nothing any more ([`crate::rules::dedup::holds`]).
+        self.trips.one();
         sqlx::query(sql::PURGE_DEDUP_KEYS)
             .bind(now)
             .bind(sweep::PURGE_BATCH as i64)
             .execute(&self.pool)
             .await?;
         let expired_reason = Reason::EXPIRED;
+        self.trips.one();
         let expired = sqlx::query_as::<_, (String, String)>(sql::EXPIRE_OVERDUE)
             .bind(now)
             .bind(expired_reason.code)
@@ -1465,12 +1545,14 @@ impl Outbox for PgOutbox {
             .into_iter()
             .map(|(id, channel)| ExpiredRow { id, channel })
             .collect();
+        self.trips.one();
         let live: Vec<String> = sqlx::query_scalar(sql::LIVE_CHANNELS)
             .fetch_all(&self.pool)
             .await?;
         let orphan_reason = Reason::UNKNOWN_CHANNEL;
         let mut orphaned = 0;
         for channel in sweep::unknown_channels(&live, known_channels) {
+            self.trips.one();
             orphaned += sqlx::query(sql::DEAD_LETTER_ORPHANS)
                 .bind(channel)
                 .bind(now)
@@ -1504,12 +1586,15 @@ impl Outbox for PgOutbox {
     async fn record_receipt(&self, r: InboundReceipt) -> Result<RecordedReceipt> {
         self.usable()?;
         let now = self.clock.now_ms();
+        self.trips.one();
         let mut tx = self.pool.begin().await?;
+        self.trips.one();
         let target: Option<String> = sqlx::query_scalar(sql::RECEIPT_TARGET)
             .bind(&r.provider_id)
             .bind(&r.channel)
             .fetch_optional(&mut *tx)
             .await?;
+        self.trips.one();
         let inserted = sqlx::query(sql::INSERT_RECEIPT)
             .bind(&r.channel)
             .bind(&r.provider_id)
@@ -1523,6 +1608,7 @@ impl Outbox for PgOutbox {
             .rows_affected();
         if inserted == 0 {
             // Already stored (and applied, if it matched): a replay changes nothing.
+            self.trips.one();
             tx.commit().await?;
             return Ok(RecordedReceipt {
                 notification_id: target,
@@ -1532,6 +1618,7 @@ impl Outbox for PgOutbox {
         if let Some(id) = &target {
             apply_receipt(
                 &mut tx,
+                &self.trips,
                 id,
                 r.status,
                 &r.provider_status,
@@ -1540,6 +1627,7 @@ impl Outbox for PgOutbox {
             )
             .await?;
         }
+        self.trips.one();
         tx.commit().await?;
         Ok(RecordedReceipt {
             notification_id: target,
@@ -1549,11 +1637,13 @@ impl Outbox for PgOutbox {
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
         self.usable()?;
+        self.trips.one();
         history::page(&self.pool, query).await
     }
 
     async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
         self.usable()?;
+        self.trips.one();
         let rows = sqlx::query(sql::DIGEST_ITEMS)
             .bind(digest_id)
             .fetch_all(&self.pool)
@@ -1576,6 +1666,7 @@ impl Outbox for PgOutbox {
 
     async fn content(&self, id: &str) -> Result<Option<Content>> {
         self.usable()?;
+        self.trips.one();
         history::content(&self.pool, id).await
     }
 
@@ -1583,7 +1674,12 @@ impl Outbox for PgOutbox {
         Some(std::sync::Arc::new(limits::PgLimits {
             pool: self.pool.clone(),
             clock: self.clock.clone(),
+            trips: self.trips.clone(),
         }))
+    }
+
+    fn round_trips(&self) -> Option<u64> {
+        Some(self.trips.total())
     }
 
     fn wake_on_remote_work(&self, wake: WakeUp) {
@@ -1597,7 +1693,8 @@ impl Outbox for PgOutbox {
 
     async fn check_writable(&self) -> Result<()> {
         self.usable()?;
-        let check = sqlx::query_scalar(sql::WRITABLE).fetch_one(&self.pool);
+        self.trips.one();
+        let check = sqlx::query_scalar::<_, bool>(sql::WRITABLE).fetch_one(&self.pool);
         let writable = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
             Ok(Ok(writable)) => writable,
             Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => return Err(e.into()),

@@ -22,7 +22,7 @@ pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, sub
      RETURNING id";
 
 /// Takes a dedup key for a notification: a new key, or one whose window is over
-/// ([`crate::rules::dedup::holds`] no longer) or whose holder is gone. Returns the id only when
+/// ([`crate::rules::dedup::holds`] no longer). Returns the id only when
 /// the key is now the caller's. ON CONFLICT DO UPDATE locks the conflicting row even when its
 /// WHERE is false, so a daemon enqueueing the same key at once waits for this transaction and
 /// then sees its holder: one atomic step, not a read then a write.
@@ -32,8 +32,15 @@ pub const TAKE_DEDUP_KEY: &str =
      ON CONFLICT (channel, recipient, dedup_key) DO UPDATE
          SET notification_id = excluded.notification_id, until_ms = excluded.until_ms
          WHERE dedup_keys.until_ms <= $6
-            OR NOT EXISTS (SELECT 1 FROM notifications n WHERE n.id = dedup_keys.notification_id)
      RETURNING notification_id";
+
+/// Gives a dedup key whose holder is gone (purged by retention while its window ran) to a new
+/// holder. Only after [`TAKE_DEDUP_KEY`] locked the row and [`COUNT_DUPLICATE`] found no holder:
+/// a later statement, so it sees every holder committed meanwhile (a subquery in the upsert
+/// would read the upsert's older snapshot and miss a holder another daemon just committed).
+pub const TAKE_ORPHANED_DEDUP_KEY: &str =
+    "UPDATE dedup_keys SET notification_id = $4, until_ms = $5
+     WHERE channel = $1 AND recipient = $2 AND dedup_key = $3";
 
 /// Counts one more duplicate on the holder of a dedup key; its id and state.
 pub const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
@@ -114,41 +121,80 @@ pub const QUARANTINE: &str =
          lease_owner = NULL, updated_at = $3
      WHERE id = $1";
 
-/// The fenced completions: a row changes only while the completion's lease is its current one.
-macro_rules! fenced {
-    ($set:literal) => {
-        concat!(
-            "UPDATE notifications SET ",
-            $set,
-            " WHERE id = $1 AND lease = $2 AND lease_owner = $3 AND state = 'sending'",
-            " RETURNING digest_key IS NOT NULL"
-        )
-    };
-}
-pub const DELIVER: &str = fenced!(
-    "state = 'delivered', provider_id = $4, lease_owner = NULL, last_code = NULL,
-     last_error = NULL, updated_at = $5"
-);
-pub const REQUEUE: &str = fenced!(
-    "state = 'queued', run_at = $4, attempts = attempts - $5, lease_owner = NULL,
-     last_code = $6, last_error = $7, updated_at = $8"
-);
-pub const REQUEUE_KEEPING_ERROR: &str = fenced!(
-    "state = 'queued', run_at = $4, attempts = attempts - $5, lease_owner = NULL,
-     updated_at = $6"
-);
-pub const END: &str =
-    fenced!("state = $4, lease_owner = NULL, last_code = $5, last_error = $6, updated_at = $7");
-pub const MOVE: &str = fenced!(
-    "tried = coalesce(tried, '[]'::jsonb) || to_jsonb(channel), channel = $4, state = 'queued',
-     attempts = 0, run_at = $5, lease_owner = NULL, last_code = $6, last_error = $7,
-     updated_at = $8"
-);
-
-pub const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, started_at,
-         latency_ms, outcome, code, error, provider_id, decision, channel)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-             (SELECT channel FROM notifications WHERE id = $1))";
+/// A batch of completions in one statement, columns as arrays (River's
+/// `JobSetStateIfRunningMany` does the same): every attempt of `$13`–`$21` is recorded, with the
+/// channel it was made on; each row change of `$1`–`$10` lands only while the completion's lease
+/// (`$2`) is the row's current one, held by this daemon (`$11`), and the row still `sending`
+/// (`$12` is now). The `change` column says which of the model's row changes it is: a delivery
+/// sets (or clears) the provider id and the last error; a requeue sets `run_at`, gives back
+/// `refund` attempts and sets the last error, unless it keeps it (a release); an end sets the
+/// final state and error; a move fails over onto `channel`, adding the current one to `tried`,
+/// with a fresh attempt count. A landed delivery attaches the receipts that arrived before its
+/// provider id (of its own channel). A landed digest that was delivered or ended ends the items
+/// waiting in it, each with its `digest` timeline line, as [`crate::rules::digest::ending`] and
+/// [`crate::rules::digest::ended`] say (the contract suite checks both backends write the same).
+/// One row per landed change (id, lease), with each early receipt it attached (NULL status when
+/// none).
+pub const COMPLETE: &str = "WITH recorded AS (
+         INSERT INTO attempts (notification_id, attempt, started_at, latency_ms, outcome, code,
+                               error, provider_id, decision, channel)
+         SELECT a.id, a.attempt, a.started_at, a.latency_ms, a.outcome, a.code, a.error,
+                a.provider_id, a.decision, (SELECT channel FROM notifications WHERE id = a.id)
+         FROM unnest($13::text[], $14::int8[], $15::int8[], $16::int8[], $17::text[],
+                     $18::text[], $19::text[], $20::text[], $21::text[])
+              WITH ORDINALITY AS a(id, attempt, started_at, latency_ms, outcome, code, error,
+                                   provider_id, decision, ord)
+         ORDER BY a.ord),
+     changed AS (
+         UPDATE notifications n
+         SET state = c.state,
+             provider_id = CASE WHEN c.change = 'deliver' THEN c.provider_id
+                                ELSE n.provider_id END,
+             run_at = coalesce(c.run_at, n.run_at),
+             attempts = CASE WHEN c.change = 'move' THEN 0 ELSE n.attempts - c.refund END,
+             tried = CASE WHEN c.change = 'move'
+                          THEN coalesce(n.tried, '[]'::jsonb) || to_jsonb(n.channel)
+                          ELSE n.tried END,
+             channel = coalesce(c.channel, n.channel),
+             last_code = CASE WHEN c.change = 'requeue_keeping_error' THEN n.last_code
+                              ELSE c.code END,
+             last_error = CASE WHEN c.change = 'requeue_keeping_error' THEN n.last_error
+                               ELSE c.error END,
+             lease_owner = NULL,
+             updated_at = $12
+         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                     $7::int8[], $8::text[], $9::text[], $10::text[])
+              AS c(id, lease, change, state, provider_id, run_at, refund, code, error, channel)
+         WHERE n.id = c.id AND n.lease = c.lease AND n.lease_owner = $11
+           AND n.state = 'sending'
+         RETURNING n.id, c.lease, c.change, n.provider_id, n.channel,
+                   n.digest_key IS NOT NULL AS digest, c.state, c.code, c.error, n.attempts),
+     digest_items AS (
+         UPDATE notifications i
+         SET state = CASE WHEN d.change = 'deliver' THEN 'delivered' ELSE 'failed' END,
+             provider_id = d.provider_id,
+             last_code = d.code,
+             last_error = CASE WHEN d.change = 'deliver' THEN NULL
+                               ELSE 'its digest ' || d.id || ' ended ' || d.state || ': '
+                                    || d.error END,
+             updated_at = $12
+         FROM changed d
+         WHERE d.digest AND d.change IN ('deliver', 'end') AND i.digest_id = d.id
+           AND i.state = 'queued'
+         RETURNING i.id, i.state, d.id AS digest_id, d.attempts),
+     digest_events AS (
+         INSERT INTO events (notification_id, at, rule, detail)
+         SELECT id, $12, 'digest',
+                state || ' with digest ' || digest_id || ' (its attempt ' || attempts || ')'
+         FROM digest_items),
+     early AS (
+         UPDATE receipts r SET notification_id = d.id
+         FROM changed d
+         WHERE d.change = 'deliver' AND r.provider_id = d.provider_id
+           AND r.notification_id IS NULL AND r.channel = d.channel
+         RETURNING r.notification_id, r.status, r.provider_status, r.error_code)
+     SELECT d.id, d.lease, e.status, e.provider_status, e.error_code
+     FROM changed d LEFT JOIN early e ON e.notification_id = d.id";
 
 pub const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
@@ -193,11 +239,6 @@ pub const INSERT_RECEIPT: &str = "INSERT INTO receipts (channel, provider_id, st
          provider_status, error_code, received_at, notification_id)
      VALUES ($1, $2, $3, $4, $5, $6, $7)
      ON CONFLICT (channel, provider_id, provider_status) DO NOTHING";
-
-pub const EARLY_RECEIPTS: &str = "UPDATE receipts SET notification_id = $1
-     WHERE provider_id = $2 AND notification_id IS NULL
-       AND channel = (SELECT channel FROM notifications WHERE id = $1)
-     RETURNING status, provider_status, error_code";
 
 pub const FAIL_BY_RECEIPT: &str =
     "UPDATE notifications SET state = $6, last_code = $2, last_error = $3, updated_at = $4

@@ -1389,7 +1389,10 @@ async fn the_wal_gives_back_its_peak_size_when_free_space_runs_short() {
 
 #[test]
 fn the_dedup_key_purge_walks_the_window_index() {
-    assert_plan_has(writer::PURGE_DEDUP_KEYS, "USING COVERING INDEX dedup_keys_until");
+    assert_plan_has(
+        writer::PURGE_DEDUP_KEYS,
+        "USING COVERING INDEX dedup_keys_until",
+    );
 }
 
 #[tokio::test]

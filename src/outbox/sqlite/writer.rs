@@ -230,7 +230,7 @@ const REPLAY: &str = "UPDATE notifications SET state = ?4, attempts = 0, run_at 
      WHERE id = ?1 AND state = ?3";
 
 /// Takes a dedup key for a notification: a new key, or one whose window is over
-/// ([`crate::rules::dedup::holds`] no longer) or whose holder is gone. Returns the id only when
+/// ([`crate::rules::dedup::holds`] no longer). Returns the id only when
 /// the key is now the caller's; a key still held returns no row.
 pub(super) const TAKE_DEDUP_KEY: &str =
     "INSERT INTO dedup_keys (channel, recipient, dedup_key, notification_id, until_ms)
@@ -238,8 +238,12 @@ pub(super) const TAKE_DEDUP_KEY: &str =
      ON CONFLICT (channel, recipient, dedup_key) DO UPDATE
          SET notification_id = excluded.notification_id, until_ms = excluded.until_ms
          WHERE dedup_keys.until_ms <= ?6
-            OR NOT EXISTS (SELECT 1 FROM notifications WHERE id = dedup_keys.notification_id)
      RETURNING notification_id";
+
+/// Gives a dedup key whose holder is gone (purged by retention while its window ran) to a new
+/// holder, after [`COUNT_DUPLICATE`] found no holder.
+const TAKE_ORPHANED_DEDUP_KEY: &str = "UPDATE dedup_keys SET notification_id = ?4, until_ms = ?5
+     WHERE channel = ?1 AND recipient = ?2 AND dedup_key = ?3";
 
 /// Counts one more duplicate on the holder of a dedup key; its id and state.
 pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
@@ -613,12 +617,19 @@ impl Writer {
         if took.is_some() {
             return Ok(None);
         }
-        let (id, state): (String, String) = self
-            .conn
-            .prepare_cached(COUNT_DUPLICATE)?
-            .query_row(params![n.channel, n.to, claim.key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        let holder: Option<(String, String)> = rusqlite::OptionalExtension::optional(
+            self.conn
+                .prepare_cached(COUNT_DUPLICATE)?
+                .query_row(params![n.channel, n.to, claim.key], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                }),
+        )?;
+        let Some((id, state)) = holder else {
+            self.conn
+                .prepare_cached(TAKE_ORPHANED_DEDUP_KEY)?
+                .execute(params![n.channel, n.to, claim.key, n.id, claim.until_ms])?;
+            return Ok(None);
+        };
         let state = state.parse::<State>().map_err(StoreError::Internal)?;
         self.record_events(&[crate::rules::dedup::merged(&id, &claim.key, now)])?;
         Ok(Some(Enqueued::Deduplicated { id, state }))

@@ -153,3 +153,40 @@ pub async fn a_duplicate_of_a_delivered_notification_reports_its_state(s: Subjec
     );
     assert!(s.claim("mail", 10).await.is_empty());
 }
+
+pub async fn a_key_whose_holder_was_purged_is_taken_by_the_next(s: Subject) {
+    let day = 86_400_000;
+    let first = s.put(keyed(&s, "mail", "ops", "k", 7 * day)).await;
+    let row = s.claim_only("mail", &first).await;
+    s.complete(&row, super::delivered("p-1")).await;
+    s.clock.advance(Duration::from_secs(2 * 3600));
+    let retention = notifyd::outbox::Retention {
+        finished_ms: 3_600_000,
+        unmatched_receipts_ms: day,
+    };
+    let report = s
+        .outbox
+        .sweep(&["mail".to_owned()], &retention)
+        .await
+        .unwrap();
+    assert_eq!(report.purged, 1);
+
+    let next = keyed(&s, "mail", "ops", "k", 60_000);
+    let next_id = next.id.clone();
+    assert_eq!(
+        s.outbox.enqueue(vec![next]).await.unwrap(),
+        vec![Enqueued::Created {
+            id: next_id.clone()
+        }]
+    );
+    assert_eq!(
+        s.outbox
+            .enqueue(vec![keyed(&s, "mail", "ops", "k", 60_000)])
+            .await
+            .unwrap(),
+        vec![Enqueued::Deduplicated {
+            id: next_id,
+            state: State::Queued
+        }]
+    );
+}

@@ -152,6 +152,7 @@ macro_rules! outbox_contract {
             dedup::each_item_of_one_enqueue_is_deduplicated_on_its_own,
             dedup::a_replayed_idempotency_key_is_a_replay_not_a_duplicate,
             dedup::a_duplicate_of_a_delivered_notification_reports_its_state,
+            dedup::a_key_whose_holder_was_purged_is_taken_by_the_next,
             digest::items_with_one_key_join_one_digest_sent_when_its_window_ends,
             digest::a_digest_is_scoped_to_its_recipient_and_key,
             digest::a_digest_that_fills_up_is_sent_at_once,
