@@ -2,26 +2,13 @@
 
 use serde_json::{Value, json};
 
-use crate::postgres_server::{TestSchema, server_url};
+use crate::postgres_server::TestSchema;
 use crate::support::*;
 
 /// A webhook channel `hooks` to `sink` whose notifications hold their dedup key for 10 minutes
 /// unless they say otherwise.
 fn hooks(sink: &Sink) -> String {
     webhook("hooks", &sink.url(), "dedup_window = \"10m\"")
-}
-
-/// The same daemon again on the same queue file: a restart.
-async fn restart(d: TestDaemon, channels: &str) -> TestDaemon {
-    let dir = d.stop().await;
-    let config = load_config(&config_text(dir.path(), channels), dir.path());
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
-    TestDaemon {
-        base: format!("http://{}", daemon.addr()),
-        daemon: Some(daemon),
-        dir,
-        http: reqwest::Client::new(),
-    }
 }
 
 fn alert(to: &str, body: &str) -> Value {
@@ -44,7 +31,7 @@ async fn a_duplicate_inside_the_window_is_answered_with_the_first_and_not_sent_a
     assert_eq!(again["state"], "delivered");
 
     // Across a restart the key still holds: it is in the queue, not in memory.
-    let d = restart(d, &hooks(&sink)).await;
+    let d = d.restart(&hooks(&sink)).await;
     let (status, after) = d
         .post("/v1/notifications", &alert("ops", "disk 99% full"))
         .await;
@@ -111,35 +98,14 @@ async fn a_dedup_key_without_a_window_anywhere_is_refused_naming_dedup_window() 
     d.stop().await;
 }
 
-/// A daemon in this process on the PostgreSQL queue in `schema`.
-async fn start_on_postgres(schema: &TestSchema, channels: &str) -> TestDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"{}\"\nschema = \"{}\"\n\
-         max_connections = 4\n\
-         [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
-         [log]\nlevel = \"warn\"\n{channels}",
-        server_url(),
-        schema.name,
-    );
-    let config = load_config(&text, dir.path());
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
-    TestDaemon {
-        base: format!("http://{}", daemon.addr()),
-        daemon: Some(daemon),
-        dir,
-        http: reqwest::Client::new(),
-    }
-}
-
 #[tokio::test]
 async fn two_daemons_on_postgres_agree_on_one_holder_of_a_key_sent_to_both_at_once() {
     let Some(schema) = TestSchema::create().await else {
         return;
     };
     let sink = Sink::ok().await;
-    let a = start_on_postgres(&schema, &hooks(&sink)).await;
-    let b = start_on_postgres(&schema, &hooks(&sink)).await;
+    let a = TestDaemon::start_on_postgres(&schema.name, &hooks(&sink)).await;
+    let b = TestDaemon::start_on_postgres(&schema.name, &hooks(&sink)).await;
     const EACH: usize = 10;
 
     let mut sent = Vec::new();

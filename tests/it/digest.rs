@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::postgres_server::{TestSchema, server_url};
+use crate::postgres_server::TestSchema;
 use crate::support::*;
 
 /// A template folder with `alert` (one item: `{{ host }} is down`) and `digest` (every item).
@@ -42,19 +42,6 @@ fn alert(host: &str) -> Value {
            "digest_key": "disk"})
 }
 
-/// The same daemon again on the same queue file: a restart.
-async fn restart(d: TestDaemon, channels: &str) -> TestDaemon {
-    let dir = d.stop().await;
-    let config = load_config(&config_text(dir.path(), channels), dir.path());
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
-    TestDaemon {
-        base: format!("http://{}", daemon.addr()),
-        daemon: Some(daemon),
-        dir,
-        http: reqwest::Client::new(),
-    }
-}
-
 #[tokio::test]
 async fn items_are_collected_across_a_restart_and_sent_as_one_digest_when_full() {
     let t = templates();
@@ -72,7 +59,7 @@ async fn items_are_collected_across_a_restart_and_sent_as_one_digest_when_full()
     let digest = view["digest_id"].as_str().unwrap().to_owned();
 
     // A restart in the middle of the window: the digest and its items are in the queue.
-    let d = restart(d, &channels).await;
+    let d = d.restart(&channels).await;
     let c = d.accept(alert("db-3")).await;
 
     for id in [&a, &b, &c] {
@@ -177,27 +164,6 @@ async fn digest_key_on_a_channel_that_does_not_collect_is_refused() {
     d.stop().await;
 }
 
-/// A daemon in this process on the PostgreSQL queue in `schema`.
-async fn start_on_postgres(schema: &TestSchema, channels: &str) -> TestDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"{}\"\nschema = \"{}\"\n\
-         max_connections = 4\n\
-         [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
-         [log]\nlevel = \"warn\"\n{channels}",
-        server_url(),
-        schema.name,
-    );
-    let config = load_config(&text, dir.path());
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
-    TestDaemon {
-        base: format!("http://{}", daemon.addr()),
-        daemon: Some(daemon),
-        dir,
-        http: reqwest::Client::new(),
-    }
-}
-
 #[tokio::test]
 async fn two_daemons_on_postgres_collect_into_one_digest_and_send_it_once() {
     let Some(schema) = TestSchema::create().await else {
@@ -210,8 +176,8 @@ async fn two_daemons_on_postgres_collect_into_one_digest_and_send_it_once() {
         "digest_window = \"1h\"\ndigest_max = 6\ndigest_template = \"digest\"",
         &t,
     );
-    let a = start_on_postgres(&schema, &channels).await;
-    let b = start_on_postgres(&schema, &channels).await;
+    let a = TestDaemon::start_on_postgres(&schema.name, &channels).await;
+    let b = TestDaemon::start_on_postgres(&schema.name, &channels).await;
 
     let mut ids = Vec::new();
     for i in 0..6 {
