@@ -100,6 +100,17 @@ pub struct SendArgs {
     pub expires_at: Option<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Not sent again while another notification with this key to the same channel and
+    /// recipient is within its dedup window.
+    #[arg(long)]
+    pub dedup_key: Option<String>,
+    /// How long the dedup key holds (`10m`); the channel's `dedup_window` when absent.
+    #[arg(long)]
+    pub dedup_window: Option<String>,
+    /// Collected into one digest with the others to the same recipient with this key (on a
+    /// channel with a `digest_window`).
+    #[arg(long)]
+    pub digest_key: Option<String>,
     /// A template name (see `[templates]`), instead of subject/body/html/data.
     #[arg(long)]
     pub template: Option<String>,
@@ -461,6 +472,13 @@ async fn send(
             println!("{}", serde_json::json!({"id": id, "state": state}));
             Ok(ExitCode::SUCCESS)
         }
+        Some(Enqueued::Deduplicated { id, state }) => {
+            println!(
+                "{}",
+                serde_json::json!({"id": id, "state": state, "duplicate_of": id})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Enqueued::Conflict { id }) => {
             eprintln!(
                 "notifyd: --idempotency-key was already used for a different notification ({id})"
@@ -537,6 +555,9 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
             }
             None => None,
         },
+        dedup_key: args.dedup_key,
+        dedup_window: args.dedup_window,
+        digest_key: args.digest_key,
     })
 }
 

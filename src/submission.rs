@@ -12,6 +12,7 @@ use crate::outbox::{
     Content, DeliverBetween, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms,
 };
 use crate::registry::{ChannelRuntime, Registry};
+use crate::rules::dedup;
 use crate::templates::Templates;
 
 /// Longest idempotency key accepted.
@@ -64,6 +65,20 @@ pub struct Submission {
     /// recipient's zone, else the channel's `quiet_hours.time_zone`, else UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliver_between: Option<DeliverBetween>,
+    /// Another notification with this key to the same channel and recipient inside the window
+    /// is not sent again: it is answered `200` with this one's id (`duplicate_of`) and counted
+    /// in its `duplicates`. Content may differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+    /// How long the `dedup_key` holds from now (`"10m"`); the channel's `dedup_window` when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window: Option<String>,
+    /// Collected with the other notifications to the same recipient with this key into one
+    /// digest, sent when the channel's `digest_window` ends or `digest_max` are in. Only on a
+    /// channel with a `digest_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_key: Option<String>,
 }
 
 /// Refuses a `deliver_between` whose times or zone are not valid, naming the part at fault
@@ -193,6 +208,15 @@ impl Submission {
             ));
         }
         let now = now_ms();
+        let dedup = self.dedup(runtime, now)?;
+        let digest = crate::rules::digest::join(
+            self.digest_key.as_deref(),
+            &self.channel,
+            runtime.policy.digest().as_ref(),
+            self.vars.as_ref(),
+            now,
+        )
+        .map_err(|e| Rejection::new("digest_key", "invalid_field", e.to_string()))?;
         let run_at = match &self.send_at {
             Some(t) => parse_time("send_at", t)?.max(now),
             None => now,
@@ -291,7 +315,32 @@ impl Submission {
             fallback,
             source: None,
             deliver_between: self.deliver_between,
+            dedup,
+            digest,
         })
+    }
+
+    /// The dedup key this submission holds, as [`crate::rules::dedup::claim`] decides.
+    fn dedup(
+        &self,
+        runtime: &ChannelRuntime,
+        now: i64,
+    ) -> Result<Option<crate::outbox::DedupClaim>, Rejection> {
+        let refuse =
+            |e: dedup::DedupError| Rejection::new(e.field(), "invalid_field", e.to_string());
+        let requested = self
+            .dedup_window
+            .as_deref()
+            .map(dedup::parse_window)
+            .transpose()
+            .map_err(refuse)?;
+        dedup::claim(
+            self.dedup_key.as_deref(),
+            requested,
+            runtime.policy.dedup_window,
+            now,
+        )
+        .map_err(refuse)
     }
 
     /// What a replay of this submission is recognised by: its idempotency key and content

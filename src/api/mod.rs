@@ -197,6 +197,11 @@ fn enqueued_answer(result: &Enqueued) -> (StatusCode, serde_json::Value) {
     match result {
         Enqueued::Created { id } => (StatusCode::ACCEPTED, json!({"id": id, "state": "queued"})),
         Enqueued::Duplicate { id, state } => (StatusCode::OK, json!({"id": id, "state": state})),
+        // Merged into the notification holding its dedup key (`crate::rules::dedup`).
+        Enqueued::Deduplicated { id, state } => (
+            StatusCode::OK,
+            json!({"id": id, "state": state, "duplicate_of": id}),
+        ),
         Enqueued::Conflict { id } => {
             let err = ApiError::new(
                 StatusCode::CONFLICT,

@@ -54,6 +54,9 @@ pub fn notification(v: &NotificationView) -> Value {
         "fallback_of": v.parent_id,
         "fallback": v.fallback,
         "source": v.source,
+        "duplicates": v.duplicates,
+        "digest_id": v.digest_id,
+        "digest_key": v.digest_key,
                 "attempt_log": attempts,
         "receipts": v.receipts.iter().map(|r| json!({
             "status": r.status,

@@ -55,6 +55,18 @@ pub struct ChannelPolicy {
     /// that opts the recipient out of this channel. Unset: on when `[links]` is configured;
     /// `true` requires `[links]`; `false` for purely transactional mail.
     pub unsubscribe: Option<bool>,
+    /// The dedup window of a notification that carries a `dedup_key` but no `dedup_window`
+    /// ([`crate::rules::dedup`]); without it such a notification must give its own.
+    #[serde(deserialize_with = "duration::option::deserialize")]
+    pub dedup_window: Option<Duration>,
+    /// Collect notifications that carry a `digest_key` for this long, then send them as one
+    /// digest ([`crate::rules::digest`]); the channel collects nothing when absent.
+    #[serde(deserialize_with = "duration::option::deserialize")]
+    pub digest_window: Option<Duration>,
+    /// A digest holding this many items is sent at once, before its window ends.
+    pub digest_max: u32,
+    /// The template that renders a digest (it gets `items`); a plain list when absent.
+    pub digest_template: Option<String>,
 }
 
 /// `quiet_hours = { start = "22:00", end = "07:00", time_zone = "Europe/Paris",
@@ -158,6 +170,10 @@ impl Default for ChannelPolicy {
             receipts: None,
             quiet_hours: None,
             unsubscribe: None,
+            dedup_window: None,
+            digest_window: None,
+            digest_max: 100,
+            digest_template: None,
         }
     }
 }
@@ -303,9 +319,22 @@ const POLICY_KEYS: &[&str] = &[
     "receipts",
     "quiet_hours",
     "unsubscribe",
+    "dedup_window",
+    "digest_window",
+    "digest_max",
+    "digest_template",
 ];
 
 impl ChannelPolicy {
+    /// The channel's digest settings, when it collects digests (`digest_window` is set).
+    pub fn digest(&self) -> Option<crate::rules::digest::DigestPolicy> {
+        Some(crate::rules::digest::DigestPolicy {
+            window: self.digest_window?,
+            max: self.digest_max,
+            template: self.digest_template.clone(),
+        })
+    }
+
     /// Value problems, each prefixed with its key.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -336,6 +365,12 @@ impl ChannelPolicy {
         }
         if b.max_open_for < b.open_for {
             out.push("breaker.max_open_for: must not be less than open_for".into());
+        }
+        if let Some(Err(e)) = self.dedup_window.map(crate::rules::dedup::check_window) {
+            out.push(format!("dedup_window: {e}"));
+        }
+        if let Some(digest) = self.digest() {
+            out.extend(crate::rules::digest::problems(&digest));
         }
         if let Some(r) = &self.rate_limit {
             out.extend(r.channel.problems("rate_limit"));

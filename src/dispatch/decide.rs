@@ -546,6 +546,7 @@ mod tests {
             validation: crate::outbox::Validation::Done,
             priority: crate::outbox::Priority::Normal,
             deliver_between: None,
+            digest_key: None,
         }
     }
 

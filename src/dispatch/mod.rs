@@ -12,6 +12,7 @@
 
 mod commit;
 mod decide;
+mod digest;
 pub mod retry;
 mod rules;
 
@@ -32,6 +33,7 @@ use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::submission;
 use crate::systemd::Notifier;
+use crate::templates::Templates;
 
 /// The longest a channel loop waits between claims that fail (the queue is unreachable).
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
@@ -67,6 +69,8 @@ struct Shared {
     signals: Signals,
     /// Finished sends' outcomes, to the committer.
     pending: mpsc::UnboundedSender<commit::Pending>,
+    /// What digests are rendered with.
+    templates: Arc<Templates>,
 }
 
 /// The delivery side of the daemon.
@@ -76,6 +80,7 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     retention: Retention,
     notifier: Notifier,
+    templates: Arc<Templates>,
 }
 
 impl Dispatcher {
@@ -93,7 +98,14 @@ impl Dispatcher {
             config,
             retention,
             notifier,
+            templates: Arc::default(),
         }
+    }
+
+    /// The templates digests are rendered with (`digest_template`); none by default.
+    pub fn with_templates(mut self, templates: Arc<Templates>) -> Self {
+        self.templates = templates;
+        self
     }
 
     /// Runs until `halt` says otherwise. On [`Halt::Shutdown`] in-flight sends get
@@ -112,6 +124,7 @@ impl Dispatcher {
             retention: self.retention.clone(),
             signals: signals.clone(),
             pending,
+            templates: self.templates.clone(),
         });
         let mut loops = JoinSet::new();
         loops.spawn(commit::commit_loop(
@@ -345,7 +358,7 @@ async fn feed_slots(
 async fn send_one(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
-    (row, recipients): (Claimed, rules::Recipients),
+    (mut row, recipients): (Claimed, rules::Recipients),
     leased: RowLease,
     slot: Option<OwnedSemaphorePermit>,
 ) {
@@ -370,6 +383,20 @@ async fn send_one(
         {
             // Never reaches the provider: no token is taken, a probe slot is free again.
             (settled, permit.unsent())
+        }
+        Ok(permit)
+            if let Err(ended) =
+                digest::compose(shared.outbox.as_ref(), &shared.templates, &rt, &mut row).await =>
+        {
+            let completion = Completion {
+                id: row.message.id.clone(),
+                attempt: row.attempt,
+                lease: row.lease,
+                outcome: ended,
+                record: None,
+                events: Vec::new(),
+            };
+            (completion, permit.unsent())
         }
         Ok(mut permit) => {
             let mut abandon = shared.signals.abandon.clone();

@@ -170,6 +170,7 @@ fn row(id: &str) -> Claimed {
         validation: Validation::Done,
         priority: crate::outbox::Priority::Normal,
         deliver_between: None,
+        digest_key: None,
     }
 }
 

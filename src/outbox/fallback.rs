@@ -54,6 +54,10 @@ pub fn fallback_child(
         source: None,
         // A fallback route is the last resort once the parent failed: it goes when it can.
         deliver_between: None,
+        // The parent held the key; the child is its continuation, not a new submission.
+        dedup: None,
+        // Its own route: sent alone, like the parent's failure it follows.
+        digest: None,
     })
 }
 

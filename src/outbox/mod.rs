@@ -134,6 +134,11 @@ pub trait Outbox: Send + Sync + 'static {
         channel: &str,
         because: Option<RuleEvent>,
     ) -> Result<Preferences>;
+    /// The items still waiting in digest `digest_id` (queued), oldest first.
+    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        let _ = digest_id;
+        Err(StoreError::Internal("this store keeps no digests".into()))
+    }
 
     /// Puts every dead letter of `channel` back in the queue; returns how many. Each is replayed
     /// once: one that dies again meanwhile is left for the next call.

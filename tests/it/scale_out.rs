@@ -247,6 +247,8 @@ fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
         fallback: Vec::new(),
         source: None,
         deliver_between: None,
+        dedup: None,
+        digest: None,
     }
 }
 

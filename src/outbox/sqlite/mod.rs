@@ -489,6 +489,11 @@ impl Outbox for SqliteOutbox {
         self.read(move |conn| history::page(conn, &query)).await
     }
 
+    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        let id = digest_id.to_owned();
+        self.read(move |conn| schema::digest_items(conn, &id)).await
+    }
+
     async fn content(&self, id: &str) -> Result<Option<Content>> {
         let id = id.to_owned();
         self.read(move |conn| history::content(conn, &id)).await

@@ -26,6 +26,8 @@ pub(super) fn note(channel: &str) -> NewNotification {
         fallback: Vec::new(),
         source: None,
         deliver_between: None,
+        dedup: None,
+        digest: None,
     }
 }
 
@@ -1389,4 +1391,42 @@ async fn the_wal_gives_back_its_peak_size_when_free_space_runs_short() {
     // The queue goes on as before, with every row.
     put(&q, note("c")).await;
     assert_eq!(q.claim("c", 100, LEASE).await.unwrap().len(), 18);
+}
+
+#[test]
+fn the_dedup_key_purge_walks_the_window_index() {
+    assert_plan_has(
+        writer::PURGE_DEDUP_KEYS,
+        "USING COVERING INDEX dedup_keys_until",
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_dedup_keys_whose_window_is_over_and_keeps_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let keyed = |key: &str, until_ms| NewNotification {
+        dedup: Some(DedupClaim {
+            key: key.into(),
+            until_ms,
+        }),
+        ..note("c")
+    };
+    put(&q, keyed("over", now_ms() - 1)).await;
+    put(&q, keyed("holding", now_ms() + 3_600_000)).await;
+    let retention = Retention {
+        finished_ms: 86_400_000,
+        unmatched_receipts_ms: 86_400_000,
+    };
+
+    q.sweep(&["c".to_owned()], &retention).await.unwrap();
+
+    let conn = Connection::open(dir.path().join("q.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT dedup_key FROM dedup_keys").unwrap();
+    let keys: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(keys, ["holding"]);
 }
