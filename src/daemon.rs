@@ -11,7 +11,7 @@ use crate::config::{Config, QueueLocation};
 use crate::dispatch::{Dispatcher, Halt};
 use crate::outbox::postgres::{PgOptions, PgOutbox};
 use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
-use crate::outbox::{Outbox, StoreError};
+use crate::outbox::{Clock, Outbox, StoreError};
 use crate::registry::Registry;
 use crate::systemd::Notifier;
 use crate::templates::Templates;
@@ -59,9 +59,15 @@ pub enum StartError {
 
 /// Opens the queue named by the config, creating and migrating it if needed (`serve`).
 pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
+    open_outbox_on(config, Clock::System).await
+}
+
+/// [`open_outbox`] with the store reading its time from `clock` (a manual one in tests, to move
+/// the queue's timers: due times, escalation waits, leases).
+async fn open_outbox_on(config: &Config, clock: Clock) -> Result<Arc<dyn Outbox>, StartError> {
     match config.queue.location().map_err(StartError::QueueUrl)? {
-        QueueLocation::Sqlite(path) => open_at(config, path).await,
-        QueueLocation::Postgres(url) => open_postgres(config, url).await,
+        QueueLocation::Sqlite(path) => open_at(config, path, clock).await,
+        QueueLocation::Postgres(url) => open_postgres(config, url, clock).await,
     }
 }
 
@@ -72,7 +78,7 @@ pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError>
 pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
     let path = match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => path,
-        QueueLocation::Postgres(url) => return open_postgres(config, url).await,
+        QueueLocation::Postgres(url) => return open_postgres(config, url, Clock::System).await,
     };
     if !path.is_file() {
         return Err(StartError::NoQueue {
@@ -80,13 +86,18 @@ pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, St
             url: config.queue.url.clone(),
         });
     }
-    open_at(config, path).await
+    open_at(config, path, Clock::System).await
 }
 
-async fn open_postgres(config: &Config, url: String) -> Result<Arc<dyn Outbox>, StartError> {
+async fn open_postgres(
+    config: &Config,
+    url: String,
+    clock: Clock,
+) -> Result<Arc<dyn Outbox>, StartError> {
     let opts = PgOptions {
         schema: config.queue.schema.clone(),
         max_connections: config.queue.max_connections,
+        clock,
         ..PgOptions::new(url)
     };
     let outbox = PgOutbox::connect(&opts)
@@ -112,13 +123,18 @@ fn redacted_url(url: &str) -> String {
     }
 }
 
-async fn open_at(config: &Config, path: std::path::PathBuf) -> Result<Arc<dyn Outbox>, StartError> {
+async fn open_at(
+    config: &Config,
+    path: std::path::PathBuf,
+    clock: Clock,
+) -> Result<Arc<dyn Outbox>, StartError> {
     let queue_error = |error| StartError::Queue {
         url: config.queue.url.clone(),
         error,
     };
     let opts = SqliteOptions {
         min_free_bytes: config.queue.min_free_bytes,
+        clock,
         ..SqliteOptions::new(path)
     };
     let outbox = tokio::task::spawn_blocking(move || SqliteOutbox::open(&opts))
@@ -189,7 +205,13 @@ impl Daemon {
     /// Opens the queue, builds the channels, binds the listener and starts serving. Returns once
     /// the API is listening (so a caller may report readiness).
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        let outbox: Arc<dyn Outbox> = open_outbox(&config).await?;
+        Self::start_on(config, Clock::System).await
+    }
+
+    /// [`Daemon::start`] with the queue reading its time from `clock`: tests move a manual one
+    /// to make the queue's timers (due times, escalation waits) come due without waiting.
+    pub async fn start_on(config: Config, clock: Clock) -> Result<Self, StartError> {
+        let outbox: Arc<dyn Outbox> = open_outbox_on(&config, clock).await?;
         let registry = Arc::new(Registry::build(&config).map_err(StartError::Channels)?);
         let templates = Arc::new(load_templates(&config)?);
         let bind_error = |source| StartError::Bind {

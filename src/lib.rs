@@ -4,6 +4,7 @@
 //! [`outbox::NewNotification`], the [`outbox`] makes it durable, the [`dispatch`] loop claims it
 //! and hands it to its channel (from `notifyd-channels`), and writes the outcome back.
 
+pub mod ack_link;
 pub mod api;
 pub mod bench;
 pub mod bench_history;
@@ -21,6 +22,7 @@ pub mod outbox;
 pub mod per_minute;
 pub mod policy;
 pub mod registry;
+pub mod rules;
 pub mod search;
 pub mod signed_link;
 pub mod submission;

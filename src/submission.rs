@@ -8,8 +8,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::json_bounds;
-use crate::outbox::{Content, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms};
+use crate::outbox::{
+    Content, Escalation, EscalationStep, FallbackRoute, FallbackTarget, NewNotification, Priority,
+    now_ms,
+};
 use crate::registry::{ChannelRuntime, Registry};
+use crate::rules::escalation;
 use crate::templates::Templates;
 
 /// Longest idempotency key accepted.
@@ -57,6 +61,23 @@ pub struct Submission {
     /// Routes tried in order if this one fails for good or dies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback: Vec<FallbackTarget>,
+    /// Steps sent in order while nobody acknowledges it: each `after` its previous message was
+    /// delivered (at once if that one failed), until `POST /v1/notifications/{id}/ack`, the
+    /// `{{ ack_url }}` link or a `read` receipt acknowledges the chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<EscalateRequest>,
+}
+
+/// One escalation step as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"after": "5m", "channel": "sms", "to": "+33612345678"}))]
+pub struct EscalateRequest {
+    /// How long to wait for an acknowledgement after the previous message was delivered, as a
+    /// duration (`"90s"`, `"5m"`, `"1h 30m"`): more than zero, at most 30 days.
+    pub after: String,
+    pub channel: String,
+    pub to: String,
 }
 
 /// Why a submission is refused; names the field at fault.
@@ -137,32 +158,6 @@ impl Submission {
         let content_hash = self.content_hash();
         within_depth("vars", self.vars.as_ref())?;
         within_depth("data", self.data.as_ref())?;
-        if let Some(template) = &self.template {
-            if self.subject.is_some()
-                || self.body.is_some()
-                || self.html.is_some()
-                || self.data.is_some()
-            {
-                return Err(Rejection::new(
-                    "template",
-                    "invalid_field",
-                    "give either a template or inline subject/body/html/data, not both",
-                ));
-            }
-            let vars = self.vars.clone().unwrap_or(serde_json::Value::Null);
-            let rendered = templates.render(template, runtime.kind, &vars)?;
-            within_depth("template", rendered.data.as_ref())?;
-            self.subject = rendered.subject;
-            self.body = rendered.body;
-            self.html = rendered.html;
-            self.data = rendered.data;
-        } else if self.vars.is_some() {
-            return Err(Rejection::new(
-                "vars",
-                "invalid_field",
-                "vars are only used with a template",
-            ));
-        }
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > MAX_KEY_LEN)
         {
@@ -199,6 +194,53 @@ impl Submission {
             None => None,
         };
         check_route_count(self.fallback.len())?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let waits = escalation_waits(&self.escalate)?;
+        if let Some(links) = templates.ack_links()
+            && self.template.is_some()
+            && !waits.is_empty()
+        {
+            // The link outlives the last step; its subject is this notification, the chain's
+            // first, so a click from any step's message acknowledges the whole chain.
+            let expires = escalation::ack_link_expiry(run_at, &waits, expires_at);
+            let url = serde_json::Value::String(links.url(&id, expires));
+            match &mut self.vars {
+                Some(serde_json::Value::Object(vars)) => {
+                    vars.insert("ack_url".into(), url);
+                }
+                vars @ (None | Some(serde_json::Value::Null)) => {
+                    *vars = Some(serde_json::json!({ "ack_url": url }));
+                }
+                // Not an object: the render below refuses it.
+                Some(_) => {}
+            }
+        }
+        if let Some(template) = &self.template {
+            if self.subject.is_some()
+                || self.body.is_some()
+                || self.html.is_some()
+                || self.data.is_some()
+            {
+                return Err(Rejection::new(
+                    "template",
+                    "invalid_field",
+                    "give either a template or inline subject/body/html/data, not both",
+                ));
+            }
+            let vars = self.vars.clone().unwrap_or(serde_json::Value::Null);
+            let rendered = templates.render(template, runtime.kind, &vars)?;
+            within_depth("template", rendered.data.as_ref())?;
+            self.subject = rendered.subject;
+            self.body = rendered.body;
+            self.html = rendered.html;
+            self.data = rendered.data;
+        } else if self.vars.is_some() {
+            return Err(Rejection::new(
+                "vars",
+                "invalid_field",
+                "vars are only used with a template",
+            ));
+        }
         let own = Content {
             subject: self.subject.clone(),
             body: self.body.clone(),
@@ -232,7 +274,34 @@ impl Submission {
                 content,
             });
         }
-        let id = uuid::Uuid::now_v7().to_string();
+        let mut steps = Vec::with_capacity(self.escalate.len());
+        for ((i, step), after_ms) in self.escalate.into_iter().enumerate().zip(waits) {
+            let runtime =
+                channel_named(registry, &format!("escalate[{i}].channel"), &step.channel)?;
+            let content = match &self.template {
+                Some(template) if crate::templates::family(runtime.kind) != own_family => {
+                    let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
+                    let r = templates.render(template, runtime.kind, vars)?;
+                    within_depth("template", r.data.as_ref())?;
+                    Some(Content {
+                        subject: r.subject,
+                        body: r.body,
+                        html: r.html,
+                        data: r.data,
+                    })
+                    .filter(|c| *c != own)
+                }
+                _ => None,
+            };
+            steps.push(EscalationStep {
+                after_ms,
+                target: FallbackTarget {
+                    channel: step.channel,
+                    to: step.to,
+                },
+                content,
+            });
+        }
         let created_at = crate::clock::system_time(now);
         let message = Message {
             id: id.clone(),
@@ -249,7 +318,7 @@ impl Submission {
         } else {
             "body"
         };
-        check(registry, &message, &fallback, content_field)?;
+        check_all(registry, &message, &fallback, &steps, content_field)?;
         Ok(NewNotification {
             id,
             channel: message.channel,
@@ -266,6 +335,7 @@ impl Submission {
             content_hash,
             fallback,
             source: None,
+            escalation: Escalation { steps, root: None },
         })
     }
 
@@ -306,6 +376,49 @@ fn channel_named<'r>(
     })
 }
 
+/// Each step's wait in milliseconds, or a refusal naming the step: at most
+/// [`escalation::MAX_STEPS`] steps, each `after` a duration more than zero and at most
+/// [`escalation::MAX_AFTER_MS`].
+fn escalation_waits(steps: &[EscalateRequest]) -> Result<Vec<i64>, Rejection> {
+    if steps.len() > escalation::MAX_STEPS {
+        return Err(Rejection::new(
+            "escalate",
+            "too_many_items",
+            format!(
+                "{} steps, more than the {} allowed",
+                steps.len(),
+                escalation::MAX_STEPS
+            ),
+        ));
+    }
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let field = format!("escalate[{i}].after");
+            let wait = humantime::parse_duration(&step.after).map_err(|e| {
+                Rejection::new(
+                    &field,
+                    "invalid_duration",
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. \"90s\", \"5m\", \"1h\"",
+                        step.after
+                    ),
+                )
+            })?;
+            let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            if ms <= 0 || ms > escalation::MAX_AFTER_MS {
+                return Err(Rejection::new(
+                    field,
+                    "invalid_duration",
+                    "must be more than zero and at most 30 days",
+                ));
+            }
+            Ok(ms)
+        })
+        .collect()
+}
+
 /// Refuses more than [`MAX_FALLBACK_ROUTES`] fallback routes.
 fn check_route_count(routes: usize) -> Result<(), Rejection> {
     if routes > MAX_FALLBACK_ROUTES {
@@ -334,6 +447,18 @@ pub fn check(
     registry: &Registry,
     message: &Message,
     fallback: &[FallbackRoute],
+    content_field: &str,
+) -> Result<(), Rejection> {
+    check_all(registry, message, fallback, &[], content_field)
+}
+
+/// [`check`], and the escalation steps like the fallback routes: each to a configured channel
+/// whose rules its recipient and content meet, their content counted in the same bound.
+fn check_all(
+    registry: &Registry,
+    message: &Message,
+    fallback: &[FallbackRoute],
+    steps: &[EscalationStep],
     content_field: &str,
 ) -> Result<(), Rejection> {
     let runtime = channel_named(registry, "channel", &message.channel)?;
@@ -381,28 +506,34 @@ pub fn check(
         .validate(message)
         .map_err(|e| Rejection::new(e.field, e.code, e.message))?;
     check_route_count(fallback.len())?;
-    for (i, route) in fallback.iter().enumerate() {
-        let runtime = channel_named(
-            registry,
-            &format!("fallback[{i}].channel"),
-            &route.target.channel,
-        )?;
-        let mut as_fallback = Message {
-            channel: route.target.channel.clone(),
-            to: route.target.to.clone(),
+    let routes = fallback
+        .iter()
+        .map(|r| (&r.target, &r.content))
+        .enumerate()
+        .map(|(i, route)| (format!("fallback[{i}]"), route));
+    let steps = steps
+        .iter()
+        .map(|s| (&s.target, &s.content))
+        .enumerate()
+        .map(|(i, step)| (format!("escalate[{i}]"), step));
+    for (field, (target, content)) in routes.chain(steps) {
+        let runtime = channel_named(registry, &format!("{field}.channel"), &target.channel)?;
+        let mut elsewhere = Message {
+            channel: target.channel.clone(),
+            to: target.to.clone(),
             ..message.clone()
         };
-        if let Some(content) = &route.content {
-            stored.add_route(i, content)?;
-            as_fallback.subject = content.subject.clone();
-            as_fallback.body = content.body.clone();
-            as_fallback.html = content.html.clone();
-            as_fallback.data = content.data.clone();
+        if let Some(content) = content {
+            stored.add_route(&field, content)?;
+            elsewhere.subject = content.subject.clone();
+            elsewhere.body = content.body.clone();
+            elsewhere.html = content.html.clone();
+            elsewhere.data = content.data.clone();
         }
         runtime
             .channel
-            .validate(&as_fallback)
-            .map_err(|e| Rejection::new(format!("fallback[{i}].{}", e.field), e.code, e.message))?;
+            .validate(&elsewhere)
+            .map_err(|e| Rejection::new(format!("{field}.{}", e.field), e.code, e.message))?;
     }
     Ok(())
 }
@@ -447,13 +578,7 @@ impl ContentSize {
         self.add_fields(str::to_owned, &m.subject, &m.body, &m.html, &m.data)
     }
 
-    fn add_route(&mut self, i: usize, c: &Content) -> Result<(), Rejection> {
-        self.add_fields(
-            |_| format!("fallback[{i}]"),
-            &c.subject,
-            &c.body,
-            &c.html,
-            &c.data,
-        )
+    fn add_route(&mut self, field: &str, c: &Content) -> Result<(), Rejection> {
+        self.add_fields(|_| field.to_owned(), &c.subject, &c.body, &c.html, &c.data)
     }
 }

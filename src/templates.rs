@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 
+use crate::ack_link::AckLinks;
 use crate::submission::Rejection;
 
 /// Bounds the work one render may do (minijinja "fuel"): a template cannot hang the API.
@@ -68,6 +69,8 @@ pub struct Templates {
     env: Environment<'static>,
     /// Template name → the part files it has.
     parts: BTreeMap<String, BTreeSet<String>>,
+    /// Makes `{{ ack_url }}` for escalating notifications, when `[links]` is configured.
+    ack_links: Option<AckLinks>,
 }
 
 impl Default for Templates {
@@ -75,6 +78,7 @@ impl Default for Templates {
         Self {
             env: Environment::new(),
             parts: BTreeMap::new(),
+            ack_links: None,
         }
     }
 }
@@ -139,7 +143,22 @@ impl Templates {
                 parts.entry(name.clone()).or_default().insert(part);
             }
         }
-        Ok(Self { env, parts })
+        Ok(Self {
+            env,
+            parts,
+            ack_links: None,
+        })
+    }
+
+    /// These templates, rendering `{{ ack_url }}` with `links` for escalating notifications.
+    pub fn with_ack_links(mut self, links: Option<AckLinks>) -> Self {
+        self.ack_links = links;
+        self
+    }
+
+    /// What makes acknowledgement links, when `[links]` is configured.
+    pub fn ack_links(&self) -> Option<&AckLinks> {
+        self.ack_links.as_ref()
     }
 
     /// The template names, sorted.

@@ -10,9 +10,9 @@ use notifyd_channels::{Channel, InvalidMessage, Message, Timeouts};
 use super::*;
 use crate::config::{BreakerConfig, ChannelPolicy, Config, Rate, RateLimitConfig};
 use crate::outbox::{
-    Content, DeadLetter, Depth, Enqueued, HistoryPage, HistoryQuery, InboundReceipt, KeyHolder,
-    LeaseToken, NewNotification, NotificationView, Outcome, RecordedReceipt, Result, StoreError,
-    SweepReport, Transition, Validation,
+    AckSource, Acknowledged, Content, DeadLetter, Depth, Enqueued, HistoryPage, HistoryQuery,
+    InboundReceipt, KeyHolder, LeaseToken, NewNotification, NotificationView, Outcome,
+    RecordedReceipt, Result, StoreError, SweepReport, Transition, Validation,
 };
 use crate::systemd::Notifier;
 
@@ -242,6 +242,9 @@ impl Outbox for Memory {
     }
     async fn check_writable(&self) -> Result<()> {
         Ok(())
+    }
+    async fn acknowledge(&self, _: &str, _: AckSource) -> Result<Acknowledged> {
+        unimplemented!("the dispatcher does not acknowledge")
     }
 }
 

@@ -245,6 +245,7 @@ pub async fn store(
             expires_at: None,
             idempotency_key: draft.idempotency_key,
             fallback: draft.target.fallback.clone(),
+            escalate: Vec::new(),
         };
         let mut new = submission
             .validate(&live.registry, &live.templates)

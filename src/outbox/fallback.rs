@@ -52,6 +52,7 @@ pub fn fallback_child(
         fallback: routes.collect(),
         // What arrived is the parent's; the child links to it through `fallback_of`.
         source: None,
+        escalation: Default::default(),
     })
 }
 

@@ -98,6 +98,12 @@ pub trait Outbox: Send + Sync + 'static {
     /// is not stored or applied again.
     async fn record_receipt(&self, receipt: InboundReceipt) -> Result<RecordedReceipt>;
 
+    /// Acknowledges the escalation chain `id` belongs to
+    /// ([`crate::rules::escalation::plan_ack`]): marks the chain's first notification and
+    /// cancels its step waiting in the queue, in one write. A step claimed before that write is
+    /// being sent; none is queued after it.
+    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged>;
+
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;
 

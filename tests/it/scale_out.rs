@@ -241,6 +241,7 @@ fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
         content_hash: "h".into(),
         fallback: Vec::new(),
         source: None,
+        escalation: Default::default(),
     }
 }
 

@@ -26,6 +26,7 @@ use super::completion::{FollowUp, RowChange};
 use super::fallback::FallbackParent;
 use super::*;
 use crate::outbox::sqlite::stored::Unreadable;
+use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
 const ENQUEUE_QUEUE: usize = 8192;
@@ -44,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "ingest_source",
         include_str!("migrations/0004_ingest_source.sql"),
+    ),
+    (
+        8,
+        "escalation",
+        include_str!("migrations/0008_escalation.sql"),
     ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
@@ -242,13 +248,16 @@ impl PgOutbox {
                     continue;
                 }
             };
-            if !self
+            let Some(escalates) = self
                 .change_leased_row(conn, &c.id, c.lease, &plan.change, now)
                 .await?
-            {
+            else {
                 tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
                 continue;
+            };
+            if let (true, Some(trigger)) = (escalates, plan.change.escalation_trigger()) {
+                queue_escalation(conn, &c.id, trigger, now).await?;
             }
             match plan.then {
                 None => {}
@@ -268,7 +277,7 @@ impl PgOutbox {
         lease: LeaseToken,
         change: &RowChange,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let fenced = |sql: &'static str| sqlx::query(sql).bind(id).bind(lease.0).bind(&self.owner);
         let query = match change {
             RowChange::Deliver { provider_id } => {
@@ -309,7 +318,11 @@ impl PgOutbox {
                 .bind(error.clone())
                 .bind(now),
         };
-        Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
+        // A row comes back only when the change landed: whether it has escalation steps.
+        match query.fetch_optional(&mut *conn).await? {
+            Some(row) => Ok(Some(row.try_get(0)?)),
+            None => Ok(None),
+        }
     }
 
     async fn request(
@@ -577,6 +590,8 @@ async fn insert(
         .bind(columns.fallback)
         .bind(columns.parent_id)
         .bind(columns.source)
+        .bind(columns.escalate)
+        .bind(columns.escalation_of)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -635,6 +650,8 @@ struct InsertColumns {
     fallback: Vec<Option<String>>,
     parent_id: Vec<Option<String>>,
     source: Vec<Option<String>>,
+    escalate: Vec<Option<String>>,
+    escalation_of: Vec<Option<String>>,
 }
 
 impl InsertColumns {
@@ -664,6 +681,15 @@ impl InsertColumns {
         self.fallback.push(fallback);
         self.parent_id.push(parent.map(str::to_owned));
         self.source.push(n.source.clone());
+        self.escalate.push(if n.escalation.steps.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&n.escalation.steps)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            )
+        });
+        self.escalation_of.push(n.escalation.root.clone());
         Ok(())
     }
 }
@@ -756,6 +782,124 @@ async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Resu
         insert(conn, &[&child], Some(parent)).await?;
     }
     Ok(())
+}
+
+/// Queues the next escalation step of a notification just delivered or ended
+/// ([`escalation::next_step`]), unless its chain was acknowledged. The chain's first row is
+/// read under its lock, which an acknowledgement takes too: a step is never queued after an
+/// acknowledgement committed, and one queued before it is cancelled by it.
+async fn queue_escalation(
+    conn: &mut PgConnection,
+    parent: &str,
+    trigger: StepTrigger,
+    now: i64,
+) -> Result<()> {
+    let row = sqlx::query(sql::STEP_PARENT)
+        .bind(parent)
+        .fetch_one(&mut *conn)
+        .await?;
+    let parent_row = match decode_step_parent(&row, parent) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::error!(notification_id = %parent, column = why.column,
+                "A stored column needed for the next escalation step cannot be read; no step was queued.");
+            return Ok(());
+        }
+    };
+    let acked_at: Option<Option<i64>> = sqlx::query_scalar(sql::CHAIN_ACKED_FOR_UPDATE)
+        .bind(&parent_row.root)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let acknowledged = matches!(acked_at, Some(Some(_)));
+    let child_id = uuid::Uuid::now_v7().to_string();
+    if let Some(step) = escalation::next_step(parent_row, acknowledged, trigger, child_id, now) {
+        tracing::info!(notification_id = %parent, step = %step.id, channel = %step.channel,
+            run_at = step.run_at_ms, "Queued the next escalation step.");
+        insert(conn, &[&step], Some(parent)).await?;
+    }
+    Ok(())
+}
+
+fn decode_step_parent(r: &PgRow, id: &str) -> std::result::Result<StepParent, Unreadable> {
+    let priority: String = stored::get(r, "priority")?;
+    Ok(StepParent {
+        id: id.to_owned(),
+        steps: stored::opt_json(r, "escalate")?.unwrap_or_default(),
+        root: stored::get(r, "root")?,
+        content: Content {
+            subject: stored::get(r, "subject")?,
+            body: stored::get(r, "body")?,
+            html: stored::get(r, "html")?,
+            data: stored::get(r, "data")?,
+        },
+        priority: priority.parse().map_err(|e: String| Unreadable {
+            column: "priority",
+            problem: e,
+        })?,
+        expires_at_ms: stored::get(r, "expires_at")?,
+    })
+}
+
+/// Acknowledges the chain `id` belongs to in one transaction, as [`escalation::plan_ack`]
+/// says. The chain's first row is locked by the UPDATE that marks it, so a completion queueing
+/// a step waits for this commit and then sees the mark.
+async fn acknowledge_in(
+    conn: &mut PgConnection,
+    id: &str,
+    source: AckSource,
+    now: i64,
+) -> Result<Acknowledged> {
+    let target = sqlx::query(sql::ACK_TARGET)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| -> Result<AckTarget> {
+            Ok(AckTarget {
+                root: r.try_get(0)?,
+                escalates: r.try_get(1)?,
+                acked_at_ms: r.try_get(2)?,
+            })
+        })
+        .transpose()?;
+    Ok(match escalation::plan_ack(target) {
+        AckPlan::NotFound => Acknowledged::NotFound,
+        AckPlan::NothingToAck => Acknowledged::NothingToAck,
+        AckPlan::Already { root, at_ms } => Acknowledged::Already { root, at_ms },
+        AckPlan::Mark { root } => {
+            let marked = sqlx::query(sql::MARK_ACKED)
+                .bind(&root)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if marked == 0 {
+                // Another daemon acknowledged it meanwhile: its answer is the first one.
+                let at_ms: Option<i64> = sqlx::query_scalar(sql::CHAIN_ACKED)
+                    .bind(&root)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                return Ok(Acknowledged::Already {
+                    root,
+                    at_ms: at_ms.unwrap_or(now),
+                });
+            }
+            let cancelled = sqlx::query(sql::CANCEL_WAITING_STEPS)
+                .bind(&root)
+                .bind(now)
+                .bind(escalation::ACKNOWLEDGED_CODE)
+                .bind(escalation::ACKNOWLEDGED_MESSAGE)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            tracing::info!(notification_id = %root, via = source.as_str(), cancelled,
+                "Escalation acknowledged.");
+            Acknowledged::Done {
+                root,
+                at_ms: now,
+                cancelled,
+            }
+        }
+    })
 }
 
 fn decode_fallback_parent(r: &PgRow, id: &str) -> std::result::Result<FallbackParent, Unreadable> {
@@ -1145,6 +1289,14 @@ impl Outbox for PgOutbox {
             notification_id: target,
             duplicate: false,
         })
+    }
+
+    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged> {
+        let now = self.clock.now_ms();
+        let mut tx = self.pool.begin().await?;
+        let answer = acknowledge_in(&mut tx, id, source, now).await?;
+        tx.commit().await?;
+        Ok(answer)
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {

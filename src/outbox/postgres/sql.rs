@@ -9,15 +9,16 @@
 /// looks its holder up with [`KEY_HOLDERS`].
 pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-         content_hash, fallback, parent_id, checked, source)
+         content_hash, fallback, parent_id, checked, source, escalate, escalation_of)
      SELECT id, channel, recipient, subject, body, html, data::jsonb, priority, run_at,
             expires_at, created_at, created_at, idempotency_key, content_hash, fallback::jsonb,
-            parent_id, true, source::jsonb
+            parent_id, true, source::jsonb, escalate::jsonb, escalation_of
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[],
-                 $13::text[], $14::text[], $15::text[], $16::text[])
+                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
-               created_at, idempotency_key, content_hash, fallback, parent_id, source)
+               created_at, idempotency_key, content_hash, fallback, parent_id, source, escalate,
+               escalation_of)
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
 
@@ -59,12 +60,15 @@ pub const QUARANTINE: &str =
      WHERE id = $1";
 
 /// The fenced completions: a row changes only while the completion's lease is its current one.
+/// A row comes back only when the change landed, saying whether it has escalation steps to
+/// queue (rows notifyd wrote only: plain-SQL rows do not escalate).
 macro_rules! fenced {
     ($set:literal) => {
         concat!(
             "UPDATE notifications SET ",
             $set,
-            " WHERE id = $1 AND lease = $2 AND lease_owner = $3 AND state = 'sending'"
+            " WHERE id = $1 AND lease = $2 AND lease_owner = $3 AND state = 'sending'
+             RETURNING escalate IS NOT NULL AND checked"
         )
     };
 }
@@ -96,6 +100,29 @@ pub const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt
 pub const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = $1";
+
+/// What the next escalation step is made of, and the chain's first notification (`root`).
+pub const STEP_PARENT: &str = "SELECT escalate, coalesce(escalation_of, id) AS root, subject,
+         body, html, data, priority, expires_at
+     FROM notifications WHERE id = $1";
+/// Whether a chain was acknowledged, read under its first row's lock (an acknowledgement
+/// holds it while it marks the chain).
+pub const CHAIN_ACKED_FOR_UPDATE: &str =
+    "SELECT acked_at FROM notifications WHERE id = $1 FOR UPDATE";
+/// When a chain was acknowledged.
+pub const CHAIN_ACKED: &str = "SELECT acked_at FROM notifications WHERE id = $1";
+/// What an acknowledgement needs of the notification it names.
+pub const ACK_TARGET: &str = "SELECT coalesce(n.escalation_of, n.id),
+         n.escalate IS NOT NULL OR n.escalation_of IS NOT NULL,
+         (SELECT r.acked_at FROM notifications r WHERE r.id = coalesce(n.escalation_of, n.id))
+     FROM notifications n WHERE n.id = $1";
+/// Marks a chain acknowledged, once.
+pub const MARK_ACKED: &str =
+    "UPDATE notifications SET acked_at = $2, updated_at = $2 WHERE id = $1 AND acked_at IS NULL";
+/// Cancels the chain's steps waiting in the queue; a step a claim is locking is being sent.
+pub const CANCEL_WAITING_STEPS: &str = "UPDATE notifications
+     SET state = 'cancelled', last_code = $3, last_error = $4, updated_at = $2
+     WHERE escalation_of = $1 AND state = 'queued'";
 
 /// A row whose fallback routes cannot be read ends dead, saying how it had ended.
 pub const END_UNREADABLE: &str = "UPDATE notifications SET state = 'dead', last_code = $2,

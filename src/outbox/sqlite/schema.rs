@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0007_lease_token.sql"),
     include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
+    include_str!("0013_escalation.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting

@@ -25,6 +25,7 @@ pub(super) fn note(channel: &str) -> NewNotification {
         content_hash: "h1".into(),
         fallback: Vec::new(),
         source: None,
+        escalation: Default::default(),
     }
 }
 

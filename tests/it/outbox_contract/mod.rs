@@ -59,6 +59,7 @@ impl Subject {
             content_hash: "h1".into(),
             fallback: Vec::new(),
             source: None,
+            escalation: Default::default(),
         }
     }
 

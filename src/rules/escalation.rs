@@ -1,0 +1,379 @@
+//! Escalation: if nobody acknowledges a notification within `after` of its delivery, the next
+//! step (another channel, another person) is sent. Pure: the store persists what these decide.
+//!
+//! The chain is durable queue state: when a notification with steps left is delivered, its next
+//! step is queued at once as a linked notification due `after` later (its `run_at` is the
+//! timer, so a restart or another daemon sends it on time). An acknowledgement marks the chain's
+//! first notification and cancels the step waiting in the queue in the same write; a step is
+//! queued only if its chain is not acknowledged, read in the write that queues it.
+
+use crate::outbox::{AckSource, Content, Escalation, EscalationStep, NewNotification, Priority};
+
+/// Most steps one notification may carry (as many as fallback routes, for the same reason: each
+/// step stores the steps after it).
+pub const MAX_STEPS: usize = 8;
+/// Longest wait before a step: 30 days.
+pub const MAX_AFTER_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// How long an acknowledgement link keeps working after the last step could be due.
+pub const ACK_LINK_GRACE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// The `last_code` of a step the acknowledgement cancelled.
+pub const ACKNOWLEDGED_CODE: &str = "acknowledged";
+/// Its `last_error`.
+pub const ACKNOWLEDGED_MESSAGE: &str = "not sent: the escalation was acknowledged";
+
+/// What the next step needs of the notification before it, as read back from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepParent {
+    pub id: String,
+    /// The chain's first notification: the parent itself when it is that one.
+    pub root: String,
+    /// Its steps still to come, in order.
+    pub steps: Vec<EscalationStep>,
+    /// Its own content, sent by a step that carries none of its own.
+    pub content: Content,
+    pub priority: Priority,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// How the notification before the step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepTrigger {
+    /// Delivered: the step waits `after` for an acknowledgement.
+    Delivered,
+    /// Failed, dead or expired: nobody got it, so nobody can acknowledge it; the step is due now.
+    Undelivered,
+}
+
+/// The idempotency key of a notification's next step: it queues at most one, however often the
+/// completion that triggers it is written.
+pub fn step_key(parent_id: &str) -> String {
+    format!("escalate:{parent_id}")
+}
+
+/// The next step after `parent`, carrying the rest, or `None` when the chain was acknowledged or
+/// no step is left. After a delivery it is due `after` later; after a failure, now. It keeps the
+/// parent's priority and expiry, and is created now (it is a new message, not a retry).
+pub fn next_step(
+    parent: StepParent,
+    acknowledged: bool,
+    trigger: StepTrigger,
+    child_id: String,
+    now_ms: i64,
+) -> Option<NewNotification> {
+    if acknowledged {
+        return None;
+    }
+    let mut steps = parent.steps.into_iter();
+    let next = steps.next()?;
+    let run_at_ms = match trigger {
+        StepTrigger::Delivered => now_ms.saturating_add(next.after_ms.clamp(0, MAX_AFTER_MS)),
+        StepTrigger::Undelivered => now_ms,
+    };
+    let content = next.content.unwrap_or(parent.content);
+    Some(NewNotification {
+        id: child_id,
+        channel: next.target.channel,
+        to: next.target.to,
+        subject: content.subject,
+        body: content.body,
+        html: content.html,
+        data: content.data,
+        priority: parent.priority,
+        run_at_ms,
+        expires_at_ms: parent.expires_at_ms,
+        created_at_ms: now_ms,
+        idempotency_key: Some(step_key(&parent.id)),
+        // Matches no submission: only the parent's completion may queue it.
+        content_hash: String::new(),
+        fallback: Vec::new(),
+        source: None,
+        escalation: Escalation {
+            steps: steps.collect(),
+            root: Some(parent.root),
+        },
+    })
+}
+
+/// The timeline's word on a queued step: which one, where, and when it goes unless acknowledged.
+pub fn step_detail(step: &NewNotification, trigger: StepTrigger) -> String {
+    let when = match trigger {
+        StepTrigger::Delivered => format!("due at {} unless acknowledged", step.run_at_ms),
+        StepTrigger::Undelivered => "due now: the notification before it was not delivered".into(),
+    };
+    format!(
+        "next step {} queued for channel {}: {when}",
+        step.id, step.channel
+    )
+}
+
+/// The timeline's word on an acknowledgement.
+pub fn ack_detail(source: AckSource, cancelled: u64) -> String {
+    let steps = match cancelled {
+        0 => "no step was waiting".to_owned(),
+        1 => "1 waiting step cancelled".to_owned(),
+        n => format!("{n} waiting steps cancelled"),
+    };
+    format!("acknowledged by {}; {steps}", source.as_str())
+}
+
+/// Whether a provider's receipt acknowledges the message it is about: only `read` (WhatsApp
+/// through Twilio, or a relay's signed JSON receipt) says a person saw it. `delivered` says
+/// only that a device got it.
+pub fn receipt_acknowledges(provider_status: &str) -> bool {
+    provider_status.eq_ignore_ascii_case("read")
+}
+
+/// What the store read of the notification an acknowledgement names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckTarget {
+    /// The chain's first notification (the notification itself outside a chain).
+    pub root: String,
+    /// Whether it carries steps or is one: only then is there anything to acknowledge.
+    pub escalates: bool,
+    /// When the chain was acknowledged, if it was.
+    pub acked_at_ms: Option<i64>,
+}
+
+/// What acknowledging does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckPlan {
+    /// Mark `root` acknowledged and cancel the chain's waiting steps.
+    Mark { root: String },
+    /// Already acknowledged: nothing changes (an acknowledgement is idempotent).
+    Already { root: String, at_ms: i64 },
+    /// Not an escalating notification.
+    NothingToAck,
+    /// No such notification.
+    NotFound,
+}
+
+/// The plan for acknowledging the notification `target` describes (`None`: unknown id).
+pub fn plan_ack(target: Option<AckTarget>) -> AckPlan {
+    match target {
+        None => AckPlan::NotFound,
+        Some(AckTarget {
+            root,
+            acked_at_ms: Some(at_ms),
+            ..
+        }) => AckPlan::Already { root, at_ms },
+        Some(AckTarget {
+            escalates: false, ..
+        }) => AckPlan::NothingToAck,
+        Some(AckTarget { root, .. }) => AckPlan::Mark { root },
+    }
+}
+
+/// Until when an acknowledgement link works: past the latest time the last step could be due
+/// (`run_at_ms` plus every step's wait, `waits_ms`), by [`ACK_LINK_GRACE_MS`]; never past the
+/// notification's expiry plus that grace.
+pub fn ack_link_expiry(run_at_ms: i64, waits_ms: &[i64], expires_at_ms: Option<i64>) -> i64 {
+    let waits: i64 = waits_ms
+        .iter()
+        .map(|w| (*w).clamp(0, MAX_AFTER_MS))
+        .fold(0, i64::saturating_add);
+    let latest = run_at_ms.saturating_add(waits);
+    let latest = expires_at_ms.map_or(latest, |e| latest.min(e));
+    latest.saturating_add(ACK_LINK_GRACE_MS)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::outbox::FallbackTarget;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const MINUTE: i64 = 60_000;
+
+    fn step(after_ms: i64, channel: &str, to: &str) -> EscalationStep {
+        EscalationStep {
+            after_ms,
+            target: FallbackTarget {
+                channel: channel.into(),
+                to: to.into(),
+            },
+            content: None,
+        }
+    }
+
+    fn parent(steps: Vec<EscalationStep>) -> StepParent {
+        StepParent {
+            id: "p1".into(),
+            root: "r1".into(),
+            steps,
+            content: Content {
+                subject: Some("Disk full".into()),
+                body: Some("db1 is at 99%".into()),
+                html: None,
+                data: None,
+            },
+            priority: Priority::High,
+            expires_at_ms: Some(NOW + 60 * MINUTE),
+        }
+    }
+
+    #[test]
+    fn after_a_delivery_the_next_step_waits_its_after() {
+        let s = next_step(
+            parent(vec![step(5 * MINUTE, "sms", "+15550001")]),
+            false,
+            StepTrigger::Delivered,
+            "c1".into(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(s.run_at_ms, NOW + 5 * MINUTE);
+        assert_eq!((s.channel.as_str(), s.to.as_str()), ("sms", "+15550001"));
+        assert_eq!(s.idempotency_key.as_deref(), Some("escalate:p1"));
+        assert_eq!(s.escalation.root.as_deref(), Some("r1"));
+        assert_eq!(s.priority, Priority::High);
+        assert_eq!(s.expires_at_ms, Some(NOW + 60 * MINUTE));
+        assert_eq!(s.body.as_deref(), Some("db1 is at 99%"));
+    }
+
+    #[test]
+    fn the_step_carries_the_steps_after_it() {
+        let s = next_step(
+            parent(vec![
+                step(MINUTE, "sms", "+1"),
+                step(2 * MINUTE, "email", "boss@example.com"),
+            ]),
+            false,
+            StepTrigger::Delivered,
+            "c1".into(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            s.escalation.steps,
+            vec![step(2 * MINUTE, "email", "boss@example.com")]
+        );
+    }
+
+    #[test]
+    fn after_a_failure_the_next_step_is_due_now() {
+        let s = next_step(
+            parent(vec![step(5 * MINUTE, "sms", "+1")]),
+            false,
+            StepTrigger::Undelivered,
+            "c1".into(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(s.run_at_ms, NOW);
+    }
+
+    #[test]
+    fn an_acknowledged_chain_queues_no_step() {
+        let next = next_step(
+            parent(vec![step(MINUTE, "sms", "+1")]),
+            true,
+            StepTrigger::Delivered,
+            "c1".into(),
+            NOW,
+        );
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn no_step_left_means_no_step() {
+        let next = next_step(
+            parent(Vec::new()),
+            false,
+            StepTrigger::Delivered,
+            "c".into(),
+            NOW,
+        );
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn content_rendered_for_the_step_wins_over_the_parents() {
+        let mut s = step(MINUTE, "sms", "+1");
+        s.content = Some(Content {
+            subject: None,
+            body: Some("sms text".into()),
+            html: None,
+            data: None,
+        });
+        let next = next_step(
+            parent(vec![s]),
+            false,
+            StepTrigger::Delivered,
+            "c".into(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (next.subject, next.body.as_deref()),
+            (None, Some("sms text"))
+        );
+    }
+
+    fn target(escalates: bool, acked_at_ms: Option<i64>) -> AckTarget {
+        AckTarget {
+            root: "r1".into(),
+            escalates,
+            acked_at_ms,
+        }
+    }
+
+    #[test]
+    fn acknowledging_an_escalating_notification_marks_its_chain() {
+        assert_eq!(
+            plan_ack(Some(target(true, None))),
+            AckPlan::Mark { root: "r1".into() }
+        );
+    }
+
+    #[test]
+    fn a_second_acknowledgement_changes_nothing_and_says_when_the_first_was() {
+        assert_eq!(
+            plan_ack(Some(target(true, Some(NOW)))),
+            AckPlan::Already {
+                root: "r1".into(),
+                at_ms: NOW
+            }
+        );
+    }
+
+    #[test]
+    fn a_notification_without_escalation_has_nothing_to_acknowledge() {
+        assert_eq!(plan_ack(Some(target(false, None))), AckPlan::NothingToAck);
+        assert_eq!(plan_ack(None), AckPlan::NotFound);
+    }
+
+    #[test]
+    fn only_a_read_receipt_acknowledges() {
+        assert!(receipt_acknowledges("read"));
+        assert!(receipt_acknowledges("READ"));
+        assert!(!receipt_acknowledges("delivered"));
+        assert!(!receipt_acknowledges("undelivered"));
+    }
+
+    #[test]
+    fn an_ack_link_outlives_the_last_step_by_the_grace() {
+        let steps = [5 * MINUTE, 10 * MINUTE];
+        assert_eq!(
+            ack_link_expiry(NOW, &steps, None),
+            NOW + 15 * MINUTE + ACK_LINK_GRACE_MS
+        );
+        assert_eq!(
+            ack_link_expiry(NOW, &steps, Some(NOW + MINUTE)),
+            NOW + MINUTE + ACK_LINK_GRACE_MS
+        );
+    }
+
+    #[test]
+    fn the_timeline_says_how_it_was_acknowledged_and_what_stopped() {
+        assert_eq!(
+            ack_detail(AckSource::Link, 1),
+            "acknowledged by link; 1 waiting step cancelled"
+        );
+        assert_eq!(
+            ack_detail(AckSource::Api, 0),
+            "acknowledged by api; no step was waiting"
+        );
+    }
+}

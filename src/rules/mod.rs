@@ -1,0 +1,3 @@
+//! Delivery rules: each decision a pure function of the model, persisted by the store.
+
+pub mod escalation;
