@@ -30,7 +30,8 @@ pub struct StepParent {
     pub root: String,
     /// Its steps still to come, in order.
     pub steps: Vec<EscalationStep>,
-    /// Its own content, sent by a step that carries none of its own.
+    /// The chain's first notification's content, sent by a step that carries none of its own
+    /// (a step's own content is for its channel's kind, not for the steps after it).
     pub content: Content,
     pub priority: Priority,
     pub expires_at_ms: Option<i64>,

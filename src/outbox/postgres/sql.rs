@@ -101,10 +101,17 @@ pub const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = $1";
 
-/// What the next escalation step is made of, and the chain's first notification (`root`).
-pub const STEP_PARENT: &str = "SELECT escalate, coalesce(escalation_of, id) AS root, subject,
-         body, html, data, priority, expires_at
-     FROM notifications WHERE id = $1";
+/// What the next escalation step is made of: the steps left on the notification before it, the
+/// chain's first notification (`root`) and its content (the notification's own if that one was
+/// purged).
+pub const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id) AS root,
+         CASE WHEN r.id IS NULL THEN n.subject ELSE r.subject END AS subject,
+         CASE WHEN r.id IS NULL THEN n.body ELSE r.body END AS body,
+         CASE WHEN r.id IS NULL THEN n.html ELSE r.html END AS html,
+         CASE WHEN r.id IS NULL THEN n.data ELSE r.data END AS data,
+         n.priority, n.expires_at
+     FROM notifications n LEFT JOIN notifications r ON r.id = coalesce(n.escalation_of, n.id)
+     WHERE n.id = $1";
 /// Whether a chain was acknowledged, read under its first row's lock (an acknowledgement
 /// holds it while it marks the chain).
 pub const CHAIN_ACKED_FOR_UPDATE: &str =

@@ -208,12 +208,17 @@ const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = ?1";
 
-/// What the next escalation step is made of ([`StepParent`]), with whether its chain was
-/// acknowledged (read from the chain's first notification).
-const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id), n.subject, n.body,
-         n.html, n.data, n.priority, n.expires_at,
-         (SELECT r.acked_at FROM notifications r WHERE r.id = coalesce(n.escalation_of, n.id))
-     FROM notifications n WHERE n.id = ?1";
+/// What the next escalation step is made of ([`StepParent`]): the steps left on the notification
+/// before it, the chain's first notification's content (the notification's own if that one was
+/// purged), and whether the chain was acknowledged.
+const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id),
+         CASE WHEN r.id IS NULL THEN n.subject ELSE r.subject END,
+         CASE WHEN r.id IS NULL THEN n.body ELSE r.body END,
+         CASE WHEN r.id IS NULL THEN n.html ELSE r.html END,
+         CASE WHEN r.id IS NULL THEN n.data ELSE r.data END,
+         n.priority, n.expires_at, r.acked_at
+     FROM notifications n LEFT JOIN notifications r ON r.id = coalesce(n.escalation_of, n.id)
+     WHERE n.id = ?1";
 
 /// What an acknowledgement needs of the notification it names ([`AckTarget`]).
 const ACK_TARGET: &str = "SELECT coalesce(n.escalation_of, n.id),

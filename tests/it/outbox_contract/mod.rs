@@ -13,6 +13,7 @@ use notifyd::outbox::{
 
 mod claim;
 mod enqueue;
+mod escalation;
 mod fencing;
 mod history;
 mod lifecycle;
@@ -182,6 +183,15 @@ macro_rules! outbox_contract {
             sweep::retention_purges_old_finished_notifications_and_keeps_dead_and_live_ones,
             sweep::retention_purges_unmatched_receipts_once_old,
             sweep::the_oldest_due_time_ignores_scheduled_notifications,
+            escalation::a_delivered_notification_queues_its_next_step_due_after_its_wait,
+            escalation::an_undelivered_notification_escalates_at_once,
+            escalation::an_acknowledgement_cancels_the_waiting_step_and_stops_the_chain,
+            escalation::acknowledging_again_changes_nothing_and_names_the_first_time,
+            escalation::acknowledging_a_step_acknowledges_its_chain,
+            escalation::no_step_is_queued_after_an_acknowledgement,
+            escalation::a_step_claimed_before_the_acknowledgement_is_sent_but_queues_no_more,
+            escalation::a_retry_does_not_start_the_escalation,
+            escalation::only_an_escalating_notification_can_be_acknowledged,
         );
     };
     (@each $open:path; $($module:ident :: $name:ident),* $(,)?) => {
