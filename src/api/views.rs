@@ -61,6 +61,11 @@ pub fn notification(v: &NotificationView) -> Value {
             "error_code": r.error_code,
             "at": rfc3339(r.received_at_ms),
         })).collect::<Vec<_>>(),
+        "events": v.events.iter().map(|e| json!({
+            "at": rfc3339(e.at_ms),
+            "rule": e.rule,
+            "detail": e.detail,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -243,6 +243,9 @@ impl Outbox for Memory {
     async fn check_writable(&self) -> Result<()> {
         Ok(())
     }
+    async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {
+        unimplemented!("no rule runs in these tests")
+    }
     async fn acknowledge(&self, _: &str, _: AckSource) -> Result<Acknowledged> {
         unimplemented!("the dispatcher does not acknowledge")
     }

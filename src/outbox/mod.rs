@@ -98,6 +98,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// is not stored or applied again.
     async fn record_receipt(&self, receipt: InboundReceipt) -> Result<RecordedReceipt>;
 
+    /// Writes timeline events on their own (a rule that changes a row writes its event in the
+    /// same transaction instead). Events of unknown notifications are stored all the same.
+    async fn record_events(&self, events: Vec<RuleEvent>) -> Result<()>;
     /// Acknowledges the escalation chain `id` belongs to
     /// ([`crate::rules::escalation::plan_ack`]): marks the chain's first notification and
     /// cancels its step waiting in the queue, in one write. A step claimed before that write is

@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ingest_source",
         include_str!("migrations/0004_ingest_source.sql"),
     ),
+    (5, "events", include_str!("migrations/0005_events.sql")),
     (
         8,
         "escalation",
@@ -1080,6 +1081,19 @@ impl Outbox for PgOutbox {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let events = sqlx::query(sql::EVENTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|e| {
+                Ok(EventView {
+                    at_ms: e.try_get("at")?,
+                    rule: e.try_get("rule")?,
+                    detail: e.try_get("detail")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let state: String = r.try_get("state")?;
         let priority: String = r.try_get("priority")?;
         // Lenient, as views are: fallback routes that cannot be read show as none (the row's
@@ -1107,6 +1121,7 @@ impl Outbox for PgOutbox {
             source: r.try_get("source")?,
             attempt_log,
             receipts,
+            events,
         }))
     }
 
@@ -1246,6 +1261,18 @@ impl Outbox for PgOutbox {
         })
     }
 
+    async fn record_events(&self, events: Vec<RuleEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for e in &events {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn record_receipt(&self, r: InboundReceipt) -> Result<RecordedReceipt> {
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
@@ -1328,4 +1355,17 @@ impl Outbox for PgOutbox {
             ))
         }
     }
+}
+
+/// One line of a notification's timeline, inside the caller's transaction, so a rule's change
+/// and its event commit together.
+pub(crate) async fn insert_event(conn: &mut PgConnection, e: &RuleEvent) -> Result<()> {
+    sqlx::query(sql::INSERT_EVENT)
+        .bind(&e.notification)
+        .bind(e.at_ms)
+        .bind(e.rule.as_str())
+        .bind(&e.detail)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -206,7 +206,8 @@ pub const PURGE_FINISHED: &str = "WITH old AS (
          ORDER BY updated_at LIMIT $2
          FOR UPDATE SKIP LOCKED),
      gone_attempts AS (DELETE FROM attempts WHERE notification_id IN (SELECT id FROM old)),
-     gone_receipts AS (DELETE FROM receipts WHERE notification_id IN (SELECT id FROM old))
+     gone_receipts AS (DELETE FROM receipts WHERE notification_id IN (SELECT id FROM old)),
+     gone_events AS (DELETE FROM events WHERE notification_id IN (SELECT id FROM old))
      DELETE FROM notifications WHERE id IN (SELECT id FROM old)";
 
 pub const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
@@ -260,6 +261,13 @@ pub const ATTEMPTS: &str = "SELECT attempt, started_at, latency_ms, outcome, cod
 
 pub const RECEIPTS: &str = "SELECT status, provider_status, error_code, received_at FROM receipts
      WHERE notification_id = $1 ORDER BY received_at, id";
+
+pub const EVENTS: &str = "SELECT at, rule, detail FROM events
+     WHERE notification_id = $1 ORDER BY at, seq";
+
+/// One line of a notification's timeline: what a delivery rule did.
+pub const INSERT_EVENT: &str =
+    "INSERT INTO events (notification_id, at, rule, detail) VALUES ($1, $2, $3, $4)";
 
 pub const DEAD_LETTERS: &str = "SELECT id, channel, recipient, attempts, last_code, last_error,
          updated_at

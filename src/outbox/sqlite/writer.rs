@@ -101,6 +101,11 @@ const PURGE_RECEIPTS: &str = concat!(
     old_finished!(),
     ")"
 );
+const PURGE_EVENTS: &str = concat!(
+    "DELETE FROM events WHERE notification_id IN (",
+    old_finished!(),
+    ")"
+);
 /// Retention: the oldest finished rows themselves.
 const PURGE_FINISHED: &str = concat!(
     "DELETE FROM notifications WHERE id IN (",
@@ -204,6 +209,9 @@ const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, st
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
 
 /// What a fallback child is made of ([`FallbackParent`]).
+/// One line of a notification's timeline: what a delivery rule did.
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (notification_id, at, rule, detail) VALUES (?1, ?2, ?3, ?4)";
 const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = ?1";
@@ -293,6 +301,10 @@ pub enum Op {
         how: OpenBreakerMove,
         limit: usize,
         reply: oneshot::Sender<Result<u64>>,
+    },
+    RecordEvents {
+        events: Vec<RuleEvent>,
+        reply: oneshot::Sender<Result<()>>,
     },
     Ping {
         reply: oneshot::Sender<Result<()>>,
@@ -468,11 +480,21 @@ impl Writer {
                 limit,
                 reply,
             } => done!(reply, self.move_due(&channel, &how, limit, now)),
+            Op::RecordEvents { events, reply } => done!(reply, self.record_events(&events)),
             Op::Ping { reply } => done!(reply, Ok(())),
             Op::Acknowledge { id, source, reply } => {
                 done!(reply, self.acknowledge(&id, source, now))
             }
         }
+    }
+
+    /// Timeline events, each with the one statement every rule's write reuses.
+    pub(super) fn record_events(&self, events: &[RuleEvent]) -> Result<()> {
+        let mut insert = self.conn.prepare_cached(INSERT_EVENT)?;
+        for e in events {
+            insert.execute(params![e.notification, e.at_ms, e.rule.as_str(), e.detail])?;
+        }
+        Ok(())
     }
 
     fn enqueue(&self, items: &[NewNotification]) -> Result<Vec<Enqueued>> {
@@ -969,7 +991,7 @@ impl Writer {
     fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
         let before = retention.finished_before(now);
         let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
-        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS] {
+        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS, PURGE_EVENTS] {
             self.conn
                 .prepare_cached(sql)?
                 .execute(params![before, batch])?;
@@ -1190,6 +1212,7 @@ fn fail(op: Op, err: StoreError) {
         Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
         Op::Purge { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
+        Op::RecordEvents { reply, .. } => drop(reply.send(Err(err))),
         Op::Ping { reply } => drop(reply.send(Err(err))),
         Op::Acknowledge { reply, .. } => drop(reply.send(Err(err))),
     }
