@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ack_link::AckLinks;
 use crate::api::server::{self, Bound, Endpoint};
 use crate::api::{self, AppState, Live};
 use crate::config::{Config, QueueLocation};
@@ -153,11 +154,17 @@ fn open_to_others(addr: &Endpoint, server: &crate::config::ServerConfig) -> Opti
 }
 
 /// Loads the configured templates (none when `templates.dir` is not set).
+/// With `[links]` configured, escalating notifications render `{{ ack_url }}`.
 pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::TemplateError> {
-    match &config.templates.dir {
-        Some(dir) => Templates::load(dir),
-        None => Ok(Templates::default()),
-    }
+    let templates = match &config.templates.dir {
+        Some(dir) => Templates::load(dir)?,
+        None => Templates::default(),
+    };
+    let links = match (&config.links.base_url, config.links.key()) {
+        (Some(base_url), Some(key)) => Some(AckLinks::new(key, base_url)),
+        _ => None,
+    };
+    Ok(templates.with_ack_links(links))
 }
 
 /// A started daemon.

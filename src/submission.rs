@@ -518,6 +518,13 @@ fn check_all(
         .map(|(i, step)| (format!("escalate[{i}]"), step));
     for (field, (target, content)) in routes.chain(steps) {
         let runtime = channel_named(registry, &format!("{field}.channel"), &target.channel)?;
+        if target.to.trim().is_empty() || target.to.len() > MAX_TO_LEN {
+            return Err(Rejection::new(
+                format!("{field}.to"),
+                "invalid_recipient",
+                format!("must be 1 to {MAX_TO_LEN} bytes, not blank"),
+            ));
+        }
         let mut elsewhere = Message {
             channel: target.channel.clone(),
             to: target.to.clone(),

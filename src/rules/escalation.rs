@@ -7,7 +7,9 @@
 //! first notification and cancels the step waiting in the queue in the same write; a step is
 //! queued only if its chain is not acknowledged, read in the write that queues it.
 
-use crate::outbox::{AckSource, Content, Escalation, EscalationStep, NewNotification, Priority};
+use crate::outbox::{
+    AckSource, Content, Escalation, EscalationStep, NewNotification, Priority, Rule, RuleEvent,
+};
 
 /// Most steps one notification may carry (as many as fallback routes, for the same reason: each
 /// step stores the steps after it).
@@ -96,26 +98,53 @@ pub fn next_step(
     })
 }
 
-/// The timeline's word on a queued step: which one, where, and when it goes unless acknowledged.
-pub fn step_detail(step: &NewNotification, trigger: StepTrigger) -> String {
+/// The timeline lines for a step queued after `parent`: on the chain's first notification (whose
+/// timeline shows the whole chain) and on the parent when that is another one.
+pub fn step_events(
+    parent: &str,
+    step: &NewNotification,
+    trigger: StepTrigger,
+    now_ms: i64,
+) -> Vec<RuleEvent> {
+    let root = step.escalation.root.as_deref().unwrap_or(parent);
     let when = match trigger {
-        StepTrigger::Delivered => format!("due at {} unless acknowledged", step.run_at_ms),
-        StepTrigger::Undelivered => "due now: the notification before it was not delivered".into(),
+        StepTrigger::Delivered => format!(
+            "due in {} s unless acknowledged",
+            (step.run_at_ms - now_ms).max(0) / 1000
+        ),
+        StepTrigger::Undelivered => format!("due now: {parent} was not delivered"),
     };
-    format!(
-        "next step {} queued for channel {}: {when}",
+    let detail = format!(
+        "step {} queued after {parent}: channel {}, {when}",
         step.id, step.channel
-    )
+    );
+    let mut on = vec![root];
+    if parent != root {
+        on.push(parent);
+    }
+    on.into_iter()
+        .map(|notification| RuleEvent {
+            notification: notification.to_owned(),
+            at_ms: now_ms,
+            rule: Rule::Escalation,
+            detail: detail.clone(),
+        })
+        .collect()
 }
 
-/// The timeline's word on an acknowledgement.
-pub fn ack_detail(source: AckSource, cancelled: u64) -> String {
+/// The timeline line for an acknowledgement, on the chain's first notification.
+pub fn ack_event(root: &str, source: AckSource, cancelled: u64, now_ms: i64) -> RuleEvent {
     let steps = match cancelled {
         0 => "no step was waiting".to_owned(),
         1 => "1 waiting step cancelled".to_owned(),
         n => format!("{n} waiting steps cancelled"),
     };
-    format!("acknowledged by {}; {steps}", source.as_str())
+    RuleEvent {
+        notification: root.to_owned(),
+        at_ms: now_ms,
+        rule: Rule::Ack,
+        detail: format!("acknowledged by {}; {steps}", source.as_str()),
+    }
 }
 
 /// Whether a provider's receipt acknowledges the message it is about: only `read` (WhatsApp
@@ -368,13 +397,38 @@ mod tests {
 
     #[test]
     fn the_timeline_says_how_it_was_acknowledged_and_what_stopped() {
+        let e = ack_event("r1", AckSource::Link, 1, NOW);
+        assert_eq!((e.notification.as_str(), e.rule), ("r1", Rule::Ack));
+        assert_eq!(e.detail, "acknowledged by link; 1 waiting step cancelled");
         assert_eq!(
-            ack_detail(AckSource::Link, 1),
-            "acknowledged by link; 1 waiting step cancelled"
-        );
-        assert_eq!(
-            ack_detail(AckSource::Api, 0),
+            ack_event("r1", AckSource::Api, 0, NOW).detail,
             "acknowledged by api; no step was waiting"
+        );
+    }
+
+    #[test]
+    fn a_step_is_on_the_chains_timeline_and_on_the_notification_before_it() {
+        let mut p = parent(vec![
+            step(5 * MINUTE, "sms", "+1"),
+            step(MINUTE, "sms", "+2"),
+        ]);
+        let first = next_step(p.clone(), false, StepTrigger::Delivered, "c1".into(), NOW).unwrap();
+        let events = step_events("p1", &first, StepTrigger::Delivered, NOW);
+        let on: Vec<&str> = events.iter().map(|e| e.notification.as_str()).collect();
+        assert_eq!(on, vec!["r1", "p1"]);
+        assert_eq!(events[0].rule, Rule::Escalation);
+        assert_eq!(
+            events[0].detail,
+            "step c1 queued after p1: channel sms, due in 300 s unless acknowledged"
+        );
+        // The chain's first notification itself: one line.
+        p.id = "r1".into();
+        let first = next_step(p, false, StepTrigger::Undelivered, "c1".into(), NOW).unwrap();
+        let events = step_events("r1", &first, StepTrigger::Undelivered, NOW);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].detail,
+            "step c1 queued after r1: channel sms, due now: r1 was not delivered"
         );
     }
 }

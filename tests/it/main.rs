@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod delivery;
 mod enqueue_outside;
+mod escalation;
 mod fuzz;
 mod history;
 mod hostile_rows;

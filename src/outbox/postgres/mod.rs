@@ -817,6 +817,9 @@ async fn queue_escalation(
         tracing::info!(notification_id = %parent, step = %step.id, channel = %step.channel,
             run_at = step.run_at_ms, "Queued the next escalation step.");
         insert(conn, &[&step], Some(parent)).await?;
+        for e in escalation::step_events(parent, &step, trigger, now) {
+            insert_event(conn, &e).await?;
+        }
     }
     Ok(())
 }
@@ -894,6 +897,7 @@ async fn acknowledge_in(
                 .rows_affected();
             tracing::info!(notification_id = %root, via = source.as_str(), cancelled,
                 "Escalation acknowledged.");
+            insert_event(conn, &escalation::ack_event(&root, source, cancelled, now)).await?;
             Acknowledged::Done {
                 root,
                 at_ms: now,

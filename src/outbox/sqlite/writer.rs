@@ -208,10 +208,10 @@ const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, st
          latency_ms, outcome, code, error, provider_id, decision, channel)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
 
-/// What a fallback child is made of ([`FallbackParent`]).
 /// One line of a notification's timeline: what a delivery rule did.
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO events (notification_id, at, rule, detail) VALUES (?1, ?2, ?3, ?4)";
+/// What a fallback child is made of ([`FallbackParent`]).
 const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = ?1";
@@ -738,6 +738,7 @@ impl Writer {
             tracing::info!(notification_id = %parent, step = %step.id, channel = %step.channel,
                 run_at = step.run_at_ms, "Queued the next escalation step.");
             self.insert(&step, Some(parent))?;
+            self.record_events(&escalation::step_events(parent, &step, trigger, now))?;
         }
         Ok(())
     }
@@ -776,10 +777,12 @@ impl Writer {
                         ])?;
                 tracing::info!(notification_id = %root, via = source.as_str(), cancelled,
                     "Escalation acknowledged.");
+                let cancelled = cancelled as u64;
+                self.record_events(&[escalation::ack_event(&root, source, cancelled, now)])?;
                 Acknowledged::Done {
                     root,
                     at_ms: now,
-                    cancelled: cancelled as u64,
+                    cancelled,
                 }
             }
         })
