@@ -60,7 +60,7 @@ pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>)
             "Acknowledging stops the escalation: nobody else will be notified.",
             true,
         ),
-        Err(refusal) => refusal,
+        Err(refused) => refused.page(),
     }
 }
 
@@ -69,7 +69,7 @@ pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>)
 pub async fn link_ack(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let notification = match check_link(&state, &token) {
         Ok(id) => id,
-        Err(refusal) => return refusal,
+        Err(refused) => return refused.page(),
     };
     match state
         .outbox
@@ -108,31 +108,46 @@ pub async fn link_ack(State(state): State<AppState>, Path(token): Path<String>) 
     }
 }
 
-/// The notification a link token is about, or the page that says why it does not work.
-fn check_link(state: &AppState, token: &str) -> Result<String, Response> {
+/// Why a link does not work.
+enum LinkRefused {
+    /// `[links]` is not configured.
+    Disabled,
+    Expired,
+    /// Malformed, forged, or for another purpose: all the same to the clicker.
+    Invalid,
+}
+
+impl LinkRefused {
+    fn page(self) -> Response {
+        let (status, title, text) = match self {
+            LinkRefused::Disabled => (
+                StatusCode::NOT_FOUND,
+                "Link not valid",
+                "Acknowledgement links are not enabled.",
+            ),
+            LinkRefused::Expired => (
+                StatusCode::GONE,
+                "Link expired",
+                "This acknowledgement link has expired.",
+            ),
+            LinkRefused::Invalid => (
+                StatusCode::NOT_FOUND,
+                "Link not valid",
+                "This acknowledgement link is not valid.",
+            ),
+        };
+        page(status, title, text, false)
+    }
+}
+
+/// The notification a link token is about, or why the link does not work.
+fn check_link(state: &AppState, token: &str) -> Result<String, LinkRefused> {
     let live = state.live();
-    let Some(links) = live.templates.ack_links() else {
-        return Err(page(
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "Acknowledgement links are not enabled.",
-            false,
-        ));
-    };
+    let links = live.templates.ack_links().ok_or(LinkRefused::Disabled)?;
     match links.verify(token, crate::clock::now_ms()) {
         Ok(claims) => Ok(claims.notification),
-        Err(LinkError::Expired) => Err(page(
-            StatusCode::GONE,
-            "Link expired",
-            "This acknowledgement link has expired.",
-            false,
-        )),
-        Err(_) => Err(page(
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "This acknowledgement link is not valid.",
-            false,
-        )),
+        Err(LinkError::Expired) => Err(LinkRefused::Expired),
+        Err(_) => Err(LinkRefused::Invalid),
     }
 }
 
