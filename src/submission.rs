@@ -248,12 +248,11 @@ impl Submission {
             data: self.data.clone(),
         };
         let own_family = crate::templates::family(runtime.kind);
-        let mut fallback = Vec::with_capacity(self.fallback.len());
-        for (i, route) in self.fallback.into_iter().enumerate() {
-            let runtime =
-                channel_named(registry, &format!("fallback[{i}].channel"), &route.channel)?;
-            // A template speaks to each kind in its own part (sms.txt for an SMS fallback).
-            let content = match &self.template {
+        // What a route or step to another channel sends, when it is not the notification's own:
+        // a template speaks to each kind in its own part (sms.txt for an SMS fallback).
+        let content_for = |field: &str, channel: &str| -> Result<Option<Content>, Rejection> {
+            let runtime = channel_named(registry, field, channel)?;
+            Ok(match &self.template {
                 // A kind of the same family renders the same parts: nothing to do again.
                 Some(template) if crate::templates::family(runtime.kind) != own_family => {
                     let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
@@ -268,36 +267,24 @@ impl Submission {
                     .filter(|c| *c != own)
                 }
                 _ => None,
-            };
+            })
+        };
+        let mut fallback = Vec::with_capacity(self.fallback.len());
+        for (i, route) in self.fallback.iter().enumerate() {
+            let content = content_for(&format!("fallback[{i}].channel"), &route.channel)?;
             fallback.push(FallbackRoute {
-                target: route,
+                target: route.clone(),
                 content,
             });
         }
         let mut steps = Vec::with_capacity(self.escalate.len());
-        for ((i, step), after_ms) in self.escalate.into_iter().enumerate().zip(waits) {
-            let runtime =
-                channel_named(registry, &format!("escalate[{i}].channel"), &step.channel)?;
-            let content = match &self.template {
-                Some(template) if crate::templates::family(runtime.kind) != own_family => {
-                    let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
-                    let r = templates.render(template, runtime.kind, vars)?;
-                    within_depth("template", r.data.as_ref())?;
-                    Some(Content {
-                        subject: r.subject,
-                        body: r.body,
-                        html: r.html,
-                        data: r.data,
-                    })
-                    .filter(|c| *c != own)
-                }
-                _ => None,
-            };
+        for ((i, step), after_ms) in self.escalate.iter().enumerate().zip(waits) {
+            let content = content_for(&format!("escalate[{i}].channel"), &step.channel)?;
             steps.push(EscalationStep {
                 after_ms,
                 target: FallbackTarget {
-                    channel: step.channel,
-                    to: step.to,
+                    channel: step.channel.clone(),
+                    to: step.to.clone(),
                 },
                 content,
             });

@@ -824,22 +824,31 @@ async fn queue_escalation(
     Ok(())
 }
 
+/// A row's `subject`, `body`, `html` and `data`.
+fn decode_content(r: &PgRow) -> std::result::Result<Content, Unreadable> {
+    Ok(Content {
+        subject: stored::get(r, "subject")?,
+        body: stored::get(r, "body")?,
+        html: stored::get(r, "html")?,
+        data: stored::get(r, "data")?,
+    })
+}
+
+fn decode_priority(text: &str) -> std::result::Result<Priority, Unreadable> {
+    text.parse().map_err(|e: String| Unreadable {
+        column: "priority",
+        problem: e,
+    })
+}
+
 fn decode_step_parent(r: &PgRow, id: &str) -> std::result::Result<StepParent, Unreadable> {
     let priority: String = stored::get(r, "priority")?;
     Ok(StepParent {
         id: id.to_owned(),
         steps: stored::opt_json(r, "escalate")?.unwrap_or_default(),
         root: stored::get(r, "root")?,
-        content: Content {
-            subject: stored::get(r, "subject")?,
-            body: stored::get(r, "body")?,
-            html: stored::get(r, "html")?,
-            data: stored::get(r, "data")?,
-        },
-        priority: priority.parse().map_err(|e: String| Unreadable {
-            column: "priority",
-            problem: e,
-        })?,
+        content: decode_content(r)?,
+        priority: decode_priority(&priority)?,
         expires_at_ms: stored::get(r, "expires_at")?,
     })
 }
@@ -912,16 +921,8 @@ fn decode_fallback_parent(r: &PgRow, id: &str) -> std::result::Result<FallbackPa
     Ok(FallbackParent {
         id: id.to_owned(),
         routes: stored::opt_json(r, "fallback")?.unwrap_or_default(),
-        content: Content {
-            subject: stored::get(r, "subject")?,
-            body: stored::get(r, "body")?,
-            html: stored::get(r, "html")?,
-            data: stored::get(r, "data")?,
-        },
-        priority: priority.parse().map_err(|e: String| Unreadable {
-            column: "priority",
-            problem: e,
-        })?,
+        content: decode_content(r)?,
+        priority: decode_priority(&priority)?,
         expires_at_ms: stored::get(r, "expires_at")?,
         created_at_ms: stored::get(r, "created_at")?,
     })
