@@ -164,7 +164,7 @@ pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::Te
         (Some(base_url), Some(key)) => Some(AckLinks::new(key, base_url)),
         _ => None,
     };
-    Ok(templates.with_ack_links(links))
+    templates.with_ack_links(links)
 }
 
 /// A started daemon.

@@ -442,3 +442,16 @@ async fn escalation_steps_are_validated_like_fallback_routes() {
     assert_eq!(status, 404);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_template_with_the_ack_link_but_no_links_configured_stops_the_start_naming_the_keys() {
+    let (pager, phone) = (Sink::ok().await, Sink::ok().await);
+    let dir = tempfile::tempdir().unwrap();
+    let rest = with_link(dir.path());
+    let without_links = rest.split("[links]").next().unwrap().to_owned();
+    let text = config_text(dir.path(), &channels(&pager, &phone, &without_links));
+    let config = load_config(&text, dir.path());
+    let err = Daemon::start(config).await.err().unwrap().to_string();
+    assert!(err.contains("alert/body.txt uses {{ ack_url }}"), "{err}");
+    assert!(err.contains("links.base_url and links.secret"), "{err}");
+}
