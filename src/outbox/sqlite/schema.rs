@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
     include_str!("0010_events.sql"),
+    include_str!("0014_lighter_history.sql"),
     include_str!("0013_escalation.sql"),
 ];
 
