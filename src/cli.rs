@@ -11,7 +11,7 @@ use crate::config::{Config, LogConfig, LogFormat};
 use crate::daemon::{self, Daemon};
 use crate::outbox::{Enqueued, FallbackTarget, Priority};
 use crate::registry::Registry;
-use crate::submission::Submission;
+use crate::submission::{EscalateRequest, Submission};
 
 /// notifyd: delivers notifications over many channels and never loses one.
 #[derive(Debug, Parser)]
@@ -126,6 +126,10 @@ pub struct SendArgs {
     /// The IANA zone of --deliver-between (default: the recipient's, else the channel's).
     #[arg(long, requires = "deliver_between")]
     pub deliver_between_zone: Option<String>,
+    /// An escalation step AFTER:CHANNEL=TO (e.g. `5m:sms=+33612345678`), sent if nobody
+    /// acknowledges within AFTER of the previous delivery; repeat for more.
+    #[arg(long)]
+    pub escalate: Vec<String>,
 }
 
 /// `notifyd recipients …`: a recipient's preferences, as `/v1/recipients/{address}` has them.
@@ -530,6 +534,20 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
                 .ok_or_else(|| format!("--fallback {f:?}: write CHANNEL=TO"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let escalate = args
+        .escalate
+        .iter()
+        .map(|e| {
+            e.split_once(':')
+                .and_then(|(after, target)| Some((after, target.split_once('=')?)))
+                .map(|(after, (channel, to))| EscalateRequest {
+                    after: after.to_owned(),
+                    channel: channel.to_owned(),
+                    to: to.to_owned(),
+                })
+                .ok_or_else(|| format!("--escalate {e:?}: write AFTER:CHANNEL=TO"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Submission {
         channel: args.channel,
         to: args.to,
@@ -558,6 +576,7 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         dedup_key: args.dedup_key,
         dedup_window: args.dedup_window,
         digest_key: args.digest_key,
+        escalate,
     })
 }
 

@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ack_link::AckLinks;
 use crate::api::server::{self, Bound, Endpoint};
 use crate::api::{self, AppState, Live};
 use crate::config::{Config, QueueLocation};
 use crate::dispatch::{Dispatcher, Halt};
 use crate::outbox::postgres::{PgOptions, PgOutbox};
 use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
-use crate::outbox::{Outbox, StoreError};
+use crate::outbox::{Clock, Outbox, StoreError};
 use crate::registry::Registry;
 use crate::systemd::Notifier;
 use crate::templates::Templates;
@@ -61,10 +62,16 @@ pub enum StartError {
 /// PostgreSQL queue is opened even while its server is unreachable: the daemon starts, answers
 /// 503 and says why on `/readyz`, and connects and migrates as soon as it can.
 pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
+    open_outbox_on(config, Clock::System).await
+}
+
+/// [`open_outbox`] with the store reading its time from `clock` (a manual one in tests, to move
+/// the queue's timers: due times, escalation waits, leases).
+async fn open_outbox_on(config: &Config, clock: Clock) -> Result<Arc<dyn Outbox>, StartError> {
     match config.queue.location().map_err(StartError::QueueUrl)? {
-        QueueLocation::Sqlite(path) => open_at(config, path).await,
+        QueueLocation::Sqlite(path) => open_at(config, path, clock).await,
         QueueLocation::Postgres(url) => {
-            let outbox = PgOutbox::start(&pg_options(config, url))
+            let outbox = PgOutbox::start(&pg_options(config, url, clock))
                 .await
                 .map_err(|error| StartError::Queue {
                     url: redacted_url(&config.queue.url),
@@ -90,20 +97,21 @@ pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, St
             url: config.queue.url.clone(),
         });
     }
-    open_at(config, path).await
+    open_at(config, path, Clock::System).await
 }
 
-fn pg_options(config: &Config, url: String) -> PgOptions {
+fn pg_options(config: &Config, url: String, clock: Clock) -> PgOptions {
     PgOptions {
         schema: config.queue.schema.clone(),
         max_connections: config.queue.max_connections,
+        clock,
         ..PgOptions::new(url)
     }
 }
 
 /// The CLI's PostgreSQL queue: reachable now and migrated, or an error saying why.
 async fn open_postgres(config: &Config, url: String) -> Result<Arc<dyn Outbox>, StartError> {
-    let outbox = PgOutbox::connect(&pg_options(config, url))
+    let outbox = PgOutbox::connect(&pg_options(config, url, Clock::System))
         .await
         .map_err(|error| StartError::Queue {
             url: redacted_url(&config.queue.url),
@@ -126,13 +134,18 @@ fn redacted_url(url: &str) -> String {
     }
 }
 
-async fn open_at(config: &Config, path: std::path::PathBuf) -> Result<Arc<dyn Outbox>, StartError> {
+async fn open_at(
+    config: &Config,
+    path: std::path::PathBuf,
+    clock: Clock,
+) -> Result<Arc<dyn Outbox>, StartError> {
     let queue_error = |error| StartError::Queue {
         url: config.queue.url.clone(),
         error,
     };
     let opts = SqliteOptions {
         min_free_bytes: config.queue.min_free_bytes,
+        clock,
         ..SqliteOptions::new(path)
     };
     let outbox = tokio::task::spawn_blocking(move || SqliteOutbox::open(&opts))
@@ -151,11 +164,17 @@ fn open_to_others(addr: &Endpoint, server: &crate::config::ServerConfig) -> Opti
 }
 
 /// Loads the configured templates (none when `templates.dir` is not set).
+/// With `[links]` configured, escalating notifications render `{{ ack_url }}`.
 pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::TemplateError> {
-    match &config.templates.dir {
-        Some(dir) => Templates::load(dir),
-        None => Ok(Templates::default()),
-    }
+    let templates = match &config.templates.dir {
+        Some(dir) => Templates::load(dir)?,
+        None => Templates::default(),
+    };
+    let links = match (&config.links.base_url, config.links.key()) {
+        (Some(base_url), Some(key)) => Some(AckLinks::new(key, base_url)),
+        _ => None,
+    };
+    templates.with_ack_links(links)
 }
 
 /// A started daemon.
@@ -205,7 +224,13 @@ impl Daemon {
     /// Opens the queue, builds the channels, binds the listener and starts serving. Returns once
     /// the API is listening (so a caller may report readiness).
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        let outbox: Arc<dyn Outbox> = open_outbox(&config).await?;
+        Self::start_on(config, Clock::System).await
+    }
+
+    /// [`Daemon::start`] with the queue reading its time from `clock`: tests move a manual one
+    /// to make the queue's timers (due times, escalation waits) come due without waiting.
+    pub async fn start_on(config: Config, clock: Clock) -> Result<Self, StartError> {
+        let outbox: Arc<dyn Outbox> = open_outbox_on(&config, clock).await?;
         let registry = Arc::new(
             Registry::build_sharing(&config, outbox.cluster_limits())
                 .map_err(StartError::Channels)?,

@@ -4,6 +4,7 @@
 //! [`outbox::NewNotification`], the [`outbox`] makes it durable, the [`dispatch`] loop claims it
 //! and hands it to its channel (from `notifyd-channels`), and writes the outcome back.
 
+pub mod ack_link;
 pub mod api;
 pub mod bench;
 pub mod bench_history;

@@ -9,10 +9,11 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::json_bounds;
 use crate::outbox::{
-    Content, DeliverBetween, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms,
+    Content, DeliverBetween, Escalation, EscalationStep, FallbackRoute, FallbackTarget,
+    NewNotification, Priority, now_ms,
 };
 use crate::registry::{ChannelRuntime, Registry};
-use crate::rules::dedup;
+use crate::rules::{dedup, escalation};
 use crate::templates::Templates;
 
 /// Longest idempotency key accepted.
@@ -79,6 +80,11 @@ pub struct Submission {
     /// channel with a `digest_window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_key: Option<String>,
+    /// Steps sent in order while nobody acknowledges it: each `after` its previous message was
+    /// delivered (at once if that one failed), until `POST /v1/notifications/{id}/ack`, the
+    /// `{{ ack_url }}` link or a `read` receipt acknowledges the chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<EscalateRequest>,
 }
 
 /// Refuses a `deliver_between` whose times or zone are not valid, naming the part at fault
@@ -92,6 +98,18 @@ pub fn check_deliver_between(window: &DeliverBetween) -> Result<(), Rejection> {
         };
         Rejection::new(format!("deliver_between.{}", e.part), code, e.message)
     })
+}
+
+/// One escalation step as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"after": "5m", "channel": "sms", "to": "+33612345678"}))]
+pub struct EscalateRequest {
+    /// How long to wait for an acknowledgement after the previous message was delivered, as a
+    /// duration (`"90s"`, `"5m"`, `"1h 30m"`): more than zero, at most 30 days.
+    pub after: String,
+    pub channel: String,
+    pub to: String,
 }
 
 /// Why a submission is refused; names the field at fault.
@@ -172,32 +190,6 @@ impl Submission {
         let content_hash = self.content_hash();
         within_depth("vars", self.vars.as_ref())?;
         within_depth("data", self.data.as_ref())?;
-        if let Some(template) = &self.template {
-            if self.subject.is_some()
-                || self.body.is_some()
-                || self.html.is_some()
-                || self.data.is_some()
-            {
-                return Err(Rejection::new(
-                    "template",
-                    "invalid_field",
-                    "give either a template or inline subject/body/html/data, not both",
-                ));
-            }
-            let vars = self.vars.clone().unwrap_or(serde_json::Value::Null);
-            let rendered = templates.render(template, runtime.kind, &vars)?;
-            within_depth("template", rendered.data.as_ref())?;
-            self.subject = rendered.subject;
-            self.body = rendered.body;
-            self.html = rendered.html;
-            self.data = rendered.data;
-        } else if self.vars.is_some() {
-            return Err(Rejection::new(
-                "vars",
-                "invalid_field",
-                "vars are only used with a template",
-            ));
-        }
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > MAX_KEY_LEN)
         {
@@ -246,6 +238,53 @@ impl Submission {
             check_deliver_between(window)?;
         }
         check_route_count(self.fallback.len())?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let waits = escalation_waits(&self.escalate)?;
+        if let Some(links) = templates.ack_links()
+            && self.template.is_some()
+            && !waits.is_empty()
+        {
+            // The link outlives the last step; its subject is this notification, the chain's
+            // first, so a click from any step's message acknowledges the whole chain.
+            let expires = escalation::ack_link_expiry(run_at, &waits, expires_at);
+            let url = serde_json::Value::String(links.url(&id, expires));
+            match &mut self.vars {
+                Some(serde_json::Value::Object(vars)) => {
+                    vars.insert("ack_url".into(), url);
+                }
+                vars @ (None | Some(serde_json::Value::Null)) => {
+                    *vars = Some(serde_json::json!({ "ack_url": url }));
+                }
+                // Not an object: the render below refuses it.
+                Some(_) => {}
+            }
+        }
+        if let Some(template) = &self.template {
+            if self.subject.is_some()
+                || self.body.is_some()
+                || self.html.is_some()
+                || self.data.is_some()
+            {
+                return Err(Rejection::new(
+                    "template",
+                    "invalid_field",
+                    "give either a template or inline subject/body/html/data, not both",
+                ));
+            }
+            let vars = self.vars.clone().unwrap_or(serde_json::Value::Null);
+            let rendered = templates.render(template, runtime.kind, &vars)?;
+            within_depth("template", rendered.data.as_ref())?;
+            self.subject = rendered.subject;
+            self.body = rendered.body;
+            self.html = rendered.html;
+            self.data = rendered.data;
+        } else if self.vars.is_some() {
+            return Err(Rejection::new(
+                "vars",
+                "invalid_field",
+                "vars are only used with a template",
+            ));
+        }
         let own = Content {
             subject: self.subject.clone(),
             body: self.body.clone(),
@@ -253,12 +292,11 @@ impl Submission {
             data: self.data.clone(),
         };
         let own_family = crate::templates::family(runtime.kind);
-        let mut fallback = Vec::with_capacity(self.fallback.len());
-        for (i, route) in self.fallback.into_iter().enumerate() {
-            let runtime =
-                channel_named(registry, &format!("fallback[{i}].channel"), &route.channel)?;
-            // A template speaks to each kind in its own part (sms.txt for an SMS fallback).
-            let content = match &self.template {
+        // What a route or step to another channel sends, when it is not the notification's own:
+        // a template speaks to each kind in its own part (sms.txt for an SMS fallback).
+        let content_for = |field: &str, channel: &str| -> Result<Option<Content>, Rejection> {
+            let runtime = channel_named(registry, field, channel)?;
+            Ok(match &self.template {
                 // A kind of the same family renders the same parts: nothing to do again.
                 Some(template) if crate::templates::family(runtime.kind) != own_family => {
                     let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
@@ -273,13 +311,28 @@ impl Submission {
                     .filter(|c| *c != own)
                 }
                 _ => None,
-            };
+            })
+        };
+        let mut fallback = Vec::with_capacity(self.fallback.len());
+        for (i, route) in self.fallback.iter().enumerate() {
+            let content = content_for(&format!("fallback[{i}].channel"), &route.channel)?;
             fallback.push(FallbackRoute {
-                target: route,
+                target: route.clone(),
                 content,
             });
         }
-        let id = uuid::Uuid::now_v7().to_string();
+        let mut steps = Vec::with_capacity(self.escalate.len());
+        for ((i, step), after_ms) in self.escalate.iter().enumerate().zip(waits) {
+            let content = content_for(&format!("escalate[{i}].channel"), &step.channel)?;
+            steps.push(EscalationStep {
+                after_ms,
+                target: FallbackTarget {
+                    channel: step.channel.clone(),
+                    to: step.to.clone(),
+                },
+                content,
+            });
+        }
         let created_at = crate::clock::system_time(now);
         let message = Message {
             list_unsubscribe: None,
@@ -297,7 +350,7 @@ impl Submission {
         } else {
             "body"
         };
-        check(registry, &message, &fallback, content_field)?;
+        check_all(registry, &message, &fallback, &steps, content_field)?;
         Ok(NewNotification {
             id,
             channel: message.channel,
@@ -317,6 +370,7 @@ impl Submission {
             deliver_between: self.deliver_between,
             dedup,
             digest,
+            escalation: Escalation { steps, root: None },
         })
     }
 
@@ -380,6 +434,49 @@ fn channel_named<'r>(
     })
 }
 
+/// Each step's wait in milliseconds, or a refusal naming the step: at most
+/// [`escalation::MAX_STEPS`] steps, each `after` a duration more than zero and at most
+/// [`escalation::MAX_AFTER_MS`].
+fn escalation_waits(steps: &[EscalateRequest]) -> Result<Vec<i64>, Rejection> {
+    if steps.len() > escalation::MAX_STEPS {
+        return Err(Rejection::new(
+            "escalate",
+            "too_many_items",
+            format!(
+                "{} steps, more than the {} allowed",
+                steps.len(),
+                escalation::MAX_STEPS
+            ),
+        ));
+    }
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let field = format!("escalate[{i}].after");
+            let wait = humantime::parse_duration(&step.after).map_err(|e| {
+                Rejection::new(
+                    &field,
+                    "invalid_duration",
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. \"90s\", \"5m\", \"1h\"",
+                        step.after
+                    ),
+                )
+            })?;
+            let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            if ms <= 0 || ms > escalation::MAX_AFTER_MS {
+                return Err(Rejection::new(
+                    field,
+                    "invalid_duration",
+                    "must be more than zero and at most 30 days",
+                ));
+            }
+            Ok(ms)
+        })
+        .collect()
+}
+
 /// Refuses more than [`MAX_FALLBACK_ROUTES`] fallback routes.
 fn check_route_count(routes: usize) -> Result<(), Rejection> {
     if routes > MAX_FALLBACK_ROUTES {
@@ -408,6 +505,18 @@ pub fn check(
     registry: &Registry,
     message: &Message,
     fallback: &[FallbackRoute],
+    content_field: &str,
+) -> Result<(), Rejection> {
+    check_all(registry, message, fallback, &[], content_field)
+}
+
+/// [`check`], and the escalation steps like the fallback routes: each to a configured channel
+/// whose rules its recipient and content meet, their content counted in the same bound.
+fn check_all(
+    registry: &Registry,
+    message: &Message,
+    fallback: &[FallbackRoute],
+    steps: &[EscalationStep],
     content_field: &str,
 ) -> Result<(), Rejection> {
     let runtime = channel_named(registry, "channel", &message.channel)?;
@@ -455,29 +564,41 @@ pub fn check(
         .validate(message)
         .map_err(|e| Rejection::new(e.field, e.code, e.message))?;
     check_route_count(fallback.len())?;
-    for (i, route) in fallback.iter().enumerate() {
-        let runtime = channel_named(
-            registry,
-            &format!("fallback[{i}].channel"),
-            &route.target.channel,
-        )?;
-        let mut as_fallback = Message {
-            list_unsubscribe: None,
-            channel: route.target.channel.clone(),
-            to: route.target.to.clone(),
+    let routes = fallback
+        .iter()
+        .map(|r| (&r.target, &r.content))
+        .enumerate()
+        .map(|(i, route)| (format!("fallback[{i}]"), route));
+    let steps = steps
+        .iter()
+        .map(|s| (&s.target, &s.content))
+        .enumerate()
+        .map(|(i, step)| (format!("escalate[{i}]"), step));
+    for (field, (target, content)) in routes.chain(steps) {
+        let runtime = channel_named(registry, &format!("{field}.channel"), &target.channel)?;
+        if target.to.trim().is_empty() || target.to.len() > MAX_TO_LEN {
+            return Err(Rejection::new(
+                format!("{field}.to"),
+                "invalid_recipient",
+                format!("must be 1 to {MAX_TO_LEN} bytes, not blank"),
+            ));
+        }
+        let mut elsewhere = Message {
+            channel: target.channel.clone(),
+            to: target.to.clone(),
             ..message.clone()
         };
-        if let Some(content) = &route.content {
-            stored.add_route(i, content)?;
-            as_fallback.subject = content.subject.clone();
-            as_fallback.body = content.body.clone();
-            as_fallback.html = content.html.clone();
-            as_fallback.data = content.data.clone();
+        if let Some(content) = content {
+            stored.add_route(&field, content)?;
+            elsewhere.subject = content.subject.clone();
+            elsewhere.body = content.body.clone();
+            elsewhere.html = content.html.clone();
+            elsewhere.data = content.data.clone();
         }
         runtime
             .channel
-            .validate(&as_fallback)
-            .map_err(|e| Rejection::new(format!("fallback[{i}].{}", e.field), e.code, e.message))?;
+            .validate(&elsewhere)
+            .map_err(|e| Rejection::new(format!("{field}.{}", e.field), e.code, e.message))?;
     }
     Ok(())
 }
@@ -522,13 +643,7 @@ impl ContentSize {
         self.add_fields(str::to_owned, &m.subject, &m.body, &m.html, &m.data)
     }
 
-    fn add_route(&mut self, i: usize, c: &Content) -> Result<(), Rejection> {
-        self.add_fields(
-            |_| format!("fallback[{i}]"),
-            &c.subject,
-            &c.body,
-            &c.html,
-            &c.data,
-        )
+    fn add_route(&mut self, field: &str, c: &Content) -> Result<(), Rejection> {
+        self.add_fields(|_| field.to_owned(), &c.subject, &c.body, &c.html, &c.data)
     }
 }

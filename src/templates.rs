@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 
+use crate::ack_link::AckLinks;
 use crate::submission::Rejection;
 
 /// Bounds the work one render may do (minijinja "fuel"): a template cannot hang the API.
@@ -52,6 +53,10 @@ pub enum TemplateError {
         "template {file}: unexpected file (allowed: subject.txt, body.txt, body.html, data.json, <family>.txt, <family>.json)"
     )]
     UnknownPart { file: String },
+    #[error(
+        "template {file} uses {{{{ ack_url }}}}: set links.base_url and links.secret (or links.secret_file)"
+    )]
+    NeedsLinks { file: String },
 }
 
 /// Content rendered from a template.
@@ -68,6 +73,10 @@ pub struct Templates {
     env: Environment<'static>,
     /// Template name → the part files it has.
     parts: BTreeMap<String, BTreeSet<String>>,
+    /// Makes `{{ ack_url }}` for escalating notifications, when `[links]` is configured.
+    ack_links: Option<AckLinks>,
+    /// The first file that mentions `ack_url`: it needs `[links]`.
+    ack_url_in: Option<String>,
 }
 
 impl Default for Templates {
@@ -75,6 +84,8 @@ impl Default for Templates {
         Self {
             env: Environment::new(),
             parts: BTreeMap::new(),
+            ack_links: None,
+            ack_url_in: None,
         }
     }
 }
@@ -108,6 +119,7 @@ impl Templates {
         env.set_debug(true);
         env.set_fuel(Some(FUEL));
         let mut parts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut ack_url_in = None;
         let mut folders: Vec<_> = std::fs::read_dir(dir)
             .map_err(io(dir))?
             .collect::<Result<_, _>>()
@@ -130,6 +142,9 @@ impl Templates {
                     return Err(TemplateError::UnknownPart { file: shown });
                 }
                 let source = std::fs::read_to_string(file.path()).map_err(io(&file.path()))?;
+                if ack_url_in.is_none() && source.contains("ack_url") {
+                    ack_url_in = Some(shown.clone());
+                }
                 env.add_template_owned(shown.clone(), source).map_err(|e| {
                     TemplateError::Syntax {
                         file: shown,
@@ -139,7 +154,27 @@ impl Templates {
                 parts.entry(name.clone()).or_default().insert(part);
             }
         }
-        Ok(Self { env, parts })
+        Ok(Self {
+            env,
+            parts,
+            ack_links: None,
+            ack_url_in,
+        })
+    }
+
+    /// These templates, rendering `{{ ack_url }}` with `links` for escalating notifications;
+    /// refused when a template uses it and there are no links to make.
+    pub fn with_ack_links(mut self, links: Option<AckLinks>) -> Result<Self, TemplateError> {
+        if let (None, Some(file)) = (&links, &self.ack_url_in) {
+            return Err(TemplateError::NeedsLinks { file: file.clone() });
+        }
+        self.ack_links = links;
+        Ok(self)
+    }
+
+    /// What makes acknowledgement links, when `[links]` is configured.
+    pub fn ack_links(&self) -> Option<&AckLinks> {
+        self.ack_links.as_ref()
     }
 
     /// The template names, sorted.
@@ -417,5 +452,28 @@ mod tests {
             .render("loop", "log", &json!({}))
             .unwrap_err();
         assert!(err.message.contains("fuel"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_template_that_uses_the_ack_link_needs_links_configured() {
+        let dir = dir_with(&[("alert/body.txt", "Down. Ack: {{ ack_url }}")]);
+        let err = Templates::load(dir.path())
+            .unwrap()
+            .with_ack_links(None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "template alert/body.txt uses {{ ack_url }}: set links.base_url and links.secret (or links.secret_file)"
+        );
+        let links = AckLinks::new(
+            crate::signed_link::LinkKey::new(b"0123456789abcdef").unwrap(),
+            "https://notify.example.com",
+        );
+        let t = Templates::load(dir.path())
+            .unwrap()
+            .with_ack_links(Some(links))
+            .unwrap();
+        assert!(t.ack_links().is_some());
     }
 }

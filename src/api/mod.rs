@@ -1,6 +1,7 @@
 //! The HTTP API (v1): accept notifications, show their state, cancel, inspect and replay dead
 //! letters, show channels, and health.
 
+mod ack;
 mod auth;
 mod body;
 pub(crate) use body::{read_bytes, read_json, shape};
@@ -27,7 +28,7 @@ use serde_json::json;
 
 use crate::config::ServerConfig;
 use crate::metrics::{Counters, ReceiptOutcome};
-use crate::outbox::{Enqueued, NewNotification, Outbox, StoreError, Transition};
+use crate::outbox::{AckSource, Enqueued, NewNotification, Outbox, StoreError, Transition};
 use crate::registry::Registry;
 use crate::submission::{Replay, Submission};
 use crate::templates::Templates;
@@ -552,7 +553,13 @@ async fn inbound(
                 }
             })?;
     let status = receipt.status;
+    let acknowledges = crate::rules::escalation::receipt_acknowledges(&receipt.provider_status);
     let recorded = state.outbox.record_receipt(receipt).await?;
+    // A `read` receipt acknowledges the chain its message belongs to; again on a provider's
+    // retry (acknowledging is idempotent), so a failure here is made good by the retry.
+    if let (true, Some(id)) = (acknowledges, &recorded.notification_id) {
+        state.outbox.acknowledge(id, AckSource::Receipt).await?;
+    }
     let outcome = if recorded.duplicate {
         ReceiptOutcome::Duplicate
     } else if recorded.notification_id.is_some() {

@@ -192,6 +192,52 @@ pub fn all() -> Vec<Route> {
             handler: || post(cancel),
         },
         Route {
+            method: "post",
+            path: "/v1/notifications/{id}/ack",
+            summary: "Acknowledge an escalating notification (any message of its chain): its \
+                      steps still waiting are cancelled and no further step is sent. Idempotent.",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[
+                (
+                    200,
+                    "{id, escalation_of, acknowledged_at, already, cancelled_steps}",
+                ),
+                (404, "unknown id"),
+                (409, "nothing_to_ack: the notification has no escalation"),
+            ],
+            handler: || post(ack::acknowledge),
+        },
+        Route {
+            method: "get",
+            path: "/v1/links/ack/{token}",
+            summary: "The page an acknowledgement link ({{ ack_url }}) opens: a confirm button; \
+                      changes nothing.",
+            access: Open,
+            body: RequestBody::None,
+            responses: &[
+                (200, "the confirm page"),
+                (404, "not a valid link (or links are not configured)"),
+                (410, "the link has expired"),
+            ],
+            handler: || get(ack::link_page),
+        },
+        Route {
+            method: "post",
+            path: "/v1/links/ack/{token}",
+            summary: "The confirm page's button: acknowledges the notification the link names.",
+            access: Open,
+            body: RequestBody::None,
+            responses: &[
+                (200, "acknowledged"),
+                (404, "not a valid link, or the notification is gone"),
+                (409, "already acknowledged"),
+                (410, "the link has expired"),
+                (503, "the queue cannot take writes; try again"),
+            ],
+            handler: || post(ack::link_ack),
+        },
+        Route {
             method: "get",
             path: "/v1/dead-letters",
             summary: "Notifications whose retries ran out, newest first (?channel=&limit=).",
@@ -448,6 +494,13 @@ fn success_schema(path: &str) -> Value {
             ("duplicate", json!({"type": "boolean"})),
         ]),
         "/healthz" | "/readyz" => object(&[("status", string())]),
+        "/v1/notifications/{id}/ack" => object(&[
+            ("id", string()),
+            ("escalation_of", string()),
+            ("acknowledged_at", string()),
+            ("already", json!({"type": "boolean"})),
+            ("cancelled_steps", json!({"type": "integer", "minimum": 0})),
+        ]),
         _ => json!({"type": "object"}),
     }
 }
@@ -542,7 +595,10 @@ pub fn document() -> Value {
             .iter()
             .map(|(status, description)| {
                 let mut r = json!({"description": description});
-                if *status >= 400 && route.path.starts_with("/v1/unsubscribe/") {
+                if route.path.starts_with("/v1/links/")
+                    || (*status >= 400 && route.path.starts_with("/v1/unsubscribe/"))
+                {
+                    // Pages for people.
                     r["content"] = json!({"text/html": {"schema": {"type": "string"}}});
                 } else if *status >= 400 {
                     r["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});

@@ -10,9 +10,9 @@ use notifyd_channels::{Channel, InvalidMessage, Message, Timeouts};
 use super::*;
 use crate::config::{BreakerConfig, ChannelPolicy, Config, Rate, RateLimitConfig};
 use crate::outbox::{
-    Content, DeadLetter, Depth, Enqueued, HistoryPage, HistoryQuery, InboundReceipt, KeyHolder,
-    LeaseToken, NewNotification, NotificationView, Outcome, RecordedReceipt, Result, StoreError,
-    SweepReport, Transition, Validation,
+    AckSource, Acknowledged, Content, DeadLetter, Depth, Enqueued, HistoryPage, HistoryQuery,
+    InboundReceipt, KeyHolder, LeaseToken, NewNotification, NotificationView, Outcome,
+    RecordedReceipt, Result, StoreError, SweepReport, Transition, Validation,
 };
 use crate::recipients::Preferences;
 use crate::systemd::Notifier;
@@ -267,6 +267,9 @@ impl Outbox for Memory {
     }
     async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {
         unimplemented!("no rule runs in these tests")
+    }
+    async fn acknowledge(&self, _: &str, _: AckSource) -> Result<Acknowledged> {
+        unimplemented!("the dispatcher does not acknowledge")
     }
 }
 

@@ -249,6 +249,7 @@ pub async fn store(
             dedup_key: None,
             dedup_window: None,
             digest_key: None,
+            escalate: Vec::new(),
         };
         let mut new = submission
             .validate(&live.registry, &live.templates)

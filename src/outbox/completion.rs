@@ -41,6 +41,20 @@ pub enum RowChange {
     },
 }
 
+impl RowChange {
+    /// Whether this change triggers a notification's next escalation step, and how: a delivery
+    /// starts the wait for an acknowledgement; a final failure means nobody can acknowledge, so
+    /// the step is due at once. Retries and moves keep the notification alive: no step yet.
+    pub fn escalation_trigger(&self) -> Option<crate::rules::escalation::StepTrigger> {
+        use crate::rules::escalation::StepTrigger;
+        match self {
+            RowChange::Deliver { .. } => Some(StepTrigger::Delivered),
+            RowChange::End { .. } => Some(StepTrigger::Undelivered),
+            RowChange::Requeue { .. } | RowChange::Move { .. } => None,
+        }
+    }
+}
+
 /// Work that follows a row change that landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FollowUp {
@@ -226,6 +240,37 @@ mod tests {
                 Err(InvalidCompletion::NotAnEndState(state))
             );
         }
+    }
+
+    #[test]
+    fn a_delivery_starts_the_escalation_wait_and_an_end_escalates_at_once() {
+        use crate::rules::escalation::StepTrigger;
+        let deliver = plan(Outcome::Delivered { provider_id: None }, NOW).unwrap();
+        assert_eq!(
+            deliver.change.escalation_trigger(),
+            Some(StepTrigger::Delivered)
+        );
+        let end = plan(
+            Outcome::Finish {
+                state: State::Dead,
+                code: "x".into(),
+                error: "x".into(),
+                fallback: false,
+            },
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            end.change.escalation_trigger(),
+            Some(StepTrigger::Undelivered)
+        );
+        assert_eq!(
+            plan(Outcome::Release, NOW)
+                .unwrap()
+                .change
+                .escalation_trigger(),
+            None
+        );
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn fallback_child(
         dedup: None,
         // Its own route: sent alone, like the parent's failure it follows.
         digest: None,
+        escalation: Default::default(),
     })
 }
 

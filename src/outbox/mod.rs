@@ -104,6 +104,11 @@ pub trait Outbox: Send + Sync + 'static {
     /// Writes timeline events on their own (a rule that changes a row writes its event in the
     /// same transaction instead). Events of unknown notifications are stored all the same.
     async fn record_events(&self, events: Vec<RuleEvent>) -> Result<()>;
+    /// Acknowledges the escalation chain `id` belongs to
+    /// ([`crate::rules::escalation::plan_ack`]): marks the chain's first notification and
+    /// cancels its step waiting in the queue, in one write. A step claimed before that write is
+    /// being sent; none is queued after it.
+    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged>;
 
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;

@@ -145,6 +145,66 @@ impl From<FallbackTarget> for FallbackRoute {
     }
 }
 
+/// One escalation step as the queue keeps it: sent `after_ms` after the notification before it
+/// was delivered, unless the chain was acknowledged meanwhile; with the content rendered for
+/// its channel's kind when a template gives it other content (as a fallback route's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationStep {
+    pub after_ms: i64,
+    #[serde(flatten)]
+    pub target: FallbackTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
+/// A notification's place in an escalation chain: the steps still to come after it, and the
+/// chain's first notification (`None` for that one itself, or outside any chain).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Escalation {
+    pub steps: Vec<EscalationStep>,
+    pub root: Option<String>,
+}
+
+/// How an acknowledgement arrived: the timeline says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckSource {
+    /// `POST /v1/notifications/{id}/ack`.
+    Api,
+    /// The signed link in the message (`{{ ack_url }}`).
+    Link,
+    /// A provider's `read` receipt for one of the chain's messages.
+    Receipt,
+}
+
+impl AckSource {
+    /// The name on the timeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Link => "link",
+            Self::Receipt => "receipt",
+        }
+    }
+}
+
+/// What acknowledging a notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acknowledged {
+    /// Acknowledged now: `root` is the chain's first notification, `cancelled` how many steps
+    /// that were waiting will not be sent.
+    Done {
+        root: String,
+        at_ms: i64,
+        cancelled: u64,
+    },
+    /// The chain was already acknowledged, at `at_ms`: nothing changed.
+    Already { root: String, at_ms: i64 },
+    /// The notification carries no escalation: there is nothing to acknowledge.
+    NothingToAck,
+    /// No notification has that id.
+    NotFound,
+}
+
 /// What a notification says, apart from where it goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Content {
@@ -183,6 +243,8 @@ pub struct NewNotification {
     pub dedup: Option<DedupClaim>,
     /// The digest it is collected into instead of being sent alone ([`crate::rules::digest`]).
     pub digest: Option<DigestJoin>,
+    /// Who is told next if nobody acknowledges it ([`crate::rules::escalation`]).
+    pub escalation: Escalation,
 }
 
 /// How a notification joins the digest of its (channel, recipient, key): the one open, or a new

@@ -5,5 +5,6 @@
 pub mod consent;
 pub mod dedup;
 pub mod digest;
+pub mod escalation;
 pub mod quiet_hours;
 pub mod window;

@@ -14,6 +14,7 @@ mod dedup;
 mod delivery;
 mod digest;
 mod enqueue_outside;
+mod escalation;
 mod fuzz;
 mod history;
 mod hostile_rows;

@@ -249,6 +249,7 @@ fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
         deliver_between: None,
         dedup: None,
         digest: None,
+        escalation: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::outbox::completion::{self, FollowUp, RowChange};
 use crate::outbox::{Completion, LeaseToken, RuleEvent, State};
+use crate::rules::escalation::StepTrigger;
 
 /// Which kind of row change a row of the statement is (its `change` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub(super) struct CompletionBatch {
     pub fallback_after: HashSet<(String, LeaseToken)>,
     /// The rules' timeline events of each lease, written once its change landed.
     pub events_after: HashMap<(String, LeaseToken), Vec<RuleEvent>>,
+    /// The leases whose change, once landed, queues the notification's next escalation step.
+    pub escalate_after: HashMap<(String, LeaseToken), StepTrigger>,
     /// Whether any change may be followed by more writes (a fallback child, or early receipts
     /// that fail the notification), which must commit with it.
     pub may_follow_up: bool,
@@ -84,7 +87,12 @@ impl CompletionBatch {
     /// refuses changes nothing (its row is sent again after its lease; logged), and a second
     /// completion of the same lease in one batch changes nothing, as it would after the first
     /// had landed.
-    pub fn plan(completions: Vec<Completion>, now_ms: i64) -> Self {
+    /// `escalating` are the leases on rows with escalation steps.
+    pub fn plan(
+        completions: Vec<Completion>,
+        now_ms: i64,
+        escalating: &HashSet<(String, LeaseToken)>,
+    ) -> Self {
         let mut batch = Self::default();
         let mut leases: HashSet<(String, LeaseToken)> = HashSet::new();
         for c in completions {
@@ -124,6 +132,13 @@ impl CompletionBatch {
                     batch.may_follow_up = true;
                     batch.fallback_after.insert((c.id.clone(), c.lease));
                 }
+            }
+            let key = (c.id.clone(), c.lease);
+            if let (true, Some(trigger)) =
+                (escalating.contains(&key), plan.change.escalation_trigger())
+            {
+                batch.may_follow_up = true;
+                batch.escalate_after.insert(key, trigger);
             }
             batch.push_change(c.id, c.lease, plan.change);
         }
@@ -240,6 +255,7 @@ mod tests {
                 },
             )],
             NOW,
+            &HashSet::new(),
         );
         let c = &batch.changes;
         assert_eq!(c.change, ["deliver"]);
@@ -253,7 +269,11 @@ mod tests {
 
     #[test]
     fn a_release_keeps_the_last_error_and_refunds_the_attempt() {
-        let batch = CompletionBatch::plan(vec![completion("a", 1, Outcome::Release)], NOW);
+        let batch = CompletionBatch::plan(
+            vec![completion("a", 1, Outcome::Release)],
+            NOW,
+            &HashSet::new(),
+        );
         let c = &batch.changes;
         assert_eq!(c.change, ["requeue_keeping_error"]);
         assert_eq!(c.state, ["queued"]);
@@ -275,6 +295,7 @@ mod tests {
                 },
             )],
             NOW,
+            &HashSet::new(),
         );
         let c = &batch.changes;
         assert_eq!(c.change, ["move"]);
@@ -296,6 +317,7 @@ mod tests {
                 },
             )],
             NOW,
+            &HashSet::new(),
         );
         assert_eq!(batch.changes.state, ["failed"]);
         assert!(
@@ -327,7 +349,7 @@ mod tests {
             provider_id: None,
             decision: "retry".into(),
         });
-        let batch = CompletionBatch::plan(vec![c], NOW);
+        let batch = CompletionBatch::plan(vec![c], NOW, &HashSet::new());
         assert!(batch.changes.id.is_empty());
         assert_eq!(batch.records.id, ["a"]);
         assert!(!batch.is_empty());
@@ -342,8 +364,33 @@ mod tests {
                 completion("a", 3, Outcome::Release),
             ],
             NOW,
+            &HashSet::new(),
         );
         assert_eq!(batch.changes.change, ["deliver", "requeue_keeping_error"]);
         assert_eq!(batch.changes.lease, [2, 3]);
+    }
+
+    #[test]
+    fn a_landed_delivery_of_an_escalating_lease_queues_its_step_in_the_same_transaction() {
+        let held: HashSet<(String, LeaseToken)> = [("a".to_owned(), LeaseToken(1))].into();
+        let batch = CompletionBatch::plan(
+            vec![
+                completion("a", 1, Outcome::Delivered { provider_id: None }),
+                completion("b", 1, Outcome::Delivered { provider_id: None }),
+            ],
+            NOW,
+            &held,
+        );
+        assert!(batch.may_follow_up);
+        assert_eq!(
+            batch.escalate_after,
+            [(("a".to_owned(), LeaseToken(1)), StepTrigger::Delivered)].into()
+        );
+        let plain = CompletionBatch::plan(
+            vec![completion("b", 1, Outcome::Delivered { provider_id: None })],
+            NOW,
+            &HashSet::new(),
+        );
+        assert!(!plain.may_follow_up);
     }
 }

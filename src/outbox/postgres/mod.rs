@@ -32,6 +32,7 @@ use super::fallback::FallbackParent;
 use super::*;
 use crate::outbox::sqlite::stored::Unreadable;
 use crate::recipients::Preferences;
+use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 use completions::CompletionBatch;
 pub use round_trips::RoundTrips;
 
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "events", include_str!("migrations/0005_events.sql")),
     (6, "recipients", include_str!("migrations/0006_recipients.sql")),
     (7, "dedup_digest", include_str!("migrations/0007_dedup_digest.sql")),
+    (8, "escalation", include_str!("migrations/0008_escalation.sql")),
     (9, "shared_limits", include_str!("migrations/0009_shared_limits.sql")),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
@@ -126,6 +128,11 @@ pub struct PgOutbox {
     stop_listening: watch::Sender<()>,
     /// Round trips to the server so far (`/metrics`, `notifyd bench`).
     trips: RoundTrips,
+    /// The leases this daemon holds on rows with escalation steps (the claim says which): their
+    /// completion opens a transaction, so the next step commits with the change that triggers
+    /// it. Only this daemon can complete its leases (they are fenced by owner), so the claim's
+    /// word is all it needs.
+    escalating: std::sync::Mutex<HashSet<(String, LeaseToken)>>,
 }
 
 impl std::fmt::Debug for PgOutbox {
@@ -329,6 +336,7 @@ impl PgOutbox {
             schema: Arc::new(schema),
             stop_listening: watch::channel(()).0,
             trips,
+            escalating: Default::default(),
         }
     }
 
@@ -394,6 +402,17 @@ impl PgOutbox {
         out.sort_by(|a, b| {
             (a.prio_rank, a.due_at, &a.columns.id).cmp(&(b.prio_rank, b.due_at, &b.columns.id))
         });
+        let escalating: Vec<(String, LeaseToken)> = out
+            .iter()
+            .filter(|row| row.escalates)
+            .map(|row| (row.columns.id.clone(), row.columns.lease))
+            .collect();
+        if !escalating.is_empty() {
+            self.escalating
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend(escalating);
+        }
         Ok(out
             .into_iter()
             .map(|row| row.columns.into_claimed())
@@ -414,6 +433,7 @@ impl PgOutbox {
             records: r,
             fallback_after,
             events_after,
+            escalate_after,
             ..
         } = batch;
         self.trips.one();
@@ -482,6 +502,9 @@ impl PgOutbox {
                     self.trips.one();
                     insert_event(conn, e).await?;
                 }
+            }
+            if let Some(trigger) = escalate_after.get(&key) {
+                queue_escalation(conn, &self.trips, &key.0, *trigger, now).await?;
             }
             if fallback_after.contains(&key) {
                 queue_fallback(conn, &self.trips, &key.0, now).await?;
@@ -961,6 +984,8 @@ async fn insert(
         .bind(columns.parent_id)
         .bind(columns.source)
         .bind(columns.deliver_between)
+        .bind(columns.escalate)
+        .bind(columns.escalation_of)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -1021,6 +1046,8 @@ struct InsertColumns {
     parent_id: Vec<Option<String>>,
     source: Vec<Option<String>>,
     deliver_between: Vec<Option<String>>,
+    escalate: Vec<Option<String>>,
+    escalation_of: Vec<Option<String>>,
 }
 
 impl InsertColumns {
@@ -1057,6 +1084,15 @@ impl InsertColumns {
                 .transpose()
                 .map_err(|e| StoreError::Internal(e.to_string()))?,
         );
+        self.escalate.push(if n.escalation.steps.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&n.escalation.steps)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            )
+        });
+        self.escalation_of.push(n.escalation.root.clone());
         Ok(())
     }
 }
@@ -1136,21 +1172,154 @@ async fn queue_fallback(
     Ok(())
 }
 
+/// Queues the next escalation step of a notification just delivered or ended
+/// ([`escalation::next_step`]), unless its chain was acknowledged. The chain's first row is
+/// read under its lock, which an acknowledgement takes too: a step is never queued after an
+/// acknowledgement committed, and one queued before it is cancelled by it.
+async fn queue_escalation(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    parent: &str,
+    trigger: StepTrigger,
+    now: i64,
+) -> Result<()> {
+    trips.one();
+    let row = sqlx::query(sql::STEP_PARENT)
+        .bind(parent)
+        .fetch_one(&mut *conn)
+        .await?;
+    let parent_row = match decode_step_parent(&row, parent) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::error!(notification_id = %parent, column = why.column,
+                "A stored column needed for the next escalation step cannot be read; no step was queued.");
+            return Ok(());
+        }
+    };
+    trips.one();
+    let acked_at: Option<Option<i64>> = sqlx::query_scalar(sql::CHAIN_ACKED_FOR_UPDATE)
+        .bind(&parent_row.root)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let acknowledged = matches!(acked_at, Some(Some(_)));
+    let child_id = uuid::Uuid::now_v7().to_string();
+    if let Some(step) = escalation::next_step(parent_row, acknowledged, trigger, child_id, now) {
+        tracing::info!(notification_id = %parent, step = %step.id, channel = %step.channel,
+            run_at = step.run_at_ms, "Queued the next escalation step.");
+        insert(conn, trips, &[&step], Some(parent)).await?;
+        for e in escalation::step_events(parent, &step, trigger, now) {
+            trips.one();
+            insert_event(conn, &e).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A row's `subject`, `body`, `html` and `data`.
+fn decode_content(r: &PgRow) -> std::result::Result<Content, Unreadable> {
+    Ok(Content {
+        subject: stored::get(r, "subject")?,
+        body: stored::get(r, "body")?,
+        html: stored::get(r, "html")?,
+        data: stored::get(r, "data")?,
+    })
+}
+
+fn decode_priority(text: &str) -> std::result::Result<Priority, Unreadable> {
+    text.parse().map_err(|e: String| Unreadable {
+        column: "priority",
+        problem: e,
+    })
+}
+
+fn decode_step_parent(r: &PgRow, id: &str) -> std::result::Result<StepParent, Unreadable> {
+    let priority: String = stored::get(r, "priority")?;
+    Ok(StepParent {
+        id: id.to_owned(),
+        steps: stored::opt_json(r, "escalate")?.unwrap_or_default(),
+        root: stored::get(r, "root")?,
+        content: decode_content(r)?,
+        priority: decode_priority(&priority)?,
+        expires_at_ms: stored::get(r, "expires_at")?,
+    })
+}
+
+/// Acknowledges the chain `id` belongs to in one transaction, as [`escalation::plan_ack`]
+/// says. The chain's first row is locked by the UPDATE that marks it, so a completion queueing
+/// a step waits for this commit and then sees the mark.
+async fn acknowledge_in(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    id: &str,
+    source: AckSource,
+    now: i64,
+) -> Result<Acknowledged> {
+    trips.one();
+    let target = sqlx::query(sql::ACK_TARGET)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| -> Result<AckTarget> {
+            Ok(AckTarget {
+                root: r.try_get(0)?,
+                escalates: r.try_get(1)?,
+                acked_at_ms: r.try_get(2)?,
+            })
+        })
+        .transpose()?;
+    Ok(match escalation::plan_ack(target) {
+        AckPlan::NotFound => Acknowledged::NotFound,
+        AckPlan::NothingToAck => Acknowledged::NothingToAck,
+        AckPlan::Already { root, at_ms } => Acknowledged::Already { root, at_ms },
+        AckPlan::Mark { root } => {
+            trips.one();
+            let marked = sqlx::query(sql::MARK_ACKED)
+                .bind(&root)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if marked == 0 {
+                // Another daemon acknowledged it meanwhile: its answer is the first one.
+                trips.one();
+                let at_ms: Option<i64> = sqlx::query_scalar(sql::CHAIN_ACKED)
+                    .bind(&root)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                return Ok(Acknowledged::Already {
+                    root,
+                    at_ms: at_ms.unwrap_or(now),
+                });
+            }
+            trips.one();
+            let cancelled = sqlx::query(sql::CANCEL_WAITING_STEPS)
+                .bind(&root)
+                .bind(now)
+                .bind(escalation::ACKNOWLEDGED_CODE)
+                .bind(escalation::ACKNOWLEDGED_MESSAGE)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            tracing::info!(notification_id = %root, via = source.as_str(), cancelled,
+                "Escalation acknowledged.");
+            trips.one();
+            insert_event(conn, &escalation::ack_event(&root, source, cancelled, now)).await?;
+            Acknowledged::Done {
+                root,
+                at_ms: now,
+                cancelled,
+            }
+        }
+    })
+}
+
 fn decode_fallback_parent(r: &PgRow, id: &str) -> std::result::Result<FallbackParent, Unreadable> {
     let priority: String = stored::get(r, "priority")?;
     Ok(FallbackParent {
         id: id.to_owned(),
         routes: stored::opt_json(r, "fallback")?.unwrap_or_default(),
-        content: Content {
-            subject: stored::get(r, "subject")?,
-            body: stored::get(r, "body")?,
-            html: stored::get(r, "html")?,
-            data: stored::get(r, "data")?,
-        },
-        priority: priority.parse().map_err(|e: String| Unreadable {
-            column: "priority",
-            problem: e,
-        })?,
+        content: decode_content(r)?,
+        priority: decode_priority(&priority)?,
         expires_at_ms: stored::get(r, "expires_at")?,
         created_at_ms: stored::get(r, "created_at")?,
     })
@@ -1160,6 +1329,8 @@ fn decode_fallback_parent(r: &PgRow, id: &str) -> std::result::Result<FallbackPa
 struct LeasedRow {
     prio_rank: i16,
     due_at: i64,
+    /// Whether it has escalation steps (and notifyd wrote it).
+    escalates: bool,
     columns: ClaimedColumns,
 }
 
@@ -1177,6 +1348,7 @@ impl LeasedRow {
         Ok(Self {
             prio_rank,
             due_at: stored::get(r, "due_at")?,
+            escalates: stored::get(r, "escalates")?,
             columns: ClaimedColumns {
                 id: stored::get(r, "id")?,
                 channel: stored::get(r, "channel")?,
@@ -1276,7 +1448,17 @@ impl Outbox for PgOutbox {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        let batch = CompletionBatch::plan(completions, now);
+        let escalating: HashSet<(String, LeaseToken)> = {
+            let mut held = self
+                .escalating
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            completions
+                .iter()
+                .filter_map(|c| held.take(&(c.id.clone(), c.lease)))
+                .collect()
+        };
+        let batch = CompletionBatch::plan(completions, now, &escalating);
         if batch.is_empty() {
             return Ok(());
         }
@@ -1642,6 +1824,18 @@ impl Outbox for PgOutbox {
             notification_id: target,
             duplicate: false,
         })
+    }
+
+    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged> {
+        self.usable()?;
+        let now = self.clock.now_ms();
+        // BEGIN, the reads and writes (at most five), COMMIT.
+        self.trips.one();
+        let mut tx = self.pool.begin().await?;
+        let answer = acknowledge_in(&mut tx, &self.trips, id, source, now).await?;
+        self.trips.one();
+        tx.commit().await?;
+        Ok(answer)
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {

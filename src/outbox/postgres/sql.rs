@@ -9,16 +9,18 @@
 /// looks its holder up with [`KEY_HOLDERS`].
 pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-         content_hash, fallback, parent_id, checked, source, deliver_between)
+         content_hash, fallback, parent_id, checked, source, deliver_between, escalate,
+         escalation_of)
      SELECT id, channel, recipient, subject, body, html, data::jsonb, priority, run_at,
             expires_at, created_at, created_at, idempotency_key, content_hash, fallback::jsonb,
-            parent_id, true, source::jsonb, deliver_between::jsonb
+            parent_id, true, source::jsonb, deliver_between::jsonb, escalate::jsonb, escalation_of
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[],
-                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+                 $19::text[])
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
                created_at, idempotency_key, content_hash, fallback, parent_id, source,
-               deliver_between)
+               deliver_between, escalate, escalation_of)
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
 
@@ -114,7 +116,8 @@ pub const CLAIM: &str = "WITH due AS (
      RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data, n.created_at,
                n.attempts, n.expires_at, n.tried, due.prio_rank, n.checked,
                CASE WHEN n.checked THEN NULL ELSE n.fallback END AS fallback, n.lease,
-               due.run_at AS due_at, n.deliver_between, n.digest_key";
+               due.run_at AS due_at, n.deliver_between, n.digest_key,
+               n.escalate IS NOT NULL AND n.checked AS escalates";
 
 /// Ends a claimed row that cannot be decoded (`dead`, `unreadable_row`), by id.
 pub const QUARANTINE: &str =
@@ -200,6 +203,36 @@ pub const COMPLETE: &str = "WITH recorded AS (
 pub const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = $1";
+
+/// What the next escalation step is made of: the steps left on the notification before it, the
+/// chain's first notification (`root`) and its content (the notification's own if that one was
+/// purged).
+pub const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id) AS root,
+         CASE WHEN r.id IS NULL THEN n.subject ELSE r.subject END AS subject,
+         CASE WHEN r.id IS NULL THEN n.body ELSE r.body END AS body,
+         CASE WHEN r.id IS NULL THEN n.html ELSE r.html END AS html,
+         CASE WHEN r.id IS NULL THEN n.data ELSE r.data END AS data,
+         n.priority, n.expires_at
+     FROM notifications n LEFT JOIN notifications r ON r.id = coalesce(n.escalation_of, n.id)
+     WHERE n.id = $1";
+/// Whether a chain was acknowledged, read under its first row's lock (an acknowledgement
+/// holds it while it marks the chain).
+pub const CHAIN_ACKED_FOR_UPDATE: &str =
+    "SELECT acked_at FROM notifications WHERE id = $1 FOR UPDATE";
+/// When a chain was acknowledged.
+pub const CHAIN_ACKED: &str = "SELECT acked_at FROM notifications WHERE id = $1";
+/// What an acknowledgement needs of the notification it names.
+pub const ACK_TARGET: &str = "SELECT coalesce(n.escalation_of, n.id),
+         n.escalate IS NOT NULL OR n.escalation_of IS NOT NULL,
+         (SELECT r.acked_at FROM notifications r WHERE r.id = coalesce(n.escalation_of, n.id))
+     FROM notifications n WHERE n.id = $1";
+/// Marks a chain acknowledged, once.
+pub const MARK_ACKED: &str =
+    "UPDATE notifications SET acked_at = $2, updated_at = $2 WHERE id = $1 AND acked_at IS NULL";
+/// Cancels the chain's steps waiting in the queue; a step a claim is locking is being sent.
+pub const CANCEL_WAITING_STEPS: &str = "UPDATE notifications
+     SET state = 'cancelled', last_code = $3, last_error = $4, updated_at = $2
+     WHERE escalation_of = $1 AND state = 'queued'";
 
 /// A row whose fallback routes cannot be read ends dead, saying how it had ended.
 pub const END_UNREADABLE: &str = "UPDATE notifications SET state = 'dead', last_code = $2,

@@ -540,6 +540,12 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
+    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged> {
+        let id = id.to_owned();
+        self.call(|reply| Op::Acknowledge { id, source, reply })
+            .await
+    }
+
     async fn check_writable(&self) -> Result<()> {
         self.call(|reply| Op::Ping { reply }).await?;
         // An empty transaction commits on a full disk, and a write may still fit in the WAL's

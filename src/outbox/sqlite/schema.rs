@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0010_events.sql"),
     include_str!("0011_recipients.sql"),
     include_str!("0012_dedup_digest.sql"),
+    include_str!("0013_escalation.sql"),
     include_str!("0014_lighter_history.sql"),
 ];
 

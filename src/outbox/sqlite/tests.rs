@@ -28,6 +28,7 @@ pub(super) fn note(channel: &str) -> NewNotification {
         deliver_between: None,
         dedup: None,
         digest: None,
+        escalation: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ use super::super::fallback::FallbackParent;
 use super::super::sweep::PURGE_BATCH;
 use super::super::*;
 use super::stored;
+use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 
 /// Requests waiting for the writer before senders are made to wait.
 const QUEUE: usize = 8192;
@@ -168,14 +169,16 @@ const LIVE_CHANNELS: &str =
 
 /// Completions: each [`RowChange`] is one fixed statement, fenced so that only the holder of
 /// the row's current lease ([`LeaseToken`]) moves it on. The owner check adds nothing a token
-/// does not already say, and costs nothing: it stays as a second guard.
+/// does not already say, and costs nothing: it stays as a second guard. A row comes back only
+/// when the change landed, saying whether the row has escalation steps to queue (rows notifyd
+/// wrote only: plain-SQL rows do not escalate).
 macro_rules! fenced {
     ($set:literal) => {
         concat!(
             "UPDATE notifications SET ",
             $set,
             " WHERE id = ?1 AND lease = ?2 AND lease_owner = ?3 AND state = 'sending'",
-            " RETURNING digest_key IS NOT NULL"
+            " RETURNING digest_key IS NOT NULL, escalate IS NOT NULL AND checked = 1"
         )
     };
 }
@@ -206,13 +209,39 @@ const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, st
          latency_ms, outcome, code, error, provider_id, decision, channel)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
 
-/// What a fallback child is made of ([`FallbackParent`]).
 /// One line of a notification's timeline: what a delivery rule did.
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO events (notification_id, at, rule, detail) VALUES (?1, ?2, ?3, ?4)";
+/// What a fallback child is made of ([`FallbackParent`]).
 const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = ?1";
+
+/// What the next escalation step is made of ([`StepParent`]): the steps left on the notification
+/// before it, the chain's first notification's content (the notification's own if that one was
+/// purged), and whether the chain was acknowledged.
+const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id),
+         CASE WHEN r.id IS NULL THEN n.subject ELSE r.subject END,
+         CASE WHEN r.id IS NULL THEN n.body ELSE r.body END,
+         CASE WHEN r.id IS NULL THEN n.html ELSE r.html END,
+         CASE WHEN r.id IS NULL THEN n.data ELSE r.data END,
+         n.priority, n.expires_at, r.acked_at
+     FROM notifications n LEFT JOIN notifications r ON r.id = coalesce(n.escalation_of, n.id)
+     WHERE n.id = ?1";
+
+/// What an acknowledgement needs of the notification it names ([`AckTarget`]).
+const ACK_TARGET: &str = "SELECT coalesce(n.escalation_of, n.id),
+         n.escalate IS NOT NULL OR n.escalation_of IS NOT NULL,
+         (SELECT r.acked_at FROM notifications r WHERE r.id = coalesce(n.escalation_of, n.id))
+     FROM notifications n WHERE n.id = ?1";
+/// Marks a chain acknowledged, once.
+pub(super) const MARK_ACKED: &str =
+    "UPDATE notifications SET acked_at = ?2, updated_at = ?2 WHERE id = ?1 AND acked_at IS NULL";
+/// Cancels the chain's steps waiting in the queue (`notifications_escalation_waiting`). A step
+/// already claimed is being sent; it queues no further step.
+pub(super) const CANCEL_WAITING_STEPS: &str = "UPDATE notifications
+     SET state = 'cancelled', last_code = ?3, last_error = ?4, updated_at = ?2
+     WHERE escalation_of = ?1 AND state = 'queued'";
 
 /// A fallback parent whose stored columns cannot be read back ends as a dead letter
 /// ([`Reason::UNREADABLE_ROW`]), its reason keeping how it had ended.
@@ -353,6 +382,19 @@ pub enum Op {
         because: Option<RuleEvent>,
         reply: oneshot::Sender<Result<crate::recipients::Preferences>>,
     },
+    Acknowledge {
+        id: String,
+        source: AckSource,
+        reply: oneshot::Sender<Result<Acknowledged>>,
+    },
+}
+
+/// What a completion that landed tells its follow-ups about the row.
+struct Landed {
+    /// The row is a digest: its items end with it.
+    digest: bool,
+    /// The row has escalation steps to queue (rows notifyd wrote only).
+    escalates: bool,
 }
 
 /// Sends a request's answer once the fate of its transaction is known.
@@ -606,6 +648,9 @@ impl Writer {
                     Ok(prefs)
                 })
             ),
+            Op::Acknowledge { id, source, .. } => {
+                done!(Acknowledge, self.acknowledge(id, *source, now))
+            }
         }
     }
 
@@ -744,22 +789,17 @@ impl Writer {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let fallback = if n.fallback.is_empty() {
-            None
-        } else {
-            Some(
-                serde_json::to_string(&n.fallback)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?,
-            )
-        };
+        let fallback = json_list(&n.fallback)?;
+        let escalate = json_list(&n.escalation.steps)?;
         let inserted = self
             .conn
             .prepare_cached(
                 "INSERT INTO notifications (id, channel, recipient, subject, body, html, data,
                      priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-                     content_hash, fallback, parent_id, checked, source, deliver_between)
+                     content_hash, fallback, parent_id, checked, source, deliver_between, escalate,
+                     escalation_of)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1, ?16,
-                     ?17)
+                     ?17, ?18, ?19)
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )?
             .execute(params![
@@ -780,6 +820,8 @@ impl Writer {
                 parent,
                 n.source,
                 deliver_between,
+                escalate,
+                n.escalation.root,
             ])?;
         if inserted == 1 {
             return Ok(Enqueued::Created { id: n.id.clone() });
@@ -875,13 +917,16 @@ impl Writer {
                     continue;
                 }
             };
-            let Some(is_digest) = self.change_leased_row(&c.id, c.lease, &plan.change, now)? else {
+            let Some(landed) = self.change_leased_row(&c.id, c.lease, &plan.change, now)? else {
                 tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
                 continue;
             };
-            if is_digest {
+            if landed.digest {
                 self.end_digest_items(&c.id, c.attempt, &plan.change, now)?;
+            }
+            if let (true, Some(trigger)) = (landed.escalates, plan.change.escalation_trigger()) {
+                self.queue_escalation(&c.id, trigger, now)?;
             }
             self.record_events(&c.events)?;
             match plan.then {
@@ -895,84 +940,145 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes a leased row's next state, fenced by its lease. `None`: the lease was lost and
-    /// nothing changed; else whether the row is a digest.
+    /// Writes a leased row's next state, fenced by its lease: `None` when it did not land, else
+    /// what the follow-ups need to know of the row (a digest, escalation steps).
     fn change_leased_row(
         &self,
         id: &str,
         lease: LeaseToken,
         change: &RowChange,
         now: i64,
-    ) -> Result<Option<bool>> {
+    ) -> Result<Option<Landed>> {
         use rusqlite::OptionalExtension;
-        let is_digest = |r: &rusqlite::Row<'_>| r.get::<_, bool>(0);
+        let landed_row = |r: &rusqlite::Row<'_>| {
+            Ok(Landed {
+                digest: r.get(0)?,
+                escalates: r.get(1)?,
+            })
+        };
         let changed = match change {
-            RowChange::Deliver { provider_id } => self
-                .conn
-                .prepare_cached(DELIVER)?
-                .query_row(
-                    params![id, lease.0, self.owner, provider_id, now],
-                    is_digest,
-                )
-                .optional()?,
+            RowChange::Deliver { provider_id } => self.conn.prepare_cached(DELIVER)?.query_row(
+                params![id, lease.0, self.owner, provider_id, now],
+                landed_row,
+            ),
             RowChange::Requeue {
                 run_at_ms,
                 refund,
                 last: Some((code, error)),
-            } => self
-                .conn
-                .prepare_cached(REQUEUE)?
-                .query_row(
-                    params![
-                        id,
-                        lease.0,
-                        self.owner,
-                        run_at_ms,
-                        i64::from(*refund),
-                        code,
-                        error,
-                        now
-                    ],
-                    is_digest,
-                )
-                .optional()?,
+            } => self.conn.prepare_cached(REQUEUE)?.query_row(
+                params![
+                    id,
+                    lease.0,
+                    self.owner,
+                    run_at_ms,
+                    i64::from(*refund),
+                    code,
+                    error,
+                    now
+                ],
+                landed_row,
+            ),
             RowChange::Requeue {
                 run_at_ms,
                 refund,
                 last: None,
-            } => self
-                .conn
-                .prepare_cached(REQUEUE_KEEPING_ERROR)?
-                .query_row(
-                    params![id, lease.0, self.owner, run_at_ms, i64::from(*refund), now],
-                    is_digest,
-                )
-                .optional()?,
-            RowChange::End { state, code, error } => self
-                .conn
-                .prepare_cached(END)?
-                .query_row(
-                    params![id, lease.0, self.owner, state.as_str(), code, error, now],
-                    is_digest,
-                )
-                .optional()?,
+            } => self.conn.prepare_cached(REQUEUE_KEEPING_ERROR)?.query_row(
+                params![id, lease.0, self.owner, run_at_ms, i64::from(*refund), now],
+                landed_row,
+            ),
+            RowChange::End { state, code, error } => self.conn.prepare_cached(END)?.query_row(
+                params![id, lease.0, self.owner, state.as_str(), code, error, now],
+                landed_row,
+            ),
             RowChange::Move {
                 channel,
                 run_at_ms,
                 code,
                 error,
-            } => self
-                .conn
-                .prepare_cached(MOVE)?
-                .query_row(
-                    params![
-                        id, lease.0, self.owner, channel, run_at_ms, code, error, now
-                    ],
-                    is_digest,
-                )
-                .optional()?,
+            } => self.conn.prepare_cached(MOVE)?.query_row(
+                params![
+                    id, lease.0, self.owner, channel, run_at_ms, code, error, now
+                ],
+                landed_row,
+            ),
         };
-        Ok(changed)
+        Ok(changed.optional()?)
+    }
+
+    /// Queues the next escalation step of a notification that was just delivered or ended
+    /// ([`escalation::next_step`]), unless its chain was acknowledged. Steps that cannot be read
+    /// back queue nothing: the notification itself already reached its state.
+    fn queue_escalation(&self, parent: &str, trigger: StepTrigger, now: i64) -> Result<()> {
+        let read = self
+            .conn
+            .prepare_cached(STEP_PARENT)?
+            .query_row(params![parent], |r| {
+                Ok(decode_step_parent(r, parent).map(|p| (p, r.get::<_, Option<i64>>(8))))
+            })?;
+        let (parent_row, acked_at) = match read {
+            Ok((p, Ok(acked_at))) => (p, acked_at),
+            Ok((_, Err(e))) => return Err(e.into()),
+            Err(why) => {
+                tracing::error!(notification_id = %parent, column = why.column,
+                    "A stored column needed for the next escalation step cannot be read; no step was queued.");
+                return Ok(());
+            }
+        };
+        let child_id = uuid::Uuid::now_v7().to_string();
+        if let Some(step) =
+            escalation::next_step(parent_row, acked_at.is_some(), trigger, child_id, now)
+        {
+            tracing::info!(notification_id = %parent, step = %step.id, channel = %step.channel,
+                run_at = step.run_at_ms, "Queued the next escalation step.");
+            self.insert(&step, Some(parent))?;
+            self.record_events(&escalation::step_events(parent, &step, trigger, now))?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the chain `id` belongs to, as [`escalation::plan_ack`] says: marks its first
+    /// notification and cancels its waiting step in this one transaction.
+    fn acknowledge(&self, id: &str, source: AckSource, now: i64) -> Result<Acknowledged> {
+        use rusqlite::OptionalExtension;
+        let target = self
+            .conn
+            .prepare_cached(ACK_TARGET)?
+            .query_row(params![id], |r| {
+                Ok(AckTarget {
+                    root: r.get(0)?,
+                    escalates: r.get(1)?,
+                    acked_at_ms: r.get(2)?,
+                })
+            })
+            .optional()?;
+        Ok(match escalation::plan_ack(target) {
+            AckPlan::NotFound => Acknowledged::NotFound,
+            AckPlan::NothingToAck => Acknowledged::NothingToAck,
+            AckPlan::Already { root, at_ms } => Acknowledged::Already { root, at_ms },
+            AckPlan::Mark { root } => {
+                self.conn
+                    .prepare_cached(MARK_ACKED)?
+                    .execute(params![root, now])?;
+                let cancelled =
+                    self.conn
+                        .prepare_cached(CANCEL_WAITING_STEPS)?
+                        .execute(params![
+                            root,
+                            now,
+                            escalation::ACKNOWLEDGED_CODE,
+                            escalation::ACKNOWLEDGED_MESSAGE
+                        ])?;
+                tracing::info!(notification_id = %root, via = source.as_str(), cancelled,
+                    "Escalation acknowledged.");
+                let cancelled = cancelled as u64;
+                self.record_events(&[escalation::ack_event(&root, source, cancelled, now)])?;
+                Acknowledged::Done {
+                    root,
+                    at_ms: now,
+                    cancelled,
+                }
+            }
+        })
     }
 
     /// Queues the fallback child of a notification that ended badly ([`fallback::fallback_child`]).
@@ -1354,6 +1460,40 @@ fn decode_fallback_parent(
     })
 }
 
+/// The notification before an escalation step as the model sees it ([`STEP_PARENT`]'s row).
+fn decode_step_parent(
+    r: &rusqlite::Row<'_>,
+    id: &str,
+) -> std::result::Result<StepParent, stored::Unreadable> {
+    let priority = stored::text(r, 6, "priority")?;
+    Ok(StepParent {
+        id: id.to_owned(),
+        steps: stored::opt_json(r, 0, "escalate")?.unwrap_or_default(),
+        root: stored::text(r, 1, "escalation_of")?,
+        content: Content {
+            subject: stored::opt_text(r, 2, "subject")?,
+            body: stored::opt_text(r, 3, "body")?,
+            html: stored::opt_text(r, 4, "html")?,
+            data: stored::opt_json(r, 5, "data")?,
+        },
+        priority: priority.parse().map_err(|e: String| stored::Unreadable {
+            column: "priority",
+            problem: e,
+        })?,
+        expires_at_ms: stored::opt_int(r, 7, "expires_at", i64::MIN..=i64::MAX)?,
+    })
+}
+
+/// A list column as stored: JSON text, `NULL` when empty.
+fn json_list<T: serde::Serialize>(items: &[T]) -> Result<Option<String>> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(items)
+        .map(Some)
+        .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
 /// What one retention batch deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -1385,6 +1525,7 @@ fn fail(op: Op, err: StoreError) {
         Op::DeletePreferences { reply, .. } => drop(reply.send(Err(err))),
         Op::OptOut { reply, .. } => drop(reply.send(Err(err))),
         Op::RecordEvents { reply, .. } => drop(reply.send(Err(err))),
+        Op::Acknowledge { reply, .. } => drop(reply.send(Err(err))),
     }
 }
 

@@ -15,6 +15,7 @@ mod claim;
 mod dedup;
 mod digest;
 mod enqueue;
+mod escalation;
 mod events;
 mod fencing;
 mod history;
@@ -66,6 +67,7 @@ impl Subject {
             deliver_between: None,
             dedup: None,
             digest: None,
+            escalation: Default::default(),
         }
     }
 
@@ -213,6 +215,15 @@ macro_rules! outbox_contract {
             recipients::an_opt_out_of_an_unknown_recipient_creates_its_preferences,
             recipients::a_claimed_notification_carries_its_priority_and_delivery_window,
             recipients::a_held_notification_waits_unspent_with_its_event_and_a_lost_lease_writes_none,
+            escalation::a_delivered_notification_queues_its_next_step_due_after_its_wait,
+            escalation::an_undelivered_notification_escalates_at_once,
+            escalation::an_acknowledgement_cancels_the_waiting_step_and_stops_the_chain,
+            escalation::acknowledging_again_changes_nothing_and_names_the_first_time,
+            escalation::acknowledging_a_step_acknowledges_its_chain,
+            escalation::no_step_is_queued_after_an_acknowledgement,
+            escalation::a_step_claimed_before_the_acknowledgement_is_sent_but_queues_no_more,
+            escalation::a_retry_does_not_start_the_escalation,
+            escalation::only_an_escalating_notification_can_be_acknowledged,
         );
     };
     (@each $open:path; $($module:ident :: $name:ident),* $(,)?) => {
