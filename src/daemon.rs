@@ -97,6 +97,7 @@ fn pg_options(config: &Config, url: String) -> PgOptions {
     PgOptions {
         schema: config.queue.schema.clone(),
         max_connections: config.queue.max_connections,
+        pgbouncer: config.queue.pgbouncer,
         ..PgOptions::new(url)
     }
 }

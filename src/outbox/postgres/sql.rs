@@ -260,3 +260,6 @@ pub const LEAD: &str = "INSERT INTO leaders (task, owner, until) VALUES ($1, $2,
 /// One wake-up hint per channel given (`$1` is the schema's wake-up channel): delivered to every
 /// listening daemon when the transaction commits.
 pub const NOTIFY: &str = "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c";
+
+/// Serialises migrations through PgBouncer: a lock held until the migrating transaction ends.
+pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";

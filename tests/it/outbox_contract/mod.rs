@@ -16,6 +16,7 @@ mod enqueue;
 mod fencing;
 mod history;
 mod lifecycle;
+mod pgbouncer;
 mod postgres;
 mod receipts;
 mod routes;
