@@ -63,15 +63,7 @@ pub enum StartError {
 pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
     match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => open_at(config, path).await,
-        QueueLocation::Postgres(url) => {
-            let outbox = PgOutbox::start(&pg_options(config, url))
-                .await
-                .map_err(|error| StartError::Queue {
-                    url: redacted_url(&config.queue.url),
-                    error,
-                })?;
-            Ok(Arc::new(outbox))
-        }
+        QueueLocation::Postgres(url) => open_postgres(config, url, Reach::Later).await,
     }
 }
 
@@ -82,7 +74,7 @@ pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError>
 pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
     let path = match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => path,
-        QueueLocation::Postgres(url) => return open_postgres(config, url).await,
+        QueueLocation::Postgres(url) => return open_postgres(config, url, Reach::Now).await,
     };
     if !path.is_file() {
         return Err(StartError::NoQueue {
@@ -93,23 +85,33 @@ pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, St
     open_at(config, path).await
 }
 
-fn pg_options(config: &Config, url: String) -> PgOptions {
-    PgOptions {
+/// When a PostgreSQL queue must be reachable.
+enum Reach {
+    /// Now, or the command fails (the CLI: its caller is waiting).
+    Now,
+    /// As soon as it can be (the daemon: [`PgOutbox::start`]).
+    Later,
+}
+
+async fn open_postgres(
+    config: &Config,
+    url: String,
+    reach: Reach,
+) -> Result<Arc<dyn Outbox>, StartError> {
+    let opts = PgOptions {
         schema: config.queue.schema.clone(),
         max_connections: config.queue.max_connections,
         pgbouncer: config.queue.pgbouncer,
         ..PgOptions::new(url)
-    }
-}
-
-/// The CLI's PostgreSQL queue: reachable now and migrated, or an error saying why.
-async fn open_postgres(config: &Config, url: String) -> Result<Arc<dyn Outbox>, StartError> {
-    let outbox = PgOutbox::connect(&pg_options(config, url))
-        .await
-        .map_err(|error| StartError::Queue {
-            url: redacted_url(&config.queue.url),
-            error,
-        })?;
+    };
+    let opened = match reach {
+        Reach::Now => PgOutbox::connect(&opts).await,
+        Reach::Later => PgOutbox::start(&opts).await,
+    };
+    let outbox = opened.map_err(|error| StartError::Queue {
+        url: redacted_url(&config.queue.url),
+        error,
+    })?;
     Ok(Arc::new(outbox))
 }
 

@@ -99,14 +99,9 @@ impl OwnServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         if as_root() {
-            let status = std::process::Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown of {} failed", dir.path().display());
+            give_to_postgres(dir.path());
         }
-        let port = free_port();
+        let port = crate::support::free_port();
         let server = Self {
             bin,
             data,
@@ -204,21 +199,22 @@ fn newest_bin_dir() -> Option<std::path::PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
+/// Makes `dir` the `postgres` user's, for PostgreSQL's programs run as that user.
+fn give_to_postgres(dir: &std::path::Path) {
+    let status = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown of {} failed", dir.display());
+}
+
 /// Whether this process runs as root (PostgreSQL's programs then run as `postgres`).
 fn as_root() -> bool {
     std::process::Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-/// A TCP port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A PgBouncer of a test's own in transaction pooling mode, on a free port, in front of the
@@ -242,7 +238,7 @@ impl Bouncer {
         };
         let server = sqlx::postgres::PgConnectOptions::from_str(&server_url()).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = crate::support::free_port();
         let ini = dir.path().join("pgbouncer.ini");
         std::fs::write(
             &ini,
@@ -259,12 +255,7 @@ impl Bouncer {
         .unwrap();
         let mut command = std::process::Command::new(program);
         if as_root() {
-            let status = std::process::Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
+            give_to_postgres(dir.path());
             command.args(["-u", "postgres"]);
         }
         let child = command
