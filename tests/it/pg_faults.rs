@@ -451,3 +451,63 @@ async fn a_daemon_through_pgbouncer_in_transaction_mode_delivers_every_notificat
     assert_eq!(page["notifications"][0]["state"], "delivered", "{page}");
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_while_postgres_is_down_serves_503_then_works_once_it_is_up() {
+    let Some(server) = OwnServer::start() else {
+        return;
+    };
+    server.stop();
+    let tally = Tally::default();
+    let sink = tally.sink(Duration::ZERO).await;
+    let d = daemon_on(
+        &format!("url = \"{}\"\nschema = \"late\"", server.url()),
+        "",
+        &webhook("hooks", &sink.url(), ""),
+    )
+    .await;
+
+    let unready = readiness_becomes(&d, 503, Duration::from_secs(5)).await;
+    let why = unready["error"]["message"].as_str().unwrap();
+    assert!(why.contains("PostgreSQL cannot be reached"), "{why}");
+    let body = json!({"channel": "hooks", "to": "t", "body": "early"});
+    let (status, refused) = d.post("/v1/notifications", &body).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "queue_unavailable");
+
+    server.start_again();
+    // The schema is created once the server is reachable; then the daemon accepts and sends.
+    readiness_becomes(&d, 200, Duration::from_secs(60)).await;
+    let id = d.accept(body).await;
+    d.wait_for_state(&id, "delivered").await;
+    assert_eq!(tally.counts().get(&id), Some(&1));
+    d.stop().await;
+}
+
+#[test]
+fn notifyd_send_against_a_down_postgres_fails_with_the_reason_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    // Nobody listens on this port.
+    let url = format!("postgres://postgres@127.0.0.1:{}/test", free_port());
+    let text = config_text_on(
+        &format!("url = \"{url}\""),
+        "",
+        &webhook("hooks", "http://127.0.0.1:9/", ""),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["send", "--channel", "hooks", "--to", "t", "--body", "b"])
+        .output()
+        .unwrap();
+
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("queue.url \"{url}\"")) && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
+}

@@ -306,6 +306,11 @@ impl PgOutbox {
         }
     }
 
+    /// Closes every connection (tests drop their schema after this).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// `Ok` once the schema is migrated; until then why the queue cannot be used yet.
     fn usable(&self) -> Result<()> {
         match &*self.schema.borrow() {
