@@ -70,15 +70,7 @@ pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError>
 async fn open_outbox_on(config: &Config, clock: Clock) -> Result<Arc<dyn Outbox>, StartError> {
     match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => open_at(config, path, clock).await,
-        QueueLocation::Postgres(url) => {
-            let outbox = PgOutbox::start(&pg_options(config, url, clock))
-                .await
-                .map_err(|error| StartError::Queue {
-                    url: redacted_url(&config.queue.url),
-                    error,
-                })?;
-            Ok(Arc::new(outbox))
-        }
+        QueueLocation::Postgres(url) => open_postgres(config, url, clock, Reach::Later).await,
     }
 }
 
@@ -89,7 +81,9 @@ async fn open_outbox_on(config: &Config, clock: Clock) -> Result<Arc<dyn Outbox>
 pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
     let path = match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => path,
-        QueueLocation::Postgres(url) => return open_postgres(config, url).await,
+        QueueLocation::Postgres(url) => {
+            return open_postgres(config, url, Clock::System, Reach::Now).await;
+        }
     };
     if !path.is_file() {
         return Err(StartError::NoQueue {
@@ -100,23 +94,35 @@ pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, St
     open_at(config, path, Clock::System).await
 }
 
-fn pg_options(config: &Config, url: String, clock: Clock) -> PgOptions {
-    PgOptions {
-        schema: config.queue.schema.clone(),
-        max_connections: config.queue.max_connections,
-        clock,
-        ..PgOptions::new(url)
-    }
+/// When a PostgreSQL queue must be reachable.
+enum Reach {
+    /// Now, or the command fails (the CLI: its caller is waiting).
+    Now,
+    /// As soon as it can be (the daemon: [`PgOutbox::start`]).
+    Later,
 }
 
-/// The CLI's PostgreSQL queue: reachable now and migrated, or an error saying why.
-async fn open_postgres(config: &Config, url: String) -> Result<Arc<dyn Outbox>, StartError> {
-    let outbox = PgOutbox::connect(&pg_options(config, url, Clock::System))
-        .await
-        .map_err(|error| StartError::Queue {
-            url: redacted_url(&config.queue.url),
-            error,
-        })?;
+async fn open_postgres(
+    config: &Config,
+    url: String,
+    clock: Clock,
+    reach: Reach,
+) -> Result<Arc<dyn Outbox>, StartError> {
+    let opts = PgOptions {
+        schema: config.queue.schema.clone(),
+        max_connections: config.queue.max_connections,
+        pgbouncer: config.queue.pgbouncer,
+        clock,
+        ..PgOptions::new(url)
+    };
+    let opened = match reach {
+        Reach::Now => PgOutbox::connect(&opts).await,
+        Reach::Later => PgOutbox::start(&opts).await,
+    };
+    let outbox = opened.map_err(|error| StartError::Queue {
+        url: redacted_url(&config.queue.url),
+        error,
+    })?;
     Ok(Arc::new(outbox))
 }
 

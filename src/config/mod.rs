@@ -173,6 +173,9 @@ pub struct QueueConfig {
     pub schema: String,
     /// Most connections to PostgreSQL this daemon keeps open (ignored for SQLite).
     pub max_connections: u32,
+    /// `url` is a PgBouncer in transaction pooling mode: wake-ups by polling only (no LISTEN),
+    /// no server-side statement cache, every operation in one transaction.
+    pub pgbouncer: bool,
     /// `/readyz` fails below this much free space on the queue's filesystem, so an alert or a
     /// load balancer acts before the disk is full and accepts start failing with 503 (SQLite).
     pub min_free_bytes: u64,
@@ -184,6 +187,7 @@ impl Default for QueueConfig {
             url: "sqlite://notifyd.db".into(),
             schema: "notifyd".into(),
             max_connections: 16,
+            pgbouncer: false,
             min_free_bytes: 64 * 1024 * 1024,
         }
     }

@@ -30,27 +30,6 @@ fn spawn_daemon(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("daemon at {base} never became ready");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_mid_dispatch_loses_no_accepted_notification() {
     // A receiver that is slow enough for a backlog to build up.
@@ -80,19 +59,7 @@ async fn kill_dash_nine_mid_dispatch_loses_no_accepted_notification() {
         let items: Vec<Value> = (0..100)
             .map(|i| json!({"channel": "hooks", "to": "t", "body": format!("{batch}-{i}")}))
             .collect();
-        let resp: Value = http
-            .post(format!("{base}/v1/notifications/batch"))
-            .json(&json!({ "notifications": items }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for r in resp["results"].as_array().unwrap() {
-            assert_eq!(r["status"], 202, "{r}");
-            accepted.insert(r["id"].as_str().unwrap().to_owned());
-        }
+        accepted.extend(accept_batch(&http, &base, items).await);
     }
     assert_eq!(accepted.len(), TOTAL);
 

@@ -7,31 +7,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use notifyd::daemon::Daemon;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::postgres_server::{OwnServer, TestSchema, free_port, server_url};
+use crate::postgres_server::{Bouncer, OwnServer, TestSchema, server_url};
 use crate::support::*;
 
-/// A daemon in this process on the PostgreSQL queue at `url`, schema `schema`.
-async fn daemon_on(url: &str, schema: &str, dispatcher: &str, channels: &str) -> TestDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"{url}\"\nschema = \"{schema}\"\n\
-         max_connections = 8\n\
-         [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
-         {dispatcher}\n[log]\nlevel = \"warn\"\n{channels}"
+/// A daemon in this process on the queue the `[queue]` keys `queue` name, with extra
+/// `[dispatcher]` keys.
+async fn daemon_on(queue: &str, dispatcher: &str, channels: &str) -> TestDaemon {
+    let text = config_text_on(queue, "", channels).replacen(
+        "[dispatcher]\n",
+        &format!("[dispatcher]\n{dispatcher}\n"),
+        1,
     );
-    let config = load_config(&text, dir.path());
-    let daemon = Daemon::start(config).await.unwrap();
-    let base = format!("http://{}", daemon.addr());
-    TestDaemon {
-        daemon: Some(daemon),
-        dir,
-        base,
-        http: reqwest::Client::new(),
-    }
+    TestDaemon::start_from(tempfile::tempdir().unwrap(), &text).await
 }
 
 /// Waits until `/readyz` answers `status`; its body.
@@ -200,8 +190,7 @@ async fn a_postgres_restart_under_load_loses_nothing_and_the_api_answers_503_mea
     let tally = Tally::default();
     let sink = tally.sink(Duration::ZERO).await;
     let d = daemon_on(
-        &server.url(),
-        "notifyd",
+        &format!("url = \"{}\"\nmax_connections = 8", server.url()),
         "lease_margin = \"1s\"",
         &webhook("hooks", &sink.url(), "timeouts = { total = \"2s\" }"),
     )
@@ -331,19 +320,7 @@ async fn one_of_three_daemons_killed_mid_dispatch_costs_at_most_its_in_flight_se
             .map(|i| json!({"channel": "hooks", "to": "t", "body": format!("{batch}-{i}")}))
             .collect();
         let base = &daemons.0[batch % daemons.0.len()].1;
-        let resp: Value = http
-            .post(format!("{base}/v1/notifications/batch"))
-            .json(&json!({ "notifications": items }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for r in resp["results"].as_array().unwrap() {
-            assert_eq!(r["status"], 202, "{r}");
-            accepted.push(r["id"].as_str().unwrap().to_owned());
-        }
+        accepted.extend(accept_batch(&http, base, items).await);
     }
 
     // Mid-dispatch: the doomed daemon has sent some, and most are not sent yet.
@@ -415,5 +392,122 @@ async fn one_of_three_daemons_killed_mid_dispatch_costs_at_most_its_in_flight_se
     assert_eq!(all.len(), TOTAL);
     eprintln!(
         "three daemons: {received_at_kill} received at the kill, {resent} sent again after it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_through_pgbouncer_in_transaction_mode_delivers_every_notification_once() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let Some(bouncer) = Bouncer::start() else {
+        return;
+    };
+    let tally = Tally::default();
+    let sink = tally.sink(Duration::ZERO).await;
+    let queue = format!(
+        "url = \"{}\"\nschema = \"{}\"\nmax_connections = 6\npgbouncer = true",
+        bouncer.url(),
+        schema.name
+    );
+    let d = daemon_on(
+        &queue,
+        "",
+        &webhook("hooks", &sink.url(), "concurrency = 8"),
+    )
+    .await;
+    readiness_becomes(&d, 200, Duration::from_secs(30)).await;
+
+    let items: Vec<Value> = (0..300)
+        .map(|i| json!({"channel": "hooks", "to": "t", "body": format!("b{i}")}))
+        .collect();
+    let mut ids = accept_batch(&d.http, &d.base, items).await;
+    let keyed = json!({"channel": "hooks", "to": "t", "body": "k", "idempotency_key": "k-1"});
+    let (first, created) = d.post("/v1/notifications", &keyed).await;
+    let (again, replayed) = d.post("/v1/notifications", &keyed).await;
+    let other = json!({"channel": "hooks", "to": "t", "body": "other", "idempotency_key": "k-1"});
+    let (conflict, _) = d.post("/v1/notifications", &other).await;
+    assert_eq!((first, again, conflict), (202, 200, 409));
+    assert_eq!(replayed["id"], created["id"]);
+    ids.push(created["id"].as_str().unwrap().to_owned());
+
+    all_received(&[&tally], &ids, Duration::from_secs(60)).await;
+    for id in &ids {
+        d.wait_for_state(id, "delivered").await;
+    }
+    let counts = tally.counts();
+    assert_eq!(counts.len(), ids.len());
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "a notification was sent twice"
+    );
+    let (status, page) = d.get("/v1/notifications?channel=hooks&limit=5").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["notifications"].as_array().map(Vec::len),
+        Some(5),
+        "{page}"
+    );
+    assert_eq!(page["notifications"][0]["state"], "delivered", "{page}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_while_postgres_is_down_serves_503_then_works_once_it_is_up() {
+    let Some(server) = OwnServer::start() else {
+        return;
+    };
+    server.stop();
+    let tally = Tally::default();
+    let sink = tally.sink(Duration::ZERO).await;
+    let d = daemon_on(
+        &format!("url = \"{}\"\nschema = \"late\"", server.url()),
+        "",
+        &webhook("hooks", &sink.url(), ""),
+    )
+    .await;
+
+    let unready = readiness_becomes(&d, 503, Duration::from_secs(5)).await;
+    let why = unready["error"]["message"].as_str().unwrap();
+    assert!(why.contains("PostgreSQL cannot be reached"), "{why}");
+    let body = json!({"channel": "hooks", "to": "t", "body": "early"});
+    let (status, refused) = d.post("/v1/notifications", &body).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "queue_unavailable");
+
+    server.start_again();
+    // The schema is created once the server is reachable; then the daemon accepts and sends.
+    readiness_becomes(&d, 200, Duration::from_secs(60)).await;
+    let id = d.accept(body).await;
+    d.wait_for_state(&id, "delivered").await;
+    assert_eq!(tally.counts().get(&id), Some(&1));
+    d.stop().await;
+}
+
+#[test]
+fn notifyd_send_against_a_down_postgres_fails_with_the_reason_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    // Nobody listens on this port.
+    let url = format!("postgres://postgres@127.0.0.1:{}/test", free_port());
+    let text = config_text_on(
+        &format!("url = \"{url}\""),
+        "",
+        &webhook("hooks", "http://127.0.0.1:9/", ""),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["send", "--channel", "hooks", "--to", "t", "--body", "b"])
+        .output()
+        .unwrap();
+
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("queue.url \"{url}\"")) && stderr.contains("Connection refused"),
+        "{stderr}"
     );
 }

@@ -4,6 +4,8 @@
 //! Without a server, a developer's run says so and skips; under CI (`CI=true`) it fails.
 //! [`OwnServer`] is a server of a test's own, for tests that stop and start it.
 
+use std::str::FromStr;
+
 use sqlx::Connection;
 
 /// The server the PostgreSQL tests use.
@@ -97,14 +99,9 @@ impl OwnServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         if as_root() {
-            let status = std::process::Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown of {} failed", dir.path().display());
+            give_to_postgres(dir.path());
         }
-        let port = free_port();
+        let port = crate::support::free_port();
         let server = Self {
             bin,
             data,
@@ -202,6 +199,16 @@ fn newest_bin_dir() -> Option<std::path::PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
+/// Makes `dir` the `postgres` user's, for PostgreSQL's programs run as that user.
+fn give_to_postgres(dir: &std::path::Path) {
+    let status = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown of {} failed", dir.display());
+}
+
 /// Whether this process runs as root (PostgreSQL's programs then run as `postgres`).
 fn as_root() -> bool {
     std::process::Command::new("id")
@@ -210,11 +217,81 @@ fn as_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
-/// A TCP port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A PgBouncer of a test's own in transaction pooling mode, on a free port, in front of the
+/// machine's server (as `postgres`), with few server connections so that clients share them.
+/// Debian's `pgbouncer`; it refuses to run as root, so as root it switches to `postgres`.
+pub struct Bouncer {
+    child: std::process::Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Bouncer {
+    /// `None` (after saying why) when `pgbouncer` is not installed and skipping is allowed.
+    pub fn start() -> Option<Self> {
+        let Some(program) = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+        else {
+            may_skip("no pgbouncer installed (Debian: apt-get install pgbouncer)");
+            return None;
+        };
+        let server = sqlx::postgres::PgConnectOptions::from_str(&server_url()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::support::free_port();
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host={} port={} user=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = any\npool_mode = transaction\ndefault_pool_size = 3\n\
+                 max_client_conn = 200\nlogfile = {}\n",
+                server.get_host(),
+                server.get_port(),
+                dir.path().join("pgbouncer.log").display(),
+            ),
+        )
+        .unwrap();
+        let mut command = std::process::Command::new(program);
+        if as_root() {
+            give_to_postgres(dir.path());
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let bouncer = Self { child, port, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer did not listen: {}",
+                std::fs::read_to_string(bouncer.dir.path().join("pgbouncer.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(bouncer)
+    }
+
+    /// The machine's test database, through this PgBouncer.
+    pub fn url(&self) -> String {
+        let server = sqlx::postgres::PgConnectOptions::from_str(&server_url()).unwrap();
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.port,
+            server.get_database().unwrap_or("test")
+        )
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -58,22 +58,23 @@ impl TestDaemon {
 
     /// Starts a daemon on the queue the `[queue]` keys `queue` name, with these channels.
     pub async fn start_on(queue: &str, channels: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = load_config(&config_text_on(queue, "", channels), dir.path());
-        let daemon = Daemon::start(config).await.unwrap();
-        let base = format!("http://{}", daemon.addr());
-        Self {
-            daemon: Some(daemon),
-            dir,
-            base,
-            http: reqwest::Client::new(),
-        }
+        Self::start_from(
+            tempfile::tempdir().unwrap(),
+            &config_text_on(queue, "", channels),
+        )
+        .await
     }
 
     /// Starts a daemon with extra `[server]` keys and these `[channels.*]` tables.
     pub async fn start_with(server: &str, channels: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = load_config(&config_text_with(dir.path(), server, channels), dir.path());
+        let text = config_text_with(dir.path(), server, channels);
+        Self::start_from(dir, &text).await
+    }
+
+    /// Starts a daemon with the config `text`, written into `dir`.
+    pub async fn start_from(dir: tempfile::TempDir, text: &str) -> Self {
+        let config = load_config(text, dir.path());
         let daemon = Daemon::start(config).await.unwrap();
         let base = format!("http://{}", daemon.addr());
         Self {
@@ -330,4 +331,49 @@ impl TestDaemon {
             http: reqwest::Client::new(),
         }
     }
+}
+
+/// Waits until the daemon at `base` answers `/readyz` with success.
+pub async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("daemon at {base} never became ready");
+}
+
+/// A TCP port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Posts `items` as one batch to the daemon at `base`; their ids, each asserted accepted (202).
+pub async fn accept_batch(http: &reqwest::Client, base: &str, items: Vec<Value>) -> Vec<String> {
+    let resp: Value = http
+        .post(format!("{base}/v1/notifications/batch"))
+        .json(&serde_json::json!({ "notifications": items }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], 202, "{r}");
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect()
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use super::pool::Pool;
 use async_trait::async_trait;
-use sqlx::PgPool;
 
 use super::sql;
 use crate::clock::WallMs;
@@ -20,7 +20,7 @@ const PRUNE_BATCH: i64 = 1000;
 /// The shared limits of the daemons on one PostgreSQL queue.
 #[derive(Debug, Clone)]
 pub struct PgLimits {
-    pub(super) pool: PgPool,
+    pub(super) pool: Pool,
     pub(super) clock: Clock,
     /// The queue's round-trip counter: reservations and holds are database work too.
     pub(super) trips: super::RoundTrips,
@@ -96,7 +96,7 @@ impl ClusterLimits for PgLimits {
 
 /// Forgets full buckets and ended holds (run by the sweep's leader): the table of recipient
 /// buckets stays as small as the recipients sent to within about one interval.
-pub(super) async fn prune(pool: &PgPool, now_ms: WallMs) -> Result<u64> {
+pub(super) async fn prune(pool: &Pool, now_ms: WallMs) -> Result<u64> {
     let buckets = sqlx::query(sql::PRUNE_RATE_LIMITS)
         .bind(now_ms.saturating_mul(1000))
         .bind(PRUNE_BATCH)

@@ -11,6 +11,7 @@
 mod completions;
 mod history;
 mod limits;
+mod pool;
 mod recipients;
 mod round_trips;
 mod sql;
@@ -23,10 +24,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use self::pool::Pool;
 use super::completion::RowChange;
 use super::fallback::FallbackParent;
 use super::*;
@@ -87,6 +89,9 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// Where every "now" of the store comes from (a manual one in tests).
     pub clock: Clock,
+    /// `url` is a PgBouncer in transaction mode: no LISTEN (wake-ups by polling only), no
+    /// statement cache, every operation one transaction ([`pool`]).
+    pub pgbouncer: bool,
 }
 
 impl PgOptions {
@@ -97,6 +102,7 @@ impl PgOptions {
             schema: "notifyd".into(),
             max_connections: 16,
             clock: Clock::System,
+            pgbouncer: false,
         }
     }
 }
@@ -114,7 +120,7 @@ pub fn valid_schema(schema: &str) -> bool {
 
 /// The PostgreSQL implementation of [`Outbox`].
 pub struct PgOutbox {
-    pool: PgPool,
+    pool: Pool,
     /// How the pool connects: readiness uses it to say why the server cannot be reached.
     connect: PgConnectOptions,
     /// Whether the schema is migrated yet (a daemon starts before its server is reachable).
@@ -160,10 +166,17 @@ fn connect_options(opts: &PgOptions) -> Result<PgConnectOptions> {
             opts.schema
         )));
     }
-    Ok(PgConnectOptions::from_str(&opts.url)
+    let connect = PgConnectOptions::from_str(&opts.url)
         .map_err(|e| StoreError::Unavailable(format!("queue.url: {e}")))?
-        .application_name("notifyd")
-        .options([("search_path", opts.schema.as_str())]))
+        .application_name("notifyd");
+    // PgBouncer refuses startup parameters it does not know (`options`, `extra_float_digits`):
+    // there each transaction sets the search path itself ([`pool`]), and a cached statement would
+    // be looked for on whichever server comes next.
+    Ok(if opts.pgbouncer {
+        connect.extra_float_digits(None).statement_cache_capacity(0)
+    } else {
+        connect.options([("search_path", opts.schema.as_str())])
+    })
 }
 
 /// The pool's settings; every ping it makes is counted in `trips`.
@@ -208,7 +221,7 @@ async fn unreachable_because(connect: &PgConnectOptions) -> Option<String> {
 
 /// Connects and migrates; why not, when that failed.
 async fn prepare_schema(
-    pool: &PgPool,
+    pool: &Pool,
     connect: &PgConnectOptions,
     schema: &str,
 ) -> std::result::Result<(), String> {
@@ -221,7 +234,7 @@ async fn prepare_schema(
 /// Connects and migrates until both succeeded (or the outbox is dropped), waiting longer after
 /// each failure, up to [`SCHEMA_RETRY_MAX`]; the state says why it is still waiting.
 async fn prepare_schema_until_done(
-    pool: PgPool,
+    pool: Pool,
     connect: PgConnectOptions,
     schema: String,
     state: Arc<watch::Sender<SchemaState>>,
@@ -266,9 +279,12 @@ impl PgOutbox {
         let probe = sqlx::ConnectOptions::connect(&connect).await?;
         sqlx::Connection::close(probe).await?;
         let trips = RoundTrips::default();
-        let pool = pool_options(opts, &trips)
-            .connect_with(connect.clone())
-            .await?;
+        let pool = Pool::new(
+            pool_options(opts, &trips)
+                .connect_with(connect.clone())
+                .await?,
+            opts,
+        );
         migrate(&pool, &opts.schema).await?;
         Ok(Self::serving(
             opts,
@@ -286,7 +302,10 @@ impl PgOutbox {
     pub async fn start(opts: &PgOptions) -> Result<Self> {
         let connect = connect_options(opts)?;
         let trips = RoundTrips::default();
-        let pool = pool_options(opts, &trips).connect_lazy_with(connect.clone());
+        let pool = Pool::new(
+            pool_options(opts, &trips).connect_lazy_with(connect.clone()),
+            opts,
+        );
         let first = prepare_schema(&pool, &connect, &opts.schema).await;
         let state = match &first {
             Ok(()) => SchemaState::Migrated,
@@ -312,7 +331,7 @@ impl PgOutbox {
     /// The outbox on `pool`, with its enqueue task started.
     fn serving(
         opts: &PgOptions,
-        pool: PgPool,
+        pool: Pool,
         connect: PgConnectOptions,
         trips: RoundTrips,
         (schema, _): (watch::Sender<SchemaState>, watch::Receiver<SchemaState>),
@@ -577,8 +596,10 @@ impl PgOutbox {
     }
 }
 
-/// Creates the schema if missing and brings it to the current version.
-async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
+/// Creates the schema if missing and brings it to the current version. Through PgBouncer, all
+/// in one transaction, serialised by a transaction-level advisory lock (a session-level one,
+/// sqlx's, would stay on whichever server PgBouncer handed it to).
+async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
     let migrations = MIGRATIONS
         .iter()
         .map(|(version, name, text)| {
@@ -594,16 +615,34 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
     let mut migrator = Migrator::with_migrations(migrations);
     migrator.create_schema(format!("\"{schema}\""));
     migrator.dangerous_set_table_name(format!("\"{schema}\"._sqlx_migrations"));
-    migrator.run(pool).await.map_err(|e| match e {
+    let failed = |e| match e {
         sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
         other => StoreError::Internal(format!("queue migration: {other}")),
-    })
+    };
+    if !pool.through_pgbouncer() {
+        return migrator.run(pool.sqlx()).await.map_err(failed);
+    }
+    migrator.set_locking(false);
+    let mut tx = pool.begin().await?;
+    sqlx::query(sql::MIGRATION_LOCK)
+        .bind(format!("notifyd-migrate:{schema}"))
+        .execute(&mut *tx)
+        .await?;
+    // What `run` does on the connection it acquires (`false`: apply, not skip); `run` itself
+    // cannot take a transaction's connection in a spawned task ("Acquire is not general
+    // enough", the reason sqlx gives for this method).
+    migrator
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(failed)?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The group commit: waits for a request, takes every other one already waiting, and stores
 /// them all in one transaction; each caller hears after the COMMIT.
 async fn run_enqueues(
-    pool: PgPool,
+    pool: Pool,
     mut rx: mpsc::Receiver<PendingEnqueue>,
     wake_channel: String,
     clock: Clock,
@@ -665,7 +704,7 @@ impl Hints {
 }
 
 async fn commit_enqueues(
-    pool: &PgPool,
+    pool: &Pool,
     trips: &RoundTrips,
     batch: &mut Vec<PendingEnqueue>,
     hints: &mut Hints,
@@ -701,7 +740,7 @@ async fn commit_enqueues(
 
 /// Inserts `items` in one transaction, with wake-up hints for the channels given work.
 async fn insert_in_transaction(
-    pool: &PgPool,
+    pool: &Pool,
     trips: &RoundTrips,
     items: &[&NewNotification],
     hints: &mut Hints,
@@ -734,13 +773,13 @@ async fn insert_in_transaction(
 /// another daemon. After the connection was lost, hints sent meanwhile are gone: every channel
 /// is woken to look.
 async fn listen_for_work(
-    pool: PgPool,
+    pool: Pool,
     wake_channel: String,
     wake: WakeUp,
     mut stop: watch::Receiver<()>,
 ) {
     loop {
-        match sqlx::postgres::PgListener::connect_with(&pool).await {
+        match sqlx::postgres::PgListener::connect_with(pool.sqlx()).await {
             Ok(mut listener) => match listener.listen(&wake_channel).await {
                 Ok(()) => {
                     wake(None);
@@ -1462,7 +1501,8 @@ impl Outbox for PgOutbox {
         if batch.is_empty() {
             return Ok(());
         }
-        if batch.may_follow_up {
+        // Through PgBouncer every operation is a transaction of its own (see `pool.rs`).
+        if batch.may_follow_up || self.pool.through_pgbouncer() {
             // The follow-ups commit with the changes they follow, or not at all.
             self.trips.one();
             let mut tx = self.pool.begin().await?;
@@ -1471,7 +1511,7 @@ impl Outbox for PgOutbox {
             tx.commit().await?;
         } else {
             // One statement: atomic on its own, no transaction to open and commit.
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.pool.sqlx().acquire().await?;
             self.write_completions(&mut conn, batch, now).await?;
         }
         Ok(())
@@ -1886,6 +1926,10 @@ impl Outbox for PgOutbox {
     }
 
     fn wake_on_remote_work(&self, wake: WakeUp) {
+        // PgBouncer in transaction mode keeps no session to LISTEN on: loops poll only.
+        if self.pool.through_pgbouncer() {
+            return;
+        }
         tokio::spawn(listen_for_work(
             self.pool.clone(),
             self.wake_channel.clone(),

@@ -1,7 +1,9 @@
 //! Recipient preferences on PostgreSQL: one row per normalized address, the preferences as
 //! jsonb (sent and read as text, decoded by serde like SQLite's).
 
-use sqlx::{PgPool, Row};
+use sqlx::Row;
+
+use super::pool::Pool;
 
 use super::super::{Result, RuleEvent, StoreError};
 use crate::recipients::Preferences;
@@ -31,7 +33,7 @@ fn decode(address: &str, json: &str) -> Result<Preferences> {
     })
 }
 
-pub(super) async fn put(pool: &PgPool, address: &str, prefs: &Preferences, now: i64) -> Result<()> {
+pub(super) async fn put(pool: &Pool, address: &str, prefs: &Preferences, now: i64) -> Result<()> {
     sqlx::query(PUT)
         .bind(address)
         .bind(encode(prefs)?)
@@ -41,13 +43,13 @@ pub(super) async fn put(pool: &PgPool, address: &str, prefs: &Preferences, now: 
     Ok(())
 }
 
-pub(super) async fn delete(pool: &PgPool, address: &str) -> Result<bool> {
+pub(super) async fn delete(pool: &Pool, address: &str) -> Result<bool> {
     let done = sqlx::query(DELETE).bind(address).execute(pool).await?;
     Ok(done.rows_affected() == 1)
 }
 
 pub(super) async fn opt_out(
-    pool: &PgPool,
+    pool: &Pool,
     address: &str,
     channel: &str,
     because: Option<RuleEvent>,
@@ -79,10 +81,7 @@ pub(super) async fn opt_out(
     Ok(prefs)
 }
 
-pub(super) async fn read(
-    pool: &PgPool,
-    addresses: &[String],
-) -> Result<Vec<(String, Preferences)>> {
+pub(super) async fn read(pool: &Pool, addresses: &[String]) -> Result<Vec<(String, Preferences)>> {
     let rows = sqlx::query(MANY).bind(addresses).fetch_all(pool).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {

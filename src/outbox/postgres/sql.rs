@@ -440,3 +440,5 @@ pub const HOLDS_IN_FORCE: &str =
 
 /// Forgets the holds that ended before `$1` (ms).
 pub const PRUNE_HOLDS: &str = "DELETE FROM channel_holds WHERE until_ms <= $1";
+/// Serialises migrations through PgBouncer: a lock held until the migrating transaction ends.
+pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";

@@ -20,6 +20,7 @@ mod events;
 mod fencing;
 mod history;
 mod lifecycle;
+mod pgbouncer;
 mod postgres;
 mod receipts;
 mod recipients;
