@@ -61,10 +61,32 @@ fn page(status: StatusCode, title: &str, text: &str, button: bool) -> Response {
     r
 }
 
-/// The recipient and channel a valid token's notification went to, or the page saying why not.
-async fn target(state: &AppState, token: &str) -> Result<(String, String, String), Response> {
+/// Why a link does nothing: the status and page to answer with.
+struct Refused {
+    status: StatusCode,
+    title: &'static str,
+    text: &'static str,
+}
+
+impl Refused {
+    fn page(&self) -> Response {
+        page(self.status, self.title, self.text, false)
+    }
+}
+
+const TRY_LATER: &str =
+    "We could not process this right now; nothing was changed. Please try again later.";
+
+/// The recipient and channel a valid token's notification went to, or why there are none.
+async fn target(state: &AppState, token: &str) -> Result<(String, String, String), Refused> {
     let live = state.live();
-    let refused = |status, text| Err(page(status, "Link not valid", text, false));
+    let refused = |status, text| {
+        Err(Refused {
+            status,
+            title: "Link not valid",
+            text,
+        })
+    };
     let Some(key) = live.registry.link_key() else {
         return refused(StatusCode::NOT_FOUND, "This link is not valid.");
     };
@@ -80,12 +102,11 @@ async fn target(state: &AppState, token: &str) -> Result<(String, String, String
         Ok(None) => refused(StatusCode::GONE, "This link no longer works."),
         Err(e) => {
             tracing::warn!(error = %e, "Unsubscribe link: the queue could not be read.");
-            Err(page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again later",
-                "We could not process this right now; nothing was changed. Please try again later.",
-                false,
-            ))
+            Err(Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Try again later",
+                text: TRY_LATER,
+            })
         }
     }
 }
@@ -99,7 +120,7 @@ pub(super) async fn confirm(State(state): State<AppState>, Path(token): Path<Str
             "Stop receiving these messages at this address?",
             true,
         ),
-        Err(refused) => refused,
+        Err(refused) => refused.page(),
     }
 }
 
@@ -128,7 +149,7 @@ pub(super) async fn one_click(
     }
     let (id, to, channel) = match target(&state, &token).await {
         Ok(t) => t,
-        Err(refused) => return refused,
+        Err(refused) => return refused.page(),
     };
     let address = normalize(&to);
     let event = RuleEvent {
@@ -153,7 +174,7 @@ pub(super) async fn one_click(
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again later",
-                "We could not process this right now; nothing was changed. Please try again later.",
+                TRY_LATER,
                 false,
             )
         }
