@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::clock::{self, Instant};
 use crate::config::DispatcherConfig;
 use crate::outbox::{
-    Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, Validation,
+    Claimed, Clock, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, Validation,
 };
 use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
 use crate::registry::{ChannelRuntime, Registry};
@@ -60,6 +60,8 @@ struct Shared {
     outbox: Arc<dyn Outbox>,
     config: DispatcherConfig,
     retention: Retention,
+    /// The wall clock the delivery rules read (quiet hours, `deliver_between`).
+    wall: Clock,
     signals: Signals,
     /// Finished sends' outcomes, to the committer.
     pending: mpsc::UnboundedSender<commit::Pending>,
@@ -72,6 +74,7 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     retention: Retention,
     notifier: Notifier,
+    wall: Clock,
 }
 
 impl Dispatcher {
@@ -89,7 +92,15 @@ impl Dispatcher {
             config,
             retention,
             notifier,
+            wall: Clock::System,
         }
+    }
+
+    /// The delivery rules read the time from `wall` instead of the system clock (tests move a
+    /// [`crate::outbox::ManualClock`] across a daylight-saving change).
+    pub fn reading_wall_time_from(mut self, wall: Clock) -> Self {
+        self.wall = wall;
+        self
     }
 
     /// Runs until `halt` says otherwise. On [`Halt::Shutdown`] in-flight sends get
@@ -106,6 +117,7 @@ impl Dispatcher {
             outbox: self.outbox.clone(),
             config: self.config.clone(),
             retention: self.retention.clone(),
+            wall: self.wall.clone(),
             signals: signals.clone(),
             pending,
         });
@@ -337,7 +349,7 @@ async fn send_one(
         }
         Ok(permit)
             if let Some(settled) = settle(&rules, &shared.registry, &row)
-                .or_else(|| rules::apply(&rt, &row, &recipients, clock::now_ms())) =>
+                .or_else(|| rules::apply(&rt, &row, &recipients, shared.wall.now_ms())) =>
         {
             // Never reaches the provider: no token is taken, a probe slot is free again.
             (settled, permit.unsent())

@@ -503,3 +503,25 @@ async fn the_cli_sets_reads_and_deletes_preferences_the_api_sees() {
     assert_eq!(out.status.code(), Some(1));
     d.stop().await;
 }
+
+/// A row another program inserts with a `deliver_between` the API would refuse ends `failed`
+/// with the API's code and field, unsent.
+#[tokio::test]
+async fn a_plain_sql_row_with_a_bad_deliver_between_fails_as_the_api_would_answer() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&webhook("hooks", &sink.url(), "")).await;
+    let conn = rusqlite::Connection::open(d.queue_path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "INSERT INTO notifications (id, channel, recipient, body, deliver_between)
+         VALUES ('sql-window-1', 'hooks', 'ivan', 'b', '{\"start\": \"09:00\", \"end\": \"9pm\"}')",
+        [],
+    )
+    .unwrap();
+    let view = d.wait_for_state("sql-window-1", "failed").await;
+    assert_eq!(view["last_error"]["code"], "invalid_window");
+    let message = view["last_error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("deliver_between.end: "), "{message}");
+    assert!(sink.received().is_empty());
+    d.stop().await;
+}
