@@ -365,6 +365,15 @@ pub async fn render(
         "How long the oldest due notification of a channel has waited (0: none due).",
         &age,
     );
+    if let Some(trips) = outbox.round_trips() {
+        family(
+            &mut out,
+            "notifyd_queue_round_trips_total",
+            "counter",
+            "Round trips this daemon made to the PostgreSQL queue (statements, BEGIN and COMMIT, connection checks).",
+            &[format!("notifyd_queue_round_trips_total {trips}")],
+        );
+    }
     family(
         &mut out,
         "notifyd_breaker_state",

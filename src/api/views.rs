@@ -103,6 +103,8 @@ pub fn channel(rt: &ChannelRuntime, depth: &[Depth]) -> Value {
         "rate_limit": {
             "tokens": rt.gate.limiter().tokens(),
             "waits": rt.gate.limiter().waits(),
+            "shared": rt.gate.limiter().is_shared(),
+            "reservations": rt.gate.limiter().reservations(),
         },
         "failover": rt.policy.failover,
         "queue": {"queued": count(State::Queued), "sending": count(State::Sending), "dead": count(State::Dead)},

@@ -631,3 +631,16 @@ async fn quiet_hours_hold_a_row_until_seven_local_across_a_dst_change_in_two_zon
         run.done.await.unwrap();
     }
 }
+
+#[test]
+fn claims_that_keep_failing_wait_longer_each_time_up_to_a_bound() {
+    let poll = Duration::from_millis(100);
+    let waits: Vec<u128> = (1..=8)
+        .map(|n| claim_backoff(poll, n).as_millis())
+        .collect();
+    assert_eq!(waits, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    assert_eq!(claim_backoff(poll, u32::MAX), MAX_CLAIM_BACKOFF);
+    // A poll interval longer than the bound is never shortened.
+    let slow = Duration::from_secs(30);
+    assert_eq!(claim_backoff(slow, 3), slow);
+}

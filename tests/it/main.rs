@@ -7,6 +7,7 @@
 mod api;
 mod arbitrary_rows;
 mod chaos;
+mod cluster_limits;
 mod console;
 mod crash;
 mod delivery;
@@ -17,6 +18,7 @@ mod hostile_rows;
 mod ingest;
 mod limits;
 mod outbox_contract;
+mod pg_faults;
 mod postgres_server;
 mod preferences;
 mod providers;
