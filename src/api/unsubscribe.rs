@@ -18,9 +18,6 @@ use crate::outbox::{Rule, RuleEvent};
 use crate::recipients::normalize;
 use crate::signed_link::{self, LinkError, Purpose};
 
-/// Largest body a one-click POST may have (it is `List-Unsubscribe=One-Click`).
-const MAX_BODY: usize = 1024;
-
 /// A small HTML page; `text` is escaped.
 fn page(status: StatusCode, title: &str, text: &str, button: bool) -> Response {
     let esc = |s: &str| {
@@ -132,8 +129,9 @@ pub(super) async fn one_click(
     headers: HeaderMap,
     req: Body,
 ) -> Response {
-    let within = state.live().server.body_timeout;
-    let bytes = match body::read_bytes(&headers, req, MAX_BODY, within).await {
+    let server = state.live().server;
+    let limit = server.max_body_bytes;
+    let bytes = match body::read_bytes(&headers, req, limit, server.body_timeout).await {
         Ok(b) => b,
         Err(e) => return page(e.status, "Not processed", &e.message, false),
     };

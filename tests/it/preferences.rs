@@ -173,6 +173,13 @@ async fn bad_preferences_are_refused_naming_the_field() {
         assert_eq!(err["error"]["field"], field, "{body}: {err}");
         assert_eq!(err["error"]["code"], code, "{body}: {err}");
     }
+    let (status, err) = d
+        .put("/v1/recipients/carol@example.com", &json!([null, null]))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("invalid_field"))
+    );
     let (status, _) = d.get("/v1/recipients/carol@example.com").await;
     assert_eq!(status, 404, "nothing was stored");
     d.stop().await;
