@@ -138,6 +138,19 @@ impl Preferences {
         Ok(self)
     }
 
+    /// The JSON text a store keeps.
+    pub fn to_stored(&self) -> String {
+        // A struct of strings, lists and a bool: serializing it cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Preferences as a store kept them; only notifyd writes them, so text that does not read
+    /// is a bug or a hand edit, reported with its address.
+    pub fn from_stored(address: &str, json: &str) -> Result<Self, String> {
+        serde_json::from_str(json)
+            .map_err(|e| format!("stored preferences of {address:?} unreadable: {e}"))
+    }
+
     /// Adds `channel` to `opted_out`, keeping the list sorted and without repeats.
     pub fn opt_out(&mut self, channel: &str) {
         if let Err(at) = self.opted_out.binary_search_by(|c| c.as_str().cmp(channel)) {

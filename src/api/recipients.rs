@@ -51,6 +51,14 @@ pub(super) async fn put(
         live.server.body_timeout,
     )
     .await?;
+    // serde would also read a struct from an array (`[null, null]`): only an object is one.
+    if !json.value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the body must be a JSON object of preferences",
+        ));
+    }
     let prefs: Preferences = body::shape(json.value)?;
     let prefs = prefs.validate(|c| live.registry.get(c).is_some())?;
     state.outbox.put_preferences(&address, &prefs).await?;

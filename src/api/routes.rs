@@ -335,7 +335,7 @@ pub fn all() -> Vec<Route> {
                 (404, "text/html: not a valid link"),
                 (408, "text/html: the body did not arrive in time"),
                 (410, "text/html: expired, or its notification was purged"),
-                (413, "text/html: body larger than 1 KiB"),
+                (413, "text/html: body larger than server.max_body_bytes"),
                 (
                     503,
                     "text/html: the queue cannot take writes; nothing changed",

@@ -18,9 +18,6 @@ use crate::outbox::{Rule, RuleEvent};
 use crate::recipients::normalize;
 use crate::signed_link::{self, LinkError, Purpose};
 
-/// Largest body a one-click POST may have (it is `List-Unsubscribe=One-Click`).
-const MAX_BODY: usize = 1024;
-
 /// A small HTML page; `text` is escaped.
 fn page(status: StatusCode, title: &str, text: &str, button: bool) -> Response {
     let esc = |s: &str| {
@@ -61,10 +58,32 @@ fn page(status: StatusCode, title: &str, text: &str, button: bool) -> Response {
     r
 }
 
-/// The recipient and channel a valid token's notification went to, or the page saying why not.
-async fn target(state: &AppState, token: &str) -> Result<(String, String, String), Response> {
+/// Why a link does nothing: the status and page to answer with.
+struct Refused {
+    status: StatusCode,
+    title: &'static str,
+    text: &'static str,
+}
+
+impl Refused {
+    fn page(&self) -> Response {
+        page(self.status, self.title, self.text, false)
+    }
+}
+
+const TRY_LATER: &str =
+    "We could not process this right now; nothing was changed. Please try again later.";
+
+/// The recipient and channel a valid token's notification went to, or why there are none.
+async fn target(state: &AppState, token: &str) -> Result<(String, String, String), Refused> {
     let live = state.live();
-    let refused = |status, text| Err(page(status, "Link not valid", text, false));
+    let refused = |status, text| {
+        Err(Refused {
+            status,
+            title: "Link not valid",
+            text,
+        })
+    };
     let Some(key) = live.registry.link_key() else {
         return refused(StatusCode::NOT_FOUND, "This link is not valid.");
     };
@@ -80,12 +99,11 @@ async fn target(state: &AppState, token: &str) -> Result<(String, String, String
         Ok(None) => refused(StatusCode::GONE, "This link no longer works."),
         Err(e) => {
             tracing::warn!(error = %e, "Unsubscribe link: the queue could not be read.");
-            Err(page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again later",
-                "We could not process this right now; nothing was changed. Please try again later.",
-                false,
-            ))
+            Err(Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Try again later",
+                text: TRY_LATER,
+            })
         }
     }
 }
@@ -99,7 +117,7 @@ pub(super) async fn confirm(State(state): State<AppState>, Path(token): Path<Str
             "Stop receiving these messages at this address?",
             true,
         ),
-        Err(refused) => refused,
+        Err(refused) => refused.page(),
     }
 }
 
@@ -111,8 +129,9 @@ pub(super) async fn one_click(
     headers: HeaderMap,
     req: Body,
 ) -> Response {
-    let within = state.live().server.body_timeout;
-    let bytes = match body::read_bytes(&headers, req, MAX_BODY, within).await {
+    let server = state.live().server;
+    let limit = server.max_body_bytes;
+    let bytes = match body::read_bytes(&headers, req, limit, server.body_timeout).await {
         Ok(b) => b,
         Err(e) => return page(e.status, "Not processed", &e.message, false),
     };
@@ -128,7 +147,7 @@ pub(super) async fn one_click(
     }
     let (id, to, channel) = match target(&state, &token).await {
         Ok(t) => t,
-        Err(refused) => return refused,
+        Err(refused) => return refused.page(),
     };
     let address = normalize(&to);
     let event = RuleEvent {
@@ -153,7 +172,7 @@ pub(super) async fn one_click(
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again later",
-                "We could not process this right now; nothing was changed. Please try again later.",
+                TRY_LATER,
                 false,
             )
         }

@@ -20,8 +20,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
 pub use channel::{
-    BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, Rate, RateLimitConfig,
-    ReceiptsConfig, RetryPolicy, TimeoutsConfig,
+    BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, QuietHoursConfig, Rate,
+    RateLimitConfig, ReceiptsConfig, RetryPolicy, TimeoutsConfig,
 };
 pub use links::LinksConfig;
 

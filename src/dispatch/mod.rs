@@ -27,7 +27,7 @@ use crate::clock::{self, Instant};
 use crate::config::DispatcherConfig;
 use crate::outbox::limits::ClusterLimits;
 use crate::outbox::{
-    Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, Validation,
+    Claimed, Clock, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, Validation,
 };
 use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
 use crate::registry::{ChannelRuntime, Registry};
@@ -66,6 +66,8 @@ struct Shared {
     outbox: Arc<dyn Outbox>,
     config: DispatcherConfig,
     retention: Retention,
+    /// The wall clock the delivery rules read (quiet hours, `deliver_between`).
+    wall: Clock,
     signals: Signals,
     /// Finished sends' outcomes, to the committer.
     pending: mpsc::UnboundedSender<commit::Pending>,
@@ -81,6 +83,7 @@ pub struct Dispatcher {
     retention: Retention,
     notifier: Notifier,
     templates: Arc<Templates>,
+    wall: Clock,
 }
 
 impl Dispatcher {
@@ -99,12 +102,20 @@ impl Dispatcher {
             retention,
             notifier,
             templates: Arc::default(),
+            wall: Clock::System,
         }
     }
 
     /// The templates digests are rendered with (`digest_template`); none by default.
     pub fn with_templates(mut self, templates: Arc<Templates>) -> Self {
         self.templates = templates;
+        self
+    }
+
+    /// The delivery rules read the time from `wall` instead of the system clock (tests move a
+    /// [`crate::outbox::ManualClock`] across a daylight-saving change).
+    pub fn reading_wall_time_from(mut self, wall: Clock) -> Self {
+        self.wall = wall;
         self
     }
 
@@ -122,6 +133,7 @@ impl Dispatcher {
             outbox: self.outbox.clone(),
             config: self.config.clone(),
             retention: self.retention.clone(),
+            wall: self.wall.clone(),
             signals: signals.clone(),
             pending,
             templates: self.templates.clone(),
@@ -379,7 +391,7 @@ async fn send_one(
         }
         Ok(permit)
             if let Some(settled) = settle(&rules, &shared.registry, &row)
-                .or_else(|| rules::apply(&rt, &row, &recipients, clock::now_ms())) =>
+                .or_else(|| rules::apply(&rt, &row, &recipients, shared.wall.now_ms())) =>
         {
             // Never reaches the provider: no token is taken, a probe slot is free again.
             (settled, permit.unsent())

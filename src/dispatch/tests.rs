@@ -303,6 +303,16 @@ struct Running {
 }
 
 fn start(policy: ChannelPolicy, channel: Arc<Scripted>, outbox: Arc<Memory>) -> Running {
+    start_reading(policy, channel, outbox, crate::outbox::Clock::System)
+}
+
+/// [`start`] with the delivery rules reading the wall time from `wall`.
+fn start_reading(
+    policy: ChannelPolicy,
+    channel: Arc<Scripted>,
+    outbox: Arc<Memory>,
+    wall: crate::outbox::Clock,
+) -> Running {
     let registry = Arc::new(Registry::of([ChannelRuntime::new(
         "c",
         channel,
@@ -324,7 +334,8 @@ fn start(policy: ChannelPolicy, channel: Arc<Scripted>, outbox: Arc<Memory>) -> 
         config,
         retention,
         Notifier::new(None, None),
-    );
+    )
+    .reading_wall_time_from(wall);
     let (halt, watch) = watch::channel(Halt::Running);
     let done = tokio::spawn(dispatcher.run(watch));
     Running { rt, halt, done }
@@ -567,6 +578,62 @@ async fn a_rows_slot_is_held_until_its_outcome_is_written() {
     outbox.completed(1).await;
     tokio::task::yield_now().await;
     assert_eq!(run.rt.in_flight(), 0);
+}
+
+/// The channel's quiet hours hold a row until 07:00 local on the night the clocks change, in
+/// two zones (Paris springs forward, New York falls back), read on an injected wall clock: the
+/// row goes back to the queue with its attempt refunded and a `quiet_hours` event, unsent.
+#[tokio::test(start_paused = true)]
+async fn quiet_hours_hold_a_row_until_seven_local_across_a_dst_change_in_two_zones() {
+    let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    for (zone, now, seven) in [
+        (
+            "Europe/Paris",
+            "2026-03-28T23:30:00Z",
+            "2026-03-29T05:00:00Z",
+        ),
+        (
+            "America/New_York",
+            "2026-11-01T06:30:00Z",
+            "2026-11-01T12:00:00Z",
+        ),
+    ] {
+        let mut p = policy(2);
+        p.quiet_hours = Some(crate::config::QuietHoursConfig {
+            start: Some("22:00".into()),
+            end: Some("07:00".into()),
+            time_zone: zone.into(),
+            high_priority_passes: true,
+        });
+        let outbox = Memory::with_rows(1);
+        let channel = Scripted::answering([]);
+        let wall = crate::outbox::ManualClock::starting_at(ms(now));
+        let run = start_reading(
+            p,
+            channel.clone(),
+            outbox.clone(),
+            crate::outbox::Clock::Manual(wall),
+        );
+        let done = outbox.completed(1).await;
+        match &done[0].outcome {
+            Outcome::Retry {
+                run_at_ms,
+                refund_attempt,
+                code,
+                ..
+            } => {
+                assert_eq!(*run_at_ms, ms(seven), "{zone}");
+                assert!(*refund_attempt, "{zone}: no attempt spent");
+                assert_eq!(code, "quiet_hours");
+            }
+            other => panic!("{zone}: {other:?}"),
+        }
+        assert_eq!(done[0].record, None, "{zone}: never sent");
+        assert_eq!(done[0].events[0].rule, crate::outbox::Rule::QuietHours);
+        assert!(channel.calls().is_empty(), "{zone}");
+        run.halt.send(Halt::Shutdown).unwrap();
+        run.done.await.unwrap();
+    }
 }
 
 #[test]

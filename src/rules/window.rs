@@ -177,7 +177,7 @@ fn next_occurrence(at: LocalTime, zone: &Zone, now: Timestamp) -> Timestamp {
         };
         let ambiguous = zone.tz.to_ambiguous_timestamp(at.0.to_datetime(date));
         // A fold gives two instants: the earlier first, then the later if the earlier passed.
-        for candidate in [ambiguous.clone().compatible(), ambiguous.later()]
+        for candidate in [ambiguous.compatible(), ambiguous.later()]
             .into_iter()
             .flatten()
         {

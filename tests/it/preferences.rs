@@ -8,29 +8,8 @@ use notifyd::daemon::Daemon;
 use notifyd_channels::email::smtp::test_server::{Behaviour, SmtpServer};
 use serde_json::{Value, json};
 
-use crate::postgres_server::{TestSchema, server_url};
+use crate::postgres_server::TestSchema;
 use crate::support::*;
-
-impl TestDaemon {
-    /// PUTs JSON; returns status and body.
-    async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .put(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn delete(&self, path: &str) -> (u16, Value) {
-        let resp = self.http.delete(self.url(path)).send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
 
 /// The rules named on a notification's timeline, oldest first.
 fn rules(view: &Value) -> Vec<String> {
@@ -56,28 +35,6 @@ fn utc_in(secs: i64) -> (String, i64) {
         ),
         at_ms,
     )
-}
-
-/// A daemon on the PostgreSQL queue in `schema`.
-async fn start_on_postgres(schema: &TestSchema, tables: &str) -> TestDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"{}\"\nschema = \"{}\"\n\
-         max_connections = 4\n\
-         [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
-         [log]\nlevel = \"warn\"\n{tables}",
-        server_url(),
-        schema.name,
-    );
-    let config = load_config(&text, dir.path());
-    let daemon = Daemon::start(config).await.unwrap();
-    let base = format!("http://{}", daemon.addr());
-    TestDaemon {
-        daemon: Some(daemon),
-        dir,
-        base,
-        http: reqwest::Client::new(),
-    }
 }
 
 /// Sends one notification to an opted-out recipient at each priority and counts: the normal
@@ -127,7 +84,7 @@ async fn an_opted_out_recipient_gets_only_high_priority_on_postgres() {
         return;
     };
     let sink = Sink::ok().await;
-    let d = start_on_postgres(&schema, &webhook("hooks", &sink.url(), "")).await;
+    let d = crate::scale_out::start_on(&schema, &webhook("hooks", &sink.url(), "")).await;
     opted_out_recipient(&d, &sink).await;
     d.stop().await;
 }
@@ -216,6 +173,13 @@ async fn bad_preferences_are_refused_naming_the_field() {
         assert_eq!(err["error"]["field"], field, "{body}: {err}");
         assert_eq!(err["error"]["code"], code, "{body}: {err}");
     }
+    let (status, err) = d
+        .put("/v1/recipients/carol@example.com", &json!([null, null]))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("invalid_field"))
+    );
     let (status, _) = d.get("/v1/recipients/carol@example.com").await;
     assert_eq!(status, 404, "nothing was stored");
     d.stop().await;
@@ -478,5 +442,93 @@ async fn every_notification_through_the_rules_ends_delivered_or_refused_and_none
             .collect::<std::collections::HashSet<_>>(),
         delivered
     );
+    d.stop().await;
+}
+
+/// `notifyd recipients set|get|delete` works on the queue the daemon serves: what the CLI sets
+/// the API reads, and bad flags exit 2 naming the flag.
+#[tokio::test]
+async fn the_cli_sets_reads_and_deletes_preferences_the_api_sees() {
+    use crate::enqueue_outside::notifyd;
+    let d = TestDaemon::start(&webhook("hooks", "http://127.0.0.1:9/", "")).await;
+    let config = d.dir.path().join("notifyd.toml");
+    let out = notifyd(
+        &config,
+        &[
+            "recipients",
+            "set",
+            "Hana@Example.com",
+            "--time-zone",
+            "Asia/Tokyo",
+            "--quiet-hours",
+            "23:00-06:30",
+            "--opted-out",
+            "hooks",
+            "--high-priority-passes",
+            "false",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, prefs) = d.get("/v1/recipients/hana@example.com").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        prefs["quiet_hours"],
+        json!({"start": "23:00", "end": "06:30"})
+    );
+    assert_eq!(prefs["opted_out"], json!(["hooks"]));
+    assert_eq!(prefs["high_priority_passes"], false);
+
+    let out = notifyd(&config, &["recipients", "get", "hana@example.com"]);
+    assert!(out.status.success());
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["time_zone"], "Asia/Tokyo");
+
+    let out = notifyd(
+        &config,
+        &[
+            "recipients",
+            "set",
+            "hana@example.com",
+            "--time-zone",
+            "Tokyo",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--time-zone"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = notifyd(&config, &["recipients", "delete", "hana@example.com"]);
+    assert!(out.status.success());
+    let out = notifyd(&config, &["recipients", "get", "hana@example.com"]);
+    assert_eq!(out.status.code(), Some(1));
+    d.stop().await;
+}
+
+/// A row another program inserts with a `deliver_between` the API would refuse ends `failed`
+/// with the API's code and field, unsent.
+#[tokio::test]
+async fn a_plain_sql_row_with_a_bad_deliver_between_fails_as_the_api_would_answer() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&webhook("hooks", &sink.url(), "")).await;
+    let conn = rusqlite::Connection::open(d.queue_path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "INSERT INTO notifications (id, channel, recipient, body, deliver_between)
+         VALUES ('sql-window-1', 'hooks', 'ivan', 'b', '{\"start\": \"09:00\", \"end\": \"9pm\"}')",
+        [],
+    )
+    .unwrap();
+    let view = d.wait_for_state("sql-window-1", "failed").await;
+    assert_eq!(view["last_error"]["code"], "invalid_window");
+    let message = view["last_error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("deliver_between.end: "), "{message}");
+    assert!(sink.received().is_empty());
     d.stop().await;
 }

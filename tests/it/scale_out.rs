@@ -16,7 +16,7 @@ use crate::postgres_server::{TestSchema, server_url};
 use crate::support::*;
 
 /// A daemon in this process on the PostgreSQL queue in `schema`, with these channels.
-async fn start_on(schema: &TestSchema, channels: &str) -> TestDaemon {
+pub(crate) async fn start_on(schema: &TestSchema, channels: &str) -> TestDaemon {
     start_polling_every(schema, "50ms", channels).await
 }
 

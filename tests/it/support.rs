@@ -95,21 +95,20 @@ impl TestDaemon {
 
     /// POSTs JSON; returns status and body.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        answer(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// PUTs JSON; returns status and body.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        answer(self.http.put(self.url(path)).json(body)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        answer(self.http.get(self.url(path))).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        answer(self.http.delete(self.url(path))).await
     }
 
     /// Accepts one notification and returns its id.
@@ -154,6 +153,13 @@ impl TestDaemon {
         }
         self.dir
     }
+}
+
+/// Sends a request; its status and JSON body (`null` when not JSON).
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// One request the sink received.

@@ -23,20 +23,18 @@ const LOCK_ONE: &str = "SELECT preferences::text FROM recipients WHERE address =
 const MANY: &str = "SELECT address, preferences::text FROM recipients
      WHERE address = ANY($1::text[])";
 
-fn encode(prefs: &Preferences) -> Result<String> {
-    serde_json::to_string(prefs).map_err(|e| StoreError::Internal(e.to_string()))
+fn encode(prefs: &Preferences) -> String {
+    prefs.to_stored()
 }
 
 fn decode(address: &str, json: &str) -> Result<Preferences> {
-    serde_json::from_str(json).map_err(|e| {
-        StoreError::Internal(format!("stored preferences of {address:?} unreadable: {e}"))
-    })
+    Preferences::from_stored(address, json).map_err(StoreError::Internal)
 }
 
 pub(super) async fn put(pool: &Pool, address: &str, prefs: &Preferences, now: i64) -> Result<()> {
     sqlx::query(PUT)
         .bind(address)
-        .bind(encode(prefs)?)
+        .bind(encode(prefs))
         .bind(now)
         .execute(pool)
         .await?;
@@ -58,7 +56,7 @@ pub(super) async fn opt_out(
     let mut tx = pool.begin().await?;
     sqlx::query(ENSURE)
         .bind(address)
-        .bind(encode(&Preferences::default())?)
+        .bind(encode(&Preferences::default()))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -70,12 +68,12 @@ pub(super) async fn opt_out(
     prefs.opt_out(channel);
     sqlx::query(PUT)
         .bind(address)
-        .bind(encode(&prefs)?)
+        .bind(encode(&prefs))
         .bind(now)
         .execute(&mut *tx)
         .await?;
     if let Some(e) = &because {
-        super::insert_event(&mut *tx, e).await?;
+        super::insert_event(&mut tx, e).await?;
     }
     tx.commit().await?;
     Ok(prefs)

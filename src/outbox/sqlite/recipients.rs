@@ -17,21 +17,17 @@ const ONE: &str = "SELECT preferences FROM recipients WHERE address = ?1";
 const MANY: &str = "SELECT address, preferences FROM recipients
      WHERE address IN (SELECT value FROM json_each(?1))";
 
-fn encode(prefs: &Preferences) -> Result<String> {
-    serde_json::to_string(prefs).map_err(|e| StoreError::Internal(e.to_string()))
+fn encode(prefs: &Preferences) -> String {
+    prefs.to_stored()
 }
 
-/// Stored preferences as the model reads them; only notifyd writes them, so one that does not
-/// read is a bug or a hand edit, reported with its address.
 fn decode(address: &str, json: &str) -> Result<Preferences> {
-    serde_json::from_str(json).map_err(|e| {
-        StoreError::Internal(format!("stored preferences of {address:?} unreadable: {e}"))
-    })
+    Preferences::from_stored(address, json).map_err(StoreError::Internal)
 }
 
 pub(super) fn put(conn: &Connection, address: &str, prefs: &Preferences, now: i64) -> Result<()> {
     conn.prepare_cached(PUT)?
-        .execute(params![address, encode(prefs)?, now])?;
+        .execute(params![address, encode(prefs), now])?;
     Ok(())
 }
 
