@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod per_minute;
 pub mod policy;
+pub mod recipients;
 pub mod registry;
 pub mod rules;
 pub mod search;

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::json_bounds;
-use crate::outbox::{Content, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms};
+use crate::outbox::{
+    Content, DeliverBetween, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms,
+};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::rules::dedup;
 use crate::templates::Templates;
@@ -72,6 +74,24 @@ pub struct Submission {
     /// channel with a `digest_window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_key: Option<String>,
+    /// Local hours it may be sent in (`{"start":"09:00","end":"17:00","time_zone":"Europe/Paris"}`);
+    /// outside them it waits, with no attempt spent, until they begin. Without `time_zone`, the
+    /// recipient's zone, else the channel's `quiet_hours.time_zone`, else UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_between: Option<DeliverBetween>,
+}
+
+/// Refuses a `deliver_between` whose times or zone are not valid, naming the part at fault
+/// (`deliver_between.end`); also what a plain-SQL row's window must pass.
+pub fn check_deliver_between(window: &DeliverBetween) -> Result<(), Rejection> {
+    window.check().map(|_| ()).map_err(|e| {
+        let code = if e.part == "time_zone" {
+            "unknown_time_zone"
+        } else {
+            "invalid_window"
+        };
+        Rejection::new(format!("deliver_between.{}", e.part), code, e.message)
+    })
 }
 
 /// Why a submission is refused; names the field at fault.
@@ -222,6 +242,9 @@ impl Submission {
             }
             None => None,
         };
+        if let Some(window) = &self.deliver_between {
+            check_deliver_between(window)?;
+        }
         check_route_count(self.fallback.len())?;
         let own = Content {
             subject: self.subject.clone(),
@@ -259,6 +282,7 @@ impl Submission {
         let id = uuid::Uuid::now_v7().to_string();
         let created_at = crate::clock::system_time(now);
         let message = Message {
+            list_unsubscribe: None,
             id: id.clone(),
             channel: self.channel,
             to: self.to,
@@ -292,6 +316,7 @@ impl Submission {
             source: None,
             dedup,
             digest,
+            deliver_between: self.deliver_between,
         })
     }
 
@@ -437,6 +462,7 @@ pub fn check(
             &route.target.channel,
         )?;
         let mut as_fallback = Message {
+            list_unsubscribe: None,
             channel: route.target.channel.clone(),
             to: route.target.to.clone(),
             ..message.clone()

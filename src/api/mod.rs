@@ -7,8 +7,10 @@ pub(crate) use body::{read_bytes, read_json, shape};
 mod error;
 mod history;
 mod readiness;
+mod recipients;
 pub mod routes;
 pub mod server;
+mod unsubscribe;
 mod views;
 
 use std::sync::{Arc, RwLock};

@@ -35,6 +35,10 @@ pub enum RequestBody {
     Alerts,
     /// An Apprise API notify request: form, JSON or multipart.
     Apprise,
+    /// A recipient's preferences (`Preferences`).
+    Preferences,
+    /// RFC 8058's one-click form: `List-Unsubscribe=One-Click`.
+    OneClick,
 }
 
 /// One route: its path, method, handler and documentation.
@@ -215,6 +219,85 @@ pub fn all() -> Vec<Route> {
             handler: || post(history::replay_channel),
         },
         Route {
+            method: "put",
+            path: "/v1/recipients/{address}",
+            summary: "Store a recipient's preferences (time zone, quiet hours, muted and opted-out channels), replacing any. E-mail addresses match whatever their case.",
+            access: Token,
+            body: RequestBody::Preferences,
+            responses: &[
+                (
+                    200,
+                    "the preferences as stored, with the normalized address",
+                ),
+                (400, "invalid JSON"),
+                (413, "body too large"),
+                (415, "not JSON"),
+                ERRORS,
+                (503, "the queue cannot take writes; nothing stored"),
+            ],
+            handler: || axum::routing::put(recipients::put),
+        },
+        Route {
+            method: "get",
+            path: "/v1/recipients/{address}",
+            summary: "A recipient's preferences.",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[
+                (200, "the preferences, with the normalized address"),
+                (404, "none stored for this address"),
+                ERRORS,
+            ],
+            handler: || get(recipients::get),
+        },
+        Route {
+            method: "delete",
+            path: "/v1/recipients/{address}",
+            summary: "Forget a recipient's preferences.",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[
+                (200, "{address, deleted: true}"),
+                (404, "none stored for this address"),
+                ERRORS,
+            ],
+            handler: || axum::routing::delete(recipients::delete),
+        },
+        Route {
+            method: "get",
+            path: "/v1/unsubscribe/{token}",
+            summary: "The page an e-mail's unsubscribe link opens: a button that POSTs the one-click form. Changes nothing.",
+            access: Open,
+            body: RequestBody::None,
+            responses: &[
+                (200, "text/html: the confirm page"),
+                (404, "text/html: not a valid link"),
+                (410, "text/html: expired, or its notification was purged"),
+                (503, "text/html: the queue cannot be read"),
+            ],
+            handler: || get(unsubscribe::confirm),
+        },
+        Route {
+            method: "post",
+            path: "/v1/unsubscribe/{token}",
+            summary: "RFC 8058 one-click unsubscribe: opts the recipient out of the notification's channel (List-Unsubscribe-Post).",
+            access: Open,
+            body: RequestBody::OneClick,
+            responses: &[
+                (200, "text/html: unsubscribed"),
+                (400, "text/html: the body is not List-Unsubscribe=One-Click"),
+                (404, "text/html: not a valid link"),
+                (408, "text/html: the body did not arrive in time"),
+                (410, "text/html: expired, or its notification was purged"),
+                (413, "text/html: body larger than 1 KiB"),
+                (
+                    503,
+                    "text/html: the queue cannot take writes; nothing changed",
+                ),
+            ],
+            handler: || post(unsubscribe::one_click),
+        },
+        Route {
             method: "get",
             path: "/v1/channels",
             summary: "Each channel: kind, criticality, breaker, rate limit, holds, queue depth, last error.",
@@ -373,6 +456,9 @@ fn success_schema(path: &str) -> Value {
 pub fn document() -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let submission = generator.subschema_for::<Submission>().to_value();
+    let preferences = generator
+        .subschema_for::<crate::recipients::Preferences>()
+        .to_value();
     let history_page = generator
         .subschema_for::<super::history::HistoryPageBody>()
         .to_value();
@@ -418,6 +504,10 @@ pub fn document() -> Value {
         let body = match route.body {
             RequestBody::None => None,
             RequestBody::Notification => Some(json!({"application/json": {"schema": submission}})),
+            RequestBody::Preferences => Some(json!({"application/json": {"schema": preferences}})),
+            RequestBody::OneClick => Some(json!({"application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": ["List-Unsubscribe"],
+                "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}})),
             RequestBody::Batch => Some(json!({"application/json": {"schema": {
                 "type": "object", "required": ["notifications"],
                 "properties": {"notifications": {"type": "array", "items": submission}}}}})),
@@ -452,10 +542,14 @@ pub fn document() -> Value {
             .iter()
             .map(|(status, description)| {
                 let mut r = json!({"description": description});
-                if *status >= 400 {
+                if *status >= 400 && route.path.starts_with("/v1/unsubscribe/") {
+                    r["content"] = json!({"text/html": {"schema": {"type": "string"}}});
+                } else if *status >= 400 {
                     r["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
                 } else if searches && *status == 200 {
                     r["content"] = json!({"application/json": {"schema": history_page}});
+                } else if route.path.starts_with("/v1/unsubscribe/") {
+                    r["content"] = json!({"text/html": {"schema": {"type": "string"}}});
                 } else if route.path == "/metrics" {
                     r["content"] = json!({"text/plain": {"schema": {"type": "string"}}});
                 } else {

@@ -248,6 +248,7 @@ pub async fn store(
             dedup_key: None,
             dedup_window: None,
             digest_key: None,
+            deliver_between: None,
         };
         let mut new = submission
             .validate(&live.registry, &live.templates)

@@ -56,6 +56,8 @@ pub fn fallback_child(
         dedup: None,
         // Its own route: sent alone, like the parent's failure it follows.
         digest: None,
+        // A fallback route is the last resort once the parent failed: it goes when it can.
+        deliver_between: None,
     })
 }
 

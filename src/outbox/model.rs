@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rules::quiet_hours::DeliverBetween;
+
 /// Milliseconds since the Unix epoch, the queue's unit of time (read from [`crate::clock`]).
 pub use crate::clock::now_ms;
 
@@ -93,6 +95,17 @@ impl Priority {
     }
 }
 
+impl Priority {
+    /// The priority of a claim rank (`prio_rank`: 0 high, 1 normal, anything else low).
+    pub fn of_rank(rank: i64) -> Self {
+        match rank {
+            0 => Self::High,
+            1 => Self::Normal,
+            _ => Self::Low,
+        }
+    }
+}
+
 impl FromStr for Priority {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -168,6 +181,8 @@ pub struct NewNotification {
     pub dedup: Option<DedupClaim>,
     /// The digest it is collected into instead of being sent alone ([`crate::rules::digest`]).
     pub digest: Option<DigestJoin>,
+    /// The local hours it may be sent in, if the submitter gave any.
+    pub deliver_between: Option<DeliverBetween>,
 }
 
 /// How a notification joins the digest of its (channel, recipient, key): the one open, or a new
@@ -265,6 +280,11 @@ pub struct Claimed {
     pub validation: Validation,
     /// Set when this row is a digest: its content is rendered from its items when it is sent.
     pub digest_key: Option<String>,
+    /// Its priority (the delivery rules let `high` pass).
+    pub priority: Priority,
+    /// The local hours it may be sent in, as stored (checked by the rule, since plain SQL may
+    /// have written it).
+    pub deliver_between: Option<DeliverBetween>,
 }
 
 /// Rows one claim quarantines at most before it answers with what it has: the next claim goes
@@ -293,12 +313,15 @@ pub(crate) struct ClaimedColumns {
     pub lease: LeaseToken,
     pub validation: Validation,
     pub digest_key: Option<String>,
+    pub priority: Priority,
+    pub deliver_between: Option<DeliverBetween>,
 }
 
 impl ClaimedColumns {
     pub(crate) fn into_claimed(self) -> Claimed {
         Claimed {
             message: notifyd_channels::Message {
+                list_unsubscribe: None,
                 id: self.id,
                 channel: self.channel,
                 to: self.recipient,
@@ -314,6 +337,8 @@ impl ClaimedColumns {
             tried: self.tried,
             validation: self.validation,
             digest_key: self.digest_key,
+            priority: self.priority,
+            deliver_between: self.deliver_between,
         }
     }
 }
@@ -339,6 +364,9 @@ pub struct Completion {
     pub lease: LeaseToken,
     pub outcome: Outcome,
     pub record: Option<AttemptRecord>,
+    /// What the delivery rules decided about it, written with the change (and only if the
+    /// change lands), so the timeline never says what did not happen.
+    pub events: Vec<RuleEvent>,
 }
 
 /// The new state of a leased notification.

@@ -749,6 +749,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_row_waiting_for_its_token_is_not_sent_once_the_channel_is_held() {
+        let mut p = policy(4);
+        p.rate_limit = Some(RateLimitConfig {
+            channel: rate(1.0, 1),
+            per_recipient: None,
+        });
+        let gate = Gate::new("c", &p);
+        let mut first = admit(&gate, one_row(&gate).await, true).unwrap();
+        first.token("alice").await.unwrap();
+        let mut second = admit(&gate, one_row(&gate).await, true).unwrap();
+        let waiting = tokio::spawn(async move { second.token("bob").await });
+        tokio::time::advance(Duration::from_millis(10)).await;
+        gate.hold(Duration::from_secs(30), HoldReason::RetryAfter);
+        assert_eq!(waiting.await.unwrap(), Err(Unsent::ChannelHeld));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_rate_limited_channel_claims_only_what_it_releases_in_time() {
         let mut p = policy(64);
         p.rate_limit = Some(RateLimitConfig {

@@ -8,7 +8,9 @@
 //! used at the instant the shared bucket gave it. Tokens are reserved only as far ahead as the
 //! send in turn may still wait (its lease must cover the send), so none is taken that cannot be
 //! used; a token not used within a fifth of an interval of its instant is spent unused (using
-//! it later could bunch it with the tokens other daemons use on time).
+//! it later could bunch it with the tokens other daemons use on time). A send late by less than
+//! that can make a window ending right after it hold one request more than
+//! `burst + rate × span`, never two.
 //!
 //! What a daemon may claim is estimated from its pool and its picture of the shared bucket as
 //! of its last reservation; other daemons may have taken those tokens meanwhile, so a send
@@ -128,7 +130,7 @@ impl SharedLimiter {
     /// then waits, in turn, for a channel token and takes it: call it right before the provider
     /// is. A send whose channel token would come after `deadline` goes back unsent
     /// ([`Unsent::ChannelLimited`]), leaving the token to the next send in turn. Cancel safe: a
-    /// dropped wait takes no pooled token (a reservation in flight still lands in the pool).
+    /// dropped wait takes no pooled token (the tokens of a reservation it was making are spent).
     pub async fn until_token(
         &self,
         ticket: Ticket,

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use notifyd::outbox::limits::{Bucket, Reserved, SharedHold};
-use notifyd::outbox::{ManualClock, Outbox};
+use notifyd::outbox::{ManualClock, Outbox, Retention};
 use notifyd::policy::HoldReason;
 use notifyd::policy::rate_limit::{self, Pace};
+use sqlx::Connection;
 
 use crate::chaos::{accept_many, all_delivered, channel_view};
-use crate::postgres_server::TestSchema;
+use crate::postgres_server::{TestSchema, server_url};
 use crate::scale_out::{outbox_on, start_polling_every};
 use crate::support::*;
 
@@ -129,6 +130,54 @@ async fn a_hold_one_daemon_shares_is_seen_by_another_until_it_ends() {
     assert_eq!(on_b.holds().await.unwrap(), vec![]);
     a.close().await;
     b.close().await;
+}
+
+#[tokio::test]
+async fn the_sweep_forgets_full_buckets_and_ended_holds() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let clock = ManualClock::starting_at(START_MS);
+    let outbox = outbox_on(&schema, &clock).await;
+    let limits = outbox.cluster_limits().unwrap();
+    for recipient in ["+15550001", "+15550002"] {
+        let bucket = Bucket::Recipient {
+            channel: "sms",
+            recipient,
+        };
+        limits
+            .reserve(bucket, PACE, 1, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    limits
+        .hold("sms", START_MS + 1_000, HoldReason::ChannelFault)
+        .await
+        .unwrap();
+    let rows = || async {
+        let mut conn = sqlx::PgConnection::connect(&server_url()).await.unwrap();
+        let count = |table: &str| format!("SELECT count(*) FROM \"{}\".{table}", schema.name);
+        let buckets: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("rate_limits")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let holds: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("channel_holds")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        (buckets, holds)
+    };
+    let retention = Retention {
+        finished_ms: 86_400_000,
+        unmatched_receipts_ms: 86_400_000,
+    };
+    outbox.sweep(&["sms".into()], &retention).await.unwrap();
+    assert_eq!(rows().await, (2, 1), "in use: kept");
+    // One interval on, both buckets are full again and the hold is over.
+    clock.advance(Duration::from_millis(1_050));
+    outbox.sweep(&["sms".into()], &retention).await.unwrap();
+    assert_eq!(rows().await, (0, 0));
+    outbox.close().await;
 }
 
 /// A rate-limited webhook channel `hooks` to `sink`.

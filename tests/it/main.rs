@@ -22,6 +22,7 @@ mod limits;
 mod outbox_contract;
 mod pg_faults;
 mod postgres_server;
+mod preferences;
 mod providers;
 mod receipts;
 mod reload;

@@ -11,6 +11,7 @@
 mod completions;
 mod history;
 mod limits;
+mod recipients;
 mod round_trips;
 mod sql;
 mod stored;
@@ -30,6 +31,7 @@ use super::completion::RowChange;
 use super::fallback::FallbackParent;
 use super::*;
 use crate::outbox::sqlite::stored::Unreadable;
+use crate::recipients::Preferences;
 use completions::CompletionBatch;
 pub use round_trips::RoundTrips;
 
@@ -52,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0004_ingest_source.sql"),
     ),
     (5, "events", include_str!("migrations/0005_events.sql")),
+    (
+        6,
+        "recipients",
+        include_str!("migrations/0006_recipients.sql"),
+    ),
     (
         7,
         "dedup_digest",
@@ -425,6 +432,7 @@ impl PgOutbox {
             changes: c,
             records: r,
             fallback_after,
+            events_after,
             ..
         } = batch;
         self.trips.one();
@@ -486,7 +494,15 @@ impl PgOutbox {
             if !landed.contains(&key) {
                 tracing::warn!(notification_id = %key.0, lease = lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
-            } else if fallback_after.contains(&key) {
+                continue;
+            }
+            if let Some(events) = events_after.get(&key) {
+                for e in events {
+                    self.trips.one();
+                    insert_event(conn, e).await?;
+                }
+            }
+            if fallback_after.contains(&key) {
                 queue_fallback(conn, &self.trips, &key.0, now).await?;
             }
         }
@@ -963,6 +979,7 @@ async fn insert(
         .bind(columns.fallback)
         .bind(columns.parent_id)
         .bind(columns.source)
+        .bind(columns.deliver_between)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -1022,6 +1039,7 @@ struct InsertColumns {
     fallback: Vec<Option<String>>,
     parent_id: Vec<Option<String>>,
     source: Vec<Option<String>>,
+    deliver_between: Vec<Option<String>>,
 }
 
 impl InsertColumns {
@@ -1051,6 +1069,13 @@ impl InsertColumns {
         self.fallback.push(fallback);
         self.parent_id.push(parent.map(str::to_owned));
         self.source.push(n.source.clone());
+        self.deliver_between.push(
+            n.deliver_between
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+        );
         Ok(())
     }
 }
@@ -1167,8 +1192,9 @@ impl LeasedRow {
             }
         };
         let attempt = stored::int(r, "attempts", 1..=i64::from(u32::MAX))?;
+        let prio_rank: i16 = stored::get(r, "prio_rank")?;
         Ok(Self {
-            prio_rank: stored::get(r, "prio_rank")?,
+            prio_rank,
             due_at: stored::get(r, "due_at")?,
             columns: ClaimedColumns {
                 id: stored::get(r, "id")?,
@@ -1184,6 +1210,8 @@ impl LeasedRow {
                 tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
                 lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
                 validation,
+                priority: Priority::of_rank(i64::from(prio_rank)),
+                deliver_between: stored::opt_json(r, "deliver_between")?,
                 digest_key: stored::get(r, "digest_key")?,
             },
         })
@@ -1689,6 +1717,30 @@ impl Outbox for PgOutbox {
             wake,
             self.stop_listening.subscribe(),
         ));
+    }
+
+    async fn put_preferences(&self, address: &str, prefs: &Preferences) -> Result<()> {
+        recipients::put(&self.pool, address, prefs, self.clock.now_ms()).await
+    }
+
+    async fn preferences(&self, addresses: &[String]) -> Result<Vec<(String, Preferences)>> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        recipients::read(&self.pool, addresses).await
+    }
+
+    async fn delete_preferences(&self, address: &str) -> Result<bool> {
+        recipients::delete(&self.pool, address).await
+    }
+
+    async fn opt_out(
+        &self,
+        address: &str,
+        channel: &str,
+        because: Option<RuleEvent>,
+    ) -> Result<Preferences> {
+        recipients::opt_out(&self.pool, address, channel, because, self.clock.now_ms()).await
     }
 
     async fn check_writable(&self) -> Result<()> {

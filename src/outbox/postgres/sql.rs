@@ -9,15 +9,16 @@
 /// looks its holder up with [`KEY_HOLDERS`].
 pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-         content_hash, fallback, parent_id, checked, source)
+         content_hash, fallback, parent_id, checked, source, deliver_between)
      SELECT id, channel, recipient, subject, body, html, data::jsonb, priority, run_at,
             expires_at, created_at, created_at, idempotency_key, content_hash, fallback::jsonb,
-            parent_id, true, source::jsonb
+            parent_id, true, source::jsonb, deliver_between::jsonb
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[],
-                 $13::text[], $14::text[], $15::text[], $16::text[])
+                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
-               created_at, idempotency_key, content_hash, fallback, parent_id, source)
+               created_at, idempotency_key, content_hash, fallback, parent_id, source,
+               deliver_between)
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
 
@@ -113,7 +114,7 @@ pub const CLAIM: &str = "WITH due AS (
      RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data, n.created_at,
                n.attempts, n.expires_at, n.tried, due.prio_rank, n.checked,
                CASE WHEN n.checked THEN NULL ELSE n.fallback END AS fallback, n.lease,
-               due.run_at AS due_at, n.digest_key";
+               due.run_at AS due_at, n.deliver_between, n.digest_key";
 
 /// Ends a claimed row that cannot be decoded (`dead`, `unreadable_row`), by id.
 pub const QUARANTINE: &str =
@@ -387,9 +388,12 @@ pub const RESERVE_TOKENS: &str =
      RETURNING tat_us, granted";
 
 /// Forgets up to `$2` buckets whose arrival time is before `$1` (µs): they are full again, so a
-/// new row would be the same.
-pub const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits WHERE ctid IN (
-         SELECT ctid FROM rate_limits WHERE tat_us < $1 LIMIT $2)";
+/// new row would be the same. The outer condition is checked again on a row a reservation
+/// changed meanwhile, which is then kept.
+pub const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits
+     WHERE (channel, recipient) IN (
+         SELECT channel, recipient FROM rate_limits WHERE tat_us < $1 LIMIT $2)
+       AND tat_us < $1";
 
 /// Holds channel `$1` until `$2` (ms) because `$3`, unless a longer hold is in force.
 pub const HOLD_CHANNEL: &str = "INSERT INTO channel_holds (channel, until_ms, because)

@@ -17,7 +17,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
     include_str!("0010_events.sql"),
+    include_str!("0011_recipients.sql"),
     include_str!("0012_dedup_digest.sql"),
+    include_str!("0014_lighter_history.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting

@@ -27,6 +27,7 @@ pub(super) fn note(channel: &str) -> NewNotification {
         source: None,
         dedup: None,
         digest: None,
+        deliver_between: None,
     }
 }
 
@@ -51,6 +52,7 @@ async fn deliver(q: &SqliteOutbox, id: &str, channel: &str, provider_id: &str) {
     let c = q.claim(channel, 1, LEASE).await.unwrap().remove(0);
     assert_eq!(c.message.id, id);
     q.complete(vec![Completion {
+        events: Vec::new(),
         lease: c.lease,
         ..done(
             id,
@@ -77,6 +79,7 @@ fn receipt(provider_id: &str, status: ReceiptStatus, word: &str) -> InboundRecei
 /// The completion of a row claimed `attempt` times in all (so its lease token is `attempt` too).
 fn done(id: &str, attempt: u32, outcome: Outcome) -> Completion {
     Completion {
+        events: Vec::new(),
         id: id.into(),
         attempt,
         lease: LeaseToken(i64::from(attempt)),
@@ -552,6 +555,7 @@ async fn attempts_are_recorded_in_order() {
     let id = put(&q, note("c")).await;
     q.claim("c", 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
+        events: Vec::new(),
         id: id.clone(),
         attempt: 1,
         lease: LeaseToken(1),
@@ -575,6 +579,7 @@ async fn attempts_are_recorded_in_order() {
     .unwrap();
     q.claim("c", 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
+        events: Vec::new(),
         id: id.clone(),
         attempt: 2,
         lease: LeaseToken(2),
@@ -1322,6 +1327,7 @@ async fn a_queue_from_before_lease_tokens_is_upgraded_and_its_rows_fenced_from_t
     let row = q.claim("c", 1, LEASE).await.unwrap().remove(0);
     assert_eq!((row.attempt, row.lease), (4, LeaseToken(1)));
     q.complete(vec![Completion {
+        events: Vec::new(),
         lease: row.lease,
         ..done("old", 4, Outcome::Delivered { provider_id: None })
     }])

@@ -21,6 +21,7 @@ mod history;
 mod lifecycle;
 mod postgres;
 mod receipts;
+mod recipients;
 mod routes;
 mod sqlite;
 mod sweep;
@@ -64,6 +65,7 @@ impl Subject {
             source: None,
             dedup: None,
             digest: None,
+            deliver_between: None,
         }
     }
 
@@ -104,6 +106,7 @@ impl Subject {
 /// The completion of `row`'s attempt, without attempt history.
 pub fn completion(row: &Claimed, outcome: Outcome) -> Completion {
     Completion {
+        events: Vec::new(),
         id: row.message.id.clone(),
         attempt: row.attempt,
         lease: row.lease,
@@ -204,6 +207,12 @@ macro_rules! outbox_contract {
             sweep::retention_purges_old_finished_notifications_and_keeps_dead_and_live_ones,
             sweep::retention_purges_unmatched_receipts_once_old,
             sweep::the_oldest_due_time_ignores_scheduled_notifications,
+            recipients::preferences_are_stored_replaced_and_read_back_by_address,
+            recipients::deleted_preferences_are_gone_and_a_second_delete_finds_nothing,
+            recipients::an_opt_out_adds_the_channel_once_and_keeps_the_rest,
+            recipients::an_opt_out_of_an_unknown_recipient_creates_its_preferences,
+            recipients::a_claimed_notification_carries_its_priority_and_delivery_window,
+            recipients::a_held_notification_waits_unspent_with_its_event_and_a_lost_lease_writes_none,
         );
     };
     (@each $open:path; $($module:ident :: $name:ident),* $(,)?) => {
