@@ -124,7 +124,8 @@ pub fn verify(
         .map_err(|_| LinkError::Malformed)?;
     let mut mac = key.mac();
     mac.update(body.as_bytes());
-    mac.verify_slice(&tag).map_err(|_| LinkError::BadSignature)?;
+    mac.verify_slice(&tag)
+        .map_err(|_| LinkError::BadSignature)?;
 
     let mut parts = body.split('.');
     let (Some("v1"), Some(p), Some(expires), Some(id), None) = (

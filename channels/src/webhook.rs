@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -143,24 +144,26 @@ impl Channel for Webhook {
                 signature(secret.expose().as_bytes(), ts, &body),
             );
         }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        if status.is_success() {
-            return Ok(Receipt {
-                provider_id: headers
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            });
-        }
-        Err(http::classify_status(status, &headers, &bytes))
+        http::send(req.body(body), classify).await
     }
+}
+
+/// Maps a receiver's answer: any 2xx delivered (its `X-Request-Id` as the provider id), else
+/// the generic meaning of the status.
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Receipt, DeliveryError> {
+    if status.is_success() {
+        return Ok(Receipt {
+            provider_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
+    }
+    Err(http::classify_status(status, headers, body))
 }
 
 #[cfg(test)]

@@ -113,18 +113,11 @@ impl Fcm {
         header.kid = Some(self.key_id.clone());
         let assertion = jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| DeliveryError::channel_fault("jwt", e.to_string()))?;
-        let resp = self
-            .http
-            .post(&self.token_url)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &assertion),
-            ])
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
+        let request = self.http.post(&self.token_url).form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &assertion),
+        ]);
+        let http::Answer { status, body, .. } = http::exchange(request).await?;
         #[derive(Deserialize)]
         struct Token {
             access_token: String,
@@ -184,24 +177,14 @@ impl Fcm {
         json!({ "message": message })
     }
 
-    async fn post(
-        &self,
-        token: &Secret,
-        body: &[u8],
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), DeliveryError> {
-        let resp = self
+    async fn post(&self, token: &Secret, body: &[u8]) -> Result<http::Answer, DeliveryError> {
+        let request = self
             .http
             .post(&self.send_url)
             .bearer_auth(token.expose())
             .header("content-type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        Ok((status, headers, bytes.to_vec()))
+            .body(body.to_vec());
+        http::exchange(request).await
     }
 }
 
@@ -356,16 +339,15 @@ impl Channel for Fcm {
         let body = serde_json::to_vec(&Self::payload(msg))
             .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
         let token = self.tokens.get(MARGIN, None, || self.fetch_token()).await?;
-        let (status, headers, bytes) = self.post(&token, &body).await?;
-        if token_expired(status, &bytes) {
+        let answer = self.post(&token, &body).await?;
+        if token_expired(answer.status, &answer.body) {
             // Our access token was refused before its time: refresh once and resend once.
             let fresh = self
                 .tokens
                 .get(MARGIN, Some(&token), || self.fetch_token())
                 .await?;
-            let (status, headers, bytes) = self.post(&fresh, &body).await?;
-            return classify(status, &headers, &bytes);
+            return self.post(&fresh, &body).await?.classify(classify);
         }
-        classify(status, &headers, &bytes)
+        answer.classify(classify)
     }
 }

@@ -274,14 +274,6 @@ impl Channel for Webpush {
         {
             req = req.header("topic", topic);
         }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &bytes)
+        http::send(req.body(body), classify).await
     }
 }

@@ -136,7 +136,7 @@ impl Channel for Slack {
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
         let mut payload = crate::slack::payload(msg);
         payload.insert("channel".into(), Value::String(msg.to.clone()));
-        let resp = self
+        let request = self
             .http
             .post(&self.url)
             .bearer_auth(self.token.expose())
@@ -144,13 +144,7 @@ impl Channel for Slack {
             .body(
                 serde_json::to_vec(&payload)
                     .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?,
-            )
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+            );
+        http::send(request, classify).await
     }
 }

@@ -101,16 +101,10 @@ impl Channel for SlackWebhook {
     }
 
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
-        let resp = self
+        let request = self
             .http
             .post(self.url.expose())
-            .json(&crate::slack::payload(msg))
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+            .json(&crate::slack::payload(msg));
+        http::send(request, classify).await
     }
 }

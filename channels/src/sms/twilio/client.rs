@@ -154,17 +154,11 @@ impl Channel for Twilio {
         if let Some(cb) = &self.status_callback {
             form.push(("StatusCallback", cb.as_str()));
         }
-        let resp = self
+        let request = self
             .http
             .post(&self.url)
             .basic_auth(&self.user, Some(self.password.expose()))
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+            .form(&form);
+        http::send(request, classify).await
     }
 }

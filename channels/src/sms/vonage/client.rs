@@ -134,16 +134,6 @@ impl Channel for Vonage {
         if let Some(cb) = &self.callback {
             form.push(("callback", cb.as_str()));
         }
-        let resp = self
-            .http
-            .post(&self.url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+        http::send(self.http.post(&self.url).form(&form), classify).await
     }
 }
