@@ -1,7 +1,7 @@
 //! What a caller submits (HTTP body or `notifyd send` flags), and its validation into a
 //! [`NewNotification`]: the one place that decides whether a notification is acceptable.
 
-use notifyd_channels::Message;
+use notifyd_channels::{FieldError, Message};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -59,40 +59,20 @@ pub struct Submission {
     pub fallback: Vec<FallbackTarget>,
 }
 
-/// Why a submission is refused; names the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct Rejection {
-    pub field: String,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Rejection {
-    /// A refusal blamed on `field`.
-    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
+pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, FieldError> {
     let t = OffsetDateTime::parse(value, &Rfc3339).map_err(|e| {
-        Rejection::new(
+        FieldError::new(
             field,
             "invalid_time",
             format!("{value:?} is not an RFC 3339 time ({e})"),
         )
     })?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| Rejection::new(field, "invalid_time", "out of range"))
+        .map_err(|_| FieldError::new(field, "invalid_time", "out of range"))
 }
 
 /// Refuses JSON nested deeper than [`json_bounds::MAX_DEPTH`]: what is stored must parse again.
-fn within_depth(field: &str, value: Option<&serde_json::Value>) -> Result<(), Rejection> {
+fn within_depth(field: &str, value: Option<&serde_json::Value>) -> Result<(), FieldError> {
     let Some(value) = value else { return Ok(()) };
     let depth = json_bounds::depth(value);
     if depth > json_bounds::MAX_DEPTH {
@@ -101,7 +81,7 @@ fn within_depth(field: &str, value: Option<&serde_json::Value>) -> Result<(), Re
         } else {
             "the value"
         };
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             field,
             "too_deep",
             format!(
@@ -130,7 +110,7 @@ impl Submission {
         mut self,
         registry: &Registry,
         templates: &Templates,
-    ) -> Result<NewNotification, Rejection> {
+    ) -> Result<NewNotification, FieldError> {
         let runtime = channel_named(registry, "channel", &self.channel)?;
         // Hashed as submitted (template and vars, not their rendering): a replay is the same
         // request, whatever the templates say today.
@@ -143,7 +123,7 @@ impl Submission {
                 || self.html.is_some()
                 || self.data.is_some()
             {
-                return Err(Rejection::new(
+                return Err(FieldError::new(
                     "template",
                     "invalid_field",
                     "give either a template or inline subject/body/html/data, not both",
@@ -157,7 +137,7 @@ impl Submission {
             self.html = rendered.html;
             self.data = rendered.data;
         } else if self.vars.is_some() {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 "vars",
                 "invalid_field",
                 "vars are only used with a template",
@@ -166,7 +146,7 @@ impl Submission {
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > MAX_KEY_LEN)
         {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 "idempotency_key",
                 "invalid_field",
                 format!("must be 1 to {MAX_KEY_LEN} bytes"),
@@ -181,14 +161,14 @@ impl Submission {
             Some(t) => {
                 let at = parse_time("expires_at", t)?;
                 if at <= now {
-                    return Err(Rejection::new(
+                    return Err(FieldError::new(
                         "expires_at",
                         "invalid_time",
                         "is already in the past",
                     ));
                 }
                 if at <= run_at {
-                    return Err(Rejection::new(
+                    return Err(FieldError::new(
                         "expires_at",
                         "invalid_time",
                         "is not after send_at",
@@ -296,9 +276,9 @@ fn channel_named<'r>(
     registry: &'r Registry,
     field: &str,
     name: &str,
-) -> Result<&'r std::sync::Arc<ChannelRuntime>, Rejection> {
+) -> Result<&'r std::sync::Arc<ChannelRuntime>, FieldError> {
     registry.get(name).ok_or_else(|| {
-        Rejection::new(
+        FieldError::new(
             field,
             "unknown_channel",
             format!("no channel named {name:?} is configured"),
@@ -307,9 +287,9 @@ fn channel_named<'r>(
 }
 
 /// Refuses more than [`MAX_FALLBACK_ROUTES`] fallback routes.
-fn check_route_count(routes: usize) -> Result<(), Rejection> {
+fn check_route_count(routes: usize) -> Result<(), FieldError> {
     if routes > MAX_FALLBACK_ROUTES {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "fallback",
             "too_many_items",
             format!("{routes} routes, more than the {MAX_FALLBACK_ROUTES} allowed"),
@@ -335,7 +315,7 @@ pub fn check(
     message: &Message,
     fallback: &[FallbackRoute],
     content_field: &str,
-) -> Result<(), Rejection> {
+) -> Result<(), FieldError> {
     let runtime = channel_named(registry, "channel", &message.channel)?;
     // Sent as the idempotency key (an HTTP header for webhooks) and used in URLs: an id a
     // program chose must be a plain token. The ones notifyd assigns are UUIDs.
@@ -343,21 +323,21 @@ pub fn check(
         || message.id.len() > MAX_KEY_LEN
         || !message.id.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "id",
             "invalid_field",
             format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters, no spaces"),
         ));
     }
     if message.to.trim().is_empty() {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "to",
             "invalid_recipient",
             "must not be empty",
         ));
     }
     if message.to.len() > MAX_TO_LEN {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "to",
             "invalid_recipient",
             format!("longer than {MAX_TO_LEN} bytes"),
@@ -368,7 +348,7 @@ pub fn check(
         && message.html.is_none()
         && message.data.is_none()
     {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             content_field,
             "missing_content",
             "give at least one of body, subject, html, data or template",
@@ -376,10 +356,7 @@ pub fn check(
     }
     let mut stored = ContentSize::default();
     stored.add_message(message)?;
-    runtime
-        .channel
-        .validate(message)
-        .map_err(|e| Rejection::new(e.field, e.code, e.message))?;
+    runtime.channel.validate(message)?;
     check_route_count(fallback.len())?;
     for (i, route) in fallback.iter().enumerate() {
         let runtime = channel_named(
@@ -402,7 +379,7 @@ pub fn check(
         runtime
             .channel
             .validate(&as_fallback)
-            .map_err(|e| Rejection::new(format!("fallback[{i}].{}", e.field), e.code, e.message))?;
+            .map_err(|e| e.under(&format!("fallback[{i}]")))?;
     }
     Ok(())
 }
@@ -414,10 +391,10 @@ struct ContentSize(usize);
 
 impl ContentSize {
     /// Adds `bytes` of `field`, refusing it if the total goes over the limit.
-    fn add(&mut self, field: &str, bytes: usize) -> Result<(), Rejection> {
+    fn add(&mut self, field: &str, bytes: usize) -> Result<(), FieldError> {
         self.0 = self.0.saturating_add(bytes);
         if self.0 > MAX_CONTENT_BYTES {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 field,
                 "too_long",
                 format!(
@@ -435,7 +412,7 @@ impl ContentSize {
         body: &Option<String>,
         html: &Option<String>,
         data: &Option<serde_json::Value>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), FieldError> {
         for (name, text) in [("subject", subject), ("body", body), ("html", html)] {
             self.add(&field(name), text.as_ref().map_or(0, String::len))?;
         }
@@ -443,11 +420,11 @@ impl ContentSize {
         self.add(&field("data"), data_len)
     }
 
-    fn add_message(&mut self, m: &Message) -> Result<(), Rejection> {
+    fn add_message(&mut self, m: &Message) -> Result<(), FieldError> {
         self.add_fields(str::to_owned, &m.subject, &m.body, &m.html, &m.data)
     }
 
-    fn add_route(&mut self, i: usize, c: &Content) -> Result<(), Rejection> {
+    fn add_route(&mut self, i: usize, c: &Content) -> Result<(), FieldError> {
         self.add_fields(
             |_| format!("fallback[{i}]"),
             &c.subject,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -103,9 +103,9 @@ impl Channel for Webhook {
         "webhook"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         if msg.to.trim().is_empty() {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "must not be empty",

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::outbox::StoreError;
-use crate::submission::Rejection;
+use notifyd_channels::FieldError;
 
 /// An error answer: `{"error": {"code", "message", "field"?, "id"?}}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,9 +73,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, r.message).field(r.field)
+/// A refused field is a 422 naming it, with the refusal's code and message.
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.message).field(e.field)
     }
 }
 

@@ -20,6 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use notifyd_channels::field_path;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -324,11 +325,8 @@ async fn create_batch(
                     Some(answer) => answer,
                     None => {
                         let mut e = refused.error;
-                        e.field = Some(match e.field {
-                            Some(f) if f.starts_with('[') => format!("notifications[{i}]{f}"),
-                            Some(f) => format!("notifications[{i}].{f}"),
-                            None => format!("notifications[{i}]"),
-                        });
+                        let item = format!("notifications[{i}]");
+                        e.field = Some(field_path(&item, e.field.as_deref().unwrap_or_default()));
                         (e.status, e.body())
                     }
                 };
@@ -539,10 +537,7 @@ async fn inbound(
         crate::inbound::verify_and_parse(config, &channel, &headers, uri.query(), &bytes, now)
             .map_err(|e| match e {
                 crate::inbound::InboundError::Unauthorized(why) => refuse(&why),
-                crate::inbound::InboundError::Invalid { field, message } => {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
-                        .field(field)
-                }
+                crate::inbound::InboundError::Invalid(refused) => refused.into(),
             })?;
     let status = receipt.status;
     let recorded = state.outbox.record_receipt(receipt).await?;

@@ -11,7 +11,7 @@ use super::{ApnsConfig, ApnsEnvironment};
 use crate::push::MAX_PAYLOAD;
 use crate::push::token::TokenCache;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -282,17 +282,17 @@ impl Channel for Apns {
         "apns"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         if msg.to.len() < 64 || msg.to.len() > 200 || !msg.to.chars().all(|c| c.is_ascii_hexdigit())
         {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "an APNs device token is 64 or more hex digits",
             ));
         }
         if msg.data.as_ref().is_some_and(|d| !d.is_object()) {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "data",
                 "invalid_field",
                 "must be an object",
@@ -300,7 +300,7 @@ impl Channel for Apns {
         }
         let size = Self::payload(msg).0.to_string().len();
         if size > MAX_PAYLOAD {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "body",
                 "too_long",
                 format!("the payload is {size} bytes; APNs takes 4096"),

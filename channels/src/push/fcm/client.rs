@@ -11,7 +11,7 @@ use super::FcmConfig;
 use crate::push::MAX_PAYLOAD;
 use crate::push::token::TokenCache;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -283,7 +283,7 @@ impl Channel for Fcm {
         "fcm"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         let token_ok = !msg.to.is_empty()
             && msg.to.len() <= 4096
             && msg
@@ -291,7 +291,7 @@ impl Channel for Fcm {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'));
         if !token_ok {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "not an FCM registration token",
@@ -299,14 +299,14 @@ impl Channel for Fcm {
         }
         if let Some(data) = &msg.data {
             let Some(map) = data.as_object() else {
-                return Err(InvalidMessage::new(
+                return Err(FieldError::new(
                     "data",
                     "invalid_field",
                     "must be an object",
                 ));
             };
             if let Some(k) = map.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
-                return Err(InvalidMessage::new(
+                return Err(FieldError::new(
                     "data",
                     "invalid_field",
                     format!("unknown key {k:?}; use data, android, apns, webpush or fcm_options"),
@@ -317,7 +317,7 @@ impl Channel for Fcm {
                     .as_object()
                     .is_some_and(|o| o.values().all(Value::is_string))
             {
-                return Err(InvalidMessage::new(
+                return Err(FieldError::new(
                     "data",
                     "invalid_field",
                     "data.data must map strings to strings",
@@ -326,7 +326,7 @@ impl Channel for Fcm {
         }
         let size = Self::payload(msg).to_string().len();
         if size > MAX_PAYLOAD + 200 {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "body",
                 "too_long",
                 format!("the push payload is {size} bytes; FCM takes 4096"),

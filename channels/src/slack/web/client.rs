@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::SlackConfig;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -122,9 +122,9 @@ impl Channel for Slack {
         "slack"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         if msg.to.trim().is_empty() || msg.to.contains(char::is_whitespace) {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "a Slack channel id (C0123…) or name",

@@ -4,7 +4,7 @@ use reqwest::header::HeaderMap;
 
 use super::SlackWebhookConfig;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -96,7 +96,7 @@ impl Channel for SlackWebhook {
         "slack_webhook"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         crate::slack::validate(msg)
     }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::TwilioConfig;
 use crate::sms::segments::is_e164;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -141,7 +141,7 @@ impl Channel for Twilio {
         "twilio"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         crate::sms::validate(msg, self.max_segments)
     }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::VonageConfig;
 use crate::sms::segments::{Encoding, count};
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -114,7 +114,7 @@ impl Channel for Vonage {
         "vonage"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         crate::sms::validate(msg, self.max_segments)
     }
 
