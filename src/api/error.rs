@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::views::{ErrorBody, ErrorDetail};
 use crate::outbox::StoreError;
 use notifyd_channels::FieldError;
 
@@ -55,15 +55,15 @@ impl ApiError {
     }
 
     /// The JSON body of this error.
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = &self.field {
-            error["field"] = json!(field);
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.clone(),
+                message: self.message.clone(),
+                field: self.field.clone(),
+                id: self.id.clone(),
+            },
         }
-        if let Some(id) = &self.id {
-            error["id"] = json!(id);
-        }
-        json!({ "error": error })
     }
 }
 

@@ -2,9 +2,12 @@
 //! document (`GET /v1/openapi.json`), so the two cannot drift apart.
 
 use axum::routing::MethodRouter;
+use schemars::generate::SchemaGenerator;
+use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::views::{ChannelReplayed, ContentAnswer, ErrorBody, NotificationDetail};
 use crate::submission::Submission;
 
 /// Who may call a route.
@@ -45,7 +48,17 @@ pub struct Route {
     pub access: Access,
     pub body: RequestBody,
     pub responses: &'static [(u16, &'static str)],
+    /// The schema of the success body: the type the handler serializes.
+    pub answer: Answer,
     pub handler: fn() -> MethodRouter<AppState>,
+}
+
+/// Where a route's success schema comes from: [`answer`] of the type its handler answers with.
+pub type Answer = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T`, a response body (a reference to it among the document's schemas).
+fn answer<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
 }
 
 const ERRORS: (u16, &str) = (422, "invalid field (the error names it)");
@@ -123,6 +136,7 @@ pub fn all() -> Vec<Route> {
                 ERRORS,
                 (503, "the queue cannot take writes; nothing stored"),
             ],
+            answer: answer::<StateAnswer>,
             handler: || post(create),
         },
         Route {
@@ -142,6 +156,7 @@ pub fn all() -> Vec<Route> {
                 ),
                 (503, "queue unavailable"),
             ],
+            answer: answer::<BatchAnswer>,
             handler: || post(create_batch),
         },
         Route {
@@ -151,6 +166,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "a page: {notifications, next}"), ERRORS],
+            answer: answer::<HistoryPageBody>,
             handler: || get(history::list),
         },
         Route {
@@ -163,6 +179,7 @@ pub fn all() -> Vec<Route> {
                 (200, "{id, subject, body, html, data}"),
                 (404, "unknown id"),
             ],
+            answer: answer::<ContentAnswer>,
             handler: || get(history::content),
         },
         Route {
@@ -172,6 +189,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "the notification"), (404, "unknown id")],
+            answer: answer::<NotificationDetail>,
             handler: || get(show),
         },
         Route {
@@ -185,6 +203,7 @@ pub fn all() -> Vec<Route> {
                 (404, "unknown id"),
                 (409, "not queued any more"),
             ],
+            answer: answer::<StateAnswer>,
             handler: || post(cancel),
         },
         Route {
@@ -194,6 +213,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "{dead_letters: [...]}"), (400, "bad query")],
+            answer: answer::<DeadLetters>,
             handler: || get(dead_letters),
         },
         Route {
@@ -203,6 +223,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "queued"), (404, "unknown id"), (409, "not dead")],
+            answer: answer::<StateAnswer>,
             handler: || post(replay),
         },
         Route {
@@ -212,6 +233,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "{channel, replayed}")],
+            answer: answer::<ChannelReplayed>,
             handler: || post(history::replay_channel),
         },
         Route {
@@ -221,6 +243,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "{channels: [...]}")],
+            answer: answer::<Channels>,
             handler: || get(channels),
         },
         Route {
@@ -241,6 +264,7 @@ pub fn all() -> Vec<Route> {
                 (413, "body larger than 64 KiB"),
                 ERRORS,
             ],
+            answer: answer::<ReceiptAnswer>,
             handler: || post(inbound),
         },
         Route {
@@ -250,6 +274,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Alerts,
             responses: INGEST_ALERTS,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::alertmanager::receive),
         },
         Route {
@@ -259,6 +284,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Alerts,
             responses: INGEST_GRAFANA,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::grafana::receive),
         },
         Route {
@@ -268,6 +294,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Alerts,
             responses: INGEST_GRAFANA,
+            answer: answer::<Ingested>,
             handler: || axum::routing::put(crate::ingest::grafana::receive),
         },
         Route {
@@ -277,6 +304,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Apprise,
             responses: INGEST_APPRISE,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::apprise::notify_key),
         },
         Route {
@@ -286,6 +314,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Apprise,
             responses: INGEST_APPRISE,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::apprise::notify),
         },
         Route {
@@ -295,6 +324,7 @@ pub fn all() -> Vec<Route> {
             access: Metrics,
             body: RequestBody::None,
             responses: &[(200, "text/plain; version=0.0.4")],
+            answer: answer::<String>,
             handler: || get(metrics),
         },
         Route {
@@ -304,6 +334,7 @@ pub fn all() -> Vec<Route> {
             access: Open,
             body: RequestBody::None,
             responses: &[(200, "{status: ok}")],
+            answer: answer::<Status>,
             handler: || get(healthz),
         },
         Route {
@@ -313,6 +344,7 @@ pub fn all() -> Vec<Route> {
             access: Open,
             body: RequestBody::None,
             responses: &[(200, "{status: ready}"), (503, "queue unavailable")],
+            answer: answer::<Status>,
             handler: || get(readyz),
         },
         Route {
@@ -322,70 +354,20 @@ pub fn all() -> Vec<Route> {
             access: Open,
             body: RequestBody::None,
             responses: &[(200, "OpenAPI 3.0")],
+            answer: answer::<Map<String, Value>>,
             handler: || get(openapi),
         },
     ]
-}
-
-/// An object schema with these required fields, no others described.
-fn object(required: &[(&str, Value)]) -> Value {
-    let properties: Map<String, Value> = required
-        .iter()
-        .map(|(name, schema)| ((*name).to_owned(), schema.clone()))
-        .collect();
-    let names: Vec<&str> = required.iter().map(|(name, _)| *name).collect();
-    json!({"type": "object", "required": names, "properties": properties})
-}
-
-/// What a route's success answers look like (their main fields; the fuzz checks answers against
-/// them, and clients find the `id` to follow).
-fn success_schema(path: &str) -> Value {
-    let string = || json!({"type": "string"});
-    let array = || json!({"type": "array", "items": {"type": "object"}});
-    match path {
-        "/v1/notifications" | "/v1/notifications/{id}/cancel" | "/v1/dead-letters/{id}/retry" => {
-            object(&[("id", string()), ("state", string())])
-        }
-        "/v1/notifications/{id}" => object(&[
-            ("id", string()),
-            ("channel", string()),
-            ("to", string()),
-            ("state", string()),
-            ("attempts", json!({"type": "integer", "minimum": 0})),
-            ("attempt_log", array()),
-        ]),
-        "/v1/notifications/batch" => object(&[(
-            "results",
-            json!({"type": "array", "items": object(&[("status", json!({"type": "integer"}))])}),
-        )]),
-        "/v1/dead-letters" => object(&[("dead_letters", array())]),
-        "/v1/channels" => object(&[("channels", array())]),
-        "/v1/inbound/{channel}" => object(&[
-            ("matched", json!({"type": "boolean"})),
-            ("duplicate", json!({"type": "boolean"})),
-        ]),
-        "/healthz" | "/readyz" => object(&[("status", string())]),
-        _ => json!({"type": "object"}),
-    }
 }
 
 /// The OpenAPI 3.0 document of [`all`].
 pub fn document() -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let submission = generator.subschema_for::<Submission>().to_value();
-    let history_page = generator
-        .subschema_for::<super::history::HistoryPageBody>()
-        .to_value();
-    let mut schemas = generator.take_definitions(true);
-    schemas.insert(
-        "Error".into(),
-        json!({"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "field": {"type": "string"}, "id": {"type": "string"}}}}}),
-    );
+    let error = generator.subschema_for::<ErrorBody>().to_value();
     let mut paths = Map::new();
     for route in all() {
+        let success = (route.answer)(&mut generator).to_value();
         let mut op = Map::new();
         op.insert("summary".into(), json!(route.summary));
         op.insert(
@@ -452,15 +434,14 @@ pub fn document() -> Value {
             .iter()
             .map(|(status, description)| {
                 let mut r = json!({"description": description});
-                if *status >= 400 {
-                    r["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
-                } else if searches && *status == 200 {
-                    r["content"] = json!({"application/json": {"schema": history_page}});
-                } else if route.path == "/metrics" {
-                    r["content"] = json!({"text/plain": {"schema": {"type": "string"}}});
-                } else {
-                    r["content"] = json!({"application/json": {"schema": success_schema(route.path)}});
-                }
+                let (media, schema) = match *status {
+                    400.. => ("application/json", &error),
+                    _ if route.path == "/metrics" => ("text/plain", &success),
+                    _ => ("application/json", &success),
+                };
+                let mut content = Map::new();
+                content.insert(media.to_owned(), json!({ "schema": schema }));
+                r["content"] = Value::Object(content);
                 (status.to_string(), r)
             })
             .collect();
@@ -468,6 +449,7 @@ pub fn document() -> Value {
         let entry = paths.entry(route.path).or_insert_with(|| json!({}));
         entry[route.method] = Value::Object(op);
     }
+    let schemas = generator.take_definitions(true);
     json!({
         "openapi": "3.0.3",
         "info": {

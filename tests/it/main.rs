@@ -16,6 +16,7 @@ mod history;
 mod hostile_rows;
 mod ingest;
 mod limits;
+mod openapi;
 mod outbox_contract;
 mod postgres_server;
 mod providers;
