@@ -514,7 +514,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
         text,
     )
