@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use notifyd_channels::{DeliveryError, Receipt};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet, prometheus_text,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, prometheus_text};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -236,32 +234,27 @@ fn by_channel(c: &ChannelSample) -> Labels<'_> {
     vec![("channel", c.name.as_str())]
 }
 
-/// One family of counters with these `(labels, value)` samples.
-fn counters<'a>(
+/// One metric family of `kind` with these `(labels, value)` samples.
+fn family<'a, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Labels<'a>, u64)>,
+    (name, help, kind): (&str, &str, MetricType),
+    samples: impl IntoIterator<Item = (Labels<'a>, M)>,
 ) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in samples {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        value.encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
 
-/// One family of gauges with these `(labels, value)` samples.
-fn gauges<'a, V: EncodeGaugeValue + std::fmt::Debug>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Labels<'a>, V)>,
-) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in samples {
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+/// A counter family's name and help.
+fn counter<'h>(name: &'h str, help: &'h str) -> (&'h str, &'h str, MetricType) {
+    (name, help, MetricType::Counter)
+}
+
+/// A gauge family's name and help.
+fn gauge<'h>(name: &'h str, help: &'h str) -> (&'h str, &'h str, MetricType) {
+    (name, help, MetricType::Gauge)
 }
 
 impl Collector for Scrape {
@@ -275,34 +268,42 @@ impl Collector for Scrape {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.accepted).encode(accepted)?;
-        counters(
+        family(
             e,
-            "notifyd_ingest_requests",
-            "Requests to the ingest endpoints by sender format (alertmanager, grafana, apprise, ntfy) and outcome (stored, duplicate, unrouted, refused, failed).",
-            self.ingest
-                .iter()
-                .map(|(format, outcome, n)| (vec![("format", *format), ("outcome", *outcome)], *n)),
+            counter(
+                "notifyd_ingest_requests",
+                "Requests to the ingest endpoints by sender format (alertmanager, grafana, apprise, ntfy) and outcome (stored, duplicate, unrouted, refused, failed).",
+            ),
+            self.ingest.iter().map(|(format, outcome, n)| {
+                (
+                    vec![("format", *format), ("outcome", *outcome)],
+                    ConstCounter::new(*n),
+                )
+            }),
         )?;
-        counters(
+        family(
             e,
-            "notifyd_receipts",
-            "Verified delivery receipts by status.",
+            counter("notifyd_receipts", "Verified delivery receipts by status."),
             self.receipts
                 .iter()
-                .map(|(s, n)| (vec![("status", *s)], *n)),
+                .map(|(s, n)| (vec![("status", *s)], ConstCounter::new(*n))),
         )?;
-        counters(
+        family(
             e,
-            "notifyd_inbound_receipts",
-            "Requests to /v1/inbound by outcome: matched, unmatched, duplicate, refused (bad signature).",
+            counter(
+                "notifyd_inbound_receipts",
+                "Requests to /v1/inbound by outcome: matched, unmatched, duplicate, refused (bad signature).",
+            ),
             self.inbound
                 .iter()
-                .map(|(o, n)| (vec![("outcome", *o)], *n)),
+                .map(|(o, n)| (vec![("outcome", *o)], ConstCounter::new(*n))),
         )?;
-        counters(
+        family(
             e,
-            "notifyd_attempts",
-            "Delivery attempts by channel and outcome class.",
+            counter(
+                "notifyd_attempts",
+                "Delivery attempts by channel and outcome class.",
+            ),
             channels.iter().flat_map(|c| {
                 c.attempts.iter().map(|(outcome, n)| {
                     let labels = vec![
@@ -310,7 +311,7 @@ impl Collector for Scrape {
                         ("kind", c.kind),
                         ("outcome", outcome.as_str()),
                     ];
-                    (labels, *n)
+                    (labels, ConstCounter::new(*n))
                 })
             }),
         )?;
@@ -326,50 +327,70 @@ impl Collector for Scrape {
                 .encode_family(&by_channel(c))?
                 .encode_histogram::<NoLabelSet>(l.sum, l.count, &l.buckets, None)?;
         }
-        gauges(
+        family(
             e,
-            "notifyd_queue_depth",
-            "Notifications per channel in a live or dead state.",
+            gauge(
+                "notifyd_queue_depth",
+                "Notifications per channel in a live or dead state.",
+            ),
             channels.iter().flat_map(|c| {
                 c.queue.iter().map(|(state, n)| {
                     (
                         vec![("channel", c.name.as_str()), ("state", state.as_str())],
-                        *n,
+                        ConstGauge::new(*n),
                     )
                 })
             }),
         )?;
-        gauges(
+        family(
             e,
-            "notifyd_queue_oldest_due_seconds",
-            "How long the oldest due notification of a channel has waited (0: none due).",
+            gauge(
+                "notifyd_queue_oldest_due_seconds",
+                "How long the oldest due notification of a channel has waited (0: none due).",
+            ),
             channels
                 .iter()
-                .map(|c| (by_channel(c), c.oldest_due_seconds)),
+                .map(|c| (by_channel(c), ConstGauge::new(c.oldest_due_seconds))),
         )?;
-        gauges(
+        family(
             e,
-            "notifyd_breaker_state",
-            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-            channels.iter().map(|c| (by_channel(c), c.breaker)),
+            gauge(
+                "notifyd_breaker_state",
+                "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstGauge::new(c.breaker))),
         )?;
-        counters(
+        family(
             e,
-            "notifyd_rate_limit_waits",
-            "Times a send waited for a rate-limit token.",
-            channels.iter().map(|c| (by_channel(c), c.rate_limit_waits)),
+            counter(
+                "notifyd_rate_limit_waits",
+                "Times a send waited for a rate-limit token.",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstCounter::new(c.rate_limit_waits))),
         )?;
-        counters(
+        family(
             e,
-            "notifyd_dead_critical",
-            "Notifications of critical channels that ended dead (alert on any increase).",
-            channels.iter().map(|c| (by_channel(c), c.dead_critical)),
+            counter(
+                "notifyd_dead_critical",
+                "Notifications of critical channels that ended dead (alert on any increase).",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstCounter::new(c.dead_critical))),
         )?;
-        counters(
+        family(
             e,
-            "notifyd_expired_critical",
-            "Notifications of critical channels whose expires_at passed unsent (alert on any increase).",
-            channels.iter().map(|c| (by_channel(c), c.expired_critical)),
+            counter(
+                "notifyd_expired_critical",
+                "Notifications of critical channels whose expires_at passed unsent (alert on any increase).",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstCounter::new(c.expired_critical))),
         )
     }
 }
