@@ -1,20 +1,25 @@
 //! `notifyd bench`: measures this build on this machine, end to end over real HTTP.
 //!
-//! It starts the real daemon (this binary, `serve`) as a child process on a temporary SQLite
-//! file, with one `webhook` channel pointed at a local receiver that this command runs, then:
+//! It starts the real daemon (this binary, `serve`) as a child process — on a temporary SQLite
+//! file, or with `--queue postgres://…` on a schema of its own in that database (made by the
+//! daemons, dropped at the end), and with `--daemons N` as N daemons sharing that queue — with
+//! one `webhook` channel pointed at a local receiver that this command runs and that counts what
+//! every daemon delivers, then:
 //! 1. single `POST /v1/notifications` at a fixed concurrency, scheduled a few seconds ahead so
 //!    the accept path is measured alone (they are delivered, and waited for, afterwards);
 //! 2. batches of 1,000, scheduled ahead the same way;
 //! 3. the drain of that backlog once it falls due: delivered/s, end to end;
 //! 4. accept→delivered latency at a fixed offered load (open loop);
 //!
-//! and reports the daemon's peak RSS (VmHWM).
+//! and reports each daemon's CPU per notification and peak RSS (VmHWM); on PostgreSQL also the
+//! database round trips per delivered notification (`notifyd_queue_round_trips_total`) and the
+//! CPU the server's processes spent. Requests go to the daemons in turn.
 
-// Measures a child process in real time: the one module that reads the clock directly.
+// Measures child processes in real time: the one module that reads the clock directly.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,9 +50,17 @@ pub struct BenchArgs {
     /// Phase 4: how long to offer it, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
-    /// The webhook channel's concurrency (its bulkhead).
+    /// The webhook channel's concurrency (its bulkhead), in each daemon.
     #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     pub channel_concurrency: usize,
+    /// The queue to measure: a `postgres://user@host:port/database` URL (the bench's daemons
+    /// make a schema of their own there, dropped at the end). Default: a SQLite file in a
+    /// temporary directory.
+    #[arg(long, value_parser = postgres_url)]
+    pub queue: Option<String>,
+    /// Daemons sharing the queue (PostgreSQL only: a SQLite file has one).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub daemons: usize,
 }
 
 /// A count that must be positive (zero would divide by zero or measure nothing).
@@ -56,6 +69,18 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A PostgreSQL URL (the SQLite queue is the bench's own file, never one given).
+fn postgres_url(text: &str) -> Result<String, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_owned())
+    } else {
+        Err(
+            "must be a postgres:// URL (without --queue the bench uses a SQLite file of its own)"
+                .into(),
+        )
     }
 }
 
@@ -78,33 +103,81 @@ async fn receive(State(rx): State<Arc<Receiver>>, body: Bytes) -> &'static str {
     "ok"
 }
 
-/// Runs the benchmark and prints the figures.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let rx = Arc::new(Receiver::default());
-    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sink_addr = sink.local_addr()?;
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(rx.clone());
-    tokio::spawn(async move { axum::serve(sink, app).await });
+/// The queue the daemons share.
+enum Queue {
+    Sqlite(PathBuf),
+    Postgres { url: String, schema: String },
+}
 
-    let dir = tempfile_dir()?;
+impl Queue {
+    /// The `[queue]` section of the daemons' configuration.
+    fn config(&self) -> String {
+        match self {
+            Queue::Sqlite(path) => format!("[queue]\nurl = \"sqlite://{}\"\n", path.display()),
+            Queue::Postgres { url, schema } => {
+                format!("[queue]\nurl = {}\nschema = \"{schema}\"\n", json!(url))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Queue::Sqlite(path) => format!("SQLite {}", path.display()),
+            Queue::Postgres { schema, .. } => format!("PostgreSQL schema {schema}"),
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self, Queue::Postgres { .. })
+    }
+
+    /// Drops the bench's schema (a SQLite file goes with its directory).
+    async fn drop_schema(&self) -> anyhow::Result<()> {
+        if let Queue::Postgres { url, schema } = self {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&mut conn)
+            .await?;
+            sqlx::Connection::close(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One daemon under test.
+struct Daemon {
+    child: tokio::process::Child,
+    pid: u32,
+    base: String,
+}
+
+/// Starts daemon number `n` on `queue`, and waits until it is ready.
+async fn start_daemon(
+    n: usize,
+    dir: &Path,
+    queue: &Queue,
+    sink: std::net::SocketAddr,
+    args: &BenchArgs,
+    http: &reqwest::Client,
+) -> anyhow::Result<Daemon> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let config = dir.join("notifyd.toml");
+    let config = dir.join(format!("notifyd-{n}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[queue]\nurl = \"sqlite://{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}\
              [dispatcher]\nclaim_batch = 512\n[log]\nlevel = \"warn\"\n\
-             [channels.bench]\nkind = \"webhook\"\nurl = \"http://{sink_addr}/hook\"\nconcurrency = {}\n",
-            dir.join("queue.db").display(),
+             [channels.bench]\nkind = \"webhook\"\nurl = \"http://{sink}/hook\"\nconcurrency = {}\n",
+            queue.config(),
             args.channel_concurrency
         ),
     )?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    let mut daemon = tokio::process::Command::new(exe)
+    let child = tokio::process::Command::new(exe)
         .arg("--config")
         .arg(&config)
         .arg("serve")
@@ -113,27 +186,69 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .context("cannot start the daemon")?;
-    let pid = daemon.id().context("daemon has no pid")?;
+    let pid = child.id().context("daemon has no pid")?;
     let base = format!("http://127.0.0.1:{port}");
+    wait_ready(http, &base).await?;
+    Ok(Daemon { child, pid, base })
+}
+
+/// Runs the benchmark and prints the figures.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let queue = match &args.queue {
+        Some(url) => Queue::Postgres {
+            url: url.clone(),
+            schema: format!("notifyd_bench_{}", std::process::id()),
+        },
+        None if args.daemons > 1 => {
+            bail!("--daemons above 1 needs a shared queue: --queue postgres://…")
+        }
+        None => Queue::Sqlite(dir.join("queue.db")),
+    };
+    // A schema left by an earlier run killed half-way would start the queue full.
+    queue.drop_schema().await?;
+    let result = measure(args, &dir, &queue).await;
+    let cleanup = queue.drop_schema().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    cleanup.context("cannot drop the bench's schema")
+}
+
+async fn measure(args: &BenchArgs, dir: &Path, queue: &Queue) -> anyhow::Result<()> {
+    let rx = Arc::new(Receiver::default());
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sink_addr = sink.local_addr()?;
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(rx.clone());
+    tokio::spawn(async move { axum::serve(sink, app).await });
+
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    wait_ready(&http, &base).await?;
+    // One after the other: the first creates and migrates the schema.
+    let mut daemons = Vec::new();
+    for n in 0..args.daemons {
+        daemons.push(start_daemon(n, dir, queue, sink_addr, args, &http).await?);
+    }
+    let pids: Vec<u32> = daemons.iter().map(|d| d.pid).collect();
+    let bases: Arc<Vec<String>> = Arc::new(daemons.iter().map(|d| d.base.clone()).collect());
     println!(
-        "notifyd bench — {} cores, daemon pid {pid}, queue {}",
+        "notifyd bench — {} cores, {} daemon(s) (pids {pids:?}), queue {}",
         cores(),
-        dir.join("queue.db").display()
+        daemons.len(),
+        queue.describe()
     );
 
     // 1. Single POSTs, due once they are all in, so accepting is measured alone.
     let due_text = rfc3339_in(Duration::from_secs(5 + (args.singles as u64) / 4000))?;
-    let singles_cpu_before = cpu_ticks(pid, None);
+    let singles_cpu_before = cpu_of(&pids, None);
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, base, next, due_text) =
-            (http.clone(), base.clone(), next.clone(), due_text.clone());
+        let (http, bases, next, due_text) =
+            (http.clone(), bases.clone(), next.clone(), due_text.clone());
         let total = args.singles as u64;
         workers.push(tokio::spawn(async move {
             loop {
@@ -141,6 +256,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 if n >= total {
                     return Ok::<_, anyhow::Error>(());
                 }
+                let base = &bases[n as usize % bases.len()];
                 let body = json!({"channel": "bench", "to": "receiver", "subject": "bench", "body": format!("single {n}"), "send_at": due_text});
                 let resp = http.post(format!("{base}/v1/notifications")).json(&body).send().await?;
                 if resp.status().as_u16() != 202 {
@@ -153,11 +269,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         w.await??;
     }
     let singles_secs = start.elapsed().as_secs_f64();
-    let singles_cpu_us = per_row_us(
-        singles_cpu_before,
-        cpu_ticks(pid, None),
-        args.singles as u64,
-    );
+    let singles_cpu = per_row_us_each(&singles_cpu_before, &cpu_of(&pids, None), args.singles);
     wait_count(&rx, args.singles as u64, Duration::from_secs(120)).await?;
     let singles_all_delivered = start.elapsed().as_secs_f64();
 
@@ -170,8 +282,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(4));
     for b in 0..args.batches {
-        let (http, base, sem, due_text) =
-            (http.clone(), base.clone(), sem.clone(), due_text.clone());
+        let (http, base, sem, due_text) = (
+            http.clone(),
+            bases[b % bases.len()].clone(),
+            sem.clone(),
+            due_text.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
             let items: Vec<Value> = (0..1000)
@@ -204,24 +320,41 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // 3. The drain once due.
     tokio::time::sleep_until(due_instant.into()).await;
     let before = rx.count.load(Ordering::Relaxed);
-    let cpu_before = (cpu_ticks(pid, None), cpu_ticks(pid, Some(WRITER_THREAD)));
+    let trips_before = round_trips(&http, &bases).await;
+    let cpu_before = (
+        cpu_of(&pids, None),
+        cpu_of(&pids, Some(WRITER_THREAD)),
+        postgres_ticks(queue),
+    );
     let start = Instant::now();
     wait_count(&rx, before + batched, Duration::from_secs(600)).await?;
     let drain_secs = start.elapsed().as_secs_f64();
     // CPU per notification varies far less with a noisy machine than throughput does.
-    let cpu_after = (cpu_ticks(pid, None), cpu_ticks(pid, Some(WRITER_THREAD)));
-    let daemon_cpu_us = per_row_us(cpu_before.0, cpu_after.0, batched);
-    let writer_cpu_us = per_row_us(cpu_before.1, cpu_after.1, batched);
+    let cpu_after = (
+        cpu_of(&pids, None),
+        cpu_of(&pids, Some(WRITER_THREAD)),
+        postgres_ticks(queue),
+    );
+    let trips_after = round_trips(&http, &bases).await;
+    let drain_cpu = per_row_us_each(&cpu_before.0, &cpu_after.0, args.batches * 1000);
+    let writer_cpu_us = per_row_us_each(&cpu_before.1, &cpu_after.1, args.batches * 1000);
+    let server_cpu_us = per_row_us(cpu_before.2, cpu_after.2, batched);
+    let drain_trips = per_row(trips_before, trips_after, batched);
 
     // 4. Latency at a fixed offered load.
     let total = args.rate * args.seconds;
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let trips_before = round_trips(&http, &bases).await;
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
     for seq in 0..total {
         tokio::time::sleep_until((start + interval.mul_f64(seq as f64)).into()).await;
-        let (http, base, sent) = (http.clone(), base.clone(), sent.clone());
+        let (http, base, sent) = (
+            http.clone(),
+            bases[seq as usize % bases.len()].clone(),
+            sent.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let at = Instant::now();
             if let Ok(mut s) = sent.lock() {
@@ -245,6 +378,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let latency_trips = per_row(trips_before, round_trips(&http, &bases).await, total);
     let mut latencies: Vec<f64> = {
         let sent = sent.lock().map_err(|_| anyhow::anyhow!("lock"))?;
         let arrivals = rx.arrivals.lock().map_err(|_| anyhow::anyhow!("lock"))?;
@@ -259,10 +393,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
 
-    let rss_mb = peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
-    let _ = daemon.kill().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let rss_mb: Vec<f64> = pids
+        .iter()
+        .map(|pid| peak_rss_kib(*pid).unwrap_or(0) as f64 / 1024.0)
+        .collect();
+    for mut d in daemons {
+        let _ = d.child.kill().await;
+    }
 
+    let targets = Targets::of(queue);
     let singles_rate = args.singles as f64 / singles_secs;
     let batch_rate = batched as f64 / batch_secs;
     let drain_rate = batched as f64 / drain_secs;
@@ -272,11 +411,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "{:<58} {:>10.0}/s {:>10}",
         format!("accepted, single POSTs at concurrency {}", args.concurrency),
         singles_rate,
-        "≥ 10000"
+        targets.singles
     );
-    if let Some(us) = singles_cpu_us {
-        println!("{:<58} {us:>9.1} µs", "  daemon CPU per accepted POST");
-    }
+    print_cpu("  daemon CPU per accepted POST", &singles_cpu);
     println!(
         "{:<58} {:>10.1} s",
         format!("  (all {} accepted and delivered after)", args.singles),
@@ -284,21 +421,27 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "{:<58} {:>10.0}/s {:>10}",
-        "accepted, batches of 1,000", batch_rate, "≥ 40000"
+        "accepted, batches of 1,000", batch_rate, targets.batches
     );
     println!(
         "{:<58} {:>10.0}/s {:>10}",
         format!("delivered end to end (drain of {batched})"),
         drain_rate,
-        "≥ 10000"
+        targets.drain
     );
-    for (what, us) in [
-        ("  daemon CPU per delivered notification", daemon_cpu_us),
-        ("  of which the queue writer thread", writer_cpu_us),
-    ] {
-        if let Some(us) = us {
-            println!("{what:<58} {us:>9.1} µs");
-        }
+    print_cpu("  daemon CPU per delivered notification", &drain_cpu);
+    print_cpu("  of which the queue writer thread", &writer_cpu_us);
+    if let Some(us) = server_cpu_us {
+        println!(
+            "{:<58} {us:>9.1} µs",
+            "  PostgreSQL server CPU per delivered notification"
+        );
+    }
+    if let Some(trips) = drain_trips {
+        println!(
+            "{:<58} {trips:>12.3} {:>10}",
+            "  database round trips per delivered notification", "≤ 0.2"
+        );
     }
     println!(
         "{:<58} {:>9.1} ms {:>10}",
@@ -312,11 +455,89 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         pct(0.99),
         "≤ 25 ms"
     );
-    println!(
-        "{:<58} {:>9.1} MB {:>10}",
-        "daemon peak RSS (VmHWM)", rss_mb, "≤ 60 MB"
-    );
+    if let Some(trips) = latency_trips {
+        println!(
+            "{:<58} {trips:>12.3}",
+            format!("  database round trips per notification at {}/s", args.rate)
+        );
+    }
+    for (n, mb) in rss_mb.iter().enumerate() {
+        let what = if rss_mb.len() == 1 {
+            "daemon peak RSS (VmHWM)".to_owned()
+        } else {
+            format!("daemon {} peak RSS (VmHWM)", n + 1)
+        };
+        println!("{what:<58} {mb:>9.1} MB {:>10}", "≤ 60 MB");
+    }
     Ok(())
+}
+
+/// The targets the issues set, per queue.
+struct Targets {
+    singles: &'static str,
+    batches: &'static str,
+    drain: &'static str,
+}
+
+impl Targets {
+    fn of(queue: &Queue) -> Self {
+        if queue.is_postgres() {
+            Self {
+                singles: "",
+                batches: "≥ 10000",
+                drain: "≥ 8000",
+            }
+        } else {
+            Self {
+                singles: "≥ 10000",
+                batches: "≥ 40000",
+                drain: "≥ 10000",
+            }
+        }
+    }
+}
+
+/// Prints a CPU figure per item: the sum, and each daemon's when there are several.
+fn print_cpu(what: &str, each: &[Option<f64>]) {
+    let known: Vec<f64> = each.iter().flatten().copied().collect();
+    if known.len() != each.len() || known.is_empty() {
+        return;
+    }
+    let sum: f64 = known.iter().sum();
+    println!("{what:<58} {sum:>9.1} µs");
+    if known.len() > 1 {
+        for (n, us) in known.iter().enumerate() {
+            println!("{:<58} {us:>9.1} µs", format!("    daemon {}", n + 1));
+        }
+    }
+}
+
+/// Every daemon's `notifyd_queue_round_trips_total`, summed; `None` when a daemon has none
+/// (SQLite) or cannot be read.
+async fn round_trips(http: &reqwest::Client, bases: &[String]) -> Option<u64> {
+    let mut sum = 0;
+    for base in bases {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        sum += text
+            .lines()
+            .find_map(|l| l.strip_prefix("notifyd_queue_round_trips_total "))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+    }
+    Some(sum)
+}
+
+/// `(after - before) / items`, when both were read.
+fn per_row(before: Option<u64>, after: Option<u64>, items: u64) -> Option<f64> {
+    Some(after?.saturating_sub(before?) as f64 / items.max(1) as f64)
 }
 
 /// The RFC 3339 time `after` from now.
@@ -366,6 +587,53 @@ const TICKS_PER_SECOND: f64 = 100.0;
 /// CPU microseconds per item between two [`cpu_ticks`] readings.
 fn per_row_us(before: Option<u64>, after: Option<u64>, items: u64) -> Option<f64> {
     Some(after?.saturating_sub(before?) as f64 * 1e6 / TICKS_PER_SECOND / items.max(1) as f64)
+}
+
+/// [`per_row_us`] for each daemon.
+fn per_row_us_each(
+    before: &[Option<u64>],
+    after: &[Option<u64>],
+    items: usize,
+) -> Vec<Option<f64>> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| per_row_us(*b, *a, items as u64))
+        .collect()
+}
+
+/// [`cpu_ticks`] of each daemon.
+fn cpu_of(pids: &[u32], thread: Option<&str>) -> Vec<Option<u64>> {
+    pids.iter().map(|pid| cpu_ticks(*pid, thread)).collect()
+}
+
+/// CPU ticks of every PostgreSQL server process on this machine (a PostgreSQL queue on
+/// another host shows none): other clients of the same server count too.
+fn postgres_ticks(queue: &Queue) -> Option<u64> {
+    if !queue.is_postgres() {
+        return None;
+    }
+    let mut sum = 0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        if comm.trim() == "postgres"
+            && let Some(ticks) = cpu_ticks(pid, None)
+        {
+            sum += ticks;
+            found = true;
+        }
+    }
+    found.then_some(sum)
 }
 
 /// User plus system CPU time of process `pid`, or of its thread named `thread`, in ticks.

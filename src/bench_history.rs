@@ -21,7 +21,8 @@ pub struct Args {
     /// Notifications in the queue.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: usize,
-    /// Keep the queue here (built if missing, reused if present) instead of a temp dir.
+    /// Keep the queue file here (built if missing, reused if present) instead of a temp dir.
+    /// SQLite only: a `postgres://` URL is refused.
     #[arg(long)]
     pub queue: Option<PathBuf>,
     /// Times each search is run; the median and the slowest are printed.
@@ -129,6 +130,15 @@ fn millis(d: std::time::Duration) -> f64 {
 
 /// Runs the benchmark and prints one line per search.
 pub async fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(queue) = &args.queue
+        && let Some(text) = queue.to_str()
+        && (text.starts_with("postgres://") || text.starts_with("postgresql://"))
+    {
+        anyhow::bail!(
+            "bench-history times the SQLite queue file only; on PostgreSQL the history's plans \
+             are checked with EXPLAIN on a filled queue by the tests of src/outbox/postgres/history.rs"
+        );
+    }
     let tmp = match &args.queue {
         Some(_) => None,
         None => Some(tempfile_dir()?),

@@ -57,18 +57,28 @@ pub enum StartError {
     },
 }
 
-/// Opens the queue named by the config, creating and migrating it if needed (`serve`).
+/// Opens the queue named by the config, creating and migrating it if needed (`serve`). A
+/// PostgreSQL queue is opened even while its server is unreachable: the daemon starts, answers
+/// 503 and says why on `/readyz`, and connects and migrates as soon as it can.
 pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
     match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => open_at(config, path).await,
-        QueueLocation::Postgres(url) => open_postgres(config, url).await,
+        QueueLocation::Postgres(url) => {
+            let outbox = PgOutbox::start(&pg_options(config, url))
+                .await
+                .map_err(|error| StartError::Queue {
+                    url: redacted_url(&config.queue.url),
+                    error,
+                })?;
+            Ok(Arc::new(outbox))
+        }
     }
 }
 
 /// Opens an existing queue (the CLI's `send`, `status`, `dead-letters`, `replay`): a missing
 /// file is an error naming the path, never a fresh empty queue that nobody serves, which would
 /// silently show nothing or swallow what is sent. (A PostgreSQL queue is shared: the database
-/// is there or the command fails to connect.)
+/// is there or the command fails to connect; the schema is created on first use.)
 pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
     let path = match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => path,
@@ -83,13 +93,17 @@ pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, St
     open_at(config, path).await
 }
 
-async fn open_postgres(config: &Config, url: String) -> Result<Arc<dyn Outbox>, StartError> {
-    let opts = PgOptions {
+fn pg_options(config: &Config, url: String) -> PgOptions {
+    PgOptions {
         schema: config.queue.schema.clone(),
         max_connections: config.queue.max_connections,
         ..PgOptions::new(url)
-    };
-    let outbox = PgOutbox::connect(&opts)
+    }
+}
+
+/// The CLI's PostgreSQL queue: reachable now and migrated, or an error saying why.
+async fn open_postgres(config: &Config, url: String) -> Result<Arc<dyn Outbox>, StartError> {
+    let outbox = PgOutbox::connect(&pg_options(config, url))
         .await
         .map_err(|error| StartError::Queue {
             url: redacted_url(&config.queue.url),
@@ -190,7 +204,10 @@ impl Daemon {
     /// the API is listening (so a caller may report readiness).
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let outbox: Arc<dyn Outbox> = open_outbox(&config).await?;
-        let registry = Arc::new(Registry::build(&config).map_err(StartError::Channels)?);
+        let registry = Arc::new(
+            Registry::build_sharing(&config, outbox.cluster_limits())
+                .map_err(StartError::Channels)?,
+        );
         let templates = Arc::new(load_templates(&config)?);
         let bind_error = |source| StartError::Bind {
             addr: config.server.listen.clone(),
@@ -262,7 +279,8 @@ impl Daemon {
         };
         let api = tokio::spawn(server::serve(bound, router, header_timeout, api_stopped));
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
-        // The queue is migrated and the listener bound: only now may systemd start dependents.
+        // The listener is bound and a SQLite queue migrated: only now may systemd start
+        // dependents. (A PostgreSQL queue may still be connecting: `/readyz` says so.)
         // Before the dispatcher starts, whose sweep pings the watchdog: READY comes first.
         notifier.ready(&format!("Listening on {addr}"));
         let (halt, dispatching) = start_dispatcher(&outbox, registry.clone(), &config, &notifier);
@@ -311,7 +329,8 @@ impl Daemon {
             ));
         }
         let registry = Arc::new(
-            Registry::build(&new).map_err(|p| format!("channels:\n  {}", p.join("\n  ")))?,
+            Registry::build_sharing(&new, self.outbox.cluster_limits())
+                .map_err(|p| format!("channels:\n  {}", p.join("\n  ")))?,
         );
         let templates = Arc::new(load_templates(&new).map_err(|e| e.to_string())?);
         self.notifier

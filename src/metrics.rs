@@ -225,6 +225,8 @@ struct Scrape {
     receipts: Vec<(&'static str, u64)>,
     inbound: Vec<(&'static str, u64)>,
     channels: Vec<ChannelSample>,
+    /// Round trips to the queue, for a backend that counts them (PostgreSQL).
+    round_trips: Option<u64>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -352,6 +354,15 @@ impl Collector for Scrape {
                 .iter()
                 .map(|c| (by_channel(c), ConstGauge::new(c.oldest_due_seconds))),
         )?;
+        if let Some(trips) = self.round_trips {
+            let family = e.encode_descriptor(
+                "notifyd_queue_round_trips",
+                "Round trips this daemon made to the PostgreSQL queue (statements, BEGIN and COMMIT, connection checks).",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(trips).encode(family)?;
+        }
         family(
             e,
             gauge(
@@ -494,6 +505,7 @@ pub async fn render(
         receipts,
         inbound,
         channels,
+        round_trips: outbox.round_trips(),
     }
     .text())
 }
@@ -510,6 +522,7 @@ mod tests {
             ingest: vec![],
             receipts: vec![],
             inbound: vec![],
+            round_trips: Some(7),
             channels: vec![ChannelSample {
                 name: "sms \"eu\"".into(),
                 kind: "twilio",
@@ -581,6 +594,7 @@ mod tests {
             "notifyd_queue_depth{channel=\"sms \\\"eu\\\"\",state=\"queued\"} 4",
             "notifyd_queue_oldest_due_seconds{channel=\"sms \\\"eu\\\"\"} 1.5",
             "notifyd_breaker_state{channel=\"sms \\\"eu\\\"\"} 2",
+            "notifyd_queue_round_trips_total 7",
             "notifyd_rate_limit_waits_total{channel=\"sms \\\"eu\\\"\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

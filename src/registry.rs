@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::clock::now_ms;
 use crate::config::{ChannelPolicy, Config, Criticality};
 use crate::metrics::{AttemptClass, ChannelStats};
+use crate::outbox::limits::ClusterLimits;
 use crate::per_minute::PerMinute;
 use crate::policy::Gate;
 
@@ -76,10 +77,22 @@ impl ChannelRuntime {
         policy: ChannelPolicy,
         timeouts: Timeouts,
     ) -> Self {
+        Self::with_limits(name, channel, policy, timeouts, None)
+    }
+
+    /// [`ChannelRuntime::new`] with its rate limits and holds shared through `cluster` with the
+    /// other daemons on the queue.
+    pub fn with_limits(
+        name: &str,
+        channel: Arc<dyn Channel>,
+        policy: ChannelPolicy,
+        timeouts: Timeouts,
+        cluster: Option<Arc<dyn ClusterLimits>>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             kind: channel.kind(),
-            gate: Gate::new(name, &policy),
+            gate: Gate::with_limits(name, &policy, cluster),
             channel,
             policy,
             timeouts,
@@ -154,6 +167,15 @@ impl Registry {
     /// Builds every channel (reads keys, sets up clients; no network I/O). Every failure is
     /// reported, each naming its channel and key.
     pub fn build(config: &Config) -> Result<Self, Vec<String>> {
+        Self::build_sharing(config, None)
+    }
+
+    /// [`Registry::build`] for a queue whose store shares rate limits and holds between its
+    /// daemons ([`crate::outbox::Outbox::cluster_limits`]; `None`: kept in this process).
+    pub fn build_sharing(
+        config: &Config,
+        cluster: Option<Arc<dyn ClusterLimits>>,
+    ) -> Result<Self, Vec<String>> {
         let mut channels = BTreeMap::new();
         let mut problems = Vec::new();
         for (name, cfg) in &config.channels {
@@ -164,7 +186,13 @@ impl Registry {
             };
             match cfg.provider.build(&ctx) {
                 Ok(channel) => {
-                    let rt = ChannelRuntime::new(name, channel, cfg.policy.clone(), timeouts);
+                    let rt = ChannelRuntime::with_limits(
+                        name,
+                        channel,
+                        cfg.policy.clone(),
+                        timeouts,
+                        cluster.clone(),
+                    );
                     channels.insert(name.clone(), Arc::new(rt));
                 }
                 Err(e) => problems.push(format!("channels.{name}: {e}")),

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -48,7 +48,16 @@ struct Document<'a> {
     html: Option<&'a str>,
     data: Option<&'a serde_json::Value>,
     attempt: u32,
-    created_at: String,
+    #[serde(serialize_with = "as_text")]
+    created_at: humantime::Rfc3339Timestamp,
+}
+
+/// Writes a value's text straight into the document, without a `String` of its own.
+fn as_text<S: serde::Serializer>(
+    value: &humantime::Rfc3339Timestamp,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    out.collect_str(value)
 }
 
 /// A channel that POSTs to one URL.
@@ -124,16 +133,20 @@ impl Channel for Webhook {
             html: msg.html.as_deref(),
             data: msg.data.as_ref(),
             attempt: ctx.attempt,
-            created_at: humantime::format_rfc3339_millis(msg.created_at).to_string(),
+            created_at: humantime::format_rfc3339_millis(msg.created_at),
         };
         let body = serde_json::to_vec(&doc)
             .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
-        let mut req = self
-            .http
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .header("content-type", "application/json")
-            .header("idempotency-key", &ctx.idempotency_key);
+        let mut req = self.http.post(self.url.clone());
+        if !self.headers.is_empty() {
+            req = req.headers(self.headers.clone());
+        }
+        req = req
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                HeaderName::from_static("idempotency-key"),
+                &ctx.idempotency_key,
+            );
         if let Some(secret) = &self.secret {
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

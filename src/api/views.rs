@@ -98,6 +98,8 @@ pub struct NotificationDetail {
     pub source: Option<Value>,
     pub attempt_log: Vec<AttemptEntry>,
     pub receipts: Vec<ReceiptEntry>,
+    /// What the delivery rules did to it, oldest first.
+    pub events: Vec<EventEntry>,
 }
 
 /// The last failed attempt's code and message.
@@ -131,6 +133,15 @@ pub struct ReceiptEntry {
     pub provider_status: String,
     pub error_code: Option<String>,
     pub at: Option<String>,
+}
+
+/// A line of a notification's timeline: a delivery rule's decision.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EventEntry {
+    pub at: Option<String>,
+    pub rule: String,
+    /// What it did, in words.
+    pub detail: String,
 }
 
 /// `GET /v1/notifications/{id}` (and `notifyd status --json`).
@@ -179,6 +190,15 @@ pub fn notification(v: &NotificationView) -> NotificationDetail {
                 provider_status: r.provider_status.clone(),
                 error_code: r.error_code.clone(),
                 at: rfc3339_text(r.received_at_ms),
+            })
+            .collect(),
+        events: v
+            .events
+            .iter()
+            .map(|e| EventEntry {
+                at: rfc3339_text(e.at_ms),
+                rule: e.rule.clone(),
+                detail: e.detail.clone(),
             })
             .collect(),
     }
@@ -252,6 +272,10 @@ pub struct RateLimitEntry {
     pub tokens: Option<u32>,
     /// Sends that waited for a token since the start.
     pub waits: u64,
+    /// The limit is the queue's, shared by every daemon on it (PostgreSQL).
+    pub shared: bool,
+    /// Reservations of shared tokens this daemon made; `null` for a local limit.
+    pub reservations: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_second: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -326,6 +350,8 @@ pub fn channel(
         rate_limit: RateLimitEntry {
             tokens: rt.gate.limiter().tokens(),
             waits: rt.gate.limiter().waits(),
+            shared: rt.gate.limiter().is_shared(),
+            reservations: rt.gate.limiter().reservations(),
             per_second: rate.map(|r| r.channel.per_second()),
             burst: rate.map(|r| r.channel.burst),
             per_recipient_per_second: rate

@@ -7,6 +7,7 @@
 
 mod channel;
 pub(crate) mod duration;
+mod links;
 pub(crate) mod secret_files;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use channel::{
     BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, Rate, RateLimitConfig,
     ReceiptsConfig, RetryPolicy, TimeoutsConfig,
 };
+pub use links::LinksConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +41,9 @@ pub struct Config {
     pub templates: TemplatesConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Signed links in messages (acknowledge, unsubscribe).
+    #[serde(default)]
+    pub links: LinksConfig,
     /// What Alertmanager, Grafana, Apprise and ntfy senders post, and where it goes.
     #[serde(default)]
     pub ingest: crate::ingest::IngestConfig,
@@ -414,6 +419,7 @@ impl Config {
         if self.server.tokens().iter().any(|t| t.len() < 16) {
             problems.push("server.auth_token: each token must be at least 16 characters".into());
         }
+        problems.extend(self.links.problems());
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".into());
         }

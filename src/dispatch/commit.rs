@@ -2,8 +2,8 @@
 //! row holds (lease and bulkhead slot) and is done; one committer per dispatcher writes whatever
 //! has gathered as one `Outbox::complete`, at most two at a time, and only then releases the
 //! rows' leases and slots. Under load that is one queue write for hundreds of outcomes instead
-//! of one each (measured in `notifyd bench`: the SQLite writer runs one savepoint per request,
-//! and re-journals the pages each one touches).
+//! of one each (measured in `notifyd bench`: each request costs the SQLite writer a round trip
+//! and the statements' setup, and a request that fails is rerun in a savepoint of its own).
 
 use std::sync::Arc;
 

@@ -423,10 +423,25 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
                 }),
             }
         }
+        // Due when the shared bucket has a token again; the next claim finds it then.
+        Unsent::ChannelLimited { next } => Completion {
+            id,
+            attempt,
+            lease,
+            outcome: Outcome::Retry {
+                run_at_ms: now_ms + clock::millis(next.saturating_duration_since(now)),
+                refund_attempt: true,
+                code: "channel_rate_limited".into(),
+                error: "the channel's shared rate limit had no token before the lease ran short"
+                    .into(),
+            },
+            record: None,
+        },
         Unsent::Stopping
         | Unsent::WaitedTooLongForASlot
         | Unsent::ChannelHeld
-        | Unsent::BreakerOpened => released(row),
+        | Unsent::BreakerOpened
+        | Unsent::LimitUnreadable => released(row),
     }
 }
 
@@ -775,12 +790,31 @@ mod tests {
     }
 
     #[test]
+    fn a_row_without_a_shared_channel_token_in_time_is_due_at_the_next_token_unrecorded() {
+        let now = clock::now();
+        let why = Unsent::ChannelLimited {
+            next: now + Duration::from_millis(1500),
+        };
+        let c = unsent(&row(1, Duration::ZERO), why, NOW, now);
+        assert_eq!(run_at(&c), NOW + 1_500);
+        assert!(matches!(
+            c.outcome,
+            Outcome::Retry {
+                refund_attempt: true,
+                ..
+            }
+        ));
+        assert!(c.record.is_none(), "no attempt was made");
+    }
+
+    #[test]
     fn rows_not_sent_for_the_gates_reasons_are_released_unrecorded() {
         for why in [
             Unsent::Stopping,
             Unsent::WaitedTooLongForASlot,
             Unsent::ChannelHeld,
             Unsent::BreakerOpened,
+            Unsent::LimitUnreadable,
         ] {
             let c = unsent(&row(1, Duration::ZERO), why, NOW, clock::now());
             assert_eq!((c.outcome, c.record), (Outcome::Release, None), "{why:?}");

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::{self, Instant};
 use crate::config::DispatcherConfig;
+use crate::outbox::limits::ClusterLimits;
 use crate::outbox::{
     Claimed, Completion, OpenBreakerMove, Outbox, Outcome, Retention, State, Validation,
 };
@@ -30,6 +31,9 @@ use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::submission;
 use crate::systemd::Notifier;
+
+/// The longest a channel loop waits between claims that fail (the queue is unreachable).
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
 
 pub use decide::{
     Decision, DecisionKind, Ended, HealthEffect, Rules, Sent, decide, released, unsent,
@@ -118,6 +122,9 @@ impl Dispatcher {
             loops.spawn(channel_loop(rt.clone(), shared.clone()));
         }
         loops.spawn(sweep_loop(shared.clone(), self.notifier.clone()));
+        if let Some(cluster) = self.outbox.cluster_limits() {
+            loops.spawn(shared_holds_loop(shared.clone(), cluster));
+        }
 
         let why = match halt.wait_for(|h| *h != Halt::Running).await {
             Ok(h) => *h,
@@ -161,6 +168,8 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
     let lease = rt.lease(config.lease_margin);
     let (feed, rows) = mpsc::unbounded_channel();
     tokio::spawn(feed_slots(rt.clone(), shared.clone(), rows));
+    // Claims failed in a row: the queue is unreachable, and each wait is longer.
+    let mut failures: u32 = 0;
     loop {
         if *stop.borrow() {
             return;
@@ -199,12 +208,25 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
         let claimed = match outbox.claim(&rt.name, want, lease).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(channel = %rt.name, error = %e, "Claim failed; will retry.");
                 drop(claim);
-                idle(&rt, config, &mut stop).await;
+                failures = failures.saturating_add(1);
+                let wait = claim_backoff(config.poll_interval, failures);
+                if failures == 1 {
+                    tracing::warn!(channel = %rt.name, error = %e, "Claim failed; retrying with backoff.");
+                } else {
+                    tracing::debug!(channel = %rt.name, error = %e, retry_in = ?wait, "Claim failed again.");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(channel = %rt.name, failed_claims = failures, "Claims work again.");
+            failures = 0;
+        }
         let got = claimed.len();
         for row in claimed {
             let Some(leased) = claim.row().await else {
@@ -265,6 +287,13 @@ async fn while_open(
             }
         }
     }
+}
+
+/// How long a channel loop waits after `failures` claims failed in a row: the poll interval,
+/// doubled per failure up to [`MAX_CLAIM_BACKOFF`], so an unreachable queue is not hammered.
+fn claim_backoff(poll_interval: Duration, failures: u32) -> Duration {
+    let doubled = poll_interval.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_CLAIM_BACKOFF.max(poll_interval))
 }
 
 /// Waits for a wake-up, the poll interval, or shutdown.
@@ -336,7 +365,15 @@ async fn send_one(
             match answer {
                 // Abandoned at shutdown: given back unsent.
                 None => (released(&row), permit.unsent()),
-                Some((result, latency)) => {
+                // No token in time, or the channel was held while it waited.
+                Some(Err(why)) => {
+                    note_unsent(&rt, &row, why);
+                    (
+                        unsent(&row, why, started_at_ms, clock::now()),
+                        permit.unsent(),
+                    )
+                }
+                Some(Ok((result, latency))) => {
                     let (next_probe, held) = permit.record(decide::verdict(&result));
                     let sent = Sent {
                         result,
@@ -391,17 +428,18 @@ fn settle(rules: &Rules<'_>, registry: &Registry, row: &Claimed) -> Option<Compl
     })
 }
 
-/// Takes the row's rate-limit token, then calls the provider under the channel's total timeout.
+/// Takes the row's rate-limit token, then calls the provider under the channel's total timeout;
+/// or says why the row goes back unsent after all.
 async fn send(
     rt: &ChannelRuntime,
     row: &Claimed,
     permit: &mut SendPermit,
-) -> (Result<Receipt, DeliveryError>, Duration) {
+) -> Result<(Result<Receipt, DeliveryError>, Duration), Unsent> {
     let ctx = SendContext {
         attempt: row.attempt,
         idempotency_key: row.message.id.clone(),
     };
-    permit.token().await;
+    permit.token(&row.message.to).await?;
     let start = clock::now();
     let result = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx))
         .await
@@ -414,7 +452,7 @@ async fn send(
                 ),
             ))
         });
-    (result, clock::now().saturating_duration_since(start))
+    Ok((result, clock::now().saturating_duration_since(start)))
 }
 
 /// Applies a decision to the channel (counters, hold, health) and logs it; returns the
@@ -495,7 +533,9 @@ fn note_unsent(rt: &ChannelRuntime, row: &Claimed, why: Unsent) {
         Unsent::Stopping
         | Unsent::WaitedTooLongForASlot
         | Unsent::ChannelHeld
-        | Unsent::BreakerOpened => tracing::debug!(notification_id = %row.message.id,
+        | Unsent::BreakerOpened
+        | Unsent::ChannelLimited { .. }
+        | Unsent::LimitUnreadable => tracing::debug!(notification_id = %row.message.id,
             channel = %rt.name, reason = why.as_str(), "Claimed notification released unsent."),
     }
 }
@@ -553,6 +593,30 @@ async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Applies the holds other daemons on the queue shared (a provider's `Retry-After`, credentials
+/// refused) to this daemon's gates, once per poll interval: one small read for every channel,
+/// and the claim statement stays as it is. A hold another daemon set is in force here within
+/// one poll interval; a row already waiting for its token sees it before it is sent.
+async fn shared_holds_loop(shared: Arc<Shared>, cluster: Arc<dyn ClusterLimits>) {
+    let mut stop = shared.signals.stop.clone();
+    loop {
+        match cluster.holds().await {
+            Ok(holds) => {
+                for hold in &holds {
+                    if let Some(rt) = shared.registry.get(&hold.channel) {
+                        rt.gate.hold_shared(hold);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "Could not read the shared holds; will retry."),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
             _ = stop.changed() => return,
         }
     }

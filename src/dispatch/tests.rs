@@ -243,6 +243,9 @@ impl Outbox for Memory {
     async fn check_writable(&self) -> Result<()> {
         Ok(())
     }
+    async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {
+        unimplemented!("no rule runs in these tests")
+    }
 }
 
 fn policy(concurrency: usize) -> ChannelPolicy {
@@ -539,4 +542,17 @@ async fn a_rows_slot_is_held_until_its_outcome_is_written() {
     outbox.completed(1).await;
     tokio::task::yield_now().await;
     assert_eq!(run.rt.in_flight(), 0);
+}
+
+#[test]
+fn claims_that_keep_failing_wait_longer_each_time_up_to_a_bound() {
+    let poll = Duration::from_millis(100);
+    let waits: Vec<u128> = (1..=8)
+        .map(|n| claim_backoff(poll, n).as_millis())
+        .collect();
+    assert_eq!(waits, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    assert_eq!(claim_backoff(poll, u32::MAX), MAX_CLAIM_BACKOFF);
+    // A poll interval longer than the bound is never shortened.
+    let slow = Duration::from_secs(30);
+    assert_eq!(claim_backoff(slow, 3), slow);
 }

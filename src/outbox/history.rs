@@ -96,8 +96,14 @@ impl HistoryQuery {
     /// Rows this page walks at most: one more than the page when every row walked matches,
     /// else the walk's bound.
     pub fn walk_bound(&self) -> usize {
+        self.walk_bound_if(self.filter.checks_rows())
+    }
+
+    /// [`Self::walk_bound`] for a backend that knows better whether it `checks` rows walked
+    /// (SQLite checks a live state, which no index of its holds).
+    pub fn walk_bound_if(&self, checks: bool) -> usize {
         let page = self.limit.saturating_add(1);
-        if self.filter.checks_rows() {
+        if checks {
             self.max_walk.max(page)
         } else {
             page

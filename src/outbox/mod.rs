@@ -9,6 +9,7 @@ pub mod completion;
 pub mod failover;
 pub mod fallback;
 mod history;
+pub mod limits;
 mod model;
 pub mod postgres;
 pub mod receipt;
@@ -98,6 +99,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// is not stored or applied again.
     async fn record_receipt(&self, receipt: InboundReceipt) -> Result<RecordedReceipt>;
 
+    /// Writes timeline events on their own (a rule that changes a row writes its event in the
+    /// same transaction instead). Events of unknown notifications are stored all the same.
+    async fn record_events(&self, events: Vec<RuleEvent>) -> Result<()>;
+
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;
 
@@ -130,10 +135,23 @@ pub trait Outbox: Send + Sync + 'static {
         }
     }
 
+    /// Round trips made to a database server so far, for a store that has one (`/metrics`'
+    /// `notifyd_queue_round_trips_total`, which `notifyd bench` divides by what was delivered).
+    /// An embedded store has none to count (the default).
+    fn round_trips(&self) -> Option<u64> {
+        None
+    }
+
     /// Calls `wake` when another process queued work for a channel, so its loop claims at once
     /// instead of at its next poll. Only a hint: the loops poll anyway. A store only this
     /// process writes to has nothing to say (the default).
     fn wake_on_remote_work(&self, wake: WakeUp) {
         let _ = wake;
+    }
+
+    /// The rate limits and holds this store shares between the daemons on it; `None` (the
+    /// default) for a store only this process uses, whose limits stay in process.
+    fn cluster_limits(&self) -> Option<std::sync::Arc<dyn limits::ClusterLimits>> {
+        None
     }
 }

@@ -396,6 +396,8 @@ pub struct NotificationView {
     pub source: Option<serde_json::Value>,
     pub attempt_log: Vec<AttemptView>,
     pub receipts: Vec<ReceiptView>,
+    /// What the delivery rules did to it, oldest first.
+    pub events: Vec<EventView>,
 }
 
 /// One attempt as the API shows it.
@@ -515,6 +517,96 @@ pub struct ReceiptView {
     pub provider_status: String,
     pub error_code: Option<String>,
     pub received_at_ms: i64,
+}
+
+/// A delivery rule; the name a timeline event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Someone acknowledged the notification, which stops its escalation.
+    Ack,
+    /// A notification with the same dedup key was counted on this one instead of being sent.
+    Dedup,
+    /// Held back until the notification's own `deliver_between` window opens.
+    DeliverBetween,
+    /// Collected into, or sent as, a digest.
+    Digest,
+    /// Not acknowledged in time: the next escalation step was sent.
+    Escalation,
+    /// The recipient muted the channel.
+    Muted,
+    /// The recipient opted out of the channel.
+    OptedOut,
+    /// Held back until the recipient's (or the channel's) quiet hours end.
+    QuietHours,
+    /// The recipient unsubscribed through a message's link.
+    Unsubscribe,
+}
+
+impl Rule {
+    /// Every rule, in name order.
+    pub const ALL: [Rule; 9] = [
+        Rule::Ack,
+        Rule::Dedup,
+        Rule::DeliverBetween,
+        Rule::Digest,
+        Rule::Escalation,
+        Rule::Muted,
+        Rule::OptedOut,
+        Rule::QuietHours,
+        Rule::Unsubscribe,
+    ];
+
+    /// The name stored in `events.rule` and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Ack => "ack",
+            Rule::Dedup => "dedup",
+            Rule::DeliverBetween => "deliver_between",
+            Rule::Digest => "digest",
+            Rule::Escalation => "escalation",
+            Rule::Muted => "muted",
+            Rule::OptedOut => "opted_out",
+            Rule::QuietHours => "quiet_hours",
+            Rule::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+impl std::str::FromStr for Rule {
+    type Err = UnknownRule;
+
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownRule> {
+        Rule::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRule(s.to_owned()))
+    }
+}
+
+/// A stored rule name this daemon does not know (written by a newer one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown rule {0:?}")]
+pub struct UnknownRule(pub String);
+
+/// What a rule did to one notification at one time: a line of its timeline, written in the
+/// same transaction as the change it explains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleEvent {
+    pub notification: String,
+    pub at_ms: i64,
+    pub rule: Rule,
+    /// What it did, in words ("held until 07:00 Europe/Paris").
+    pub detail: String,
+}
+
+/// A timeline event as `GET /v1/notifications/{id}` shows it. The rule stays text, so a name
+/// written by a newer daemon is still shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventView {
+    pub at_ms: i64,
+    pub rule: String,
+    pub detail: String,
 }
 
 /// How long finished rows and unmatched receipts are kept.

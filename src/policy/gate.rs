@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Admission, Breaker, RateLimiter, Ticket, Verdict};
+use super::{Admission, Breaker, Limiter, RateLimiter, SharedLimiter, Ticket, Verdict};
 use crate::clock::{self, Instant, WallMs};
 use crate::config::ChannelPolicy;
+use crate::outbox::limits::{ClusterLimits, SharedHold};
 
 /// Rows a channel with this bulkhead may hold leased: the bulkhead sending and as many claimed
 /// ahead.
@@ -46,6 +47,21 @@ impl HoldReason {
             Self::RetryAfter => "the provider asked to wait (Retry-After)",
             Self::ChannelFault => "the provider refused our credentials or configuration",
         }
+    }
+
+    /// How a shared store writes it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::RetryAfter => "retry_after",
+            Self::ChannelFault => "channel_fault",
+        }
+    }
+
+    /// The reason a shared store wrote as [`HoldReason::code`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::RetryAfter, Self::ChannelFault]
+            .into_iter()
+            .find(|r| r.code() == code)
     }
 }
 
@@ -85,6 +101,12 @@ pub enum Unsent {
     Expired,
     /// Its recipient is over its own rate limit until then.
     RecipientLimited { next: Instant },
+    /// The channel's shared rate limit, spent by other daemons too, has no token for it before
+    /// its lease runs short: the bucket has one again then.
+    ChannelLimited { next: Instant },
+    /// The shared rate limit could not be read (the queue is unavailable): not sent, since the
+    /// provider's limit could not be kept.
+    LimitUnreadable,
 }
 
 impl Unsent {
@@ -97,6 +119,8 @@ impl Unsent {
             Self::BreakerOpened => "breaker_opened",
             Self::Expired => "expired",
             Self::RecipientLimited { .. } => "recipient_rate_limited",
+            Self::ChannelLimited { .. } => "channel_rate_limited",
+            Self::LimitUnreadable => "rate_limit_unreadable",
         }
     }
 }
@@ -104,9 +128,13 @@ impl Unsent {
 /// One channel's gate. Shared behind an `Arc`: every permit it hands out points back to it.
 #[derive(Debug)]
 pub struct Gate {
+    /// The channel's name, as shared holds name it.
+    channel: String,
     breaker: Breaker,
-    limiter: RateLimiter,
+    limiter: Limiter,
     hold: Mutex<Option<Hold>>,
+    /// Where this channel's holds are shared with the other daemons on the queue, if any.
+    cluster: Option<Arc<dyn ClusterLimits>>,
     /// Free send slots: the bulkhead.
     slots: Arc<Semaphore>,
     /// Rows this process may hold leased.
@@ -117,10 +145,30 @@ pub struct Gate {
 impl Gate {
     /// A gate for a channel with this policy: breaker closed, rate limits full, not held.
     pub fn new(channel: &str, policy: &ChannelPolicy) -> Arc<Self> {
+        Self::with_limits(channel, policy, None)
+    }
+
+    /// A gate whose rate limits and holds are shared through `cluster` with the other daemons
+    /// on the queue (`None`: kept in this process). The breaker stays this daemon's own.
+    pub fn with_limits(
+        channel: &str,
+        policy: &ChannelPolicy,
+        cluster: Option<Arc<dyn ClusterLimits>>,
+    ) -> Arc<Self> {
         let critical = policy.criticality == crate::config::Criticality::Critical;
+        let limiter = match &cluster {
+            Some(store) => Limiter::Shared(SharedLimiter::new(
+                store.clone(),
+                channel,
+                policy.rate_limit.as_ref(),
+            )),
+            None => Limiter::Local(RateLimiter::new(policy.rate_limit.as_ref())),
+        };
         Arc::new(Self {
+            channel: channel.to_owned(),
             breaker: Breaker::new(channel, critical, policy.breaker.clone()),
-            limiter: RateLimiter::new(policy.rate_limit.as_ref()),
+            limiter,
+            cluster,
             hold: Mutex::new(None),
             slots: Arc::new(Semaphore::new(policy.concurrency)),
             leases: Arc::new(Semaphore::new(max_leased(policy.concurrency))),
@@ -134,7 +182,7 @@ impl Gate {
     }
 
     /// The rate limiter, for views and metrics.
-    pub fn limiter(&self) -> &RateLimiter {
+    pub fn limiter(&self) -> &Limiter {
         &self.limiter
     }
 
@@ -144,18 +192,46 @@ impl Gate {
             .saturating_sub(self.slots.available_permits())
     }
 
-    /// Stops the channel from sending for `hold`; a longer hold already in force is kept.
+    /// Stops the channel from sending for `hold`; a longer hold already in force is kept. With
+    /// shared limits the hold is also written for every other daemon on the queue (in the
+    /// background: they read it on their poll interval).
     pub fn hold(&self, hold: Duration, because: HoldReason) {
+        let until_ms = clock::now_ms() + clock::millis(hold);
+        if !self.hold_here(hold, until_ms, because) {
+            return;
+        }
+        if let Some(cluster) = self.cluster.clone() {
+            let channel = self.channel.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cluster.hold(&channel, until_ms, because).await {
+                    tracing::warn!(channel = %channel, error = %e,
+                        "Could not share the channel's hold; the other daemons keep sending until they meet the provider's answer themselves.");
+                }
+            });
+        }
+    }
+
+    /// Applies a hold another daemon shared (not written back).
+    pub fn hold_shared(&self, hold: &SharedHold) {
+        let left = u64::try_from(hold.until_ms.saturating_sub(clock::now_ms())).unwrap_or(0);
+        if left > 0 {
+            self.hold_here(Duration::from_millis(left), hold.until_ms, hold.because);
+        }
+    }
+
+    /// Holds the channel in this process unless a longer hold is in force; whether it did.
+    fn hold_here(&self, hold: Duration, until_ms: WallMs, because: HoldReason) -> bool {
         let until = clock::now() + hold;
         let mut h = self.lock_hold();
         if h.is_some_and(|h| h.until >= until) {
-            return;
+            return false;
         }
         *h = Some(Hold {
             until,
-            until_ms: clock::now_ms() + clock::millis(hold),
+            until_ms,
             because,
         });
+        true
     }
 
     /// The hold in force now, if any.
@@ -234,7 +310,8 @@ impl Gate {
     }
 
     /// May this claimed row be sent now? It has waited since its claim for a bulkhead slot
-    /// (`None`: stopping, it gets none); `patience` is how long it may have waited.
+    /// (`None`: stopping, it gets none); `patience` is how long it may have waited, and twice
+    /// that after its claim (the lease margin) is the latest its send may start.
     /// `expires_at_ms` and `recipient` are the row's. On `Err` the row must go back unsent; its
     /// [`Held`] still holds the lease and slot until that is committed.
     pub fn admit(
@@ -280,6 +357,7 @@ impl Gate {
                 held,
                 ticket: Some(ticket),
                 probe,
+                deadline: claimed_at + patience * 2,
             }),
         }
     }
@@ -389,16 +467,26 @@ pub struct SendPermit {
     held: Held,
     ticket: Option<Ticket>,
     probe: Option<Probe>,
+    /// The latest the send may start for its lease to cover it.
+    deadline: Instant,
 }
 
 impl SendPermit {
     /// Waits, in turn, for the channel's rate-limit token and takes it: right before the provider
     /// is called, so the pace the provider sees is the limiter's whatever the claim or spawn
-    /// took. Cancel safe.
-    pub async fn token(&mut self) {
+    /// took. Cancel safe. With shared limits the recipient's token is taken here too, and the
+    /// row may have to go back unsent; so must it when the channel was held while it waited.
+    pub async fn token(&mut self, recipient: &str) -> Result<(), Unsent> {
         if let Some(ticket) = self.ticket.take() {
-            self.gate.limiter.until_token(ticket).await;
+            self.gate
+                .limiter
+                .until_token(ticket, recipient, self.deadline)
+                .await?;
         }
+        if self.gate.held().is_some() {
+            return Err(Unsent::ChannelHeld);
+        }
+        Ok(())
     }
 
     /// Whether this send is a half-open probe.
@@ -644,7 +732,7 @@ mod tests {
         });
         let gate = Gate::new("c", &p);
         let mut first = admit(&gate, one_row(&gate).await, true).unwrap();
-        first.token().await;
+        first.token("alice").await.unwrap();
         drop(first.record(Verdict::Success));
         tokio::time::advance(Duration::from_secs(1)).await;
         match admit(&gate, one_row(&gate).await, true) {
@@ -658,6 +746,23 @@ mod tests {
             Some(1),
             "the channel's token is untouched"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_row_waiting_for_its_token_is_not_sent_once_the_channel_is_held() {
+        let mut p = policy(4);
+        p.rate_limit = Some(RateLimitConfig {
+            channel: rate(1.0, 1),
+            per_recipient: None,
+        });
+        let gate = Gate::new("c", &p);
+        let mut first = admit(&gate, one_row(&gate).await, true).unwrap();
+        first.token("alice").await.unwrap();
+        let mut second = admit(&gate, one_row(&gate).await, true).unwrap();
+        let waiting = tokio::spawn(async move { second.token("bob").await });
+        tokio::time::advance(Duration::from_millis(10)).await;
+        gate.hold(Duration::from_secs(30), HoldReason::RetryAfter);
+        assert_eq!(waiting.await.unwrap(), Err(Unsent::ChannelHeld));
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,7 +6,9 @@
 pub mod breaker;
 pub mod gate;
 pub mod rate_limit;
+pub mod shared_limit;
 
 pub use breaker::{Admission, Breaker, BreakerView, Verdict};
 pub use gate::{ClaimAnswer, Gate, Held, Hold, HoldReason, RowLease, SendPermit, Unsent};
-pub use rate_limit::{Gcra, RateLimiter, Ticket};
+pub use rate_limit::{Gcra, Limiter, RateLimiter, Ticket};
+pub use shared_limit::SharedLimiter;

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::gate::Unsent;
+use super::shared_limit::SharedLimiter;
 use crate::clock;
 use crate::config::{Rate, RateLimitConfig};
 
@@ -39,6 +41,16 @@ impl Gcra {
             interval,
             tolerance: interval * rate.burst.saturating_sub(1),
             tat: now,
+        }
+    }
+
+    /// A bucket at the pace of a shared one whose theoretical arrival time is `tat`: this
+    /// daemon's picture of it, as of its last reservation.
+    pub fn mirror(pace: Pace, tat: Instant) -> Self {
+        Self {
+            interval: pace.interval(),
+            tolerance: pace.tolerance(),
+            tat,
         }
     }
 
@@ -75,10 +87,105 @@ impl Gcra {
     }
 }
 
+/// A bucket's constants as a store shares them, in whole microseconds: what one token costs
+/// (`interval_us`, rounded up, so a shared bucket is never faster than its rate) and how far
+/// ahead of now the theoretical arrival time may run (`tolerance_us`, `interval · (burst − 1)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub interval_us: i64,
+    pub tolerance_us: i64,
+}
+
+impl Pace {
+    /// The pace of `rate`.
+    pub fn of(rate: &Rate) -> Self {
+        // A rate is validated positive and finite; `as` saturates a wild one.
+        let interval_us = ((1_000_000.0 / rate.per_second()).ceil() as i64).max(1);
+        Self {
+            interval_us,
+            tolerance_us: interval_us.saturating_mul(i64::from(rate.burst.saturating_sub(1))),
+        }
+    }
+
+    /// One token's cost.
+    pub fn interval(self) -> Duration {
+        Duration::from_micros(u64::try_from(self.interval_us).unwrap_or(0))
+    }
+
+    /// How far ahead of now the arrival time may run.
+    pub fn tolerance(self) -> Duration {
+        Duration::from_micros(u64::try_from(self.tolerance_us).unwrap_or(0))
+    }
+}
+
+/// What one reservation of a shared bucket grants: `granted` tokens, after which the bucket's
+/// theoretical arrival time is `tat_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    pub granted: u32,
+    pub tat_us: i64,
+}
+
+/// The reservation rule of a shared bucket (the store's one statement runs exactly this): of
+/// `want` tokens, those that come due by `now + within`, each advancing the theoretical arrival
+/// time `tat` (`None`: no row yet, a full bucket) by one interval from `max(tat, now)`. Tokens
+/// that would come later are not taken, so a reservation never spends what it cannot use.
+pub fn reserve(tat_us: Option<i64>, now_us: i64, want: u32, within_us: i64, pace: Pace) -> Granted {
+    let base = tat_us.unwrap_or(now_us).max(now_us);
+    let limit = now_us
+        .saturating_add(within_us.max(0))
+        .saturating_add(pace.tolerance_us);
+    let granted = if base > limit {
+        0
+    } else {
+        let spare = (limit - base) / pace.interval_us.max(1) + 1;
+        i64::from(want).min(spare)
+    };
+    Granted {
+        granted: u32::try_from(granted).unwrap_or(0),
+        tat_us: base.saturating_add(granted.saturating_mul(pace.interval_us)),
+    }
+}
+
+/// When each of the `granted` tokens that brought the bucket to `tat_us` may be used, as offsets
+/// from `now_us`, in order: the k-th token is due when the arrival time it advanced from is
+/// within the tolerance of now (a full bucket's burst is due at once).
+pub fn schedule(granted: Granted, now_us: i64, pace: Pace) -> Vec<Duration> {
+    let first = granted
+        .tat_us
+        .saturating_sub(i64::from(granted.granted).saturating_mul(pace.interval_us));
+    (0..i64::from(granted.granted))
+        .map(|k| {
+            let at = first
+                .saturating_add(k.saturating_mul(pace.interval_us))
+                .saturating_sub(pace.tolerance_us);
+            Duration::from_micros(u64::try_from(at.saturating_sub(now_us)).unwrap_or(0))
+        })
+        .collect()
+}
+
+/// How far the arrival time `tat_us` runs ahead of `now_us` (zero: a full bucket).
+pub fn ahead_of(tat_us: i64, now_us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(tat_us.saturating_sub(now_us)).unwrap_or(0))
+}
+
 /// A claimed send that will take a channel token: counted until it does (or is dropped), so the
 /// loop never claims more rows than the limiter releases within the lease.
 #[derive(Debug)]
 pub struct Ticket(Option<Arc<AtomicU32>>);
+
+impl Ticket {
+    /// A ticket of a channel without a limit: nothing to count.
+    pub(super) fn unlimited() -> Self {
+        Self(None)
+    }
+
+    /// A ticket counted in `expected` until it is dropped.
+    pub(super) fn counted(expected: &Arc<AtomicU32>) -> Self {
+        expected.fetch_add(1, Ordering::Relaxed);
+        Self(Some(expected.clone()))
+    }
+}
 
 impl Drop for Ticket {
     fn drop(&mut self) {
@@ -140,8 +247,7 @@ impl RateLimiter {
         if self.channel.is_none() {
             return Ticket(None);
         }
-        self.expected.fetch_add(1, Ordering::Relaxed);
-        Ticket(Some(self.expected.clone()))
+        Ticket::counted(&self.expected)
     }
 
     /// Waits, in turn, until a channel token is free and takes it: call it right before the
@@ -205,6 +311,90 @@ impl RateLimiter {
     /// How many times a send waited for a token.
     pub fn waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
+    }
+}
+
+/// A channel's limits: in this process ([`RateLimiter`], a queue only this daemon uses), or in
+/// the store the daemons of one queue share ([`SharedLimiter`]). The [`super::Gate`] asks the
+/// same questions of either.
+#[derive(Debug)]
+pub enum Limiter {
+    Local(RateLimiter),
+    Shared(SharedLimiter),
+}
+
+impl Limiter {
+    /// How many of `want` rows may be claimed now so that each gets its channel token within
+    /// `within`; or, if none, when to look again. Takes no token.
+    pub fn claimable(&self, want: u32, within: Duration) -> Result<u32, Instant> {
+        match self {
+            Self::Local(l) => l.claimable(want, within),
+            Self::Shared(l) => l.claimable(want, within),
+        }
+    }
+
+    /// Counts one claimed send that will take a channel token.
+    pub fn ticket(&self) -> Ticket {
+        match self {
+            Self::Local(l) => l.ticket(),
+            Self::Shared(l) => l.ticket(),
+        }
+    }
+
+    /// Takes a token for `recipient` now, or says when its next one is due. A shared limiter
+    /// answers yes here and asks the store in [`Limiter::until_token`], which may wait.
+    pub fn acquire_recipient(&self, recipient: &str) -> Result<(), Instant> {
+        match self {
+            Self::Local(l) => l.acquire_recipient(recipient),
+            Self::Shared(_) => Ok(()),
+        }
+    }
+
+    /// Waits, in turn, for the channel's token and takes it (a shared limiter first takes the
+    /// recipient's): right before the provider is called. The local limiter always gives one;
+    /// a shared one may send the row back ([`Unsent`]) when no token comes by `deadline`.
+    pub async fn until_token(
+        &self,
+        ticket: Ticket,
+        recipient: &str,
+        deadline: Instant,
+    ) -> Result<(), Unsent> {
+        match self {
+            Self::Local(l) => {
+                l.until_token(ticket).await;
+                Ok(())
+            }
+            Self::Shared(l) => l.until_token(ticket, recipient, deadline).await,
+        }
+    }
+
+    /// Channel tokens available now (`None`: unlimited).
+    pub fn tokens(&self) -> Option<u32> {
+        match self {
+            Self::Local(l) => l.tokens(),
+            Self::Shared(l) => l.tokens(),
+        }
+    }
+
+    /// How many times a send waited for a token.
+    pub fn waits(&self) -> u64 {
+        match self {
+            Self::Local(l) => l.waits(),
+            Self::Shared(l) => l.waits(),
+        }
+    }
+
+    /// How many reservations of the shared channel bucket this daemon made (`None`: local).
+    pub fn reservations(&self) -> Option<u64> {
+        match self {
+            Self::Local(_) => None,
+            Self::Shared(l) => Some(l.reservations()),
+        }
+    }
+
+    /// Whether the limits are the ones the daemons of one queue share.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Shared(_))
     }
 }
 
@@ -328,6 +518,105 @@ mod tests {
         assert_eq!(wait - clock::now(), Duration::from_secs(60));
         assert_eq!(limiter.acquire_recipient("+15550002"), Ok(()));
         assert_eq!(limiter.waits(), 1);
+    }
+
+    const PACE_20_BURST_5: Pace = Pace {
+        interval_us: 50_000,
+        tolerance_us: 200_000,
+    };
+
+    #[test]
+    fn a_pace_is_the_interval_rounded_up_and_the_burst_as_tolerance() {
+        assert_eq!(Pace::of(&rate(20.0, 5)), PACE_20_BURST_5);
+        let third = Pace::of(&rate(3.0, 1));
+        assert_eq!((third.interval_us, third.tolerance_us), (333_334, 0));
+    }
+
+    #[test]
+    fn a_new_shared_bucket_grants_the_burst_due_at_once() {
+        let g = reserve(None, 1_000_000, 10, 0, PACE_20_BURST_5);
+        assert_eq!(
+            g,
+            Granted {
+                granted: 5,
+                tat_us: 1_250_000
+            }
+        );
+        assert_eq!(
+            schedule(g, 1_000_000, PACE_20_BURST_5),
+            vec![Duration::ZERO; 5]
+        );
+    }
+
+    #[test]
+    fn a_reservation_grants_only_tokens_due_within_its_horizon_one_interval_apart() {
+        // The burst is spent: the bucket's arrival time is 250 ms ahead.
+        let g = reserve(Some(1_250_000), 1_000_000, 10, 100_000, PACE_20_BURST_5);
+        assert_eq!(
+            g,
+            Granted {
+                granted: 2,
+                tat_us: 1_350_000
+            }
+        );
+        assert_eq!(
+            schedule(g, 1_000_000, PACE_20_BURST_5),
+            vec![Duration::from_millis(50), Duration::from_millis(100)]
+        );
+    }
+
+    #[test]
+    fn a_spent_bucket_grants_nothing_and_keeps_its_arrival_time() {
+        let g = reserve(Some(1_350_000), 1_100_000, 3, 0, PACE_20_BURST_5);
+        assert_eq!(
+            g,
+            Granted {
+                granted: 0,
+                tat_us: 1_350_000
+            }
+        );
+        assert!(schedule(g, 1_100_000, PACE_20_BURST_5).is_empty());
+        // The next token: when the arrival time is within the tolerance of now.
+        let now = clock::now();
+        let next = Gcra::mirror(PACE_20_BURST_5, now + ahead_of(1_350_000, 1_100_000)).next_at(now);
+        assert_eq!(next - now, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_bucket_idle_for_long_is_full_again_not_fuller() {
+        let g = reserve(Some(1_000_000), 60_000_000, 100, 0, PACE_20_BURST_5);
+        assert_eq!(g.granted, 5);
+        assert_eq!(g.tat_us, 60_250_000);
+    }
+
+    #[test]
+    fn reservations_in_small_batches_keep_the_rate_over_any_window() {
+        // Three daemons taking turns, each asking for 4 tokens due within 300 ms, every 70 ms.
+        let pace = PACE_20_BURST_5;
+        let mut tat = None;
+        let mut uses = Vec::new();
+        for step in 0..60i64 {
+            let now = step * 70_000;
+            let g = reserve(tat, now, 4, 300_000, pace);
+            tat = Some(g.tat_us);
+            uses.extend(
+                schedule(g, now, pace)
+                    .into_iter()
+                    .map(|d| now + i64::try_from(d.as_micros()).unwrap()),
+            );
+        }
+        uses.sort_unstable();
+        for i in 0..uses.len() {
+            for j in i..uses.len() {
+                let span = (uses[j] - uses[i]) as f64 / 1e6;
+                assert!(
+                    ((j - i + 1) as f64) <= 5.0 + 20.0 * span + 1e-9,
+                    "{} tokens within {span}s",
+                    j - i + 1
+                );
+            }
+        }
+        assert!(uses.len() > 60, "the rate was used: {}", uses.len());
     }
 
     #[test]

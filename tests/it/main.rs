@@ -7,6 +7,7 @@
 mod api;
 mod arbitrary_rows;
 mod chaos;
+mod cluster_limits;
 mod console;
 mod crash;
 mod delivery;
@@ -18,6 +19,7 @@ mod ingest;
 mod limits;
 mod openapi;
 mod outbox_contract;
+mod pg_faults;
 mod postgres_server;
 mod providers;
 mod receipts;

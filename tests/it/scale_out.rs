@@ -7,7 +7,8 @@ use std::time::Duration;
 use notifyd::daemon::Daemon;
 use notifyd::outbox::postgres::{PgOptions, PgOutbox};
 use notifyd::outbox::{
-    Clock, Enqueued, ManualClock, NewNotification, Outbox, Priority, Retention, State, SweepReport,
+    AttemptRecord, Clock, Completion, Enqueued, ManualClock, NewNotification, Outbox, Outcome,
+    Priority, Retention, State, SweepReport,
 };
 use serde_json::json;
 
@@ -20,7 +21,11 @@ async fn start_on(schema: &TestSchema, channels: &str) -> TestDaemon {
 }
 
 /// [`start_on`] with the dispatcher's `poll_interval`.
-async fn start_polling_every(schema: &TestSchema, poll: &str, channels: &str) -> TestDaemon {
+pub(crate) async fn start_polling_every(
+    schema: &TestSchema,
+    poll: &str,
+    channels: &str,
+) -> TestDaemon {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"{}\"\nschema = \"{}\"\n\
@@ -211,7 +216,7 @@ async fn a_plain_sql_row_that_cannot_be_sent_ends_with_its_reason_and_the_channe
 }
 
 /// An outbox on the queue in `schema`, reading `clock`: one daemon's store.
-async fn outbox_on(schema: &TestSchema, clock: &ManualClock) -> PgOutbox {
+pub(crate) async fn outbox_on(schema: &TestSchema, clock: &ManualClock) -> PgOutbox {
     PgOutbox::connect(&PgOptions {
         schema: schema.name.clone(),
         max_connections: 2,
@@ -344,5 +349,69 @@ async fn an_enqueue_that_fails_does_not_fail_others_committed_with_it() {
             result.as_ref().unwrap(),
             &vec![Enqueued::Created { id: n.id.clone() }]
         );
+    }
+}
+
+/// Round trips one call may cost besides its statement: the pool's check of a connection taken
+/// after sitting idle, its check as it goes back, and the previous call's check landing late.
+const POOL_CHECKS: u64 = 3;
+
+#[tokio::test]
+async fn fifty_deliveries_are_claimed_and_written_back_in_a_statement_each() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let clock = ManualClock::starting_at(1_700_000_000_000);
+    let outbox = outbox_on(&schema, &clock).await;
+    let rows: Vec<NewNotification> = (0..50)
+        .map(|_| NewNotification {
+            run_at_ms: clock.now_ms(),
+            ..expiring(&clock, 60_000)
+        })
+        .collect();
+    outbox.enqueue(rows).await.unwrap();
+
+    let before = outbox.round_trips().unwrap();
+    let claimed = outbox
+        .claim("c", 50, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let claim_trips = outbox.round_trips().unwrap() - before;
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .map(|c| Completion {
+            id: c.message.id.clone(),
+            attempt: c.attempt,
+            lease: c.lease,
+            outcome: Outcome::Delivered { provider_id: None },
+            record: Some(AttemptRecord {
+                started_at_ms: clock.now_ms(),
+                latency_ms: 3,
+                outcome: "delivered".into(),
+                code: None,
+                error: None,
+                provider_id: None,
+                decision: "delivered".into(),
+            }),
+        })
+        .collect();
+    let before = outbox.round_trips().unwrap();
+    outbox.complete(completions).await.unwrap();
+    let complete_trips = outbox.round_trips().unwrap() - before;
+
+    assert_eq!(claimed.len(), 50);
+    assert!(
+        claim_trips <= 1 + POOL_CHECKS,
+        "claim: {claim_trips} round trips"
+    );
+    assert!(
+        complete_trips <= 1 + POOL_CHECKS,
+        "complete: {complete_trips} round trips"
+    );
+    for c in &claimed {
+        let view = outbox.get(&c.message.id).await.unwrap().unwrap();
+        assert_eq!(view.state, State::Delivered);
+        assert_eq!(view.attempt_log.len(), 1);
+        assert_eq!(view.attempt_log[0].channel.as_deref(), Some("c"));
     }
 }

@@ -31,11 +31,16 @@ pub fn config_text(dir: &Path, channels: &str) -> String {
 
 /// [`config_text`] with extra `[server]` keys.
 pub fn config_text_with(dir: &Path, server: &str, channels: &str) -> String {
+    let queue = format!("url = \"sqlite://{}\"", dir.join("queue.db").display());
+    config_text_on(&queue, server, channels)
+}
+
+/// [`config_text_with`] on the queue the `[queue]` keys `queue` name.
+pub fn config_text_on(queue: &str, server: &str, channels: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[queue]\nurl = \"sqlite://{}\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[queue]\n{queue}\n\
          [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
-         [log]\nlevel = \"warn\"\n{channels}",
-        dir.join("queue.db").display()
+         [log]\nlevel = \"warn\"\n{channels}"
     )
 }
 
@@ -49,6 +54,20 @@ impl TestDaemon {
     /// Starts a daemon with these `[channels.*]` tables.
     pub async fn start(channels: &str) -> Self {
         Self::start_with("", channels).await
+    }
+
+    /// Starts a daemon on the queue the `[queue]` keys `queue` name, with these channels.
+    pub async fn start_on(queue: &str, channels: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = load_config(&config_text_on(queue, "", channels), dir.path());
+        let daemon = Daemon::start(config).await.unwrap();
+        let base = format!("http://{}", daemon.addr());
+        Self {
+            daemon: Some(daemon),
+            dir,
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Starts a daemon with extra `[server]` keys and these `[channels.*]` tables.
@@ -256,4 +275,27 @@ async fn record(
 /// A `[channels.hooks]` webhook table pointing at `url`, with extra keys.
 pub fn webhook(name: &str, url: &str, extra: &str) -> String {
     format!("[channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+/// Asserts that no window between two of these arrival times held more than `burst + rate ×
+/// span` requests, less the slack of the hop from the limiter to the receiver (whose clocks
+/// differ by it): 10 ms per window and one request held up on its way. Returns the worst window:
+/// its requests and how far they went over `burst + rate × span`.
+pub fn assert_rate_kept(times: &[Instant], rate: f64, burst: f64) -> (usize, f64) {
+    let mut times = times.to_vec();
+    times.sort_unstable();
+    let mut worst = (0usize, 0.0f64);
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let span = (times[j] - times[i]).as_secs_f64();
+            let n = j - i + 1;
+            let allowed = burst + rate * (span + 0.010) + 1.0;
+            assert!((n as f64) <= allowed, "{n} requests within {span:.3}s");
+            let excess = n as f64 - (burst + rate * span);
+            if excess > worst.1 {
+                worst = (n, excess);
+            }
+        }
+    }
+    worst
 }

@@ -8,12 +8,16 @@
 //! token and the owner. The rules are the queue model's ([`completion`], [`fallback`],
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
+mod completions;
 mod history;
+mod limits;
+mod round_trips;
 mod sql;
 mod stored;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,10 +26,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::completion::{FollowUp, RowChange};
 use super::fallback::FallbackParent;
 use super::*;
 use crate::outbox::sqlite::stored::Unreadable;
+use completions::CompletionBatch;
+pub use round_trips::RoundTrips;
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
 const ENQUEUE_QUEUE: usize = 8192;
@@ -45,6 +50,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ingest_source",
         include_str!("migrations/0004_ingest_source.sql"),
     ),
+    (5, "events", include_str!("migrations/0005_events.sql")),
+    (
+        9,
+        "shared_limits",
+        include_str!("migrations/0009_shared_limits.sql"),
+    ),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -53,8 +64,21 @@ const SWEEP_TERM_MS: i64 = 30_000;
 /// on the server (a few hundred notifying commits/s is the reported ceiling), and a loop that
 /// was just woken claims what came after in the same claim or at its next poll.
 const WAKE_DEBOUNCE: Duration = Duration::from_millis(20);
+/// How long an operation waits for a connection of the pool (while the server is down, the
+/// pool keeps trying to connect for this long before the operation answers unavailable).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long readiness waits for the pool, and then for a connection of its own when it asks
+/// why the server is unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first and the longest wait before connecting and migrating again at start.
+const SCHEMA_RETRY_MIN: Duration = Duration::from_millis(250);
+const SCHEMA_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Pause before listening again after the listener failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// A pooled connection idle this long is checked before use (it may have died with a server
+/// restart). One in steady use is not: sqlx already checks each as it goes back to the pool,
+/// and a check on every use too would double the round trips of every query.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Options for connecting to the PostgreSQL outbox.
 #[derive(Debug, Clone)]
@@ -95,6 +119,10 @@ pub fn valid_schema(schema: &str) -> bool {
 /// The PostgreSQL implementation of [`Outbox`].
 pub struct PgOutbox {
     pool: PgPool,
+    /// How the pool connects: readiness uses it to say why the server cannot be reached.
+    connect: PgConnectOptions,
+    /// Whether the schema is migrated yet (a daemon starts before its server is reachable).
+    schema: Arc<watch::Sender<SchemaState>>,
     owner: String,
     clock: Clock,
     enqueues: mpsc::Sender<PendingEnqueue>,
@@ -102,6 +130,8 @@ pub struct PgOutbox {
     wake_channel: String,
     /// Dropping it stops the wake-up listener.
     stop_listening: watch::Sender<()>,
+    /// Round trips to the server so far (`/metrics`, `notifyd bench`).
+    trips: RoundTrips,
 }
 
 impl std::fmt::Debug for PgOutbox {
@@ -109,6 +139,112 @@ impl std::fmt::Debug for PgOutbox {
         f.debug_struct("PgOutbox")
             .field("owner", &self.owner)
             .finish()
+    }
+}
+
+/// Whether the queue's schema can be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SchemaState {
+    /// Migrated to this build's version: every operation may run.
+    Migrated,
+    /// Not yet, and why (the server is unreachable, a migration failed).
+    Waiting(String),
+}
+
+/// How `opts` connects: its URL with notifyd's schema as the `search_path`.
+fn connect_options(opts: &PgOptions) -> Result<PgConnectOptions> {
+    if !valid_schema(&opts.schema) {
+        return Err(StoreError::Internal(format!(
+            "queue.schema {:?} is not a plain lower-case name",
+            opts.schema
+        )));
+    }
+    Ok(PgConnectOptions::from_str(&opts.url)
+        .map_err(|e| StoreError::Unavailable(format!("queue.url: {e}")))?
+        .application_name("notifyd")
+        .options([("search_path", opts.schema.as_str())]))
+}
+
+/// The pool's settings; every ping it makes is counted in `trips`.
+fn pool_options(opts: &PgOptions, trips: &RoundTrips) -> PgPoolOptions {
+    let (on_acquire, on_release) = (trips.clone(), trips.clone());
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections.max(2))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let trips = on_acquire.clone();
+            Box::pin(async move {
+                if meta.idle_for < CHECK_IDLE_AFTER {
+                    return Ok(true);
+                }
+                trips.one();
+                // A dead connection is closed and another one taken.
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+        .after_release(move |_, _| {
+            // sqlx pings every connection given back, right after this.
+            on_release.one();
+            Box::pin(async { Ok(true) })
+        })
+}
+
+/// Why `connect` cannot reach the server, from one connection of its own (a pool's error
+/// would only say it timed out waiting); `None` when it can. Bounded in time.
+async fn unreachable_because(connect: &PgConnectOptions) -> Option<String> {
+    let attempt = sqlx::ConnectOptions::connect(connect);
+    let why = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            return None;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+    };
+    Some(format!("PostgreSQL cannot be reached: {why}"))
+}
+
+/// Connects and migrates; why not, when that failed.
+async fn prepare_schema(
+    pool: &PgPool,
+    connect: &PgConnectOptions,
+    schema: &str,
+) -> std::result::Result<(), String> {
+    if let Some(why) = unreachable_because(connect).await {
+        return Err(why);
+    }
+    migrate(pool, schema).await.map_err(|e| e.to_string())
+}
+
+/// Connects and migrates until both succeeded (or the outbox is dropped), waiting longer after
+/// each failure, up to [`SCHEMA_RETRY_MAX`]; the state says why it is still waiting.
+async fn prepare_schema_until_done(
+    pool: PgPool,
+    connect: PgConnectOptions,
+    schema: String,
+    state: Arc<watch::Sender<SchemaState>>,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut wait = SCHEMA_RETRY_MIN;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match prepare_schema(&pool, &connect, &schema).await {
+            Ok(()) => {
+                state.send_replace(SchemaState::Migrated);
+                tracing::info!(schema, "The PostgreSQL queue is reachable and migrated.");
+                return;
+            }
+            Err(why) => {
+                wait = (wait * 2).min(SCHEMA_RETRY_MAX);
+                tracing::warn!(schema, error = %why, retry_in = ?wait,
+                    "The PostgreSQL queue is still not usable; the API answers 503 meanwhile.");
+                state.send_replace(SchemaState::Waiting(why));
+            }
+        }
     }
 }
 
@@ -120,44 +256,100 @@ struct PendingEnqueue {
 
 impl PgOutbox {
     /// Connects, creates the schema and runs its migrations (under PostgreSQL's advisory lock,
-    /// so daemons starting at once do not both migrate), and starts the enqueue task.
+    /// so daemons starting at once do not both migrate), and starts the enqueue task. Fails at
+    /// once when the server cannot be reached: for the CLI, whose caller is waiting.
     pub async fn connect(opts: &PgOptions) -> Result<Self> {
-        if !valid_schema(&opts.schema) {
-            return Err(StoreError::Internal(format!(
-                "queue.schema {:?} is not a plain lower-case name",
-                opts.schema
-            )));
-        }
-        let connect = PgConnectOptions::from_str(&opts.url)
-            .map_err(|e| StoreError::Unavailable(format!("queue.url: {e}")))?
-            .application_name("notifyd")
-            .options([("search_path", opts.schema.as_str())]);
+        let connect = connect_options(opts)?;
         // One connection first: when the server cannot be reached, its error says why (refused,
         // bad password, no such database), where the pool's would only say it timed out.
         let probe = sqlx::ConnectOptions::connect(&connect).await?;
         sqlx::Connection::close(probe).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(connect)
+        let trips = RoundTrips::default();
+        let pool = pool_options(opts, &trips)
+            .connect_with(connect.clone())
             .await?;
         migrate(&pool, &opts.schema).await?;
+        Ok(Self::serving(
+            opts,
+            pool,
+            connect,
+            trips,
+            watch::channel(SchemaState::Migrated),
+        ))
+    }
+
+    /// The daemon's queue, whether or not the server is reachable: one attempt to connect and
+    /// migrate, then, if it failed, more in the background, retried with backoff until they
+    /// succeed; until then every operation answers [`StoreError::Unavailable`] saying why (what
+    /// `/readyz` shows). A server that goes away later is reconnected to by the pool.
+    pub async fn start(opts: &PgOptions) -> Result<Self> {
+        let connect = connect_options(opts)?;
+        let trips = RoundTrips::default();
+        let pool = pool_options(opts, &trips).connect_lazy_with(connect.clone());
+        let first = prepare_schema(&pool, &connect, &opts.schema).await;
+        let state = match &first {
+            Ok(()) => SchemaState::Migrated,
+            Err(why) => {
+                tracing::warn!(schema = opts.schema, error = %why,
+                    "The PostgreSQL queue is not usable yet; the API answers 503 meanwhile.");
+                SchemaState::Waiting(why.clone())
+            }
+        };
+        let outbox = Self::serving(opts, pool, connect, trips, watch::channel(state));
+        if first.is_err() {
+            tokio::spawn(prepare_schema_until_done(
+                outbox.pool.clone(),
+                outbox.connect.clone(),
+                opts.schema.clone(),
+                outbox.schema.clone(),
+                outbox.stop_listening.subscribe(),
+            ));
+        }
+        Ok(outbox)
+    }
+
+    /// The outbox on `pool`, with its enqueue task started.
+    fn serving(
+        opts: &PgOptions,
+        pool: PgPool,
+        connect: PgConnectOptions,
+        trips: RoundTrips,
+        (schema, _): (watch::Sender<SchemaState>, watch::Receiver<SchemaState>),
+    ) -> Self {
         let wake_channel = format!("notifyd_{}", opts.schema);
         let (enqueues, rx) = mpsc::channel(ENQUEUE_QUEUE);
-        tokio::spawn(run_enqueues(pool.clone(), rx, wake_channel.clone()));
-        Ok(Self {
+        tokio::spawn(run_enqueues(
+            pool.clone(),
+            rx,
+            wake_channel.clone(),
+            trips.clone(),
+        ));
+        Self {
             pool,
+            connect,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             clock: opts.clock.clone(),
             enqueues,
             wake_channel,
+            schema: Arc::new(schema),
             stop_listening: watch::channel(()).0,
-        })
+            trips,
+        }
     }
 
     /// Closes every connection (tests drop their schema after this).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// `Ok` once the schema is migrated; until then why the queue cannot be used yet.
+    fn usable(&self) -> Result<()> {
+        match &*self.schema.borrow() {
+            SchemaState::Migrated => Ok(()),
+            SchemaState::Waiting(why) => Err(StoreError::Unavailable(format!(
+                "the queue's schema is not ready yet: {why}"
+            ))),
+        }
     }
 
     async fn claim_rows(&self, channel: &str, limit: usize, lease_ms: i64) -> Result<Vec<Claimed>> {
@@ -167,6 +359,7 @@ impl PgOutbox {
         let mut quarantined = 0;
         while out.len() < limit {
             let want = limit - out.len();
+            self.trips.one();
             let rows = sqlx::query(sql::CLAIM)
                 .bind(&self.owner)
                 .bind(until)
@@ -190,6 +383,7 @@ impl PgOutbox {
                 // The reason may quote stored values: the log names the column only.
                 tracing::warn!(channel, notification_id = %id, column = why.column,
                     "Quarantined an unreadable notification: dead with unreadable_row.");
+                self.trips.one();
                 sqlx::query(sql::QUARANTINE)
                     .bind(id)
                     .bind(why.to_string())
@@ -211,105 +405,85 @@ impl PgOutbox {
             .collect())
     }
 
-    async fn complete_in(
+    /// Writes a planned batch of completions with one statement on `conn`, then the follow-ups
+    /// of the changes that landed (receipts that arrived early and fail the notification, and
+    /// fallback children), on the same connection.
+    async fn write_completions(
         &self,
         conn: &mut PgConnection,
-        completions: Vec<Completion>,
+        batch: CompletionBatch,
         now: i64,
     ) -> Result<()> {
-        for c in completions {
-            if let Some(rec) = &c.record {
-                sqlx::query(sql::RECORD_ATTEMPT)
-                    .bind(&c.id)
-                    .bind(i64::from(c.attempt))
-                    .bind(rec.started_at_ms)
-                    .bind(rec.latency_ms)
-                    .bind(&rec.outcome)
-                    .bind(&rec.code)
-                    .bind(&rec.error)
-                    .bind(&rec.provider_id)
-                    .bind(&rec.decision)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let plan = match completion::plan(c.outcome, now) {
-                Ok(plan) => plan,
-                // A bug in the caller: this row stays leased and is sent again after its lease;
-                // the other completions of the request still land.
-                Err(e) => {
-                    tracing::error!(notification_id = %c.id, error = %e,
-                        "Completion refused; the notification will be retried when its lease expires.");
-                    continue;
+        let CompletionBatch {
+            changes: c,
+            records: r,
+            fallback_after,
+            ..
+        } = batch;
+        self.trips.one();
+        let rows = sqlx::query(sql::COMPLETE)
+            .bind(&c.id)
+            .bind(&c.lease)
+            .bind(&c.change)
+            .bind(&c.state)
+            .bind(&c.provider_id)
+            .bind(&c.run_at)
+            .bind(&c.refund)
+            .bind(&c.code)
+            .bind(&c.error)
+            .bind(&c.channel)
+            .bind(&self.owner)
+            .bind(now)
+            .bind(&r.id)
+            .bind(&r.attempt)
+            .bind(&r.started_at)
+            .bind(&r.latency_ms)
+            .bind(&r.outcome)
+            .bind(&r.code)
+            .bind(&r.error)
+            .bind(&r.provider_id)
+            .bind(&r.decision)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut landed = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            let lease = LeaseToken(row.try_get(1)?);
+            let status: Option<String> = row.try_get(2)?;
+            if let Some(status) = status {
+                let provider_status: String = row.try_get(3)?;
+                let code: Option<String> = row.try_get(4)?;
+                match status.parse() {
+                    Ok(status) => {
+                        apply_receipt(
+                            conn,
+                            &self.trips,
+                            &id,
+                            status,
+                            &provider_status,
+                            code.as_deref(),
+                            now,
+                        )
+                        .await?
+                    }
+                    // The schema's CHECK keeps this out; a receipt that cannot be read changes
+                    // nothing.
+                    Err(e) => tracing::warn!(notification_id = %id, error = %e,
+                        "A stored receipt cannot be read; it was not applied."),
                 }
-            };
-            if !self
-                .change_leased_row(conn, &c.id, c.lease, &plan.change, now)
-                .await?
-            {
-                tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
+            }
+            landed.insert((id, lease));
+        }
+        for (id, lease) in c.id.into_iter().zip(c.lease.into_iter().map(LeaseToken)) {
+            let key = (id, lease);
+            if !landed.contains(&key) {
+                tracing::warn!(notification_id = %key.0, lease = lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
-                continue;
-            }
-            match plan.then {
-                None => {}
-                Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
-                    attach_early_receipts(conn, &c.id, &provider_id, now).await?;
-                }
-                Some(FollowUp::QueueFallback) => queue_fallback(conn, &c.id, now).await?,
+            } else if fallback_after.contains(&key) {
+                queue_fallback(conn, &self.trips, &key.0, now).await?;
             }
         }
         Ok(())
-    }
-
-    async fn change_leased_row(
-        &self,
-        conn: &mut PgConnection,
-        id: &str,
-        lease: LeaseToken,
-        change: &RowChange,
-        now: i64,
-    ) -> Result<bool> {
-        let fenced = |sql: &'static str| sqlx::query(sql).bind(id).bind(lease.0).bind(&self.owner);
-        let query = match change {
-            RowChange::Deliver { provider_id } => {
-                fenced(sql::DELIVER).bind(provider_id.clone()).bind(now)
-            }
-            RowChange::Requeue {
-                run_at_ms,
-                refund,
-                last: Some((code, error)),
-            } => fenced(sql::REQUEUE)
-                .bind(*run_at_ms)
-                .bind(i64::from(*refund))
-                .bind(code.clone())
-                .bind(error.clone())
-                .bind(now),
-            RowChange::Requeue {
-                run_at_ms,
-                refund,
-                last: None,
-            } => fenced(sql::REQUEUE_KEEPING_ERROR)
-                .bind(*run_at_ms)
-                .bind(i64::from(*refund))
-                .bind(now),
-            RowChange::End { state, code, error } => fenced(sql::END)
-                .bind(state.as_str())
-                .bind(code.clone())
-                .bind(error.clone())
-                .bind(now),
-            RowChange::Move {
-                channel,
-                run_at_ms,
-                code,
-                error,
-            } => fenced(sql::MOVE)
-                .bind(channel.clone())
-                .bind(*run_at_ms)
-                .bind(code.clone())
-                .bind(error.clone())
-                .bind(now),
-        };
-        Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
     }
 
     async fn request(
@@ -319,6 +493,7 @@ impl PgOutbox {
         id: &str,
     ) -> Result<Transition> {
         let now = self.clock.now_ms();
+        self.trips.one();
         let changed = sqlx::query(statement)
             .bind(id)
             .bind(now)
@@ -331,6 +506,7 @@ impl PgOutbox {
         let current = if changed {
             None
         } else {
+            self.trips.one();
             let state: Option<String> = sqlx::query_scalar(sql::STATE)
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -342,6 +518,7 @@ impl PgOutbox {
 
     /// Whether this daemon leads the periodic sweep now (taking or extending the lead).
     async fn leads_sweep(&self, now: i64) -> Result<bool> {
+        self.trips.one();
         let granted: Option<String> = sqlx::query_scalar(sql::LEAD)
             .bind("sweep")
             .bind(&self.owner)
@@ -355,12 +532,14 @@ impl PgOutbox {
     /// One retention batch; how many notifications and unmatched receipts it deleted.
     async fn purge(&self, retention: &Retention, now: i64) -> Result<(u64, u64)> {
         let batch = i64::try_from(sweep::PURGE_BATCH).unwrap_or(i64::MAX);
+        self.trips.one();
         let notifications = sqlx::query(sql::PURGE_FINISHED)
             .bind(retention.finished_before(now))
             .bind(batch)
             .execute(&self.pool)
             .await?
             .rows_affected();
+        self.trips.one();
         let receipts = sqlx::query(sql::PURGE_UNMATCHED_RECEIPTS)
             .bind(retention.unmatched_receipts_before(now))
             .bind(batch)
@@ -396,7 +575,12 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
 
 /// The group commit: waits for a request, takes every other one already waiting, and stores
 /// them all in one transaction; each caller hears after the COMMIT.
-async fn run_enqueues(pool: PgPool, mut rx: mpsc::Receiver<PendingEnqueue>, wake_channel: String) {
+async fn run_enqueues(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<PendingEnqueue>,
+    wake_channel: String,
+    trips: RoundTrips,
+) {
     let mut hints = Hints {
         channel: wake_channel,
         sent: HashMap::new(),
@@ -414,7 +598,7 @@ async fn run_enqueues(pool: PgPool, mut rx: mpsc::Receiver<PendingEnqueue>, wake
                 Err(_) => break,
             }
         }
-        commit_enqueues(&pool, &mut batch, &mut hints).await;
+        commit_enqueues(&pool, &trips, &mut batch, &mut hints).await;
     }
 }
 
@@ -452,9 +636,14 @@ impl Hints {
     }
 }
 
-async fn commit_enqueues(pool: &PgPool, batch: &mut Vec<PendingEnqueue>, hints: &mut Hints) {
+async fn commit_enqueues(
+    pool: &PgPool,
+    trips: &RoundTrips,
+    batch: &mut Vec<PendingEnqueue>,
+    hints: &mut Hints,
+) {
     let items: Vec<&NewNotification> = batch.iter().flat_map(|p| p.items.iter()).collect();
-    match insert_in_transaction(pool, &items, hints).await {
+    match insert_in_transaction(pool, trips, &items, hints).await {
         Ok(mut results) => {
             for pending in batch.drain(..) {
                 let rest = results.split_off(pending.items.len().min(results.len()));
@@ -469,7 +658,7 @@ async fn commit_enqueues(pool: &PgPool, batch: &mut Vec<PendingEnqueue>, hints: 
             tracing::debug!(error = %e, "A group commit failed; its requests are retried one by one.");
             for pending in batch.drain(..) {
                 let items: Vec<&NewNotification> = pending.items.iter().collect();
-                let result = insert_in_transaction(pool, &items, hints).await;
+                let result = insert_in_transaction(pool, trips, &items, hints).await;
                 let _ = pending.reply.send(result);
             }
         }
@@ -484,11 +673,13 @@ async fn commit_enqueues(pool: &PgPool, batch: &mut Vec<PendingEnqueue>, hints: 
 /// Inserts `items` in one transaction, with wake-up hints for the channels given work.
 async fn insert_in_transaction(
     pool: &PgPool,
+    trips: &RoundTrips,
     items: &[&NewNotification],
     hints: &mut Hints,
 ) -> Result<Vec<Enqueued>> {
+    trips.one();
     let mut tx = pool.begin().await?;
-    let results = insert(&mut tx, items, None).await?;
+    let results = insert(&mut tx, trips, items, None).await?;
     let created: Vec<&NewNotification> = items
         .iter()
         .zip(&results)
@@ -497,12 +688,14 @@ async fn insert_in_transaction(
         .collect();
     let wake = hints.due(&created);
     if !wake.is_empty() {
+        trips.one();
         sqlx::query(sql::NOTIFY)
             .bind(&hints.channel)
             .bind(&wake)
             .execute(&mut *tx)
             .await?;
     }
+    trips.one();
     tx.commit().await?;
     Ok(results)
 }
@@ -553,6 +746,7 @@ async fn listen_for_work(
 /// per item, in order.
 async fn insert(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     items: &[&NewNotification],
     parent: Option<&str>,
 ) -> Result<Vec<Enqueued>> {
@@ -560,6 +754,7 @@ async fn insert(
     for n in items {
         columns.push(n, parent)?;
     }
+    trips.one();
     let created: HashSet<String> = sqlx::query_scalar(sql::INSERT)
         .bind(columns.id)
         .bind(columns.channel)
@@ -588,6 +783,7 @@ async fn insert(
         .collect();
     let mut holders: HashMap<String, KeyHolder> = HashMap::new();
     if !held.is_empty() {
+        trips.one();
         let rows = sqlx::query(sql::KEY_HOLDERS)
             .bind(&held)
             .fetch_all(&mut *conn)
@@ -684,6 +880,7 @@ fn parse_state(s: &str) -> Result<State> {
 
 async fn apply_receipt(
     conn: &mut PgConnection,
+    trips: &RoundTrips,
     id: &str,
     status: ReceiptStatus,
     provider_status: &str,
@@ -692,6 +889,7 @@ async fn apply_receipt(
 ) -> Result<()> {
     if let Some((code, error)) = receipt::receipt_failure(status, provider_status, error_code) {
         let (from, to) = receipt::RECEIPT_FAILS;
+        trips.one();
         sqlx::query(sql::FAIL_BY_RECEIPT)
             .bind(id)
             .bind(code)
@@ -705,31 +903,13 @@ async fn apply_receipt(
     Ok(())
 }
 
-async fn attach_early_receipts(
+async fn queue_fallback(
     conn: &mut PgConnection,
-    id: &str,
-    provider_id: &str,
+    trips: &RoundTrips,
+    parent: &str,
     now: i64,
 ) -> Result<()> {
-    let early: Vec<(String, String, Option<String>)> = sqlx::query_as(sql::EARLY_RECEIPTS)
-        .bind(id)
-        .bind(provider_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    for (status, provider_status, code) in early {
-        match status.parse() {
-            Ok(status) => {
-                apply_receipt(conn, id, status, &provider_status, code.as_deref(), now).await?
-            }
-            // The schema's CHECK keeps this out; a receipt that cannot be read changes nothing.
-            Err(e) => tracing::warn!(notification_id = %id, error = %e,
-                "A stored receipt cannot be read; it was not applied."),
-        }
-    }
-    Ok(())
-}
-
-async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Result<()> {
+    trips.one();
     let row = sqlx::query(sql::FALLBACK_PARENT)
         .bind(parent)
         .fetch_one(&mut *conn)
@@ -741,6 +921,7 @@ async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Resu
             tracing::error!(notification_id = %parent, column = why.column,
                 "A stored column needed for the fallback cannot be read; the notification is now a dead letter.");
             let reason = Reason::UNREADABLE_ROW;
+            trips.one();
             sqlx::query(sql::END_UNREADABLE)
                 .bind(parent)
                 .bind(reason.code)
@@ -753,7 +934,7 @@ async fn queue_fallback(conn: &mut PgConnection, parent: &str, now: i64) -> Resu
     };
     let child_id = uuid::Uuid::now_v7().to_string();
     if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
-        insert(conn, &[&child], Some(parent)).await?;
+        insert(conn, trips, &[&child], Some(parent)).await?;
     }
     Ok(())
 }
@@ -855,6 +1036,7 @@ impl From<sqlx::Error> for StoreError {
 #[async_trait]
 impl Outbox for PgOutbox {
     async fn enqueue(&self, items: Vec<NewNotification>) -> Result<Vec<Enqueued>> {
+        self.usable()?;
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -869,6 +1051,8 @@ impl Outbox for PgOutbox {
     }
 
     async fn find_key(&self, key: &str) -> Result<Option<KeyHolder>> {
+        self.usable()?;
+        self.trips.one();
         let row = sqlx::query(sql::KEY_HOLDER)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -877,6 +1061,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        self.usable()?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -885,17 +1070,33 @@ impl Outbox for PgOutbox {
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> Result<()> {
+        self.usable()?;
         if completions.is_empty() {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        let mut tx = self.pool.begin().await?;
-        self.complete_in(&mut tx, completions, now).await?;
-        tx.commit().await?;
+        let batch = CompletionBatch::plan(completions, now);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if batch.may_follow_up {
+            // The follow-ups commit with the changes they follow, or not at all.
+            self.trips.one();
+            let mut tx = self.pool.begin().await?;
+            self.write_completions(&mut tx, batch, now).await?;
+            self.trips.one();
+            tx.commit().await?;
+        } else {
+            // One statement: atomic on its own, no transaction to open and commit.
+            let mut conn = self.pool.acquire().await?;
+            self.write_completions(&mut conn, batch, now).await?;
+        }
         Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<NotificationView>> {
+        self.usable()?;
+        self.trips.one();
         let Some(r) = sqlx::query(sql::GET)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -903,6 +1104,7 @@ impl Outbox for PgOutbox {
         else {
             return Ok(None);
         };
+        self.trips.one();
         let attempt_log = sqlx::query(sql::ATTEMPTS)
             .bind(id)
             .fetch_all(&self.pool)
@@ -922,6 +1124,7 @@ impl Outbox for PgOutbox {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        self.trips.one();
         let receipts = sqlx::query(sql::RECEIPTS)
             .bind(id)
             .fetch_all(&self.pool)
@@ -933,6 +1136,19 @@ impl Outbox for PgOutbox {
                     provider_status: a.try_get("provider_status")?,
                     error_code: a.try_get("error_code")?,
                     received_at_ms: a.try_get("received_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let events = sqlx::query(sql::EVENTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|e| {
+                Ok(EventView {
+                    at_ms: e.try_get("at")?,
+                    rule: e.try_get("rule")?,
+                    detail: e.try_get("detail")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -963,15 +1179,19 @@ impl Outbox for PgOutbox {
             source: r.try_get("source")?,
             attempt_log,
             receipts,
+            events,
         }))
     }
 
     async fn cancel(&self, id: &str) -> Result<Transition> {
+        self.usable()?;
         self.request(transition::Request::Cancel, sql::CANCEL, id)
             .await
     }
 
     async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.usable()?;
+        self.trips.one();
         let rows = sqlx::query(sql::DEAD_LETTERS)
             .bind(channel)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -993,11 +1213,14 @@ impl Outbox for PgOutbox {
     }
 
     async fn replay(&self, id: &str) -> Result<Transition> {
+        self.usable()?;
         self.request(transition::Request::Replay, sql::REPLAY, id)
             .await
     }
 
     async fn depth(&self) -> Result<Vec<Depth>> {
+        self.usable()?;
+        self.trips.one();
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as(sql::DEPTH).fetch_all(&self.pool).await?;
         rows.into_iter()
@@ -1012,9 +1235,11 @@ impl Outbox for PgOutbox {
     }
 
     async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>> {
+        self.usable()?;
         if channels.is_empty() {
             return Ok(Vec::new());
         }
+        self.trips.one();
         let rows: Vec<(String, i64)> = sqlx::query_as(sql::OLDEST_DUE)
             .bind(channels)
             .bind(self.clock.now_ms())
@@ -1024,6 +1249,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {
+        self.usable()?;
         let now = self.clock.now_ms();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let query = match &how {
@@ -1048,15 +1274,18 @@ impl Outbox for PgOutbox {
                     .bind(why.message)
             }
         };
+        self.trips.one();
         Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     /// Runs on the one daemon that leads the sweep; the others answer an empty report.
     async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport> {
+        self.usable()?;
         let now = self.clock.now_ms();
         if !self.leads_sweep(now).await? {
             return Ok(SweepReport::default());
         }
+        limits::prune(&self.pool, now).await?;
         let (mut purged, mut receipts_purged) = self.purge(retention, now).await?;
         let mut full = sweep::purge_again(purged, receipts_purged);
         let mut batches = 1;
@@ -1068,6 +1297,7 @@ impl Outbox for PgOutbox {
             batches += 1;
         }
         let expired_reason = Reason::EXPIRED;
+        self.trips.one();
         let expired = sqlx::query_as::<_, (String, String)>(sql::EXPIRE_OVERDUE)
             .bind(now)
             .bind(expired_reason.code)
@@ -1078,12 +1308,14 @@ impl Outbox for PgOutbox {
             .into_iter()
             .map(|(id, channel)| ExpiredRow { id, channel })
             .collect();
+        self.trips.one();
         let live: Vec<String> = sqlx::query_scalar(sql::LIVE_CHANNELS)
             .fetch_all(&self.pool)
             .await?;
         let orphan_reason = Reason::UNKNOWN_CHANNEL;
         let mut orphaned = 0;
         for channel in sweep::unknown_channels(&live, known_channels) {
+            self.trips.one();
             orphaned += sqlx::query(sql::DEAD_LETTER_ORPHANS)
                 .bind(channel)
                 .bind(now)
@@ -1102,14 +1334,30 @@ impl Outbox for PgOutbox {
         })
     }
 
-    async fn record_receipt(&self, r: InboundReceipt) -> Result<RecordedReceipt> {
-        let now = self.clock.now_ms();
+    async fn record_events(&self, events: Vec<RuleEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
+        for e in &events {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_receipt(&self, r: InboundReceipt) -> Result<RecordedReceipt> {
+        self.usable()?;
+        let now = self.clock.now_ms();
+        self.trips.one();
+        let mut tx = self.pool.begin().await?;
+        self.trips.one();
         let target: Option<String> = sqlx::query_scalar(sql::RECEIPT_TARGET)
             .bind(&r.provider_id)
             .bind(&r.channel)
             .fetch_optional(&mut *tx)
             .await?;
+        self.trips.one();
         let inserted = sqlx::query(sql::INSERT_RECEIPT)
             .bind(&r.channel)
             .bind(&r.provider_id)
@@ -1123,6 +1371,7 @@ impl Outbox for PgOutbox {
             .rows_affected();
         if inserted == 0 {
             // Already stored (and applied, if it matched): a replay changes nothing.
+            self.trips.one();
             tx.commit().await?;
             return Ok(RecordedReceipt {
                 notification_id: target,
@@ -1132,6 +1381,7 @@ impl Outbox for PgOutbox {
         if let Some(id) = &target {
             apply_receipt(
                 &mut tx,
+                &self.trips,
                 id,
                 r.status,
                 &r.provider_status,
@@ -1140,6 +1390,7 @@ impl Outbox for PgOutbox {
             )
             .await?;
         }
+        self.trips.one();
         tx.commit().await?;
         Ok(RecordedReceipt {
             notification_id: target,
@@ -1148,11 +1399,27 @@ impl Outbox for PgOutbox {
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
+        self.usable()?;
+        self.trips.one();
         history::page(&self.pool, query).await
     }
 
     async fn content(&self, id: &str) -> Result<Option<Content>> {
+        self.usable()?;
+        self.trips.one();
         history::content(&self.pool, id).await
+    }
+
+    fn cluster_limits(&self) -> Option<std::sync::Arc<dyn crate::outbox::limits::ClusterLimits>> {
+        Some(std::sync::Arc::new(limits::PgLimits {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            trips: self.trips.clone(),
+        }))
+    }
+
+    fn round_trips(&self) -> Option<u64> {
+        Some(self.trips.total())
     }
 
     fn wake_on_remote_work(&self, wake: WakeUp) {
@@ -1165,9 +1432,21 @@ impl Outbox for PgOutbox {
     }
 
     async fn check_writable(&self) -> Result<()> {
-        let writable: bool = sqlx::query_scalar(sql::WRITABLE)
-            .fetch_one(&self.pool)
-            .await?;
+        self.usable()?;
+        self.trips.one();
+        let check = sqlx::query_scalar::<_, bool>(sql::WRITABLE).fetch_one(&self.pool);
+        let writable = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+            Ok(Ok(writable)) => writable,
+            Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => return Err(e.into()),
+            // The pool only says it waited in vain: ask the server why, from a connection of
+            // its own (a probe answers within a few seconds, whatever the pool is doing).
+            Ok(Err(_)) | Err(_) => {
+                let why = unreachable_because(&self.connect).await;
+                return Err(StoreError::Unavailable(why.unwrap_or_else(|| {
+                    "no connection of the pool answered in time".into()
+                })));
+            }
+        };
         if writable {
             Ok(())
         } else {
@@ -1176,4 +1455,17 @@ impl Outbox for PgOutbox {
             ))
         }
     }
+}
+
+/// One line of a notification's timeline, inside the caller's transaction, so a rule's change
+/// and its event commit together.
+pub(crate) async fn insert_event(conn: &mut PgConnection, e: &RuleEvent) -> Result<()> {
+    sqlx::query(sql::INSERT_EVENT)
+        .bind(&e.notification)
+        .bind(e.at_ms)
+        .bind(e.rule.as_str())
+        .bind(&e.detail)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -58,40 +58,58 @@ pub const QUARANTINE: &str =
          lease_owner = NULL, updated_at = $3
      WHERE id = $1";
 
-/// The fenced completions: a row changes only while the completion's lease is its current one.
-macro_rules! fenced {
-    ($set:literal) => {
-        concat!(
-            "UPDATE notifications SET ",
-            $set,
-            " WHERE id = $1 AND lease = $2 AND lease_owner = $3 AND state = 'sending'"
-        )
-    };
-}
-pub const DELIVER: &str = fenced!(
-    "state = 'delivered', provider_id = $4, lease_owner = NULL, last_code = NULL,
-     last_error = NULL, updated_at = $5"
-);
-pub const REQUEUE: &str = fenced!(
-    "state = 'queued', run_at = $4, attempts = attempts - $5, lease_owner = NULL,
-     last_code = $6, last_error = $7, updated_at = $8"
-);
-pub const REQUEUE_KEEPING_ERROR: &str = fenced!(
-    "state = 'queued', run_at = $4, attempts = attempts - $5, lease_owner = NULL,
-     updated_at = $6"
-);
-pub const END: &str =
-    fenced!("state = $4, lease_owner = NULL, last_code = $5, last_error = $6, updated_at = $7");
-pub const MOVE: &str = fenced!(
-    "tried = coalesce(tried, '[]'::jsonb) || to_jsonb(channel), channel = $4, state = 'queued',
-     attempts = 0, run_at = $5, lease_owner = NULL, last_code = $6, last_error = $7,
-     updated_at = $8"
-);
-
-pub const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, started_at,
-         latency_ms, outcome, code, error, provider_id, decision, channel)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-             (SELECT channel FROM notifications WHERE id = $1))";
+/// A batch of completions in one statement, columns as arrays (River's
+/// `JobSetStateIfRunningMany` does the same): every attempt of `$13`–`$21` is recorded, with the
+/// channel it was made on; each row change of `$1`–`$10` lands only while the completion's lease
+/// (`$2`) is the row's current one, held by this daemon (`$11`), and the row still `sending`
+/// (`$12` is now). The `change` column says which of the model's row changes it is: a delivery
+/// sets (or clears) the provider id and the last error; a requeue sets `run_at`, gives back
+/// `refund` attempts and sets the last error, unless it keeps it (a release); an end sets the
+/// final state and error; a move fails over onto `channel`, adding the current one to `tried`,
+/// with a fresh attempt count. A landed delivery attaches the receipts that arrived before its
+/// provider id (of its own channel). One row per landed change (id, lease), with each early
+/// receipt it attached (NULL status when none).
+pub const COMPLETE: &str = "WITH recorded AS (
+         INSERT INTO attempts (notification_id, attempt, started_at, latency_ms, outcome, code,
+                               error, provider_id, decision, channel)
+         SELECT a.id, a.attempt, a.started_at, a.latency_ms, a.outcome, a.code, a.error,
+                a.provider_id, a.decision, (SELECT channel FROM notifications WHERE id = a.id)
+         FROM unnest($13::text[], $14::int8[], $15::int8[], $16::int8[], $17::text[],
+                     $18::text[], $19::text[], $20::text[], $21::text[])
+              WITH ORDINALITY AS a(id, attempt, started_at, latency_ms, outcome, code, error,
+                                   provider_id, decision, ord)
+         ORDER BY a.ord),
+     changed AS (
+         UPDATE notifications n
+         SET state = c.state,
+             provider_id = CASE WHEN c.change = 'deliver' THEN c.provider_id
+                                ELSE n.provider_id END,
+             run_at = coalesce(c.run_at, n.run_at),
+             attempts = CASE WHEN c.change = 'move' THEN 0 ELSE n.attempts - c.refund END,
+             tried = CASE WHEN c.change = 'move'
+                          THEN coalesce(n.tried, '[]'::jsonb) || to_jsonb(n.channel)
+                          ELSE n.tried END,
+             channel = coalesce(c.channel, n.channel),
+             last_code = CASE WHEN c.change = 'requeue_keeping_error' THEN n.last_code
+                              ELSE c.code END,
+             last_error = CASE WHEN c.change = 'requeue_keeping_error' THEN n.last_error
+                               ELSE c.error END,
+             lease_owner = NULL,
+             updated_at = $12
+         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                     $7::int8[], $8::text[], $9::text[], $10::text[])
+              AS c(id, lease, change, state, provider_id, run_at, refund, code, error, channel)
+         WHERE n.id = c.id AND n.lease = c.lease AND n.lease_owner = $11
+           AND n.state = 'sending'
+         RETURNING n.id, c.lease, c.change, n.provider_id, n.channel),
+     early AS (
+         UPDATE receipts r SET notification_id = d.id
+         FROM changed d
+         WHERE d.change = 'deliver' AND r.provider_id = d.provider_id
+           AND r.notification_id IS NULL AND r.channel = d.channel
+         RETURNING r.notification_id, r.status, r.provider_status, r.error_code)
+     SELECT d.id, d.lease, e.status, e.provider_status, e.error_code
+     FROM changed d LEFT JOIN early e ON e.notification_id = d.id";
 
 pub const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
@@ -137,11 +155,6 @@ pub const INSERT_RECEIPT: &str = "INSERT INTO receipts (channel, provider_id, st
      VALUES ($1, $2, $3, $4, $5, $6, $7)
      ON CONFLICT (channel, provider_id, provider_status) DO NOTHING";
 
-pub const EARLY_RECEIPTS: &str = "UPDATE receipts SET notification_id = $1
-     WHERE provider_id = $2 AND notification_id IS NULL
-       AND channel = (SELECT channel FROM notifications WHERE id = $1)
-     RETURNING status, provider_status, error_code";
-
 pub const FAIL_BY_RECEIPT: &str =
     "UPDATE notifications SET state = $6, last_code = $2, last_error = $3, updated_at = $4
      WHERE id = $1 AND state = $5";
@@ -172,7 +185,8 @@ pub const PURGE_FINISHED: &str = "WITH old AS (
          ORDER BY updated_at LIMIT $2
          FOR UPDATE SKIP LOCKED),
      gone_attempts AS (DELETE FROM attempts WHERE notification_id IN (SELECT id FROM old)),
-     gone_receipts AS (DELETE FROM receipts WHERE notification_id IN (SELECT id FROM old))
+     gone_receipts AS (DELETE FROM receipts WHERE notification_id IN (SELECT id FROM old)),
+     gone_events AS (DELETE FROM events WHERE notification_id IN (SELECT id FROM old))
      DELETE FROM notifications WHERE id IN (SELECT id FROM old)";
 
 pub const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
@@ -227,6 +241,13 @@ pub const ATTEMPTS: &str = "SELECT attempt, started_at, latency_ms, outcome, cod
 pub const RECEIPTS: &str = "SELECT status, provider_status, error_code, received_at FROM receipts
      WHERE notification_id = $1 ORDER BY received_at, id";
 
+pub const EVENTS: &str = "SELECT at, rule, detail FROM events
+     WHERE notification_id = $1 ORDER BY at, seq";
+
+/// One line of a notification's timeline: what a delivery rule did.
+pub const INSERT_EVENT: &str =
+    "INSERT INTO events (notification_id, at, rule, detail) VALUES ($1, $2, $3, $4)";
+
 pub const DEAD_LETTERS: &str = "SELECT id, channel, recipient, attempts, last_code, last_error,
          updated_at
      FROM notifications
@@ -260,3 +281,42 @@ pub const LEAD: &str = "INSERT INTO leaders (task, owner, until) VALUES ($1, $2,
 /// One wake-up hint per channel given (`$1` is the schema's wake-up channel): delivered to every
 /// listening daemon when the transaction commits.
 pub const NOTIFY: &str = "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c";
+
+/// One reservation of a shared rate-limit bucket, the rule of
+/// [`crate::policy::rate_limit::reserve`] in one statement: `$1` channel, `$2` recipient (`''`
+/// for the channel's own bucket), `$3` now, `$5` within, `$6` interval, `$7` tolerance (µs);
+/// `$4` tokens wanted. A new row is a full bucket (its arrival time was now). The row lock
+/// serialises daemons reserving from one bucket; RETURNING says how many were granted and the
+/// arrival time after them.
+pub const RESERVE_TOKENS: &str =
+    "INSERT INTO rate_limits AS b (channel, recipient, tat_us, granted)
+     SELECT $1, $2, $3 + g * $6, g
+     FROM (SELECT LEAST($4, ($5 + $7) / $6 + 1) AS g) AS fresh
+     ON CONFLICT (channel, recipient) DO UPDATE
+     SET (tat_us, granted) = (
+         SELECT base + g * $6, g
+         FROM (SELECT base, CASE WHEN base > $3 + $5 + $7 THEN 0
+                                 ELSE LEAST($4, ($3 + $5 + $7 - base) / $6 + 1) END AS g
+               FROM (SELECT GREATEST(b.tat_us, $3) AS base) AS t) AS u)
+     RETURNING tat_us, granted";
+
+/// Forgets up to `$2` buckets whose arrival time is before `$1` (µs): they are full again, so a
+/// new row would be the same. The outer condition is checked again on a row a reservation
+/// changed meanwhile, which is then kept.
+pub const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits
+     WHERE (channel, recipient) IN (
+         SELECT channel, recipient FROM rate_limits WHERE tat_us < $1 LIMIT $2)
+       AND tat_us < $1";
+
+/// Holds channel `$1` until `$2` (ms) because `$3`, unless a longer hold is in force.
+pub const HOLD_CHANNEL: &str = "INSERT INTO channel_holds (channel, until_ms, because)
+     VALUES ($1, $2, $3)
+     ON CONFLICT (channel) DO UPDATE SET until_ms = excluded.until_ms, because = excluded.because
+     WHERE channel_holds.until_ms < excluded.until_ms";
+
+/// The holds in force at `$1` (ms).
+pub const HOLDS_IN_FORCE: &str =
+    "SELECT channel, until_ms, because FROM channel_holds WHERE until_ms > $1";
+
+/// Forgets the holds that ended before `$1` (ms).
+pub const PRUNE_HOLDS: &str = "DELETE FROM channel_holds WHERE until_ms <= $1";

@@ -1,4 +1,5 @@
-//! The history search in SQL: one range of a `0008_history.sql` index, walked newest first.
+//! The history search in SQL: one range of a `0008_history.sql` index (the state index is
+//! `0014_lighter_history.sql`'s), walked newest first.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
@@ -10,10 +11,14 @@ use super::super::*;
 const COLUMNS: &str = "SELECT id, channel, recipient, state, priority, attempts, subject,
         created_at, updated_at, parent_id, last_code";
 
+/// The condition of `notifications_history_ended` (`0014_lighter_history.sql`), repeated
+/// literally by a page of one of those states so that SQLite may walk that index.
+const ENDED: &str = "(state IN ('failed', 'dead') OR state IN ('expired', 'cancelled'))";
+
 /// The statement and its bound values for one page. The WHERE clause holds what an index
 /// answers (it picks the range walked); the filters no index answers make the `hit` column,
 /// so the LIMIT bounds the rows walked, not the rows found.
-pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
+pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>, usize) {
     let f = &q.filter;
     // Repeats the condition of the history indexes: only queries that say it may use them.
     let mut terms: Vec<String> = vec!["typeof(created_at) = 'integer'".into()];
@@ -26,9 +31,17 @@ pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
     if let Some(state) = f.state {
         // A state is one of our own names: a literal, so the partial index's condition can be
         // repeated next to it.
-        terms.push(format!("state = '{}'", state.as_str()));
-        if state != State::Delivered {
-            terms.push("state <> 'delivered'".into());
+        let term = format!("state = '{}'", state.as_str());
+        match state {
+            State::Failed | State::Dead | State::Expired | State::Cancelled => {
+                terms.push(term);
+                terms.push(ENDED.into());
+            }
+            // Most rows: a walk of another index finds them at once.
+            State::Delivered => terms.push(term),
+            // In no index (their entry would move on every claim and delivery): checked on the
+            // rows walked, so a page where they are few stops at the walk's bound.
+            State::Queued | State::Sending => checks.push(term),
         }
     }
     if let Some(v) = &f.channel {
@@ -73,16 +86,15 @@ pub(super) fn statement(q: &HistoryQuery) -> (String, Vec<Value>) {
     } else {
         checks.join(" AND ")
     };
-    values.push(Value::Integer(
-        i64::try_from(q.walk_bound()).unwrap_or(i64::MAX),
-    ));
+    let bound = q.walk_bound_if(!checks.is_empty());
+    values.push(Value::Integer(i64::try_from(bound).unwrap_or(i64::MAX)));
     let sql = format!(
         "{COLUMNS}, {hit} FROM notifications WHERE {} \
          ORDER BY created_at DESC, id DESC LIMIT ?{}",
         terms.join(" AND "),
         values.len()
     );
-    (sql, values)
+    (sql, values, bound)
 }
 
 /// `text` with LIKE's wildcards taken literally.
@@ -99,7 +111,7 @@ fn escape_like(text: &str) -> String {
 
 /// One page of the history.
 pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
-    let (sql, values) = statement(q);
+    let (sql, values, bound) = statement(q);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(values))?;
     let mut matches = Vec::new();
@@ -132,7 +144,7 @@ pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
             matches.push(item);
         }
     }
-    let stopped_at = (walked == q.walk_bound()).then_some(last).flatten();
+    let stopped_at = (walked == bound).then_some(last).flatten();
     Ok(HistoryPage::from_walk(matches, stopped_at, q.limit))
 }
 
@@ -227,15 +239,32 @@ mod tests {
     }
 
     #[test]
-    fn a_page_of_a_state_other_than_delivered_walks_the_state_index() {
-        for state in [State::Queued, State::Dead, State::Failed, State::Cancelled] {
+    fn a_page_of_an_end_other_than_delivered_walks_the_ended_index() {
+        for state in [State::Dead, State::Failed, State::Cancelled, State::Expired] {
             assert_walks(
                 HistoryFilter {
                     state: Some(state),
                     ..Default::default()
                 },
-                "notifications_history_state",
+                "notifications_history_ended",
             );
+        }
+    }
+
+    #[test]
+    fn a_page_of_live_rows_walks_the_creation_index_and_checks_the_state() {
+        for state in [State::Queued, State::Sending] {
+            let filter = HistoryFilter {
+                state: Some(state),
+                ..Default::default()
+            };
+            let (sql, _, bound) = statement(&query(filter.clone()));
+            assert_eq!(bound, MAX_WALK);
+            assert!(
+                sql.contains(&format!(", state = '{}' FROM", state.as_str())),
+                "{sql}"
+            );
+            assert_walks(filter, "notifications_history");
         }
     }
 
@@ -527,6 +556,47 @@ mod tests {
             vec![refund],
             "the oldest of 30 rows is the one match"
         );
+        assert_eq!(
+            pages, 4,
+            "three walks of 10 rows, then an empty one says it is the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_state_is_found_a_bounded_walk_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir);
+        fill(&q, (0..30).map(|_| note("c")).collect()).await;
+        let sending = q
+            .claim("c", 1, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .remove(0)
+            .message
+            .id;
+        let filter = HistoryFilter {
+            state: Some(State::Sending),
+            ..Default::default()
+        };
+        let (mut found, mut pages, mut after) = (Vec::new(), 0, None);
+        loop {
+            let page = q
+                .history(&HistoryQuery {
+                    filter: filter.clone(),
+                    after,
+                    limit: 5,
+                    max_walk: 10,
+                })
+                .await
+                .unwrap();
+            pages += 1;
+            found.extend(page_ids(&page));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(found, vec![sending], "the one row of 30 being sent");
         assert_eq!(
             pages, 4,
             "three walks of 10 rows, then an empty one says it is the end"

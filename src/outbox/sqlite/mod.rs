@@ -475,6 +475,13 @@ impl Outbox for SqliteOutbox {
         self.call(|reply| Op::Receipt { receipt, reply }).await
     }
 
+    async fn record_events(&self, events: Vec<RuleEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.call(|reply| Op::RecordEvents { events, reply }).await
+    }
+
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage> {
         let query = query.clone();
         self.read(move |conn| history::page(conn, &query)).await

@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0007_lease_token.sql"),
     include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
+    include_str!("0010_events.sql"),
+    include_str!("0014_lighter_history.sql"),
 ];
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
@@ -131,6 +133,18 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let events = conn
+        .prepare_cached(
+            "SELECT at, rule, detail FROM events WHERE notification_id = ?1 ORDER BY at, rowid",
+        )?
+        .query_map(params![id], |r| {
+            Ok(EventView {
+                at_ms: r.get(0)?,
+                rule: stored::lossy_text(r, 1)?.unwrap_or_default(),
+                detail: stored::lossy_text(r, 2)?.unwrap_or_default(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
         id: row.id,
         channel: row.channel,
@@ -149,6 +163,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         source: row.source.and_then(|s| serde_json::from_str(&s).ok()),
         attempt_log,
         receipts,
+        events,
     }))
 }
 

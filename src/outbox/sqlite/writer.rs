@@ -1,8 +1,9 @@
 //! The single writer: every write to the queue file goes through this thread, batched.
 //!
 //! It blocks for the first request, takes every other request already waiting, runs them all in
-//! one `BEGIN IMMEDIATE` transaction (each inside its own savepoint, so one bad request cannot
-//! spoil the others) and commits once. Callers are answered only after the commit: that is what
+//! one `BEGIN IMMEDIATE` transaction and commits once. One bad request cannot spoil the others:
+//! if one fails, the batch is rolled back and run again with each request in its own savepoint
+//! (savepoints on every batch cost SQLite a copy of each page a request touches). Callers are answered only after the commit: that is what
 //! makes "accepted" durable, and sharing the fsync is what makes it fast. No timer is involved:
 //! under load, requests pile up while the previous commit syncs, and the batch grows by itself.
 
@@ -97,6 +98,11 @@ const PURGE_ATTEMPTS: &str = concat!(
 );
 const PURGE_RECEIPTS: &str = concat!(
     "DELETE FROM receipts WHERE notification_id IN (",
+    old_finished!(),
+    ")"
+);
+const PURGE_EVENTS: &str = concat!(
+    "DELETE FROM events WHERE notification_id IN (",
     old_finished!(),
     ")"
 );
@@ -200,6 +206,9 @@ const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, st
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
 
 /// What a fallback child is made of ([`FallbackParent`]).
+/// One line of a notification's timeline: what a delivery rule did.
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (notification_id, at, rule, detail) VALUES (?1, ?2, ?3, ?4)";
 const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = ?1";
@@ -264,6 +273,10 @@ pub enum Op {
         limit: usize,
         reply: oneshot::Sender<Result<u64>>,
     },
+    RecordEvents {
+        events: Vec<RuleEvent>,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Ping {
         reply: oneshot::Sender<Result<()>>,
     },
@@ -271,6 +284,10 @@ pub enum Op {
 
 /// Sends a request's answer once the fate of its transaction is known.
 type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// A request's result, waiting for the request itself (which holds the reply) to make its
+/// [`Answer`].
+type Ran = Box<dyn FnOnce(Op) -> Answer + Send>;
 
 fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T>) -> Answer {
     Box::new(move |commit_error| {
@@ -330,6 +347,58 @@ impl Writer {
 
     fn commit_batch(&self, batch: &mut Vec<Op>) {
         let now = self.clock.now_ms();
+        if !self.commit_together(batch, now) {
+            self.commit_isolated(batch, now);
+        }
+    }
+
+    /// Runs the batch without savepoints and commits it if every request succeeded; whether it
+    /// did. Otherwise nothing of it is kept (the requests are left in `batch`, unanswered) and
+    /// the batch must run again isolated, unless SQLite rolled back by itself (a full disk, an
+    /// I/O error): then every request is answered with that error, as an isolated run would.
+    fn commit_together(&self, batch: &mut Vec<Op>, now: i64) -> bool {
+        if self.conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+            // The isolated run tries again and answers with its own error.
+            return false;
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for op in batch.iter() {
+            let (result, error) = self.execute(op, now);
+            if let Some(error) = error {
+                if self.conn.is_autocommit() {
+                    // SQLite already rolled everything back: nothing of the batch can commit.
+                    tracing::error!(error = %error, "Queue commit failed; the batch was rolled back.");
+                    for op in batch.drain(..) {
+                        fail(op, error.clone());
+                    }
+                    return true;
+                }
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return false;
+            }
+            results.push(result);
+        }
+        let commit = self.conn.execute_batch("COMMIT").map_err(StoreError::from);
+        match &commit {
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Queue commit failed; the batch was rolled back.");
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        for (op, result) in batch.drain(..).zip(results) {
+            result(op)(commit.as_ref().err());
+        }
+        true
+    }
+
+    /// Runs the batch with each request in its own savepoint, so that a request that fails
+    /// rolls back only its own changes, and commits the rest.
+    fn commit_isolated(&self, batch: &mut Vec<Op>, now: i64) {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "Queue write failed to start.");
@@ -389,7 +458,8 @@ impl Writer {
             let returned = err.clone();
             return (Box::new(move |_| fail(op, err)), Some(returned));
         }
-        let (answer, error) = self.execute(op, now);
+        let (result, error) = self.execute(&op, now);
+        let answer = result(op);
         if self.conn.is_autocommit() {
             // SQLite already rolled everything back; there is no savepoint left to touch.
         } else if error.is_none() {
@@ -400,41 +470,59 @@ impl Writer {
         (answer, error)
     }
 
-    /// Executes a request; returns its answer and its error, if it failed.
-    fn execute(&self, op: Op, now: i64) -> (Answer, Option<StoreError>) {
+    /// Executes a request; returns its result, to be paired with the request's reply, and its
+    /// error, if it failed. The request is kept: a batch rolled back runs it again.
+    fn execute(&self, op: &Op, now: i64) -> (Ran, Option<StoreError>) {
         macro_rules! done {
-            ($reply:expr, $result:expr) => {{
+            ($variant:ident, $result:expr) => {{
                 let result = $result;
                 let error = result.as_ref().err().cloned();
-                (answer($reply, result), error)
+                let ran: Ran = Box::new(move |op| match op {
+                    Op::$variant { reply, .. } => answer(reply, result),
+                    other => Box::new(move |_: Option<&StoreError>| {
+                        fail(
+                            other,
+                            StoreError::Internal("answer for another request".into()),
+                        )
+                    }) as Answer,
+                });
+                (ran, error)
             }};
         }
         match op {
-            Op::Enqueue { items, reply } => done!(reply, self.enqueue(&items)),
+            Op::Enqueue { items, .. } => done!(Enqueue, self.enqueue(items)),
             Op::Claim {
                 channel,
                 limit,
                 lease_ms,
-                reply,
-            } => done!(reply, self.claim(&channel, limit, now, lease_ms)),
-            Op::Complete { completions, reply } => done!(reply, self.complete(completions, now)),
-            Op::Cancel { id, reply } => done!(reply, self.cancel(&id, now)),
-            Op::Replay { id, reply } => done!(reply, self.replay(&id, now)),
+                ..
+            } => done!(Claim, self.claim(channel, *limit, now, *lease_ms)),
+            Op::Complete { completions, .. } => done!(Complete, self.complete(completions, now)),
+            Op::Cancel { id, .. } => done!(Cancel, self.cancel(id, now)),
+            Op::Replay { id, .. } => done!(Replay, self.replay(id, now)),
             Op::Sweep {
-                known,
-                retention,
-                reply,
-            } => done!(reply, self.sweep(&known, &retention, now)),
-            Op::Receipt { receipt, reply } => done!(reply, self.record_receipt(&receipt, now)),
-            Op::Purge { retention, reply } => done!(reply, self.purge(&retention, now)),
+                known, retention, ..
+            } => done!(Sweep, self.sweep(known, retention, now)),
+            Op::Receipt { receipt, .. } => done!(Receipt, self.record_receipt(receipt, now)),
+            Op::Purge { retention, .. } => done!(Purge, self.purge(retention, now)),
             Op::MoveDue {
                 channel,
                 how,
                 limit,
-                reply,
-            } => done!(reply, self.move_due(&channel, &how, limit, now)),
-            Op::Ping { reply } => done!(reply, Ok(())),
+                ..
+            } => done!(MoveDue, self.move_due(channel, how, *limit, now)),
+            Op::RecordEvents { events, .. } => done!(RecordEvents, self.record_events(events)),
+            Op::Ping { .. } => done!(Ping, Ok(())),
         }
+    }
+
+    /// Timeline events, each with the one statement every rule's write reuses.
+    pub(super) fn record_events(&self, events: &[RuleEvent]) -> Result<()> {
+        let mut insert = self.conn.prepare_cached(INSERT_EVENT)?;
+        for e in events {
+            insert.execute(params![e.notification, e.at_ms, e.rule.as_str(), e.detail])?;
+        }
+        Ok(())
     }
 
     fn enqueue(&self, items: &[NewNotification]) -> Result<Vec<Enqueued>> {
@@ -551,7 +639,7 @@ impl Writer {
             .collect())
     }
 
-    fn complete(&self, completions: Vec<Completion>, now: i64) -> Result<()> {
+    fn complete(&self, completions: &[Completion], now: i64) -> Result<()> {
         for c in completions {
             if let Some(rec) = &c.record {
                 self.conn.prepare_cached(RECORD_ATTEMPT)?.execute(params![
@@ -566,7 +654,7 @@ impl Writer {
                     rec.decision,
                 ])?;
             }
-            let plan = match completion::plan(c.outcome, now) {
+            let plan = match completion::plan(c.outcome.clone(), now) {
                 Ok(plan) => plan,
                 // A bug in the caller: this row stays leased and is sent again after its lease;
                 // the other completions of the request still land.
@@ -863,7 +951,7 @@ impl Writer {
     fn purge(&self, retention: &Retention, now: i64) -> Result<Purged> {
         let before = retention.finished_before(now);
         let batch = i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX);
-        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS] {
+        for sql in [PURGE_ATTEMPTS, PURGE_RECEIPTS, PURGE_EVENTS] {
             self.conn
                 .prepare_cached(sql)?
                 .execute(params![before, batch])?;
@@ -1050,6 +1138,7 @@ fn fail(op: Op, err: StoreError) {
         Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
         Op::Purge { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
+        Op::RecordEvents { reply, .. } => drop(reply.send(Err(err))),
         Op::Ping { reply } => drop(reply.send(Err(err))),
     }
 }
@@ -1074,6 +1163,70 @@ mod tests {
             },
             rx,
         )
+    }
+
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let mut conn = super::super::open_connection(&dir.path().join("q.db"), false).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        Writer {
+            conn,
+            owner: "test".into(),
+            commits: Arc::default(),
+            clock: Clock::System,
+        }
+    }
+
+    fn stored(writer: &Writer, id: &str) -> i64 {
+        writer
+            .conn
+            .query_row(
+                "SELECT count(*) FROM notifications WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_request_that_fails_undoes_only_itself_and_the_batch_commits_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir);
+        let taken = note("first".into());
+        let (op, rx) = enqueue(taken.clone());
+        writer.commit_batch(&mut vec![op]);
+        rx.blocking_recv().unwrap().unwrap();
+        // Its first item is new, its second reuses an id: the store refuses the request.
+        let half_new = note("half".into());
+        let (reply, failing_rx) = oneshot::channel();
+        let failing = Op::Enqueue {
+            items: vec![half_new.clone(), taken],
+            reply,
+        };
+        let before = note("before".into());
+        let after = note("after".into());
+        let (before_op, before_rx) = enqueue(before.clone());
+        let (after_op, after_rx) = enqueue(after.clone());
+
+        writer.commit_batch(&mut vec![before_op, failing, after_op]);
+
+        assert!(failing_rx.blocking_recv().unwrap().is_err());
+        assert_eq!(
+            stored(&writer, &half_new.id),
+            0,
+            "a failed request keeps none of its changes"
+        );
+        for (n, rx) in [(&before, before_rx), (&after, after_rx)] {
+            assert_eq!(
+                rx.blocking_recv().unwrap().unwrap(),
+                vec![Enqueued::Created { id: n.id.clone() }]
+            );
+            assert_eq!(stored(&writer, &n.id), 1);
+        }
+        assert_eq!(
+            writer.commits.load(Ordering::Relaxed),
+            2,
+            "one commit per batch"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use notifyd::outbox::{
 
 mod claim;
 mod enqueue;
+mod events;
 mod fencing;
 mod history;
 mod lifecycle;
@@ -141,6 +142,8 @@ macro_rules! outbox_contract {
             enqueue::a_key_is_found_with_its_holder_and_an_unused_key_is_not,
             enqueue::one_enqueue_of_several_answers_each_in_order,
             enqueue::the_source_of_an_ingested_notification_is_read_back,
+            events::rule_events_are_shown_with_their_notification_oldest_first,
+            events::retention_purges_a_notifications_events_with_it,
             history::the_history_pages_newest_first_without_repeats_or_gaps,
             history::the_history_filters_by_recipient_state_and_channel,
             history::the_content_of_a_notification_is_read_back,
