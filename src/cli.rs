@@ -63,6 +63,10 @@ pub enum Command {
     },
     /// Show the running daemon's channels: breaker, rate limit, queue depth, last error.
     Channels,
+    /// A recipient's preferences (time zone, quiet hours, muted and opted-out channels), in the
+    /// queue (which must exist).
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
     /// Measure throughput and latency on this machine (see README).
     Bench(crate::bench::BenchArgs),
     /// Measure history searches on a large queue (see README).
@@ -96,6 +100,17 @@ pub struct SendArgs {
     pub expires_at: Option<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Not sent again while another notification with this key to the same channel and
+    /// recipient is within its dedup window.
+    #[arg(long)]
+    pub dedup_key: Option<String>,
+    /// How long the dedup key holds (`10m`); the channel's `dedup_window` when absent.
+    #[arg(long)]
+    pub dedup_window: Option<String>,
+    /// Collected into one digest with the others to the same recipient with this key (on a
+    /// channel with a `digest_window`).
+    #[arg(long)]
+    pub digest_key: Option<String>,
     /// A template name (see `[templates]`), instead of subject/body/html/data.
     #[arg(long)]
     pub template: Option<String>,
@@ -105,6 +120,44 @@ pub struct SendArgs {
     /// A fallback route CHANNEL=TO, tried if this one fails; repeat for more.
     #[arg(long)]
     pub fallback: Vec<String>,
+    /// Local hours it may be sent in, START-END (`09:00-17:00`).
+    #[arg(long, value_name = "START-END")]
+    pub deliver_between: Option<String>,
+    /// The IANA zone of --deliver-between (default: the recipient's, else the channel's).
+    #[arg(long, requires = "deliver_between")]
+    pub deliver_between_zone: Option<String>,
+}
+
+/// `notifyd recipients …`: a recipient's preferences, as `/v1/recipients/{address}` has them.
+#[derive(Debug, Subcommand)]
+pub enum RecipientsCommand {
+    /// Store a recipient's preferences, replacing any (like `PUT`). Prints them as stored.
+    Set(Box<SetPreferencesArgs>),
+    /// Print a recipient's preferences (exit 1 when it has none).
+    Get { address: String },
+    /// Forget a recipient's preferences (exit 1 when it had none).
+    Delete { address: String },
+}
+
+/// `notifyd recipients set` flags: the fields of the API's JSON body.
+#[derive(Debug, clap::Args)]
+pub struct SetPreferencesArgs {
+    pub address: String,
+    /// IANA time zone (`Europe/Paris`).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// Local hours nothing is sent, START-END (`22:00-07:00`).
+    #[arg(long, value_name = "START-END")]
+    pub quiet_hours: Option<String>,
+    /// A channel to mute; repeat for more.
+    #[arg(long)]
+    pub muted: Vec<String>,
+    /// A channel the recipient opted out of; repeat for more.
+    #[arg(long)]
+    pub opted_out: Vec<String>,
+    /// Whether high priority passes quiet hours, mutes and opt-outs.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub high_priority_passes: bool,
 }
 
 /// Exit code for input the command refuses.
@@ -238,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             channel,
         } => replay(&config, id, all_dead, channel).await,
         Command::Channels => channels(&config).await,
+        Command::Recipients(command) => recipients(&config, command).await,
         Command::List(args) => {
             let query = match crate::search::parse(args.pairs()) {
                 Ok(q) => q,
@@ -418,6 +472,13 @@ async fn send(
             println!("{}", serde_json::json!({"id": id, "state": state}));
             Ok(ExitCode::SUCCESS)
         }
+        Some(Enqueued::Deduplicated { id, state }) => {
+            println!(
+                "{}",
+                serde_json::json!({"id": id, "state": state, "duplicate_of": id})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Enqueued::Conflict { id }) => {
             eprintln!(
                 "notifyd: --idempotency-key was already used for a different notification ({id})"
@@ -483,7 +544,116 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         expires_at: args.expires_at,
         idempotency_key: args.idempotency_key,
         fallback,
+        deliver_between: match args.deliver_between {
+            Some(window) => {
+                let (start, end) = start_end("--deliver-between", &window)?;
+                Some(crate::outbox::DeliverBetween {
+                    start,
+                    end,
+                    time_zone: args.deliver_between_zone,
+                })
+            }
+            None => None,
+        },
+        dedup_key: args.dedup_key,
+        dedup_window: args.dedup_window,
+        digest_key: args.digest_key,
     })
+}
+
+/// `START-END` (`22:00-07:00`) split in two; the times are checked by the rule's validation.
+fn start_end(flag: &str, text: &str) -> Result<(String, String), String> {
+    text.split_once('-')
+        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+        .ok_or_else(|| format!("{flag} {text:?}: write START-END, such as 22:00-07:00"))
+}
+
+/// `notifyd recipients set|get|delete`, on the queue (which must exist).
+async fn recipients(config: &Config, command: RecipientsCommand) -> anyhow::Result<ExitCode> {
+    let raw = match &command {
+        RecipientsCommand::Set(args) => &args.address,
+        RecipientsCommand::Get { address } | RecipientsCommand::Delete { address } => address,
+    };
+    let address = match crate::recipients::address(raw) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("notifyd: ADDRESS: {} ({})", e.message, e.code);
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    match command {
+        RecipientsCommand::Set(args) => {
+            let registry = match Registry::build(config) {
+                Ok(r) => r,
+                Err(problems) => {
+                    eprintln!("notifyd: channels:\n  {}", problems.join("\n  "));
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            let quiet_hours = match args
+                .quiet_hours
+                .as_deref()
+                .map(|t| start_end("--quiet-hours", t))
+            {
+                Some(Ok((start, end))) => Some(crate::rules::window::WindowSpec { start, end }),
+                Some(Err(msg)) => {
+                    eprintln!("notifyd: {msg}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+                None => None,
+            };
+            let prefs = crate::recipients::Preferences {
+                time_zone: args.time_zone,
+                quiet_hours,
+                muted: args.muted,
+                opted_out: args.opted_out,
+                high_priority_passes: args.high_priority_passes,
+            };
+            let prefs = match prefs.validate(|c| registry.get(c).is_some()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let flag = e
+                        .field
+                        .split(['.', '['])
+                        .next()
+                        .unwrap_or("")
+                        .replace('_', "-");
+                    eprintln!("notifyd: --{flag}: {} ({})", e.message, e.code);
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            let outbox = daemon::open_existing_outbox(config).await?;
+            outbox.put_preferences(&address, &prefs).await?;
+            println!("{}", serde_json::to_string_pretty(&prefs)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        RecipientsCommand::Get { .. } => {
+            let outbox = daemon::open_existing_outbox(config).await?;
+            match outbox
+                .preferences(std::slice::from_ref(&address))
+                .await?
+                .pop()
+            {
+                Some((_, prefs)) => {
+                    println!("{}", serde_json::to_string_pretty(&prefs)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("notifyd: no preferences stored for {address:?}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        RecipientsCommand::Delete { .. } => {
+            let outbox = daemon::open_existing_outbox(config).await?;
+            if outbox.delete_preferences(&address).await? {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("notifyd: no preferences stored for {address:?}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
 }
 
 /// Sets up logging: human lines or JSON, filtered by `log.level` unless `RUST_LOG` is set.

@@ -185,6 +185,7 @@ pub struct Reloaded {
 fn start_dispatcher(
     outbox: &Arc<dyn Outbox>,
     registry: Arc<Registry>,
+    templates: Arc<Templates>,
     config: &Config,
     notifier: &Notifier,
 ) -> (watch::Sender<Halt>, JoinHandle<()>) {
@@ -195,7 +196,8 @@ fn start_dispatcher(
         config.dispatcher.clone(),
         config.retention.to_retention(),
         notifier.clone(),
-    );
+    )
+    .with_templates(templates);
     (halt, tokio::spawn(dispatcher.run(halted)))
 }
 
@@ -232,7 +234,7 @@ impl Daemon {
         }
         let live = Arc::new(RwLock::new(Live {
             registry: registry.clone(),
-            templates,
+            templates: templates.clone(),
             server: Arc::new(config.server.clone()),
             ingest: Arc::new(config.ingest.clone()),
         }));
@@ -283,7 +285,13 @@ impl Daemon {
         // dependents. (A PostgreSQL queue may still be connecting: `/readyz` says so.)
         // Before the dispatcher starts, whose sweep pings the watchdog: READY comes first.
         notifier.ready(&format!("Listening on {addr}"));
-        let (halt, dispatching) = start_dispatcher(&outbox, registry.clone(), &config, &notifier);
+        let (halt, dispatching) = start_dispatcher(
+            &outbox,
+            registry.clone(),
+            templates.clone(),
+            &config,
+            &notifier,
+        );
         let (ntfy_addr, ntfy) = ntfy.unzip();
         Ok(Self {
             addr,
@@ -365,13 +373,19 @@ impl Daemon {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
             *live = Live {
                 registry: registry.clone(),
-                templates,
+                templates: templates.clone(),
                 server: Arc::new(server),
                 ingest: Arc::new(new.ingest.clone()),
             };
         }
         let mut running = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
-        let (halt, task) = start_dispatcher(&self.outbox, registry.clone(), &new, &self.notifier);
+        let (halt, task) = start_dispatcher(
+            &self.outbox,
+            registry.clone(),
+            templates.clone(),
+            &new,
+            &self.notifier,
+        );
         let _ = running.0.send(Halt::Replaced);
         running.0 = halt;
         running.1.push(task);

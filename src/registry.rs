@@ -16,6 +16,8 @@ use crate::metrics::{AttemptClass, ChannelStats};
 use crate::outbox::limits::ClusterLimits;
 use crate::per_minute::PerMinute;
 use crate::policy::Gate;
+use crate::rules::quiet_hours::ChannelQuiet;
+use crate::signed_link::LinkKey;
 
 /// One channel at run time.
 pub struct ChannelRuntime {
@@ -32,7 +34,19 @@ pub struct ChannelRuntime {
     pub stats: ChannelStats,
     /// The last hour of attempts per minute, for the console.
     pub per_minute: PerMinute,
+    /// Its quiet hours and default zone (`quiet_hours`), checked.
+    pub quiet: Option<ChannelQuiet>,
+    /// Where its e-mails' one-click unsubscribe links point, when they carry one.
+    pub unsubscribe: Option<UnsubscribeLinks>,
     health: Mutex<Health>,
+}
+
+/// What an e-mail channel needs to put a signed unsubscribe link in each message.
+#[derive(Debug, Clone)]
+pub struct UnsubscribeLinks {
+    /// `[links] base_url`, without a trailing slash.
+    pub base_url: String,
+    pub key: LinkKey,
 }
 
 /// What an operator wants to know about a channel right now.
@@ -93,12 +107,14 @@ impl ChannelRuntime {
             name: name.to_owned(),
             kind: channel.kind(),
             gate: Gate::with_limits(name, &policy, cluster),
+            quiet: policy.quiet(),
             channel,
             policy,
             timeouts,
             wake: Notify::new(),
             stats: ChannelStats::default(),
             per_minute: PerMinute::default(),
+            unsubscribe: None,
             health: Mutex::new(Health::default()),
         }
     }
@@ -157,10 +173,46 @@ impl ChannelRuntime {
     }
 }
 
+impl UnsubscribeLinks {
+    /// How long a link works (retention may end it sooner: the link names its notification).
+    pub const LIFETIME_MS: i64 = 365 * 86_400_000;
+
+    /// The one-click link (`POST /v1/unsubscribe/{token}`) for notification `id`.
+    pub fn url_for(&self, id: &str, now_ms: i64) -> String {
+        let token = crate::signed_link::sign(
+            &self.key,
+            &crate::signed_link::LinkClaims {
+                purpose: crate::signed_link::Purpose::Unsubscribe,
+                notification: id.to_owned(),
+                expires_ms: now_ms + Self::LIFETIME_MS,
+            },
+        );
+        format!("{}/v1/unsubscribe/{token}", self.base_url)
+    }
+}
+
+/// The links an e-mail channel's messages carry: for `smtp` channels whose `unsubscribe` is not
+/// `false`, when `[links]` has a base URL and a key (`unsubscribe = true` without them is a
+/// config error).
+fn unsubscribe_links(
+    config: &Config,
+    channel: &crate::config::ChannelConfig,
+) -> Option<UnsubscribeLinks> {
+    if channel.provider.kind() != "smtp" || channel.policy.unsubscribe == Some(false) {
+        return None;
+    }
+    Some(UnsubscribeLinks {
+        base_url: config.links.base_url.clone()?,
+        key: config.links.key()?,
+    })
+}
+
 /// All configured channels by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     channels: BTreeMap<String, Arc<ChannelRuntime>>,
+    /// `[links] secret`'s key: what checks the signed links that come back (unsubscribe).
+    link_key: Option<LinkKey>,
 }
 
 impl Registry {
@@ -186,20 +238,24 @@ impl Registry {
             };
             match cfg.provider.build(&ctx) {
                 Ok(channel) => {
-                    let rt = ChannelRuntime::with_limits(
+                    let mut rt = ChannelRuntime::with_limits(
                         name,
                         channel,
                         cfg.policy.clone(),
                         timeouts,
                         cluster.clone(),
                     );
+                    rt.unsubscribe = unsubscribe_links(config, cfg);
                     channels.insert(name.clone(), Arc::new(rt));
                 }
                 Err(e) => problems.push(format!("channels.{name}: {e}")),
             }
         }
         if problems.is_empty() {
-            Ok(Self { channels })
+            Ok(Self {
+                channels,
+                link_key: config.links.key(),
+            })
         } else {
             Err(problems)
         }
@@ -212,7 +268,13 @@ impl Registry {
                 .into_iter()
                 .map(|rt| (rt.name.clone(), Arc::new(rt)))
                 .collect(),
+            link_key: None,
         }
+    }
+
+    /// The key signed links are checked with, when `[links] secret` is configured.
+    pub fn link_key(&self) -> Option<&LinkKey> {
+        self.link_key.as_ref()
     }
 
     /// The channel of that name.

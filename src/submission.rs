@@ -8,8 +8,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::json_bounds;
-use crate::outbox::{Content, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms};
+use crate::outbox::{
+    Content, DeliverBetween, FallbackRoute, FallbackTarget, NewNotification, Priority, now_ms,
+};
 use crate::registry::{ChannelRuntime, Registry};
+use crate::rules::dedup;
 use crate::templates::Templates;
 
 /// Longest idempotency key accepted.
@@ -57,6 +60,38 @@ pub struct Submission {
     /// Routes tried in order if this one fails for good or dies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback: Vec<FallbackTarget>,
+    /// Local hours it may be sent in (`{"start":"09:00","end":"17:00","time_zone":"Europe/Paris"}`);
+    /// outside them it waits, with no attempt spent, until they begin. Without `time_zone`, the
+    /// recipient's zone, else the channel's `quiet_hours.time_zone`, else UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_between: Option<DeliverBetween>,
+    /// Another notification with this key to the same channel and recipient inside the window
+    /// is not sent again: it is answered `200` with this one's id (`duplicate_of`) and counted
+    /// in its `duplicates`. Content may differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+    /// How long the `dedup_key` holds from now (`"10m"`); the channel's `dedup_window` when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window: Option<String>,
+    /// Collected with the other notifications to the same recipient with this key into one
+    /// digest, sent when the channel's `digest_window` ends or `digest_max` are in. Only on a
+    /// channel with a `digest_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_key: Option<String>,
+}
+
+/// Refuses a `deliver_between` whose times or zone are not valid, naming the part at fault
+/// (`deliver_between.end`); also what a plain-SQL row's window must pass.
+pub fn check_deliver_between(window: &DeliverBetween) -> Result<(), FieldError> {
+    window.check().map(|_| ()).map_err(|e| {
+        let code = if e.part == "time_zone" {
+            "unknown_time_zone"
+        } else {
+            "invalid_window"
+        };
+        FieldError::new(format!("deliver_between.{}", e.part), code, e.message)
+    })
 }
 
 pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, FieldError> {
@@ -153,6 +188,15 @@ impl Submission {
             ));
         }
         let now = now_ms();
+        let dedup = self.dedup(runtime, now)?;
+        let digest = crate::rules::digest::join(
+            self.digest_key.as_deref(),
+            &self.channel,
+            runtime.policy.digest().as_ref(),
+            self.vars.as_ref(),
+            now,
+        )
+        .map_err(|e| FieldError::new("digest_key", "invalid_field", e.to_string()))?;
         let run_at = match &self.send_at {
             Some(t) => parse_time("send_at", t)?.max(now),
             None => now,
@@ -178,6 +222,9 @@ impl Submission {
             }
             None => None,
         };
+        if let Some(window) = &self.deliver_between {
+            check_deliver_between(window)?;
+        }
         check_route_count(self.fallback.len())?;
         let own = Content {
             subject: self.subject.clone(),
@@ -215,6 +262,7 @@ impl Submission {
         let id = uuid::Uuid::now_v7().to_string();
         let created_at = crate::clock::system_time(now);
         let message = Message {
+            list_unsubscribe: None,
             id: id.clone(),
             channel: self.channel,
             to: self.to,
@@ -246,7 +294,33 @@ impl Submission {
             content_hash,
             fallback,
             source: None,
+            deliver_between: self.deliver_between,
+            dedup,
+            digest,
         })
+    }
+
+    /// The dedup key this submission holds, as [`crate::rules::dedup::claim`] decides.
+    fn dedup(
+        &self,
+        runtime: &ChannelRuntime,
+        now: i64,
+    ) -> Result<Option<crate::outbox::DedupClaim>, FieldError> {
+        let refuse =
+            |e: dedup::DedupError| FieldError::new(e.field(), "invalid_field", e.to_string());
+        let requested = self
+            .dedup_window
+            .as_deref()
+            .map(dedup::parse_window)
+            .transpose()
+            .map_err(refuse)?;
+        dedup::claim(
+            self.dedup_key.as_deref(),
+            requested,
+            runtime.policy.dedup_window,
+            now,
+        )
+        .map_err(refuse)
     }
 
     /// What a replay of this submission is recognised by: its idempotency key and content
@@ -365,6 +439,7 @@ pub fn check(
             &route.target.channel,
         )?;
         let mut as_fallback = Message {
+            list_unsubscribe: None,
             channel: route.target.channel.clone(),
             to: route.target.to.clone(),
             ..message.clone()

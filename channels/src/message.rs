@@ -20,6 +20,11 @@ pub struct Message {
     /// Structured extras (Slack blocks, push data, webhook payload fields).
     pub data: Option<serde_json::Value>,
     pub created_at: SystemTime,
+    /// E-mail: the one-click unsubscribe URL (RFC 8058) the daemon signed for this message; the
+    /// `smtp` kind sends it as `List-Unsubscribe` with `List-Unsubscribe-Post`. Other kinds
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_unsubscribe: Option<String>,
 }
 
 /// Debug masks the recipient and omits content: messages carry personal data, and Debug output

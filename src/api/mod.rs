@@ -7,8 +7,10 @@ pub(crate) use body::{read_bytes, read_json, shape};
 mod error;
 mod history;
 mod readiness;
+mod recipients;
 pub mod routes;
 pub mod server;
+mod unsubscribe;
 mod views;
 
 use std::sync::{Arc, RwLock};
@@ -202,11 +204,21 @@ fn enqueued_answer(result: &Enqueued) -> (StatusCode, ItemAnswer) {
         ItemAnswer::Stored(StateAnswer {
             id: id.to_owned(),
             state,
+            duplicate_of: None,
         })
     };
     match result {
         Enqueued::Created { id } => (StatusCode::ACCEPTED, stored(id, QueueState::Queued)),
         Enqueued::Duplicate { id, state } => (StatusCode::OK, stored(id, *state)),
+        // Merged into the notification holding its dedup key (`crate::rules::dedup`).
+        Enqueued::Deduplicated { id, state } => (
+            StatusCode::OK,
+            ItemAnswer::Stored(StateAnswer {
+                id: id.clone(),
+                state: *state,
+                duplicate_of: Some(id.clone()),
+            }),
+        ),
         Enqueued::Conflict { id } => {
             let err = ApiError::new(
                 StatusCode::CONFLICT,
@@ -429,6 +441,7 @@ fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, 
             Json(StateAnswer {
                 id: id.to_owned(),
                 state,
+                duplicate_of: None,
             }),
         )
             .into_response()),

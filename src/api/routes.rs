@@ -7,7 +7,10 @@ use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::views::{ChannelReplayed, ContentAnswer, ErrorBody, NotificationDetail};
+use super::views::{
+    ChannelReplayed, ContentAnswer, ErrorBody, NotificationDetail, RecipientAnswer,
+    RecipientDeleted,
+};
 use crate::submission::Submission;
 
 /// Who may call a route.
@@ -38,6 +41,10 @@ pub enum RequestBody {
     Alerts,
     /// An Apprise API notify request: form, JSON or multipart.
     Apprise,
+    /// A recipient's preferences (`Preferences`).
+    Preferences,
+    /// RFC 8058's one-click form: `List-Unsubscribe=One-Click`.
+    OneClick,
 }
 
 /// One route: its path, method, handler and documentation.
@@ -237,6 +244,90 @@ pub fn all() -> Vec<Route> {
             handler: || post(history::replay_channel),
         },
         Route {
+            method: "put",
+            path: "/v1/recipients/{address}",
+            summary: "Store a recipient's preferences (time zone, quiet hours, muted and opted-out channels), replacing any. E-mail addresses match whatever their case.",
+            access: Token,
+            body: RequestBody::Preferences,
+            responses: &[
+                (
+                    200,
+                    "the preferences as stored, with the normalized address",
+                ),
+                (400, "invalid JSON"),
+                (413, "body too large"),
+                (415, "not JSON"),
+                ERRORS,
+                (503, "the queue cannot take writes; nothing stored"),
+            ],
+            answer: answer::<RecipientAnswer>,
+            handler: || axum::routing::put(recipients::put),
+        },
+        Route {
+            method: "get",
+            path: "/v1/recipients/{address}",
+            summary: "A recipient's preferences.",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[
+                (200, "the preferences, with the normalized address"),
+                (404, "none stored for this address"),
+                ERRORS,
+            ],
+            answer: answer::<RecipientAnswer>,
+            handler: || get(recipients::get),
+        },
+        Route {
+            method: "delete",
+            path: "/v1/recipients/{address}",
+            summary: "Forget a recipient's preferences.",
+            access: Token,
+            body: RequestBody::None,
+            responses: &[
+                (200, "{address, deleted: true}"),
+                (404, "none stored for this address"),
+                ERRORS,
+            ],
+            answer: answer::<RecipientDeleted>,
+            handler: || axum::routing::delete(recipients::delete),
+        },
+        Route {
+            method: "get",
+            path: "/v1/unsubscribe/{token}",
+            summary: "The page an e-mail's unsubscribe link opens: a button that POSTs the one-click form. Changes nothing.",
+            access: Open,
+            body: RequestBody::None,
+            responses: &[
+                (200, "text/html: the confirm page"),
+                (404, "text/html: not a valid link"),
+                (410, "text/html: expired, or its notification was purged"),
+                (503, "text/html: the queue cannot be read"),
+            ],
+            answer: answer::<String>,
+            handler: || get(unsubscribe::confirm),
+        },
+        Route {
+            method: "post",
+            path: "/v1/unsubscribe/{token}",
+            summary: "RFC 8058 one-click unsubscribe: opts the recipient out of the notification's channel (List-Unsubscribe-Post).",
+            access: Open,
+            body: RequestBody::OneClick,
+            responses: &[
+                (200, "text/html: unsubscribed"),
+                (400, "text/html: the body is not List-Unsubscribe=One-Click"),
+                (404, "text/html: not a valid link"),
+                (408, "text/html: the body did not arrive in time"),
+                (410, "text/html: expired, or its notification was purged"),
+                (413, "text/html: body larger than 1 KiB"),
+                (
+                    503,
+                    "text/html: the queue cannot take writes; nothing changed",
+                ),
+            ],
+            answer: answer::<String>,
+            handler: || post(unsubscribe::one_click),
+        },
+        Route {
             method: "get",
             path: "/v1/channels",
             summary: "Each channel: kind, criticality, breaker, rate limit, holds, queue depth, last error.",
@@ -364,6 +455,9 @@ pub fn all() -> Vec<Route> {
 pub fn document() -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let submission = generator.subschema_for::<Submission>().to_value();
+    let preferences = generator
+        .subschema_for::<crate::recipients::Preferences>()
+        .to_value();
     let error = generator.subschema_for::<ErrorBody>().to_value();
     let mut paths = Map::new();
     for route in all() {
@@ -400,6 +494,10 @@ pub fn document() -> Value {
         let body = match route.body {
             RequestBody::None => None,
             RequestBody::Notification => Some(json!({"application/json": {"schema": submission}})),
+            RequestBody::Preferences => Some(json!({"application/json": {"schema": preferences}})),
+            RequestBody::OneClick => Some(json!({"application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": ["List-Unsubscribe"],
+                "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}})),
             RequestBody::Batch => Some(json!({"application/json": {"schema": {
                 "type": "object", "required": ["notifications"],
                 "properties": {"notifications": {"type": "array", "items": submission}}}}})),
@@ -434,7 +532,9 @@ pub fn document() -> Value {
             .iter()
             .map(|(status, description)| {
                 let mut r = json!({"description": description});
+                let html = route.path.starts_with("/v1/unsubscribe/");
                 let (media, schema) = match *status {
+                    _ if html => ("text/html", &success),
                     400.. => ("application/json", &error),
                     _ if route.path == "/metrics" => ("text/plain", &success),
                     _ => ("application/json", &success),

@@ -30,6 +30,9 @@ pub fn rfc3339(ms: i64) -> Value {
 pub struct StateAnswer {
     pub id: String,
     pub state: State,
+    /// Merged into this notification, which holds the same dedup key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
 }
 
 /// An error answer: `{"error": {"code", "message", "field"?, "id"?}}`.
@@ -96,6 +99,11 @@ pub struct NotificationDetail {
     pub fallback: Vec<FallbackTarget>,
     /// Where an ingested notification came from (format, route, the sender's ids).
     pub source: Option<Value>,
+    /// Notifications merged into this one by its dedup key.
+    pub duplicates: u64,
+    /// The digest this notification went out in.
+    pub digest_id: Option<String>,
+    pub digest_key: Option<String>,
     pub attempt_log: Vec<AttemptEntry>,
     pub receipts: Vec<ReceiptEntry>,
     /// What the delivery rules did to it, oldest first.
@@ -167,6 +175,9 @@ pub fn notification(v: &NotificationView) -> NotificationDetail {
         fallback_of: v.parent_id.clone(),
         fallback: v.fallback.clone(),
         source: v.source.clone(),
+        duplicates: v.duplicates,
+        digest_id: v.digest_id.clone(),
+        digest_key: v.digest_key.clone(),
         attempt_log: v
             .attempt_log
             .iter()
@@ -412,6 +423,21 @@ pub struct ReceiptAnswer {
     pub notification_id: Option<String>,
     /// This receipt was already stored: nothing changed again.
     pub duplicate: bool,
+}
+
+/// `PUT` and `GET /v1/recipients/{address}`: the preferences with the normalized address.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RecipientAnswer {
+    pub address: String,
+    #[serde(flatten)]
+    pub preferences: crate::recipients::Preferences,
+}
+
+/// `DELETE /v1/recipients/{address}`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RecipientDeleted {
+    pub address: String,
+    pub deleted: bool,
 }
 
 /// `GET /healthz` and `/readyz`: `ok` or `ready`.

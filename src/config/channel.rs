@@ -9,6 +9,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::{duration, secret_files};
+use crate::rules::quiet_hours::ChannelQuiet;
+use crate::rules::window::{Window, WindowSpec, Zone};
 
 /// A configured channel.
 #[derive(Debug, Clone)]
@@ -48,6 +50,88 @@ pub struct ChannelPolicy {
     /// How provider delivery receipts sent to `POST /v1/inbound/<name>` are verified; receipts
     /// are refused when absent.
     pub receipts: Option<ReceiptsConfig>,
+    /// Local hours this channel sends nothing, and the time zone its recipients' hours are read
+    /// in when they did not give theirs.
+    pub quiet_hours: Option<QuietHoursConfig>,
+    /// E-mail (`smtp`) only: `List-Unsubscribe` headers (RFC 8058) with a signed one-click link
+    /// that opts the recipient out of this channel. Unset: on when `[links]` is configured;
+    /// `true` requires `[links]`; `false` for purely transactional mail.
+    pub unsubscribe: Option<bool>,
+    /// The dedup window of a notification that carries a `dedup_key` but no `dedup_window`
+    /// ([`crate::rules::dedup`]); without it such a notification must give its own.
+    #[serde(deserialize_with = "duration::option::deserialize")]
+    pub dedup_window: Option<Duration>,
+    /// Collect notifications that carry a `digest_key` for this long, then send them as one
+    /// digest ([`crate::rules::digest`]); the channel collects nothing when absent.
+    #[serde(deserialize_with = "duration::option::deserialize")]
+    pub digest_window: Option<Duration>,
+    /// A digest holding this many items is sent at once, before its window ends.
+    pub digest_max: u32,
+    /// The template that renders a digest (it gets `items`); a plain list when absent.
+    pub digest_template: Option<String>,
+}
+
+/// `quiet_hours = { start = "22:00", end = "07:00", time_zone = "Europe/Paris",
+/// high_priority_passes = true }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursConfig {
+    /// Local time the quiet hours begin (`HH:MM`); with `end`, or neither (a zone only).
+    pub start: Option<String>,
+    /// Local time they end (exclusive); earlier than `start` means the next day.
+    pub end: Option<String>,
+    /// IANA zone for recipients who did not give theirs.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// Whether `high` priority notifications pass them.
+    #[serde(default = "yes")]
+    pub high_priority_passes: bool,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl QuietHoursConfig {
+    /// The checked rule, or each problem naming its key (under `quiet_hours.`).
+    pub fn checked(&self) -> Result<ChannelQuiet, Vec<String>> {
+        let mut problems = Vec::new();
+        let zone = Zone::named(&self.time_zone);
+        if zone.is_none() {
+            problems.push(format!(
+                "quiet_hours.time_zone: {:?} is not an IANA time zone (such as Europe/Paris)",
+                self.time_zone
+            ));
+        }
+        let window = match (&self.start, &self.end) {
+            (Some(start), Some(end)) => Window::from_spec(&WindowSpec {
+                start: start.clone(),
+                end: end.clone(),
+            })
+            .map(Some)
+            .unwrap_or_else(|e| {
+                problems.push(format!("quiet_hours.{}: {}", e.part, e.message));
+                None
+            }),
+            (None, None) => None,
+            _ => {
+                problems.push("quiet_hours: give both start and end, or neither".into());
+                None
+            }
+        };
+        match zone {
+            Some(zone) if problems.is_empty() => Ok(ChannelQuiet {
+                window,
+                zone,
+                high_priority_passes: self.high_priority_passes,
+            }),
+            _ => Err(problems),
+        }
+    }
 }
 
 /// `receipts = { verify = "twilio", ... }` or `{ verify = "hmac", ... }`.
@@ -86,6 +170,12 @@ impl Default for ChannelPolicy {
             rate_limit: None,
             failover: Vec::new(),
             receipts: None,
+            quiet_hours: None,
+            unsubscribe: None,
+            dedup_window: None,
+            digest_window: None,
+            digest_max: 100,
+            digest_template: None,
         }
     }
 }
@@ -229,9 +319,24 @@ const POLICY_KEYS: &[&str] = &[
     "rate_limit",
     "failover",
     "receipts",
+    "quiet_hours",
+    "unsubscribe",
+    "dedup_window",
+    "digest_window",
+    "digest_max",
+    "digest_template",
 ];
 
 impl ChannelPolicy {
+    /// The channel's digest settings, when it collects digests (`digest_window` is set).
+    pub fn digest(&self) -> Option<crate::rules::digest::DigestPolicy> {
+        Some(crate::rules::digest::DigestPolicy {
+            window: self.digest_window?,
+            max: self.digest_max,
+            template: self.digest_template.clone(),
+        })
+    }
+
     /// Value problems, each prefixed with its key.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -263,6 +368,12 @@ impl ChannelPolicy {
         if b.max_open_for < b.open_for {
             out.push("breaker.max_open_for: must not be less than open_for".into());
         }
+        if let Some(Err(e)) = self.dedup_window.map(crate::rules::dedup::check_window) {
+            out.push(format!("dedup_window: {e}"));
+        }
+        if let Some(digest) = self.digest() {
+            out.extend(crate::rules::digest::problems(&digest));
+        }
         if let Some(r) = &self.rate_limit {
             out.extend(r.channel.problems("rate_limit"));
             if let Some(p) = &r.per_recipient {
@@ -281,7 +392,16 @@ impl ChannelPolicy {
                 out.push(format!("timeouts.{key}: must be more than 0"));
             }
         }
+        if let Some(Err(problems)) = self.quiet_hours.as_ref().map(QuietHoursConfig::checked) {
+            out.extend(problems);
+        }
         out
+    }
+
+    /// The channel's quiet-hours rule, when configured and valid ([`Self::problems`] reports
+    /// an invalid one before the daemon starts).
+    pub fn quiet(&self) -> Option<ChannelQuiet> {
+        self.quiet_hours.as_ref().and_then(|q| q.checked().ok())
     }
 
     /// The effective timeouts: what the config says, else the kind's defaults.

@@ -454,6 +454,19 @@ impl Config {
             for p in channel.policy.problems() {
                 problems.push(format!("channels.{name}.{p}"));
             }
+            if channel.policy.unsubscribe == Some(true) {
+                if channel.provider.kind() != "smtp" {
+                    problems.push(format!(
+                        "channels.{name}.unsubscribe: only e-mail (kind = \"smtp\") carries \
+                         List-Unsubscribe"
+                    ));
+                } else if self.links.base_url.is_none() || self.links.key().is_none() {
+                    problems.push(format!(
+                        "channels.{name}.unsubscribe: needs links.base_url and links.secret \
+                         (or set unsubscribe = false)"
+                    ));
+                }
+            }
             for target in &channel.policy.failover {
                 if target == name {
                     problems.push(format!(

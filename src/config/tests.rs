@@ -339,3 +339,53 @@ fn a_grafana_signature_secret_can_come_from_a_file() {
     assert_eq!(sig.secret.expose(), "0123456789abcdef-from-file");
     assert_eq!(sig.header, "X-Grafana-Alerting-Signature");
 }
+
+const SMTP: &str = "[channels.mail]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\ntls = \"none\"\n\
+                    from = \"news@shop.example\"\n";
+
+#[test]
+fn channel_quiet_hours_are_read_in_their_zone() {
+    let c = load(&format!(
+        "{SMTP}quiet_hours = {{ start = \"22:00\", end = \"07:00\", time_zone = \"Europe/Paris\" }}\n"
+    ))
+    .unwrap();
+    let quiet = c.channels["mail"].policy.quiet().unwrap();
+    assert_eq!(quiet.zone.name(), "Europe/Paris");
+    assert!(quiet.high_priority_passes);
+    assert!(quiet.window.is_some());
+}
+
+#[test]
+fn bad_channel_quiet_hours_are_named_with_their_key() {
+    let err = load(&format!(
+        "{SMTP}quiet_hours = {{ start = \"22:00\", end = \"7pm\", time_zone = \"Europe/Atlantis\" }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("channels.mail.quiet_hours.time_zone"), "{err}");
+    assert!(err.contains("channels.mail.quiet_hours.end"), "{err}");
+}
+
+#[test]
+fn an_unsubscribe_link_without_links_configured_is_refused_naming_the_key() {
+    let err = load(&format!("{SMTP}unsubscribe = true\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("channels.mail.unsubscribe: needs links.base_url"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsubscribe_on_a_channel_that_is_not_email_is_refused() {
+    let err = load(
+        "[channels.hooks]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nunsubscribe = true\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("channels.hooks.unsubscribe: only e-mail"),
+        "{err}"
+    );
+}

@@ -368,6 +368,7 @@ fn finish(
         kind,
         class,
         completion: Completion {
+            events: Vec::new(),
             id: row.message.id.clone(),
             attempt: row.attempt,
             lease: row.lease,
@@ -387,6 +388,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
     let (id, attempt, lease) = (row.message.id.clone(), row.attempt, row.lease);
     match why {
         Unsent::Expired => Completion {
+            events: Vec::new(),
             id,
             attempt,
             lease,
@@ -403,6 +405,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
             let code = "recipient_rate_limited";
             let error = format!("this recipient's rate limit allows the next send in {wait:?}");
             Completion {
+                events: Vec::new(),
                 id,
                 attempt,
                 lease,
@@ -436,6 +439,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
                     .into(),
             },
             record: None,
+            events: Vec::new(),
         },
         Unsent::Stopping
         | Unsent::WaitedTooLongForASlot
@@ -449,6 +453,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
 /// an abandoned one.
 pub fn released(row: &Claimed) -> Completion {
     Completion {
+        events: Vec::new(),
         id: row.message.id.clone(),
         attempt: row.attempt,
         lease: row.lease,
@@ -469,6 +474,7 @@ pub fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion> {
     tracing::error!(notification_id = %row.message.id, channel = %rules.channel, attempt = row.attempt,
         max_attempts = max, "Claimed past its attempt budget without a recorded outcome: not sent again.");
     Some(Completion {
+        events: Vec::new(),
         id: row.message.id.clone(),
         attempt: row.attempt,
         lease: row.lease,
@@ -523,6 +529,7 @@ mod tests {
     fn row(attempt: u32, age: Duration) -> Claimed {
         Claimed {
             message: notifyd_channels::Message {
+                list_unsubscribe: None,
                 id: "n1".into(),
                 channel: "sms".into(),
                 to: TO.into(),
@@ -537,6 +544,9 @@ mod tests {
             expires_at_ms: None,
             tried: Vec::new(),
             validation: crate::outbox::Validation::Done,
+            priority: crate::outbox::Priority::Normal,
+            deliver_between: None,
+            digest_key: None,
         }
     }
 

@@ -12,7 +12,9 @@
 
 mod commit;
 mod decide;
+mod digest;
 pub mod retry;
+mod rules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +33,7 @@ use crate::policy::{ClaimAnswer, RowLease, SendPermit, Unsent};
 use crate::registry::{ChannelRuntime, Registry};
 use crate::submission;
 use crate::systemd::Notifier;
+use crate::templates::Templates;
 
 /// The longest a channel loop waits between claims that fail (the queue is unreachable).
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
@@ -66,6 +69,8 @@ struct Shared {
     signals: Signals,
     /// Finished sends' outcomes, to the committer.
     pending: mpsc::UnboundedSender<commit::Pending>,
+    /// What digests are rendered with.
+    templates: Arc<Templates>,
 }
 
 /// The delivery side of the daemon.
@@ -75,6 +80,7 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     retention: Retention,
     notifier: Notifier,
+    templates: Arc<Templates>,
 }
 
 impl Dispatcher {
@@ -92,7 +98,14 @@ impl Dispatcher {
             config,
             retention,
             notifier,
+            templates: Arc::default(),
         }
+    }
+
+    /// The templates digests are rendered with (`digest_template`); none by default.
+    pub fn with_templates(mut self, templates: Arc<Templates>) -> Self {
+        self.templates = templates;
+        self
     }
 
     /// Runs until `halt` says otherwise. On [`Halt::Shutdown`] in-flight sends get
@@ -111,6 +124,7 @@ impl Dispatcher {
             retention: self.retention.clone(),
             signals: signals.clone(),
             pending,
+            templates: self.templates.clone(),
         });
         let mut loops = JoinSet::new();
         loops.spawn(commit::commit_loop(
@@ -228,11 +242,16 @@ async fn channel_loop(rt: Arc<ChannelRuntime>, shared: Arc<Shared>) {
             failures = 0;
         }
         let got = claimed.len();
+        let recipients = if claimed.is_empty() {
+            rules::Recipients::Known(Default::default())
+        } else {
+            rules::Recipients::of(outbox.as_ref(), &claimed).await
+        };
         for row in claimed {
             let Some(leased) = claim.row().await else {
                 return;
             };
-            if feed.send((row, leased)).is_err() {
+            if feed.send((row, leased, recipients.clone())).is_err() {
                 return;
             }
         }
@@ -310,16 +329,22 @@ async fn idle(rt: &ChannelRuntime, config: &DispatcherConfig, stop: &mut watch::
 async fn feed_slots(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
-    mut rows: mpsc::UnboundedReceiver<(Claimed, RowLease)>,
+    mut rows: mpsc::UnboundedReceiver<(Claimed, RowLease, rules::Recipients)>,
 ) {
     let mut stop = shared.signals.stop.clone();
-    while let Some((row, leased)) = rows.recv().await {
+    while let Some((row, leased, recipients)) = rows.recv().await {
         let slot = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => None,
             permit = rt.gate.slot() => permit,
         };
-        tokio::spawn(send_one(rt.clone(), shared.clone(), row, leased, slot));
+        tokio::spawn(send_one(
+            rt.clone(),
+            shared.clone(),
+            (row, recipients),
+            leased,
+            slot,
+        ));
     }
 }
 
@@ -333,7 +358,7 @@ async fn feed_slots(
 async fn send_one(
     rt: Arc<ChannelRuntime>,
     shared: Arc<Shared>,
-    row: Claimed,
+    (mut row, recipients): (Claimed, rules::Recipients),
     leased: RowLease,
     slot: Option<OwnedSemaphorePermit>,
 ) {
@@ -352,9 +377,26 @@ async fn send_one(
             note_unsent(&rt, &row, why);
             (unsent(&row, why, started_at_ms, clock::now()), held)
         }
-        Ok(permit) if let Some(settled) = settle(&rules, &shared.registry, &row) => {
+        Ok(permit)
+            if let Some(settled) = settle(&rules, &shared.registry, &row)
+                .or_else(|| rules::apply(&rt, &row, &recipients, clock::now_ms())) =>
+        {
             // Never reaches the provider: no token is taken, a probe slot is free again.
             (settled, permit.unsent())
+        }
+        Ok(permit)
+            if let Err(ended) =
+                digest::compose(shared.outbox.as_ref(), &shared.templates, &rt, &mut row).await =>
+        {
+            let completion = Completion {
+                id: row.message.id.clone(),
+                attempt: row.attempt,
+                lease: row.lease,
+                outcome: ended,
+                record: None,
+                events: Vec::new(),
+            };
+            (completion, permit.unsent())
         }
         Ok(mut permit) => {
             let mut abandon = shared.signals.abandon.clone();
@@ -411,10 +453,16 @@ fn settle(rules: &Rules<'_>, registry: &Registry, row: &Claimed) -> Option<Compl
     let Validation::Pending { fallback } = &row.validation else {
         return None;
     };
-    let refused = submission::check(registry, &row.message, fallback, "body").err()?;
+    let refused = submission::check(registry, &row.message, fallback, "body")
+        .and_then(|()| match &row.deliver_between {
+            Some(window) => submission::check_deliver_between(window),
+            None => Ok(()),
+        })
+        .err()?;
     tracing::warn!(notification_id = %row.message.id, channel = %rules.channel, code = refused.code,
         field = %refused.field, "A notification inserted with plain SQL failed validation.");
     Some(Completion {
+        events: Vec::new(),
         id: row.message.id.clone(),
         attempt: row.attempt,
         lease: row.lease,
@@ -439,9 +487,21 @@ async fn send(
         attempt: row.attempt,
         idempotency_key: row.message.id.clone(),
     };
+    // An e-mail channel's messages carry their signed one-click unsubscribe link (RFC 8058).
+    let linked;
+    let message = match &rt.unsubscribe {
+        Some(links) => {
+            linked = notifyd_channels::Message {
+                list_unsubscribe: Some(links.url_for(&row.message.id, clock::now_ms())),
+                ..row.message.clone()
+            };
+            &linked
+        }
+        None => &row.message,
+    };
     permit.token(&row.message.to).await?;
     let start = clock::now();
-    let result = tokio::time::timeout(rt.timeouts.total, rt.channel.send(&row.message, &ctx))
+    let result = tokio::time::timeout(rt.timeouts.total, rt.channel.send(message, &ctx))
         .await
         .unwrap_or_else(|_| {
             Err(DeliveryError::transient(

@@ -14,6 +14,7 @@ use crate::outbox::{
     LeaseToken, NewNotification, NotificationView, Outcome, RecordedReceipt, Result, StoreError,
     SweepReport, Transition, Validation,
 };
+use crate::recipients::Preferences;
 use crate::systemd::Notifier;
 
 /// What the scripted provider answers, and after how long.
@@ -152,6 +153,7 @@ impl Memory {
 fn row(id: &str) -> Claimed {
     Claimed {
         message: Message {
+            list_unsubscribe: None,
             id: id.into(),
             channel: "c".into(),
             to: "alice".into(),
@@ -166,6 +168,9 @@ fn row(id: &str) -> Claimed {
         expires_at_ms: None,
         tried: Vec::new(),
         validation: Validation::Done,
+        priority: crate::outbox::Priority::Normal,
+        deliver_between: None,
+        digest_key: None,
     }
 }
 
@@ -242,6 +247,23 @@ impl Outbox for Memory {
     }
     async fn check_writable(&self) -> Result<()> {
         Ok(())
+    }
+    async fn put_preferences(&self, _: &str, _: &Preferences) -> Result<()> {
+        unimplemented!("the dispatcher does not write preferences")
+    }
+    async fn preferences(&self, _: &[String]) -> Result<Vec<(String, Preferences)>> {
+        Ok(Vec::new())
+    }
+    async fn delete_preferences(&self, _: &str) -> Result<bool> {
+        unimplemented!("the dispatcher does not delete preferences")
+    }
+    async fn opt_out(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<crate::outbox::RuleEvent>,
+    ) -> Result<Preferences> {
+        unimplemented!("the dispatcher does not opt out")
     }
     async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {
         unimplemented!("no rule runs in these tests")

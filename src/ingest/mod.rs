@@ -245,6 +245,10 @@ pub async fn store(
             expires_at: None,
             idempotency_key: draft.idempotency_key,
             fallback: draft.target.fallback.clone(),
+            deliver_between: None,
+            dedup_key: None,
+            dedup_window: None,
+            digest_key: None,
         };
         let mut new = submission
             .validate(&live.registry, &live.templates)
@@ -286,7 +290,7 @@ pub async fn store(
                 state: State::Queued,
                 duplicate: false,
             },
-            Enqueued::Duplicate { id, state } => Stored {
+            Enqueued::Duplicate { id, state } | Enqueued::Deduplicated { id, state } => Stored {
                 id,
                 state,
                 duplicate: true,

@@ -52,6 +52,12 @@ pub fn fallback_child(
         fallback: routes.collect(),
         // What arrived is the parent's; the child links to it through `fallback_of`.
         source: None,
+        // A fallback route is the last resort once the parent failed: it goes when it can.
+        deliver_between: None,
+        // The parent held the key; the child is its continuation, not a new submission.
+        dedup: None,
+        // Its own route: sent alone, like the parent's failure it follows.
+        digest: None,
     })
 }
 

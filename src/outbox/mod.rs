@@ -25,6 +25,8 @@ pub use clock::{Clock, ManualClock};
 pub use history::*;
 pub use model::*;
 
+use crate::recipients::Preferences;
+
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -111,6 +113,32 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// What a notification says (subject, bodies, data), if it exists.
     async fn content(&self, id: &str) -> Result<Option<Content>>;
+
+    /// Stores a recipient's preferences under `address` (already normalized,
+    /// [`crate::recipients::normalize`]), replacing any it had.
+    async fn put_preferences(&self, address: &str, prefs: &Preferences) -> Result<()>;
+
+    /// The stored preferences of those of `addresses` (normalized) that have any: one read for a
+    /// whole claim's recipients.
+    async fn preferences(&self, addresses: &[String]) -> Result<Vec<(String, Preferences)>>;
+
+    /// Forgets a recipient's preferences; whether there were any.
+    async fn delete_preferences(&self, address: &str) -> Result<bool>;
+
+    /// Adds `channel` to the recipient's `opted_out` (creating its preferences if it had none),
+    /// and records `because` on its notification's timeline, in one write: the unsubscribe
+    /// link. Returns the preferences now stored.
+    async fn opt_out(
+        &self,
+        address: &str,
+        channel: &str,
+        because: Option<RuleEvent>,
+    ) -> Result<Preferences>;
+    /// The items still waiting in digest `digest_id` (queued), oldest first.
+    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        let _ = digest_id;
+        Err(StoreError::Internal("this store keeps no digests".into()))
+    }
 
     /// Puts every dead letter of `channel` back in the queue; returns how many. Each is replayed
     /// once: one that dies again meanwhile is left for the next call.

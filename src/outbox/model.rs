@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rules::quiet_hours::DeliverBetween;
+
 /// Milliseconds since the Unix epoch, the queue's unit of time (read from [`crate::clock`]).
 pub use crate::clock::now_ms;
 
@@ -93,6 +95,17 @@ impl Priority {
     }
 }
 
+impl Priority {
+    /// The priority of a claim rank (`prio_rank`: 0 high, 1 normal, anything else low).
+    pub fn of_rank(rank: i64) -> Self {
+        match rank {
+            0 => Self::High,
+            1 => Self::Normal,
+            _ => Self::Low,
+        }
+    }
+}
+
 impl FromStr for Priority {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -164,6 +177,47 @@ pub struct NewNotification {
     /// What it was made from when it arrived through an ingest endpoint (JSON text: format,
     /// route, the sender's ids); `None` for API, CLI and SQL submissions.
     pub source: Option<String>,
+    /// The local hours it may be sent in, if the submitter gave any.
+    pub deliver_between: Option<DeliverBetween>,
+    /// The dedup key it holds for a window, if it carries one ([`crate::rules::dedup`]).
+    pub dedup: Option<DedupClaim>,
+    /// The digest it is collected into instead of being sent alone ([`crate::rules::digest`]).
+    pub digest: Option<DigestJoin>,
+}
+
+/// How a notification joins the digest of its (channel, recipient, key): the one open, or a new
+/// one due at `until_ms`. Either closes once it holds `max` items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestJoin {
+    pub key: String,
+    /// When a digest this notification opens is sent (the end of its window).
+    pub until_ms: i64,
+    /// Items at which the digest is sent at once.
+    pub max: u32,
+    /// The item's template variables, for the digest template.
+    pub vars: Option<serde_json::Value>,
+}
+
+/// One collected notification, as the digest template sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestItem {
+    pub id: String,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub html: Option<String>,
+    pub data: Option<serde_json::Value>,
+    pub vars: Option<serde_json::Value>,
+    pub created_at_ms: i64,
+}
+
+/// A dedup key a notification claims until `until_ms`. Keys are scoped to the channel and the
+/// recipient: while the first holder's window runs, a notification to the same channel and
+/// recipient with the same key is not stored or sent, and counts as a duplicate on the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupClaim {
+    pub key: String,
+    /// The end of the window (exclusive), fixed by the first holder: duplicates do not extend it.
+    pub until_ms: i64,
 }
 
 /// What enqueueing one notification did.
@@ -175,6 +229,9 @@ pub enum Enqueued {
     Duplicate { id: String, state: State },
     /// The idempotency key was already used with different content.
     Conflict { id: String },
+    /// Its dedup key is held by `id` inside its window: nothing new was stored, and `id`
+    /// counted one more duplicate.
+    Deduplicated { id: String, state: State },
 }
 
 /// The notification that already holds an idempotency key.
@@ -221,6 +278,13 @@ pub struct Claimed {
     pub tried: Vec<String>,
     /// Whether it still has to pass the checks an API request passes before it is sent.
     pub validation: Validation,
+    /// Its priority (the delivery rules let `high` pass).
+    pub priority: Priority,
+    /// The local hours it may be sent in, as stored (checked by the rule, since plain SQL may
+    /// have written it).
+    pub deliver_between: Option<DeliverBetween>,
+    /// Set when this row is a digest: its content is rendered from its items when it is sent.
+    pub digest_key: Option<String>,
 }
 
 /// Rows one claim quarantines at most before it answers with what it has: the next claim goes
@@ -248,12 +312,16 @@ pub(crate) struct ClaimedColumns {
     pub tried: Vec<String>,
     pub lease: LeaseToken,
     pub validation: Validation,
+    pub priority: Priority,
+    pub deliver_between: Option<DeliverBetween>,
+    pub digest_key: Option<String>,
 }
 
 impl ClaimedColumns {
     pub(crate) fn into_claimed(self) -> Claimed {
         Claimed {
             message: notifyd_channels::Message {
+                list_unsubscribe: None,
                 id: self.id,
                 channel: self.channel,
                 to: self.recipient,
@@ -268,6 +336,9 @@ impl ClaimedColumns {
             expires_at_ms: self.expires_at_ms,
             tried: self.tried,
             validation: self.validation,
+            priority: self.priority,
+            deliver_between: self.deliver_between,
+            digest_key: self.digest_key,
         }
     }
 }
@@ -293,6 +364,9 @@ pub struct Completion {
     pub lease: LeaseToken,
     pub outcome: Outcome,
     pub record: Option<AttemptRecord>,
+    /// What the delivery rules decided about it, written with the change (and only if the
+    /// change lands), so the timeline never says what did not happen.
+    pub events: Vec<RuleEvent>,
 }
 
 /// The new state of a leased notification.
@@ -394,6 +468,12 @@ pub struct NotificationView {
     pub fallback: Vec<FallbackTarget>,
     /// Where an ingested notification came from (format, route, the sender's ids).
     pub source: Option<serde_json::Value>,
+    /// Notifications with its dedup key that were merged into it inside its window.
+    pub duplicates: u64,
+    /// The digest this notification was collected into.
+    pub digest_id: Option<String>,
+    /// Set on a digest: the key its items share.
+    pub digest_key: Option<String>,
     pub attempt_log: Vec<AttemptView>,
     pub receipts: Vec<ReceiptView>,
     /// What the delivery rules did to it, oldest first.

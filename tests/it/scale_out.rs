@@ -246,6 +246,9 @@ fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
         content_hash: "h".into(),
         fallback: Vec::new(),
         source: None,
+        deliver_between: None,
+        dedup: None,
+        digest: None,
     }
 }
 
@@ -393,6 +396,7 @@ async fn fifty_deliveries_are_claimed_and_written_back_in_a_statement_each() {
                 provider_id: None,
                 decision: "delivered".into(),
             }),
+            events: Vec::new(),
         })
         .collect();
     let before = outbox.round_trips().unwrap();

@@ -299,3 +299,35 @@ pub fn assert_rate_kept(times: &[Instant], rate: f64, burst: f64) -> (usize, f64
     }
     worst
 }
+
+impl TestDaemon {
+    /// The same daemon again on the same queue file, with these channels: a restart.
+    pub async fn restart(self, channels: &str) -> Self {
+        let dir = self.stop().await;
+        let config = load_config(&config_text(dir.path(), channels), dir.path());
+        Self::around(Daemon::start(config).await.unwrap(), dir)
+    }
+
+    /// A daemon on the PostgreSQL queue in `schema` (the test server), with these channels.
+    pub async fn start_on_postgres(schema: &str, channels: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[queue]\nurl = \"{}\"\nschema = \"{schema}\"\n\
+             max_connections = 4\n\
+             [dispatcher]\npoll_interval = \"50ms\"\nsweep_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
+             [log]\nlevel = \"warn\"\n{channels}",
+            crate::postgres_server::server_url(),
+        );
+        let config = load_config(&text, dir.path());
+        Self::around(Daemon::start(config).await.unwrap(), dir)
+    }
+
+    fn around(daemon: Daemon, dir: tempfile::TempDir) -> Self {
+        Self {
+            base: format!("http://{}", daemon.addr()),
+            daemon: Some(daemon),
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+}

@@ -8,6 +8,7 @@ use crate::Timeouts;
 
 fn message() -> Message {
     Message {
+        list_unsubscribe: None,
         id: "0190d3a4-0000-7000-8000-000000000001".into(),
         channel: "hooks".into(),
         to: "ops-team".into(),

@@ -3,10 +3,10 @@
 //! ([`completion::plan`]). The rules stay in the model; this only lays their results out as
 //! arrays, one per column, as River's `JobSetStateIfRunningMany` does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::outbox::completion::{self, FollowUp, RowChange};
-use crate::outbox::{Completion, LeaseToken, State};
+use crate::outbox::{Completion, LeaseToken, RuleEvent, State};
 
 /// Which kind of row change a row of the statement is (its `change` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,8 @@ pub(super) struct CompletionBatch {
     pub records: RecordColumns,
     /// The leases whose change, once landed, queues the notification's fallback.
     pub fallback_after: HashSet<(String, LeaseToken)>,
+    /// The rules' timeline events of each lease, written once its change landed.
+    pub events_after: HashMap<(String, LeaseToken), Vec<RuleEvent>>,
     /// Whether any change may be followed by more writes (a fallback child, or early receipts
     /// that fail the notification), which must commit with it.
     pub may_follow_up: bool,
@@ -110,6 +112,10 @@ impl CompletionBatch {
                 tracing::warn!(notification_id = %c.id, lease = c.lease.0,
                     "Completion ignored: the same lease was completed earlier in this batch.");
                 continue;
+            }
+            if !c.events.is_empty() {
+                batch.may_follow_up = true;
+                batch.events_after.insert((c.id.clone(), c.lease), c.events);
             }
             match &plan.then {
                 None => {}
@@ -219,6 +225,7 @@ mod tests {
             lease: LeaseToken(lease),
             outcome,
             record: None,
+            events: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@
 mod completions;
 mod history;
 mod limits;
+mod recipients;
 mod round_trips;
 mod sql;
 mod stored;
@@ -26,9 +27,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::completion::RowChange;
 use super::fallback::FallbackParent;
 use super::*;
 use crate::outbox::sqlite::stored::Unreadable;
+use crate::recipients::Preferences;
 use completions::CompletionBatch;
 pub use round_trips::RoundTrips;
 
@@ -37,25 +40,16 @@ const ENQUEUE_QUEUE: usize = 8192;
 /// Notifications one group commit inserts at most.
 const MAX_BATCH: usize = 4096;
 /// The schema's migrations, embedded: the build needs no database.
+#[rustfmt::skip]
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
-    (
-        2,
-        "sweep_leader",
-        include_str!("migrations/0002_sweep_leader.sql"),
-    ),
+    (2, "sweep_leader", include_str!("migrations/0002_sweep_leader.sql")),
     (3, "history", include_str!("migrations/0003_history.sql")),
-    (
-        4,
-        "ingest_source",
-        include_str!("migrations/0004_ingest_source.sql"),
-    ),
+    (4, "ingest_source", include_str!("migrations/0004_ingest_source.sql")),
     (5, "events", include_str!("migrations/0005_events.sql")),
-    (
-        9,
-        "shared_limits",
-        include_str!("migrations/0009_shared_limits.sql"),
-    ),
+    (6, "recipients", include_str!("migrations/0006_recipients.sql")),
+    (7, "dedup_digest", include_str!("migrations/0007_dedup_digest.sql")),
+    (9, "shared_limits", include_str!("migrations/0009_shared_limits.sql")),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -322,6 +316,7 @@ impl PgOutbox {
             pool.clone(),
             rx,
             wake_channel.clone(),
+            opts.clock.clone(),
             trips.clone(),
         ));
         Self {
@@ -418,6 +413,7 @@ impl PgOutbox {
             changes: c,
             records: r,
             fallback_after,
+            events_after,
             ..
         } = batch;
         self.trips.one();
@@ -479,7 +475,15 @@ impl PgOutbox {
             if !landed.contains(&key) {
                 tracing::warn!(notification_id = %key.0, lease = lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
-            } else if fallback_after.contains(&key) {
+                continue;
+            }
+            if let Some(events) = events_after.get(&key) {
+                for e in events {
+                    self.trips.one();
+                    insert_event(conn, e).await?;
+                }
+            }
+            if fallback_after.contains(&key) {
                 queue_fallback(conn, &self.trips, &key.0, now).await?;
             }
         }
@@ -579,6 +583,7 @@ async fn run_enqueues(
     pool: PgPool,
     mut rx: mpsc::Receiver<PendingEnqueue>,
     wake_channel: String,
+    clock: Clock,
     trips: RoundTrips,
 ) {
     let mut hints = Hints {
@@ -598,7 +603,7 @@ async fn run_enqueues(
                 Err(_) => break,
             }
         }
-        commit_enqueues(&pool, &trips, &mut batch, &mut hints).await;
+        commit_enqueues(&pool, &trips, &mut batch, &mut hints, clock.now_ms()).await;
     }
 }
 
@@ -641,9 +646,10 @@ async fn commit_enqueues(
     trips: &RoundTrips,
     batch: &mut Vec<PendingEnqueue>,
     hints: &mut Hints,
+    now: i64,
 ) {
     let items: Vec<&NewNotification> = batch.iter().flat_map(|p| p.items.iter()).collect();
-    match insert_in_transaction(pool, trips, &items, hints).await {
+    match insert_in_transaction(pool, trips, &items, hints, now).await {
         Ok(mut results) => {
             for pending in batch.drain(..) {
                 let rest = results.split_off(pending.items.len().min(results.len()));
@@ -658,7 +664,7 @@ async fn commit_enqueues(
             tracing::debug!(error = %e, "A group commit failed; its requests are retried one by one.");
             for pending in batch.drain(..) {
                 let items: Vec<&NewNotification> = pending.items.iter().collect();
-                let result = insert_in_transaction(pool, trips, &items, hints).await;
+                let result = insert_in_transaction(pool, trips, &items, hints, now).await;
                 let _ = pending.reply.send(result);
             }
         }
@@ -676,10 +682,11 @@ async fn insert_in_transaction(
     trips: &RoundTrips,
     items: &[&NewNotification],
     hints: &mut Hints,
+    now: i64,
 ) -> Result<Vec<Enqueued>> {
     trips.one();
     let mut tx = pool.begin().await?;
-    let results = insert(&mut tx, trips, items, None).await?;
+    let results = enqueue_in(&mut tx, trips, items, now).await?;
     let created: Vec<&NewNotification> = items
         .iter()
         .zip(&results)
@@ -742,6 +749,187 @@ async fn listen_for_work(
     }
 }
 
+/// Stores submitted `items`; one result per item, in order. Items without a dedup key go in
+/// with one statement per run of them; one with a key takes its key or is merged into the
+/// key's holder ([`crate::rules::dedup`]) on its own, after the items before it, so a later
+/// item of the same batch sees an earlier one's key.
+async fn enqueue_in(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    items: &[&NewNotification],
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut plain: Vec<&NewNotification> = Vec::new();
+    for n in items {
+        if n.dedup.is_none() && n.digest.is_none() {
+            plain.push(n);
+            continue;
+        }
+        if !plain.is_empty() {
+            out.extend(insert(conn, trips, &plain, None).await?);
+            plain.clear();
+        }
+        let merged = match &n.dedup {
+            Some(claim) => deduplicate(conn, trips, n, claim, now).await?,
+            None => None,
+        };
+        out.push(match (merged, &n.digest) {
+            (Some(merged), _) => merged,
+            (None, None) => insert_one(conn, trips, n).await?,
+            (None, Some(join)) => collect(conn, trips, n, join, now).await?,
+        });
+    }
+    if !plain.is_empty() {
+        out.extend(insert(conn, trips, &plain, None).await?);
+    }
+    Ok(out)
+}
+
+/// Inserts one submitted notification.
+async fn insert_one(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    n: &NewNotification,
+) -> Result<Enqueued> {
+    insert(conn, trips, &[n], None)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Internal("no result for an inserted row".into()))
+}
+
+/// Stores `n` as an item of the digest it joins ([`crate::rules::digest`]). A replay of an
+/// idempotency key is answered as such and joins nothing.
+async fn collect(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    n: &NewNotification,
+    join: &DigestJoin,
+    now: i64,
+) -> Result<Enqueued> {
+    let stored = insert_one(conn, trips, n).await?;
+    if !matches!(stored, Enqueued::Created { .. }) {
+        return Ok(stored);
+    }
+    trips.one();
+    let digest_id: String = sqlx::query_scalar(sql::JOIN_DIGEST)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&n.channel)
+        .bind(&n.to)
+        .bind(n.priority.as_str())
+        .bind(join.until_ms)
+        .bind(now)
+        .bind(&join.key)
+        .bind(i64::from(join.max))
+        .fetch_one(&mut *conn)
+        .await?;
+    trips.one();
+    sqlx::query(sql::COLLECT_ITEM)
+        .bind(&n.id)
+        .bind(&digest_id)
+        .bind(join.vars.as_ref().map(serde_json::Value::to_string))
+        .bind(MAX_TIME_MS)
+        .execute(&mut *conn)
+        .await?;
+    trips.one();
+    insert_event(
+        conn,
+        &crate::rules::digest::collected(&n.id, &digest_id, &join.key, now),
+    )
+    .await?;
+    Ok(stored)
+}
+
+/// Ends the items still waiting in digest `id` as the digest's completion says, each with its
+/// timeline line.
+async fn end_digest_items(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    id: &str,
+    attempt: u32,
+    change: &RowChange,
+    now: i64,
+) -> Result<()> {
+    let Some(ending) = crate::rules::digest::ending(id, change) else {
+        return Ok(());
+    };
+    trips.one();
+    let items: Vec<String> = sqlx::query_scalar(sql::END_DIGEST_ITEMS)
+        .bind(id)
+        .bind(now)
+        .bind(ending.state.as_str())
+        .bind(&ending.provider_id)
+        .bind(&ending.code)
+        .bind(&ending.error)
+        .fetch_all(&mut *conn)
+        .await?;
+    for item in items {
+        let event = crate::rules::digest::ended(&item, id, ending.digest, attempt, now);
+        trips.one();
+        insert_event(conn, &event).await?;
+    }
+    Ok(())
+}
+
+/// Takes `n`'s dedup key, or merges `n` into the notification holding it. `None`: the key is
+/// now `n`'s, insert it. A replay of an idempotency key is answered as such first: it is the
+/// same request, not a duplicate.
+async fn deduplicate(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    n: &NewNotification,
+    claim: &DedupClaim,
+    now: i64,
+) -> Result<Option<Enqueued>> {
+    trips.one();
+    if let Some(key) = &n.idempotency_key
+        && let Some(r) = sqlx::query(sql::KEY_HOLDER)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+    {
+        return Ok(Some(key_holder(&r, 0)?.answer(&n.content_hash)));
+    }
+    trips.one();
+    let took: Option<String> = sqlx::query_scalar(sql::TAKE_DEDUP_KEY)
+        .bind(&n.channel)
+        .bind(&n.to)
+        .bind(&claim.key)
+        .bind(&n.id)
+        .bind(claim.until_ms)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if took.is_some() {
+        return Ok(None);
+    }
+    trips.one();
+    let holder: Option<(String, String)> = sqlx::query_as(sql::COUNT_DUPLICATE)
+        .bind(&n.channel)
+        .bind(&n.to)
+        .bind(&claim.key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((id, state)) = holder else {
+        trips.one();
+        sqlx::query(sql::TAKE_ORPHANED_DEDUP_KEY)
+            .bind(&n.channel)
+            .bind(&n.to)
+            .bind(&claim.key)
+            .bind(&n.id)
+            .bind(claim.until_ms)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(None);
+    };
+    trips.one();
+    insert_event(conn, &crate::rules::dedup::merged(&id, &claim.key, now)).await?;
+    Ok(Some(Enqueued::Deduplicated {
+        id,
+        state: parse_state(&state)?,
+    }))
+}
+
 /// Inserts `items` with one statement (the fallback child of `parent` when given); one result
 /// per item, in order.
 async fn insert(
@@ -772,6 +960,7 @@ async fn insert(
         .bind(columns.fallback)
         .bind(columns.parent_id)
         .bind(columns.source)
+        .bind(columns.deliver_between)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -831,6 +1020,7 @@ struct InsertColumns {
     fallback: Vec<Option<String>>,
     parent_id: Vec<Option<String>>,
     source: Vec<Option<String>>,
+    deliver_between: Vec<Option<String>>,
 }
 
 impl InsertColumns {
@@ -860,6 +1050,13 @@ impl InsertColumns {
         self.fallback.push(fallback);
         self.parent_id.push(parent.map(str::to_owned));
         self.source.push(n.source.clone());
+        self.deliver_between.push(
+            n.deliver_between
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+        );
         Ok(())
     }
 }
@@ -976,8 +1173,9 @@ impl LeasedRow {
             }
         };
         let attempt = stored::int(r, "attempts", 1..=i64::from(u32::MAX))?;
+        let prio_rank: i16 = stored::get(r, "prio_rank")?;
         Ok(Self {
-            prio_rank: stored::get(r, "prio_rank")?,
+            prio_rank,
             due_at: stored::get(r, "due_at")?,
             columns: ClaimedColumns {
                 id: stored::get(r, "id")?,
@@ -993,6 +1191,9 @@ impl LeasedRow {
                 tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
                 lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
                 validation,
+                priority: Priority::of_rank(i64::from(prio_rank)),
+                deliver_between: stored::opt_json(r, "deliver_between")?,
+                digest_key: stored::get(r, "digest_key")?,
             },
         })
     }
@@ -1177,6 +1378,9 @@ impl Outbox for PgOutbox {
             parent_id: r.try_get("parent_id")?,
             fallback,
             source: r.try_get("source")?,
+            duplicates: u64::try_from(r.try_get::<i64, _>("duplicates")?).unwrap_or(0),
+            digest_id: r.try_get("digest_id")?,
+            digest_key: r.try_get("digest_key")?,
             attempt_log,
             receipts,
             events,
@@ -1185,8 +1389,43 @@ impl Outbox for PgOutbox {
 
     async fn cancel(&self, id: &str) -> Result<Transition> {
         self.usable()?;
-        self.request(transition::Request::Cancel, sql::CANCEL, id)
-            .await
+        let request = transition::Request::Cancel;
+        let now = self.clock.now_ms();
+        self.trips.one();
+        let mut tx = self.pool.begin().await?;
+        self.trips.one();
+        let changed = sqlx::query(sql::CANCEL)
+            .bind(id)
+            .bind(now)
+            .bind(request.applies_to().as_str())
+            .bind(request.leads_to().as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        let current = if changed {
+            // A cancelled digest fails the items waiting in it, in the same commit.
+            end_digest_items(
+                &mut tx,
+                &self.trips,
+                id,
+                0,
+                &crate::rules::digest::cancelled(),
+                now,
+            )
+            .await?;
+            None
+        } else {
+            self.trips.one();
+            let state: Option<String> = sqlx::query_scalar(sql::STATE)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            state.map(|s| parse_state(&s)).transpose()?
+        };
+        self.trips.one();
+        tx.commit().await?;
+        Ok(request.answer(changed, current))
     }
 
     async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
@@ -1296,6 +1535,13 @@ impl Outbox for PgOutbox {
             full = sweep::purge_again(n, r);
             batches += 1;
         }
+        // Dedup keys whose window is over hold nothing any more ([`crate::rules::dedup::holds`]).
+        self.trips.one();
+        sqlx::query(sql::PURGE_DEDUP_KEYS)
+            .bind(now)
+            .bind(sweep::PURGE_BATCH as i64)
+            .execute(&self.pool)
+            .await?;
         let expired_reason = Reason::EXPIRED;
         self.trips.one();
         let expired = sqlx::query_as::<_, (String, String)>(sql::EXPIRE_OVERDUE)
@@ -1404,6 +1650,29 @@ impl Outbox for PgOutbox {
         history::page(&self.pool, query).await
     }
 
+    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        self.usable()?;
+        self.trips.one();
+        let rows = sqlx::query(sql::DIGEST_ITEMS)
+            .bind(digest_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DigestItem {
+                    id: r.try_get("id")?,
+                    subject: r.try_get("subject")?,
+                    body: r.try_get("body")?,
+                    html: r.try_get("html")?,
+                    data: r.try_get("data")?,
+                    vars: r.try_get("vars")?,
+                    created_at_ms: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     async fn content(&self, id: &str) -> Result<Option<Content>> {
         self.usable()?;
         self.trips.one();
@@ -1429,6 +1698,30 @@ impl Outbox for PgOutbox {
             wake,
             self.stop_listening.subscribe(),
         ));
+    }
+
+    async fn put_preferences(&self, address: &str, prefs: &Preferences) -> Result<()> {
+        recipients::put(&self.pool, address, prefs, self.clock.now_ms()).await
+    }
+
+    async fn preferences(&self, addresses: &[String]) -> Result<Vec<(String, Preferences)>> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        recipients::read(&self.pool, addresses).await
+    }
+
+    async fn delete_preferences(&self, address: &str) -> Result<bool> {
+        recipients::delete(&self.pool, address).await
+    }
+
+    async fn opt_out(
+        &self,
+        address: &str,
+        channel: &str,
+        because: Option<RuleEvent>,
+    ) -> Result<Preferences> {
+        recipients::opt_out(&self.pool, address, channel, because, self.clock.now_ms()).await
     }
 
     async fn check_writable(&self) -> Result<()> {

@@ -9,17 +9,81 @@
 /// looks its holder up with [`KEY_HOLDERS`].
 pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-         content_hash, fallback, parent_id, checked, source)
+         content_hash, fallback, parent_id, checked, source, deliver_between)
      SELECT id, channel, recipient, subject, body, html, data::jsonb, priority, run_at,
             expires_at, created_at, created_at, idempotency_key, content_hash, fallback::jsonb,
-            parent_id, true, source::jsonb
+            parent_id, true, source::jsonb, deliver_between::jsonb
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[],
-                 $13::text[], $14::text[], $15::text[], $16::text[])
+                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
-               created_at, idempotency_key, content_hash, fallback, parent_id, source)
+               created_at, idempotency_key, content_hash, fallback, parent_id, source,
+               deliver_between)
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
+
+/// Takes a dedup key for a notification: a new key, or one whose window is over
+/// ([`crate::rules::dedup::holds`] no longer). Returns the id only when
+/// the key is now the caller's. ON CONFLICT DO UPDATE locks the conflicting row even when its
+/// WHERE is false, so a daemon enqueueing the same key at once waits for this transaction and
+/// then sees its holder: one atomic step, not a read then a write.
+pub const TAKE_DEDUP_KEY: &str =
+    "INSERT INTO dedup_keys (channel, recipient, dedup_key, notification_id, until_ms)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (channel, recipient, dedup_key) DO UPDATE
+         SET notification_id = excluded.notification_id, until_ms = excluded.until_ms
+         WHERE dedup_keys.until_ms <= $6
+     RETURNING notification_id";
+
+/// Gives a dedup key whose holder is gone (purged by retention while its window ran) to a new
+/// holder. Only after [`TAKE_DEDUP_KEY`] locked the row and [`COUNT_DUPLICATE`] found no holder:
+/// a later statement, so it sees every holder committed meanwhile (a subquery in the upsert
+/// would read the upsert's older snapshot and miss a holder another daemon just committed).
+pub const TAKE_ORPHANED_DEDUP_KEY: &str =
+    "UPDATE dedup_keys SET notification_id = $4, until_ms = $5
+     WHERE channel = $1 AND recipient = $2 AND dedup_key = $3";
+
+/// Counts one more duplicate on the holder of a dedup key; its id and state.
+pub const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
+     WHERE id = (SELECT notification_id FROM dedup_keys
+                 WHERE channel = $1 AND recipient = $2 AND dedup_key = $3)
+     RETURNING id, state";
+
+/// A digest item joins the digest open for its (channel, recipient, key), or opens one due at
+/// the end of its window ([`crate::rules::digest`]): one upsert on the open-digest index, which
+/// waits for a daemon claiming (closing) that digest at the same moment and then opens the
+/// next. The item that fills it (`$8` items) closes it and makes it due now. Its id.
+pub const JOIN_DIGEST: &str =
+    "INSERT INTO notifications AS n (id, channel, recipient, priority, run_at, created_at,
+         updated_at, content_hash, checked, digest_key, digest_open, digest_items)
+     VALUES ($1, $2, $3, $4, CASE WHEN $8 <= 1 THEN $6 ELSE $5 END, $6, $6, '', true, $7,
+             CASE WHEN $8 <= 1 THEN NULL ELSE true END, 1)
+     ON CONFLICT (channel, recipient, digest_key) WHERE digest_open DO UPDATE
+         SET digest_items = n.digest_items + 1,
+             digest_open = CASE WHEN n.digest_items + 1 >= $8 THEN NULL ELSE true END,
+             run_at = CASE WHEN n.digest_items + 1 >= $8 THEN least(n.run_at, $6)
+                           ELSE n.run_at END,
+             updated_at = $6
+     RETURNING id";
+
+/// Makes a stored notification an item of digest `$2`: it waits, never due by itself, and
+/// keeps its template variables.
+pub const COLLECT_ITEM: &str =
+    "UPDATE notifications SET digest_id = $2, vars = $3::jsonb, run_at = $4 WHERE id = $1";
+
+/// A digest ended: its waiting items end with it ([`crate::rules::digest::item_state`]).
+pub const END_DIGEST_ITEMS: &str = "UPDATE notifications
+     SET state = $3, provider_id = $4, last_code = $5, last_error = $6, updated_at = $2
+     WHERE digest_id = $1 AND state = 'queued'
+     RETURNING id";
+
+/// The items still waiting in a digest, oldest first.
+pub const DIGEST_ITEMS: &str = "SELECT id, subject, body, html, data, vars, created_at
+     FROM notifications WHERE digest_id = $1 AND state = 'queued' ORDER BY created_at, id";
+
+/// Dedup keys whose window is over, a bounded batch per sweep, oldest first.
+pub const PURGE_DEDUP_KEYS: &str = "DELETE FROM dedup_keys WHERE ctid IN (
+         SELECT ctid FROM dedup_keys WHERE until_ms <= $1 ORDER BY until_ms LIMIT $2)";
 
 /// The holders of several idempotency keys.
 pub const KEY_HOLDERS: &str = "SELECT idempotency_key, id, state, content_hash
@@ -44,13 +108,13 @@ pub const CLAIM: &str = "WITH due AS (
      SET state = 'sending',
          attempts = CASE WHEN n.attempts BETWEEN 0 AND 4294967294 THEN n.attempts + 1
                          ELSE n.attempts END,
-         lease = n.lease + 1, lease_owner = $1, run_at = $2, updated_at = $3
+         lease = n.lease + 1, lease_owner = $1, run_at = $2, updated_at = $3, digest_open = NULL
      FROM due
      WHERE n.id = due.id
      RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data, n.created_at,
                n.attempts, n.expires_at, n.tried, due.prio_rank, n.checked,
                CASE WHEN n.checked THEN NULL ELSE n.fallback END AS fallback, n.lease,
-               due.run_at AS due_at";
+               due.run_at AS due_at, n.deliver_between, n.digest_key";
 
 /// Ends a claimed row that cannot be decoded (`dead`, `unreadable_row`), by id.
 pub const QUARANTINE: &str =
@@ -67,8 +131,11 @@ pub const QUARANTINE: &str =
 /// `refund` attempts and sets the last error, unless it keeps it (a release); an end sets the
 /// final state and error; a move fails over onto `channel`, adding the current one to `tried`,
 /// with a fresh attempt count. A landed delivery attaches the receipts that arrived before its
-/// provider id (of its own channel). One row per landed change (id, lease), with each early
-/// receipt it attached (NULL status when none).
+/// provider id (of its own channel). A landed digest that was delivered or ended ends the items
+/// waiting in it, each with its `digest` timeline line, as [`crate::rules::digest::ending`] and
+/// [`crate::rules::digest::ended`] say (the contract suite checks both backends write the same).
+/// One row per landed change (id, lease), with each early receipt it attached (NULL status when
+/// none).
 pub const COMPLETE: &str = "WITH recorded AS (
          INSERT INTO attempts (notification_id, attempt, started_at, latency_ms, outcome, code,
                                error, provider_id, decision, channel)
@@ -101,7 +168,26 @@ pub const COMPLETE: &str = "WITH recorded AS (
               AS c(id, lease, change, state, provider_id, run_at, refund, code, error, channel)
          WHERE n.id = c.id AND n.lease = c.lease AND n.lease_owner = $11
            AND n.state = 'sending'
-         RETURNING n.id, c.lease, c.change, n.provider_id, n.channel),
+         RETURNING n.id, c.lease, c.change, n.provider_id, n.channel,
+                   n.digest_key IS NOT NULL AS digest, c.state, c.code, c.error, n.attempts),
+     digest_items AS (
+         UPDATE notifications i
+         SET state = CASE WHEN d.change = 'deliver' THEN 'delivered' ELSE 'failed' END,
+             provider_id = d.provider_id,
+             last_code = d.code,
+             last_error = CASE WHEN d.change = 'deliver' THEN NULL
+                               ELSE 'its digest ' || d.id || ' ended ' || d.state || ': '
+                                    || d.error END,
+             updated_at = $12
+         FROM changed d
+         WHERE d.digest AND d.change IN ('deliver', 'end') AND i.digest_id = d.id
+           AND i.state = 'queued'
+         RETURNING i.id, i.state, d.id AS digest_id, d.attempts),
+     digest_events AS (
+         INSERT INTO events (notification_id, at, rule, detail)
+         SELECT id, $12, 'digest',
+                state || ' with digest ' || digest_id || ' (its attempt ' || attempts || ')'
+         FROM digest_items),
      early AS (
          UPDATE receipts r SET notification_id = d.id
          FROM changed d
@@ -194,7 +280,8 @@ pub const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
          LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 pub const GET: &str = "SELECT id, channel, recipient, state, priority, attempts, created_at,
-         run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback, source
+         run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback, source,
+         duplicates, digest_id, digest_key
      FROM notifications WHERE id = $1";
 
 /// What a notification says.

@@ -6,6 +6,7 @@
 //! the writer.
 
 mod history;
+mod recipients;
 mod schema;
 pub(crate) mod stored;
 mod writer;
@@ -20,6 +21,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
+use crate::recipients::Preferences;
 use writer::Op;
 
 /// How long a connection waits for another process's lock before giving up.
@@ -487,9 +489,55 @@ impl Outbox for SqliteOutbox {
         self.read(move |conn| history::page(conn, &query)).await
     }
 
+    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+        let id = digest_id.to_owned();
+        self.read(move |conn| schema::digest_items(conn, &id)).await
+    }
+
     async fn content(&self, id: &str) -> Result<Option<Content>> {
         let id = id.to_owned();
         self.read(move |conn| history::content(conn, &id)).await
+    }
+
+    async fn put_preferences(&self, address: &str, prefs: &Preferences) -> Result<()> {
+        let (address, prefs) = (address.to_owned(), prefs.clone());
+        self.call(|reply| Op::PutPreferences {
+            address,
+            prefs,
+            reply,
+        })
+        .await
+    }
+
+    async fn preferences(&self, addresses: &[String]) -> Result<Vec<(String, Preferences)>> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let addresses = addresses.to_vec();
+        self.read(move |conn| recipients::read(conn, &addresses))
+            .await
+    }
+
+    async fn delete_preferences(&self, address: &str) -> Result<bool> {
+        let address = address.to_owned();
+        self.call(|reply| Op::DeletePreferences { address, reply })
+            .await
+    }
+
+    async fn opt_out(
+        &self,
+        address: &str,
+        channel: &str,
+        because: Option<RuleEvent>,
+    ) -> Result<Preferences> {
+        let (address, channel) = (address.to_owned(), channel.to_owned());
+        self.call(|reply| Op::OptOut {
+            address,
+            channel,
+            because,
+            reply,
+        })
+        .await
     }
 
     async fn check_writable(&self) -> Result<()> {

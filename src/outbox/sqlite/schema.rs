@@ -17,6 +17,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0008_history.sql"),
     include_str!("0009_ingest_source.sql"),
     include_str!("0010_events.sql"),
+    include_str!("0011_recipients.sql"),
+    include_str!("0012_dedup_digest.sql"),
     include_str!("0014_lighter_history.sql"),
 ];
 
@@ -75,6 +77,9 @@ struct ViewRow {
     parent_id: Option<String>,
     fallback: Option<String>,
     source: Option<String>,
+    duplicates: u64,
+    digest_id: Option<String>,
+    digest_key: Option<String>,
 }
 
 impl ViewRow {
@@ -97,6 +102,9 @@ impl ViewRow {
             parent_id: stored::lossy_text(r, 12)?,
             fallback: stored::lossy_text(r, 13)?,
             source: stored::lossy_text(r, 14)?,
+            duplicates: stored::lossy_int(r, 15)?.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            digest_id: stored::lossy_text(r, 16)?,
+            digest_key: stored::lossy_text(r, 17)?,
         })
     }
 }
@@ -106,7 +114,8 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
     let row = conn
         .prepare_cached(
             "SELECT id, channel, recipient, state, priority, attempts, created_at, run_at,
-                    expires_at, provider_id, last_code, last_error, parent_id, fallback, source
+                    expires_at, provider_id, last_code, last_error, parent_id, fallback, source,
+                    duplicates, digest_id, digest_key
              FROM notifications WHERE id = ?1",
         )?
         .query_row(params![id], ViewRow::read)
@@ -161,10 +170,39 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         parent_id: row.parent_id,
         fallback: view_fallback(row.fallback),
         source: row.source.and_then(|s| serde_json::from_str(&s).ok()),
+        duplicates: row.duplicates,
+        digest_id: row.digest_id,
+        digest_key: row.digest_key,
         attempt_log,
         receipts,
         events,
     }))
+}
+
+/// The items still waiting in digest `digest_id`, oldest first (read leniently: a column that
+/// cannot be read shows as absent).
+pub fn digest_items(conn: &Connection, digest_id: &str) -> Result<Vec<DigestItem>> {
+    let items = conn
+        .prepare_cached(
+            "SELECT id, subject, body, html, data, vars, created_at FROM notifications
+             WHERE digest_id = ?1 AND state = 'queued' ORDER BY created_at, id",
+        )?
+        .query_map(params![digest_id], |r| {
+            let json = |i| -> rusqlite::Result<Option<serde_json::Value>> {
+                Ok(stored::lossy_text(r, i)?.and_then(|s| serde_json::from_str(&s).ok()))
+            };
+            Ok(DigestItem {
+                id: stored::lossy_string(r, 0)?,
+                subject: stored::lossy_text(r, 1)?,
+                body: stored::lossy_text(r, 2)?,
+                html: stored::lossy_text(r, 3)?,
+                data: json(4)?,
+                vars: json(5)?,
+                created_at_ms: stored::lossy_int(r, 6)?.unwrap_or(0),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(items)
 }
 
 fn attempt_view(r: &Row<'_>) -> rusqlite::Result<AttemptView> {

@@ -25,6 +25,9 @@ pub(super) fn note(channel: &str) -> NewNotification {
         content_hash: "h1".into(),
         fallback: Vec::new(),
         source: None,
+        deliver_between: None,
+        dedup: None,
+        digest: None,
     }
 }
 
@@ -49,6 +52,7 @@ async fn deliver(q: &SqliteOutbox, id: &str, channel: &str, provider_id: &str) {
     let c = q.claim(channel, 1, LEASE).await.unwrap().remove(0);
     assert_eq!(c.message.id, id);
     q.complete(vec![Completion {
+        events: Vec::new(),
         lease: c.lease,
         ..done(
             id,
@@ -75,6 +79,7 @@ fn receipt(provider_id: &str, status: ReceiptStatus, word: &str) -> InboundRecei
 /// The completion of a row claimed `attempt` times in all (so its lease token is `attempt` too).
 fn done(id: &str, attempt: u32, outcome: Outcome) -> Completion {
     Completion {
+        events: Vec::new(),
         id: id.into(),
         attempt,
         lease: LeaseToken(i64::from(attempt)),
@@ -550,6 +555,7 @@ async fn attempts_are_recorded_in_order() {
     let id = put(&q, note("c")).await;
     q.claim("c", 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
+        events: Vec::new(),
         id: id.clone(),
         attempt: 1,
         lease: LeaseToken(1),
@@ -573,6 +579,7 @@ async fn attempts_are_recorded_in_order() {
     .unwrap();
     q.claim("c", 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
+        events: Vec::new(),
         id: id.clone(),
         attempt: 2,
         lease: LeaseToken(2),
@@ -1320,6 +1327,7 @@ async fn a_queue_from_before_lease_tokens_is_upgraded_and_its_rows_fenced_from_t
     let row = q.claim("c", 1, LEASE).await.unwrap().remove(0);
     assert_eq!((row.attempt, row.lease), (4, LeaseToken(1)));
     q.complete(vec![Completion {
+        events: Vec::new(),
         lease: row.lease,
         ..done("old", 4, Outcome::Delivered { provider_id: None })
     }])
@@ -1383,4 +1391,42 @@ async fn the_wal_gives_back_its_peak_size_when_free_space_runs_short() {
     // The queue goes on as before, with every row.
     put(&q, note("c")).await;
     assert_eq!(q.claim("c", 100, LEASE).await.unwrap().len(), 18);
+}
+
+#[test]
+fn the_dedup_key_purge_walks_the_window_index() {
+    assert_plan_has(
+        writer::PURGE_DEDUP_KEYS,
+        "USING COVERING INDEX dedup_keys_until",
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_dedup_keys_whose_window_is_over_and_keeps_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let keyed = |key: &str, until_ms| NewNotification {
+        dedup: Some(DedupClaim {
+            key: key.into(),
+            until_ms,
+        }),
+        ..note("c")
+    };
+    put(&q, keyed("over", now_ms() - 1)).await;
+    put(&q, keyed("holding", now_ms() + 3_600_000)).await;
+    let retention = Retention {
+        finished_ms: 86_400_000,
+        unmatched_receipts_ms: 86_400_000,
+    };
+
+    q.sweep(&["c".to_owned()], &retention).await.unwrap();
+
+    let conn = Connection::open(dir.path().join("q.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT dedup_key FROM dedup_keys").unwrap();
+    let keys: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(keys, ["holding"]);
 }

@@ -230,6 +230,7 @@ async fn an_outcome_is_recorded_when_the_stored_fallback_cannot_be_read() {
         .unwrap();
 
     q.complete(vec![Completion {
+        events: Vec::new(),
         id: id.clone(),
         attempt: claimed.attempt,
         lease: claimed.lease,

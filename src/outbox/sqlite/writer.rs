@@ -38,7 +38,7 @@ pub(super) const CLAIM: &str = "UPDATE notifications
      SET state = 'sending',
          attempts = CASE WHEN attempts BETWEEN 0 AND 4294967294 THEN attempts + 1
                          ELSE attempts END,
-         lease = lease + 1, lease_owner = ?1, run_at = ?2, updated_at = ?3
+         lease = lease + 1, lease_owner = ?1, run_at = ?2, updated_at = ?3, digest_open = NULL
      WHERE id IN (
          SELECT id FROM notifications
          WHERE channel = ?4 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
@@ -47,7 +47,7 @@ pub(super) const CLAIM: &str = "UPDATE notifications
          LIMIT ?5)
      RETURNING rowid, id, channel, recipient, subject, body, html, data, created_at, attempts,
                expires_at, tried, prio_rank, checked,
-               CASE WHEN checked = 1 THEN NULL ELSE fallback END, lease";
+               CASE WHEN checked = 1 THEN NULL ELSE fallback END, lease, deliver_between, digest_key";
 
 /// Moves a row that cannot be decoded out of the claim path: `dead` (listed, replayable) with
 /// the decode error as its reason. By `rowid`, which is readable whatever the row's `id` holds.
@@ -174,7 +174,8 @@ macro_rules! fenced {
         concat!(
             "UPDATE notifications SET ",
             $set,
-            " WHERE id = ?1 AND lease = ?2 AND lease_owner = ?3 AND state = 'sending'"
+            " WHERE id = ?1 AND lease = ?2 AND lease_owner = ?3 AND state = 'sending'",
+            " RETURNING digest_key IS NOT NULL"
         )
     };
 }
@@ -229,6 +230,63 @@ const REPLAY: &str = "UPDATE notifications SET state = ?4, attempts = 0, run_at 
          lease_owner = NULL, updated_at = ?2
      WHERE id = ?1 AND state = ?3";
 
+/// Takes a dedup key for a notification: a new key, or one whose window is over
+/// ([`crate::rules::dedup::holds`] no longer). Returns the id only when
+/// the key is now the caller's; a key still held returns no row.
+pub(super) const TAKE_DEDUP_KEY: &str =
+    "INSERT INTO dedup_keys (channel, recipient, dedup_key, notification_id, until_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (channel, recipient, dedup_key) DO UPDATE
+         SET notification_id = excluded.notification_id, until_ms = excluded.until_ms
+         WHERE dedup_keys.until_ms <= ?6
+     RETURNING notification_id";
+
+/// Gives a dedup key whose holder is gone (purged by retention while its window ran) to a new
+/// holder, after [`COUNT_DUPLICATE`] found no holder.
+const TAKE_ORPHANED_DEDUP_KEY: &str = "UPDATE dedup_keys SET notification_id = ?4, until_ms = ?5
+     WHERE channel = ?1 AND recipient = ?2 AND dedup_key = ?3";
+
+/// Counts one more duplicate on the holder of a dedup key; its id and state.
+pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
+     WHERE id = (SELECT notification_id FROM dedup_keys
+                 WHERE channel = ?1 AND recipient = ?2 AND dedup_key = ?3)
+     RETURNING id, state";
+
+/// A digest item joins the digest open for its (channel, recipient, key), or opens one due at
+/// the end of its window ([`crate::rules::digest`]): one upsert on the open-digest index, so
+/// an item never sees a digest half opened. The item that fills it (`?8` items) closes it and
+/// makes it due now. Returns the digest's id.
+pub(super) const JOIN_DIGEST: &str =
+    "INSERT INTO notifications (id, channel, recipient, priority, run_at, created_at, updated_at,
+         content_hash, checked, digest_key, digest_open, digest_items)
+     VALUES (?1, ?2, ?3, ?4, CASE WHEN ?8 <= 1 THEN ?6 ELSE ?5 END, ?6, ?6, '', 1, ?7,
+             CASE WHEN ?8 <= 1 THEN NULL ELSE 1 END, 1)
+     ON CONFLICT (channel, recipient, digest_key) WHERE digest_open = 1 DO UPDATE
+         SET digest_items = notifications.digest_items + 1,
+             digest_open = CASE WHEN notifications.digest_items + 1 >= ?8 THEN NULL ELSE 1 END,
+             run_at = CASE WHEN notifications.digest_items + 1 >= ?8
+                           THEN min(notifications.run_at, ?6) ELSE notifications.run_at END,
+             updated_at = ?6
+     RETURNING id";
+
+/// Makes a stored notification an item of digest `?2`: it waits, never due by itself
+/// (`run_at` is the last time the daemon knows), and keeps its template variables.
+const COLLECT_ITEM: &str =
+    "UPDATE notifications SET digest_id = ?2, vars = ?3, run_at = ?4 WHERE id = ?1";
+
+/// A digest ended: its waiting items end with it ([`crate::rules::digest::item_state`]).
+const END_DIGEST_ITEMS: &str = "UPDATE notifications
+     SET state = ?3, provider_id = ?4, last_code = ?5, last_error = ?6, updated_at = ?2
+     WHERE digest_id = ?1 AND state = 'queued'
+     RETURNING id";
+
+/// Dedup keys whose window is over, a bounded batch per sweep, oldest first (walks
+/// `dedup_keys_until`).
+pub(super) const PURGE_DEDUP_KEYS: &str =
+    "DELETE FROM dedup_keys WHERE (channel, recipient, dedup_key) IN (
+         SELECT channel, recipient, dedup_key FROM dedup_keys WHERE until_ms <= ?1
+         ORDER BY until_ms LIMIT ?2)";
+
 /// A write request.
 pub enum Op {
     Enqueue {
@@ -279,6 +337,21 @@ pub enum Op {
     },
     Ping {
         reply: oneshot::Sender<Result<()>>,
+    },
+    PutPreferences {
+        address: String,
+        prefs: crate::recipients::Preferences,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    DeletePreferences {
+        address: String,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    OptOut {
+        address: String,
+        channel: String,
+        because: Option<RuleEvent>,
+        reply: oneshot::Sender<Result<crate::recipients::Preferences>>,
     },
 }
 
@@ -490,7 +563,7 @@ impl Writer {
             }};
         }
         match op {
-            Op::Enqueue { items, .. } => done!(Enqueue, self.enqueue(items)),
+            Op::Enqueue { items, .. } => done!(Enqueue, self.enqueue(items, now)),
             Op::Claim {
                 channel,
                 limit,
@@ -513,6 +586,26 @@ impl Writer {
             } => done!(MoveDue, self.move_due(channel, how, *limit, now)),
             Op::RecordEvents { events, .. } => done!(RecordEvents, self.record_events(events)),
             Op::Ping { .. } => done!(Ping, Ok(())),
+            Op::PutPreferences { address, prefs, .. } => done!(
+                PutPreferences,
+                super::recipients::put(&self.conn, address, prefs, now)
+            ),
+            Op::DeletePreferences { address, .. } => done!(
+                DeletePreferences,
+                super::recipients::delete(&self.conn, address)
+            ),
+            Op::OptOut {
+                address,
+                channel,
+                because,
+                ..
+            } => done!(
+                OptOut,
+                super::recipients::opt_out(&self.conn, address, channel, now).and_then(|prefs| {
+                    self.record_events(because.as_slice())?;
+                    Ok(prefs)
+                })
+            ),
         }
     }
 
@@ -525,16 +618,132 @@ impl Writer {
         Ok(())
     }
 
-    fn enqueue(&self, items: &[NewNotification]) -> Result<Vec<Enqueued>> {
+    fn enqueue(&self, items: &[NewNotification], now: i64) -> Result<Vec<Enqueued>> {
         let mut out = Vec::with_capacity(items.len());
         for n in items {
-            out.push(self.insert(n, None)?);
+            let merged = match &n.dedup {
+                Some(claim) => self.deduplicate(n, claim, now)?,
+                None => None,
+            };
+            out.push(match (merged, &n.digest) {
+                (Some(answer), _) => answer,
+                (None, None) => self.insert(n, None)?,
+                (None, Some(join)) => self.collect(n, join, now)?,
+            });
         }
         Ok(out)
     }
 
+    /// Stores `n` as an item of the digest it joins ([`crate::rules::digest`]). A replay of an
+    /// idempotency key is answered as such and joins nothing.
+    fn collect(&self, n: &NewNotification, join: &DigestJoin, now: i64) -> Result<Enqueued> {
+        let stored = self.insert(n, None)?;
+        if !matches!(stored, Enqueued::Created { .. }) {
+            return Ok(stored);
+        }
+        let digest_id: String = self.conn.prepare_cached(JOIN_DIGEST)?.query_row(
+            params![
+                uuid::Uuid::now_v7().to_string(),
+                n.channel,
+                n.to,
+                n.priority.as_str(),
+                join.until_ms,
+                now,
+                join.key,
+                join.max,
+            ],
+            |r| r.get(0),
+        )?;
+        let vars = join.vars.as_ref().map(serde_json::Value::to_string);
+        self.conn.prepare_cached(COLLECT_ITEM)?.execute(params![
+            n.id,
+            digest_id,
+            vars,
+            MAX_TIME_MS
+        ])?;
+        self.record_events(&[crate::rules::digest::collected(
+            &n.id, &digest_id, &join.key, now,
+        )])?;
+        Ok(stored)
+    }
+
+    /// Ends the items still waiting in digest `id` as the digest's completion says, each with
+    /// its timeline line.
+    fn end_digest_items(&self, id: &str, attempt: u32, change: &RowChange, now: i64) -> Result<()> {
+        let Some(ending) = crate::rules::digest::ending(id, change) else {
+            return Ok(());
+        };
+        let items: Vec<String> = self
+            .conn
+            .prepare_cached(END_DIGEST_ITEMS)?
+            .query_map(
+                params![
+                    id,
+                    now,
+                    ending.state.as_str(),
+                    ending.provider_id,
+                    ending.code,
+                    ending.error
+                ],
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let events: Vec<RuleEvent> = items
+            .iter()
+            .map(|item| crate::rules::digest::ended(item, id, ending.digest, attempt, now))
+            .collect();
+        self.record_events(&events)
+    }
+
+    /// Takes `n`'s dedup key, or merges `n` into the notification holding it
+    /// ([`crate::rules::dedup`]). `None`: the key is now `n`'s, insert it. A replay of an
+    /// idempotency key is answered as such first: it is the same request, not a duplicate.
+    fn deduplicate(
+        &self,
+        n: &NewNotification,
+        claim: &DedupClaim,
+        now: i64,
+    ) -> Result<Option<Enqueued>> {
+        if let Some(key) = &n.idempotency_key
+            && let Some(holder) = super::key_holder(&self.conn, key)?
+        {
+            return Ok(Some(holder.answer(&n.content_hash)));
+        }
+        let took: Option<String> = rusqlite::OptionalExtension::optional(
+            self.conn.prepare_cached(TAKE_DEDUP_KEY)?.query_row(
+                params![n.channel, n.to, claim.key, n.id, claim.until_ms, now],
+                |r| r.get(0),
+            ),
+        )?;
+        if took.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<(String, String)> = rusqlite::OptionalExtension::optional(
+            self.conn
+                .prepare_cached(COUNT_DUPLICATE)?
+                .query_row(params![n.channel, n.to, claim.key], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                }),
+        )?;
+        let Some((id, state)) = holder else {
+            self.conn
+                .prepare_cached(TAKE_ORPHANED_DEDUP_KEY)?
+                .execute(params![n.channel, n.to, claim.key, n.id, claim.until_ms])?;
+            return Ok(None);
+        };
+        let state = state.parse::<State>().map_err(StoreError::Internal)?;
+        self.record_events(&[crate::rules::dedup::merged(&id, &claim.key, now)])?;
+        Ok(Some(Enqueued::Deduplicated { id, state }))
+    }
+
     fn insert(&self, n: &NewNotification, parent: Option<&str>) -> Result<Enqueued> {
         let data = n.data.as_ref().map(serde_json::Value::to_string);
+        let deliver_between = n
+            .deliver_between
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let fallback = if n.fallback.is_empty() {
             None
         } else {
@@ -548,8 +757,9 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO notifications (id, channel, recipient, subject, body, html, data,
                      priority, run_at, expires_at, created_at, updated_at, idempotency_key,
-                     content_hash, fallback, parent_id, checked, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1, ?16)
+                     content_hash, fallback, parent_id, checked, source, deliver_between)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, 1, ?16,
+                     ?17)
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )?
             .execute(params![
@@ -569,6 +779,7 @@ impl Writer {
                 fallback,
                 parent,
                 n.source,
+                deliver_between,
             ])?;
         if inserted == 1 {
             return Ok(Enqueued::Created { id: n.id.clone() });
@@ -664,11 +875,15 @@ impl Writer {
                     continue;
                 }
             };
-            if !self.change_leased_row(&c.id, c.lease, &plan.change, now)? {
+            let Some(is_digest) = self.change_leased_row(&c.id, c.lease, &plan.change, now)? else {
                 tracing::warn!(notification_id = %c.id, attempt = c.attempt, lease = c.lease.0,
                     "Completion ignored: the lease was lost to a later claim.");
                 continue;
+            };
+            if is_digest {
+                self.end_digest_items(&c.id, c.attempt, &plan.change, now)?;
             }
+            self.record_events(&c.events)?;
             match plan.then {
                 None => {}
                 Some(FollowUp::AttachEarlyReceipts { provider_id }) => {
@@ -680,33 +895,47 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes a leased row's next state, fenced by its lease; whether it landed.
+    /// Writes a leased row's next state, fenced by its lease. `None`: the lease was lost and
+    /// nothing changed; else whether the row is a digest.
     fn change_leased_row(
         &self,
         id: &str,
         lease: LeaseToken,
         change: &RowChange,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
+        use rusqlite::OptionalExtension;
+        let is_digest = |r: &rusqlite::Row<'_>| r.get::<_, bool>(0);
         let changed = match change {
             RowChange::Deliver { provider_id } => self
                 .conn
                 .prepare_cached(DELIVER)?
-                .execute(params![id, lease.0, self.owner, provider_id, now])?,
+                .query_row(
+                    params![id, lease.0, self.owner, provider_id, now],
+                    is_digest,
+                )
+                .optional()?,
             RowChange::Requeue {
                 run_at_ms,
                 refund,
                 last: Some((code, error)),
-            } => self.conn.prepare_cached(REQUEUE)?.execute(params![
-                id,
-                lease.0,
-                self.owner,
-                run_at_ms,
-                i64::from(*refund),
-                code,
-                error,
-                now
-            ])?,
+            } => self
+                .conn
+                .prepare_cached(REQUEUE)?
+                .query_row(
+                    params![
+                        id,
+                        lease.0,
+                        self.owner,
+                        run_at_ms,
+                        i64::from(*refund),
+                        code,
+                        error,
+                        now
+                    ],
+                    is_digest,
+                )
+                .optional()?,
             RowChange::Requeue {
                 run_at_ms,
                 refund,
@@ -714,35 +943,36 @@ impl Writer {
             } => self
                 .conn
                 .prepare_cached(REQUEUE_KEEPING_ERROR)?
-                .execute(params![
-                    id,
-                    lease.0,
-                    self.owner,
-                    run_at_ms,
-                    i64::from(*refund),
-                    now
-                ])?,
-            RowChange::End { state, code, error } => {
-                self.conn.prepare_cached(END)?.execute(params![
-                    id,
-                    lease.0,
-                    self.owner,
-                    state.as_str(),
-                    code,
-                    error,
-                    now
-                ])?
-            }
+                .query_row(
+                    params![id, lease.0, self.owner, run_at_ms, i64::from(*refund), now],
+                    is_digest,
+                )
+                .optional()?,
+            RowChange::End { state, code, error } => self
+                .conn
+                .prepare_cached(END)?
+                .query_row(
+                    params![id, lease.0, self.owner, state.as_str(), code, error, now],
+                    is_digest,
+                )
+                .optional()?,
             RowChange::Move {
                 channel,
                 run_at_ms,
                 code,
                 error,
-            } => self.conn.prepare_cached(MOVE)?.execute(params![
-                id, lease.0, self.owner, channel, run_at_ms, code, error, now
-            ])?,
+            } => self
+                .conn
+                .prepare_cached(MOVE)?
+                .query_row(
+                    params![
+                        id, lease.0, self.owner, channel, run_at_ms, code, error, now
+                    ],
+                    is_digest,
+                )
+                .optional()?,
         };
-        Ok(changed == 1)
+        Ok(changed)
     }
 
     /// Queues the fallback child of a notification that ended badly ([`fallback::fallback_child`]).
@@ -777,7 +1007,12 @@ impl Writer {
     }
 
     fn cancel(&self, id: &str, now: i64) -> Result<Transition> {
-        self.request(transition::Request::Cancel, CANCEL, id, now)
+        let answer = self.request(transition::Request::Cancel, CANCEL, id, now)?;
+        if answer == Transition::Done(State::Cancelled) {
+            // A cancelled digest fails the items waiting in it, with its reason.
+            self.end_digest_items(id, 0, &crate::rules::digest::cancelled(), now)?;
+        }
+        Ok(answer)
     }
 
     fn replay(&self, id: &str, now: i64) -> Result<Transition> {
@@ -972,6 +1207,10 @@ impl Writer {
 
     fn sweep(&self, known: &[String], retention: &Retention, now: i64) -> Result<SweepReport> {
         let purged = self.purge(retention, now)?;
+        // Dedup keys whose window is over hold nothing any more ([`crate::rules::dedup::holds`]).
+        self.conn
+            .prepare_cached(PURGE_DEDUP_KEYS)?
+            .execute(params![now, sweep::PURGE_BATCH as i64])?;
         // Bounded batches keep the writer responsive; the next sweep takes the rest.
         let expired_reason = Reason::EXPIRED;
         let expired = self
@@ -1065,8 +1304,9 @@ impl LeasedRow {
             }
         };
         let attempt = stored::int(r, 9, "attempts", 1..=i64::from(u32::MAX))?;
+        let prio_rank = stored::int(r, 12, "prio_rank", 0..=2)?;
         Ok(Self {
-            prio_rank: stored::int(r, 12, "prio_rank", 0..=2)?,
+            prio_rank,
             columns: ClaimedColumns {
                 id: stored::text(r, 1, "id")?,
                 channel: stored::text(r, 2, "channel")?,
@@ -1081,6 +1321,9 @@ impl LeasedRow {
                 tried: stored::opt_json(r, 11, "tried")?.unwrap_or_default(),
                 lease: LeaseToken(stored::int(r, 15, "lease", 1..=i64::MAX)?),
                 validation,
+                priority: Priority::of_rank(prio_rank),
+                deliver_between: stored::opt_json(r, 16, "deliver_between")?,
+                digest_key: stored::opt_text(r, 17, "digest_key")?,
             },
         })
     }
@@ -1138,8 +1381,10 @@ fn fail(op: Op, err: StoreError) {
         Op::Receipt { reply, .. } => drop(reply.send(Err(err))),
         Op::Purge { reply, .. } => drop(reply.send(Err(err))),
         Op::MoveDue { reply, .. } => drop(reply.send(Err(err))),
+        Op::Ping { reply } | Op::PutPreferences { reply, .. } => drop(reply.send(Err(err))),
+        Op::DeletePreferences { reply, .. } => drop(reply.send(Err(err))),
+        Op::OptOut { reply, .. } => drop(reply.send(Err(err))),
         Op::RecordEvents { reply, .. } => drop(reply.send(Err(err))),
-        Op::Ping { reply } => drop(reply.send(Err(err))),
     }
 }
 

@@ -71,6 +71,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     let first = s.claim_only("c", &id).await;
     s.outbox
         .complete(vec![Completion {
+            events: Vec::new(),
             id: id.clone(),
             attempt: first.attempt,
             lease: first.lease,
@@ -87,6 +88,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     let second = s.claim_only("c", &id).await;
     s.outbox
         .complete(vec![Completion {
+            events: Vec::new(),
             id: id.clone(),
             attempt: second.attempt,
             lease: second.lease,

@@ -12,6 +12,8 @@ use notifyd::outbox::{
 };
 
 mod claim;
+mod dedup;
+mod digest;
 mod enqueue;
 mod events;
 mod fencing;
@@ -19,6 +21,7 @@ mod history;
 mod lifecycle;
 mod postgres;
 mod receipts;
+mod recipients;
 mod routes;
 mod sqlite;
 mod sweep;
@@ -60,6 +63,9 @@ impl Subject {
             content_hash: "h1".into(),
             fallback: Vec::new(),
             source: None,
+            deliver_between: None,
+            dedup: None,
+            digest: None,
         }
     }
 
@@ -100,6 +106,7 @@ impl Subject {
 /// The completion of `row`'s attempt, without attempt history.
 pub fn completion(row: &Claimed, outcome: Outcome) -> Completion {
     Completion {
+        events: Vec::new(),
         id: row.message.id.clone(),
         attempt: row.attempt,
         lease: row.lease,
@@ -142,6 +149,22 @@ macro_rules! outbox_contract {
             enqueue::a_key_is_found_with_its_holder_and_an_unused_key_is_not,
             enqueue::one_enqueue_of_several_answers_each_in_order,
             enqueue::the_source_of_an_ingested_notification_is_read_back,
+            dedup::a_second_notification_with_the_key_inside_the_window_is_merged_into_the_first,
+            dedup::a_dedup_key_is_scoped_to_its_channel_and_recipient,
+            dedup::once_the_window_is_over_the_next_notification_takes_the_key,
+            dedup::each_item_of_one_enqueue_is_deduplicated_on_its_own,
+            dedup::a_replayed_idempotency_key_is_a_replay_not_a_duplicate,
+            dedup::a_duplicate_of_a_delivered_notification_reports_its_state,
+            dedup::a_key_whose_holder_was_purged_is_taken_by_the_next,
+            digest::items_with_one_key_join_one_digest_sent_when_its_window_ends,
+            digest::a_digest_is_scoped_to_its_recipient_and_key,
+            digest::a_digest_that_fills_up_is_sent_at_once,
+            digest::an_item_after_the_digest_was_claimed_opens_the_next,
+            digest::a_delivered_digest_delivers_its_items_with_its_provider_id,
+            digest::a_failed_digest_fails_its_items_with_its_reason,
+            digest::a_retried_digest_keeps_its_items_waiting_and_is_claimed_again,
+            digest::a_digest_whose_lease_expired_is_claimed_once_more_never_twice_at_once,
+            digest::cancelling_a_digest_fails_its_waiting_items,
             events::rule_events_are_shown_with_their_notification_oldest_first,
             events::retention_purges_a_notifications_events_with_it,
             history::the_history_pages_newest_first_without_repeats_or_gaps,
@@ -184,6 +207,12 @@ macro_rules! outbox_contract {
             sweep::retention_purges_old_finished_notifications_and_keeps_dead_and_live_ones,
             sweep::retention_purges_unmatched_receipts_once_old,
             sweep::the_oldest_due_time_ignores_scheduled_notifications,
+            recipients::preferences_are_stored_replaced_and_read_back_by_address,
+            recipients::deleted_preferences_are_gone_and_a_second_delete_finds_nothing,
+            recipients::an_opt_out_adds_the_channel_once_and_keeps_the_rest,
+            recipients::an_opt_out_of_an_unknown_recipient_creates_its_preferences,
+            recipients::a_claimed_notification_carries_its_priority_and_delivery_window,
+            recipients::a_held_notification_waits_unspent_with_its_event_and_a_lost_lease_writes_none,
         );
     };
     (@each $open:path; $($module:ident :: $name:ident),* $(,)?) => {

@@ -39,6 +39,7 @@ fn smtp(port: u16) -> Smtp {
 
 fn message(body: Option<&str>, html: Option<&str>) -> Message {
     Message {
+        list_unsubscribe: None,
         id: "0190d3a4-0000-7000-8000-00000000abcd".into(),
         channel: "mail".into(),
         to: "alice@example.com".into(),
@@ -165,6 +166,41 @@ async fn a_text_only_mail_is_a_single_plain_part() {
 }
 
 #[tokio::test]
+async fn a_message_with_an_unsubscribe_link_carries_the_one_click_headers() {
+    let server = SmtpServer::start(Behaviour::Accept).await.unwrap();
+    let url = "https://notify.example.com/v1/unsubscribe/v1.unsubscribe.1795000000000.\
+               MDE5MGQzYTQtMDAwMC03MDAwLTgwMDAtMDAwMDAwMDBhYmNk.\
+               q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6j7k8l9z0x1c";
+    let msg = Message {
+        list_unsubscribe: Some(url.into()),
+        ..message(Some("Weekly news"), None)
+    };
+    smtp(server.port).send(&msg, &ctx()).await.unwrap();
+    let data = &server.received()[0].data;
+    let mail = parse(data);
+    let folded = header(&mail, "List-Unsubscribe").unwrap();
+    let unfolded: String = folded.split_whitespace().collect();
+    assert_eq!(unfolded, format!("<{url}>"));
+    assert_eq!(
+        header(&mail, "List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+}
+
+#[tokio::test]
+async fn a_message_without_an_unsubscribe_link_has_no_list_headers() {
+    let server = SmtpServer::start(Behaviour::Accept).await.unwrap();
+    smtp(server.port)
+        .send(&message(Some("Your receipt"), None), &ctx())
+        .await
+        .unwrap();
+    let data = &server.received()[0].data;
+    let mail = parse(data);
+    assert_eq!(header(&mail, "List-Unsubscribe"), None);
+    assert_eq!(header(&mail, "List-Unsubscribe-Post"), None);
+}
+
+#[tokio::test]
 async fn an_unknown_mailbox_550_is_an_invalid_recipient_with_the_reply_code() {
     let server = SmtpServer::start(Behaviour::RejectRecipient(
         "550 5.1.1 <alice@example.com>: unknown user".into(),
@@ -231,6 +267,7 @@ async fn validate_wants_an_address_a_subject_and_content() {
     let s = smtp(25);
     assert_eq!(
         s.validate(&Message {
+            list_unsubscribe: None,
             to: "not an address".into(),
             ..message(Some("x"), None)
         })
@@ -240,6 +277,7 @@ async fn validate_wants_an_address_a_subject_and_content() {
     );
     assert_eq!(
         s.validate(&Message {
+            list_unsubscribe: None,
             subject: None,
             ..message(Some("x"), None)
         })

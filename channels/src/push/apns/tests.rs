@@ -107,6 +107,7 @@ fn apns_with(base_url: &str, timeouts: Timeouts) -> Apns {
 
 fn message() -> Message {
     Message {
+        list_unsubscribe: None,
         id: "0190d3a4-0000-7000-8000-0000000000aa".into(),
         channel: "ios".into(),
         to: DEVICE.into(),
@@ -179,6 +180,7 @@ async fn sends_over_http2_with_every_apns_header_and_a_valid_es256_token() {
 async fn without_text_it_is_a_background_push() {
     let (url, seen) = apple(|_| (StatusCode::OK, None)).await;
     let silent = Message {
+        list_unsubscribe: None,
         subject: None,
         body: None,
         data: None,
@@ -255,6 +257,7 @@ async fn too_many_requests_is_rate_limited_and_server_errors_are_transient() {
 async fn an_expiration_in_data_becomes_the_apns_expiration_header() {
     let (url, seen) = apple(|_| (StatusCode::OK, None)).await;
     let once = Message {
+        list_unsubscribe: None,
         data: Some(serde_json::json!({"expiration": 0})),
         ..message()
     };
@@ -331,6 +334,7 @@ async fn validate_wants_a_hex_token_and_a_small_payload() {
     let a = apns("http://127.0.0.1:1");
     assert_eq!(
         a.validate(&Message {
+            list_unsubscribe: None,
             to: "xyz".into(),
             ..message()
         })
@@ -340,6 +344,7 @@ async fn validate_wants_a_hex_token_and_a_small_payload() {
     );
     assert_eq!(
         a.validate(&Message {
+            list_unsubscribe: None,
             body: Some("x".repeat(5000)),
             ..message()
         })

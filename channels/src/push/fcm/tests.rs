@@ -49,6 +49,7 @@ fn fcm_with(server: &MockServer, timeouts: Timeouts) -> Fcm {
 
 fn message() -> Message {
     Message {
+        list_unsubscribe: None,
         id: "n-1".into(),
         channel: "push".into(),
         to: "fYRW3:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx".into(),
@@ -442,6 +443,7 @@ async fn validate_checks_token_data_shape_and_size() {
     let f = fcm(&server);
     assert_eq!(
         f.validate(&Message {
+            list_unsubscribe: None,
             to: "not a token!".into(),
             ..message()
         })
@@ -450,16 +452,19 @@ async fn validate_checks_token_data_shape_and_size() {
         "to"
     );
     let bad_data = Message {
+        list_unsubscribe: None,
         data: Some(serde_json::json!({"data": {"n": 1}})),
         ..message()
     };
     assert_eq!(f.validate(&bad_data).unwrap_err().field, "data");
     let unknown = Message {
+        list_unsubscribe: None,
         data: Some(serde_json::json!({"colour": "red"})),
         ..message()
     };
     assert!(f.validate(&unknown).unwrap_err().message.contains("colour"));
     let big = Message {
+        list_unsubscribe: None,
         body: Some("x".repeat(5000)),
         ..message()
     };

@@ -54,6 +54,7 @@ fn webpush_with(urgency: Option<Urgency>, timeouts: Timeouts) -> Webpush {
 
 fn message(to: String) -> Message {
     Message {
+        list_unsubscribe: None,
         id: "n-9".into(),
         channel: "web".into(),
         to,
@@ -226,6 +227,7 @@ async fn validate_checks_the_subscription_and_the_size() {
             .contains("keys.auth")
     );
     let big = Message {
+        list_unsubscribe: None,
         body: Some("x".repeat(4000)),
         ..message(subscription("https://push.example.com/x"))
     };

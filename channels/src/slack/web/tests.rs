@@ -28,6 +28,7 @@ fn slack(server: &MockServer, total: Duration) -> Slack {
 
 fn message(to: &str) -> Message {
     Message {
+        list_unsubscribe: None,
         id: "n-1".into(),
         channel: "slack".into(),
         to: to.into(),
@@ -227,17 +228,20 @@ fn validate_needs_a_channel_and_content_and_array_blocks() {
     .unwrap();
     assert_eq!(s.validate(&message("")).unwrap_err().field, "to");
     let empty = Message {
+        list_unsubscribe: None,
         body: None,
         data: None,
         ..message("C1")
     };
     assert_eq!(s.validate(&empty).unwrap_err().code, "missing_content");
     let bad_blocks = Message {
+        list_unsubscribe: None,
         data: Some(serde_json::json!({"blocks": "nope"})),
         ..message("C1")
     };
     assert_eq!(s.validate(&bad_blocks).unwrap_err().field, "data");
     let long = Message {
+        list_unsubscribe: None,
         body: Some("x".repeat(40_001)),
         ..message("C1")
     };

@@ -26,6 +26,7 @@ fn hook_with(server: &MockServer, timeouts: Timeouts) -> SlackWebhook {
 
 fn message(data: Option<serde_json::Value>) -> Message {
     Message {
+        list_unsubscribe: None,
         id: "n-1".into(),
         channel: "ops".into(),
         to: "#ops".into(),

@@ -35,6 +35,7 @@ fn ctx(total: Duration) -> BuildContext {
 
 fn message(to: &str, body: &str) -> Message {
     Message {
+        list_unsubscribe: None,
         id: "n-1".into(),
         channel: "sms".into(),
         to: to.into(),

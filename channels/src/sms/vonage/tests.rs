@@ -26,6 +26,7 @@ fn ctx() -> BuildContext {
 
 fn message(body: &str) -> Message {
     Message {
+        list_unsubscribe: None,
         id: "n-7".into(),
         channel: "sms-b".into(),
         to: "+447700900000".into(),

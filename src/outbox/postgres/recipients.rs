@@ -1,0 +1,95 @@
+//! Recipient preferences on PostgreSQL: one row per normalized address, the preferences as
+//! jsonb (sent and read as text, decoded by serde like SQLite's).
+
+use sqlx::{PgPool, Row};
+
+use super::super::{Result, RuleEvent, StoreError};
+use crate::recipients::Preferences;
+
+const PUT: &str = "INSERT INTO recipients (address, preferences, updated_at)
+     VALUES ($1, $2::jsonb, $3)
+     ON CONFLICT (address) DO UPDATE SET preferences = $2::jsonb, updated_at = $3";
+
+const DELETE: &str = "DELETE FROM recipients WHERE address = $1";
+
+/// The row an opt-out changes, created empty if missing, then locked until the commit: two
+/// opt-outs of one address at once both land.
+const ENSURE: &str = "INSERT INTO recipients (address, preferences, updated_at)
+     VALUES ($1, $2::jsonb, $3) ON CONFLICT (address) DO NOTHING";
+const LOCK_ONE: &str = "SELECT preferences::text FROM recipients WHERE address = $1 FOR UPDATE";
+
+const MANY: &str = "SELECT address, preferences::text FROM recipients
+     WHERE address = ANY($1::text[])";
+
+fn encode(prefs: &Preferences) -> Result<String> {
+    serde_json::to_string(prefs).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn decode(address: &str, json: &str) -> Result<Preferences> {
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Internal(format!("stored preferences of {address:?} unreadable: {e}"))
+    })
+}
+
+pub(super) async fn put(pool: &PgPool, address: &str, prefs: &Preferences, now: i64) -> Result<()> {
+    sqlx::query(PUT)
+        .bind(address)
+        .bind(encode(prefs)?)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn delete(pool: &PgPool, address: &str) -> Result<bool> {
+    let done = sqlx::query(DELETE).bind(address).execute(pool).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn opt_out(
+    pool: &PgPool,
+    address: &str,
+    channel: &str,
+    because: Option<RuleEvent>,
+    now: i64,
+) -> Result<Preferences> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(ENSURE)
+        .bind(address)
+        .bind(encode(&Preferences::default())?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let json: String = sqlx::query_scalar(LOCK_ONE)
+        .bind(address)
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut prefs = decode(address, &json)?;
+    prefs.opt_out(channel);
+    sqlx::query(PUT)
+        .bind(address)
+        .bind(encode(&prefs)?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(e) = &because {
+        super::insert_event(&mut tx, e).await?;
+    }
+    tx.commit().await?;
+    Ok(prefs)
+}
+
+pub(super) async fn read(
+    pool: &PgPool,
+    addresses: &[String],
+) -> Result<Vec<(String, Preferences)>> {
+    let rows = sqlx::query(MANY).bind(addresses).fetch_all(pool).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let address: String = r.try_get(0)?;
+        let json: String = r.try_get(1)?;
+        let prefs = decode(&address, &json)?;
+        out.push((address, prefs));
+    }
+    Ok(out)
+}
