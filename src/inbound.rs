@@ -10,6 +10,7 @@
 use axum::http::HeaderMap;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use notifyd_channels::FieldError;
 use sha1::Sha1;
 
 use crate::api::same_secret;
@@ -23,18 +24,12 @@ pub enum InboundError {
     #[error("{0}")]
     Unauthorized(String),
     /// Signed but unusable (422), naming the field.
-    #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Invalid(FieldError),
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InboundError {
-    InboundError::Invalid {
-        field,
-        message: message.into(),
-    }
+    InboundError::Invalid(FieldError::new(field, "invalid_field", message))
 }
 
 /// Twilio's request signature for `url` and form `params`.

@@ -1,13 +1,17 @@
-//! Prometheus metrics, in the text exposition format. Labels are bounded: channel, outcome
-//! class, state. Never recipients or ids.
+//! Prometheus metrics, in the text exposition format (version 0.0.4) as prometheus-client
+//! writes it. Labels are bounded: channel, outcome class, state. Never recipients or ids.
 //!
 //! Counters live where the events happen (each channel's [`ChannelStats`], the API's accepted
 //! counter); gauges (queue depth, oldest due age, breaker state) are read when scraped.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use notifyd_channels::{DeliveryError, Receipt};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use serde::Serialize;
 
 use crate::outbox::{Outbox, Result, State};
@@ -98,30 +102,23 @@ impl ChannelStats {
         );
     }
 
-    /// The samples of `notifyd_delivery_duration_seconds` for channel label `ch` (escaped):
-    /// cumulative buckets, `+Inf`, sum and count.
-    fn latency_samples(&self, ch: &str) -> Vec<String> {
-        let mut out = Vec::with_capacity(BUCKETS.len() + 3);
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
-            out.push(format!(
-                "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"{bound}\"}} {cumulative}"
-            ));
-        }
+    /// The latency histogram now: per-bucket counts (the last one past every bound), sum and
+    /// count.
+    fn latency(&self) -> Latency {
+        let mut buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(&self.latency_buckets)
+            .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let bucketed: u64 = buckets.iter().map(|(_, n)| n).sum();
         // Read after the buckets: an attempt counted meanwhile keeps `+Inf` the largest.
-        let count = self.latency_count.load(Ordering::Relaxed).max(cumulative);
-        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        out.push(format!(
-            "notifyd_delivery_duration_seconds_bucket{{channel=\"{ch}\",le=\"+Inf\"}} {count}"
-        ));
-        out.push(format!(
-            "notifyd_delivery_duration_seconds_sum{{channel=\"{ch}\"}} {sum}"
-        ));
-        out.push(format!(
-            "notifyd_delivery_duration_seconds_count{{channel=\"{ch}\"}} {count}"
-        ));
-        out
+        let count = self.latency_count.load(Ordering::Relaxed).max(bucketed);
+        buckets.push((f64::INFINITY, count - bucketed));
+        Latency {
+            buckets,
+            count,
+            sum: self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 
     /// Attempts counted with this outcome.
@@ -194,23 +191,239 @@ impl Counters {
     }
 }
 
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A latency histogram read at scrape time.
+#[derive(Debug)]
+struct Latency {
+    /// `(upper bound, attempts in this bucket alone)`, the last bound `+Inf`.
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
 }
 
-/// Writes one metric family: its help, its type, its samples.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[String]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for sample in samples {
-        out.push_str(sample);
-        out.push('\n');
+/// One channel's values at scrape time.
+#[derive(Debug)]
+struct ChannelSample {
+    name: String,
+    kind: &'static str,
+    attempts: Vec<(AttemptClass, u64)>,
+    latency: Latency,
+    queue: Vec<(State, u64)>,
+    oldest_due_seconds: f64,
+    /// 0 closed, 1 half-open, 2 open.
+    breaker: i64,
+    rate_limit_waits: u64,
+    dead_critical: u64,
+    expired_critical: u64,
+}
+
+/// Every value one scrape exposes, read first (the queue's are async), then encoded by
+/// prometheus-client as one [`Collector`].
+#[derive(Debug)]
+struct Scrape {
+    accepted: u64,
+    ingest: Vec<(&'static str, &'static str, u64)>,
+    receipts: Vec<(&'static str, u64)>,
+    inbound: Vec<(&'static str, u64)>,
+    channels: Vec<ChannelSample>,
+    /// Round trips to the queue, for a backend that counts them (PostgreSQL).
+    round_trips: Option<u64>,
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// The labels of a per-channel sample.
+fn by_channel(c: &ChannelSample) -> Labels<'_> {
+    vec![("channel", c.name.as_str())]
+}
+
+/// One metric family of `kind` with these `(labels, value)` samples.
+fn family<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    samples: impl IntoIterator<Item = (Labels<'a>, M)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        value.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A counter family's name and help.
+fn counter<'h>(name: &'h str, help: &'h str) -> (&'h str, &'h str, MetricType) {
+    (name, help, MetricType::Counter)
+}
+
+/// A gauge family's name and help.
+fn gauge<'h>(name: &'h str, help: &'h str) -> (&'h str, &'h str, MetricType) {
+    (name, help, MetricType::Gauge)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let e = &mut encoder;
+        let channels = &self.channels;
+        let accepted = e.encode_descriptor(
+            "notifyd_accepted",
+            "Notifications accepted through the API.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.accepted).encode(accepted)?;
+        family(
+            e,
+            counter(
+                "notifyd_ingest_requests",
+                "Requests to the ingest endpoints by sender format (alertmanager, grafana, apprise, ntfy) and outcome (stored, duplicate, unrouted, refused, failed).",
+            ),
+            self.ingest.iter().map(|(format, outcome, n)| {
+                (
+                    vec![("format", *format), ("outcome", *outcome)],
+                    ConstCounter::new(*n),
+                )
+            }),
+        )?;
+        family(
+            e,
+            counter("notifyd_receipts", "Verified delivery receipts by status."),
+            self.receipts
+                .iter()
+                .map(|(s, n)| (vec![("status", *s)], ConstCounter::new(*n))),
+        )?;
+        family(
+            e,
+            counter(
+                "notifyd_inbound_receipts",
+                "Requests to /v1/inbound by outcome: matched, unmatched, duplicate, refused (bad signature).",
+            ),
+            self.inbound
+                .iter()
+                .map(|(o, n)| (vec![("outcome", *o)], ConstCounter::new(*n))),
+        )?;
+        family(
+            e,
+            counter(
+                "notifyd_attempts",
+                "Delivery attempts by channel and outcome class.",
+            ),
+            channels.iter().flat_map(|c| {
+                c.attempts.iter().map(|(outcome, n)| {
+                    let labels = vec![
+                        ("channel", c.name.as_str()),
+                        ("kind", c.kind),
+                        ("outcome", outcome.as_str()),
+                    ];
+                    (labels, ConstCounter::new(*n))
+                })
+            }),
+        )?;
+        let mut latency = e.encode_descriptor(
+            "notifyd_delivery_duration_seconds",
+            "How long providers took to answer a send.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in channels {
+            let l = &c.latency;
+            latency
+                .encode_family(&by_channel(c))?
+                .encode_histogram::<NoLabelSet>(l.sum, l.count, &l.buckets, None)?;
+        }
+        family(
+            e,
+            gauge(
+                "notifyd_queue_depth",
+                "Notifications per channel in a live or dead state.",
+            ),
+            channels.iter().flat_map(|c| {
+                c.queue.iter().map(|(state, n)| {
+                    (
+                        vec![("channel", c.name.as_str()), ("state", state.as_str())],
+                        ConstGauge::new(*n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            gauge(
+                "notifyd_queue_oldest_due_seconds",
+                "How long the oldest due notification of a channel has waited (0: none due).",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstGauge::new(c.oldest_due_seconds))),
+        )?;
+        if let Some(trips) = self.round_trips {
+            let family = e.encode_descriptor(
+                "notifyd_queue_round_trips",
+                "Round trips this daemon made to the PostgreSQL queue (statements, BEGIN and COMMIT, connection checks).",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(trips).encode(family)?;
+        }
+        family(
+            e,
+            gauge(
+                "notifyd_breaker_state",
+                "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstGauge::new(c.breaker))),
+        )?;
+        family(
+            e,
+            counter(
+                "notifyd_rate_limit_waits",
+                "Times a send waited for a rate-limit token.",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstCounter::new(c.rate_limit_waits))),
+        )?;
+        family(
+            e,
+            counter(
+                "notifyd_dead_critical",
+                "Notifications of critical channels that ended dead (alert on any increase).",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstCounter::new(c.dead_critical))),
+        )?;
+        family(
+            e,
+            counter(
+                "notifyd_expired_critical",
+                "Notifications of critical channels whose expires_at passed unsent (alert on any increase).",
+            ),
+            channels
+                .iter()
+                .map(|c| (by_channel(c), ConstCounter::new(c.expired_critical))),
+        )
     }
 }
 
-/// Renders every metric.
+impl Scrape {
+    /// The Prometheus text exposition (version 0.0.4) of these values.
+    fn text(self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail; an encoder error would be a bug in a label.
+        if let Err(e) = prometheus_text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "Could not encode the metrics.");
+        }
+        out
+    }
+}
+
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Renders every metric in the Prometheus text format.
 pub async fn render(
     registry: &Registry,
     counters: &Counters,
@@ -219,190 +432,82 @@ pub async fn render(
     let depth = outbox.depth().await?;
     let oldest = outbox.oldest_due(&registry.names()).await?;
     let now = crate::clock::now_ms();
-    let (mut attempts, mut latency, mut queue, mut age) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut breaker, mut waits, mut dead_critical) = (Vec::new(), Vec::new(), Vec::new());
-    let mut expired_critical = Vec::new();
-    for rt in registry.iter() {
-        let ch = escape(&rt.name);
-        let kind = rt.kind;
-        for outcome in AttemptClass::ALL {
-            attempts.push(format!(
-                "notifyd_attempts_total{{channel=\"{ch}\",kind=\"{kind}\",outcome=\"{}\"}} {}",
-                outcome.as_str(),
-                rt.stats.count(outcome)
-            ));
-        }
-        latency.extend(rt.stats.latency_samples(&ch));
-        for state in [State::Queued, State::Sending, State::Dead] {
-            let n: u64 = depth
-                .iter()
-                .filter(|d| d.channel == rt.name && d.state == state)
-                .map(|d| d.count)
-                .sum();
-            queue.push(format!(
-                "notifyd_queue_depth{{channel=\"{ch}\",state=\"{state}\"}} {n}"
-            ));
-        }
-        let oldest_ms = oldest
-            .iter()
-            .find(|(c, _)| *c == rt.name)
-            .map(|(_, at)| *at);
-        let secs = oldest_ms
-            .map(|at| (now - at).max(0) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        age.push(format!(
-            "notifyd_queue_oldest_due_seconds{{channel=\"{ch}\"}} {secs}"
-        ));
-        let state = match rt.gate.breaker().view().state {
-            "closed" => 0,
-            "half_open" => 1,
-            _ => 2,
-        };
-        breaker.push(format!("notifyd_breaker_state{{channel=\"{ch}\"}} {state}"));
-        waits.push(format!(
-            "notifyd_rate_limit_waits_total{{channel=\"{ch}\"}} {}",
-            rt.gate.limiter().waits()
-        ));
-        dead_critical.push(format!(
-            "notifyd_dead_critical_total{{channel=\"{ch}\"}} {}",
-            rt.health().dead_critical
-        ));
-        expired_critical.push(format!(
-            "notifyd_expired_critical_total{{channel=\"{ch}\"}} {}",
-            rt.health().expired_critical
-        ));
-    }
-    let mut out = String::with_capacity(8192);
-    let accepted = vec![format!(
-        "notifyd_accepted_total {}",
-        counters.accepted.load(Ordering::Relaxed)
-    )];
-    family(
-        &mut out,
-        "notifyd_accepted_total",
-        "counter",
-        "Notifications accepted through the API.",
-        &accepted,
-    );
-    let mut ingest = Vec::new();
-    for format in crate::ingest::Format::ALL {
-        for outcome in crate::ingest::Outcome::ALL {
-            ingest.push(format!(
-                "notifyd_ingest_requests_total{{format=\"{}\",outcome=\"{}\"}} {}",
-                format.as_str(),
-                outcome.as_str(),
-                counters.ingest.get(format, outcome)
-            ));
-        }
-    }
-    family(
-        &mut out,
-        "notifyd_ingest_requests_total",
-        "counter",
-        "Requests to the ingest endpoints by sender format (alertmanager, grafana, apprise, ntfy) and outcome (stored, duplicate, unrouted, refused, failed).",
-        &ingest,
-    );
-    let receipts: Vec<String> = ["delivered", "failed", "in_progress"]
+    let channels = registry
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            format!(
-                "notifyd_receipts_total{{status=\"{s}\"}} {}",
-                counters.receipts[i].load(Ordering::Relaxed)
-            )
+        .map(|rt| {
+            let oldest_ms = oldest
+                .iter()
+                .find(|(c, _)| *c == rt.name)
+                .map(|(_, at)| *at);
+            let health = rt.health();
+            ChannelSample {
+                name: rt.name.clone(),
+                kind: rt.kind,
+                attempts: AttemptClass::ALL
+                    .iter()
+                    .map(|o| (*o, rt.stats.count(*o)))
+                    .collect(),
+                latency: rt.stats.latency(),
+                queue: [State::Queued, State::Sending, State::Dead]
+                    .into_iter()
+                    .map(|state| {
+                        let n = depth
+                            .iter()
+                            .filter(|d| d.channel == rt.name && d.state == state)
+                            .map(|d| d.count)
+                            .sum();
+                        (state, n)
+                    })
+                    .collect(),
+                oldest_due_seconds: oldest_ms
+                    .map(|at| (now - at).max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0),
+                breaker: match rt.gate.breaker().view().state {
+                    "closed" => 0,
+                    "half_open" => 1,
+                    _ => 2,
+                },
+                rate_limit_waits: rt.gate.limiter().waits(),
+                dead_critical: health.dead_critical,
+                expired_critical: health.expired_critical,
+            }
         })
         .collect();
-    family(
-        &mut out,
-        "notifyd_receipts_total",
-        "counter",
-        "Verified delivery receipts by status.",
-        &receipts,
-    );
-    let outcomes: Vec<String> = ReceiptOutcome::ALL
+    let ingest = crate::ingest::Format::ALL
+        .into_iter()
+        .flat_map(|format| {
+            crate::ingest::Outcome::ALL.into_iter().map(move |outcome| {
+                (
+                    format.as_str(),
+                    outcome.as_str(),
+                    counters.ingest.get(format, outcome),
+                )
+            })
+        })
+        .collect();
+    let receipts = ["delivered", "failed", "in_progress"]
+        .into_iter()
+        .zip(&counters.receipts)
+        .map(|(status, n)| (status, n.load(Ordering::Relaxed)))
+        .collect();
+    let inbound = ReceiptOutcome::ALL
         .iter()
         .map(|o| {
-            format!(
-                "notifyd_inbound_receipts_total{{outcome=\"{}\"}} {}",
+            (
                 o.as_str(),
-                counters.receipt_outcomes[*o as usize].load(Ordering::Relaxed)
+                counters.receipt_outcomes[*o as usize].load(Ordering::Relaxed),
             )
         })
         .collect();
-    family(
-        &mut out,
-        "notifyd_inbound_receipts_total",
-        "counter",
-        "Requests to /v1/inbound by outcome: matched, unmatched, duplicate, refused (bad signature).",
-        &outcomes,
-    );
-    family(
-        &mut out,
-        "notifyd_attempts_total",
-        "counter",
-        "Delivery attempts by channel and outcome class.",
-        &attempts,
-    );
-    family(
-        &mut out,
-        "notifyd_delivery_duration_seconds",
-        "histogram",
-        "How long providers took to answer a send.",
-        &latency,
-    );
-    family(
-        &mut out,
-        "notifyd_queue_depth",
-        "gauge",
-        "Notifications per channel in a live or dead state.",
-        &queue,
-    );
-    family(
-        &mut out,
-        "notifyd_queue_oldest_due_seconds",
-        "gauge",
-        "How long the oldest due notification of a channel has waited (0: none due).",
-        &age,
-    );
-    if let Some(trips) = outbox.round_trips() {
-        family(
-            &mut out,
-            "notifyd_queue_round_trips_total",
-            "counter",
-            "Round trips this daemon made to the PostgreSQL queue (statements, BEGIN and COMMIT, connection checks).",
-            &[format!("notifyd_queue_round_trips_total {trips}")],
-        );
+    Ok(Scrape {
+        accepted: counters.accepted.load(Ordering::Relaxed),
+        ingest,
+        receipts,
+        inbound,
+        channels,
+        round_trips: outbox.round_trips(),
     }
-    family(
-        &mut out,
-        "notifyd_breaker_state",
-        "gauge",
-        "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-        &breaker,
-    );
-    family(
-        &mut out,
-        "notifyd_rate_limit_waits_total",
-        "counter",
-        "Times a send waited for a rate-limit token.",
-        &waits,
-    );
-    family(
-        &mut out,
-        "notifyd_dead_critical_total",
-        "counter",
-        "Notifications of critical channels that ended dead (alert on any increase).",
-        &dead_critical,
-    );
-    family(
-        &mut out,
-        "notifyd_expired_critical_total",
-        "counter",
-        "Notifications of critical channels whose expires_at passed unsent (alert on any increase).",
-        &expired_critical,
-    );
-    Ok(out)
+    .text())
 }
 
 #[cfg(test)]
@@ -411,20 +516,45 @@ mod tests {
 
     use super::*;
 
+    fn one_channel(stats: &ChannelStats) -> Scrape {
+        Scrape {
+            accepted: 2,
+            ingest: vec![],
+            receipts: vec![],
+            inbound: vec![],
+            round_trips: Some(7),
+            channels: vec![ChannelSample {
+                name: "sms \"eu\"".into(),
+                kind: "twilio",
+                attempts: AttemptClass::ALL
+                    .iter()
+                    .map(|o| (*o, stats.count(*o)))
+                    .collect(),
+                latency: stats.latency(),
+                queue: vec![(State::Queued, 4)],
+                oldest_due_seconds: 1.5,
+                breaker: 2,
+                rate_limit_waits: 0,
+                dead_critical: 0,
+                expired_critical: 0,
+            }],
+        }
+    }
+
     #[test]
     fn latency_buckets_are_cumulative_and_inf_counts_every_attempt() {
         let stats = ChannelStats::default();
         for ms in [3, 30, 40_000] {
             stats.attempt(AttemptClass::Delivered, Duration::from_millis(ms));
         }
-        let samples = stats.latency_samples("sms");
+        let text = one_channel(&stats).text();
         let value = |le: &str| {
-            let key =
-                format!("notifyd_delivery_duration_seconds_bucket{{channel=\"sms\",le=\"{le}\"}} ");
-            samples
-                .iter()
+            let key = format!(
+                "notifyd_delivery_duration_seconds_bucket{{channel=\"sms \\\"eu\\\"\",le=\"{le}\"}} "
+            );
+            text.lines()
                 .find_map(|s| s.strip_prefix(&key))
-                .unwrap()
+                .unwrap_or_else(|| panic!("{key} in {text}"))
                 .to_owned()
         };
         assert_eq!(value("0.005"), "1");
@@ -433,15 +563,41 @@ mod tests {
         assert_eq!(value("30"), "2");
         assert_eq!(value("+Inf"), "3");
         assert!(
-            samples
-                .contains(&"notifyd_delivery_duration_seconds_count{channel=\"sms\"} 3".to_owned())
+            text.contains(
+                "notifyd_delivery_duration_seconds_count{channel=\"sms \\\"eu\\\"\"} 3\n"
+            ),
+            "{text}"
         );
         assert!(
-            samples.contains(
-                &"notifyd_delivery_duration_seconds_sum{channel=\"sms\"} 40.033".to_owned()
-            )
+            text.contains(
+                "notifyd_delivery_duration_seconds_sum{channel=\"sms \\\"eu\\\"\"} 40.033\n"
+            ),
+            "{text}"
         );
         assert_eq!(stats.count(AttemptClass::Delivered), 3);
         assert_eq!(stats.count(AttemptClass::Transient), 0);
+    }
+
+    #[test]
+    fn names_labels_and_types_are_the_prometheus_text_ones() {
+        let stats = ChannelStats::default();
+        stats.attempt(AttemptClass::Transient, Duration::from_millis(5));
+        let text = one_channel(&stats).text();
+        for line in [
+            "# TYPE notifyd_accepted_total counter",
+            "notifyd_accepted_total 2",
+            "# TYPE notifyd_attempts_total counter",
+            "notifyd_attempts_total{channel=\"sms \\\"eu\\\"\",kind=\"twilio\",outcome=\"transient\"} 1",
+            "notifyd_attempts_total{channel=\"sms \\\"eu\\\"\",kind=\"twilio\",outcome=\"delivered\"} 0",
+            "# TYPE notifyd_delivery_duration_seconds histogram",
+            "# TYPE notifyd_queue_depth gauge",
+            "notifyd_queue_depth{channel=\"sms \\\"eu\\\"\",state=\"queued\"} 4",
+            "notifyd_queue_oldest_due_seconds{channel=\"sms \\\"eu\\\"\"} 1.5",
+            "notifyd_breaker_state{channel=\"sms \\\"eu\\\"\"} 2",
+            "notifyd_queue_round_trips_total 7",
+            "notifyd_rate_limit_waits_total{channel=\"sms \\\"eu\\\"\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

@@ -18,6 +18,7 @@
 //! A `high` priority notification passes both, and quiet hours, unless `high_priority_passes` is
 //! `false`.
 
+use notifyd_channels::FieldError;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::window::{Window, WindowSpec, Zone};
@@ -73,27 +74,6 @@ impl Default for Preferences {
     }
 }
 
-/// Why preferences were refused: the field at fault and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct BadPreferences {
-    /// The JSON path of the field (`quiet_hours.start`, `muted[1]`).
-    pub field: String,
-    /// Stable machine-readable code.
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl BadPreferences {
-    fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            code,
-            message: message.into(),
-        }
-    }
-}
-
 /// What the rules read from checked preferences.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked {
@@ -104,14 +84,14 @@ pub struct Checked {
 impl Preferences {
     /// Checks every field; `is_channel` says whether a channel name is configured. Channel lists
     /// come back sorted and without repeats, the window in its canonical form.
-    pub fn validate(mut self, is_channel: impl Fn(&str) -> bool) -> Result<Self, BadPreferences> {
+    pub fn validate(mut self, is_channel: impl Fn(&str) -> bool) -> Result<Self, FieldError> {
         let checked = self.checked().map_err(|(field, message)| {
             let code = if field == "time_zone" {
                 "unknown_time_zone"
             } else {
                 "invalid_window"
             };
-            BadPreferences::new(field, code, message)
+            FieldError::new(field, code, message)
         })?;
         self.quiet_hours = checked.quiet_hours.map(|w| w.spec());
         for (name, list) in [
@@ -119,14 +99,14 @@ impl Preferences {
             ("opted_out", &mut self.opted_out),
         ] {
             if list.len() > MAX_CHANNELS {
-                return Err(BadPreferences::new(
+                return Err(FieldError::new(
                     name,
                     "too_many",
                     format!("at most {MAX_CHANNELS} channels"),
                 ));
             }
             if let Some((i, c)) = list.iter().enumerate().find(|(_, c)| !is_channel(c)) {
-                return Err(BadPreferences::new(
+                return Err(FieldError::new(
                     format!("{name}[{i}]"),
                     "unknown_channel",
                     format!("no channel named {c:?} is configured"),
@@ -205,16 +185,12 @@ fn looks_like_email(s: &str) -> bool {
 }
 
 /// Checks an address given in a URL or on the command line, and returns its normalized form.
-pub fn address(raw: &str) -> Result<String, BadPreferences> {
+pub fn address(raw: &str) -> Result<String, FieldError> {
     if raw.trim().is_empty() {
-        return Err(BadPreferences::new(
-            "address",
-            "invalid_recipient",
-            "is empty",
-        ));
+        return Err(FieldError::new("address", "invalid_recipient", "is empty"));
     }
     if raw.len() > MAX_ADDRESS_LEN {
-        return Err(BadPreferences::new(
+        return Err(FieldError::new(
             "address",
             "too_long",
             format!("longer than {MAX_ADDRESS_LEN} bytes"),

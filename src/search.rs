@@ -1,10 +1,12 @@
 //! A history search as callers write it (the API's query string, `notifyd list`'s flags), and
 //! its validation into a [`HistoryQuery`]. Every refusal names the parameter at fault.
 
+use notifyd_channels::FieldError;
+
 use crate::outbox::{
     DEFAULT_PAGE, HistoryCursor, HistoryFilter, HistoryQuery, MAX_PAGE, MAX_WALK, Priority, State,
 };
-use crate::submission::{Rejection, parse_time};
+use crate::submission::parse_time;
 
 /// The parameters a search takes, as `(name, what it is)`: for documentation and the OpenAPI
 /// document.
@@ -36,7 +38,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
 /// an unknown or repeated name is refused.
 pub fn parse<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<HistoryQuery, Rejection> {
+) -> Result<HistoryQuery, FieldError> {
     let mut q = HistoryQuery {
         filter: HistoryFilter::default(),
         after: None,
@@ -47,14 +49,14 @@ pub fn parse<'a>(
     for (name, value) in pairs {
         let Some(known) = PARAMETERS.iter().map(|(n, _)| *n).find(|n| *n == name) else {
             let names: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 name,
                 "unknown_parameter",
                 format!("unknown parameter; use {}", names.join(", ")),
             ));
         };
         if seen.contains(&known) {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 name,
                 "repeated_parameter",
                 "give this parameter once",
@@ -97,8 +99,8 @@ pub fn parse<'a>(
     Ok(q)
 }
 
-fn invalid(name: &str, why: impl ToString) -> Rejection {
-    Rejection::new(name, "invalid_parameter", why.to_string())
+fn invalid(name: &str, why: impl ToString) -> FieldError {
+    FieldError::new(name, "invalid_parameter", why.to_string())
 }
 
 #[cfg(test)]
@@ -154,7 +156,7 @@ mod tests {
         assert_eq!(q.after, Some(cursor));
     }
 
-    fn refused(pairs: &[(&str, &str)]) -> Rejection {
+    fn refused(pairs: &[(&str, &str)]) -> FieldError {
         parse(pairs.iter().copied()).unwrap_err()
     }
 

@@ -1,7 +1,7 @@
 //! What a caller submits (HTTP body or `notifyd send` flags), and its validation into a
 //! [`NewNotification`]: the one place that decides whether a notification is acceptable.
 
-use notifyd_channels::Message;
+use notifyd_channels::{FieldError, Message};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -89,14 +89,14 @@ pub struct Submission {
 
 /// Refuses a `deliver_between` whose times or zone are not valid, naming the part at fault
 /// (`deliver_between.end`); also what a plain-SQL row's window must pass.
-pub fn check_deliver_between(window: &DeliverBetween) -> Result<(), Rejection> {
+pub fn check_deliver_between(window: &DeliverBetween) -> Result<(), FieldError> {
     window.check().map(|_| ()).map_err(|e| {
         let code = if e.part == "time_zone" {
             "unknown_time_zone"
         } else {
             "invalid_window"
         };
-        Rejection::new(format!("deliver_between.{}", e.part), code, e.message)
+        FieldError::new(format!("deliver_between.{}", e.part), code, e.message)
     })
 }
 
@@ -112,40 +112,20 @@ pub struct EscalateRequest {
     pub to: String,
 }
 
-/// Why a submission is refused; names the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct Rejection {
-    pub field: String,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Rejection {
-    /// A refusal blamed on `field`.
-    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, Rejection> {
+pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, FieldError> {
     let t = OffsetDateTime::parse(value, &Rfc3339).map_err(|e| {
-        Rejection::new(
+        FieldError::new(
             field,
             "invalid_time",
             format!("{value:?} is not an RFC 3339 time ({e})"),
         )
     })?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| Rejection::new(field, "invalid_time", "out of range"))
+        .map_err(|_| FieldError::new(field, "invalid_time", "out of range"))
 }
 
 /// Refuses JSON nested deeper than [`json_bounds::MAX_DEPTH`]: what is stored must parse again.
-fn within_depth(field: &str, value: Option<&serde_json::Value>) -> Result<(), Rejection> {
+fn within_depth(field: &str, value: Option<&serde_json::Value>) -> Result<(), FieldError> {
     let Some(value) = value else { return Ok(()) };
     let depth = json_bounds::depth(value);
     if depth > json_bounds::MAX_DEPTH {
@@ -154,7 +134,7 @@ fn within_depth(field: &str, value: Option<&serde_json::Value>) -> Result<(), Re
         } else {
             "the value"
         };
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             field,
             "too_deep",
             format!(
@@ -183,7 +163,7 @@ impl Submission {
         mut self,
         registry: &Registry,
         templates: &Templates,
-    ) -> Result<NewNotification, Rejection> {
+    ) -> Result<NewNotification, FieldError> {
         let runtime = channel_named(registry, "channel", &self.channel)?;
         // Hashed as submitted (template and vars, not their rendering): a replay is the same
         // request, whatever the templates say today.
@@ -193,7 +173,7 @@ impl Submission {
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > MAX_KEY_LEN)
         {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 "idempotency_key",
                 "invalid_field",
                 format!("must be 1 to {MAX_KEY_LEN} bytes"),
@@ -208,7 +188,7 @@ impl Submission {
             self.vars.as_ref(),
             now,
         )
-        .map_err(|e| Rejection::new("digest_key", "invalid_field", e.to_string()))?;
+        .map_err(|e| FieldError::new("digest_key", "invalid_field", e.to_string()))?;
         let run_at = match &self.send_at {
             Some(t) => parse_time("send_at", t)?.max(now),
             None => now,
@@ -217,14 +197,14 @@ impl Submission {
             Some(t) => {
                 let at = parse_time("expires_at", t)?;
                 if at <= now {
-                    return Err(Rejection::new(
+                    return Err(FieldError::new(
                         "expires_at",
                         "invalid_time",
                         "is already in the past",
                     ));
                 }
                 if at <= run_at {
-                    return Err(Rejection::new(
+                    return Err(FieldError::new(
                         "expires_at",
                         "invalid_time",
                         "is not after send_at",
@@ -265,7 +245,7 @@ impl Submission {
                 || self.html.is_some()
                 || self.data.is_some()
             {
-                return Err(Rejection::new(
+                return Err(FieldError::new(
                     "template",
                     "invalid_field",
                     "give either a template or inline subject/body/html/data, not both",
@@ -279,7 +259,7 @@ impl Submission {
             self.html = rendered.html;
             self.data = rendered.data;
         } else if self.vars.is_some() {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 "vars",
                 "invalid_field",
                 "vars are only used with a template",
@@ -294,7 +274,7 @@ impl Submission {
         let own_family = crate::templates::family(runtime.kind);
         // What a route or step to another channel sends, when it is not the notification's own:
         // a template speaks to each kind in its own part (sms.txt for an SMS fallback).
-        let content_for = |field: &str, channel: &str| -> Result<Option<Content>, Rejection> {
+        let content_for = |field: &str, channel: &str| -> Result<Option<Content>, FieldError> {
             let runtime = channel_named(registry, field, channel)?;
             Ok(match &self.template {
                 // A kind of the same family renders the same parts: nothing to do again.
@@ -379,9 +359,9 @@ impl Submission {
         &self,
         runtime: &ChannelRuntime,
         now: i64,
-    ) -> Result<Option<crate::outbox::DedupClaim>, Rejection> {
+    ) -> Result<Option<crate::outbox::DedupClaim>, FieldError> {
         let refuse =
-            |e: dedup::DedupError| Rejection::new(e.field(), "invalid_field", e.to_string());
+            |e: dedup::DedupError| FieldError::new(e.field(), "invalid_field", e.to_string());
         let requested = self
             .dedup_window
             .as_deref()
@@ -424,9 +404,9 @@ fn channel_named<'r>(
     registry: &'r Registry,
     field: &str,
     name: &str,
-) -> Result<&'r std::sync::Arc<ChannelRuntime>, Rejection> {
+) -> Result<&'r std::sync::Arc<ChannelRuntime>, FieldError> {
     registry.get(name).ok_or_else(|| {
-        Rejection::new(
+        FieldError::new(
             field,
             "unknown_channel",
             format!("no channel named {name:?} is configured"),
@@ -437,9 +417,9 @@ fn channel_named<'r>(
 /// Each step's wait in milliseconds, or a refusal naming the step: at most
 /// [`escalation::MAX_STEPS`] steps, each `after` a duration more than zero and at most
 /// [`escalation::MAX_AFTER_MS`].
-fn escalation_waits(steps: &[EscalateRequest]) -> Result<Vec<i64>, Rejection> {
+fn escalation_waits(steps: &[EscalateRequest]) -> Result<Vec<i64>, FieldError> {
     if steps.len() > escalation::MAX_STEPS {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "escalate",
             "too_many_items",
             format!(
@@ -455,7 +435,7 @@ fn escalation_waits(steps: &[EscalateRequest]) -> Result<Vec<i64>, Rejection> {
         .map(|(i, step)| {
             let field = format!("escalate[{i}].after");
             let wait = humantime::parse_duration(&step.after).map_err(|e| {
-                Rejection::new(
+                FieldError::new(
                     &field,
                     "invalid_duration",
                     format!(
@@ -466,7 +446,7 @@ fn escalation_waits(steps: &[EscalateRequest]) -> Result<Vec<i64>, Rejection> {
             })?;
             let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
             if ms <= 0 || ms > escalation::MAX_AFTER_MS {
-                return Err(Rejection::new(
+                return Err(FieldError::new(
                     field,
                     "invalid_duration",
                     "must be more than zero and at most 30 days",
@@ -478,9 +458,9 @@ fn escalation_waits(steps: &[EscalateRequest]) -> Result<Vec<i64>, Rejection> {
 }
 
 /// Refuses more than [`MAX_FALLBACK_ROUTES`] fallback routes.
-fn check_route_count(routes: usize) -> Result<(), Rejection> {
+fn check_route_count(routes: usize) -> Result<(), FieldError> {
     if routes > MAX_FALLBACK_ROUTES {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "fallback",
             "too_many_items",
             format!("{routes} routes, more than the {MAX_FALLBACK_ROUTES} allowed"),
@@ -506,7 +486,7 @@ pub fn check(
     message: &Message,
     fallback: &[FallbackRoute],
     content_field: &str,
-) -> Result<(), Rejection> {
+) -> Result<(), FieldError> {
     check_all(registry, message, fallback, &[], content_field)
 }
 
@@ -518,7 +498,7 @@ fn check_all(
     fallback: &[FallbackRoute],
     steps: &[EscalationStep],
     content_field: &str,
-) -> Result<(), Rejection> {
+) -> Result<(), FieldError> {
     let runtime = channel_named(registry, "channel", &message.channel)?;
     // Sent as the idempotency key (an HTTP header for webhooks) and used in URLs: an id a
     // program chose must be a plain token. The ones notifyd assigns are UUIDs.
@@ -526,21 +506,21 @@ fn check_all(
         || message.id.len() > MAX_KEY_LEN
         || !message.id.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "id",
             "invalid_field",
             format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters, no spaces"),
         ));
     }
     if message.to.trim().is_empty() {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "to",
             "invalid_recipient",
             "must not be empty",
         ));
     }
     if message.to.len() > MAX_TO_LEN {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             "to",
             "invalid_recipient",
             format!("longer than {MAX_TO_LEN} bytes"),
@@ -551,7 +531,7 @@ fn check_all(
         && message.html.is_none()
         && message.data.is_none()
     {
-        return Err(Rejection::new(
+        return Err(FieldError::new(
             content_field,
             "missing_content",
             "give at least one of body, subject, html, data or template",
@@ -559,10 +539,7 @@ fn check_all(
     }
     let mut stored = ContentSize::default();
     stored.add_message(message)?;
-    runtime
-        .channel
-        .validate(message)
-        .map_err(|e| Rejection::new(e.field, e.code, e.message))?;
+    runtime.channel.validate(message)?;
     check_route_count(fallback.len())?;
     let routes = fallback
         .iter()
@@ -577,7 +554,7 @@ fn check_all(
     for (field, (target, content)) in routes.chain(steps) {
         let runtime = channel_named(registry, &format!("{field}.channel"), &target.channel)?;
         if target.to.trim().is_empty() || target.to.len() > MAX_TO_LEN {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 format!("{field}.to"),
                 "invalid_recipient",
                 format!("must be 1 to {MAX_TO_LEN} bytes, not blank"),
@@ -598,7 +575,7 @@ fn check_all(
         runtime
             .channel
             .validate(&elsewhere)
-            .map_err(|e| Rejection::new(format!("{field}.{}", e.field), e.code, e.message))?;
+            .map_err(|e| e.under(&field))?;
     }
     Ok(())
 }
@@ -610,10 +587,10 @@ struct ContentSize(usize);
 
 impl ContentSize {
     /// Adds `bytes` of `field`, refusing it if the total goes over the limit.
-    fn add(&mut self, field: &str, bytes: usize) -> Result<(), Rejection> {
+    fn add(&mut self, field: &str, bytes: usize) -> Result<(), FieldError> {
         self.0 = self.0.saturating_add(bytes);
         if self.0 > MAX_CONTENT_BYTES {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 field,
                 "too_long",
                 format!(
@@ -631,7 +608,7 @@ impl ContentSize {
         body: &Option<String>,
         html: &Option<String>,
         data: &Option<serde_json::Value>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), FieldError> {
         for (name, text) in [("subject", subject), ("body", body), ("html", html)] {
             self.add(&field(name), text.as_ref().map_or(0, String::len))?;
         }
@@ -639,11 +616,11 @@ impl ContentSize {
         self.add(&field("data"), data_len)
     }
 
-    fn add_message(&mut self, m: &Message) -> Result<(), Rejection> {
+    fn add_message(&mut self, m: &Message) -> Result<(), FieldError> {
         self.add_fields(str::to_owned, &m.subject, &m.body, &m.html, &m.data)
     }
 
-    fn add_route(&mut self, field: &str, c: &Content) -> Result<(), Rejection> {
+    fn add_route(&mut self, field: &str, c: &Content) -> Result<(), FieldError> {
         self.add_fields(|_| field.to_owned(), &c.subject, &c.body, &c.html, &c.data)
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, UndefinedBehavior};
 
 use crate::ack_link::AckLinks;
-use crate::submission::Rejection;
+use notifyd_channels::FieldError;
 
 /// Bounds the work one render may do (minijinja "fuel"): a template cannot hang the API.
 const FUEL: u64 = 100_000;
@@ -188,16 +188,16 @@ impl Templates {
         name: &str,
         kind: &str,
         vars: &serde_json::Value,
-    ) -> Result<Rendered, Rejection> {
+    ) -> Result<Rendered, FieldError> {
         let parts = self.parts.get(name).ok_or_else(|| {
-            Rejection::new(
+            FieldError::new(
                 "template",
                 "unknown_template",
                 format!("no template named {name:?}"),
             )
         })?;
         if !vars.is_object() && !vars.is_null() {
-            return Err(Rejection::new(
+            return Err(FieldError::new(
                 "vars",
                 "invalid_field",
                 "vars must be a JSON object",
@@ -210,13 +210,13 @@ impl Templates {
                 .filter(|p| parts.contains(p))
                 .or_else(|| parts.contains(generic).then(|| generic.to_owned()))
         };
-        let render = |part: Option<String>| -> Result<Option<String>, Rejection> {
+        let render = |part: Option<String>| -> Result<Option<String>, FieldError> {
             let Some(part) = part else { return Ok(None) };
             let file = format!("{name}/{part}");
             let template = self
                 .env
                 .get_template(&file)
-                .map_err(|e| Rejection::new("template", "template_error", describe(&e)))?;
+                .map_err(|e| FieldError::new("template", "template_error", describe(&e)))?;
             template
                 .render(minijinja::value::Serde(vars))
                 .map(Some)
@@ -224,7 +224,7 @@ impl Templates {
                     // Strict undefined with debug info: a variable the template really needs
                     // fails the render, named ("`order` is undefined"); `x | default(..)` and
                     // `x is defined` keep working with `x` absent.
-                    Rejection::new(
+                    FieldError::new(
                         "vars",
                         "template_error",
                         format!("{file}: {}", describe(&e)),
@@ -243,7 +243,7 @@ impl Templates {
             Some(text) => {
                 let file = format!("{name}/{}", data_part.unwrap_or_default());
                 let refuse = |why: String| {
-                    Rejection::new("template", "template_error", format!("{file}: {why}"))
+                    FieldError::new("template", "template_error", format!("{file}: {why}"))
                 };
                 let data = serde_json::from_str(&text)
                     .map_err(|e| refuse(format!("did not render to JSON: {e}")))?;

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::{DeliveryError, InvalidMessage, Message, Receipt};
+use crate::{DeliveryError, FieldError, Message, Receipt};
 
 /// What the dispatcher tells a channel about this delivery attempt.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Checks a recipient and content before the notification is accepted, so that a bad phone
     /// number or a missing body is the caller's 422 rather than a failure discovered later.
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage>;
+    fn validate(&self, msg: &Message) -> Result<(), FieldError>;
 
     /// Delivers once. Never retries by itself; classifies every outcome.
     async fn send(&self, msg: &Message, ctx: &SendContext) -> Result<Receipt, DeliveryError>;

@@ -1,12 +1,17 @@
-//! What every HTTP provider needs: a client with explicit timeouts, `Retry-After` parsing, and
-//! the classification of transport failures and generic status codes.
+//! What every HTTP provider needs: a client with explicit timeouts, the one send path
+//! ([`send`]: request → whole answer → the provider's classification), `Retry-After` parsing,
+//! and the classification of transport failures and generic status codes.
+//!
+//! A provider keeps only what differs: building its request and reading its own answer (a
+//! [`Classify`] function of status, headers and body, unit-testable without a network).
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::StatusCode;
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode};
 
-use crate::{BuildError, DeliveryError, Timeouts};
+use crate::{BuildError, DeliveryError, Receipt, Timeouts};
 
 /// The `User-Agent` notifyd sends to every provider.
 pub const USER_AGENT: &str = concat!("notifyd/", env!("CARGO_PKG_VERSION"));
@@ -29,6 +34,45 @@ pub fn builder(timeouts: &Timeouts) -> reqwest::ClientBuilder {
         .timeout(timeouts.total)
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
+}
+
+/// A provider's whole answer: what its [`Classify`] function reads.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// This answer as the provider reads it.
+    pub fn classify(&self, classify: Classify) -> Result<Receipt, DeliveryError> {
+        classify(self.status, &self.headers, &self.body)
+    }
+}
+
+/// A provider's reading of its answer: the receipt of a delivered message, or the class of its
+/// failure (200-with-error bodies included). One per provider, pure.
+pub type Classify = fn(StatusCode, &HeaderMap, &[u8]) -> Result<Receipt, DeliveryError>;
+
+/// Sends `request` and reads the whole answer. Failing to get one (connect, timeout, a body cut
+/// short) is a transient [`DeliveryError`] (see [`transport_error`]); any status is an answer.
+pub async fn exchange(request: RequestBuilder) -> Result<Answer, DeliveryError> {
+    let mut response = request.send().await.map_err(|e| transport_error(&e))?;
+    let status = response.status();
+    // Taken, not cloned: reading the body needs no headers.
+    let headers = std::mem::take(response.headers_mut());
+    let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The one send path of an HTTP provider: request → whole answer → the provider's reading.
+pub async fn send(request: RequestBuilder, classify: Classify) -> Result<Receipt, DeliveryError> {
+    exchange(request).await?.classify(classify)
 }
 
 /// The provider's requested wait: `Retry-After` (delta-seconds or an HTTP date), else a

@@ -1,5 +1,5 @@
 //! notifyd's delivery side: the [`Channel`] strategy trait, the normalized [`Message`] and outcome
-//! types ([`Receipt`], [`DeliveryError`]), and one module per provider.
+//! types ([`Receipt`], [`DeliveryError`]), the one [`FieldError`] of a refused input, and one module per provider.
 //!
 //! A channel delivers exactly once per call and classifies what happened; it never retries, waits
 //! or queues by itself. Timeouts, retry, breakers and rate limits are the daemon's policies, wrapped
@@ -10,6 +10,7 @@
 //! [`ProviderConfig`].
 
 mod channel;
+mod field_error;
 mod message;
 mod outcome;
 mod provider;
@@ -32,7 +33,8 @@ pub mod sms;
 pub mod webhook;
 
 pub use channel::{Channel, SendContext};
-pub use message::{InvalidMessage, Message, Receipt};
+pub use field_error::{FieldError, field_path};
+pub use message::{Message, Receipt};
 pub use outcome::DeliveryError;
 pub use provider::{BuildContext, BuildError, ProviderConfig, Timeouts};
 pub use secret::Secret;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::redact::mask_recipient;
-use crate::{BuildContext, Channel, DeliveryError, InvalidMessage, Message, Receipt, SendContext};
+use crate::{BuildContext, Channel, DeliveryError, FieldError, Message, Receipt, SendContext};
 
 /// `kind = "log"`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -43,9 +43,9 @@ impl Channel for Log {
         "log"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         if msg.to.trim().is_empty() {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "must not be empty",

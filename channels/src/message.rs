@@ -50,25 +50,3 @@ pub struct Receipt {
     /// used to match later delivery receipts.
     pub provider_id: Option<String>,
 }
-
-/// A message the channel can never deliver as given; reported to the caller before it is queued.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidMessage {
-    /// The request field at fault (`to`, `body`, `data`, ...).
-    pub field: &'static str,
-    /// Stable machine-readable code (`invalid_recipient`, `missing_content`, `too_long`, ...).
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl InvalidMessage {
-    /// An invalid message blamed on `field`.
-    pub fn new(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            code,
-            message: message.into(),
-        }
-    }
-}

@@ -14,12 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -111,9 +112,9 @@ impl Channel for Webhook {
         "webhook"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         if msg.to.trim().is_empty() {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "must not be empty",
@@ -156,26 +157,26 @@ impl Channel for Webhook {
                 signature(secret.expose().as_bytes(), ts, &body),
             );
         }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        if status.is_success() {
-            // Only the one header is kept: the answer's others are not copied on each send.
-            let provider_id = resp
-                .headers()
+        http::send(req.body(body), classify).await
+    }
+}
+
+/// Maps a receiver's answer: any 2xx delivered (its `X-Request-Id` as the provider id), else
+/// the generic meaning of the status.
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Receipt, DeliveryError> {
+    if status.is_success() {
+        return Ok(Receipt {
+            provider_id: headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-            return Ok(Receipt { provider_id });
-        }
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        Err(http::classify_status(status, &headers, &bytes))
+                .map(str::to_owned),
+        });
     }
+    Err(http::classify_status(status, headers, body))
 }
 
 #[cfg(test)]

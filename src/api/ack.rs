@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::outbox::{AckSource, Acknowledged};
@@ -31,13 +30,13 @@ pub async fn acknowledge(
         Acknowledged::NotFound => return Err(ApiError::not_found(&id)),
         Acknowledged::NothingToAck => return Err(nothing_to_ack(&id)),
     };
-    Ok(Json(json!({
-        "id": id,
-        "escalation_of": root,
-        "acknowledged_at": super::rfc3339(at_ms),
-        "already": already,
-        "cancelled_steps": cancelled,
-    }))
+    Ok(Json(super::views::AckAnswer {
+        id,
+        escalation_of: root,
+        acknowledged_at: super::views::rfc3339_text(at_ms),
+        already,
+        cancelled_steps: cancelled,
+    })
     .into_response())
 }
 

@@ -4,10 +4,10 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::views::{ErrorBody, ErrorDetail};
 use crate::outbox::StoreError;
-use crate::submission::Rejection;
+use notifyd_channels::FieldError;
 
 /// An error answer: `{"error": {"code", "message", "field"?, "id"?}}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,15 +55,15 @@ impl ApiError {
     }
 
     /// The JSON body of this error.
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = &self.field {
-            error["field"] = json!(field);
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.clone(),
+                message: self.message.clone(),
+                field: self.field.clone(),
+                id: self.id.clone(),
+            },
         }
-        if let Some(id) = &self.id {
-            error["id"] = json!(id);
-        }
-        json!({ "error": error })
     }
 }
 
@@ -73,9 +73,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, r.message).field(r.field)
+/// A refused field is a 422 naming it, with the refusal's code and message.
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.message).field(e.field)
     }
 }
 

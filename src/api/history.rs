@@ -1,13 +1,13 @@
 //! The history endpoints: search (`GET /v1/notifications`), a notification's content, and
 //! replaying every dead letter of a channel.
 
+use super::views::{ChannelReplayed, ContentAnswer};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::outbox::{HistoryItem, HistoryPage, Priority, State as QueueState};
@@ -28,8 +28,6 @@ pub struct HistoryEntry {
     pub id: String,
     pub channel: String,
     pub to: String,
-    /// queued, sending, delivered, failed, dead, cancelled or expired.
-    #[schemars(with = "String")]
     pub state: QueueState,
     pub priority: Priority,
     pub attempts: u32,
@@ -102,13 +100,13 @@ pub(super) async fn content(
         .content(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(&id))?;
-    Ok(Json(json!({
-        "id": id,
-        "subject": c.subject,
-        "body": c.body,
-        "html": c.html,
-        "data": c.data,
-    }))
+    Ok(Json(ContentAnswer {
+        id,
+        subject: c.subject,
+        body: c.body,
+        html: c.html,
+        data: c.data,
+    })
     .into_response())
 }
 
@@ -121,9 +119,5 @@ pub(super) async fn replay_channel(
     if replayed > 0 {
         state.live().registry.wake(&channel);
     }
-    Ok((
-        StatusCode::OK,
-        Json(json!({"channel": channel, "replayed": replayed})),
-    )
-        .into_response())
+    Ok((StatusCode::OK, Json(ChannelReplayed { channel, replayed })).into_response())
 }

@@ -23,15 +23,20 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use notifyd_channels::field_path;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::config::ServerConfig;
 use crate::metrics::{Counters, ReceiptOutcome};
-use crate::outbox::{AckSource, Enqueued, NewNotification, Outbox, StoreError, Transition};
+use crate::outbox::{
+    AckSource, Enqueued, NewNotification, Outbox, State as QueueState, StoreError, Transition,
+};
 use crate::registry::Registry;
 use crate::submission::{Replay, Submission};
 use crate::templates::Templates;
+use views::{
+    BatchAnswer, BatchResult, Channels, DeadLetters, ItemAnswer, ReceiptAnswer, StateAnswer, Status,
+};
 
 pub use auth::{is_one_of, same_secret};
 pub use error::ApiError;
@@ -39,6 +44,7 @@ pub use history::{HistoryEntry, HistoryPageBody};
 pub use views::dead_letter as views_dead_letter;
 pub use views::notification as views_notification;
 pub use views::rfc3339;
+pub use views::{Ingested, IngestedEntry};
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -180,7 +186,7 @@ fn accept(
 async fn replayed_answer(
     outbox: &dyn Outbox,
     refused: &Refused,
-) -> Result<Option<(StatusCode, serde_json::Value)>, ApiError> {
+) -> Result<Option<(StatusCode, ItemAnswer)>, ApiError> {
     let Some(replay) = &refused.replay else {
         return Ok(None);
     };
@@ -194,14 +200,25 @@ async fn replayed_answer(
 }
 
 /// The answer for one stored (or replayed, or conflicting) notification.
-fn enqueued_answer(result: &Enqueued) -> (StatusCode, serde_json::Value) {
+fn enqueued_answer(result: &Enqueued) -> (StatusCode, ItemAnswer) {
+    let stored = |id: &str, state: QueueState| {
+        ItemAnswer::Stored(StateAnswer {
+            id: id.to_owned(),
+            state,
+            duplicate_of: None,
+        })
+    };
     match result {
-        Enqueued::Created { id } => (StatusCode::ACCEPTED, json!({"id": id, "state": "queued"})),
-        Enqueued::Duplicate { id, state } => (StatusCode::OK, json!({"id": id, "state": state})),
+        Enqueued::Created { id } => (StatusCode::ACCEPTED, stored(id, QueueState::Queued)),
+        Enqueued::Duplicate { id, state } => (StatusCode::OK, stored(id, *state)),
         // Merged into the notification holding its dedup key (`crate::rules::dedup`).
         Enqueued::Deduplicated { id, state } => (
             StatusCode::OK,
-            json!({"id": id, "state": state, "duplicate_of": id}),
+            ItemAnswer::Stored(StateAnswer {
+                id: id.clone(),
+                state: *state,
+                duplicate_of: Some(id.clone()),
+            }),
         ),
         Enqueued::Conflict { id } => {
             let err = ApiError::new(
@@ -211,7 +228,7 @@ fn enqueued_answer(result: &Enqueued) -> (StatusCode, serde_json::Value) {
             )
             .field("idempotency_key")
             .id(id);
-            (StatusCode::CONFLICT, err.body())
+            (StatusCode::CONFLICT, ItemAnswer::Refused(err.body()))
         }
     }
 }
@@ -316,7 +333,7 @@ async fn create_batch(
         .field("notifications"));
     }
     // Validate every item; store the valid ones in one commit; answer per item, in order.
-    let mut results: Vec<Option<(StatusCode, serde_json::Value)>> =
+    let mut results: Vec<Option<(StatusCode, ItemAnswer)>> =
         Vec::with_capacity(batch.notifications.len());
     let mut valid = Vec::new();
     for (i, item) in batch.notifications.into_iter().enumerate() {
@@ -332,12 +349,9 @@ async fn create_batch(
                     Some(answer) => answer,
                     None => {
                         let mut e = refused.error;
-                        e.field = Some(match e.field {
-                            Some(f) if f.starts_with('[') => format!("notifications[{i}]{f}"),
-                            Some(f) => format!("notifications[{i}].{f}"),
-                            None => format!("notifications[{i}]"),
-                        });
-                        (e.status, e.body())
+                        let item = format!("notifications[{i}]");
+                        e.field = Some(field_path(&item, e.field.as_deref().unwrap_or_default()));
+                        (e.status, ItemAnswer::Refused(e.body()))
                     }
                 };
                 results.push(Some(answer));
@@ -363,15 +377,25 @@ async fn create_batch(
     for c in &channels {
         live.registry.wake(c);
     }
-    let results: Vec<serde_json::Value> = results
+    let results = results
         .into_iter()
         .map(|r| {
-            let (status, mut body) = r.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, json!({})));
-            body["status"] = json!(status.as_u16());
-            body
+            // Every item was answered above, refused or stored: none is left `None`.
+            let (status, answer) = r.unwrap_or_else(|| {
+                let lost = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "no result for this item",
+                );
+                (lost.status, ItemAnswer::Refused(lost.body()))
+            });
+            BatchResult {
+                status: status.as_u16(),
+                answer,
+            }
         })
         .collect();
-    Ok((StatusCode::OK, Json(json!({ "results": results }))).into_response())
+    Ok((StatusCode::OK, Json(BatchAnswer { results })).into_response())
 }
 
 /// Why a batch item is refused on its own before it is validated: it holds an integer that
@@ -413,9 +437,15 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
 
 fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, ApiError> {
     match t {
-        Transition::Done(state) => {
-            Ok((StatusCode::OK, Json(json!({"id": id, "state": state}))).into_response())
-        }
+        Transition::Done(state) => Ok((
+            StatusCode::OK,
+            Json(StateAnswer {
+                id: id.to_owned(),
+                state,
+                duplicate_of: None,
+            }),
+        )
+            .into_response()),
         Transition::NotFound => Err(ApiError::not_found(id)),
         Transition::Refused(state) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -452,8 +482,8 @@ async fn dead_letters(
         .outbox
         .dead_letters(q.channel.as_deref(), limit)
         .await?;
-    let items: Vec<_> = items.iter().map(views::dead_letter).collect();
-    Ok(Json(json!({ "dead_letters": items })).into_response())
+    let dead_letters = items.iter().map(views::dead_letter).collect();
+    Ok(Json(DeadLetters { dead_letters }).into_response())
 }
 
 async fn replay(
@@ -478,16 +508,14 @@ async fn channels(State(state): State<AppState>) -> Result<Response, ApiError> {
         .registry
         .iter()
         .map(|rt| {
-            let mut entry = views::channel(rt, &depth);
             let due = oldest
                 .iter()
                 .find(|(c, _)| *c == rt.name)
                 .map(|(_, at)| *at);
-            views::channel_extras(&mut entry, rt, due, now);
-            entry
+            views::channel(rt, &depth, due, now)
         })
         .collect();
-    Ok(Json(json!({ "channels": channels })).into_response())
+    Ok(Json(Channels { channels }).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -500,7 +528,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
         text,
     )
@@ -547,10 +575,7 @@ async fn inbound(
         crate::inbound::verify_and_parse(config, &channel, &headers, uri.query(), &bytes, now)
             .map_err(|e| match e {
                 crate::inbound::InboundError::Unauthorized(why) => refuse(&why),
-                crate::inbound::InboundError::Invalid { field, message } => {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
-                        .field(field)
-                }
+                crate::inbound::InboundError::Invalid(refused) => refused.into(),
             })?;
     let status = receipt.status;
     let acknowledges = crate::rules::escalation::receipt_acknowledges(&receipt.provider_status);
@@ -571,11 +596,11 @@ async fn inbound(
     if !recorded.duplicate {
         state.counters.receipt(status);
     }
-    Ok(Json(json!({
-        "matched": recorded.notification_id.is_some(),
-        "notification_id": recorded.notification_id,
-        "duplicate": recorded.duplicate,
-    }))
+    Ok(Json(ReceiptAnswer {
+        matched: recorded.notification_id.is_some(),
+        notification_id: recorded.notification_id,
+        duplicate: recorded.duplicate,
+    })
     .into_response())
 }
 
@@ -584,7 +609,7 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+    Json(Status { status: "ok" })
 }
 
 async fn readyz(
@@ -601,7 +626,7 @@ async fn readyz(
         _ => {}
     }
     match checked {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(Status { status: "ready" }).into_response(),
         Err(StoreError::Unavailable(why)) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_unavailable",

@@ -6,24 +6,23 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::AppState;
 use super::body;
 use super::error::ApiError;
-use crate::recipients::{self, BadPreferences, Preferences};
-
-impl From<BadPreferences> for ApiError {
-    fn from(e: BadPreferences) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.message).field(e.field)
-    }
-}
+use super::views::{RecipientAnswer, RecipientDeleted};
+use crate::recipients::{self, Preferences};
 
 /// The answer for stored preferences: the normalized address beside every field.
-fn shown(address: &str, prefs: &Preferences) -> Response {
-    let mut body = serde_json::to_value(prefs).unwrap_or_else(|_| json!({}));
-    body["address"] = json!(address);
-    (StatusCode::OK, Json(body)).into_response()
+fn shown(address: String, preferences: Preferences) -> Response {
+    (
+        StatusCode::OK,
+        Json(RecipientAnswer {
+            address,
+            preferences,
+        }),
+    )
+        .into_response()
 }
 
 fn none_for(address: &str) -> ApiError {
@@ -62,7 +61,7 @@ pub(super) async fn put(
     let prefs: Preferences = body::shape(json.value)?;
     let prefs = prefs.validate(|c| live.registry.get(c).is_some())?;
     state.outbox.put_preferences(&address, &prefs).await?;
-    Ok(shown(&address, &prefs))
+    Ok(shown(address, prefs))
 }
 
 /// `GET`: the stored preferences, 404 when there are none.
@@ -76,7 +75,7 @@ pub(super) async fn get(
         .preferences(std::slice::from_ref(&address))
         .await?;
     match found.into_iter().next() {
-        Some((_, prefs)) => Ok(shown(&address, &prefs)),
+        Some((_, prefs)) => Ok(shown(address, prefs)),
         None => Err(none_for(&address)),
     }
 }
@@ -90,7 +89,10 @@ pub(super) async fn delete(
     if state.outbox.delete_preferences(&address).await? {
         Ok((
             StatusCode::OK,
-            Json(json!({"address": address, "deleted": true})),
+            Json(RecipientDeleted {
+                address,
+                deleted: true,
+            }),
         )
             .into_response())
     } else {

@@ -2,9 +2,15 @@
 //! document (`GET /v1/openapi.json`), so the two cannot drift apart.
 
 use axum::routing::MethodRouter;
+use schemars::generate::SchemaGenerator;
+use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::views::{
+    ChannelReplayed, ContentAnswer, ErrorBody, NotificationDetail, RecipientAnswer,
+    RecipientDeleted,
+};
 use crate::submission::Submission;
 
 /// Who may call a route.
@@ -49,7 +55,17 @@ pub struct Route {
     pub access: Access,
     pub body: RequestBody,
     pub responses: &'static [(u16, &'static str)],
+    /// The schema of the success body: the type the handler serializes.
+    pub answer: Answer,
     pub handler: fn() -> MethodRouter<AppState>,
+}
+
+/// Where a route's success schema comes from: [`answer`] of the type its handler answers with.
+pub type Answer = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T`, a response body (a reference to it among the document's schemas).
+fn answer<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
 }
 
 const ERRORS: (u16, &str) = (422, "invalid field (the error names it)");
@@ -127,6 +143,7 @@ pub fn all() -> Vec<Route> {
                 ERRORS,
                 (503, "the queue cannot take writes; nothing stored"),
             ],
+            answer: answer::<StateAnswer>,
             handler: || post(create),
         },
         Route {
@@ -146,6 +163,7 @@ pub fn all() -> Vec<Route> {
                 ),
                 (503, "queue unavailable"),
             ],
+            answer: answer::<BatchAnswer>,
             handler: || post(create_batch),
         },
         Route {
@@ -155,6 +173,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "a page: {notifications, next}"), ERRORS],
+            answer: answer::<HistoryPageBody>,
             handler: || get(history::list),
         },
         Route {
@@ -167,6 +186,7 @@ pub fn all() -> Vec<Route> {
                 (200, "{id, subject, body, html, data}"),
                 (404, "unknown id"),
             ],
+            answer: answer::<ContentAnswer>,
             handler: || get(history::content),
         },
         Route {
@@ -176,6 +196,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "the notification"), (404, "unknown id")],
+            answer: answer::<NotificationDetail>,
             handler: || get(show),
         },
         Route {
@@ -189,6 +210,7 @@ pub fn all() -> Vec<Route> {
                 (404, "unknown id"),
                 (409, "not queued any more"),
             ],
+            answer: answer::<StateAnswer>,
             handler: || post(cancel),
         },
         Route {
@@ -206,6 +228,7 @@ pub fn all() -> Vec<Route> {
                 (404, "unknown id"),
                 (409, "nothing_to_ack: the notification has no escalation"),
             ],
+            answer: answer::<super::views::AckAnswer>,
             handler: || post(ack::acknowledge),
         },
         Route {
@@ -220,6 +243,7 @@ pub fn all() -> Vec<Route> {
                 (404, "not a valid link (or links are not configured)"),
                 (410, "the link has expired"),
             ],
+            answer: answer::<String>,
             handler: || get(ack::link_page),
         },
         Route {
@@ -235,6 +259,7 @@ pub fn all() -> Vec<Route> {
                 (410, "the link has expired"),
                 (503, "the queue cannot take writes; try again"),
             ],
+            answer: answer::<String>,
             handler: || post(ack::link_ack),
         },
         Route {
@@ -244,6 +269,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "{dead_letters: [...]}"), (400, "bad query")],
+            answer: answer::<DeadLetters>,
             handler: || get(dead_letters),
         },
         Route {
@@ -253,6 +279,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "queued"), (404, "unknown id"), (409, "not dead")],
+            answer: answer::<StateAnswer>,
             handler: || post(replay),
         },
         Route {
@@ -262,6 +289,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "{channel, replayed}")],
+            answer: answer::<ChannelReplayed>,
             handler: || post(history::replay_channel),
         },
         Route {
@@ -281,6 +309,7 @@ pub fn all() -> Vec<Route> {
                 ERRORS,
                 (503, "the queue cannot take writes; nothing stored"),
             ],
+            answer: answer::<RecipientAnswer>,
             handler: || axum::routing::put(recipients::put),
         },
         Route {
@@ -294,6 +323,7 @@ pub fn all() -> Vec<Route> {
                 (404, "none stored for this address"),
                 ERRORS,
             ],
+            answer: answer::<RecipientAnswer>,
             handler: || get(recipients::get),
         },
         Route {
@@ -307,6 +337,7 @@ pub fn all() -> Vec<Route> {
                 (404, "none stored for this address"),
                 ERRORS,
             ],
+            answer: answer::<RecipientDeleted>,
             handler: || axum::routing::delete(recipients::delete),
         },
         Route {
@@ -321,6 +352,7 @@ pub fn all() -> Vec<Route> {
                 (410, "text/html: expired, or its notification was purged"),
                 (503, "text/html: the queue cannot be read"),
             ],
+            answer: answer::<String>,
             handler: || get(unsubscribe::confirm),
         },
         Route {
@@ -341,6 +373,7 @@ pub fn all() -> Vec<Route> {
                     "text/html: the queue cannot take writes; nothing changed",
                 ),
             ],
+            answer: answer::<String>,
             handler: || post(unsubscribe::one_click),
         },
         Route {
@@ -350,6 +383,7 @@ pub fn all() -> Vec<Route> {
             access: Token,
             body: RequestBody::None,
             responses: &[(200, "{channels: [...]}")],
+            answer: answer::<Channels>,
             handler: || get(channels),
         },
         Route {
@@ -370,6 +404,7 @@ pub fn all() -> Vec<Route> {
                 (413, "body larger than 64 KiB"),
                 ERRORS,
             ],
+            answer: answer::<ReceiptAnswer>,
             handler: || post(inbound),
         },
         Route {
@@ -379,6 +414,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Alerts,
             responses: INGEST_ALERTS,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::alertmanager::receive),
         },
         Route {
@@ -388,6 +424,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Alerts,
             responses: INGEST_GRAFANA,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::grafana::receive),
         },
         Route {
@@ -397,6 +434,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Alerts,
             responses: INGEST_GRAFANA,
+            answer: answer::<Ingested>,
             handler: || axum::routing::put(crate::ingest::grafana::receive),
         },
         Route {
@@ -406,6 +444,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Apprise,
             responses: INGEST_APPRISE,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::apprise::notify_key),
         },
         Route {
@@ -415,6 +454,7 @@ pub fn all() -> Vec<Route> {
             access: Ingest,
             body: RequestBody::Apprise,
             responses: INGEST_APPRISE,
+            answer: answer::<Ingested>,
             handler: || post(crate::ingest::apprise::notify),
         },
         Route {
@@ -424,6 +464,7 @@ pub fn all() -> Vec<Route> {
             access: Metrics,
             body: RequestBody::None,
             responses: &[(200, "text/plain; version=0.0.4")],
+            answer: answer::<String>,
             handler: || get(metrics),
         },
         Route {
@@ -433,6 +474,7 @@ pub fn all() -> Vec<Route> {
             access: Open,
             body: RequestBody::None,
             responses: &[(200, "{status: ok}")],
+            answer: answer::<Status>,
             handler: || get(healthz),
         },
         Route {
@@ -442,6 +484,7 @@ pub fn all() -> Vec<Route> {
             access: Open,
             body: RequestBody::None,
             responses: &[(200, "{status: ready}"), (503, "queue unavailable")],
+            answer: answer::<Status>,
             handler: || get(readyz),
         },
         Route {
@@ -451,58 +494,10 @@ pub fn all() -> Vec<Route> {
             access: Open,
             body: RequestBody::None,
             responses: &[(200, "OpenAPI 3.0")],
+            answer: answer::<Map<String, Value>>,
             handler: || get(openapi),
         },
     ]
-}
-
-/// An object schema with these required fields, no others described.
-fn object(required: &[(&str, Value)]) -> Value {
-    let properties: Map<String, Value> = required
-        .iter()
-        .map(|(name, schema)| ((*name).to_owned(), schema.clone()))
-        .collect();
-    let names: Vec<&str> = required.iter().map(|(name, _)| *name).collect();
-    json!({"type": "object", "required": names, "properties": properties})
-}
-
-/// What a route's success answers look like (their main fields; the fuzz checks answers against
-/// them, and clients find the `id` to follow).
-fn success_schema(path: &str) -> Value {
-    let string = || json!({"type": "string"});
-    let array = || json!({"type": "array", "items": {"type": "object"}});
-    match path {
-        "/v1/notifications" | "/v1/notifications/{id}/cancel" | "/v1/dead-letters/{id}/retry" => {
-            object(&[("id", string()), ("state", string())])
-        }
-        "/v1/notifications/{id}" => object(&[
-            ("id", string()),
-            ("channel", string()),
-            ("to", string()),
-            ("state", string()),
-            ("attempts", json!({"type": "integer", "minimum": 0})),
-            ("attempt_log", array()),
-        ]),
-        "/v1/notifications/batch" => object(&[(
-            "results",
-            json!({"type": "array", "items": object(&[("status", json!({"type": "integer"}))])}),
-        )]),
-        "/v1/dead-letters" => object(&[("dead_letters", array())]),
-        "/v1/channels" => object(&[("channels", array())]),
-        "/v1/inbound/{channel}" => object(&[
-            ("matched", json!({"type": "boolean"})),
-            ("duplicate", json!({"type": "boolean"})),
-        ]),
-        "/healthz" | "/readyz" => object(&[("status", string())]),
-        "/v1/notifications/{id}/ack" => object(&[
-            ("id", string()),
-            ("escalation_of", string()),
-            ("acknowledged_at", string()),
-            ("already", json!({"type": "boolean"})),
-            ("cancelled_steps", json!({"type": "integer", "minimum": 0})),
-        ]),
-        _ => json!({"type": "object"}),
-    }
 }
 
 /// The OpenAPI 3.0 document of [`all`].
@@ -512,19 +507,10 @@ pub fn document() -> Value {
     let preferences = generator
         .subschema_for::<crate::recipients::Preferences>()
         .to_value();
-    let history_page = generator
-        .subschema_for::<super::history::HistoryPageBody>()
-        .to_value();
-    let mut schemas = generator.take_definitions(true);
-    schemas.insert(
-        "Error".into(),
-        json!({"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "field": {"type": "string"}, "id": {"type": "string"}}}}}),
-    );
+    let error = generator.subschema_for::<ErrorBody>().to_value();
     let mut paths = Map::new();
     for route in all() {
+        let success = (route.answer)(&mut generator).to_value();
         let mut op = Map::new();
         op.insert("summary".into(), json!(route.summary));
         op.insert(
@@ -595,22 +581,17 @@ pub fn document() -> Value {
             .iter()
             .map(|(status, description)| {
                 let mut r = json!({"description": description});
-                if route.path.starts_with("/v1/links/")
-                    || (*status >= 400 && route.path.starts_with("/v1/unsubscribe/"))
-                {
-                    // Pages for people.
-                    r["content"] = json!({"text/html": {"schema": {"type": "string"}}});
-                } else if *status >= 400 {
-                    r["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
-                } else if searches && *status == 200 {
-                    r["content"] = json!({"application/json": {"schema": history_page}});
-                } else if route.path.starts_with("/v1/unsubscribe/") {
-                    r["content"] = json!({"text/html": {"schema": {"type": "string"}}});
-                } else if route.path == "/metrics" {
-                    r["content"] = json!({"text/plain": {"schema": {"type": "string"}}});
-                } else {
-                    r["content"] = json!({"application/json": {"schema": success_schema(route.path)}});
-                }
+                let html = route.path.starts_with("/v1/unsubscribe/")
+                    || route.path.starts_with("/v1/links/");
+                let (media, schema) = match *status {
+                    _ if html => ("text/html", &success),
+                    400.. => ("application/json", &error),
+                    _ if route.path == "/metrics" => ("text/plain", &success),
+                    _ => ("application/json", &success),
+                };
+                let mut content = Map::new();
+                content.insert(media.to_owned(), json!({ "schema": schema }));
+                r["content"] = Value::Object(content);
                 (status.to_string(), r)
             })
             .collect();
@@ -618,6 +599,7 @@ pub fn document() -> Value {
         let entry = paths.entry(route.path).or_insert_with(|| json!({}));
         entry[route.method] = Value::Object(op);
     }
+    let schemas = generator.take_definitions(true);
     json!({
         "openapi": "3.0.3",
         "info": {

@@ -20,7 +20,9 @@ pub struct ChannelConfig {
 }
 
 /// How an outage of a channel is treated.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Criticality {
     /// Its notifications matter: a dead one is logged at error level and counted apart.

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use notifyd_channels::{Channel, InvalidMessage, Message, Timeouts};
+use notifyd_channels::{Channel, FieldError, Message, Timeouts};
 
 use super::*;
 use crate::config::{BreakerConfig, ChannelPolicy, Config, Rate, RateLimitConfig};
@@ -68,7 +68,7 @@ impl Channel for Scripted {
         "log"
     }
 
-    fn validate(&self, _: &Message) -> std::result::Result<(), InvalidMessage> {
+    fn validate(&self, _: &Message) -> std::result::Result<(), FieldError> {
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, AppState, Live};
+use crate::api::{ApiError, AppState, Ingested, IngestedEntry, Live};
 use crate::outbox::{Enqueued, Priority, State};
 use crate::submission::Submission;
 
@@ -331,17 +331,21 @@ pub fn respond(
         .ingest
         .count(format, outcome_of(result.as_deref()));
     let stored = result?;
-    Ok((StatusCode::OK, Json(stored_json(&stored))).into_response())
+    Ok((StatusCode::OK, Json(ingested(&stored))).into_response())
 }
 
-/// The JSON answer listing what was stored.
-pub fn stored_json(stored: &[Stored]) -> Value {
-    json!({
-        "notifications": stored
+/// The answer listing what was stored.
+pub fn ingested(stored: &[Stored]) -> Ingested {
+    Ingested {
+        notifications: stored
             .iter()
-            .map(|s| json!({"id": s.id, "state": s.state, "duplicate": s.duplicate}))
-            .collect::<Vec<_>>(),
-    })
+            .map(|s| IngestedEntry {
+                id: s.id.clone(),
+                state: s.state,
+                duplicate: s.duplicate,
+            })
+            .collect(),
+    }
 }
 
 /// Longest subject made from a message's first line.

@@ -348,7 +348,7 @@ async fn answer(
         "event": "message",
         "topic": publish.topic,
         "message": publish.message,
-        "notifications": super::stored_json(&stored)["notifications"],
+        "notifications": super::ingested(&stored).notifications,
     });
     if let Some(t) = &publish.title {
         message["title"] = json!(t);

@@ -11,7 +11,7 @@ pub use crate::rules::quiet_hours::DeliverBetween;
 pub use crate::clock::now_ms;
 
 /// Where a notification is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Waiting for its due time or a free slot.

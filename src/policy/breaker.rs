@@ -64,7 +64,7 @@ struct Inner {
 }
 
 /// What `GET /v1/channels` shows of a breaker.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BreakerView {
     /// `closed`, `open` or `half_open`.
     pub state: &'static str,

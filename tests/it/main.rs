@@ -20,6 +20,7 @@ mod history;
 mod hostile_rows;
 mod ingest;
 mod limits;
+mod openapi;
 mod outbox_contract;
 mod pg_faults;
 mod postgres_server;

@@ -6,7 +6,7 @@ pub mod webhook;
 
 use serde_json::{Map, Value, json};
 
-use crate::{InvalidMessage, Message};
+use crate::{FieldError, Message};
 
 /// Slack's limit on `text`.
 const MAX_TEXT: usize = 40_000;
@@ -49,7 +49,7 @@ pub(crate) fn payload(msg: &Message) -> Map<String, Value> {
 }
 
 /// Content checks shared by both kinds.
-pub(crate) fn validate(msg: &Message) -> Result<(), InvalidMessage> {
+pub(crate) fn validate(msg: &Message) -> Result<(), FieldError> {
     let has_blocks = msg
         .data
         .as_ref()
@@ -57,14 +57,14 @@ pub(crate) fn validate(msg: &Message) -> Result<(), InvalidMessage> {
         .is_some_and(|b| b.as_array().is_some_and(|a| !a.is_empty()));
     let text = text(msg);
     if text.trim().is_empty() && !has_blocks {
-        return Err(InvalidMessage::new(
+        return Err(FieldError::new(
             "body",
             "missing_content",
             "a Slack message needs a body, a subject or data.blocks",
         ));
     }
     if text.chars().count() > MAX_TEXT {
-        return Err(InvalidMessage::new(
+        return Err(FieldError::new(
             "body",
             "too_long",
             format!("Slack takes at most {MAX_TEXT} characters"),
@@ -73,7 +73,7 @@ pub(crate) fn validate(msg: &Message) -> Result<(), InvalidMessage> {
     if let Some(blocks) = msg.data.as_ref().and_then(|d| d.get("blocks"))
         && !blocks.is_array()
     {
-        return Err(InvalidMessage::new(
+        return Err(FieldError::new(
             "data",
             "invalid_field",
             "data.blocks must be an array of Block Kit blocks",

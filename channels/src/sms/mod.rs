@@ -6,13 +6,13 @@ pub mod twilio;
 #[cfg(feature = "vonage")]
 pub mod vonage;
 
-use crate::{InvalidMessage, Message};
+use crate::{FieldError, Message};
 
 /// Checks what every SMS provider needs: an E.164 number, a body, and no more than
 /// `max_segments` segments.
-pub fn validate(msg: &Message, max_segments: u32) -> Result<(), InvalidMessage> {
+pub fn validate(msg: &Message, max_segments: u32) -> Result<(), FieldError> {
     if !segments::is_e164(&msg.to) {
-        return Err(InvalidMessage::new(
+        return Err(FieldError::new(
             "to",
             "invalid_recipient",
             "must be an E.164 phone number: + and 8 to 15 digits, e.g. +15551234567",
@@ -20,7 +20,7 @@ pub fn validate(msg: &Message, max_segments: u32) -> Result<(), InvalidMessage> 
     }
     let body = msg.body.as_deref().unwrap_or_default();
     if body.is_empty() {
-        return Err(InvalidMessage::new(
+        return Err(FieldError::new(
             "body",
             "missing_content",
             "an SMS needs a body",
@@ -28,7 +28,7 @@ pub fn validate(msg: &Message, max_segments: u32) -> Result<(), InvalidMessage> 
     }
     let count = segments::count(body);
     if count.segments > max_segments {
-        return Err(InvalidMessage::new(
+        return Err(FieldError::new(
             "body",
             "too_long",
             format!(

@@ -8,7 +8,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{SmtpConfig, TlsMode};
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, SendContext,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, SendContext,
 };
 
 /// An SMTP e-mail channel.
@@ -210,23 +210,23 @@ impl Channel for Smtp {
         "smtp"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         msg.to.parse::<Mailbox>().map_err(|e| {
-            InvalidMessage::new(
+            FieldError::new(
                 "to",
                 "invalid_recipient",
                 format!("not an e-mail address: {e}"),
             )
         })?;
         if msg.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "subject",
                 "missing_content",
                 "an e-mail needs a subject",
             ));
         }
         if msg.body.is_none() && msg.html.is_none() {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "body",
                 "missing_content",
                 "an e-mail needs a body or html",

@@ -11,7 +11,7 @@ use super::{ApnsConfig, ApnsEnvironment};
 use crate::push::MAX_PAYLOAD;
 use crate::push::token::TokenCache;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -151,7 +151,7 @@ impl Apns {
         msg: &Message,
         body: &[u8],
         headers: &Map<String, Value>,
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), DeliveryError> {
+    ) -> Result<http::Answer, DeliveryError> {
         let alert = msg.subject.is_some() || msg.body.is_some();
         let text = |k: &str| {
             headers.get(k).map(|v| {
@@ -189,15 +189,7 @@ impl Apns {
         if let Some(id) = apns_id(&msg.id) {
             req = req.header("apns-id", id);
         }
-        let resp = req
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let resp_headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        Ok((status, resp_headers, bytes.to_vec()))
+        http::exchange(req.body(body.to_vec())).await
     }
 }
 
@@ -290,17 +282,17 @@ impl Channel for Apns {
         "apns"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         if msg.to.len() < 64 || msg.to.len() > 200 || !msg.to.chars().all(|c| c.is_ascii_hexdigit())
         {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "an APNs device token is 64 or more hex digits",
             ));
         }
         if msg.data.as_ref().is_some_and(|d| !d.is_object()) {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "data",
                 "invalid_field",
                 "must be an object",
@@ -308,7 +300,7 @@ impl Channel for Apns {
         }
         let size = Self::payload(msg).0.to_string().len();
         if size > MAX_PAYLOAD {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "body",
                 "too_long",
                 format!("the payload is {size} bytes; APNs takes 4096"),
@@ -324,16 +316,18 @@ impl Channel for Apns {
             .tokens
             .get(Duration::ZERO, None, || self.new_token())
             .await?;
-        let (status, resp_headers, bytes) = self.post(&token, msg, &body, &headers).await?;
-        if token_refused(status, &bytes) {
+        let answer = self.post(&token, msg, &body, &headers).await?;
+        if token_refused(answer.status, &answer.body) {
             // A clock skew or a rotated key: make a new token once and try once more.
             let fresh = self
                 .tokens
                 .get(Duration::ZERO, Some(&token), || self.new_token())
                 .await?;
-            let (status, resp_headers, bytes) = self.post(&fresh, msg, &body, &headers).await?;
-            return classify(status, &resp_headers, &bytes);
+            return self
+                .post(&fresh, msg, &body, &headers)
+                .await?
+                .classify(classify);
         }
-        classify(status, &resp_headers, &bytes)
+        answer.classify(classify)
     }
 }

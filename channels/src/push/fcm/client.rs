@@ -11,7 +11,7 @@ use super::FcmConfig;
 use crate::push::MAX_PAYLOAD;
 use crate::push::token::TokenCache;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -113,18 +113,11 @@ impl Fcm {
         header.kid = Some(self.key_id.clone());
         let assertion = jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| DeliveryError::channel_fault("jwt", e.to_string()))?;
-        let resp = self
-            .http
-            .post(&self.token_url)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &assertion),
-            ])
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
+        let request = self.http.post(&self.token_url).form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &assertion),
+        ]);
+        let http::Answer { status, body, .. } = http::exchange(request).await?;
         #[derive(Deserialize)]
         struct Token {
             access_token: String,
@@ -184,24 +177,14 @@ impl Fcm {
         json!({ "message": message })
     }
 
-    async fn post(
-        &self,
-        token: &Secret,
-        body: &[u8],
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), DeliveryError> {
-        let resp = self
+    async fn post(&self, token: &Secret, body: &[u8]) -> Result<http::Answer, DeliveryError> {
+        let request = self
             .http
             .post(&self.send_url)
             .bearer_auth(token.expose())
             .header("content-type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        Ok((status, headers, bytes.to_vec()))
+            .body(body.to_vec());
+        http::exchange(request).await
     }
 }
 
@@ -300,7 +283,7 @@ impl Channel for Fcm {
         "fcm"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         let token_ok = !msg.to.is_empty()
             && msg.to.len() <= 4096
             && msg
@@ -308,7 +291,7 @@ impl Channel for Fcm {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'));
         if !token_ok {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "not an FCM registration token",
@@ -316,14 +299,14 @@ impl Channel for Fcm {
         }
         if let Some(data) = &msg.data {
             let Some(map) = data.as_object() else {
-                return Err(InvalidMessage::new(
+                return Err(FieldError::new(
                     "data",
                     "invalid_field",
                     "must be an object",
                 ));
             };
             if let Some(k) = map.keys().find(|k| !DATA_KEYS.contains(&k.as_str())) {
-                return Err(InvalidMessage::new(
+                return Err(FieldError::new(
                     "data",
                     "invalid_field",
                     format!("unknown key {k:?}; use data, android, apns, webpush or fcm_options"),
@@ -334,7 +317,7 @@ impl Channel for Fcm {
                     .as_object()
                     .is_some_and(|o| o.values().all(Value::is_string))
             {
-                return Err(InvalidMessage::new(
+                return Err(FieldError::new(
                     "data",
                     "invalid_field",
                     "data.data must map strings to strings",
@@ -343,7 +326,7 @@ impl Channel for Fcm {
         }
         let size = Self::payload(msg).to_string().len();
         if size > MAX_PAYLOAD + 200 {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "body",
                 "too_long",
                 format!("the push payload is {size} bytes; FCM takes 4096"),
@@ -356,16 +339,15 @@ impl Channel for Fcm {
         let body = serde_json::to_vec(&Self::payload(msg))
             .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
         let token = self.tokens.get(MARGIN, None, || self.fetch_token()).await?;
-        let (status, headers, bytes) = self.post(&token, &body).await?;
-        if token_expired(status, &bytes) {
+        let answer = self.post(&token, &body).await?;
+        if token_expired(answer.status, &answer.body) {
             // Our access token was refused before its time: refresh once and resend once.
             let fresh = self
                 .tokens
                 .get(MARGIN, Some(&token), || self.fetch_token())
                 .await?;
-            let (status, headers, bytes) = self.post(&fresh, &body).await?;
-            return classify(status, &headers, &bytes);
+            return self.post(&fresh, &body).await?.classify(classify);
         }
-        classify(status, &headers, &bytes)
+        answer.classify(classify)
     }
 }

@@ -15,8 +15,8 @@ use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
 use super::WebpushConfig;
 use crate::push::MAX_PAYLOAD;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt,
-    SendContext, http,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, SendContext,
+    http,
 };
 
 /// How long a VAPID token is valid (RFC 8292 allows up to 24 h).
@@ -52,8 +52,8 @@ fn decode_b64url(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn parse_target(to: &str) -> Result<Target, InvalidMessage> {
-    let bad = |m: &str| InvalidMessage::new("to", "invalid_recipient", m.to_owned());
+fn parse_target(to: &str) -> Result<Target, FieldError> {
+    let bad = |m: &str| FieldError::new("to", "invalid_recipient", m.to_owned());
     let sub: Subscription =
         serde_json::from_str(to).map_err(|e| bad(&format!("not a push subscription JSON: {e}")))?;
     let endpoint = reqwest::Url::parse(&sub.endpoint).map_err(|_| bad("endpoint is not a URL"))?;
@@ -221,11 +221,11 @@ impl Channel for Webpush {
         "webpush"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         parse_target(&msg.to)?;
         let size = Self::plaintext(msg).len() + ENCRYPTION_OVERHEAD;
         if size > MAX_PAYLOAD {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "body",
                 "too_long",
                 format!("the encrypted push would be {size} bytes; the limit is 4096"),
@@ -238,7 +238,7 @@ impl Channel for Webpush {
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             })
         {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "data",
                 "invalid_field",
                 "data.topic must be at most 32 URL-safe characters",
@@ -274,14 +274,6 @@ impl Channel for Webpush {
         {
             req = req.header("topic", topic);
         }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &bytes)
+        http::send(req.body(body), classify).await
     }
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::SlackConfig;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -122,9 +122,9 @@ impl Channel for Slack {
         "slack"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         if msg.to.trim().is_empty() || msg.to.contains(char::is_whitespace) {
-            return Err(InvalidMessage::new(
+            return Err(FieldError::new(
                 "to",
                 "invalid_recipient",
                 "a Slack channel id (C0123…) or name",
@@ -136,7 +136,7 @@ impl Channel for Slack {
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
         let mut payload = crate::slack::payload(msg);
         payload.insert("channel".into(), Value::String(msg.to.clone()));
-        let resp = self
+        let request = self
             .http
             .post(&self.url)
             .bearer_auth(self.token.expose())
@@ -144,13 +144,7 @@ impl Channel for Slack {
             .body(
                 serde_json::to_vec(&payload)
                     .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?,
-            )
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+            );
+        http::send(request, classify).await
     }
 }

@@ -4,7 +4,7 @@ use reqwest::header::HeaderMap;
 
 use super::SlackWebhookConfig;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -96,21 +96,15 @@ impl Channel for SlackWebhook {
         "slack_webhook"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         crate::slack::validate(msg)
     }
 
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
-        let resp = self
+        let request = self
             .http
             .post(self.url.expose())
-            .json(&crate::slack::payload(msg))
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+            .json(&crate::slack::payload(msg));
+        http::send(request, classify).await
     }
 }

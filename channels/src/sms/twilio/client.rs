@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::TwilioConfig;
 use crate::sms::segments::is_e164;
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -141,7 +141,7 @@ impl Channel for Twilio {
         "twilio"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         crate::sms::validate(msg, self.max_segments)
     }
 
@@ -154,17 +154,11 @@ impl Channel for Twilio {
         if let Some(cb) = &self.status_callback {
             form.push(("StatusCallback", cb.as_str()));
         }
-        let resp = self
+        let request = self
             .http
             .post(&self.url)
             .basic_auth(&self.user, Some(self.password.expose()))
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+            .form(&form);
+        http::send(request, classify).await
     }
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::VonageConfig;
 use crate::sms::segments::{Encoding, count};
 use crate::{
-    BuildContext, BuildError, Channel, DeliveryError, InvalidMessage, Message, Receipt, Secret,
+    BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
 
@@ -114,7 +114,7 @@ impl Channel for Vonage {
         "vonage"
     }
 
-    fn validate(&self, msg: &Message) -> Result<(), InvalidMessage> {
+    fn validate(&self, msg: &Message) -> Result<(), FieldError> {
         crate::sms::validate(msg, self.max_segments)
     }
 
@@ -134,16 +134,6 @@ impl Channel for Vonage {
         if let Some(cb) = &self.callback {
             form.push(("callback", cb.as_str()));
         }
-        let resp = self
-            .http
-            .post(&self.url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| http::transport_error(&e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| http::transport_error(&e))?;
-        classify(status, &headers, &body)
+        http::send(self.http.post(&self.url).form(&form), classify).await
     }
 }
