@@ -283,6 +283,21 @@ async fn every_route_answers_as_its_documented_schema_says() {
     )
     .await;
     d.wait_for_state(&id, "delivered").await;
+    // Acknowledged: an escalating notification (200), one without escalation (409).
+    let escalating = json!({"channel": "log", "to": "alice", "body": "page",
+        "escalate": [{"after": "5m", "channel": "log", "to": "bob"}]});
+    let (_, escalating) = d.post("/v1/notifications", &escalating).await;
+    let escalating = escalating["id"].as_str().unwrap().to_owned();
+    let ack = "/v1/notifications/{id}/ack";
+    api.call(
+        "post",
+        ack,
+        &format!("/v1/notifications/{escalating}/ack"),
+        None,
+    )
+    .await;
+    api.call("post", ack, &format!("/v1/notifications/{id}/ack"), None)
+        .await;
     let doomed = json!({"channel": "down", "to": "x", "body": "never"});
     let (_, doomed) = d.post("/v1/notifications", &doomed).await;
     let doomed = doomed["id"].as_str().unwrap().to_owned();
@@ -424,11 +439,12 @@ async fn every_route_answers_as_its_documented_schema_says() {
     // (same answer type).
     for (path, item) in api.doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            // The unsubscribe page and POST answer HTML (documented as a string) and need a
-            // signed link: `preferences.rs` drives them.
+            // The unsubscribe and acknowledgement pages answer HTML (documented as a string)
+            // and need a signed link: `preferences.rs` and `escalation.rs` drive them.
             if path.starts_with("/ingest/grafana")
                 || path == "/notify"
                 || path.starts_with("/v1/unsubscribe/")
+                || path.starts_with("/v1/links/")
             {
                 continue;
             }
