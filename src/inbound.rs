@@ -13,9 +13,9 @@ use hmac::{Hmac, Mac};
 use notifyd_channels::FieldError;
 use sha1::Sha1;
 
-use crate::api::same_secret;
 use crate::config::ReceiptsConfig;
 use crate::outbox::{InboundReceipt, ReceiptStatus};
+use notifyd_channels::same_secret;
 
 /// Why a receipt is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,6 +8,7 @@ pub mod ack_link;
 pub mod api;
 pub mod bench;
 pub mod bench_history;
+pub mod channel_stats;
 pub mod cli;
 pub mod clock;
 pub mod config;

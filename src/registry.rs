@@ -10,9 +10,9 @@ use notifyd_channels::{BuildContext, Channel, Timeouts};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::channel_stats::{AttemptClass, ChannelStats};
 use crate::clock::now_ms;
 use crate::config::{ChannelPolicy, Config, Criticality};
-use crate::metrics::{AttemptClass, ChannelStats};
 use crate::outbox::limits::ClusterLimits;
 use crate::per_minute::PerMinute;
 use crate::policy::Gate;

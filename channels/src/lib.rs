@@ -37,4 +37,4 @@ pub use field_error::{FieldError, field_path};
 pub use message::{Message, Receipt};
 pub use outcome::DeliveryError;
 pub use provider::{BuildContext, BuildError, ProviderConfig, Timeouts};
-pub use secret::Secret;
+pub use secret::{Secret, same_secret};

@@ -38,7 +38,7 @@ use views::{
     BatchAnswer, BatchResult, Channels, DeadLetters, ItemAnswer, ReceiptAnswer, StateAnswer, Status,
 };
 
-pub use auth::{is_one_of, same_secret};
+pub use auth::is_one_of;
 pub use error::ApiError;
 pub use history::{HistoryEntry, HistoryPageBody};
 pub use views::dead_letter as views_dead_letter;

@@ -10,9 +10,9 @@ use notifyd_channels::{DeliveryError, Receipt};
 use rand::Rng;
 
 use super::retry::backoff;
+use crate::channel_stats::AttemptClass;
 use crate::clock::{self, Instant, WallMs};
 use crate::config::{ChannelPolicy, Criticality};
-use crate::metrics::AttemptClass;
 use crate::outbox::{AttemptRecord, Claimed, Completion, Outcome, State};
 use crate::policy::{HoldReason, Unsent, Verdict};
 use crate::registry::{AttemptKind, RecentError};

@@ -363,7 +363,9 @@ async fn claimed_rows_are_sent_and_their_deliveries_committed() {
     // All five in one claim: the lease budget is twice the bulkhead.
     assert_eq!(outbox.claims()[0].1, 5);
     assert_eq!(
-        run.rt.stats.count(crate::metrics::AttemptClass::Delivered),
+        run.rt
+            .stats
+            .count(crate::channel_stats::AttemptClass::Delivered),
         5
     );
     assert_eq!(run.rt.health().delivered, 5);
