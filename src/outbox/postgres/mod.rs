@@ -1400,7 +1400,7 @@ impl LeasedRow {
                 attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                 expires_at_ms: stored::get(r, "expires_at")?,
                 tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
-                lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
+                lease: LeaseToken(stored::int(r, "lease", LeaseToken::CLAIMED)?),
                 validation,
                 priority: Priority::of_rank(i64::from(prio_rank)),
                 deliver_between: stored::opt_json(r, "deliver_between")?,
