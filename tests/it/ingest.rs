@@ -648,6 +648,18 @@ async fn apprise(bin: &Path, url: &str, extra: &[&str]) -> std::process::Output 
     apprise_command(bin, url, extra).output().await.unwrap()
 }
 
+/// The CLI exited 0 for `url` and the sink's message `n` (0-based) is the one it sent.
+async fn assert_backup_sent(out: &std::process::Output, url: &str, sink: &Sink, n: usize) {
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = sink.wait_for(n + 1, Duration::from_secs(10)).await;
+    assert_eq!(got[n].body["subject"], "Backup");
+    assert_eq!(got[n].body["body"], "Nightly backup failed");
+}
+
 fn host_port(d: &TestDaemon) -> String {
     d.base.trim_start_matches("http://").to_owned()
 }
@@ -669,14 +681,7 @@ async fn the_apprise_cli_delivers_through_both_key_forms_with_exit_code_0() {
     .enumerate()
     {
         let out = apprise(&bin, url, &["-n", "failure"]).await;
-        assert!(
-            out.status.success(),
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got = sink.wait_for(n + 1, Duration::from_secs(10)).await;
-        assert_eq!(got[n].body["subject"], "Backup");
-        assert_eq!(got[n].body["body"], "Nightly backup failed");
+        assert_backup_sent(&out, url, &sink, n).await;
     }
     assert_eq!(metric(&d, "apprise", "stored").await, 3);
     d.stop().await;
@@ -759,14 +764,7 @@ async fn the_apprise_cli_delivers_over_apprises_through_a_tls_front_with_exit_co
             .output()
             .await
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got = sink.wait_for(n + 1, Duration::from_secs(10)).await;
-        assert_eq!(got[n].body["subject"], "Backup");
-        assert_eq!(got[n].body["body"], "Nightly backup failed");
+        assert_backup_sent(&out, url, &sink, n).await;
     }
     assert_eq!(metric(&d, "apprise", "stored").await, 2);
     d.stop().await;
