@@ -2138,7 +2138,14 @@ impl Outbox for PgOutbox {
         let check = sqlx::query_scalar::<_, bool>(sql::WRITABLE).fetch_one(&self.pool);
         let writable = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
             Ok(Ok(writable)) => writable,
-            Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => return Err(e.into()),
+            // A connection the server is closing (it is stopping or restarting) fails its
+            // query with the server's last word: say whether the server can be reached at all.
+            Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => {
+                return Err(match unreachable_because(&self.connect).await {
+                    Some(why) => StoreError::Unavailable(why),
+                    None => e.into(),
+                });
+            }
             // The pool only says it waited in vain: ask the server why, from a connection of
             // its own (a probe answers within a few seconds, whatever the pool is doing).
             Ok(Err(_)) | Err(_) => {

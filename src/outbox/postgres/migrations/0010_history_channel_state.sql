@@ -9,10 +9,11 @@
 -- (measured with EXPLAIN ANALYZE; see BENCHMARKS.md). Here both equalities lead to one range
 -- ordered by (created_at, id): 0.4 ms whatever its size.
 --
--- Like the state index of 0003 it leaves out `delivered`, so a delivery adds no entry; each
--- notification adds one as it is queued and one as it is claimed.
+-- It leaves out `delivered` and `sending`, so neither a claim nor a delivery adds an entry on
+-- the hot path (each notification adds one as it is queued). A `sending` page is bounded by the
+-- leases in flight and found through the claim's due index.
 --
 -- On a queue that already holds rows, this migration builds the index while holding off writes
 -- (CREATE INDEX in the migration's transaction): run it at a quiet time.
 CREATE INDEX notifications_history_channel_state
-    ON notifications (channel, state, created_at, id) WHERE state <> 'delivered';
+    ON notifications (channel, state, created_at, id) WHERE state NOT IN ('delivered', 'sending');
