@@ -17,7 +17,7 @@ use crate::outbox::{HistoryFilter, HistoryQuery, Outbox, Priority, State, now_ms
 
 /// `notifyd bench-history` flags.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Notifications in the queue.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: usize,
@@ -129,7 +129,7 @@ fn millis(d: std::time::Duration) -> f64 {
 }
 
 /// Runs the benchmark and prints one line per search.
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(queue) = &args.queue
         && let Some(text) = queue.to_str()
         && (text.starts_with("postgres://") || text.starts_with("postgresql://"))

@@ -22,10 +22,10 @@ const MAX_KEY_LEN: usize = 255;
 const MAX_TO_LEN: usize = 8192;
 /// Most fallback routes one notification may carry. Each hop of a chain stores the routes left,
 /// so a chain's storage grows with the square of its length: this keeps it small.
-pub const MAX_FALLBACK_ROUTES: usize = 8;
+pub(crate) const MAX_FALLBACK_ROUTES: usize = 8;
 /// Most bytes of content one notification stores: subject, body, html and data (as JSON text),
 /// its own and that of each fallback route that was rendered differently, together.
-pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
 /// A notification as submitted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -89,7 +89,7 @@ pub struct Submission {
 
 /// Refuses a `deliver_between` whose times or zone are not valid, naming the part at fault
 /// (`deliver_between.end`); also what a plain-SQL row's window must pass.
-pub fn check_deliver_between(window: &DeliverBetween) -> Result<(), FieldError> {
+pub(crate) fn check_deliver_between(window: &DeliverBetween) -> Result<(), FieldError> {
     window.check().map(|_| ()).map_err(|e| {
         let code = if e.part == "time_zone" {
             "unknown_time_zone"
@@ -481,7 +481,7 @@ fn check_route_count(routes: usize) -> Result<(), FieldError> {
 /// segments, payload sizes), the fallback routes (at most [`MAX_FALLBACK_ROUTES`], each to a
 /// configured channel whose rules its content meets) and the size of the stored content (at
 /// most [`MAX_CONTENT_BYTES`]).
-pub fn check(
+pub(crate) fn check(
     registry: &Registry,
     message: &Message,
     fallback: &[FallbackRoute],

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::body;
 use crate::clock;
+use crate::http as body;
 use crate::outbox::{Rule, RuleEvent};
 use crate::recipients::normalize;
 use crate::signed_link::{self, LinkError, Purpose};

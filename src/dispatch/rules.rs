@@ -20,7 +20,7 @@ const UNREADABLE_WAIT_MS: i64 = 5_000;
 
 /// The preferences of a claim's recipients, read in one query.
 #[derive(Debug, Clone)]
-pub enum Recipients {
+pub(super) enum Recipients {
     /// By normalized address; an address without an entry has none.
     Known(Arc<HashMap<String, Preferences>>),
     /// The store could not be read: rows wait rather than risk a send to someone who opted out.
@@ -29,7 +29,7 @@ pub enum Recipients {
 
 impl Recipients {
     /// Reads the preferences of every recipient of `rows`.
-    pub async fn of(outbox: &dyn Outbox, rows: &[Claimed]) -> Self {
+    pub(super) async fn of(outbox: &dyn Outbox, rows: &[Claimed]) -> Self {
         let mut addresses: Vec<String> = rows.iter().map(|r| normalize(&r.message.to)).collect();
         addresses.sort();
         addresses.dedup();
@@ -52,7 +52,7 @@ impl Recipients {
 }
 
 /// The completion of a row the rules stop or hold, or `None` when it may be sent now.
-pub fn apply(
+pub(super) fn apply(
     rt: &ChannelRuntime,
     row: &Claimed,
     recipients: &Recipients,

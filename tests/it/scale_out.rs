@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use notifyd::daemon::Daemon;
-use notifyd::outbox::postgres::{PgOptions, PgOutbox};
+use notifyd::Daemon;
 use notifyd::outbox::{
     AttemptRecord, Clock, Completion, Enqueued, ManualClock, NewNotification, Outbox, Outcome,
     Priority, Retention, State, SweepReport,
 };
+use notifyd::outbox::{PgOptions, PgOutbox};
 use serde_json::json;
 
 use crate::postgres_server::{TestSchema, server_url};
@@ -303,7 +303,7 @@ async fn work_another_daemon_queues_wakes_this_one_before_its_next_poll() {
     let sink = Sink::ok().await;
     // Polling once an hour: only a wake-up can have it deliver within the test.
     let d = start_polling_every(&schema, "1h", &webhook("hooks", &sink.url(), "")).await;
-    let clock = ManualClock::starting_at(notifyd::outbox::now_ms());
+    let clock = ManualClock::starting_at(notifyd::now_ms());
     let other = outbox_on(&schema, &clock).await;
     let mut note = expiring(&clock, 3_600_000);
     note.channel = "hooks".into();

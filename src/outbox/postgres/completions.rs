@@ -88,7 +88,7 @@ impl CompletionBatch {
     /// completion of the same lease in one batch changes nothing, as it would after the first
     /// had landed.
     /// `escalating` are the leases on rows with escalation steps.
-    pub fn plan(
+    pub(super) fn plan(
         completions: Vec<Completion>,
         now_ms: i64,
         escalating: &HashSet<(String, LeaseToken)>,
@@ -146,7 +146,7 @@ impl CompletionBatch {
     }
 
     /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.changes.id.is_empty() && self.records.id.is_empty()
     }
 

@@ -36,7 +36,7 @@ use crate::outbox::sqlite::stored::Unreadable;
 use crate::recipients::Preferences;
 use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 use completions::CompletionBatch;
-pub use round_trips::RoundTrips;
+pub(crate) use round_trips::RoundTrips;
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
 const ENQUEUE_QUEUE: usize = 8192;
@@ -109,7 +109,7 @@ impl PgOptions {
 
 /// Whether `schema` is a name notifyd accepts for its schema: lower-case letters, digits and
 /// `_`, not starting with a digit, at most 63 bytes (PostgreSQL's identifier length).
-pub fn valid_schema(schema: &str) -> bool {
+pub(crate) fn valid_schema(schema: &str) -> bool {
     !schema.is_empty()
         && schema.len() <= 63
         && !schema.starts_with(|c: char| c.is_ascii_digit())

@@ -110,7 +110,7 @@ fn escape_like(text: &str) -> String {
 }
 
 /// One page of the history.
-pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
+pub(super) fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
     let (sql, values, bound) = statement(q);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(values))?;
@@ -149,7 +149,7 @@ pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
 }
 
 /// What a notification says (subject, bodies, data), for the console's detail page.
-pub fn content(conn: &Connection, id: &str) -> Result<Option<Content>> {
+pub(super) fn content(conn: &Connection, id: &str) -> Result<Option<Content>> {
     use rusqlite::OptionalExtension;
     let row = conn
         .prepare_cached("SELECT subject, body, html, data FROM notifications WHERE id = ?1")?

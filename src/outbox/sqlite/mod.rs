@@ -45,7 +45,7 @@ pub struct SqliteOptions {
 }
 
 /// Reads the free bytes of the filesystem holding a directory.
-pub type FreeSpace = fn(&Path) -> Result<u64>;
+pub(crate) type FreeSpace = fn(&Path) -> Result<u64>;
 
 /// Free bytes for unprivileged users on the filesystem holding `dir`.
 fn filesystem_free_bytes(dir: &Path) -> Result<u64> {

@@ -317,7 +317,7 @@ pub(super) const PURGE_DEDUP_KEYS: &str =
          ORDER BY until_ms LIMIT ?2)";
 
 /// A write request.
-pub enum Op {
+pub(super) enum Op {
     Enqueue {
         items: Vec<NewNotification>,
         reply: oneshot::Sender<Result<Vec<Enqueued>>>,
@@ -414,7 +414,7 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T
 }
 
 /// Starts the writer thread; it ends when every sender is dropped, after the last batch.
-pub fn spawn(
+pub(super) fn spawn(
     conn: Connection,
     owner: String,
     commits: Arc<AtomicU64>,
@@ -1496,7 +1496,7 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> Result<Option<String>> {
 
 /// What one retention batch deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Purged {
+pub(super) struct Purged {
     /// Finished notifications (with their attempts and receipts).
     pub notifications: u64,
     /// Receipts that never matched.
@@ -1505,7 +1505,7 @@ pub struct Purged {
 
 impl Purged {
     /// Whether either kind filled its batch, so more may be waiting.
-    pub fn full(&self) -> bool {
+    pub(super) fn full(&self) -> bool {
         super::super::sweep::purge_again(self.notifications, self.receipts)
     }
 }

@@ -1,9 +1,9 @@
 //! Recipient preferences: stored beside the queue, read back for a claim's recipients at once.
 
+use notifyd::DeliverBetween;
+use notifyd::Preferences;
+use notifyd::WindowSpec;
 use notifyd::outbox::NewNotification;
-use notifyd::recipients::Preferences;
-use notifyd::rules::quiet_hours::DeliverBetween;
-use notifyd::rules::window::WindowSpec;
 
 use super::Subject;
 
