@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::json_bounds;
 use crate::outbox::{
     Content, DeliverBetween, Escalation, EscalationStep, FallbackRoute, FallbackTarget,
-    NewNotification, Priority, now_ms,
+    NewNotification, NotificationId, Priority, now_ms,
 };
 use crate::registry::{ChannelRuntime, Registry};
 use crate::rules::{dedup, escalation};
@@ -218,7 +218,7 @@ impl Submission {
             check_deliver_between(window)?;
         }
         check_route_count(self.fallback.len())?;
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = NotificationId::generate();
         let waits = escalation_waits(&self.escalate)?;
         if let Some(links) = templates.ack_links()
             && self.template.is_some()
@@ -316,7 +316,7 @@ impl Submission {
         let created_at = crate::clock::system_time(now);
         let message = Message {
             list_unsubscribe: None,
-            id: id.clone(),
+            id: id.to_string(),
             channel: self.channel,
             to: self.to,
             subject: own.subject,

@@ -31,7 +31,7 @@ pub(super) async fn acknowledge(
         Acknowledged::NothingToAck => return Err(nothing_to_ack(&id)),
     };
     Ok(Json(super::views::AckAnswer {
-        id,
+        id: id.into(),
         escalation_of: root,
         acknowledged_at: super::views::rfc3339_text(at_ms),
         already,

@@ -101,7 +101,7 @@ pub(super) async fn content(
         .await?
         .ok_or_else(|| ApiError::not_found(&id))?;
     Ok(Json(ContentAnswer {
-        id,
+        id: id.into(),
         subject: c.subject,
         body: c.body,
         html: c.html,

@@ -168,7 +168,7 @@ async fn replayed_answer(
 fn enqueued_answer(result: &Enqueued) -> (StatusCode, ItemAnswer) {
     let stored = |id: &str, state: QueueState| {
         ItemAnswer::Stored(StateAnswer {
-            id: id.to_owned(),
+            id: id.into(),
             state,
             duplicate_of: None,
         })
@@ -192,7 +192,7 @@ fn enqueued_answer(result: &Enqueued) -> (StatusCode, ItemAnswer) {
                 "this idempotency key was already used for a different notification",
             )
             .field("idempotency_key")
-            .id(id);
+            .id(id.as_str());
             (StatusCode::CONFLICT, ItemAnswer::Refused(err.body()))
         }
     }
@@ -405,7 +405,7 @@ fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, 
         Transition::Done(state) => Ok((
             StatusCode::OK,
             Json(StateAnswer {
-                id: id.to_owned(),
+                id: id.into(),
                 state,
                 duplicate_of: None,
             }),

@@ -151,7 +151,7 @@ pub(super) async fn one_click(
     };
     let address = normalize(&to);
     let event = RuleEvent {
-        notification: id.clone(),
+        notification: id.clone().into(),
         at_ms: clock::now_ms(),
         rule: Rule::Unsubscribe,
         detail: format!("the recipient opted out of {channel} through the one-click link"),

@@ -9,26 +9,28 @@ use serde_json::Value;
 pub(crate) use crate::clock::{rfc3339, rfc3339_text};
 use crate::config::Criticality;
 use crate::http::ErrorBody;
-use crate::outbox::{DeadLetter, Depth, FallbackTarget, NotificationView, Priority, State};
+use crate::outbox::{
+    DeadLetter, Depth, FallbackTarget, NotificationId, NotificationView, Priority, State,
+};
 use crate::policy::BreakerView;
 use crate::registry::ChannelRuntime;
 
 /// `{id, state}`: a notification stored, replayed, cancelled or put back in the queue.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(super) struct StateAnswer {
-    pub id: String,
+    pub id: NotificationId,
     pub state: State,
     /// Merged into this notification, which holds the same dedup key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub duplicate_of: Option<String>,
+    pub duplicate_of: Option<NotificationId>,
 }
 
 /// `POST /v1/notifications/{id}/ack`: the chain's first notification and when it was
 /// acknowledged (`already` when an earlier acknowledgement did it).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(super) struct AckAnswer {
-    pub id: String,
-    pub escalation_of: String,
+    pub id: NotificationId,
+    pub escalation_of: NotificationId,
     pub acknowledged_at: Option<String>,
     pub already: bool,
     /// Steps that were waiting and are now cancelled.
@@ -60,7 +62,7 @@ pub(super) struct BatchResult {
 /// `GET /v1/notifications/{id}`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct NotificationDetail {
-    pub id: String,
+    pub id: NotificationId,
     pub channel: String,
     pub to: String,
     pub state: State,
@@ -73,7 +75,7 @@ pub(crate) struct NotificationDetail {
     pub provider_id: Option<String>,
     pub last_error: Option<LastError>,
     /// The notification this one is a fallback of.
-    pub fallback_of: Option<String>,
+    pub fallback_of: Option<NotificationId>,
     /// Routes left to try if this one fails for good.
     pub fallback: Vec<FallbackTarget>,
     /// Where an ingested notification came from (format, route, the sender's ids).
@@ -81,7 +83,7 @@ pub(crate) struct NotificationDetail {
     /// Notifications merged into this one by its dedup key.
     pub duplicates: u64,
     /// The digest this notification went out in.
-    pub digest_id: Option<String>,
+    pub digest_id: Option<NotificationId>,
     pub digest_key: Option<String>,
     pub attempt_log: Vec<AttemptEntry>,
     pub receipts: Vec<ReceiptEntry>,
@@ -204,7 +206,7 @@ pub(super) struct DeadLetters {
 /// One notification whose retries ran out.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct DeadLetterEntry {
-    pub id: String,
+    pub id: NotificationId,
     pub channel: String,
     pub to: String,
     pub attempts: u32,
@@ -380,7 +382,7 @@ pub(super) fn channel(
 /// `GET /v1/notifications/{id}/content`: what a notification says.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(super) struct ContentAnswer {
-    pub id: String,
+    pub id: NotificationId,
     pub subject: Option<String>,
     pub body: Option<String>,
     pub html: Option<String>,
@@ -399,7 +401,7 @@ pub(super) struct ChannelReplayed {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(super) struct ReceiptAnswer {
     pub matched: bool,
-    pub notification_id: Option<String>,
+    pub notification_id: Option<NotificationId>,
     /// This receipt was already stored: nothing changed again.
     pub duplicate: bool,
 }

@@ -369,7 +369,7 @@ fn finish(
         class,
         completion: Completion {
             events: Vec::new(),
-            id: row.message.id.clone(),
+            id: row.message.id.clone().into(),
             attempt: row.attempt,
             lease: row.lease,
             outcome,
@@ -389,7 +389,7 @@ pub(crate) fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -
     match why {
         Unsent::Expired => Completion {
             events: Vec::new(),
-            id,
+            id: id.into(),
             attempt,
             lease,
             outcome: Outcome::Finish {
@@ -406,7 +406,7 @@ pub(crate) fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -
             let error = format!("this recipient's rate limit allows the next send in {wait:?}");
             Completion {
                 events: Vec::new(),
-                id,
+                id: id.into(),
                 attempt,
                 lease,
                 outcome: Outcome::Retry {
@@ -428,7 +428,7 @@ pub(crate) fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -
         }
         // Due when the shared bucket has a token again; the next claim finds it then.
         Unsent::ChannelLimited { next } => Completion {
-            id,
+            id: id.into(),
             attempt,
             lease,
             outcome: Outcome::Retry {
@@ -454,7 +454,7 @@ pub(crate) fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -
 pub(crate) fn released(row: &Claimed) -> Completion {
     Completion {
         events: Vec::new(),
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome: Outcome::Release,
@@ -475,7 +475,7 @@ pub(super) fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion
         max_attempts = max, "Claimed past its attempt budget without a recorded outcome: not sent again.");
     Some(Completion {
         events: Vec::new(),
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome: Outcome::Finish {

@@ -400,7 +400,7 @@ async fn send_one(
                 digest::compose(shared.outbox.as_ref(), &shared.templates, &rt, &mut row).await =>
         {
             let completion = Completion {
-                id: row.message.id.clone(),
+                id: row.message.id.clone().into(),
                 attempt: row.attempt,
                 lease: row.lease,
                 outcome: ended,
@@ -474,7 +474,7 @@ fn settle(rules: &Rules<'_>, registry: &Registry, row: &Claimed) -> Option<Compl
         field = %refused.field, "A notification inserted with plain SQL failed validation.");
     Some(Completion {
         events: Vec::new(),
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome: Outcome::Finish {

@@ -131,7 +131,7 @@ pub(super) fn apply(
 
 fn event(row: &Claimed, at_ms: i64, rule: Rule, detail: String) -> RuleEvent {
     RuleEvent {
-        notification: row.message.id.clone(),
+        notification: row.message.id.clone().into(),
         at_ms,
         rule,
         detail,
@@ -141,7 +141,7 @@ fn event(row: &Claimed, at_ms: i64, rule: Rule, detail: String) -> RuleEvent {
 /// A completion with no attempt record: the provider was never called.
 fn completion(row: &Claimed, outcome: Outcome, events: Vec<RuleEvent>) -> Completion {
     Completion {
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome,

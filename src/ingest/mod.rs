@@ -89,7 +89,7 @@ pub(crate) fn priority_for(
 /// A notification stored (or found already stored) for one draft.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Stored {
-    pub id: String,
+    pub id: crate::outbox::NotificationId,
     pub state: State,
     /// It was already stored under the same idempotency key.
     pub duplicate: bool,
@@ -104,7 +104,7 @@ pub(crate) struct Ingested {
 /// One notification an ingest call stored (or found already stored).
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub(crate) struct IngestedEntry {
-    pub id: String,
+    pub id: crate::outbox::NotificationId,
     pub state: crate::outbox::State,
     /// It was already stored under the same idempotency key.
     pub duplicate: bool,

@@ -2,6 +2,7 @@
 //! route left.
 
 use super::model::{Content, FallbackRoute, NewNotification, Priority};
+use super::names::NotificationId;
 
 /// What the child needs of the notification that ended, as read back from the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +29,7 @@ pub(crate) fn fallback_key(parent_id: &str) -> String {
 /// its own creation). Content rendered for the route's kind wins over the parent's.
 pub(crate) fn fallback_child(
     parent: FallbackParent,
-    child_id: String,
+    child_id: NotificationId,
     now_ms: i64,
 ) -> Option<NewNotification> {
     let mut routes = parent.routes.into_iter();

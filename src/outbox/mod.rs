@@ -11,6 +11,7 @@ pub(crate) mod fallback;
 mod history;
 pub(crate) mod limits;
 mod model;
+mod names;
 pub(crate) mod postgres;
 pub(crate) mod receipt;
 pub(crate) mod sqlite;
@@ -26,6 +27,8 @@ pub use history::*;
 /// The shared limits' store (PostgreSQL): a bucket, a reservation, a hold shared between daemons.
 pub use limits::{Bucket, Reserved, SharedHold};
 pub use model::*;
+/// The queue's two names: a notification's id and a channel's name.
+pub use names::{ChannelName, NotificationId};
 /// The PostgreSQL queue, shared by several daemons.
 pub use postgres::{PgOptions, PgOutbox};
 /// The SQLite queue of one host.

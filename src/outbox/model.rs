@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::names::NotificationId;
+
 pub use crate::rules::quiet_hours::DeliverBetween;
 
 /// Milliseconds since the Unix epoch, the queue's unit of time (read from [`crate::clock`]).
@@ -162,7 +164,7 @@ pub struct EscalationStep {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Escalation {
     pub steps: Vec<EscalationStep>,
-    pub root: Option<String>,
+    pub root: Option<NotificationId>,
 }
 
 /// How an acknowledgement arrived: the timeline says which.
@@ -193,12 +195,12 @@ pub enum Acknowledged {
     /// Acknowledged now: `root` is the chain's first notification, `cancelled` how many steps
     /// that were waiting will not be sent.
     Done {
-        root: String,
+        root: NotificationId,
         at_ms: i64,
         cancelled: u64,
     },
     /// The chain was already acknowledged, at `at_ms`: nothing changed.
-    Already { root: String, at_ms: i64 },
+    Already { root: NotificationId, at_ms: i64 },
     /// The notification carries no escalation: there is nothing to acknowledge.
     NothingToAck,
     /// No notification has that id.
@@ -217,7 +219,7 @@ pub struct Content {
 /// A validated, rendered notification ready to be made durable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
-    pub id: String,
+    pub id: NotificationId,
     pub channel: String,
     pub to: String,
     pub subject: Option<String>,
@@ -263,7 +265,7 @@ pub struct DigestJoin {
 /// One collected notification, as the digest template sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DigestItem {
-    pub id: String,
+    pub id: NotificationId,
     pub subject: Option<String>,
     pub body: Option<String>,
     pub html: Option<String>,
@@ -286,20 +288,20 @@ pub struct DedupClaim {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
     /// Newly stored.
-    Created { id: String },
+    Created { id: NotificationId },
     /// The idempotency key was already used with the same content: nothing new was stored.
-    Duplicate { id: String, state: State },
+    Duplicate { id: NotificationId, state: State },
     /// The idempotency key was already used with different content.
-    Conflict { id: String },
+    Conflict { id: NotificationId },
     /// Its dedup key is held by `id` inside its window: nothing new was stored, and `id`
     /// counted one more duplicate.
-    Deduplicated { id: String, state: State },
+    Deduplicated { id: NotificationId, state: State },
 }
 
 /// The notification that already holds an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyHolder {
-    pub id: String,
+    pub id: NotificationId,
     pub state: State,
     /// `None` for a row inserted by plain SQL without one: it matches no submission.
     pub content_hash: Option<String>,
@@ -418,7 +420,7 @@ pub enum Validation {
 /// How a leased notification's attempt ended, to be written back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
-    pub id: String,
+    pub id: NotificationId,
     /// The attempt number the lease was claimed with, for the attempt history.
     pub attempt: u32,
     /// The claim's fencing token: a completion whose token is no longer the row's changes
@@ -514,7 +516,7 @@ pub struct AttemptRecord {
 /// A notification as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationView {
-    pub id: String,
+    pub id: NotificationId,
     pub channel: String,
     pub to: String,
     pub state: State,
@@ -526,14 +528,14 @@ pub struct NotificationView {
     pub provider_id: Option<String>,
     pub last_code: Option<String>,
     pub last_error: Option<String>,
-    pub parent_id: Option<String>,
+    pub parent_id: Option<NotificationId>,
     pub fallback: Vec<FallbackTarget>,
     /// Where an ingested notification came from (format, route, the sender's ids).
     pub source: Option<serde_json::Value>,
     /// Notifications with its dedup key that were merged into it inside its window.
     pub duplicates: u64,
     /// The digest this notification was collected into.
-    pub digest_id: Option<String>,
+    pub digest_id: Option<NotificationId>,
     /// Set on a digest: the key its items share.
     pub digest_key: Option<String>,
     pub attempt_log: Vec<AttemptView>,
@@ -560,7 +562,7 @@ pub struct AttemptView {
 /// A dead letter in the list.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
-    pub id: String,
+    pub id: NotificationId,
     pub channel: String,
     pub to: String,
     pub attempts: u32,
@@ -646,7 +648,7 @@ pub struct InboundReceipt {
 pub struct RecordedReceipt {
     /// The notification it belongs to, when known yet: one of the receipt's channel whose
     /// provider id it names.
-    pub notification_id: Option<String>,
+    pub notification_id: Option<NotificationId>,
     /// The same (channel, provider id, provider status) was already stored: a provider's retry
     /// or a replay. Nothing was stored or changed again.
     pub duplicate: bool,
@@ -735,7 +737,7 @@ pub struct UnknownRule(pub String);
 /// same transaction as the change it explains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleEvent {
-    pub notification: String,
+    pub notification: NotificationId,
     pub at_ms: i64,
     pub rule: Rule,
     /// What it did, in words ("held until 07:00 Europe/Paris").
@@ -778,6 +780,6 @@ pub struct SweepReport {
 /// A notification the sweep expired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredRow {
-    pub id: String,
+    pub id: NotificationId,
     pub channel: String,
 }

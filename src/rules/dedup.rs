@@ -102,7 +102,7 @@ pub(crate) fn holds(until_ms: i64, now_ms: i64) -> bool {
 /// The timeline line of the holder `first` when a notification with `key` was merged into it.
 pub(crate) fn merged(first: &str, key: &str, now_ms: i64) -> RuleEvent {
     RuleEvent {
-        notification: first.to_owned(),
+        notification: first.into(),
         at_ms: now_ms,
         rule: Rule::Dedup,
         detail: format!(

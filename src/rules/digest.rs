@@ -215,7 +215,7 @@ pub(crate) fn cancelled() -> RowChange {
 /// The timeline line of an item collected into `digest_id`.
 pub(crate) fn collected(item: &str, digest_id: &str, key: &str, now_ms: i64) -> RuleEvent {
     RuleEvent {
-        notification: item.to_owned(),
+        notification: item.into(),
         at_ms: now_ms,
         rule: Rule::Digest,
         detail: format!("collected into digest {digest_id} (digest key {key:?})"),
@@ -231,7 +231,7 @@ pub(crate) fn ended(
     now_ms: i64,
 ) -> RuleEvent {
     RuleEvent {
-        notification: item.to_owned(),
+        notification: item.into(),
         at_ms: now_ms,
         rule: Rule::Digest,
         detail: format!(

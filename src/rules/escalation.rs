@@ -8,7 +8,8 @@
 //! queued only if its chain is not acknowledged, read in the write that queues it.
 
 use crate::outbox::{
-    AckSource, Content, Escalation, EscalationStep, NewNotification, Priority, Rule, RuleEvent,
+    AckSource, Content, Escalation, EscalationStep, NewNotification, NotificationId, Priority,
+    Rule, RuleEvent,
 };
 
 /// Most steps one notification may carry (as many as fallback routes, for the same reason: each
@@ -61,7 +62,7 @@ pub(crate) fn next_step(
     parent: StepParent,
     acknowledged: bool,
     trigger: StepTrigger,
-    child_id: String,
+    child_id: NotificationId,
     now_ms: i64,
 ) -> Option<NewNotification> {
     if acknowledged {
@@ -98,7 +99,7 @@ pub(crate) fn next_step(
         digest: None,
         escalation: Escalation {
             steps: steps.collect(),
-            root: Some(parent.root),
+            root: Some(parent.root.into()),
         },
     })
 }
@@ -129,7 +130,7 @@ pub(crate) fn step_events(
     }
     on.into_iter()
         .map(|notification| RuleEvent {
-            notification: notification.to_owned(),
+            notification: notification.into(),
             at_ms: now_ms,
             rule: Rule::Escalation,
             detail: detail.clone(),
@@ -145,7 +146,7 @@ pub(crate) fn ack_event(root: &str, source: AckSource, cancelled: u64, now_ms: i
         n => format!("{n} waiting steps cancelled"),
     };
     RuleEvent {
-        notification: root.to_owned(),
+        notification: root.into(),
         at_ms: now_ms,
         rule: Rule::Ack,
         detail: format!("acknowledged by {}; {steps}", source.as_str()),

@@ -231,7 +231,7 @@ pub(crate) async fn outbox_on(schema: &TestSchema, clock: &ManualClock) -> PgOut
 fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
     let now = clock.now_ms();
     NewNotification {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: uuid::Uuid::now_v7().to_string().into(),
         channel: "c".into(),
         to: "ops@example.com".into(),
         subject: None,
@@ -310,7 +310,7 @@ async fn work_another_daemon_queues_wakes_this_one_before_its_next_poll() {
 
     for n in 1..=2 {
         let note = NewNotification {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: uuid::Uuid::now_v7().to_string().into(),
             run_at_ms: clock.now_ms(),
             ..note.clone()
         };
@@ -384,7 +384,7 @@ async fn fifty_deliveries_are_claimed_and_written_back_in_a_statement_each() {
     let completions: Vec<Completion> = claimed
         .iter()
         .map(|c| Completion {
-            id: c.message.id.clone(),
+            id: c.message.id.clone().into(),
             attempt: c.attempt,
             lease: c.lease,
             outcome: Outcome::Delivered { provider_id: None },

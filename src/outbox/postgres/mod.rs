@@ -987,7 +987,7 @@ async fn deduplicate(
     trips.one();
     insert_event(conn, &crate::rules::dedup::merged(&id, &claim.key, now)).await?;
     Ok(Some(Enqueued::Deduplicated {
-        id,
+        id: id.into(),
         state: parse_state(&state)?,
     }))
 }
@@ -1031,7 +1031,7 @@ async fn insert(
         .collect();
     let held: Vec<String> = items
         .iter()
-        .filter(|n| !created.contains(&n.id))
+        .filter(|n| !created.contains(n.id.as_str()))
         .filter_map(|n| n.idempotency_key.clone())
         .collect();
     let mut holders: HashMap<String, KeyHolder> = HashMap::new();
@@ -1049,7 +1049,7 @@ async fn insert(
     items
         .iter()
         .map(|n| {
-            if created.contains(&n.id) {
+            if created.contains(n.id.as_str()) {
                 return Ok(Enqueued::Created { id: n.id.clone() });
             }
             n.idempotency_key
@@ -1099,7 +1099,7 @@ impl InsertColumns {
                     .map_err(|e| StoreError::Internal(e.to_string()))?,
             )
         };
-        self.id.push(n.id.clone());
+        self.id.push(n.id.clone().into());
         self.channel.push(n.channel.clone());
         self.recipient.push(n.to.clone());
         self.subject.push(n.subject.clone());
@@ -1131,7 +1131,8 @@ impl InsertColumns {
                     .map_err(|e| StoreError::Internal(e.to_string()))?,
             )
         });
-        self.escalation_of.push(n.escalation.root.clone());
+        self.escalation_of
+            .push(n.escalation.root.clone().map(Into::into));
         Ok(())
     }
 }
@@ -1204,7 +1205,7 @@ async fn queue_fallback(
             return Ok(());
         }
     };
-    let child_id = uuid::Uuid::now_v7().to_string();
+    let child_id = NotificationId::generate();
     if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
         insert(conn, trips, &[&child], Some(parent)).await?;
     }
@@ -1241,7 +1242,7 @@ async fn queue_escalation(
         .fetch_optional(&mut *conn)
         .await?;
     let acknowledged = matches!(acked_at, Some(Some(_)));
-    let child_id = uuid::Uuid::now_v7().to_string();
+    let child_id = NotificationId::generate();
     if let Some(step) = escalation::next_step(parent_row, acknowledged, trigger, child_id, now) {
         tracing::info!(notification_id = %parent, step = %step.id, channel = %step.channel,
             run_at = step.run_at_ms, "Queued the next escalation step.");
@@ -1309,7 +1310,10 @@ async fn acknowledge_in(
     Ok(match escalation::plan_ack(target) {
         AckPlan::NotFound => Acknowledged::NotFound,
         AckPlan::NothingToAck => Acknowledged::NothingToAck,
-        AckPlan::Already { root, at_ms } => Acknowledged::Already { root, at_ms },
+        AckPlan::Already { root, at_ms } => Acknowledged::Already {
+            root: root.into(),
+            at_ms,
+        },
         AckPlan::Mark { root } => {
             trips.one();
             let marked = sqlx::query(sql::MARK_ACKED)
@@ -1326,7 +1330,7 @@ async fn acknowledge_in(
                     .fetch_one(&mut *conn)
                     .await?;
                 return Ok(Acknowledged::Already {
-                    root,
+                    root: root.into(),
                     at_ms: at_ms.unwrap_or(now),
                 });
             }
@@ -1344,7 +1348,7 @@ async fn acknowledge_in(
             trips.one();
             insert_event(conn, &escalation::ack_event(&root, source, cancelled, now)).await?;
             Acknowledged::Done {
-                root,
+                root: root.into(),
                 at_ms: now,
                 cancelled,
             }
@@ -1494,7 +1498,7 @@ impl Outbox for PgOutbox {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             completions
                 .iter()
-                .filter_map(|c| held.take(&(c.id.clone(), c.lease)))
+                .filter_map(|c| held.take(&(c.id.clone().into(), c.lease)))
                 .collect()
         };
         let batch = CompletionBatch::plan(completions, now, &escalating);
@@ -1774,7 +1778,10 @@ impl Outbox for PgOutbox {
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(|(id, channel)| ExpiredRow { id, channel })
+            .map(|(id, channel)| ExpiredRow {
+                id: id.into(),
+                channel,
+            })
             .collect();
         self.trips.one();
         let live: Vec<String> = sqlx::query_scalar(sql::LIVE_CHANNELS)
@@ -1842,7 +1849,7 @@ impl Outbox for PgOutbox {
             self.trips.one();
             tx.commit().await?;
             return Ok(RecordedReceipt {
-                notification_id: target,
+                notification_id: target.map(Into::into),
                 duplicate: true,
             });
         }
@@ -1861,7 +1868,7 @@ impl Outbox for PgOutbox {
         self.trips.one();
         tx.commit().await?;
         Ok(RecordedReceipt {
-            notification_id: target,
+            notification_id: target.map(Into::into),
             duplicate: false,
         })
     }

@@ -307,7 +307,7 @@ mod tests {
                 ..n
             })
             .collect::<Vec<_>>();
-        let ids = notes.iter().map(|n| n.id.clone()).collect();
+        let ids = notes.iter().map(|n| n.id.to_string()).collect();
         q.enqueue(notes).await.unwrap();
         ids
     }
@@ -375,7 +375,7 @@ mod tests {
             })
             .collect();
         notes.sort_by(|a, b| b.id.cmp(&a.id));
-        let want: Vec<String> = notes.iter().map(|n| n.id.clone()).collect();
+        let want: Vec<String> = notes.iter().map(|n| n.id.to_string()).collect();
         q.enqueue(notes).await.unwrap();
         let mut got = Vec::new();
         let mut after = None;

@@ -571,7 +571,7 @@ pub(crate) fn key_holder(conn: &Connection, key: &str) -> Result<Option<KeyHolde
         .optional()?;
     row.map(|(id, state, content_hash)| {
         Ok(KeyHolder {
-            id,
+            id: id.into(),
             state: state.parse().map_err(StoreError::Internal)?,
             content_hash,
         })

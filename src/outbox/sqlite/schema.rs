@@ -156,7 +156,7 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
-        id: row.id,
+        id: row.id.into(),
         channel: row.channel,
         to: row.recipient,
         state: parse_state(row.state)?,
@@ -168,11 +168,11 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView
         provider_id: row.provider_id,
         last_code: row.last_code,
         last_error: row.last_error,
-        parent_id: row.parent_id,
+        parent_id: row.parent_id.map(Into::into),
         fallback: view_fallback(row.fallback),
         source: row.source.and_then(|s| serde_json::from_str(&s).ok()),
         duplicates: row.duplicates,
-        digest_id: row.digest_id,
+        digest_id: row.digest_id.map(Into::into),
         digest_key: row.digest_key,
         attempt_log,
         receipts,
@@ -193,7 +193,7 @@ pub(super) fn digest_items(conn: &Connection, digest_id: &str) -> Result<Vec<Dig
                 Ok(stored::lossy_text(r, i)?.and_then(|s| serde_json::from_str(&s).ok()))
             };
             Ok(DigestItem {
-                id: stored::lossy_string(r, 0)?,
+                id: stored::lossy_string(r, 0)?.into(),
                 subject: stored::lossy_text(r, 1)?,
                 body: stored::lossy_text(r, 2)?,
                 html: stored::lossy_text(r, 3)?,
@@ -237,7 +237,7 @@ pub(super) fn dead_letters(
         .query_map(params![channel, limit], |r| {
             // Lenient: a dead letter may be a row quarantined for being unreadable.
             Ok(DeadLetter {
-                id: stored::lossy_string(r, 0)?,
+                id: stored::lossy_string(r, 0)?.into(),
                 channel: stored::lossy_string(r, 1)?,
                 to: stored::lossy_string(r, 2)?,
                 attempts: stored::lossy_u32(r, 3)?,

@@ -778,7 +778,10 @@ impl Writer {
         };
         let state = state.parse::<State>().map_err(StoreError::Internal)?;
         self.record_events(&[crate::rules::dedup::merged(&id, &claim.key, now)])?;
-        Ok(Some(Enqueued::Deduplicated { id, state }))
+        Ok(Some(Enqueued::Deduplicated {
+            id: id.into(),
+            state,
+        }))
     }
 
     fn insert(&self, n: &NewNotification, parent: Option<&str>) -> Result<Enqueued> {
@@ -1024,7 +1027,7 @@ impl Writer {
                 return Ok(());
             }
         };
-        let child_id = uuid::Uuid::now_v7().to_string();
+        let child_id = NotificationId::generate();
         if let Some(step) =
             escalation::next_step(parent_row, acked_at.is_some(), trigger, child_id, now)
         {
@@ -1054,7 +1057,10 @@ impl Writer {
         Ok(match escalation::plan_ack(target) {
             AckPlan::NotFound => Acknowledged::NotFound,
             AckPlan::NothingToAck => Acknowledged::NothingToAck,
-            AckPlan::Already { root, at_ms } => Acknowledged::Already { root, at_ms },
+            AckPlan::Already { root, at_ms } => Acknowledged::Already {
+                root: root.into(),
+                at_ms,
+            },
             AckPlan::Mark { root } => {
                 self.conn
                     .prepare_cached(MARK_ACKED)?
@@ -1073,7 +1079,7 @@ impl Writer {
                 let cancelled = cancelled as u64;
                 self.record_events(&[escalation::ack_event(&root, source, cancelled, now)])?;
                 Acknowledged::Done {
-                    root,
+                    root: root.into(),
                     at_ms: now,
                     cancelled,
                 }
@@ -1105,7 +1111,7 @@ impl Writer {
                 return Ok(());
             }
         };
-        let child_id = uuid::Uuid::now_v7().to_string();
+        let child_id = NotificationId::generate();
         if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
             self.insert(&child, Some(parent))?;
         }
@@ -1221,7 +1227,7 @@ impl Writer {
         if inserted == 0 {
             // Already stored (and applied, if it matched): a replay changes nothing.
             return Ok(RecordedReceipt {
-                notification_id: target,
+                notification_id: target.map(Into::into),
                 duplicate: true,
             });
         }
@@ -1235,7 +1241,7 @@ impl Writer {
             )?;
         }
         Ok(RecordedReceipt {
-            notification_id: target,
+            notification_id: target.map(Into::into),
             duplicate: false,
         })
     }
@@ -1332,7 +1338,7 @@ impl Writer {
                 |r| {
                     // Shown, not trusted: a row another program wrote may hold anything here.
                     Ok(ExpiredRow {
-                        id: stored::lossy_string(r, 0)?,
+                        id: stored::lossy_string(r, 0)?.into(),
                         channel: stored::lossy_string(r, 1)?,
                     })
                 },

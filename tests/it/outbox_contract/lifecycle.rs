@@ -72,7 +72,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     s.outbox
         .complete(vec![Completion {
             events: Vec::new(),
-            id: id.clone(),
+            id: id.clone().into(),
             attempt: first.attempt,
             lease: first.lease,
             outcome: Outcome::Retry {
@@ -89,7 +89,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     s.outbox
         .complete(vec![Completion {
             events: Vec::new(),
-            id: id.clone(),
+            id: id.clone().into(),
             attempt: second.attempt,
             lease: second.lease,
             outcome: delivered("SM1"),
