@@ -528,7 +528,7 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         .map(|f| {
             f.split_once('=')
                 .map(|(channel, to)| FallbackTarget {
-                    channel: channel.to_owned(),
+                    channel: channel.into(),
                     to: to.to_owned(),
                 })
                 .ok_or_else(|| format!("--fallback {f:?}: write CHANNEL=TO"))

@@ -109,7 +109,7 @@ pub(crate) fn verify_and_parse(
             let word = get(&["MessageStatus", "SmsStatus"])
                 .ok_or_else(|| invalid("MessageStatus", "missing"))?;
             Ok(InboundReceipt {
-                channel: channel.to_owned(),
+                channel: channel.into(),
                 provider_id,
                 status: normalize(&word),
                 provider_status: word,
@@ -148,7 +148,7 @@ pub(crate) fn verify_and_parse(
                 text("provider_id").ok_or_else(|| invalid("provider_id", "missing"))?;
             let word = text("status").ok_or_else(|| invalid("status", "missing"))?;
             Ok(InboundReceipt {
-                channel: channel.to_owned(),
+                channel: channel.into(),
                 provider_id,
                 status: normalize(&word),
                 provider_status: word,

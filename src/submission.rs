@@ -307,7 +307,7 @@ impl Submission {
             steps.push(EscalationStep {
                 after_ms,
                 target: FallbackTarget {
-                    channel: step.channel.clone(),
+                    channel: step.channel.clone().into(),
                     to: step.to.clone(),
                 },
                 content,
@@ -333,7 +333,7 @@ impl Submission {
         check_all(registry, &message, &fallback, &steps, content_field)?;
         Ok(NewNotification {
             id,
-            channel: message.channel,
+            channel: message.channel.into(),
             to: message.to,
             subject: message.subject,
             body: message.body,
@@ -561,7 +561,7 @@ fn check_all(
             ));
         }
         let mut elsewhere = Message {
-            channel: target.channel.clone(),
+            channel: target.channel.clone().into(),
             to: target.to.clone(),
             ..message.clone()
         };

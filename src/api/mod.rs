@@ -324,7 +324,7 @@ async fn create_batch(
         }
     }
     let (indexes, items): (Vec<usize>, Vec<NewNotification>) = valid.into_iter().unzip();
-    let mut channels: Vec<String> = items.iter().map(|n| n.channel.clone()).collect();
+    let mut channels: Vec<_> = items.iter().map(|n| n.channel.clone()).collect();
     let stored = state.outbox.enqueue(items).await?;
     let created = stored
         .iter()

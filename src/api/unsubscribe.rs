@@ -95,7 +95,7 @@ async fn target(state: &AppState, token: &str) -> Result<(String, String, String
         Err(_) => return refused(StatusCode::NOT_FOUND, "This link is not valid."),
     };
     match state.outbox.get(&claims.notification).await {
-        Ok(Some(n)) => Ok((claims.notification, n.to, n.channel)),
+        Ok(Some(n)) => Ok((claims.notification, n.to, n.channel.into())),
         Ok(None) => refused(StatusCode::GONE, "This link no longer works."),
         Err(e) => {
             tracing::warn!(error = %e, "Unsubscribe link: the queue could not be read.");

@@ -10,7 +10,8 @@ pub(crate) use crate::clock::{rfc3339, rfc3339_text};
 use crate::config::Criticality;
 use crate::http::ErrorBody;
 use crate::outbox::{
-    DeadLetter, Depth, FallbackTarget, NotificationId, NotificationView, Priority, State,
+    ChannelName, DeadLetter, Depth, FallbackTarget, NotificationId, NotificationView, Priority,
+    State,
 };
 use crate::policy::BreakerView;
 use crate::registry::ChannelRuntime;
@@ -63,7 +64,7 @@ pub(super) struct BatchResult {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct NotificationDetail {
     pub id: NotificationId,
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
     pub state: State,
     pub priority: Priority,
@@ -103,7 +104,7 @@ pub(crate) struct LastError {
 pub(crate) struct AttemptEntry {
     pub attempt: u32,
     /// The channel it was sent through (several after a failover).
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
     pub at: Option<String>,
     pub latency_ms: i64,
     /// `delivered` or the error class.
@@ -207,7 +208,7 @@ pub(super) struct DeadLetters {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct DeadLetterEntry {
     pub id: NotificationId,
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
     pub attempts: u32,
     pub last_error: LastError,

@@ -341,7 +341,7 @@ fn fail_over(
     message: &str,
 ) -> (DecisionKind, Outcome) {
     let outcome = Outcome::Reroute {
-        channel: to.to_owned(),
+        channel: to.into(),
         code,
         error: format!("{} on {channel}: {message}", why.as_str()),
     };

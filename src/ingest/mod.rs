@@ -212,7 +212,7 @@ pub(crate) async fn store(
         );
         items.push(new);
     }
-    let mut channels: Vec<String> = items.iter().map(|n| n.channel.clone()).collect();
+    let mut channels: Vec<_> = items.iter().map(|n| n.channel.clone()).collect();
     let results = state.outbox.enqueue(items).await?;
     channels.sort();
     channels.dedup();

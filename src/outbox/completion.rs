@@ -125,7 +125,7 @@ pub(crate) fn plan(outcome: Outcome, now_ms: i64) -> Result<CompletionPlan, Inva
             error,
         } => CompletionPlan {
             change: RowChange::Move {
-                channel,
+                channel: channel.into(),
                 run_at_ms: now_ms,
                 code,
                 error,

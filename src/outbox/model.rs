@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::names::NotificationId;
+use super::names::{ChannelName, NotificationId};
 
 pub use crate::rules::quiet_hours::DeliverBetween;
 
@@ -123,7 +123,7 @@ impl FromStr for Priority {
 /// Another route to try when a notification fails for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FallbackTarget {
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
 }
 
@@ -220,7 +220,7 @@ pub struct Content {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
     pub id: NotificationId,
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
     pub subject: Option<String>,
     pub body: Option<String>,
@@ -457,7 +457,7 @@ pub enum Outcome {
     Release,
     /// Failover: move to another channel (same recipient), due now, with a fresh attempt budget.
     Reroute {
-        channel: String,
+        channel: ChannelName,
         code: String,
         error: String,
     },
@@ -517,7 +517,7 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationView {
     pub id: NotificationId,
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
     pub state: State,
     pub priority: Priority,
@@ -549,7 +549,7 @@ pub struct NotificationView {
 pub struct AttemptView {
     pub attempt: u32,
     /// The channel it was sent through (several after a failover).
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
     pub started_at_ms: i64,
     pub latency_ms: i64,
     pub outcome: String,
@@ -563,7 +563,7 @@ pub struct AttemptView {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
     pub id: NotificationId,
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
     pub attempts: u32,
     pub last_code: Option<String>,
@@ -574,7 +574,7 @@ pub struct DeadLetter {
 /// How many notifications of a channel are in a live or dead state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Depth {
-    pub channel: String,
+    pub channel: ChannelName,
     pub state: State,
     pub count: u64,
 }
@@ -596,7 +596,7 @@ pub enum OpenBreakerMove {
     /// Wait: `run_at` becomes the breaker's next probe time; no attempt is spent.
     Defer { until_ms: i64 },
     /// Fail over to this channel (rows that already tried it are left alone).
-    Reroute { to: String },
+    Reroute { to: ChannelName },
 }
 
 /// A provider's word on a message, normalized.
@@ -635,7 +635,7 @@ impl FromStr for ReceiptStatus {
 /// A verified delivery receipt, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundReceipt {
-    pub channel: String,
+    pub channel: ChannelName,
     /// The provider's message id, as our `Receipt` recorded it.
     pub provider_id: String,
     pub status: ReceiptStatus,
@@ -781,5 +781,5 @@ pub struct SweepReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredRow {
     pub id: NotificationId,
-    pub channel: String,
+    pub channel: ChannelName,
 }

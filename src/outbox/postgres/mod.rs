@@ -686,10 +686,10 @@ impl Hints {
         for n in created {
             let recent = self
                 .sent
-                .get(&n.channel)
+                .get(n.channel.as_str())
                 .is_some_and(|at| now.duration_since(*at) < WAKE_DEBOUNCE);
-            if !recent && !due.contains(&n.channel) {
-                due.push(n.channel.clone());
+            if !recent && !due.iter().any(|c| n.channel == *c) {
+                due.push(n.channel.to_string());
             }
         }
         for c in &due {
@@ -1100,7 +1100,7 @@ impl InsertColumns {
             )
         };
         self.id.push(n.id.clone().into());
-        self.channel.push(n.channel.clone());
+        self.channel.push(n.channel.clone().into());
         self.recipient.push(n.to.clone());
         self.subject.push(n.subject.clone());
         self.body.push(n.body.clone());
@@ -1691,7 +1691,7 @@ impl Outbox for PgOutbox {
         rows.into_iter()
             .map(|(channel, state, count)| {
                 Ok(Depth {
-                    channel,
+                    channel: channel.into(),
                     state: parse_state(&state)?,
                     count: u64::try_from(count).unwrap_or(0),
                 })
@@ -1780,7 +1780,7 @@ impl Outbox for PgOutbox {
             .into_iter()
             .map(|(id, channel)| ExpiredRow {
                 id: id.into(),
-                channel,
+                channel: channel.into(),
             })
             .collect();
         self.trips.one();

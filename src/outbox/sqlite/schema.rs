@@ -157,7 +157,7 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
         id: row.id.into(),
-        channel: row.channel,
+        channel: row.channel.into(),
         to: row.recipient,
         state: parse_state(row.state)?,
         priority: view_priority(row.priority),
@@ -238,7 +238,7 @@ pub(super) fn dead_letters(
             // Lenient: a dead letter may be a row quarantined for being unreadable.
             Ok(DeadLetter {
                 id: stored::lossy_string(r, 0)?.into(),
-                channel: stored::lossy_string(r, 1)?,
+                channel: stored::lossy_string(r, 1)?.into(),
                 to: stored::lossy_string(r, 2)?,
                 attempts: stored::lossy_u32(r, 3)?,
                 last_code: stored::lossy_text(r, 4)?,
@@ -270,7 +270,7 @@ pub(super) fn depth(conn: &Connection) -> Result<Vec<Depth>> {
         for row in rows {
             let (channel, state, count) = row?;
             out.push(Depth {
-                channel,
+                channel: channel.into(),
                 state: parse_state(state)?,
                 count,
             });

@@ -1339,7 +1339,7 @@ impl Writer {
                     // Shown, not trusted: a row another program wrote may hold anything here.
                     Ok(ExpiredRow {
                         id: stored::lossy_string(r, 0)?.into(),
-                        channel: stored::lossy_string(r, 1)?,
+                        channel: stored::lossy_string(r, 1)?.into(),
                     })
                 },
             )?
