@@ -614,7 +614,7 @@ async fn recipients(config: &Config, command: RecipientsCommand) -> anyhow::Resu
                 .as_deref()
                 .map(|t| start_end("--quiet-hours", t))
             {
-                Some(Ok((start, end))) => Some(crate::rules::window::WindowSpec { start, end }),
+                Some(Ok((start, end))) => Some(crate::window::WindowSpec { start, end }),
                 Some(Err(msg)) => {
                     eprintln!("notifyd: {msg}");
                     return Ok(ExitCode::from(EXIT_INVALID));

@@ -38,6 +38,7 @@ mod signed_link;
 mod submission;
 mod systemd;
 mod templates;
+mod window;
 
 /// The command line (`serve`, `send`, `list`, …): all the binary runs.
 pub use cli::main;
@@ -76,7 +77,7 @@ pub use clock::now_ms;
 /// A recipient's stored preferences and the time windows they are written in.
 pub use recipients::Preferences;
 pub use rules::quiet_hours::DeliverBetween;
-pub use rules::window::WindowSpec;
+pub use window::WindowSpec;
 
 /// Why a channel is held (paused), as shared between daemons.
 pub use policy::gate::HoldReason;

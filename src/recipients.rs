@@ -21,7 +21,7 @@
 use notifyd_channels::FieldError;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::window::{Window, WindowSpec, Zone};
+use crate::window::{Window, WindowSpec, Zone};
 
 /// Longest address a preference may be stored for (the same bound as a notification's `to`).
 pub(crate) const MAX_ADDRESS_LEN: usize = 8192;

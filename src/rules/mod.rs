@@ -7,4 +7,3 @@ pub(crate) mod dedup;
 pub(crate) mod digest;
 pub(crate) mod escalation;
 pub(crate) mod quiet_hours;
-pub(crate) mod window;

@@ -8,8 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::window::{BadWindow, Window, WindowSpec, Zone, instant};
 use crate::outbox::Priority;
+use crate::window::{BadWindow, Window, WindowSpec, Zone, instant};
 
 /// A channel's quiet hours, checked (config `[channels.<name>.quiet_hours]`).
 #[derive(Debug, Clone, PartialEq)]
