@@ -54,6 +54,12 @@ pub(crate) fn system_time(ms: WallMs) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// Milliseconds from wall time `since` to `now`: zero if `since` is later, and saturating, as
+/// `since` may be another program's stored value (a plain-SQL `run_at` of `i64::MIN`).
+pub(crate) fn elapsed_ms(now: WallMs, since: WallMs) -> i64 {
+    now.saturating_sub(since).max(0)
+}
+
 /// Unix milliseconds as RFC 3339 (UTC); `None` for a time RFC 3339 cannot write.
 pub(crate) fn rfc3339_text(ms: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -74,6 +80,13 @@ pub(crate) fn rfc3339(ms: i64) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elapsed_time_since_any_stored_value_saturates_instead_of_overflowing() {
+        assert_eq!(elapsed_ms(1_700_000_000_000, 1_699_999_998_500), 1_500);
+        assert_eq!(elapsed_ms(1_700_000_000_000, i64::MIN), i64::MAX);
+        assert_eq!(elapsed_ms(1_700_000_000_000, i64::MAX), 0);
+    }
 
     #[test]
     fn wall_time_round_trips_through_system_time() {

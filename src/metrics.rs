@@ -340,7 +340,7 @@ pub(crate) async fn render(
                     })
                     .collect(),
                 oldest_due_seconds: oldest_ms
-                    .map(|at| (now - at).max(0) as f64 / 1000.0)
+                    .map(|at| crate::clock::elapsed_ms(now, at) as f64 / 1000.0)
                     .unwrap_or(0.0),
                 breaker: match rt.gate.breaker().view().state {
                     "closed" => 0,

@@ -370,7 +370,7 @@ pub(super) fn channel(
             message: e.message.clone(),
             at: rfc3339_text(e.at_ms),
         }),
-        oldest_due_age_ms: oldest_due_ms.map(|at| (now_ms - at).max(0)),
+        oldest_due_age_ms: oldest_due_ms.map(|at| crate::clock::elapsed_ms(now_ms, at)),
         last_hour: LastHourEntry {
             start: rfc3339_text(hour.start_ms),
             delivered: hour.delivered,

@@ -183,6 +183,25 @@ mod tests {
     }
 
     #[test]
+    fn the_configured_header_names_are_the_ones_read() {
+        let renamed = SignatureConfig {
+            header: "X-Sig".into(),
+            timestamp_header: "X-Sig-Time".into(),
+            ..config()
+        };
+        let h = headers(&[
+            ("X-Sig", sign("1700000000:{}")),
+            ("X-Sig-Time", "1700000000".into()),
+        ]);
+        assert_eq!(verify(&renamed, &h, b"{}", 1_700_000_000), Ok(()));
+        let defaults = headers(&[("X-Grafana-Alerting-Signature", sign("{}"))]);
+        assert_eq!(
+            verify(&renamed, &defaults, b"{}", 1_700_000_000),
+            Err(SignatureError::Missing("X-Sig".into()))
+        );
+    }
+
+    #[test]
     fn a_timestamped_signature_covers_the_timestamp_and_must_be_fresh() {
         let h = headers(&[
             ("X-Grafana-Alerting-Signature", sign("1700000000:{}")),

@@ -329,6 +329,13 @@ impl KeyHolder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeaseToken(pub i64);
 
+impl LeaseToken {
+    /// The tokens a claimed row may hold: at least one claim, and one the next claim can still
+    /// raise. A stored row outside them (another program's SQL) is quarantined when claimed,
+    /// and the claim leaves such a token as it is, so no row can fail the claim of its channel.
+    pub const CLAIMED: std::ops::RangeInclusive<i64> = 1..=i64::MAX - 1;
+}
+
 /// A notification a dispatcher now holds the lease on.
 #[derive(Debug, Clone)]
 pub struct Claimed {

@@ -189,6 +189,10 @@ fn arbitrary_row(rng: &mut StdRng, loose: bool, now: i64) -> Vec<(&'static str, 
     maybe("checked", any_int, rng);
     maybe("idempotency_key", any_text, rng);
     maybe("lease_owner", any_text, rng);
+    maybe("lease", any_int, rng);
+    maybe("deliver_between", any_json, rng);
+    maybe("source", any_json, rng);
+    maybe("digest_key", any_text, rng);
     row
 }
 

@@ -1,6 +1,7 @@
 //! The console at `/ui/`, in a real headless Chromium driven over WebDriver: sign in, the
-//! channel cards with a sick channel, the history searched by recipient, a timeline, a dead
-//! letter replayed until delivered, a scheduled notification cancelled, and no console error.
+//! channel cards with a sick channel, the history searched by recipient, a timeline with a
+//! delivery rule's line, dead letters replayed (one, a selection, all of a channel, one from its
+//! page) until delivered, a scheduled notification cancelled, and no console error.
 //!
 //! With `NOTIFYD_SCREENSHOTS=1` the pages are saved to `tests/screenshots/` (the README's
 //! pictures); otherwise to a temp dir.
@@ -99,15 +100,15 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         return;
     };
     // mail, sms: healthy. push: its provider is down, the breaker opens at the first failure.
-    // hooks: the first two requests fail and, with one attempt each, die.
+    // hooks: the first four requests fail and, with one attempt each, die.
     let ok = Sink::ok().await;
     let down = Sink::always(StatusCode::SERVICE_UNAVAILABLE, "x-down", "1").await;
-    let flaky = Sink::failing_first(2).await;
+    let flaky = Sink::failing_first(4).await;
     let channels = [
         webhook(
             "mail",
             &ok.url(),
-            "criticality = \"critical\"\nconcurrency = 8",
+            "criticality = \"critical\"\nconcurrency = 8\ndedup_window = \"10m\"",
         ),
         webhook(
             "sms",
@@ -147,14 +148,15 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     let outage = api
         .send(json!({"channel": "push", "to": "device-token-8f2a91c4", "subject": "Build finished", "body": "main is green"}))
         .await;
-    let dead_a = api
-        .send(json!({"channel": "hooks", "to": "https://ci.example.com/hook", "subject": "Deploy started", "data": {"env": "prod"}}))
-        .await;
-    api.wait_state(&dead_a, "dead").await;
-    let dead_b = api
-        .send(json!({"channel": "hooks", "to": "https://ci.example.com/hook", "subject": "Deploy finished", "data": {"env": "prod"}}))
-        .await;
-    api.wait_state(&dead_b, "dead").await;
+    let mut dead = Vec::new();
+    for step in ["started", "canary at 5%", "canary at 50%", "finished"] {
+        let id = api
+            .send(json!({"channel": "hooks", "to": "https://ci.example.com/hook", "subject": format!("Deploy {step}"), "data": {"env": "prod"}}))
+            .await;
+        api.wait_state(&id, "dead").await;
+        dead.push(id);
+    }
+    let [dead_a, dead_b, dead_c, dead_d] = <[String; 4]>::try_from(dead).unwrap();
     let send_at = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     let scheduled = api
         .send(json!({"channel": "mail", "to": "ops@example.com", "subject": "Maintenance window tonight",
@@ -213,10 +215,13 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     shoot(&browser, &shots, "overview").await;
 
     // Send one through the API and find it in the history by its recipient.
-    let mine = api
-        .send(json!({"channel": "mail", "to": "frank@example.net", "subject": "Welcome aboard", "body": "Glad to have you."}))
-        .await;
+    let welcome = json!({"channel": "mail", "to": "frank@example.net", "subject": "Welcome aboard",
+                         "body": "Glad to have you.", "dedup_key": "welcome"});
+    let mine = api.send(welcome.clone()).await;
     api.wait_state(&mine, "delivered").await;
+    // The same welcome again: merged into the first by its dedup key, a line on its timeline.
+    let (s, again) = api.post("/v1/notifications", &welcome).await;
+    assert_eq!((s, &again["duplicate_of"]), (200, &json!(mine)), "{again}");
     browser.click("nav a[data-nav=notifications]").await;
     browser.wait_text("h1", "Notifications").await;
     browser.fill("#f-to", "frank@example.net").await;
@@ -236,8 +241,21 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         )
         .await;
     assert_eq!(masked, "f•••@example.net", "recipients are masked in lists");
-    // The filter survives the console's own refresh.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // The filter survives the console's own refresh (which draws a new table).
+    browser
+        .eval(
+            "window.drawnBefore = document.querySelector('#results table'); return null",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the console's next refresh",
+            "const t = document.querySelector('#results table');
+             return t !== null && t !== window.drawnBefore",
+            json!([]),
+        )
+        .await;
     let kept = browser
         .eval("return document.querySelector('#f-to').value", json!([]))
         .await;
@@ -250,6 +268,10 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     browser.wait_text("#timeline", "Attempt 1").await;
     browser.wait_text("#timeline", "delivered").await;
     browser.wait_text("#content", "Glad to have you.").await;
+    browser
+        .wait_text("#timeline li[data-rule=dedup]", "dedup key \"welcome\"")
+        .await;
+    browser.wait_text("#duplicates", "1").await;
     let hidden = browser
         .eval(
             "return document.querySelector('#recipient').textContent",
@@ -272,8 +294,8 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     browser.goto(&format!("{ui}#/dead?channel=hooks")).await;
     browser
         .wait_for(
-            "both dead letters",
-            "return document.querySelectorAll('tbody tr').length === 2",
+            "the four dead letters",
+            "return document.querySelectorAll('tbody tr').length === 4",
             json!([]),
         )
         .await;
@@ -287,13 +309,44 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     browser.wait_text(".detail-head .badge", "delivered").await;
     browser.wait_text("#timeline", "Attempt 1").await;
 
+    // Replay a selection: tick one, replay what is ticked.
+    browser.goto(&format!("{ui}#/dead?channel=hooks")).await;
+    browser
+        .wait_for(
+            "three dead letters left",
+            "return document.querySelectorAll('tbody tr').length === 3",
+            json!([]),
+        )
+        .await;
+    browser
+        .click(&format!("tr[data-id='{dead_b}'] input[type=checkbox]"))
+        .await;
+    browser
+        .wait_text("#replay-selected", "Replay selected (1)")
+        .await;
+    browser.click("#replay-selected").await;
+    browser.wait_text(".notice", "Replayed 1").await;
+    api.wait_state(&dead_b, "delivered").await;
+    assert_eq!(
+        api.get(&format!("/v1/notifications/{dead_c}")).await["state"],
+        "dead"
+    );
+
+    // Retry one from its own page.
+    browser.goto(&format!("{ui}#/n/{dead_d}")).await;
+    browser.wait_text(".detail-head .badge", "dead").await;
+    browser.click("#retry").await;
+    api.wait_state(&dead_d, "delivered").await;
+    browser.wait_text(".detail-head .badge", "delivered").await;
+
     // Replay all of a channel, after confirming the count.
     browser.goto(&format!("{ui}#/dead?channel=hooks")).await;
     browser
         .wait_for(
-            "the other dead letter",
-            "return document.querySelector(`tr[data-id='${arguments[0]}']`)",
-            json!([dead_b]),
+            "the last dead letter alone",
+            "return document.querySelectorAll('tbody tr').length === 1
+                 && document.querySelector(`tr[data-id='${arguments[0]}']`) !== null",
+            json!([dead_c]),
         )
         .await;
     browser.click("#replay-all").await;
@@ -302,7 +355,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         .await;
     browser.click("#confirm-replay").await;
     browser.wait_text(".notice", "Replayed 1 of hooks").await;
-    api.wait_state(&dead_b, "delivered").await;
+    api.wait_state(&dead_c, "delivered").await;
 
     // Cancel a scheduled one.
     browser.goto(&format!("{ui}#/n/{scheduled}")).await;

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::postgres_server::TestSchema;
 use crate::support::*;
 
 const LOG: &str = "[channels.log]\nkind = \"log\"\n";
@@ -20,7 +21,20 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_history_finds_a_notification_by_recipient_newest_first_a_page_at_a_time() {
-    let d = TestDaemon::start(LOG).await;
+    finds_by_recipient_a_page_at_a_time(TestDaemon::start(LOG).await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_the_history_finds_a_notification_by_recipient_a_page_at_a_time() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    finds_by_recipient_a_page_at_a_time(TestDaemon::start_on_postgres(&schema.name, LOG).await)
+        .await;
+}
+
+/// Three of carol's among dave's, through the API of `d`: two pages of her own, newest first.
+async fn finds_by_recipient_a_page_at_a_time(d: TestDaemon) {
     let mut carol = Vec::new();
     for i in 0..3 {
         carol.push(

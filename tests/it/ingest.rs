@@ -252,6 +252,40 @@ async fn a_body_that_is_not_alertmanagers_is_a_4xx_naming_the_field_and_stores_n
     d.stop().await;
 }
 
+#[tokio::test]
+async fn every_ingest_endpoint_refuses_a_body_over_the_apis_limit_with_413_and_stores_nothing() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start_with(
+        &format!("auth_token = \"{TOKEN}\"\nmax_body_bytes = 4096"),
+        &tables(&sink, ROUTES),
+    )
+    .await;
+    let ntfy = d.daemon.as_ref().unwrap().ntfy_addr().unwrap().to_string();
+    let mut big = alertmanager_payload();
+    big["alerts"][0]["annotations"]["summary"] = json!("y".repeat(5000));
+    let big = serde_json::to_vec(&big).unwrap();
+    for (format, url) in [
+        ("alertmanager", d.url("/ingest/alertmanager/alerts")),
+        ("grafana", d.url("/ingest/grafana/alerts")),
+        ("apprise", d.url("/notify/backups")),
+        ("ntfy", format!("http://{ntfy}/backups")),
+    ] {
+        let resp = d
+            .http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 413, "{url}");
+        assert_eq!(metric(&d, format, "refused").await, 1, "{format}");
+    }
+    assert_eq!(stored(&d), 0);
+    d.stop().await;
+}
+
 // --- Grafana -------------------------------------------------------------------------------
 
 const GRAFANA_SECRET: &str = "grafana-shared-secret-0123";
@@ -600,15 +634,30 @@ async fn two_alertmanager_replicas_sending_the_same_group_make_one_notification(
 
 // --- Apprise, the real client -------------------------------------------------------------
 
+/// The Apprise CLI sending "Backup" / "Nightly backup failed" to `url`.
+fn apprise_command(bin: &Path, url: &str, extra: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(["-vv", "-t", "Backup", "-b", "Nightly backup failed"])
+        .args(extra)
+        .arg(url);
+    cmd
+}
+
 /// Runs the Apprise CLI (bounded: it gives up on a connection after its own timeouts).
 async fn apprise(bin: &Path, url: &str, extra: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(bin)
-        .args(["-vv", "-t", "Backup", "-b", "Nightly backup failed"])
-        .args(extra)
-        .arg(url)
-        .output()
-        .await
-        .unwrap()
+    apprise_command(bin, url, extra).output().await.unwrap()
+}
+
+/// The CLI exited 0 for `url` and the sink's message `n` (0-based) is the one it sent.
+async fn assert_backup_sent(out: &std::process::Output, url: &str, sink: &Sink, n: usize) {
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = sink.wait_for(n + 1, Duration::from_secs(10)).await;
+    assert_eq!(got[n].body["subject"], "Backup");
+    assert_eq!(got[n].body["body"], "Nightly backup failed");
 }
 
 fn host_port(d: &TestDaemon) -> String {
@@ -632,16 +681,92 @@ async fn the_apprise_cli_delivers_through_both_key_forms_with_exit_code_0() {
     .enumerate()
     {
         let out = apprise(&bin, url, &["-n", "failure"]).await;
-        assert!(
-            out.status.success(),
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got = sink.wait_for(n + 1, Duration::from_secs(10)).await;
-        assert_eq!(got[n].body["subject"], "Backup");
-        assert_eq!(got[n].body["body"], "Nightly backup failed");
+        assert_backup_sent(&out, url, &sink, n).await;
     }
     assert_eq!(metric(&d, "apprise", "stored").await, 3);
+    d.stop().await;
+}
+
+/// The test-only CA and server certificate in `tests/it/tls/`.
+fn tls_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/tls")
+}
+
+/// A TLS front for a plain-HTTP address, as the reverse proxy the README puts before notifyd
+/// for `apprises://`: it serves `tls/server.pem` (for 127.0.0.1) and relays each connection.
+struct TlsFront {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    async fn start(target: String) -> Self {
+        use std::sync::Arc;
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(tls_dir().join("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(tls_dir().join("server.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        Self { port, task }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_apprise_cli_delivers_over_apprises_through_a_tls_front_with_exit_code_0() {
+    let Some(bin) = program("apprise") else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let d = daemon(&sink, ROUTES).await;
+    let front = TlsFront::start(host_port(&d)).await;
+    let base = format!("apprises://:{TOKEN}@127.0.0.1:{}/backups", front.port);
+    for (n, url) in [format!("{base}?version=1"), format!("{base}?version=2")]
+        .iter()
+        .enumerate()
+    {
+        // The client verifies the certificate, against the test CA.
+        let out = apprise_command(&bin, url, &[])
+            .env("REQUESTS_CA_BUNDLE", tls_dir().join("ca.pem"))
+            .output()
+            .await
+            .unwrap();
+        assert_backup_sent(&out, url, &sink, n).await;
+    }
+    assert_eq!(metric(&d, "apprise", "stored").await, 2);
     d.stop().await;
 }
 

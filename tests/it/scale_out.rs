@@ -215,6 +215,64 @@ async fn a_plain_sql_row_that_cannot_be_sent_ends_with_its_reason_and_the_channe
     d.stop().await;
 }
 
+#[tokio::test]
+async fn plain_sql_rows_the_daemon_cannot_decode_are_quarantined_one_by_one_on_postgres() {
+    // PostgreSQL enforces types and encodings; what plain SQL can still get wrong is a number
+    // out of the daemon's range and JSON of a shape it cannot read. Each such row ends dead on
+    // its own, naming the column, and the good row behind them is delivered.
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let d = start_on(&schema, &webhook("hooks", &sink.url(), "")).await;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let mut bad = Vec::new();
+    for (columns, values, reason) in [
+        ("attempts", "-5".to_owned(), "attempts: -5 is out of range"),
+        (
+            "attempts",
+            i64::MAX.to_string(),
+            "attempts: 9223372036854775807 is out of range",
+        ),
+        // `lease + 1` would be out of bigint's range: the claim statement itself failed.
+        (
+            "lease",
+            i64::MAX.to_string(),
+            "lease: 9223372036854775807 is out of range",
+        ),
+        ("data", format!("'{deep}'"), "data: "),
+        (
+            "fallback",
+            r#"'{"a": 1}'"#.to_owned(),
+            "fallback: not the JSON this daemon reads",
+        ),
+    ] {
+        let id = insert_with_sql(
+            &schema,
+            &format!("channel, recipient, body, {columns}"),
+            &format!("'hooks', 'a', 'b', {values}"),
+        )
+        .await;
+        bad.push((id, reason));
+    }
+    let good = insert_with_sql(&schema, "channel, recipient, body", "'hooks', 'a', 'ok'").await;
+
+    d.wait_for_state(&good, "delivered").await;
+    for (id, reason) in &bad {
+        let view = d.wait_for_state(id, "dead").await;
+        assert_eq!(view["last_error"]["code"], "unreadable_row", "{view}");
+        let message = view["last_error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(reason), "{reason}: {message}");
+    }
+    let bodies: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|r| r.body["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies, vec!["ok"]);
+    d.stop().await;
+}
+
 /// An outbox on the queue in `schema`, reading `clock`: one daemon's store.
 pub(crate) async fn outbox_on(schema: &TestSchema, clock: &ManualClock) -> PgOutbox {
     PgOutbox::connect(&PgOptions {

@@ -284,6 +284,8 @@ const FILTERS = [
   ["subject", "Subject contains", "text"],
   ["created_after", "Created after", "datetime-local"],
   ["created_before", "Created before", "datetime-local"],
+  ["updated_after", "Updated after", "datetime-local"],
+  ["updated_before", "Updated before", "datetime-local"],
   ["fallback_of", "Fallback of (id)", "text"],
 ];
 
@@ -419,12 +421,21 @@ function detail(id) {
       if (n.state === "queued") actions.push(h("button", { type: "button", class: "danger", id: "cancel", onclick: () => act(`/v1/notifications/${encodeURIComponent(id)}/cancel`, "Cancelled.") }, "Cancel"));
       if (n.state === "dead") actions.push(h("button", { type: "button", class: "primary", id: "retry", onclick: () => act(`/v1/dead-letters/${encodeURIComponent(id)}/retry`, "Queued again with a fresh attempt budget.") }, "Retry"));
       const channels = [...new Set(n.attempt_log.map((a) => a.channel).filter(Boolean))];
-      const attempts = n.attempt_log.map((a) => h("li", { class: outcomeClass(a.outcome) },
+      // Attempts, receipts and the delivery rules' decisions, in the order they happened.
+      const at = (iso) => { const t = Date.parse(iso); return isNaN(t) ? Infinity : t; };
+      const attempts = n.attempt_log.map((a) => [at(a.at), h("li", { class: outcomeClass(a.outcome) },
         h("div", {}, h("strong", {}, `Attempt ${a.attempt}`), ` on ${a.channel || n.channel} · `, h("span", { class: `badge ${a.outcome === "delivered" ? "ok" : "warn"}` }, a.outcome),
           " → ", h("span", { class: "badge" }, a.decision), ` · ${a.latency_ms} ms`),
         h("div", { class: "when" }, when(a.at)),
         a.code || a.error ? h("div", { class: "err" }, [a.code, a.error].filter(Boolean).join(": ")) : null,
-        a.provider_id ? h("div", { class: "sub mono" }, `provider id ${a.provider_id}`) : null));
+        a.provider_id ? h("div", { class: "sub mono" }, `provider id ${a.provider_id}`) : null)]);
+      const receipts = n.receipts.map((r) => [at(r.at), h("li", { class: r.status === "delivered" ? "o-delivered" : r.status === "failed" ? "o-bad" : "" },
+        h("strong", {}, `Receipt: ${r.status}`), ` (${r.provider_status}${r.error_code ? `, ${r.error_code}` : ""})`,
+        h("div", { class: "when" }, when(r.at)))]);
+      const events = n.events.map((e) => [at(e.at), h("li", { class: "o-rule", "data-rule": e.rule },
+        h("strong", {}, `Rule: ${e.rule.replaceAll("_", " ")}`), h("div", {}, e.detail),
+        h("div", { class: "when" }, when(e.at)))]);
+      const steps = [...attempts, ...receipts, ...events].sort((x, y) => x[0] - y[0]).map(([, li]) => li);
       replace(box,
         h("div", { class: "detail-head" }, h("h1", { class: "mono" }, n.id), stateBadge(n.state), ...actions),
         h("div", { class: "panel" }, h("div", { class: "facts" },
@@ -436,17 +447,17 @@ function detail(id) {
           fact("Created", when(n.created_at)),
           fact(n.state === "queued" ? "Next attempt" : "Expires", n.state === "queued" ? `${when(n.next_attempt_at)} (${ago(n.next_attempt_at)})` : when(n.expires_at)),
           fact("Provider id", n.provider_id),
-          fact("Last error", n.last_error ? `${n.last_error.code}: ${n.last_error.message || ""}` : null))),
+          fact("Last error", n.last_error ? `${n.last_error.code}: ${n.last_error.message || ""}` : null),
+          n.duplicates ? fact("Duplicates merged", h("span", { id: "duplicates" }, n.duplicates)) : null,
+          n.digest_id ? fact("Sent in digest", h("a", { class: "mono", href: `#/n/${encodeURIComponent(n.digest_id)}` }, n.digest_id.slice(0, 13) + "…")) : null,
+          n.source ? fact("Source", n.source.format || "ingest") : null)),
         h("div", { class: "grid2" },
           h("section", {},
             h("h2", {}, "Timeline"),
             h("div", { class: "panel" },
               h("ol", { class: "timeline", id: "timeline" },
                 h("li", {}, h("strong", {}, "Accepted"), h("div", { class: "when" }, when(n.created_at))),
-                attempts,
-                n.receipts.map((r) => h("li", { class: r.status === "delivered" ? "o-delivered" : r.status === "failed" ? "o-bad" : "" },
-                  h("strong", {}, `Receipt: ${r.status}`), ` (${r.provider_status}${r.error_code ? `, ${r.error_code}` : ""})`,
-                  h("div", { class: "when" }, when(r.at)))),
+                steps,
                 ["delivered", "failed", "dead", "cancelled", "expired"].includes(n.state)
                   ? h("li", { class: n.state === "delivered" ? "o-delivered" : "o-bad" }, h("strong", {}, `Now ${n.state}`)) : null)),
             h("h2", {}, "Links"),

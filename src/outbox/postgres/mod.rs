@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "dedup_digest", include_str!("migrations/0007_dedup_digest.sql")),
     (8, "escalation", include_str!("migrations/0008_escalation.sql")),
     (9, "shared_limits", include_str!("migrations/0009_shared_limits.sql")),
+    (10, "history_channel_state", include_str!("migrations/0010_history_channel_state.sql")),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -1404,7 +1405,7 @@ impl LeasedRow {
                 attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                 expires_at_ms: stored::get(r, "expires_at")?,
                 tried: stored::opt_json(r, "tried")?.unwrap_or_default(),
-                lease: LeaseToken(stored::int(r, "lease", 1..=i64::MAX)?),
+                lease: LeaseToken(stored::int(r, "lease", LeaseToken::CLAIMED)?),
                 validation,
                 priority: Priority::of_rank(i64::from(prio_rank)),
                 deliver_between: stored::opt_json(r, "deliver_between")?,

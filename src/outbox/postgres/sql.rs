@@ -111,7 +111,9 @@ pub(super) const CLAIM: &str = "WITH due AS (
      SET state = 'sending',
          attempts = CASE WHEN n.attempts BETWEEN 0 AND 4294967294 THEN n.attempts + 1
                          ELSE n.attempts END,
-         lease = n.lease + 1, lease_owner = $1, run_at = $2, updated_at = $3, digest_open = NULL
+         lease = CASE WHEN n.lease BETWEEN 0 AND 9223372036854775806 THEN n.lease + 1
+                      ELSE n.lease END,
+         lease_owner = $1, run_at = $2, updated_at = $3, digest_open = NULL
      FROM due
      WHERE n.id = due.id
      RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data, n.created_at,

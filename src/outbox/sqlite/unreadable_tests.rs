@@ -154,6 +154,26 @@ async fn an_attempt_count_that_would_overflow_is_quarantined() {
 }
 
 #[tokio::test]
+async fn a_lease_token_the_claim_cannot_raise_is_quarantined() {
+    // `lease + 1` past i64::MAX is a REAL, which the STRICT column refuses: the claim statement
+    // itself failed, for every row of the channel.
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(&dir);
+    let rowid = insert(
+        &dir,
+        "recipient, body, lease",
+        &format!("'a', 'b', {}", i64::MAX),
+    );
+    assert_quarantined(
+        &q,
+        &dir,
+        rowid,
+        "lease: 9223372036854775807 is out of range",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_real_where_an_integer_belongs_is_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let q = loose_queue(&dir);

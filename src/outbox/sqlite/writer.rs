@@ -33,13 +33,16 @@ const MAX_BATCH: usize = 4096;
 ///
 /// Nothing a row holds may fail the statement (that would fail the claim of every row of the
 /// channel): an `attempts` outside the daemon's range is left as it is, not incremented into an
-/// overflow, and the row is quarantined when it is decoded. `rowid` identifies a row whatever
+/// overflow, and so is a `lease` the claim cannot raise (the token that fences completions:
+/// `lease + 1` past `i64::MAX` is a REAL, which the STRICT column refuses); the row is
+/// quarantined when it is decoded. `rowid` identifies a row whatever
 /// its `id` holds; `fallback` comes back only for rows still to be validated.
 pub(super) const CLAIM: &str = "UPDATE notifications
      SET state = 'sending',
          attempts = CASE WHEN attempts BETWEEN 0 AND 4294967294 THEN attempts + 1
                          ELSE attempts END,
-         lease = lease + 1, lease_owner = ?1, run_at = ?2, updated_at = ?3, digest_open = NULL
+         lease = CASE WHEN lease BETWEEN 0 AND 9223372036854775806 THEN lease + 1 ELSE lease END,
+         lease_owner = ?1, run_at = ?2, updated_at = ?3, digest_open = NULL
      WHERE id IN (
          SELECT id FROM notifications
          WHERE channel = ?4 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
@@ -1431,7 +1434,7 @@ impl LeasedRow {
                 attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                 expires_at_ms: stored::opt_int(r, 10, "expires_at", i64::MIN..=i64::MAX)?,
                 tried: stored::opt_json(r, 11, "tried")?.unwrap_or_default(),
-                lease: LeaseToken(stored::int(r, 15, "lease", 1..=i64::MAX)?),
+                lease: LeaseToken(stored::int(r, 15, "lease", LeaseToken::CLAIMED)?),
                 validation,
                 priority: Priority::of_rank(prio_rank),
                 deliver_between: stored::opt_json(r, 16, "deliver_between")?,

@@ -268,3 +268,62 @@ pub async fn a_rare_text_is_found_a_bounded_walk_at_a_time(s: Subject) {
         "three walks of 10 rows, then an empty one says it is the end"
     );
 }
+
+pub async fn the_history_filters_by_update_time(s: Subject) {
+    let sent = s.put(s.note("mail")).await;
+    let waiting = s.put(s.note("sms")).await;
+    let row = s.claim_only("mail", &sent).await;
+    s.clock.advance(std::time::Duration::from_millis(10));
+    s.complete(&row, super::delivered("p-1")).await;
+    let delivered_at = s.now();
+    let ids = |page: notifyd::outbox::HistoryPage| {
+        page.items.into_iter().map(|i| i.id).collect::<Vec<_>>()
+    };
+    let since = HistoryFilter {
+        updated_after_ms: Some(delivered_at),
+        ..HistoryFilter::default()
+    };
+    let page = s.outbox.history(&query(since, 10)).await.unwrap();
+    assert_eq!(ids(page), vec![sent], "updated_after is inclusive");
+    let until = HistoryFilter {
+        updated_before_ms: Some(delivered_at),
+        ..HistoryFilter::default()
+    };
+    let page = s.outbox.history(&query(until, 10)).await.unwrap();
+    assert_eq!(ids(page), vec![waiting], "updated_before is exclusive");
+}
+
+pub async fn the_history_finds_the_fallbacks_of_a_notification(s: Subject) {
+    let parent = s
+        .put(NewNotification {
+            fallback: vec![notifyd::outbox::FallbackRoute {
+                target: notifyd::outbox::FallbackTarget {
+                    channel: "sms".into(),
+                    to: "+15551234567".into(),
+                },
+                content: None,
+            }],
+            ..s.note("push")
+        })
+        .await;
+    let unrelated = s.put(s.note("sms")).await;
+    let row = s.claim_only("push", &parent).await;
+    s.complete(&row, super::finish(State::Failed, true)).await;
+    let child = s
+        .claim("sms", 10)
+        .await
+        .into_iter()
+        .map(|c| c.message.id)
+        .find(|id| *id != unrelated)
+        .expect("the fallback child");
+    let of = |id: &str| HistoryFilter {
+        fallback_of: Some(id.to_owned()),
+        ..HistoryFilter::default()
+    };
+    let page = s.outbox.history(&query(of(&parent), 10)).await.unwrap();
+    let found: Vec<_> = page.items.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(found, vec![child]);
+    assert_eq!(page.items[0].parent_id.as_deref(), Some(parent.as_str()));
+    let page = s.outbox.history(&query(of(&unrelated), 10)).await.unwrap();
+    assert!(page.items.is_empty());
+}

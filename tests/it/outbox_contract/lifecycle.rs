@@ -175,6 +175,21 @@ pub async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget(
     assert_eq!(s.claim_only("c", &id).await.attempt, 1);
 }
 
+pub async fn replaying_a_channel_requeues_each_of_its_dead_letters_and_no_other(s: Subject) {
+    let mut dead = Vec::new();
+    for channel in ["c", "c", "other"] {
+        let id = s.put(s.note(channel)).await;
+        let row = s.claim_only(channel, &id).await;
+        s.complete(&row, finish(State::Dead, false)).await;
+        dead.push(id);
+    }
+    assert_eq!(s.outbox.replay_channel("c").await.unwrap(), 2);
+    assert_eq!(s.state(&dead[0]).await, State::Queued);
+    assert_eq!(s.state(&dead[1]).await, State::Queued);
+    assert_eq!(s.state(&dead[2]).await, State::Dead);
+    assert_eq!(s.outbox.replay_channel("c").await.unwrap(), 0);
+}
+
 pub async fn replay_is_refused_for_a_notification_that_is_not_dead(s: Subject) {
     let id = s.put(s.note("c")).await;
     assert_eq!(
