@@ -547,6 +547,7 @@ mod tests {
             priority: crate::outbox::Priority::Normal,
             deliver_between: None,
             digest_key: None,
+            preferences: crate::outbox::ClaimedPreferences::NotRead,
         }
     }
 

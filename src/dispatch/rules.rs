@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::outbox::{Claimed, Completion, Outbox, Outcome, Rule, RuleEvent, State};
+use crate::outbox::{
+    Claimed, ClaimedPreferences, Completion, Outbox, Outcome, Rule, RuleEvent, State,
+};
 use crate::recipients::{Preferences, normalize};
 use crate::registry::ChannelRuntime;
 use crate::rules::consent::{self, Refusal};
@@ -28,8 +30,12 @@ pub(super) enum Recipients {
 }
 
 impl Recipients {
-    /// Reads the preferences of every recipient of `rows`.
+    /// The preferences of every recipient of `rows`: those the claim read with the rows, or,
+    /// when it did not read them all, one read of the store.
     pub(super) async fn of(outbox: &dyn Outbox, rows: &[Claimed]) -> Self {
+        if let Some(known) = Self::read_by_claim(rows) {
+            return known;
+        }
         let mut addresses: Vec<String> = rows.iter().map(|r| normalize(&r.message.to)).collect();
         addresses.sort();
         addresses.dedup();
@@ -41,6 +47,23 @@ impl Recipients {
                 Self::Unreadable
             }
         }
+    }
+
+    /// The preferences the claim returned, when it returned every row's. One that could not
+    /// be decoded makes the whole claim wait, as a failed read of the store does.
+    fn read_by_claim(rows: &[Claimed]) -> Option<Self> {
+        let mut known = HashMap::new();
+        for row in rows {
+            match &row.preferences {
+                ClaimedPreferences::NotRead => return None,
+                ClaimedPreferences::Unreadable => return Some(Self::Unreadable),
+                ClaimedPreferences::Read(None) => {}
+                ClaimedPreferences::Read(Some(prefs)) => {
+                    known.insert(normalize(&row.message.to), prefs.clone());
+                }
+            }
+        }
+        Some(Self::Known(Arc::new(known)))
     }
 
     fn of_row(&self, row: &Claimed) -> Result<Option<&Preferences>, ()> {

@@ -10,9 +10,9 @@ use notifyd_channels::{Channel, FieldError, Message, Timeouts};
 use super::*;
 use crate::config::{BreakerConfig, ChannelPolicy, Config, Rate, RateLimitConfig};
 use crate::outbox::{
-    AckSource, Acknowledged, Content, DeadLetter, Depth, Enqueued, HistoryPage, HistoryQuery,
-    InboundReceipt, KeyHolder, LeaseToken, NewNotification, NotificationView, Outcome,
-    RecordedReceipt, Result, StoreError, SweepReport, Transition, Validation,
+    AckSource, Acknowledged, ClaimedPreferences, Content, DeadLetter, Depth, Enqueued, HistoryPage,
+    HistoryQuery, InboundReceipt, KeyHolder, LeaseToken, NewNotification, NotificationView,
+    Outcome, RecordedReceipt, Result, StoreError, SweepReport, Transition, Validation,
 };
 use crate::recipients::Preferences;
 use crate::systemd::Notifier;
@@ -171,6 +171,7 @@ fn row(id: &str) -> Claimed {
         priority: crate::outbox::Priority::Normal,
         deliver_between: None,
         digest_key: None,
+        preferences: crate::outbox::ClaimedPreferences::NotRead,
     }
 }
 
@@ -369,6 +370,27 @@ async fn claimed_rows_are_sent_and_their_deliveries_committed() {
         5
     );
     assert_eq!(run.rt.health().delivered, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recipient_the_claim_found_opted_out_is_not_sent() {
+    // The in-memory store has no preferences: only the claim's say this recipient opted out.
+    let outbox = Arc::new(Memory::default());
+    outbox.queue.lock().unwrap().rows.push_back(Claimed {
+        preferences: ClaimedPreferences::Read(Some(Preferences {
+            opted_out: vec!["c".into()],
+            ..Preferences::default()
+        })),
+        ..row("n0")
+    });
+    let channel = Scripted::answering([]);
+    let _run = start(policy(1), channel.clone(), outbox.clone());
+    let done = outbox.completed(1).await;
+    assert_eq!(channel.calls().len(), 0);
+    let Outcome::Finish { state, code, .. } = &done[0].outcome else {
+        panic!("not ended: {:?}", done[0].outcome);
+    };
+    assert_eq!((*state, code.as_str()), (State::Failed, "opted_out"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::names::{ChannelName, NotificationId};
+use crate::recipients::Preferences;
 
 pub use crate::rules::quiet_hours::DeliverBetween;
 
@@ -356,6 +357,21 @@ pub struct Claimed {
     pub deliver_between: Option<DeliverBetween>,
     /// Set when this row is a digest: its content is rendered from its items when it is sent.
     pub digest_key: Option<String>,
+    /// The recipient's preferences, when the claim read them with the row.
+    pub preferences: ClaimedPreferences,
+}
+
+/// What a claim knows of a claimed row's recipient preferences. A backend that can read them
+/// in the claim's own statement does (no round trip more); otherwise the dispatcher reads the
+/// whole claim's in one query afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimedPreferences {
+    /// Not read by the claim.
+    NotRead,
+    /// Read with the row: the recipient's stored preferences, or `None` when there are none.
+    Read(Option<Preferences>),
+    /// Stored, but they could not be decoded.
+    Unreadable,
 }
 
 /// Rows one claim quarantines at most before it answers with what it has: the next claim goes
@@ -410,6 +426,7 @@ impl ClaimedColumns {
             priority: self.priority,
             deliver_between: self.deliver_between,
             digest_key: self.digest_key,
+            preferences: ClaimedPreferences::NotRead,
         }
     }
 }

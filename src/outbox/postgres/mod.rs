@@ -9,6 +9,7 @@
 //! [`transition`], [`receipt`], [`sweep`]); this module only stores.
 
 mod completions;
+mod dedicated;
 mod history;
 mod limits;
 mod pool;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection as _, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::pool::Pool;
@@ -36,6 +37,7 @@ use crate::outbox::sqlite::stored::Unreadable;
 use crate::recipients::Preferences;
 use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 use completions::CompletionBatch;
+use dedicated::Dedicated;
 pub(crate) use round_trips::RoundTrips;
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
@@ -55,6 +57,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "escalation", include_str!("migrations/0008_escalation.sql")),
     (9, "shared_limits", include_str!("migrations/0009_shared_limits.sql")),
     (10, "history_channel_state", include_str!("migrations/0010_history_channel_state.sql")),
+    (11, "claim_preferences", include_str!("migrations/0011_claim_preferences.sql")),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -78,6 +81,9 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// restart). One in steady use is not: sqlx already checks each as it goes back to the pool,
 /// and a check on every use too would double the round trips of every query.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// Connections of `queue.max_connections` the hot path (claims, completions, group commits)
+/// keeps to itself at most ([`dedicated`]); the pool has the rest.
+const DEDICATED_AT_MOST: u32 = 4;
 
 /// Options for connecting to the PostgreSQL outbox.
 #[derive(Debug, Clone)]
@@ -122,6 +128,8 @@ pub(crate) fn valid_schema(schema: &str) -> bool {
 /// The PostgreSQL implementation of [`Outbox`].
 pub struct PgOutbox {
     pool: Pool,
+    /// The hot path's own connections, besides the pool.
+    dedicated: Arc<Dedicated>,
     /// How the pool connects: readiness uses it to say why the server cannot be reached.
     connect: PgConnectOptions,
     /// Whether the schema is migrated yet (a daemon starts before its server is reachable).
@@ -184,7 +192,7 @@ fn connect_options(opts: &PgOptions) -> Result<PgConnectOptions> {
 fn pool_options(opts: &PgOptions, trips: &RoundTrips) -> PgPoolOptions {
     let (on_acquire, on_release) = (trips.clone(), trips.clone());
     PgPoolOptions::new()
-        .max_connections(opts.max_connections.max(2))
+        .max_connections((opts.max_connections - dedicated_slots(opts)).max(2))
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
@@ -203,6 +211,17 @@ fn pool_options(opts: &PgOptions, trips: &RoundTrips) -> PgPoolOptions {
             on_release.one();
             Box::pin(async { Ok(true) })
         })
+}
+
+/// How many dedicated connections the hot path keeps ([`dedicated`]): a quarter of
+/// `queue.max_connections`, at most [`DEDICATED_AT_MOST`]; none through PgBouncer, where every
+/// operation must go through [`pool`]'s pinned transactions.
+fn dedicated_slots(opts: &PgOptions) -> u32 {
+    if opts.pgbouncer {
+        0
+    } else {
+        (opts.max_connections / 4).min(DEDICATED_AT_MOST)
+    }
 }
 
 /// Why `connect` cannot reach the server, from one connection of its own (a pool's error
@@ -339,8 +358,16 @@ impl PgOutbox {
     ) -> Self {
         let wake_channel = format!("notifyd_{}", opts.schema);
         let (enqueues, rx) = mpsc::channel(ENQUEUE_QUEUE);
+        let dedicated = Arc::new(Dedicated::new(
+            connect.clone(),
+            dedicated_slots(opts) as usize,
+            trips.clone(),
+            ACQUIRE_TIMEOUT,
+            CHECK_IDLE_AFTER,
+        ));
         tokio::spawn(run_enqueues(
             pool.clone(),
+            dedicated.clone(),
             rx,
             wake_channel.clone(),
             opts.clock.clone(),
@@ -348,6 +375,7 @@ impl PgOutbox {
         ));
         Self {
             pool,
+            dedicated,
             connect,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             clock: opts.clock.clone(),
@@ -362,6 +390,7 @@ impl PgOutbox {
 
     /// Closes every connection (tests drop their schema after this).
     pub async fn close(&self) {
+        self.dedicated.close().await;
         self.pool.close().await;
     }
 
@@ -383,14 +412,20 @@ impl PgOutbox {
         while out.len() < limit {
             let want = limit - out.len();
             self.trips.one();
-            let rows = sqlx::query(sql::CLAIM)
+            let claim = sqlx::query(sql::CLAIM)
                 .bind(&self.owner)
                 .bind(until)
                 .bind(now)
                 .bind(channel)
-                .bind(i64::try_from(want).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await?;
+                .bind(i64::try_from(want).unwrap_or(i64::MAX));
+            let rows = match self.dedicated.take().await? {
+                Some(mut taken) => {
+                    let rows = claim.fetch_all(taken.conn()).await?;
+                    taken.keep();
+                    rows
+                }
+                None => claim.fetch_all(&self.pool).await?,
+            };
             let returned = rows.len();
             let mut unreadable = Vec::new();
             for r in &rows {
@@ -435,7 +470,10 @@ impl PgOutbox {
         }
         Ok(out
             .into_iter()
-            .map(|row| row.columns.into_claimed())
+            .map(|row| Claimed {
+                preferences: row.preferences,
+                ..row.columns.into_claimed()
+            })
             .collect())
     }
 
@@ -644,6 +682,7 @@ async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
 /// them all in one transaction; each caller hears after the COMMIT.
 async fn run_enqueues(
     pool: Pool,
+    dedicated: Arc<Dedicated>,
     mut rx: mpsc::Receiver<PendingEnqueue>,
     wake_channel: String,
     clock: Clock,
@@ -666,7 +705,11 @@ async fn run_enqueues(
                 Err(_) => break,
             }
         }
-        commit_enqueues(&pool, &trips, &mut batch, &mut hints, clock.now_ms()).await;
+        let on = Connections {
+            pool: &pool,
+            dedicated: &dedicated,
+        };
+        commit_enqueues(on, &trips, &mut batch, &mut hints, clock.now_ms()).await;
     }
 }
 
@@ -705,14 +748,14 @@ impl Hints {
 }
 
 async fn commit_enqueues(
-    pool: &Pool,
+    on: Connections<'_>,
     trips: &RoundTrips,
     batch: &mut Vec<PendingEnqueue>,
     hints: &mut Hints,
     now: i64,
 ) {
     let items: Vec<&NewNotification> = batch.iter().flat_map(|p| p.items.iter()).collect();
-    match insert_in_transaction(pool, trips, &items, hints, now).await {
+    match insert_in_transaction(on, trips, &items, hints, now).await {
         Ok(mut results) => {
             for pending in batch.drain(..) {
                 let rest = results.split_off(pending.items.len().min(results.len()));
@@ -727,7 +770,7 @@ async fn commit_enqueues(
             tracing::debug!(error = %e, "A group commit failed; its requests are retried one by one.");
             for pending in batch.drain(..) {
                 let items: Vec<&NewNotification> = pending.items.iter().collect();
-                let result = insert_in_transaction(pool, trips, &items, hints, now).await;
+                let result = insert_in_transaction(on, trips, &items, hints, now).await;
                 let _ = pending.reply.send(result);
             }
         }
@@ -739,35 +782,117 @@ async fn commit_enqueues(
     }
 }
 
-/// Inserts `items` in one transaction, with wake-up hints for the channels given work.
+/// Where the group commit runs: a dedicated connection when one is free, else the pool.
+#[derive(Clone, Copy)]
+struct Connections<'a> {
+    pool: &'a Pool,
+    dedicated: &'a Dedicated,
+}
+
+/// Inserts `items` atomically, with wake-up hints for the channels given work: in one
+/// transaction, or, when none has a dedup key or joins a digest, with one statement, atomic on
+/// its own (no `BEGIN` and `COMMIT` round trips), its hints sent once it committed.
 async fn insert_in_transaction(
-    pool: &Pool,
+    on: Connections<'_>,
     trips: &RoundTrips,
     items: &[&NewNotification],
     hints: &mut Hints,
     now: i64,
 ) -> Result<Vec<Enqueued>> {
-    trips.one();
-    let mut tx = pool.begin().await?;
-    let results = enqueue_in(&mut tx, trips, items, now).await?;
-    let created: Vec<&NewNotification> = items
+    let one_statement = items
         .iter()
-        .zip(&results)
-        .filter(|(_, r)| matches!(r, Enqueued::Created { .. }))
-        .map(|(n, _)| *n)
-        .collect();
-    let wake = hints.due(&created);
+        .all(|n| n.dedup.is_none() && n.digest.is_none());
+    // Through PgBouncer every operation is a transaction of its own (see `pool.rs`).
+    if one_statement && !on.pool.through_pgbouncer() {
+        let results = match on.dedicated.take().await? {
+            Some(mut taken) => {
+                let results = insert(taken.conn(), trips, items, None).await?;
+                taken.keep();
+                results
+            }
+            None => {
+                let mut conn = on.pool.sqlx().acquire().await?;
+                insert(&mut conn, trips, items, None).await?
+            }
+        };
+        // The rows are stored: a hint that cannot be sent only leaves them to the poll.
+        if let Err(e) = send_hints(on, trips, items, &results, hints).await {
+            tracing::debug!(error = %e, "Could not send wake-up hints; other daemons poll.");
+        }
+        return Ok(results);
+    }
+    trips.one();
+    if let Some(mut taken) = on.dedicated.take().await? {
+        let mut tx = taken.conn().begin().await?;
+        let results = insert_with_hints(&mut tx, trips, items, hints, now).await?;
+        trips.one();
+        tx.commit().await?;
+        taken.keep();
+        return Ok(results);
+    }
+    let mut tx = on.pool.begin().await?;
+    let results = insert_with_hints(&mut tx, trips, items, hints, now).await?;
+    trips.one();
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Inserts `items` on `conn` (in the caller's transaction), and sends the wake-up hints for the
+/// channels given work, which the other daemons hear when it commits.
+async fn insert_with_hints(
+    conn: &mut PgConnection,
+    trips: &RoundTrips,
+    items: &[&NewNotification],
+    hints: &mut Hints,
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    let results = enqueue_in(conn, trips, items, now).await?;
+    let wake = hints.due(&created(items, &results));
     if !wake.is_empty() {
         trips.one();
         sqlx::query(sql::NOTIFY)
             .bind(&hints.channel)
             .bind(&wake)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    trips.one();
-    tx.commit().await?;
     Ok(results)
+}
+
+/// The items `results` say were stored as new rows.
+fn created<'a>(items: &[&'a NewNotification], results: &[Enqueued]) -> Vec<&'a NewNotification> {
+    items
+        .iter()
+        .zip(results)
+        .filter(|(_, r)| matches!(r, Enqueued::Created { .. }))
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+/// Sends the wake-up hints for rows already committed, as a statement of its own.
+async fn send_hints(
+    on: Connections<'_>,
+    trips: &RoundTrips,
+    items: &[&NewNotification],
+    results: &[Enqueued],
+    hints: &mut Hints,
+) -> Result<()> {
+    let wake = hints.due(&created(items, results));
+    if wake.is_empty() {
+        return Ok(());
+    }
+    trips.one();
+    let notify = sqlx::query(sql::NOTIFY).bind(&hints.channel).bind(&wake);
+    match on.dedicated.take().await? {
+        Some(mut taken) => {
+            notify.execute(taken.conn()).await?;
+            taken.keep();
+        }
+        None => {
+            notify.execute(on.pool).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Listens for wake-up hints until `stop` is dropped: each names a channel given work by
@@ -884,6 +1009,7 @@ async fn collect(
         .bind(now)
         .bind(&join.key)
         .bind(i64::from(join.max))
+        .bind(crate::recipients::normalize(&n.to))
         .fetch_one(&mut *conn)
         .await?;
     trips.one();
@@ -1026,6 +1152,7 @@ async fn insert(
         .bind(columns.deliver_between)
         .bind(columns.escalate)
         .bind(columns.escalation_of)
+        .bind(columns.recipient_key)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -1088,6 +1215,8 @@ struct InsertColumns {
     deliver_between: Vec<Option<String>>,
     escalate: Vec<Option<String>>,
     escalation_of: Vec<Option<String>>,
+    /// The recipient's address as its preferences are stored under, so the claim reads them.
+    recipient_key: Vec<String>,
 }
 
 impl InsertColumns {
@@ -1134,6 +1263,7 @@ impl InsertColumns {
         });
         self.escalation_of
             .push(n.escalation.root.clone().map(Into::into));
+        self.recipient_key.push(crate::recipients::normalize(&n.to));
         Ok(())
     }
 }
@@ -1376,6 +1506,7 @@ struct LeasedRow {
     /// Whether it has escalation steps (and notifyd wrote it).
     escalates: bool,
     columns: ClaimedColumns,
+    preferences: ClaimedPreferences,
 }
 
 impl LeasedRow {
@@ -1411,8 +1542,28 @@ impl LeasedRow {
                 deliver_between: stored::opt_json(r, "deliver_between")?,
                 digest_key: stored::get(r, "digest_key")?,
             },
+            preferences: claimed_preferences(r)?,
         })
     }
+}
+
+/// The recipient's preferences the claim read with a row (see [`sql::CLAIM`]).
+fn claimed_preferences(r: &PgRow) -> std::result::Result<ClaimedPreferences, Unreadable> {
+    if !stored::get::<bool>(r, "preferences_read")? {
+        return Ok(ClaimedPreferences::NotRead);
+    }
+    let Some(json) = stored::get::<Option<String>>(r, "preferences")? else {
+        return Ok(ClaimedPreferences::Read(None));
+    };
+    let address: String = stored::get(r, "recipient_key")?;
+    Ok(match recipients::decode(&address, &json) {
+        Ok(prefs) => ClaimedPreferences::Read(Some(prefs)),
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "Stored recipient preferences cannot be read; the claimed notification waits.");
+            ClaimedPreferences::Unreadable
+        }
+    })
 }
 
 /// A count as the API shows it (the schema keeps counters non-negative in practice).
@@ -1507,17 +1658,34 @@ impl Outbox for PgOutbox {
             return Ok(());
         }
         // Through PgBouncer every operation is a transaction of its own (see `pool.rs`).
-        if batch.may_follow_up || self.pool.through_pgbouncer() {
+        let in_transaction = batch.may_follow_up || self.pool.through_pgbouncer();
+        let dedicated = self.dedicated.take().await?;
+        match (in_transaction, dedicated) {
             // The follow-ups commit with the changes they follow, or not at all.
-            self.trips.one();
-            let mut tx = self.pool.begin().await?;
-            self.write_completions(&mut tx, batch, now).await?;
-            self.trips.one();
-            tx.commit().await?;
-        } else {
+            (true, Some(mut taken)) => {
+                self.trips.one();
+                let mut tx = taken.conn().begin().await?;
+                self.write_completions(&mut tx, batch, now).await?;
+                self.trips.one();
+                tx.commit().await?;
+                taken.keep();
+            }
+            (true, None) => {
+                self.trips.one();
+                let mut tx = self.pool.begin().await?;
+                self.write_completions(&mut tx, batch, now).await?;
+                self.trips.one();
+                tx.commit().await?;
+            }
             // One statement: atomic on its own, no transaction to open and commit.
-            let mut conn = self.pool.sqlx().acquire().await?;
-            self.write_completions(&mut conn, batch, now).await?;
+            (false, Some(mut taken)) => {
+                self.write_completions(taken.conn(), batch, now).await?;
+                taken.keep();
+            }
+            (false, None) => {
+                let mut conn = self.pool.sqlx().acquire().await?;
+                self.write_completions(&mut conn, batch, now).await?;
+            }
         }
         Ok(())
     }
@@ -1954,6 +2122,7 @@ impl Outbox for PgOutbox {
         if addresses.is_empty() {
             return Ok(Vec::new());
         }
+        self.trips.one();
         recipients::read(&self.pool, addresses).await
     }
 

@@ -27,7 +27,8 @@ fn encode(prefs: &Preferences) -> String {
     prefs.to_stored()
 }
 
-fn decode(address: &str, json: &str) -> Result<Preferences> {
+/// Preferences as stored under `address`.
+pub(super) fn decode(address: &str, json: &str) -> Result<Preferences> {
     Preferences::from_stored(address, json).map_err(StoreError::Internal)
 }
 

@@ -11,17 +11,18 @@ pub(super) const INSERT: &str =
     "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
          content_hash, fallback, parent_id, checked, source, deliver_between, escalate,
-         escalation_of)
+         escalation_of, recipient_key)
      SELECT id, channel, recipient, subject, body, html, data::jsonb, priority, run_at,
             expires_at, created_at, created_at, idempotency_key, content_hash, fallback::jsonb,
-            parent_id, true, source::jsonb, deliver_between::jsonb, escalate::jsonb, escalation_of
+            parent_id, true, source::jsonb, deliver_between::jsonb, escalate::jsonb, escalation_of,
+            recipient_key
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[],
                  $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                 $19::text[])
+                 $19::text[], $20::text[])
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
                created_at, idempotency_key, content_hash, fallback, parent_id, source,
-               deliver_between, escalate, escalation_of)
+               deliver_between, escalate, escalation_of, recipient_key)
      ON CONFLICT (idempotency_key) DO NOTHING
      RETURNING id";
 
@@ -58,9 +59,9 @@ pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = 
 /// next. The item that fills it (`$8` items) closes it and makes it due now. Its id.
 pub(super) const JOIN_DIGEST: &str =
     "INSERT INTO notifications AS n (id, channel, recipient, priority, run_at, created_at,
-         updated_at, content_hash, checked, digest_key, digest_open, digest_items)
+         updated_at, content_hash, checked, digest_key, digest_open, digest_items, recipient_key)
      VALUES ($1, $2, $3, $4, CASE WHEN $8 <= 1 THEN $6 ELSE $5 END, $6, $6, '', true, $7,
-             CASE WHEN $8 <= 1 THEN NULL ELSE true END, 1)
+             CASE WHEN $8 <= 1 THEN NULL ELSE true END, 1, $9)
      ON CONFLICT (channel, recipient, digest_key) WHERE digest_open DO UPDATE
          SET digest_items = n.digest_items + 1,
              digest_open = CASE WHEN n.digest_items + 1 >= $8 THEN NULL ELSE true END,
@@ -100,27 +101,34 @@ pub(super) const KEY_HOLDER: &str =
 /// channel in claim order, skipping rows another daemon is locking right now, and the UPDATE
 /// changes exactly those (an `UPDATE … WHERE id IN (subquery LIMIT n)` may be re-evaluated and
 /// touch more than n). Each claim raises the lease token. `due_at` is the row's due time before
-/// the claim, to return rows in claim order (RETURNING has none).
+/// the claim, to return rows in claim order (RETURNING has none). Each row comes with its
+/// recipient's preferences (`preferences_read` when its `recipient_key` was written, so a
+/// missing `recipients` row means none): the dispatcher's rules need them, and here they cost
+/// no round trip of their own.
 pub(super) const CLAIM: &str = "WITH due AS (
          SELECT id, run_at, prio_rank FROM notifications
          WHERE channel = $4 AND state IN ('queued', 'sending') AND run_at <= $3
          ORDER BY prio_rank, run_at, id
          LIMIT $5
-         FOR UPDATE SKIP LOCKED)
-     UPDATE notifications n
-     SET state = 'sending',
-         attempts = CASE WHEN n.attempts BETWEEN 0 AND 4294967294 THEN n.attempts + 1
-                         ELSE n.attempts END,
-         lease = CASE WHEN n.lease BETWEEN 0 AND 9223372036854775806 THEN n.lease + 1
-                      ELSE n.lease END,
-         lease_owner = $1, run_at = $2, updated_at = $3, digest_open = NULL
-     FROM due
-     WHERE n.id = due.id
-     RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data, n.created_at,
-               n.attempts, n.expires_at, n.tried, due.prio_rank, n.checked,
-               CASE WHEN n.checked THEN NULL ELSE n.fallback END AS fallback, n.lease,
-               due.run_at AS due_at, n.deliver_between, n.digest_key,
-               n.escalate IS NOT NULL AND n.checked AS escalates";
+         FOR UPDATE SKIP LOCKED),
+     claimed AS (
+         UPDATE notifications n
+         SET state = 'sending',
+             attempts = CASE WHEN n.attempts BETWEEN 0 AND 4294967294 THEN n.attempts + 1
+                             ELSE n.attempts END,
+             lease = CASE WHEN n.lease BETWEEN 0 AND 9223372036854775806 THEN n.lease + 1
+                          ELSE n.lease END,
+             lease_owner = $1, run_at = $2, updated_at = $3, digest_open = NULL
+         FROM due
+         WHERE n.id = due.id
+         RETURNING n.id, n.channel, n.recipient, n.subject, n.body, n.html, n.data,
+                   n.created_at, n.attempts, n.expires_at, n.tried, due.prio_rank, n.checked,
+                   CASE WHEN n.checked THEN NULL ELSE n.fallback END AS fallback, n.lease,
+                   due.run_at AS due_at, n.deliver_between, n.digest_key,
+                   n.escalate IS NOT NULL AND n.checked AS escalates, n.recipient_key)
+     SELECT c.*, c.recipient_key IS NOT NULL AS preferences_read,
+            r.preferences::text AS preferences
+     FROM claimed c LEFT JOIN recipients r ON r.address = c.recipient_key";
 
 /// Ends a claimed row that cannot be decoded (`dead`, `unreadable_row`), by id.
 pub(super) const QUARANTINE: &str =
