@@ -6,7 +6,7 @@
 use crate::signed_link::{self, LinkClaims, LinkError, LinkKey, Purpose};
 
 /// Where acknowledgement links live under the public URL prefix; the token follows.
-pub const PATH: &str = "/v1/links/ack/";
+pub(crate) const PATH: &str = "/v1/links/ack/";
 
 /// What makes acknowledgement links: the key and the public URL prefix.
 #[derive(Debug, Clone)]

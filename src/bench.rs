@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 /// Bench options.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Phase 1: how many single POSTs.
     #[arg(long, default_value_t = 30_000, value_parser = at_least_one)]
     pub singles: usize,
@@ -193,7 +193,7 @@ async fn start_daemon(
 }
 
 /// Runs the benchmark and prints the figures.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let queue = match &args.queue {
         Some(url) => Queue::Postgres {

@@ -21,7 +21,7 @@ use crate::outbox::{HistoryFilter, HistoryQuery, Outbox, Priority, State, now_ms
 
 /// `notifyd bench-history` flags.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Notifications in the queue.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: usize,
@@ -144,7 +144,7 @@ struct Sample {
 }
 
 /// Runs the benchmark and prints one line per search.
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     match args.queue.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             run_postgres(args, url).await

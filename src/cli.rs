@@ -16,7 +16,7 @@ use crate::submission::{EscalateRequest, Submission};
 /// notifyd: delivers notifications over many channels and never loses one.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (TOML). Without it, the built-in defaults (see config/notifyd.toml).
     #[arg(long, global = true, env = "NOTIFYD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -26,7 +26,7 @@ pub struct Cli {
 
 /// What to do.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon: HTTP API and dispatcher.
     Serve,
     /// Put one notification straight into the queue file (no daemon needed; a running daemon
@@ -75,7 +75,7 @@ pub enum Command {
 
 /// `notifyd send` flags; the same fields as the HTTP API.
 #[derive(Debug, clap::Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     #[arg(long)]
     pub channel: String,
     #[arg(long)]
@@ -134,7 +134,7 @@ pub struct SendArgs {
 
 /// `notifyd recipients …`: a recipient's preferences, as `/v1/recipients/{address}` has them.
 #[derive(Debug, Subcommand)]
-pub enum RecipientsCommand {
+pub(crate) enum RecipientsCommand {
     /// Store a recipient's preferences, replacing any (like `PUT`). Prints them as stored.
     Set(Box<SetPreferencesArgs>),
     /// Print a recipient's preferences (exit 1 when it has none).
@@ -145,7 +145,7 @@ pub enum RecipientsCommand {
 
 /// `notifyd recipients set` flags: the fields of the API's JSON body.
 #[derive(Debug, clap::Args)]
-pub struct SetPreferencesArgs {
+pub(crate) struct SetPreferencesArgs {
     pub address: String,
     /// IANA time zone (`Europe/Paris`).
     #[arg(long)]
@@ -386,8 +386,8 @@ async fn replay(
 
 async fn channels(config: &Config) -> anyhow::Result<ExitCode> {
     let endpoint =
-        crate::api::server::Endpoint::parse(&config.server.listen).map_err(anyhow::Error::msg)?;
-    let crate::api::server::Endpoint::Tcp(addr) = endpoint else {
+        crate::listener::Endpoint::parse(&config.server.listen).map_err(anyhow::Error::msg)?;
+    let crate::listener::Endpoint::Tcp(addr) = endpoint else {
         anyhow::bail!(
             "`notifyd channels` talks HTTP over TCP; with a Unix socket use curl --unix-socket"
         );
@@ -528,7 +528,7 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
         .map(|f| {
             f.split_once('=')
                 .map(|(channel, to)| FallbackTarget {
-                    channel: channel.to_owned(),
+                    channel: channel.into(),
                     to: to.to_owned(),
                 })
                 .ok_or_else(|| format!("--fallback {f:?}: write CHANNEL=TO"))
@@ -614,7 +614,7 @@ async fn recipients(config: &Config, command: RecipientsCommand) -> anyhow::Resu
                 .as_deref()
                 .map(|t| start_end("--quiet-hours", t))
             {
-                Some(Ok((start, end))) => Some(crate::rules::window::WindowSpec { start, end }),
+                Some(Ok((start, end))) => Some(crate::window::WindowSpec { start, end }),
                 Some(Err(msg)) => {
                     eprintln!("notifyd: {msg}");
                     return Ok(ExitCode::from(EXIT_INVALID));
@@ -676,7 +676,7 @@ async fn recipients(config: &Config, command: RecipientsCommand) -> anyhow::Resu
 }
 
 /// Sets up logging: human lines or JSON, filtered by `log.level` unless `RUST_LOG` is set.
-pub fn init_logging(log: &LogConfig) {
+pub(crate) fn init_logging(log: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -10,10 +10,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use tokio::time::Instant;
+pub(crate) use tokio::time::Instant;
 
 /// Wall time: milliseconds since the Unix epoch, the queue's unit of time.
-pub type WallMs = i64;
+pub(crate) type WallMs = i64;
 
 /// Wall time now.
 #[allow(clippy::disallowed_methods)] // the one place the wall clock is read
@@ -22,47 +22,59 @@ pub fn now_ms() -> WallMs {
 }
 
 /// Wall time now, in whole seconds (signature timestamps, receipt freshness).
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     u64::try_from(now_ms() / 1000).unwrap_or(0)
 }
 
 /// Policy time now (tokio's clock: paused and advanced by hand in tests).
 #[allow(clippy::disallowed_methods)] // the one place the monotonic clock is read
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
 /// Milliseconds of a duration, saturating (never near `i64::MAX`, so sums cannot overflow).
-pub fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 /// The wall time of a policy deadline: now plus what is left until it (zero if it passed).
-pub fn wall_at(at: Instant) -> WallMs {
+pub(crate) fn wall_at(at: Instant) -> WallMs {
     now_ms() + millis(at.saturating_duration_since(now()))
 }
 
 /// A `SystemTime` (a message's `created_at`) as wall time; before the epoch reads as 0.
-pub fn wall_ms(t: SystemTime) -> WallMs {
+pub(crate) fn wall_ms(t: SystemTime) -> WallMs {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
 /// Wall time as a `SystemTime` (what `Message::created_at` carries); negative reads as the epoch.
-pub fn system_time(ms: WallMs) -> SystemTime {
+pub(crate) fn system_time(ms: WallMs) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Milliseconds from wall time `since` to `now`: zero if `since` is later, and saturating, as
 /// `since` may be another program's stored value (a plain-SQL `run_at` of `i64::MIN`).
-pub fn elapsed_ms(now: WallMs, since: WallMs) -> i64 {
+pub(crate) fn elapsed_ms(now: WallMs, since: WallMs) -> i64 {
     now.saturating_sub(since).max(0)
 }
 
-/// How long ago a wall time was (zero if it is in the future).
-pub fn age(since: SystemTime) -> Duration {
-    Duration::from_millis(u64::try_from(now_ms() - wall_ms(since)).unwrap_or(0))
+/// Unix milliseconds as RFC 3339 (UTC); `None` for a time RFC 3339 cannot write.
+pub(crate) fn rfc3339_text(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+}
+
+/// Unix milliseconds as an RFC 3339 JSON string (UTC), or `null`.
+pub(crate) fn rfc3339(ms: i64) -> serde_json::Value {
+    rfc3339_text(ms)
+        .map(serde_json::Value::String)
+        .unwrap_or(serde_json::Value::Null)
 }
 
 #[cfg(test)]
@@ -80,12 +92,6 @@ mod tests {
     fn wall_time_round_trips_through_system_time() {
         assert_eq!(wall_ms(system_time(1_700_000_000_123)), 1_700_000_000_123);
         assert_eq!(system_time(-5), UNIX_EPOCH);
-    }
-
-    #[test]
-    fn an_age_in_the_future_is_zero() {
-        assert_eq!(age(system_time(now_ms() + 60_000)), Duration::ZERO);
-        assert!(age(system_time(now_ms() - 60_000)) >= Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

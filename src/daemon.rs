@@ -6,10 +6,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ack_link::AckLinks;
-use crate::api::server::{self, Bound, Endpoint};
 use crate::api::{self, AppState, Live};
 use crate::config::{Config, QueueLocation};
 use crate::dispatch::{Dispatcher, Halt};
+use crate::listener::{self, Bound, Endpoint};
 use crate::outbox::postgres::{PgOptions, PgOutbox};
 use crate::outbox::sqlite::{SqliteOptions, SqliteOutbox};
 use crate::outbox::{Clock, Outbox, StoreError};
@@ -58,15 +58,11 @@ pub enum StartError {
     },
 }
 
-/// Opens the queue named by the config, creating and migrating it if needed (`serve`). A
-/// PostgreSQL queue is opened even while its server is unreachable: the daemon starts, answers
-/// 503 and says why on `/readyz`, and connects and migrates as soon as it can.
-pub async fn open_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
-    open_outbox_on(config, Clock::System).await
-}
-
-/// [`open_outbox`] with the store reading its time from `clock` (a manual one in tests, to move
-/// the queue's timers: due times, escalation waits, leases).
+/// Opens the queue named by the config, creating and migrating it if needed (`serve`), the
+/// store reading its time from `clock` (a manual one in tests, to move the queue's timers: due
+/// times, escalation waits, leases). A PostgreSQL queue is opened even while its server is
+/// unreachable: the daemon starts, answers 503 and says why on `/readyz`, and connects and
+/// migrates as soon as it can.
 async fn open_outbox_on(config: &Config, clock: Clock) -> Result<Arc<dyn Outbox>, StartError> {
     match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => open_at(config, path, clock).await,
@@ -78,7 +74,7 @@ async fn open_outbox_on(config: &Config, clock: Clock) -> Result<Arc<dyn Outbox>
 /// file is an error naming the path, never a fresh empty queue that nobody serves, which would
 /// silently show nothing or swallow what is sent. (A PostgreSQL queue is shared: the database
 /// is there or the command fails to connect; the schema is created on first use.)
-pub async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
+pub(crate) async fn open_existing_outbox(config: &Config) -> Result<Arc<dyn Outbox>, StartError> {
     let path = match config.queue.location().map_err(StartError::QueueUrl)? {
         QueueLocation::Sqlite(path) => path,
         QueueLocation::Postgres(url) => {
@@ -171,7 +167,9 @@ fn open_to_others(addr: &Endpoint, server: &crate::config::ServerConfig) -> Opti
 
 /// Loads the configured templates (none when `templates.dir` is not set).
 /// With `[links]` configured, escalating notifications render `{{ ack_url }}`.
-pub fn load_templates(config: &Config) -> Result<Templates, crate::templates::TemplateError> {
+pub(crate) fn load_templates(
+    config: &Config,
+) -> Result<Templates, crate::templates::TemplateError> {
     let templates = match &config.templates.dir {
         Some(dir) => Templates::load(dir)?,
         None => Templates::default(),
@@ -300,7 +298,7 @@ impl Daemon {
                 let bound = Bound::bind(&endpoint).await.map_err(ntfy_error)?;
                 let at = bound.endpoint().map_err(ntfy_error)?;
                 let router = crate::ingest::ntfy::router(state.clone());
-                let task = tokio::spawn(server::serve(
+                let task = tokio::spawn(listener::serve(
                     bound,
                     router,
                     header_timeout,
@@ -310,7 +308,7 @@ impl Daemon {
             }
             None => None,
         };
-        let api = tokio::spawn(server::serve(bound, router, header_timeout, api_stopped));
+        let api = tokio::spawn(listener::serve(bound, router, header_timeout, api_stopped));
         tracing::info!(listen = %addr, channels = ?registry.names(), "notifyd is ready.");
         // The listener is bound and a SQLite queue migrated: only now may systemd start
         // dependents. (A PostgreSQL queue may still be connecting: `/readyz` says so.)

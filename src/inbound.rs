@@ -19,7 +19,7 @@ use notifyd_channels::same_secret;
 
 /// Why a receipt is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InboundError {
+pub(crate) enum InboundError {
     /// Unsigned, wrongly signed or stale: nothing is stored (401).
     #[error("{0}")]
     Unauthorized(String),
@@ -47,7 +47,7 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
 }
 
 /// A provider's status word, normalized.
-pub fn normalize(word: &str) -> ReceiptStatus {
+pub(crate) fn normalize(word: &str) -> ReceiptStatus {
     match word.to_ascii_lowercase().as_str() {
         "delivered" | "read" => ReceiptStatus::Delivered,
         "undelivered" | "failed" | "rejected" | "expired" | "canceled" | "cancelled" => {
@@ -76,7 +76,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Verifies a receipt request and turns it into our type. `query` is the request's query
 /// string (part of what Twilio signs); `now` is Unix seconds.
-pub fn verify_and_parse(
+pub(crate) fn verify_and_parse(
     config: &ReceiptsConfig,
     channel: &str,
     headers: &HeaderMap,
@@ -109,7 +109,7 @@ pub fn verify_and_parse(
             let word = get(&["MessageStatus", "SmsStatus"])
                 .ok_or_else(|| invalid("MessageStatus", "missing"))?;
             Ok(InboundReceipt {
-                channel: channel.to_owned(),
+                channel: channel.into(),
                 provider_id,
                 status: normalize(&word),
                 provider_status: word,
@@ -148,7 +148,7 @@ pub fn verify_and_parse(
                 text("provider_id").ok_or_else(|| invalid("provider_id", "missing"))?;
             let word = text("status").ok_or_else(|| invalid("status", "missing"))?;
             Ok(InboundReceipt {
-                channel: channel.to_owned(),
+                channel: channel.into(),
                 provider_id,
                 status: normalize(&word),
                 provider_status: word,

@@ -17,14 +17,14 @@ use serde_json::Value;
 pub const MAX_DEPTH: usize = 32;
 
 /// The deepest nesting serde_json parses (its recursion limit of 128 counts the level that fails).
-pub const SERDE_JSON_MAX_NESTING: usize = 127;
+pub(crate) const SERDE_JSON_MAX_NESTING: usize = 127;
 
 // What a caller gives is wrapped by the store (fallback list → route → content → data) and by
 // providers' payloads: keep most of serde_json's budget for them.
 const _: () = assert!(MAX_DEPTH * 2 < SERDE_JSON_MAX_NESTING);
 
 /// How deeply arrays and objects nest in `value` (without recursion: any input is safe).
-pub fn depth(value: &Value) -> usize {
+pub(crate) fn depth(value: &Value) -> usize {
     let mut deepest = 0;
     let mut pending: Vec<(&Value, usize)> = vec![(value, 0)];
     while let Some((v, d)) = pending.pop() {
@@ -57,7 +57,7 @@ enum Level {
 /// The paths (`data.n`, `notifications[2].vars.id`) of every integer literal in `json` that is
 /// outside `i64`, in document order. `json` must already have parsed as JSON (this only
 /// tokenizes); a root scalar's path is the empty string.
-pub fn inexact_integers(json: &[u8]) -> Vec<String> {
+pub(crate) fn inexact_integers(json: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let mut levels: Vec<Level> = Vec::new();
     let mut i = 0;
@@ -147,7 +147,7 @@ fn path(levels: &[Level]) -> String {
 }
 
 /// The length of `value` as compact JSON (as the queue stores it), without building the text.
-pub fn encoded_len(value: &serde_json::Value) -> usize {
+pub(crate) fn encoded_len(value: &serde_json::Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

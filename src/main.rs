@@ -1,5 +1,5 @@
 //! The `notifyd` binary; everything lives in the library.
 
 fn main() -> std::process::ExitCode {
-    notifyd::cli::main()
+    notifyd::main()
 }

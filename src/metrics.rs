@@ -27,7 +27,7 @@ pub struct Counters {
     /// Requests to the inbound endpoint by [`ReceiptOutcome`].
     receipt_outcomes: [AtomicU64; 4],
     /// Ingest requests by sender format and outcome.
-    pub ingest: crate::ingest::IngestCounters,
+    pub ingest: crate::ingest_counters::IngestCounters,
 }
 
 /// What became of a request to `POST /v1/inbound/{channel}`.
@@ -301,10 +301,10 @@ impl Scrape {
 }
 
 /// The `Content-Type` of [`render`]'s text.
-pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Renders every metric in the Prometheus text format.
-pub async fn render(
+pub(crate) async fn render(
     registry: &Registry,
     counters: &Counters,
     outbox: &dyn Outbox,
@@ -353,16 +353,18 @@ pub async fn render(
             }
         })
         .collect();
-    let ingest = crate::ingest::Format::ALL
+    let ingest = crate::ingest_counters::Format::ALL
         .into_iter()
         .flat_map(|format| {
-            crate::ingest::Outcome::ALL.into_iter().map(move |outcome| {
-                (
-                    format.as_str(),
-                    outcome.as_str(),
-                    counters.ingest.get(format, outcome),
-                )
-            })
+            crate::ingest_counters::Outcome::ALL
+                .into_iter()
+                .map(move |outcome| {
+                    (
+                        format.as_str(),
+                        outcome.as_str(),
+                        counters.ingest.get(format, outcome),
+                    )
+                })
         })
         .collect();
     let receipts = ["delivered", "failed", "in_progress"]

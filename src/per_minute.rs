@@ -7,10 +7,16 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::registry::AttemptKind;
+/// How an attempt ended, for the health counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    Delivered,
+    Failed,
+    Retried,
+}
 
 /// Minutes kept.
-pub const MINUTES: usize = 60;
+pub(crate) const MINUTES: usize = 60;
 const MINUTE_MS: i64 = 60_000;
 
 /// Counts of delivered, failed and retried attempts per minute for the last hour.

@@ -21,12 +21,12 @@
 use notifyd_channels::FieldError;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::window::{Window, WindowSpec, Zone};
+use crate::window::{Window, WindowSpec, Zone};
 
 /// Longest address a preference may be stored for (the same bound as a notification's `to`).
-pub const MAX_ADDRESS_LEN: usize = 8192;
+pub(crate) const MAX_ADDRESS_LEN: usize = 8192;
 /// Most channel names in `muted` or `opted_out`.
-pub const MAX_CHANNELS: usize = 64;
+pub(crate) const MAX_CHANNELS: usize = 64;
 
 /// A recipient's preferences, as the API takes and shows them and the store keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -163,7 +163,7 @@ impl Preferences {
 
 /// The address preferences are stored and looked up under (see the module's doc): an e-mail
 /// address without display name, in lower case; anything else as it is.
-pub fn normalize(address: &str) -> String {
+pub(crate) fn normalize(address: &str) -> String {
     let trimmed = address.trim();
     let inner = match (trimmed.rfind('<'), trimmed.strip_suffix('>')) {
         (Some(open), Some(rest)) if looks_like_email(&rest[open + 1..]) => &rest[open + 1..],
@@ -185,7 +185,7 @@ fn looks_like_email(s: &str) -> bool {
 }
 
 /// Checks an address given in a URL or on the command line, and returns its normalized form.
-pub fn address(raw: &str) -> Result<String, FieldError> {
+pub(crate) fn address(raw: &str) -> Result<String, FieldError> {
     if raw.trim().is_empty() {
         return Err(FieldError::new("address", "invalid_recipient", "is empty"));
     }

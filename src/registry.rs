@@ -75,13 +75,7 @@ pub struct RecentError {
     pub at_ms: i64,
 }
 
-/// How an attempt ended, for the health counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
-    Delivered,
-    Failed,
-    Retried,
-}
+pub(crate) use crate::per_minute::AttemptKind;
 
 impl ChannelRuntime {
     /// A channel at run time: its gate fresh (breaker closed, limits full, not held).

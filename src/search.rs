@@ -10,7 +10,7 @@ use crate::submission::parse_time;
 
 /// The parameters a search takes, as `(name, what it is)`: for documentation and the OpenAPI
 /// document.
-pub const PARAMETERS: &[(&str, &str)] = &[
+pub(crate) const PARAMETERS: &[(&str, &str)] = &[
     (
         "state",
         "queued, sending, delivered, failed, dead, cancelled or expired",
@@ -36,7 +36,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
 
 /// Builds a query from `name=value` pairs. Empty values count as absent (a form's blank field);
 /// an unknown or repeated name is refused.
-pub fn parse<'a>(
+pub(crate) fn parse<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<HistoryQuery, FieldError> {
     let mut q = HistoryQuery {
@@ -192,7 +192,7 @@ mod tests {
 
 /// `notifyd list` flags: the API's parameters, plus `--json`.
 #[derive(Debug, Default, clap::Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     #[arg(long)]
     pub state: Option<String>,
     #[arg(long)]
@@ -231,7 +231,7 @@ pub struct ListArgs {
 
 impl ListArgs {
     /// The flags given, as the API's `name=value` pairs.
-    pub fn pairs(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn pairs(&self) -> Vec<(&str, &str)> {
         [
             ("state", &self.state),
             ("channel", &self.channel),
@@ -253,10 +253,10 @@ impl ListArgs {
 }
 
 /// A page as a text table, one notification a line, then the cursor of the next page.
-pub fn table(page: &crate::outbox::HistoryPage) -> String {
+pub(crate) fn table(page: &crate::outbox::HistoryPage) -> String {
     use std::fmt::Write;
     let time = |ms: i64| {
-        crate::api::rfc3339(ms)
+        crate::clock::rfc3339(ms)
             .as_str()
             .map(|s| s.get(..19).unwrap_or(s).replace('T', " "))
             .unwrap_or_default()

@@ -94,7 +94,7 @@ pub enum LinkError {
 }
 
 /// The token for `claims`: `v1.<purpose>.<expires_ms>.<id, base64url>.<mac, base64url>`.
-pub fn sign(key: &LinkKey, claims: &LinkClaims) -> String {
+pub(crate) fn sign(key: &LinkKey, claims: &LinkClaims) -> String {
     let body = format!(
         "v1.{}.{}.{}",
         claims.purpose.as_str(),
@@ -109,7 +109,7 @@ pub fn sign(key: &LinkKey, claims: &LinkClaims) -> String {
 
 /// The claims of `token` if it is well formed, signed by `key`, for `purpose` and not expired
 /// at `now_ms`. The signature is checked (in constant time) before anything else is believed.
-pub fn verify(
+pub(crate) fn verify(
     key: &LinkKey,
     token: &str,
     purpose: Purpose,

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::json_bounds;
 use crate::outbox::{
     Content, DeliverBetween, Escalation, EscalationStep, FallbackRoute, FallbackTarget,
-    NewNotification, Priority, now_ms,
+    NewNotification, NotificationId, Priority, now_ms,
 };
 use crate::registry::{ChannelRuntime, Registry};
 use crate::rules::{dedup, escalation};
@@ -22,10 +22,10 @@ const MAX_KEY_LEN: usize = 255;
 const MAX_TO_LEN: usize = 8192;
 /// Most fallback routes one notification may carry. Each hop of a chain stores the routes left,
 /// so a chain's storage grows with the square of its length: this keeps it small.
-pub const MAX_FALLBACK_ROUTES: usize = 8;
+pub(crate) const MAX_FALLBACK_ROUTES: usize = 8;
 /// Most bytes of content one notification stores: subject, body, html and data (as JSON text),
 /// its own and that of each fallback route that was rendered differently, together.
-pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
 /// A notification as submitted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -89,7 +89,7 @@ pub struct Submission {
 
 /// Refuses a `deliver_between` whose times or zone are not valid, naming the part at fault
 /// (`deliver_between.end`); also what a plain-SQL row's window must pass.
-pub fn check_deliver_between(window: &DeliverBetween) -> Result<(), FieldError> {
+pub(crate) fn check_deliver_between(window: &DeliverBetween) -> Result<(), FieldError> {
     window.check().map(|_| ()).map_err(|e| {
         let code = if e.part == "time_zone" {
             "unknown_time_zone"
@@ -218,7 +218,7 @@ impl Submission {
             check_deliver_between(window)?;
         }
         check_route_count(self.fallback.len())?;
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = NotificationId::generate();
         let waits = escalation_waits(&self.escalate)?;
         if let Some(links) = templates.ack_links()
             && self.template.is_some()
@@ -307,7 +307,7 @@ impl Submission {
             steps.push(EscalationStep {
                 after_ms,
                 target: FallbackTarget {
-                    channel: step.channel.clone(),
+                    channel: step.channel.clone().into(),
                     to: step.to.clone(),
                 },
                 content,
@@ -316,7 +316,7 @@ impl Submission {
         let created_at = crate::clock::system_time(now);
         let message = Message {
             list_unsubscribe: None,
-            id: id.clone(),
+            id: id.to_string(),
             channel: self.channel,
             to: self.to,
             subject: own.subject,
@@ -333,7 +333,7 @@ impl Submission {
         check_all(registry, &message, &fallback, &steps, content_field)?;
         Ok(NewNotification {
             id,
-            channel: message.channel,
+            channel: message.channel.into(),
             to: message.to,
             subject: message.subject,
             body: message.body,
@@ -481,7 +481,7 @@ fn check_route_count(routes: usize) -> Result<(), FieldError> {
 /// segments, payload sizes), the fallback routes (at most [`MAX_FALLBACK_ROUTES`], each to a
 /// configured channel whose rules its content meets) and the size of the stored content (at
 /// most [`MAX_CONTENT_BYTES`]).
-pub fn check(
+pub(crate) fn check(
     registry: &Registry,
     message: &Message,
     fallback: &[FallbackRoute],
@@ -561,7 +561,7 @@ fn check_all(
             ));
         }
         let mut elsewhere = Message {
-            channel: target.channel.clone(),
+            channel: target.channel.clone().into(),
             to: target.to.clone(),
             ..message.clone()
         };

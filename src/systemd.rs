@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Where to send notifications, and how often the watchdog wants a ping.
 #[derive(Debug, Clone, Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<PathBuf>,
     watchdog: Option<Duration>,
 }
@@ -19,7 +19,7 @@ pub struct Notifier {
 impl Notifier {
     /// From systemd's environment: `NOTIFY_SOCKET`, `WATCHDOG_USEC` (and `WATCHDOG_PID`, which
     /// must be this process when set).
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let socket = std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from);
         let for_us = std::env::var("WATCHDOG_PID")
             .ok()
@@ -34,18 +34,18 @@ impl Notifier {
     }
 
     /// An explicit socket and watchdog interval (tests).
-    pub fn new(socket: Option<PathBuf>, watchdog: Option<Duration>) -> Self {
+    pub(crate) fn new(socket: Option<PathBuf>, watchdog: Option<Duration>) -> Self {
         Self { socket, watchdog }
     }
 
     /// The watchdog interval systemd asked for, if any.
-    pub fn watchdog(&self) -> Option<Duration> {
+    pub(crate) fn watchdog(&self) -> Option<Duration> {
         self.watchdog
     }
 
     /// Sends one message (`KEY=value` lines). Failures are logged, never fatal: losing a status
     /// line must not stop deliveries.
-    pub fn notify(&self, message: &str) {
+    pub(crate) fn notify(&self, message: &str) {
         let Some(path) = &self.socket else { return };
         if let Err(e) = send(path, message) {
             tracing::warn!(error = %e, "Could not notify systemd.");
@@ -53,12 +53,12 @@ impl Notifier {
     }
 
     /// `READY=1` with a status line.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.notify(&format!("READY=1\nSTATUS={status}"));
     }
 
     /// `WATCHDOG=1` with a status line.
-    pub fn alive(&self, status: &str) {
+    pub(crate) fn alive(&self, status: &str) {
         if self.watchdog.is_some() {
             self.notify(&format!("WATCHDOG=1\nSTATUS={status}"));
         } else {
@@ -67,7 +67,7 @@ impl Notifier {
     }
 
     /// `STOPPING=1`.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.notify("STOPPING=1\nSTATUS=Draining in-flight sends");
     }
 }

@@ -29,7 +29,7 @@ const FUEL: u64 = 100_000;
 const PARTS: &[&str] = &["subject.txt", "body.txt", "body.html", "data.json"];
 
 /// The channel family whose specific parts a kind uses.
-pub fn family(kind: &str) -> Option<&'static str> {
+pub(crate) fn family(kind: &str) -> Option<&'static str> {
     match kind {
         "twilio" | "vonage" => Some("sms"),
         "fcm" | "apns" | "webpush" => Some("push"),

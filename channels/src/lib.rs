@@ -9,6 +9,8 @@
 //! Adding a provider: a module implementing [`Channel`] plus its config struct, and one arm in
 //! [`ProviderConfig`].
 
+#![deny(unreachable_pub)]
+
 mod channel;
 mod field_error;
 mod message;

@@ -15,7 +15,7 @@ use crate::signed_link::LinkError;
 /// `POST /v1/notifications/{id}/ack`: idempotent. 200 with the chain's first notification and
 /// when it was acknowledged (`already` when an earlier acknowledgement did it), 404 for an
 /// unknown id, 409 `nothing_to_ack` for a notification without escalation.
-pub async fn acknowledge(
+pub(super) async fn acknowledge(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -31,7 +31,7 @@ pub async fn acknowledge(
         Acknowledged::NothingToAck => return Err(nothing_to_ack(&id)),
     };
     Ok(Json(super::views::AckAnswer {
-        id,
+        id: id.into(),
         escalation_of: root,
         acknowledged_at: super::views::rfc3339_text(at_ms),
         already,
@@ -51,7 +51,10 @@ fn nothing_to_ack(id: &str) -> ApiError {
 
 /// `GET /v1/links/ack/{token}`: the confirm page (its button POSTs here), or why the link does
 /// not work. Nothing changes.
-pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub(super) async fn link_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
     match check_link(&state, &token) {
         Ok(_) => page(
             StatusCode::OK,
@@ -65,7 +68,7 @@ pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>)
 
 /// `POST /v1/links/ack/{token}`: acknowledges; a link already used (or an alert someone else
 /// acknowledged) answers 409 "already acknowledged".
-pub async fn link_ack(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub(super) async fn link_ack(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let notification = match check_link(&state, &token) {
         Ok(id) => id,
         Err(refused) => return refused.page(),

@@ -6,7 +6,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
-use notifyd_channels::same_secret;
+use crate::http::is_one_of;
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
 /// (RFC 9110 §11.1: `BEARER`, `bearer`); spaces around the token are not part of it.
@@ -16,16 +16,8 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Whether `presented` is one of `tokens`. Every token is compared, so the time taken does not
-/// say which one matched.
-pub fn is_one_of(presented: &str, tokens: &[&str]) -> bool {
-    tokens
-        .iter()
-        .fold(false, |found, t| same_secret(presented, t) | found)
-}
-
 /// Lets a request through when no token is configured or when it carries a configured one.
-pub async fn require_token(
+pub(super) async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,

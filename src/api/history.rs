@@ -15,7 +15,7 @@ use crate::outbox::{HistoryItem, HistoryPage, Priority, State as QueueState};
 /// One page of `GET /v1/notifications`: the response body, and its schema in the OpenAPI
 /// document.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct HistoryPageBody {
+pub(crate) struct HistoryPageBody {
     /// Newest first.
     pub notifications: Vec<HistoryEntry>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
@@ -24,7 +24,7 @@ pub struct HistoryPageBody {
 
 /// A notification in the history.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct HistoryEntry {
+pub(crate) struct HistoryEntry {
     pub id: String,
     pub channel: String,
     pub to: String,
@@ -101,7 +101,7 @@ pub(super) async fn content(
         .await?
         .ok_or_else(|| ApiError::not_found(&id))?;
     Ok(Json(ContentAnswer {
-        id,
+        id: id.into(),
         subject: c.subject,
         body: c.body,
         html: c.html,

@@ -3,18 +3,14 @@
 
 mod ack;
 mod auth;
-mod body;
-pub(crate) use body::{read_bytes, read_json, shape};
-mod error;
 mod history;
 mod readiness;
 mod recipients;
-pub mod routes;
-pub mod server;
+pub(crate) mod routes;
 mod unsubscribe;
 mod views;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -26,51 +22,20 @@ use axum::routing::{get, post};
 use notifyd_channels::field_path;
 use serde::Deserialize;
 
-use crate::config::ServerConfig;
-use crate::metrics::{Counters, ReceiptOutcome};
+use crate::metrics::ReceiptOutcome;
 use crate::outbox::{
     AckSource, Enqueued, NewNotification, Outbox, State as QueueState, StoreError, Transition,
 };
-use crate::registry::Registry;
 use crate::submission::{Replay, Submission};
-use crate::templates::Templates;
 use views::{
     BatchAnswer, BatchResult, Channels, DeadLetters, ItemAnswer, ReceiptAnswer, StateAnswer, Status,
 };
 
-pub use auth::is_one_of;
-pub use error::ApiError;
-pub use history::{HistoryEntry, HistoryPageBody};
-pub use views::dead_letter as views_dead_letter;
-pub use views::notification as views_notification;
-pub use views::rfc3339;
-pub use views::{Ingested, IngestedEntry};
-
-/// What every handler needs.
-#[derive(Clone)]
-pub struct AppState {
-    pub outbox: Arc<dyn Outbox>,
-    /// What a reload replaces: read once per request.
-    pub live: Arc<RwLock<Live>>,
-    pub counters: Arc<Counters>,
-}
-
-/// The reloadable part of the API's world.
-#[derive(Clone)]
-pub struct Live {
-    pub registry: Arc<Registry>,
-    pub templates: Arc<Templates>,
-    pub server: Arc<ServerConfig>,
-    /// The ingest routes (`[ingest]`).
-    pub ingest: Arc<crate::ingest::IngestConfig>,
-}
-
-impl AppState {
-    /// The current channels, templates and server settings.
-    pub fn live(&self) -> Live {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+use crate::http as body;
+pub(crate) use crate::http::{ApiError, AppState, Live};
+pub(crate) use history::HistoryPageBody;
+pub(crate) use views::dead_letter as views_dead_letter;
+pub(crate) use views::notification as views_notification;
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
@@ -203,7 +168,7 @@ async fn replayed_answer(
 fn enqueued_answer(result: &Enqueued) -> (StatusCode, ItemAnswer) {
     let stored = |id: &str, state: QueueState| {
         ItemAnswer::Stored(StateAnswer {
-            id: id.to_owned(),
+            id: id.into(),
             state,
             duplicate_of: None,
         })
@@ -227,7 +192,7 @@ fn enqueued_answer(result: &Enqueued) -> (StatusCode, ItemAnswer) {
                 "this idempotency key was already used for a different notification",
             )
             .field("idempotency_key")
-            .id(id);
+            .id(id.as_str());
             (StatusCode::CONFLICT, ItemAnswer::Refused(err.body()))
         }
     }
@@ -359,7 +324,7 @@ async fn create_batch(
         }
     }
     let (indexes, items): (Vec<usize>, Vec<NewNotification>) = valid.into_iter().unzip();
-    let mut channels: Vec<String> = items.iter().map(|n| n.channel.clone()).collect();
+    let mut channels: Vec<_> = items.iter().map(|n| n.channel.clone()).collect();
     let stored = state.outbox.enqueue(items).await?;
     let created = stored
         .iter()
@@ -440,7 +405,7 @@ fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, 
         Transition::Done(state) => Ok((
             StatusCode::OK,
             Json(StateAnswer {
-                id: id.to_owned(),
+                id: id.into(),
                 state,
                 duplicate_of: None,
             }),

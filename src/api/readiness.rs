@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A change of readiness worth a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(super) enum Change {
     BecameUnready,
     BecameReady,
 }
 
 /// The readiness the last probe saw; starts ready, so the first unready probe is reported.
 #[derive(Debug)]
-pub struct ReadinessLog {
+pub(super) struct ReadinessLog {
     unready: AtomicBool,
 }
 
@@ -27,7 +27,7 @@ impl Default for ReadinessLog {
 
 impl ReadinessLog {
     /// Records what a probe found; `Some` when it differs from the probe before.
-    pub fn observe(&self, ready: bool) -> Option<Change> {
+    pub(super) fn observe(&self, ready: bool) -> Option<Change> {
         let was_unready = self.unready.swap(!ready, Ordering::Relaxed);
         match (was_unready, ready) {
             (false, false) => Some(Change::BecameUnready),

@@ -8,9 +8,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::body;
-use super::error::ApiError;
 use super::views::{RecipientAnswer, RecipientDeleted};
+use crate::http as body;
+use crate::http::ApiError;
 use crate::recipients::{self, Preferences};
 
 /// The answer for stored preferences: the normalized address beside every field.

@@ -8,9 +8,10 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::views::{
-    ChannelReplayed, ContentAnswer, ErrorBody, NotificationDetail, RecipientAnswer,
-    RecipientDeleted,
+    ChannelReplayed, ContentAnswer, NotificationDetail, RecipientAnswer, RecipientDeleted,
 };
+use crate::http::ErrorBody;
+use crate::ingest::Ingested;
 use crate::submission::Submission;
 
 /// Who may call a route.
@@ -61,7 +62,7 @@ pub struct Route {
 }
 
 /// Where a route's success schema comes from: [`answer`] of the type its handler answers with.
-pub type Answer = fn(&mut SchemaGenerator) -> Schema;
+pub(crate) type Answer = fn(&mut SchemaGenerator) -> Schema;
 
 /// The schema of `T`, a response body (a reference to it among the document's schemas).
 fn answer<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
@@ -501,7 +502,7 @@ pub fn all() -> Vec<Route> {
 }
 
 /// The OpenAPI 3.0 document of [`all`].
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let submission = generator.subschema_for::<Submission>().to_value();
     let preferences = generator

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::body;
 use crate::clock;
+use crate::http as body;
 use crate::outbox::{Rule, RuleEvent};
 use crate::recipients::normalize;
 use crate::signed_link::{self, LinkError, Purpose};
@@ -95,7 +95,7 @@ async fn target(state: &AppState, token: &str) -> Result<(String, String, String
         Err(_) => return refused(StatusCode::NOT_FOUND, "This link is not valid."),
     };
     match state.outbox.get(&claims.notification).await {
-        Ok(Some(n)) => Ok((claims.notification, n.to, n.channel)),
+        Ok(Some(n)) => Ok((claims.notification, n.to, n.channel.into())),
         Ok(None) => refused(StatusCode::GONE, "This link no longer works."),
         Err(e) => {
             tracing::warn!(error = %e, "Unsubscribe link: the queue could not be read.");
@@ -151,7 +151,7 @@ pub(super) async fn one_click(
     };
     let address = normalize(&to);
     let event = RuleEvent {
-        notification: id.clone(),
+        notification: id.clone().into(),
         at_ms: clock::now_ms(),
         rule: Rule::Unsubscribe,
         detail: format!("the recipient opted out of {channel} through the one-click link"),

@@ -5,86 +5,56 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
+pub(crate) use crate::clock::{rfc3339, rfc3339_text};
 use crate::config::Criticality;
-use crate::outbox::{DeadLetter, Depth, FallbackTarget, NotificationView, Priority, State};
+use crate::http::ErrorBody;
+use crate::outbox::{
+    ChannelName, DeadLetter, Depth, FallbackTarget, NotificationId, NotificationView, Priority,
+    State,
+};
 use crate::policy::BreakerView;
 use crate::registry::ChannelRuntime;
 
-/// Unix milliseconds as RFC 3339 (UTC); `None` for a time RFC 3339 cannot write.
-pub fn rfc3339_text(ms: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-}
-
-/// Unix milliseconds as an RFC 3339 JSON string (UTC), or `null`.
-pub fn rfc3339(ms: i64) -> Value {
-    rfc3339_text(ms).map(Value::String).unwrap_or(Value::Null)
-}
-
 /// `{id, state}`: a notification stored, replayed, cancelled or put back in the queue.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct StateAnswer {
-    pub id: String,
+pub(super) struct StateAnswer {
+    pub id: NotificationId,
     pub state: State,
     /// Merged into this notification, which holds the same dedup key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub duplicate_of: Option<String>,
+    pub duplicate_of: Option<NotificationId>,
 }
 
 /// `POST /v1/notifications/{id}/ack`: the chain's first notification and when it was
 /// acknowledged (`already` when an earlier acknowledgement did it).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct AckAnswer {
-    pub id: String,
-    pub escalation_of: String,
+pub(super) struct AckAnswer {
+    pub id: NotificationId,
+    pub escalation_of: NotificationId,
     pub acknowledged_at: Option<String>,
     pub already: bool,
     /// Steps that were waiting and are now cancelled.
     pub cancelled_steps: u64,
 }
 
-/// An error answer: `{"error": {"code", "message", "field"?, "id"?}}`.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[schemars(rename = "Error")]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-/// What went wrong, for programs (`code`, `field`) and people (`message`).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code.
-    pub code: String,
-    pub message: String,
-    /// The request field at fault.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// The notification the error is about (the original of an idempotency conflict).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-}
-
 /// One notification's answer in a batch, or a create's: stored, or refused.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
-pub enum ItemAnswer {
+pub(super) enum ItemAnswer {
     Stored(StateAnswer),
     Refused(ErrorBody),
 }
 
 /// `POST /v1/notifications/batch`: one result per item, in order.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct BatchAnswer {
+pub(super) struct BatchAnswer {
     pub results: Vec<BatchResult>,
 }
 
 /// One item's result: the HTTP status it would have had alone, and its answer.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct BatchResult {
+pub(super) struct BatchResult {
     pub status: u16,
     #[serde(flatten)]
     pub answer: ItemAnswer,
@@ -92,9 +62,9 @@ pub struct BatchResult {
 
 /// `GET /v1/notifications/{id}`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct NotificationDetail {
-    pub id: String,
-    pub channel: String,
+pub(crate) struct NotificationDetail {
+    pub id: NotificationId,
+    pub channel: ChannelName,
     pub to: String,
     pub state: State,
     pub priority: Priority,
@@ -106,7 +76,7 @@ pub struct NotificationDetail {
     pub provider_id: Option<String>,
     pub last_error: Option<LastError>,
     /// The notification this one is a fallback of.
-    pub fallback_of: Option<String>,
+    pub fallback_of: Option<NotificationId>,
     /// Routes left to try if this one fails for good.
     pub fallback: Vec<FallbackTarget>,
     /// Where an ingested notification came from (format, route, the sender's ids).
@@ -114,7 +84,7 @@ pub struct NotificationDetail {
     /// Notifications merged into this one by its dedup key.
     pub duplicates: u64,
     /// The digest this notification went out in.
-    pub digest_id: Option<String>,
+    pub digest_id: Option<NotificationId>,
     pub digest_key: Option<String>,
     pub attempt_log: Vec<AttemptEntry>,
     pub receipts: Vec<ReceiptEntry>,
@@ -124,17 +94,17 @@ pub struct NotificationDetail {
 
 /// The last failed attempt's code and message.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct LastError {
+pub(crate) struct LastError {
     pub code: Option<String>,
     pub message: Option<String>,
 }
 
 /// One attempt of a notification.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct AttemptEntry {
+pub(crate) struct AttemptEntry {
     pub attempt: u32,
     /// The channel it was sent through (several after a failover).
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
     pub at: Option<String>,
     pub latency_ms: i64,
     /// `delivered` or the error class.
@@ -148,7 +118,7 @@ pub struct AttemptEntry {
 
 /// A delivery receipt a provider sent for a notification.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ReceiptEntry {
+pub(crate) struct ReceiptEntry {
     pub status: String,
     pub provider_status: String,
     pub error_code: Option<String>,
@@ -157,7 +127,7 @@ pub struct ReceiptEntry {
 
 /// A line of a notification's timeline: a delivery rule's decision.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct EventEntry {
+pub(crate) struct EventEntry {
     pub at: Option<String>,
     pub rule: String,
     /// What it did, in words.
@@ -165,7 +135,7 @@ pub struct EventEntry {
 }
 
 /// `GET /v1/notifications/{id}` (and `notifyd status --json`).
-pub fn notification(v: &NotificationView) -> NotificationDetail {
+pub(crate) fn notification(v: &NotificationView) -> NotificationDetail {
     NotificationDetail {
         id: v.id.clone(),
         channel: v.channel.clone(),
@@ -229,16 +199,16 @@ pub fn notification(v: &NotificationView) -> NotificationDetail {
 
 /// `GET /v1/dead-letters`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct DeadLetters {
+pub(super) struct DeadLetters {
     /// Newest first.
     pub dead_letters: Vec<DeadLetterEntry>,
 }
 
 /// One notification whose retries ran out.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct DeadLetterEntry {
-    pub id: String,
-    pub channel: String,
+pub(crate) struct DeadLetterEntry {
+    pub id: NotificationId,
+    pub channel: ChannelName,
     pub to: String,
     pub attempts: u32,
     pub last_error: LastError,
@@ -246,7 +216,7 @@ pub struct DeadLetterEntry {
 }
 
 /// One entry of `GET /v1/dead-letters` (and `notifyd dead-letters --json`).
-pub fn dead_letter(d: &DeadLetter) -> DeadLetterEntry {
+pub(crate) fn dead_letter(d: &DeadLetter) -> DeadLetterEntry {
     DeadLetterEntry {
         id: d.id.clone(),
         channel: d.channel.clone(),
@@ -262,13 +232,13 @@ pub fn dead_letter(d: &DeadLetter) -> DeadLetterEntry {
 
 /// `GET /v1/channels`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct Channels {
+pub(super) struct Channels {
     pub channels: Vec<ChannelEntry>,
 }
 
 /// A configured channel now: policy, breaker, rate limit, hold, queue depth, recent health.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ChannelEntry {
+pub(super) struct ChannelEntry {
     pub name: String,
     pub kind: &'static str,
     pub criticality: Criticality,
@@ -290,7 +260,7 @@ pub struct ChannelEntry {
 
 /// The channel's rate limiter: its state, and its configuration when it has one.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct RateLimitEntry {
+pub(super) struct RateLimitEntry {
     /// Sends that may start now without waiting.
     pub tokens: Option<u32>,
     /// Sends that waited for a token since the start.
@@ -309,7 +279,7 @@ pub struct RateLimitEntry {
 
 /// Notifications of the channel in the queue's live and dead states.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct QueueCounts {
+pub(super) struct QueueCounts {
     pub queued: u64,
     pub sending: u64,
     pub dead: u64,
@@ -317,7 +287,7 @@ pub struct QueueCounts {
 
 /// Outcomes since the daemon started.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct SinceStart {
+pub(super) struct SinceStart {
     pub delivered: u64,
     pub failed: u64,
     pub retried: u64,
@@ -327,7 +297,7 @@ pub struct SinceStart {
 
 /// The channel's most recent failed attempt.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct RecentErrorEntry {
+pub(super) struct RecentErrorEntry {
     pub class: &'static str,
     pub code: String,
     pub message: String,
@@ -336,7 +306,7 @@ pub struct RecentErrorEntry {
 
 /// Attempts per minute over the last hour, oldest minute first.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct LastHourEntry {
+pub(super) struct LastHourEntry {
     pub start: Option<String>,
     pub delivered: Vec<u64>,
     pub failed: Vec<u64>,
@@ -345,7 +315,7 @@ pub struct LastHourEntry {
 
 /// One entry of `GET /v1/channels`; `oldest_due_ms` is when its oldest due notification became
 /// due.
-pub fn channel(
+pub(super) fn channel(
     rt: &ChannelRuntime,
     depth: &[Depth],
     oldest_due_ms: Option<i64>,
@@ -412,8 +382,8 @@ pub fn channel(
 
 /// `GET /v1/notifications/{id}/content`: what a notification says.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ContentAnswer {
-    pub id: String,
+pub(super) struct ContentAnswer {
+    pub id: NotificationId,
     pub subject: Option<String>,
     pub body: Option<String>,
     pub html: Option<String>,
@@ -422,7 +392,7 @@ pub struct ContentAnswer {
 
 /// `POST /v1/channels/{channel}/dead-letters/replay`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ChannelReplayed {
+pub(super) struct ChannelReplayed {
     pub channel: String,
     /// Dead letters put back in the queue.
     pub replayed: u64,
@@ -430,16 +400,16 @@ pub struct ChannelReplayed {
 
 /// `POST /v1/inbound/{channel}`: what a receipt matched.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ReceiptAnswer {
+pub(super) struct ReceiptAnswer {
     pub matched: bool,
-    pub notification_id: Option<String>,
+    pub notification_id: Option<NotificationId>,
     /// This receipt was already stored: nothing changed again.
     pub duplicate: bool,
 }
 
 /// `PUT` and `GET /v1/recipients/{address}`: the preferences with the normalized address.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct RecipientAnswer {
+pub(super) struct RecipientAnswer {
     pub address: String,
     #[serde(flatten)]
     pub preferences: crate::recipients::Preferences,
@@ -447,28 +417,13 @@ pub struct RecipientAnswer {
 
 /// `DELETE /v1/recipients/{address}`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct RecipientDeleted {
+pub(super) struct RecipientDeleted {
     pub address: String,
     pub deleted: bool,
 }
 
 /// `GET /healthz` and `/readyz`: `ok` or `ready`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct Status {
+pub(super) struct Status {
     pub status: &'static str,
-}
-
-/// The answer of an ingest endpoint: what was stored, in order.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct Ingested {
-    pub notifications: Vec<IngestedEntry>,
-}
-
-/// One notification an ingest call stored (or found already stored).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct IngestedEntry {
-    pub id: String,
-    pub state: State,
-    /// It was already stored under the same idempotency key.
-    pub duplicate: bool,
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{duration, secret_files};
 use crate::rules::quiet_hours::ChannelQuiet;
-use crate::rules::window::{Window, WindowSpec, Zone};
+use crate::window::{Window, WindowSpec, Zone};
 
 /// A configured channel.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@
 
 mod channel;
 pub(crate) mod duration;
+mod ingest;
 mod links;
 pub(crate) mod secret_files;
 
@@ -19,11 +20,16 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
-pub use channel::{
-    BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, QuietHoursConfig, Rate,
-    RateLimitConfig, ReceiptsConfig, RetryPolicy, TimeoutsConfig,
+#[cfg(test)]
+pub(crate) use channel::QuietHoursConfig;
+pub(crate) use channel::{
+    BreakerConfig, ChannelConfig, ChannelPolicy, Criticality, Rate, RateLimitConfig,
+    ReceiptsConfig, RetryPolicy,
 };
-pub use links::LinksConfig;
+#[cfg(test)]
+pub(crate) use ingest::NtfyConfig;
+pub(crate) use ingest::{IngestConfig, RouteConfig, SignatureConfig, Target};
+pub(crate) use links::LinksConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,7 +52,7 @@ pub struct Config {
     pub links: LinksConfig,
     /// What Alertmanager, Grafana, Apprise and ntfy senders post, and where it goes.
     #[serde(default)]
-    pub ingest: crate::ingest::IngestConfig,
+    pub ingest: IngestConfig,
     /// Channels by name; notifications refer to a channel by this name.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
@@ -410,7 +416,7 @@ impl Config {
     /// Checks values without I/O; returns every problem, each naming its key.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        match crate::api::server::Endpoint::parse(&self.server.listen) {
+        match crate::listener::Endpoint::parse(&self.server.listen) {
             Err(e) => problems.push(format!("server.listen: {e}")),
             Ok(addr) if !addr.is_local() && self.server.tokens().is_empty() => {
                 problems.push(format!(

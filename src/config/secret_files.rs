@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 /// Replaces every `X_file` key of `table` (and of the tables inside it) with `X` holding the
 /// file's contents (one trailing newline removed). Errors name the key.
-pub fn resolve(table: &mut Map<String, Value>) -> Result<(), String> {
+pub(crate) fn resolve(table: &mut Map<String, Value>) -> Result<(), String> {
     resolve_under(table, "")
 }
 

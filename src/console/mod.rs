@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::api::AppState;
+use crate::http::AppState;
 
 /// Scripts, styles and images from this origin only; no inline script or style element, no
 /// framing, no form posts elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
@@ -24,7 +24,7 @@ const STYLE: &str = include_str!("assets/console.css");
 const ICON: &str = include_str!("assets/favicon.svg");
 
 /// The console's routes, open like `/healthz`: the files hold no data.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route(

@@ -19,7 +19,7 @@ use crate::registry::{AttemptKind, RecentError};
 
 /// What was decided for a notification after an attempt: the `decision` of its attempt record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecisionKind {
+pub(crate) enum DecisionKind {
     Delivered,
     /// Back to the queue after backoff.
     Retry,
@@ -46,7 +46,7 @@ pub enum DecisionKind {
 
 impl DecisionKind {
     /// The name of the decision (without a failover's target).
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
             Self::Retry => "retry",
@@ -73,7 +73,7 @@ impl fmt::Display for DecisionKind {
 
 /// Why a notification stopped being retried on its channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// A half-open probe failed and a failover channel is left.
     BreakerOpen,
     RetriesExhausted,
@@ -82,7 +82,7 @@ pub enum Ended {
 
 impl Ended {
     /// As written in logs and the row's last error.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::BreakerOpen => "breaker open",
             Self::RetriesExhausted => "retries exhausted",
@@ -93,7 +93,7 @@ impl Ended {
 
 /// What the decision does to the channel's health counters.
 #[derive(Debug, Clone)]
-pub struct HealthEffect {
+pub(crate) struct HealthEffect {
     pub counted: AttemptKind,
     /// The failure, the recipient masked.
     pub error: Option<RecentError>,
@@ -103,7 +103,7 @@ pub struct HealthEffect {
 
 /// Everything an attempt's outcome changes, for the caller to apply.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub kind: DecisionKind,
     pub class: AttemptClass,
     /// The row's next state, with its attempt record.
@@ -117,7 +117,7 @@ pub struct Decision {
 
 /// The policy `decide` applies: the channel's.
 #[derive(Debug, Clone, Copy)]
-pub struct Rules<'a> {
+pub(crate) struct Rules<'a> {
     pub channel: &'a str,
     pub policy: &'a ChannelPolicy,
     /// How long a channel whose credentials were refused is held.
@@ -126,7 +126,7 @@ pub struct Rules<'a> {
 
 /// What came back from the provider.
 #[derive(Debug)]
-pub struct Sent {
+pub(crate) struct Sent {
     pub result: Result<Receipt, DeliveryError>,
     pub started_at_ms: WallMs,
     pub latency: Duration,
@@ -136,13 +136,13 @@ pub struct Sent {
 }
 
 /// The next failover channel for a notification ([`crate::outbox::failover::failover_target`]).
-pub fn failover_target<'a>(rules: &Rules<'a>, row: &Claimed) -> Option<&'a str> {
+pub(super) fn failover_target<'a>(rules: &Rules<'a>, row: &Claimed) -> Option<&'a str> {
     crate::outbox::failover::failover_target(&rules.policy.failover, rules.channel, &row.tried)
 }
 
 /// What a send's result says about the provider's health, for its breaker: only retryable
 /// failures count against it.
-pub fn verdict(result: &Result<Receipt, DeliveryError>) -> Verdict {
+pub(super) fn verdict(result: &Result<Receipt, DeliveryError>) -> Verdict {
     match result {
         Ok(_) => Verdict::Success,
         Err(DeliveryError::Transient { .. }) => Verdict::Failure,
@@ -164,7 +164,7 @@ pub fn verdict(result: &Result<Receipt, DeliveryError>) -> Verdict {
 ///   waits that long (the limit is the account's, not the message's);
 /// - invalid recipient or permanent → `failed` (then the fallback route, if any); never failover;
 /// - channel fault → the channel is held for `fault_hold`, the row waits with its attempt refunded.
-pub fn decide(
+pub(crate) fn decide(
     rules: &Rules<'_>,
     row: &Claimed,
     sent: Sent,
@@ -341,7 +341,7 @@ fn fail_over(
     message: &str,
 ) -> (DecisionKind, Outcome) {
     let outcome = Outcome::Reroute {
-        channel: to.to_owned(),
+        channel: to.into(),
         code,
         error: format!("{} on {channel}: {message}", why.as_str()),
     };
@@ -369,7 +369,7 @@ fn finish(
         class,
         completion: Completion {
             events: Vec::new(),
-            id: row.message.id.clone(),
+            id: row.message.id.clone().into(),
             attempt: row.attempt,
             lease: row.lease,
             outcome,
@@ -384,12 +384,12 @@ fn finish(
 /// The completion of a claimed row that was not sent, at wall time `now_ms` (policy time
 /// `now`): given back with its attempt refunded, expired, or, when its recipient is over its own
 /// limit, due again at that recipient's next token (recorded, so the wait is visible).
-pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Completion {
+pub(crate) fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Completion {
     let (id, attempt, lease) = (row.message.id.clone(), row.attempt, row.lease);
     match why {
         Unsent::Expired => Completion {
             events: Vec::new(),
-            id,
+            id: id.into(),
             attempt,
             lease,
             outcome: Outcome::Finish {
@@ -406,7 +406,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
             let error = format!("this recipient's rate limit allows the next send in {wait:?}");
             Completion {
                 events: Vec::new(),
-                id,
+                id: id.into(),
                 attempt,
                 lease,
                 outcome: Outcome::Retry {
@@ -428,7 +428,7 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
         }
         // Due when the shared bucket has a token again; the next claim finds it then.
         Unsent::ChannelLimited { next } => Completion {
-            id,
+            id: id.into(),
             attempt,
             lease,
             outcome: Outcome::Retry {
@@ -451,10 +451,10 @@ pub fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -> Compl
 
 /// The completion of a row given back unsent, its attempt refunded: before any send, or after
 /// an abandoned one.
-pub fn released(row: &Claimed) -> Completion {
+pub(crate) fn released(row: &Claimed) -> Completion {
     Completion {
         events: Vec::new(),
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome: Outcome::Release,
@@ -466,7 +466,7 @@ pub fn released(row: &Claimed) -> Completion {
 /// claim counts an attempt; only a crash or a completion that could not be written leaves one
 /// unrecorded) is not sent again: it ends `dead` with `outcome_not_recorded`, replayable. One
 /// claim past `max_attempts` is still sent, so a crash during the last attempt costs no send.
-pub fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion> {
+pub(super) fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion> {
     let max = rules.policy.retry.max_attempts;
     if row.attempt <= max.saturating_add(1) {
         return None;
@@ -475,7 +475,7 @@ pub fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion> {
         max_attempts = max, "Claimed past its attempt budget without a recorded outcome: not sent again.");
     Some(Completion {
         events: Vec::new(),
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome: Outcome::Finish {
@@ -492,7 +492,7 @@ pub fn past_budget(rules: &Rules<'_>, row: &Claimed) -> Option<Completion> {
 }
 
 /// The `outcome` of an attempt record for a row that never reached the provider.
-pub const NOT_SENT: &str = "not_sent";
+pub(super) const NOT_SENT: &str = "not_sent";
 
 #[cfg(test)]
 mod tests {

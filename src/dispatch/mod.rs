@@ -13,7 +13,7 @@
 mod commit;
 mod decide;
 mod digest;
-pub mod retry;
+pub(crate) mod retry;
 mod rules;
 
 use std::sync::Arc;
@@ -38,9 +38,7 @@ use crate::templates::Templates;
 /// The longest a channel loop waits between claims that fail (the queue is unreachable).
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
 
-pub use decide::{
-    Decision, DecisionKind, Ended, HealthEffect, Rules, Sent, decide, released, unsent,
-};
+pub(crate) use decide::{Decision, DecisionKind, Ended, Rules, Sent, decide, released, unsent};
 
 /// Tells the dispatcher to stop: first `stop` (claim no more, let sends finish), then, after the
 /// grace period, `abandon` (cancel the rest and release their rows).
@@ -52,7 +50,7 @@ struct Signals {
 
 /// Whether a dispatcher should keep going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Halt {
+pub(crate) enum Halt {
     Running,
     /// The daemon is stopping: drain within the grace period, release the rest.
     Shutdown,
@@ -76,7 +74,7 @@ struct Shared {
 }
 
 /// The delivery side of the daemon.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     outbox: Arc<dyn Outbox>,
     registry: Arc<Registry>,
     config: DispatcherConfig,
@@ -88,7 +86,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher over these channels.
-    pub fn new(
+    pub(crate) fn new(
         outbox: Arc<dyn Outbox>,
         registry: Arc<Registry>,
         config: DispatcherConfig,
@@ -107,14 +105,15 @@ impl Dispatcher {
     }
 
     /// The templates digests are rendered with (`digest_template`); none by default.
-    pub fn with_templates(mut self, templates: Arc<Templates>) -> Self {
+    pub(crate) fn with_templates(mut self, templates: Arc<Templates>) -> Self {
         self.templates = templates;
         self
     }
 
     /// The delivery rules read the time from `wall` instead of the system clock (tests move a
     /// [`crate::outbox::ManualClock`] across a daylight-saving change).
-    pub fn reading_wall_time_from(mut self, wall: Clock) -> Self {
+    #[cfg(test)]
+    pub(crate) fn reading_wall_time_from(mut self, wall: Clock) -> Self {
         self.wall = wall;
         self
     }
@@ -123,7 +122,7 @@ impl Dispatcher {
     /// `shutdown_grace`, the rest are abandoned and their notifications released to the queue.
     /// On [`Halt::Replaced`] (a reload started a new dispatcher) it only stops claiming and lets
     /// its in-flight sends finish, each bounded by its own timeout.
-    pub async fn run(self, mut halt: watch::Receiver<Halt>) {
+    pub(crate) async fn run(self, mut halt: watch::Receiver<Halt>) {
         let (stop_tx, stop) = watch::channel(false);
         let (abandon_tx, abandon) = watch::channel(false);
         let signals = Signals { stop, abandon };
@@ -286,7 +285,9 @@ async fn while_open(
     const CHUNK: usize = 5000;
     for target in &rt.policy.failover {
         loop {
-            let how = OpenBreakerMove::Reroute { to: target.clone() };
+            let how = OpenBreakerMove::Reroute {
+                to: target.clone().into(),
+            };
             match outbox.move_due(&rt.name, how, CHUNK).await {
                 Ok(0) => break,
                 Ok(n) => {
@@ -401,7 +402,7 @@ async fn send_one(
                 digest::compose(shared.outbox.as_ref(), &shared.templates, &rt, &mut row).await =>
         {
             let completion = Completion {
-                id: row.message.id.clone(),
+                id: row.message.id.clone().into(),
                 attempt: row.attempt,
                 lease: row.lease,
                 outcome: ended,
@@ -475,7 +476,7 @@ fn settle(rules: &Rules<'_>, registry: &Registry, row: &Claimed) -> Option<Compl
         field = %refused.field, "A notification inserted with plain SQL failed validation.");
     Some(Completion {
         events: Vec::new(),
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome: Outcome::Finish {

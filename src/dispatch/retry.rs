@@ -11,7 +11,7 @@ use crate::config::RetryPolicy;
 /// Full jitter: a uniform draw between zero and `min(max, base · 2^(attempt-1))`, which spreads
 /// a crowd of retries evenly instead of in synchronized waves. A provider's `retry_after`
 /// lengthens the wait, never shortens it; nothing waits longer than `max`.
-pub fn backoff(
+pub(crate) fn backoff(
     policy: &RetryPolicy,
     attempt: u32,
     retry_after: Option<Duration>,

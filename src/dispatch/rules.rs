@@ -22,7 +22,7 @@ const UNREADABLE_WAIT_MS: i64 = 5_000;
 
 /// The preferences of a claim's recipients, read in one query.
 #[derive(Debug, Clone)]
-pub enum Recipients {
+pub(super) enum Recipients {
     /// By normalized address; an address without an entry has none.
     Known(Arc<HashMap<String, Preferences>>),
     /// The store could not be read: rows wait rather than risk a send to someone who opted out.
@@ -32,7 +32,7 @@ pub enum Recipients {
 impl Recipients {
     /// The preferences of every recipient of `rows`: those the claim read with the rows, or,
     /// when it did not read them all, one read of the store.
-    pub async fn of(outbox: &dyn Outbox, rows: &[Claimed]) -> Self {
+    pub(super) async fn of(outbox: &dyn Outbox, rows: &[Claimed]) -> Self {
         if let Some(known) = Self::read_by_claim(rows) {
             return known;
         }
@@ -75,7 +75,7 @@ impl Recipients {
 }
 
 /// The completion of a row the rules stop or hold, or `None` when it may be sent now.
-pub fn apply(
+pub(super) fn apply(
     rt: &ChannelRuntime,
     row: &Claimed,
     recipients: &Recipients,
@@ -154,7 +154,7 @@ pub fn apply(
 
 fn event(row: &Claimed, at_ms: i64, rule: Rule, detail: String) -> RuleEvent {
     RuleEvent {
-        notification: row.message.id.clone(),
+        notification: row.message.id.clone().into(),
         at_ms,
         rule,
         detail,
@@ -164,7 +164,7 @@ fn event(row: &Claimed, at_ms: i64, rule: Rule, detail: String) -> RuleEvent {
 /// A completion with no attempt record: the provider was never called.
 fn completion(row: &Claimed, outcome: Outcome, events: Vec<RuleEvent>) -> Completion {
     Completion {
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome,

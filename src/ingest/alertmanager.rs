@@ -16,14 +16,15 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::route::{Facts, RouteConfig, pick};
+use super::route::{Facts, pick};
 use super::{Content, Draft, Format, content_for, key_digest, priority_for};
-use crate::api::{ApiError, AppState};
+use crate::config::RouteConfig;
+use crate::http::{ApiError, AppState};
 
 /// The payload, as far as notifyd reads it; unknown fields are accepted (and reach a route's
 /// template through the raw payload).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Payload {
+pub(crate) struct Payload {
     #[serde(rename = "groupKey", default)]
     pub group_key: String,
     pub status: Status,
@@ -40,7 +41,7 @@ pub struct Payload {
 
 /// One alert of a group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Alert {
+pub(crate) struct Alert {
     pub status: Status,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -55,7 +56,7 @@ pub struct Alert {
 /// A group's or an alert's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     Firing,
     Resolved,
 }
@@ -117,7 +118,7 @@ static MESSAGES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
 });
 
 /// The default message for the alerts at `picked` (the whole group, or one alert of it).
-pub fn default_message(
+pub(crate) fn default_message(
     raw: &Value,
     payload: &Payload,
     picked: &[usize],
@@ -173,15 +174,15 @@ pub fn default_message(
 
 /// Reads an Alertmanager-shaped JSON body (Alertmanager's own, or Grafana's): 422 naming the
 /// field when it is not the shape.
-pub fn parse(value: &Value) -> Result<Payload, ApiError> {
-    crate::api::shape(value.clone()).map_err(|mut e| {
+pub(crate) fn parse(value: &Value) -> Result<Payload, ApiError> {
+    crate::http::shape(value.clone()).map_err(|mut e| {
         e.message = format!("not an Alertmanager webhook payload: {}", e.message);
         e
     })
 }
 
 /// The drafts one payload makes for `route`: per target, one for the group or one per alert.
-pub fn drafts(
+pub(crate) fn drafts(
     format: Format,
     route_name: &str,
     route: &RouteConfig,
@@ -250,7 +251,7 @@ pub fn drafts(
 }
 
 /// `POST /ingest/alertmanager/{route}`.
-pub async fn receive(
+pub(crate) async fn receive(
     State(state): State<AppState>,
     Path(route_name): Path<String>,
     headers: HeaderMap,
@@ -268,7 +269,7 @@ async fn handle(
 ) -> Result<Vec<super::Stored>, ApiError> {
     let live = state.live();
     let route = super::route(&live, route_name)?;
-    let raw = crate::api::read_json(
+    let raw = crate::http::read_json(
         headers,
         body,
         live.server.max_body_bytes,
@@ -291,7 +292,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::route::Target;
+    use crate::config::Target;
 
     pub(crate) fn example() -> Value {
         json!({

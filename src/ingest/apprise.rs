@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::route::{Facts, Tags, parse_apprise_tag, pick};
 use super::{Content, Draft, Format, content_for, priority_for};
-use crate::api::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 use crate::outbox::Priority;
 
 /// Where the v2 client puts the key.
@@ -19,7 +19,7 @@ const CONFIG_ID_HEADER: &str = "x-apprise-config-id";
 
 /// Apprise's notification types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Info,
     Success,
     Warning,
@@ -49,7 +49,7 @@ impl Kind {
 
 /// One Apprise notify request, read from any of its body forms.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request {
+pub(crate) struct Request {
     pub title: Option<String>,
     pub body: String,
     pub kind: Kind,
@@ -65,7 +65,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// Reads the request from its fields (as the form, multipart or JSON body gave them).
-pub fn from_fields(raw: Value) -> Result<Request, ApiError> {
+pub(crate) fn from_fields(raw: Value) -> Result<Request, ApiError> {
     let text = |k: &str| -> Result<Option<String>, ApiError> {
         match raw.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -142,7 +142,7 @@ fn form_fields(bytes: &[u8]) -> Value {
 }
 
 /// The text fields of a multipart/form-data body; file parts (attachments) are skipped.
-pub fn multipart_fields(bytes: &[u8], boundary: &str) -> Result<Value, ApiError> {
+pub(crate) fn multipart_fields(bytes: &[u8], boundary: &str) -> Result<Value, ApiError> {
     let bad = || invalid("body", "malformed multipart/form-data body");
     let delimiter = format!("--{boundary}");
     let text = String::from_utf8_lossy(bytes);
@@ -178,7 +178,7 @@ pub fn multipart_fields(bytes: &[u8], boundary: &str) -> Result<Value, ApiError>
 }
 
 /// Reads the body in whichever form it came: JSON, form-urlencoded or multipart.
-pub fn parse_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Request, ApiError> {
+pub(crate) fn parse_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Request, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -253,7 +253,7 @@ fn html_to_text(html: &str) -> String {
 }
 
 /// The drafts a request makes for the route named by `key`.
-pub fn drafts(
+pub(crate) fn drafts(
     key: &str,
     route: &super::RouteConfig,
     req: &Request,
@@ -293,7 +293,7 @@ pub fn drafts(
 }
 
 /// `POST /notify/{key}` (Apprise's v1 form).
-pub async fn notify_key(
+pub(crate) async fn notify_key(
     State(state): State<AppState>,
     Path(key): Path<String>,
     headers: HeaderMap,
@@ -303,7 +303,7 @@ pub async fn notify_key(
 }
 
 /// `POST /notify` with `X-Apprise-Config-ID` (Apprise's v2 form).
-pub async fn notify(
+pub(crate) async fn notify(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
@@ -344,7 +344,7 @@ async fn handle(
     };
     let live = state.live();
     let route = super::route(&live, &key)?;
-    let bytes = crate::api::read_bytes(
+    let bytes = crate::http::read_bytes(
         headers,
         body,
         live.server.max_body_bytes,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use super::{Format, Outcome};
-use crate::api::{ApiError, AppState, is_one_of};
+use crate::http::{ApiError, AppState, is_one_of};
 
 /// The token an `Authorization` header value carries: Bearer's token, or Basic's password (its
 /// user name when the password is empty).
@@ -45,7 +45,7 @@ fn from_query(query: &str) -> Option<String> {
 }
 
 /// The token a request presents, in any of the accepted forms.
-pub fn presented(request: &Request) -> Option<String> {
+pub(super) fn presented(request: &Request) -> Option<String> {
     request
         .headers()
         .get(header::AUTHORIZATION)
@@ -66,7 +66,7 @@ fn format_of(path: &str) -> Format {
 }
 
 /// [`require_token`] for the API listener's ingest routes.
-pub async fn require_token(
+pub(crate) async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
@@ -76,7 +76,7 @@ pub async fn require_token(
 }
 
 /// [`require_token`] for ntfy's listener.
-pub async fn require_ntfy_token(
+pub(crate) async fn require_ntfy_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,

@@ -11,13 +11,13 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::alertmanager::{self, Status};
-use super::route::SignatureConfig;
 use super::{Content, Format};
-use crate::api::{ApiError, AppState};
+use crate::config::SignatureConfig;
+use crate::http::{ApiError, AppState};
 
 /// Why a signature was refused (the 401's message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     #[error("no {0} header")]
     Missing(String),
     #[error("{0} is not a Unix timestamp")]
@@ -29,7 +29,7 @@ pub enum SignatureError {
 }
 
 /// Checks Grafana's signature of `body` at `now` (Unix seconds).
-pub fn verify(
+pub(crate) fn verify(
     config: &SignatureConfig,
     headers: &HeaderMap,
     body: &[u8],
@@ -67,7 +67,7 @@ pub fn verify(
 
 /// Grafana's own `title` and `message` for a whole group; Alertmanager's default message for
 /// one alert or when Grafana sent none.
-pub fn default_message(
+pub(crate) fn default_message(
     raw: &Value,
     payload: &alertmanager::Payload,
     picked: &[usize],
@@ -93,7 +93,7 @@ pub fn default_message(
 }
 
 /// `POST` or `PUT /ingest/grafana/{route}`.
-pub async fn receive(
+pub(crate) async fn receive(
     State(state): State<AppState>,
     Path(route_name): Path<String>,
     headers: HeaderMap,
@@ -111,7 +111,7 @@ async fn handle(
 ) -> Result<Vec<super::Stored>, ApiError> {
     let live = state.live();
     let route = super::route(&live, route_name)?;
-    let bytes = crate::api::read_bytes(
+    let bytes = crate::http::read_bytes(
         headers,
         body,
         live.server.max_body_bytes,

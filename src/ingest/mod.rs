@@ -6,109 +6,30 @@
 //! [`route::pick`]); [`store`] validates them as [`Submission`]s, records where each came from
 //! (`source` on `GET /v1/notifications/{id}`) and enqueues them in one commit.
 
-pub mod alertmanager;
-pub mod apprise;
+pub(crate) mod alertmanager;
+pub(crate) mod apprise;
 mod auth;
-pub mod grafana;
-pub mod ntfy;
-pub mod route;
-
-use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) mod grafana;
+pub(crate) mod ntfy;
+pub(crate) mod route;
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, AppState, Ingested, IngestedEntry, Live};
+use crate::http::{ApiError, AppState, Live};
 use crate::outbox::{Enqueued, Priority, State};
 use crate::submission::Submission;
 
-pub use auth::{require_ntfy_token, require_token};
-pub use route::{IngestConfig, NtfyConfig, RouteConfig, Target};
-
-/// The sender formats notifyd accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Alertmanager,
-    Grafana,
-    Apprise,
-    Ntfy,
-}
-
-impl Format {
-    /// Every format, in the order metrics list them.
-    pub const ALL: [Self; 4] = [Self::Alertmanager, Self::Grafana, Self::Apprise, Self::Ntfy];
-
-    /// The name in `source.format`, idempotency keys and the `format` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Alertmanager => "alertmanager",
-            Self::Grafana => "grafana",
-            Self::Apprise => "apprise",
-            Self::Ntfy => "ntfy",
-        }
-    }
-}
-
-/// What became of one ingest request, as counted in `notifyd_ingest_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// At least one new notification was stored.
-    Stored,
-    /// Everything it asked for was already stored (an Alertmanager replica or retry).
-    Duplicate,
-    /// No target of the route matched: nothing to store.
-    Unrouted,
-    /// Refused with a 4xx (no or a wrong token, not the sender's format, unknown route, bad
-    /// signature, ...).
-    Refused,
-    /// The queue could not take it (5xx): the sender should retry.
-    Failed,
-}
-
-impl Outcome {
-    /// Every outcome, in the order metrics list them.
-    pub const ALL: [Self; 5] = [
-        Self::Stored,
-        Self::Duplicate,
-        Self::Unrouted,
-        Self::Refused,
-        Self::Failed,
-    ];
-
-    /// The `outcome` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stored => "stored",
-            Self::Duplicate => "duplicate",
-            Self::Unrouted => "unrouted",
-            Self::Refused => "refused",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// Ingest requests by format and outcome.
-#[derive(Debug, Default)]
-pub struct IngestCounters([[AtomicU64; 5]; 4]);
-
-impl IngestCounters {
-    /// Counts one request.
-    pub fn count(&self, format: Format, outcome: Outcome) {
-        self.0[format as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests of `format` that ended in `outcome`.
-    pub fn get(&self, format: Format, outcome: Outcome) -> u64 {
-        self.0[format as usize][outcome as usize].load(Ordering::Relaxed)
-    }
-}
+pub(crate) use crate::config::{RouteConfig, Target};
+pub(crate) use crate::ingest_counters::{Format, Outcome};
+pub(crate) use auth::{require_ntfy_token, require_token};
 
 /// What a draft says: rendered by the format's default message, or by a named template that
 /// gets the whole incoming payload as its variables.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Content {
+pub(crate) enum Content {
     Text {
         subject: Option<String>,
         body: Option<String>,
@@ -122,7 +43,7 @@ pub enum Content {
 
 /// One notification to create from what arrived, before validation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Draft {
+pub(crate) struct Draft {
     pub target: Target,
     pub content: Content,
     pub priority: Priority,
@@ -137,7 +58,7 @@ pub struct Draft {
 
 /// The content a route gives a target: its template (the target's, else the route's) with the
 /// payload as variables, else the format's default message.
-pub fn content_for(
+pub(crate) fn content_for(
     route: &RouteConfig,
     target: &Target,
     payload: &Value,
@@ -154,7 +75,7 @@ pub fn content_for(
 
 /// The priority of a draft: the sender's own word when it gave one, else the target's, else
 /// the route's, else normal.
-pub fn priority_for(
+pub(crate) fn priority_for(
     route: &RouteConfig,
     target: &Target,
     from_sender: Option<Priority>,
@@ -167,15 +88,30 @@ pub fn priority_for(
 
 /// A notification stored (or found already stored) for one draft.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Stored {
-    pub id: String,
+pub(crate) struct Stored {
+    pub id: crate::outbox::NotificationId,
     pub state: State,
     /// It was already stored under the same idempotency key.
     pub duplicate: bool,
 }
 
+/// The answer of an ingest endpoint: what was stored, in order.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Ingested {
+    pub notifications: Vec<IngestedEntry>,
+}
+
+/// One notification an ingest call stored (or found already stored).
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct IngestedEntry {
+    pub id: crate::outbox::NotificationId,
+    pub state: crate::outbox::State,
+    /// It was already stored under the same idempotency key.
+    pub duplicate: bool,
+}
+
 /// Looks up a configured route; 404 naming it when there is none.
-pub fn route<'a>(live: &'a Live, name: &str) -> Result<&'a RouteConfig, ApiError> {
+pub(crate) fn route<'a>(live: &'a Live, name: &str) -> Result<&'a RouteConfig, ApiError> {
     live.ingest.routes.get(name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -190,7 +126,7 @@ pub fn route<'a>(live: &'a Live, name: &str) -> Result<&'a RouteConfig, ApiError
 /// already taken is answered as that notification: the key is derived from what identifies the
 /// message at its sender, so a replica's copy that differs in detail (another `externalURL`)
 /// is still the same message, never a conflict.
-pub async fn store(
+pub(crate) async fn store(
     state: &AppState,
     live: &Live,
     format: Format,
@@ -276,7 +212,7 @@ pub async fn store(
         );
         items.push(new);
     }
-    let mut channels: Vec<String> = items.iter().map(|n| n.channel.clone()).collect();
+    let mut channels: Vec<_> = items.iter().map(|n| n.channel.clone()).collect();
     let results = state.outbox.enqueue(items).await?;
     channels.sort();
     channels.dedup();
@@ -310,7 +246,7 @@ pub async fn store(
 }
 
 /// Counts a request's outcome from what storing it gave.
-pub fn outcome_of(result: Result<&[Stored], &ApiError>) -> Outcome {
+pub(crate) fn outcome_of(result: Result<&[Stored], &ApiError>) -> Outcome {
     match result {
         Ok([]) => Outcome::Unrouted,
         Ok(stored) if stored.iter().all(|s| s.duplicate) => Outcome::Duplicate,
@@ -321,7 +257,7 @@ pub fn outcome_of(result: Result<&[Stored], &ApiError>) -> Outcome {
 }
 
 /// Counts a request's outcome and answers it: 200 with what was stored, or the error.
-pub fn respond(
+pub(crate) fn respond(
     state: &AppState,
     format: Format,
     result: Result<Vec<Stored>, ApiError>,
@@ -335,7 +271,7 @@ pub fn respond(
 }
 
 /// The answer listing what was stored.
-pub fn ingested(stored: &[Stored]) -> Ingested {
+pub(crate) fn ingested(stored: &[Stored]) -> Ingested {
     Ingested {
         notifications: stored
             .iter()
@@ -352,7 +288,7 @@ pub fn ingested(stored: &[Stored]) -> Ingested {
 const MAX_DERIVED_SUBJECT: usize = 78;
 
 /// A subject for a message that came without a title: its first non-empty line, shortened.
-pub fn subject_from(body: &str) -> Option<String> {
+pub(crate) fn subject_from(body: &str) -> Option<String> {
     let line = body.lines().map(str::trim).find(|l| !l.is_empty())?;
     if line.chars().count() <= MAX_DERIVED_SUBJECT {
         return Some(line.to_owned());
@@ -363,7 +299,7 @@ pub fn subject_from(body: &str) -> Option<String> {
 
 /// SHA-256 of `parts` (length-prefixed, so no two lists hash alike), hex, shortened: the body of
 /// a derived idempotency key.
-pub fn key_digest(parts: &[&str]) -> String {
+pub(crate) fn key_digest(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for p in parts {

@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::route::{Facts, Tags, pick};
 use super::{Content, Draft, Format, content_for, priority_for};
-use crate::api::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 use crate::outbox::Priority;
 
 /// ntfy's topic names: what ntfy itself accepts.
@@ -32,7 +32,7 @@ fn valid_topic(topic: &str) -> bool {
 
 /// One publish, with every parameter read.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Publish {
+pub(crate) struct Publish {
     pub topic: String,
     pub message: String,
     pub title: Option<String>,
@@ -68,7 +68,7 @@ fn param(headers: &HeaderMap, query: &[(String, String)], names: &[&str]) -> Opt
 }
 
 /// ntfy's priorities: 1–5 or their names.
-pub fn parse_priority(text: &str) -> Option<u8> {
+pub(crate) fn parse_priority(text: &str) -> Option<u8> {
     match text.trim().to_ascii_lowercase().as_str() {
         "1" | "min" => Some(1),
         "2" | "low" => Some(2),
@@ -89,7 +89,7 @@ fn to_priority(p: u8) -> Priority {
 }
 
 /// `X-Delay`: a Unix timestamp (seconds) or a duration (`30m`, `2h`, `1d`), relative to `now_ms`.
-pub fn parse_delay(text: &str, now_ms: i64) -> Option<i64> {
+pub(crate) fn parse_delay(text: &str, now_ms: i64) -> Option<i64> {
     let text = text.trim();
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
         return text.parse::<i64>().ok()?.checked_mul(1000);
@@ -114,7 +114,7 @@ fn truthy(text: &str) -> bool {
 }
 
 /// Reads a publish to `/{topic}` (`topic` given) or a JSON publish to `/` (`topic` `None`).
-pub fn parse(
+pub(crate) fn parse(
     topic: Option<&str>,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -246,7 +246,7 @@ pub fn parse(
 }
 
 /// The drafts a publish makes for its route.
-pub fn drafts(route: &super::RouteConfig, publish: &Publish) -> Vec<Draft> {
+pub(crate) fn drafts(route: &super::RouteConfig, publish: &Publish) -> Vec<Draft> {
     let carried: BTreeSet<String> = publish.tags.iter().cloned().collect();
     let facts = Facts {
         labels: vec![[("topic".to_owned(), publish.topic.clone())].into()],
@@ -290,7 +290,7 @@ pub fn drafts(route: &super::RouteConfig, publish: &Publish) -> Vec<Draft> {
 }
 
 /// ntfy's API: `/` and `/{topic}`, behind the API's tokens.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/", post(publish_json).put(publish_json))
         .route("/{topic}", post(publish_topic).put(publish_topic))
@@ -373,7 +373,7 @@ async fn handle(
     body: Body,
 ) -> Result<(Publish, Vec<super::Stored>), ApiError> {
     let live = state.live();
-    let bytes = crate::api::read_bytes(
+    let bytes = crate::http::read_bytes(
         headers,
         body,
         live.server.max_body_bytes,

@@ -7,7 +7,7 @@ use super::model::{Outcome, State};
 
 /// The next state of a leased row and what must happen after it is written.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CompletionPlan {
+pub(crate) struct CompletionPlan {
     pub change: RowChange,
     /// Runs only when the fenced change landed (the lease was still this completion's).
     pub then: Option<FollowUp>,
@@ -15,7 +15,7 @@ pub struct CompletionPlan {
 
 /// A leased row's next state. Every change also drops the lease (`lease_owner`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum RowChange {
+pub(crate) enum RowChange {
     /// `delivered`, with the provider's id; the last error is cleared.
     Deliver { provider_id: Option<String> },
     /// Back to `queued`, due at `run_at_ms`. `refund` gives the claim's attempt back. `last`,
@@ -45,7 +45,7 @@ impl RowChange {
     /// Whether this change triggers a notification's next escalation step, and how: a delivery
     /// starts the wait for an acknowledgement; a final failure means nobody can acknowledge, so
     /// the step is due at once. Retries and moves keep the notification alive: no step yet.
-    pub fn escalation_trigger(&self) -> Option<crate::rules::escalation::StepTrigger> {
+    pub(crate) fn escalation_trigger(&self) -> Option<crate::rules::escalation::StepTrigger> {
         use crate::rules::escalation::StepTrigger;
         match self {
             RowChange::Deliver { .. } => Some(StepTrigger::Delivered),
@@ -57,7 +57,7 @@ impl RowChange {
 
 /// Work that follows a row change that landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FollowUp {
+pub(crate) enum FollowUp {
     /// Receipts that arrived before this provider id was recorded are applied now.
     AttachEarlyReceipts { provider_id: String },
     /// The notification's next fallback route is queued as a child
@@ -67,16 +67,16 @@ pub enum FollowUp {
 
 /// A completion no backend may write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidCompletion {
+pub(crate) enum InvalidCompletion {
     #[error("a completion cannot end a notification as {0}: only failed, dead or expired")]
     NotAnEndState(State),
 }
 
 /// The states a completion may end a notification in.
-pub const END_STATES: [State; 3] = [State::Failed, State::Dead, State::Expired];
+pub(crate) const END_STATES: [State; 3] = [State::Failed, State::Dead, State::Expired];
 
 /// The plan for an attempt's `outcome`, at `now_ms`.
-pub fn plan(outcome: Outcome, now_ms: i64) -> Result<CompletionPlan, InvalidCompletion> {
+pub(crate) fn plan(outcome: Outcome, now_ms: i64) -> Result<CompletionPlan, InvalidCompletion> {
     Ok(match outcome {
         Outcome::Delivered { provider_id } => CompletionPlan {
             then: provider_id
@@ -125,7 +125,7 @@ pub fn plan(outcome: Outcome, now_ms: i64) -> Result<CompletionPlan, InvalidComp
             error,
         } => CompletionPlan {
             change: RowChange::Move {
-                channel,
+                channel: channel.into(),
                 run_at_ms: now_ms,
                 code,
                 error,

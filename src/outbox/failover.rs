@@ -2,7 +2,7 @@
 
 /// The next channel for a notification on `current` that already left `tried`: the first of
 /// the channel's `failover` list that is neither, so failover never loops.
-pub fn failover_target<'a>(
+pub(crate) fn failover_target<'a>(
     failover: &'a [String],
     current: &str,
     tried: &[String],

@@ -2,10 +2,11 @@
 //! route left.
 
 use super::model::{Content, FallbackRoute, NewNotification, Priority};
+use super::names::NotificationId;
 
 /// What the child needs of the notification that ended, as read back from the store.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FallbackParent {
+pub(crate) struct FallbackParent {
     pub id: String,
     /// Its routes still to try, in order.
     pub routes: Vec<FallbackRoute>,
@@ -18,7 +19,7 @@ pub struct FallbackParent {
 
 /// The idempotency key of a parent's child: a parent queues at most one, however often the
 /// completion that ends it is written.
-pub fn fallback_key(parent_id: &str) -> String {
+pub(crate) fn fallback_key(parent_id: &str) -> String {
     format!("fallback:{parent_id}")
 }
 
@@ -26,9 +27,9 @@ pub fn fallback_key(parent_id: &str) -> String {
 /// It is due now, keeps the parent's priority and expiry, and is as old as the parent (clamped
 /// to `[0, now]`, so a clock that jumped back never makes it younger than the epoch or newer than
 /// its own creation). Content rendered for the route's kind wins over the parent's.
-pub fn fallback_child(
+pub(crate) fn fallback_child(
     parent: FallbackParent,
-    child_id: String,
+    child_id: NotificationId,
     now_ms: i64,
 ) -> Option<NewNotification> {
     let mut routes = parent.routes.into_iter();

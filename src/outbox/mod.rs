@@ -4,18 +4,19 @@
 //! [`Outbox`] is the store contract the API, CLI and dispatcher use; [`sqlite`] implements it
 //! for one host, [`postgres`] for several daemons sharing one queue.
 
-pub mod clock;
-pub mod completion;
-pub mod failover;
-pub mod fallback;
+mod clock;
+pub(crate) mod completion;
+pub(crate) mod failover;
+pub(crate) mod fallback;
 mod history;
-pub mod limits;
+pub(crate) mod limits;
 mod model;
-pub mod postgres;
-pub mod receipt;
-pub mod sqlite;
-pub mod sweep;
-pub mod transition;
+mod names;
+pub(crate) mod postgres;
+pub(crate) mod receipt;
+pub(crate) mod sqlite;
+pub(crate) mod sweep;
+pub(crate) mod transition;
 
 use std::time::Duration;
 
@@ -23,7 +24,15 @@ use async_trait::async_trait;
 
 pub use clock::{Clock, ManualClock};
 pub use history::*;
+/// The shared limits' store (PostgreSQL): a bucket, a reservation, a hold shared between daemons.
+pub use limits::{Bucket, Reserved, SharedHold};
 pub use model::*;
+/// The queue's two names: a notification's id and a channel's name.
+pub use names::{ChannelName, NotificationId};
+/// The PostgreSQL queue, shared by several daemons.
+pub use postgres::{PgOptions, PgOutbox};
+/// The SQLite queue of one host.
+pub use sqlite::{SqliteOptions, SqliteOutbox};
 
 use crate::recipients::Preferences;
 

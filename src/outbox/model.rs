@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::names::{ChannelName, NotificationId};
 use crate::recipients::Preferences;
 
 pub use crate::rules::quiet_hours::DeliverBetween;
@@ -123,7 +124,7 @@ impl FromStr for Priority {
 /// Another route to try when a notification fails for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FallbackTarget {
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
 }
 
@@ -164,7 +165,7 @@ pub struct EscalationStep {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Escalation {
     pub steps: Vec<EscalationStep>,
-    pub root: Option<String>,
+    pub root: Option<NotificationId>,
 }
 
 /// How an acknowledgement arrived: the timeline says which.
@@ -195,12 +196,12 @@ pub enum Acknowledged {
     /// Acknowledged now: `root` is the chain's first notification, `cancelled` how many steps
     /// that were waiting will not be sent.
     Done {
-        root: String,
+        root: NotificationId,
         at_ms: i64,
         cancelled: u64,
     },
     /// The chain was already acknowledged, at `at_ms`: nothing changed.
-    Already { root: String, at_ms: i64 },
+    Already { root: NotificationId, at_ms: i64 },
     /// The notification carries no escalation: there is nothing to acknowledge.
     NothingToAck,
     /// No notification has that id.
@@ -219,8 +220,8 @@ pub struct Content {
 /// A validated, rendered notification ready to be made durable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
-    pub id: String,
-    pub channel: String,
+    pub id: NotificationId,
+    pub channel: ChannelName,
     pub to: String,
     pub subject: Option<String>,
     pub body: Option<String>,
@@ -265,7 +266,7 @@ pub struct DigestJoin {
 /// One collected notification, as the digest template sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DigestItem {
-    pub id: String,
+    pub id: NotificationId,
     pub subject: Option<String>,
     pub body: Option<String>,
     pub html: Option<String>,
@@ -288,20 +289,20 @@ pub struct DedupClaim {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
     /// Newly stored.
-    Created { id: String },
+    Created { id: NotificationId },
     /// The idempotency key was already used with the same content: nothing new was stored.
-    Duplicate { id: String, state: State },
+    Duplicate { id: NotificationId, state: State },
     /// The idempotency key was already used with different content.
-    Conflict { id: String },
+    Conflict { id: NotificationId },
     /// Its dedup key is held by `id` inside its window: nothing new was stored, and `id`
     /// counted one more duplicate.
-    Deduplicated { id: String, state: State },
+    Deduplicated { id: NotificationId, state: State },
 }
 
 /// The notification that already holds an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyHolder {
-    pub id: String,
+    pub id: NotificationId,
     pub state: State,
     /// `None` for a row inserted by plain SQL without one: it matches no submission.
     pub content_hash: Option<String>,
@@ -443,7 +444,7 @@ pub enum Validation {
 /// How a leased notification's attempt ended, to be written back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
-    pub id: String,
+    pub id: NotificationId,
     /// The attempt number the lease was claimed with, for the attempt history.
     pub attempt: u32,
     /// The claim's fencing token: a completion whose token is no longer the row's changes
@@ -480,7 +481,7 @@ pub enum Outcome {
     Release,
     /// Failover: move to another channel (same recipient), due now, with a fresh attempt budget.
     Reroute {
-        channel: String,
+        channel: ChannelName,
         code: String,
         error: String,
     },
@@ -539,8 +540,8 @@ pub struct AttemptRecord {
 /// A notification as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NotificationView {
-    pub id: String,
-    pub channel: String,
+    pub id: NotificationId,
+    pub channel: ChannelName,
     pub to: String,
     pub state: State,
     pub priority: Priority,
@@ -551,14 +552,14 @@ pub struct NotificationView {
     pub provider_id: Option<String>,
     pub last_code: Option<String>,
     pub last_error: Option<String>,
-    pub parent_id: Option<String>,
+    pub parent_id: Option<NotificationId>,
     pub fallback: Vec<FallbackTarget>,
     /// Where an ingested notification came from (format, route, the sender's ids).
     pub source: Option<serde_json::Value>,
     /// Notifications with its dedup key that were merged into it inside its window.
     pub duplicates: u64,
     /// The digest this notification was collected into.
-    pub digest_id: Option<String>,
+    pub digest_id: Option<NotificationId>,
     /// Set on a digest: the key its items share.
     pub digest_key: Option<String>,
     pub attempt_log: Vec<AttemptView>,
@@ -572,7 +573,7 @@ pub struct NotificationView {
 pub struct AttemptView {
     pub attempt: u32,
     /// The channel it was sent through (several after a failover).
-    pub channel: Option<String>,
+    pub channel: Option<ChannelName>,
     pub started_at_ms: i64,
     pub latency_ms: i64,
     pub outcome: String,
@@ -585,8 +586,8 @@ pub struct AttemptView {
 /// A dead letter in the list.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
-    pub id: String,
-    pub channel: String,
+    pub id: NotificationId,
+    pub channel: ChannelName,
     pub to: String,
     pub attempts: u32,
     pub last_code: Option<String>,
@@ -597,7 +598,7 @@ pub struct DeadLetter {
 /// How many notifications of a channel are in a live or dead state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Depth {
-    pub channel: String,
+    pub channel: ChannelName,
     pub state: State,
     pub count: u64,
 }
@@ -619,7 +620,7 @@ pub enum OpenBreakerMove {
     /// Wait: `run_at` becomes the breaker's next probe time; no attempt is spent.
     Defer { until_ms: i64 },
     /// Fail over to this channel (rows that already tried it are left alone).
-    Reroute { to: String },
+    Reroute { to: ChannelName },
 }
 
 /// A provider's word on a message, normalized.
@@ -658,7 +659,7 @@ impl FromStr for ReceiptStatus {
 /// A verified delivery receipt, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundReceipt {
-    pub channel: String,
+    pub channel: ChannelName,
     /// The provider's message id, as our `Receipt` recorded it.
     pub provider_id: String,
     pub status: ReceiptStatus,
@@ -671,7 +672,7 @@ pub struct InboundReceipt {
 pub struct RecordedReceipt {
     /// The notification it belongs to, when known yet: one of the receipt's channel whose
     /// provider id it names.
-    pub notification_id: Option<String>,
+    pub notification_id: Option<NotificationId>,
     /// The same (channel, provider id, provider status) was already stored: a provider's retry
     /// or a replay. Nothing was stored or changed again.
     pub duplicate: bool,
@@ -760,7 +761,7 @@ pub struct UnknownRule(pub String);
 /// same transaction as the change it explains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleEvent {
-    pub notification: String,
+    pub notification: NotificationId,
     pub at_ms: i64,
     pub rule: Rule,
     /// What it did, in words ("held until 07:00 Europe/Paris").
@@ -803,6 +804,6 @@ pub struct SweepReport {
 /// A notification the sweep expired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredRow {
-    pub id: String,
-    pub channel: String,
+    pub id: NotificationId,
+    pub channel: ChannelName,
 }

@@ -4,12 +4,12 @@ use super::model::{ReceiptStatus, State};
 
 /// The state a receipt may change, and the one it changes it to: a provider that accepted a
 /// message (`delivered` for us) and then could not hand it over makes it `failed`.
-pub const RECEIPT_FAILS: (State, State) = (State::Delivered, State::Failed);
+pub(crate) const RECEIPT_FAILS: (State, State) = (State::Delivered, State::Failed);
 
 /// The last code and error a receipt writes when it fails a delivered notification, or `None`
 /// when it changes nothing (delivered, in progress): the provider's error code (else
 /// `undelivered`) and the provider's own word for the status.
-pub fn receipt_failure(
+pub(crate) fn receipt_failure(
     status: ReceiptStatus,
     provider_status: &str,
     error_code: Option<&str>,

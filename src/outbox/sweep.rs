@@ -1,32 +1,35 @@
 //! What the maintenance sweep may do: expire overdue rows, end rows of channels that are gone,
 //! and delete what retention no longer keeps. Backends run these rules in bounded batches.
 
-use super::model::{Retention, State};
+use super::model::Retention;
+#[cfg(test)]
+use super::model::State;
 
 /// Rows the expiry sweep ends in one batch at most; the next sweep takes the rest.
-pub const EXPIRE_BATCH: usize = 1000;
+pub(crate) const EXPIRE_BATCH: usize = 1000;
 /// Rows of one unknown channel dead-lettered in one batch at most.
-pub const ORPHAN_BATCH: usize = 1000;
+pub(crate) const ORPHAN_BATCH: usize = 1000;
 /// Rows of each kind one retention batch deletes at most.
-pub const PURGE_BATCH: usize = 500;
+pub(crate) const PURGE_BATCH: usize = 500;
 /// Retention batches one sweep runs at most: with 500 rows a batch and the default 5 s sweep,
 /// up to 10 000 finished rows/s, more than a daemon delivers; the next sweep takes the rest.
-pub const PURGE_BATCHES_PER_SWEEP: usize = 100;
+pub(crate) const PURGE_BATCHES_PER_SWEEP: usize = 100;
 
 /// Whether retention goes on with another batch in this sweep: the last one came back full.
-pub fn purge_again(notifications: u64, receipts: u64) -> bool {
+pub(crate) fn purge_again(notifications: u64, receipts: u64) -> bool {
     notifications >= PURGE_BATCH as u64 || receipts >= PURGE_BATCH as u64
 }
 
 /// Whether the sweep expires a row: still `queued` when its `expires_at` has come. A leased
 /// row is left to its sender, which checks the expiry before sending.
-pub fn expires(state: State, expires_at_ms: Option<i64>, now_ms: i64) -> bool {
+#[cfg(test)] // the stores' statements repeat it; this is its tested statement
+pub(crate) fn expires(state: State, expires_at_ms: Option<i64>, now_ms: i64) -> bool {
     state == State::Queued && expires_at_ms.is_some_and(|t| t <= now_ms)
 }
 
 /// The channels of `live` rows that are not in `known`: their rows are dead-lettered with
 /// [`super::Reason::UNKNOWN_CHANNEL`] (replayable once the channel exists again).
-pub fn unknown_channels<'a>(live: &'a [String], known: &[String]) -> Vec<&'a str> {
+pub(crate) fn unknown_channels<'a>(live: &'a [String], known: &[String]) -> Vec<&'a str> {
     live.iter()
         .filter(|c| !known.contains(c))
         .map(String::as_str)
@@ -36,13 +39,15 @@ pub fn unknown_channels<'a>(live: &'a [String], known: &[String]) -> Vec<&'a str
 /// Whether a row of an unknown channel is dead-lettered: queued, or leased by a dispatcher whose
 /// lease ran out (`run_at` is the lease expiry of a `sending` row). A live lease is left alone:
 /// its sender still writes the outcome.
-pub fn orphaned(state: State, run_at_ms: i64, now_ms: i64) -> bool {
+#[cfg(test)] // the stores' statements repeat it; this is its tested statement
+pub(crate) fn orphaned(state: State, run_at_ms: i64, now_ms: i64) -> bool {
     state == State::Queued || (state == State::Sending && run_at_ms <= now_ms)
 }
 
 /// Whether retention may delete a row in `state` once it is old enough: finished for good.
 /// Dead letters are kept until replayed, live rows always.
-pub fn may_purge(state: State) -> bool {
+#[cfg(test)] // the stores' statements repeat it; this is its tested statement
+pub(crate) fn may_purge(state: State) -> bool {
     matches!(
         state,
         State::Delivered | State::Failed | State::Expired | State::Cancelled

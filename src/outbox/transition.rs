@@ -4,7 +4,7 @@ use super::model::{State, Transition};
 
 /// A caller's request to move a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// Only while `queued`: once leased it may already be on the wire.
     Cancel,
     /// Only a dead letter: back to `queued`, due now, with a fresh attempt budget
@@ -15,7 +15,7 @@ pub enum Request {
 
 impl Request {
     /// The one state the request applies to.
-    pub fn applies_to(self) -> State {
+    pub(crate) fn applies_to(self) -> State {
         match self {
             Self::Cancel => State::Queued,
             Self::Replay => State::Dead,
@@ -23,7 +23,7 @@ impl Request {
     }
 
     /// The state the notification is in afterwards.
-    pub fn leads_to(self) -> State {
+    pub(crate) fn leads_to(self) -> State {
         match self {
             Self::Cancel => State::Cancelled,
             Self::Replay => State::Queued,
@@ -32,7 +32,7 @@ impl Request {
 
     /// The answer, given whether the store changed the row and, when it did not, the row's
     /// current state (`None`: no such notification).
-    pub fn answer(self, changed: bool, current: Option<State>) -> Transition {
+    pub(crate) fn answer(self, changed: bool, current: Option<State>) -> Transition {
         match (changed, current) {
             (true, _) => Transition::Done(self.leads_to()),
             (false, None) => Transition::NotFound,

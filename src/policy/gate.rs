@@ -27,7 +27,7 @@ use crate::outbox::limits::{ClusterLimits, SharedHold};
 
 /// Rows a channel with this bulkhead may hold leased: the bulkhead sending and as many claimed
 /// ahead.
-pub fn max_leased(concurrency: usize) -> usize {
+pub(crate) fn max_leased(concurrency: usize) -> usize {
     2 * concurrency
 }
 

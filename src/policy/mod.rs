@@ -3,12 +3,12 @@
 //! Channels stay policy-free; retry lives in `dispatch`. All of it runs on tokio's clock (through
 //! [`crate::clock`]), so the tests run on paused time.
 
-pub mod breaker;
-pub mod gate;
-pub mod rate_limit;
-pub mod shared_limit;
+pub(crate) mod breaker;
+pub(crate) mod gate;
+pub(crate) mod rate_limit;
+pub(crate) mod shared_limit;
 
-pub use breaker::{Admission, Breaker, BreakerView, Verdict};
-pub use gate::{ClaimAnswer, Gate, Held, Hold, HoldReason, RowLease, SendPermit, Unsent};
-pub use rate_limit::{Gcra, Limiter, RateLimiter, Ticket};
-pub use shared_limit::SharedLimiter;
+pub(crate) use breaker::{Admission, Breaker, BreakerView, Verdict};
+pub(crate) use gate::{ClaimAnswer, Gate, Held, HoldReason, RowLease, SendPermit, Unsent};
+pub(crate) use rate_limit::{Limiter, RateLimiter, Ticket};
+pub(crate) use shared_limit::SharedLimiter;

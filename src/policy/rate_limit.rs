@@ -25,7 +25,7 @@ const MAX_TRACKED_RECIPIENTS: usize = 10_000;
 
 /// One GCRA bucket: `burst` calls back to back, then one every `interval`.
 #[derive(Debug, Clone)]
-pub struct Gcra {
+pub(crate) struct Gcra {
     interval: Duration,
     /// How far ahead of now the theoretical arrival time may run: `interval · (burst − 1)`.
     tolerance: Duration,
@@ -35,7 +35,7 @@ pub struct Gcra {
 
 impl Gcra {
     /// A full bucket.
-    pub fn new(rate: &Rate, now: Instant) -> Self {
+    pub(crate) fn new(rate: &Rate, now: Instant) -> Self {
         let interval = Duration::from_secs_f64(1.0 / rate.per_second());
         Self {
             interval,
@@ -46,7 +46,7 @@ impl Gcra {
 
     /// A bucket at the pace of a shared one whose theoretical arrival time is `tat`: this
     /// daemon's picture of it, as of its last reservation.
-    pub fn mirror(pace: Pace, tat: Instant) -> Self {
+    pub(crate) fn mirror(pace: Pace, tat: Instant) -> Self {
         Self {
             interval: pace.interval(),
             tolerance: pace.tolerance(),
@@ -55,12 +55,12 @@ impl Gcra {
     }
 
     /// Calls allowed right now.
-    pub fn available(&self, now: Instant) -> u32 {
+    pub(crate) fn available(&self, now: Instant) -> u32 {
         self.releasable(now, Duration::ZERO)
     }
 
     /// Calls allowed from now until `now + within`, if none is taken meanwhile.
-    pub fn releasable(&self, now: Instant, within: Duration) -> u32 {
+    pub(crate) fn releasable(&self, now: Instant, within: Duration) -> u32 {
         let base = self.tat.max(now);
         let limit = now + within + self.tolerance;
         if base > limit {
@@ -71,17 +71,17 @@ impl Gcra {
     }
 
     /// Spends `n` calls.
-    pub fn take(&mut self, n: u32, now: Instant) {
+    pub(crate) fn take(&mut self, n: u32, now: Instant) {
         self.tat = self.tat.max(now) + self.interval * n;
     }
 
     /// When the next call is allowed.
-    pub fn next_at(&self, now: Instant) -> Instant {
+    pub(crate) fn next_at(&self, now: Instant) -> Instant {
         self.nth_at(now, 1)
     }
 
     /// When the `n`-th next call (1-based) is allowed, if none is taken meanwhile.
-    pub fn nth_at(&self, now: Instant, n: u32) -> Instant {
+    pub(crate) fn nth_at(&self, now: Instant, n: u32) -> Instant {
         let at = self.tat.max(now) + self.interval * n.saturating_sub(1);
         at.checked_sub(self.tolerance).unwrap_or(now).max(now)
     }

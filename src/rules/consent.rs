@@ -7,7 +7,7 @@ use crate::recipients::Preferences;
 
 /// Why a notification is not sent to its recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The recipient withdrew consent for the channel.
     OptedOut,
     /// The recipient muted the channel.
@@ -16,7 +16,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The `last_code` the notification ends with.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Self::OptedOut => "opted_out",
             Self::Muted => "muted",
@@ -24,7 +24,7 @@ impl Refusal {
     }
 
     /// A sentence for `last_error` and the timeline.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Self::OptedOut => "the recipient opted out of this channel",
             Self::Muted => "the recipient muted this channel",
@@ -34,7 +34,11 @@ impl Refusal {
 
 /// The refusal for a notification of `priority` on `channel`, if its recipient's preferences
 /// give one. An opt-out is checked before a mute.
-pub fn refusal(channel: &str, priority: Priority, prefs: Option<&Preferences>) -> Option<Refusal> {
+pub(crate) fn refusal(
+    channel: &str,
+    priority: Priority,
+    prefs: Option<&Preferences>,
+) -> Option<Refusal> {
     let prefs = prefs?;
     if priority == Priority::High && prefs.high_priority_passes {
         return None;

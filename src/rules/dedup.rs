@@ -17,14 +17,14 @@ use std::time::Duration;
 use crate::outbox::{DedupClaim, Rule, RuleEvent};
 
 /// Longest dedup key accepted (bytes).
-pub const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 /// Longest window accepted: a key is a short-lived thing, and the table keeps one row per key
 /// until its window is over.
-pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Why a dedup request is refused; [`DedupError::field`] names the request field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DedupError {
+pub(crate) enum DedupError {
     #[error("must be 1 to {MAX_KEY_LEN} bytes")]
     KeyLength,
     #[error("{0}")]
@@ -37,7 +37,7 @@ pub enum DedupError {
 
 impl DedupError {
     /// The request field the refusal names.
-    pub fn field(&self) -> &'static str {
+    pub(crate) fn field(&self) -> &'static str {
         match self {
             Self::KeyLength => "dedup_key",
             _ => "dedup_window",
@@ -46,7 +46,7 @@ impl DedupError {
 }
 
 /// Parses a request's `dedup_window` (`"10m"`, `"1h 30m"`), within `1ms..=MAX_WINDOW`.
-pub fn parse_window(text: &str) -> Result<Duration, DedupError> {
+pub(crate) fn parse_window(text: &str) -> Result<Duration, DedupError> {
     let window = humantime::parse_duration(text).map_err(|e| {
         DedupError::Window(format!(
             "{text:?} is not a duration ({e}); write e.g. \"30s\", \"10m\""
@@ -57,7 +57,7 @@ pub fn parse_window(text: &str) -> Result<Duration, DedupError> {
 }
 
 /// Refuses an empty window or one longer than [`MAX_WINDOW`].
-pub fn check_window(window: Duration) -> Result<(), DedupError> {
+pub(crate) fn check_window(window: Duration) -> Result<(), DedupError> {
     if window.is_zero() || window > MAX_WINDOW {
         return Err(DedupError::Window(format!(
             "must be more than 0 and at most {}",
@@ -69,7 +69,7 @@ pub fn check_window(window: Duration) -> Result<(), DedupError> {
 
 /// The key a notification accepted at `created_at_ms` holds, and until when: its own window
 /// (`requested`) wins over its channel's (`channel_default`). `None` without a key.
-pub fn claim(
+pub(crate) fn claim(
     key: Option<&str>,
     requested: Option<Duration>,
     channel_default: Option<Duration>,
@@ -94,14 +94,15 @@ pub fn claim(
 
 /// Whether a key held until `until_ms` still holds at `now_ms` (the window is half-open: at
 /// `until_ms` it is free again). The stores' upsert repeats this condition in SQL.
-pub fn holds(until_ms: i64, now_ms: i64) -> bool {
+#[cfg(test)] // the stores' upsert is the rule in use; this is its tested statement
+pub(crate) fn holds(until_ms: i64, now_ms: i64) -> bool {
     now_ms < until_ms
 }
 
 /// The timeline line of the holder `first` when a notification with `key` was merged into it.
-pub fn merged(first: &str, key: &str, now_ms: i64) -> RuleEvent {
+pub(crate) fn merged(first: &str, key: &str, now_ms: i64) -> RuleEvent {
     RuleEvent {
-        notification: first.to_owned(),
+        notification: first.into(),
         at_ms: now_ms,
         rule: Rule::Dedup,
         detail: format!(

@@ -19,11 +19,11 @@ use crate::outbox::{DigestItem, DigestJoin, Rule, RuleEvent, State};
 use crate::templates::Rendered;
 
 /// Longest digest key accepted (bytes).
-pub const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 /// Most items one digest may be configured to hold.
-pub const MAX_ITEMS: u32 = 1000;
+pub(crate) const MAX_ITEMS: u32 = 1000;
 /// Longest window a channel may collect for.
-pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A channel's digest settings (`digest_window`, `digest_max`, `digest_template`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct DigestPolicy {
 
 /// Why a notification cannot join a digest; names the request field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DigestError {
+pub(crate) enum DigestError {
     #[error("must be 1 to {MAX_KEY_LEN} bytes")]
     KeyLength,
     #[error("channel {0:?} does not collect digests (set its digest_window)")]
@@ -44,7 +44,7 @@ pub enum DigestError {
 }
 
 /// The problems of a channel's digest settings, each naming its key.
-pub fn problems(policy: &DigestPolicy) -> Vec<String> {
+pub(crate) fn problems(policy: &DigestPolicy) -> Vec<String> {
     let mut out = Vec::new();
     if policy.window.is_zero() || policy.window > MAX_WINDOW {
         out.push(format!(
@@ -60,7 +60,7 @@ pub fn problems(policy: &DigestPolicy) -> Vec<String> {
 
 /// How a notification accepted at `now_ms` with `key` joins its channel's digest. `None`
 /// without a key: it is sent on its own.
-pub fn join(
+pub(crate) fn join(
     key: Option<&str>,
     channel: &str,
     policy: Option<&DigestPolicy>,
@@ -82,7 +82,7 @@ pub fn join(
 
 /// What the digest template is given: `digest_key`, `count` and `items`, each with its `id`,
 /// `subject`, `body`, `html`, `data`, `vars` and `created_at` (RFC 3339), oldest first.
-pub fn template_vars(key: &str, items: &[DigestItem]) -> Value {
+pub(crate) fn template_vars(key: &str, items: &[DigestItem]) -> Value {
     let items: Vec<Value> = items
         .iter()
         .map(|i| {
@@ -93,7 +93,7 @@ pub fn template_vars(key: &str, items: &[DigestItem]) -> Value {
                 "html": i.html,
                 "data": i.data,
                 "vars": i.vars,
-                "created_at": crate::api::rfc3339(i.created_at_ms),
+                "created_at": crate::clock::rfc3339(i.created_at_ms),
             })
         })
         .collect();
@@ -101,7 +101,7 @@ pub fn template_vars(key: &str, items: &[DigestItem]) -> Value {
 }
 
 /// The digest without a template: a subject that counts, and one line per item.
-pub fn plain(key: &str, items: &[DigestItem]) -> Rendered {
+pub(crate) fn plain(key: &str, items: &[DigestItem]) -> Rendered {
     let lines: Vec<String> = items
         .iter()
         .map(|i| match (&i.subject, &i.body) {
@@ -120,7 +120,7 @@ pub fn plain(key: &str, items: &[DigestItem]) -> Rendered {
 
 /// Why a digest cannot be sent; it ends `failed` with this code, and so do its items.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ComposeError {
+pub(crate) enum ComposeError {
     /// Every item was cancelled or expired before the digest was sent.
     #[error("every item of the digest was cancelled or expired before it was sent")]
     Empty,
@@ -131,7 +131,7 @@ pub enum ComposeError {
 
 impl ComposeError {
     /// The reason code the digest and its items end with.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Empty => "digest_empty",
             Self::Template(_) => "digest_template",
@@ -141,7 +141,7 @@ impl ComposeError {
 
 /// The digest's content for a channel of `kind`: `template` rendered with [`template_vars`],
 /// or the [`plain`] list without one.
-pub fn compose(
+pub(crate) fn compose(
     templates: &crate::templates::Templates,
     kind: &str,
     template: Option<&str>,
@@ -161,7 +161,7 @@ pub fn compose(
 
 /// The state an item ends in when its digest ends in `digest`: `delivered` with it, else
 /// `failed` (with the digest's reason). The stores' statement repeats this rule.
-pub fn item_state(digest: State) -> State {
+pub(crate) fn item_state(digest: State) -> State {
     match digest {
         State::Delivered => State::Delivered,
         _ => State::Failed,
@@ -170,7 +170,7 @@ pub fn item_state(digest: State) -> State {
 
 /// How a digest's waiting items end when the digest's completion makes `change`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemEnding {
+pub(crate) struct ItemEnding {
     /// The state the digest ended in.
     pub digest: State,
     /// The items' state ([`item_state`]).
@@ -182,7 +182,7 @@ pub struct ItemEnding {
 
 /// The items' ending when digest `digest_id` is delivered or ends; `None` when the change
 /// leaves the digest live (a retry, a release, a failover): its items keep waiting.
-pub fn ending(digest_id: &str, change: &RowChange) -> Option<ItemEnding> {
+pub(crate) fn ending(digest_id: &str, change: &RowChange) -> Option<ItemEnding> {
     match change {
         RowChange::Deliver { provider_id } => Some(ItemEnding {
             digest: State::Delivered,
@@ -204,7 +204,7 @@ pub fn ending(digest_id: &str, change: &RowChange) -> Option<ItemEnding> {
 
 /// The change a caller's cancel makes to a digest, as its items see it: they end `failed`
 /// with the reason `cancelled`.
-pub fn cancelled() -> RowChange {
+pub(crate) fn cancelled() -> RowChange {
     RowChange::End {
         state: State::Cancelled,
         code: "cancelled".into(),
@@ -213,9 +213,9 @@ pub fn cancelled() -> RowChange {
 }
 
 /// The timeline line of an item collected into `digest_id`.
-pub fn collected(item: &str, digest_id: &str, key: &str, now_ms: i64) -> RuleEvent {
+pub(crate) fn collected(item: &str, digest_id: &str, key: &str, now_ms: i64) -> RuleEvent {
     RuleEvent {
-        notification: item.to_owned(),
+        notification: item.into(),
         at_ms: now_ms,
         rule: Rule::Digest,
         detail: format!("collected into digest {digest_id} (digest key {key:?})"),
@@ -223,9 +223,15 @@ pub fn collected(item: &str, digest_id: &str, key: &str, now_ms: i64) -> RuleEve
 }
 
 /// The timeline line of an item whose digest ended in `state` on attempt `attempt`.
-pub fn ended(item: &str, digest_id: &str, state: State, attempt: u32, now_ms: i64) -> RuleEvent {
+pub(crate) fn ended(
+    item: &str,
+    digest_id: &str,
+    state: State,
+    attempt: u32,
+    now_ms: i64,
+) -> RuleEvent {
     RuleEvent {
-        notification: item.to_owned(),
+        notification: item.into(),
         at_ms: now_ms,
         rule: Rule::Digest,
         detail: format!(
@@ -299,7 +305,7 @@ mod tests {
         assert_eq!(v["items"][0]["vars"]["n"], 1);
         assert_eq!(
             v["items"][1]["created_at"],
-            crate::api::rfc3339(1_700_000_000_000)
+            crate::clock::rfc3339(1_700_000_000_000)
         );
         assert!(
             v["items"][1]["created_at"]

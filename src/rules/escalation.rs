@@ -8,25 +8,26 @@
 //! queued only if its chain is not acknowledged, read in the write that queues it.
 
 use crate::outbox::{
-    AckSource, Content, Escalation, EscalationStep, NewNotification, Priority, Rule, RuleEvent,
+    AckSource, Content, Escalation, EscalationStep, NewNotification, NotificationId, Priority,
+    Rule, RuleEvent,
 };
 
 /// Most steps one notification may carry (as many as fallback routes, for the same reason: each
 /// step stores the steps after it).
-pub const MAX_STEPS: usize = 8;
+pub(crate) const MAX_STEPS: usize = 8;
 /// Longest wait before a step: 30 days.
-pub const MAX_AFTER_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+pub(crate) const MAX_AFTER_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// How long an acknowledgement link keeps working after the last step could be due.
-pub const ACK_LINK_GRACE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+pub(crate) const ACK_LINK_GRACE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// The `last_code` of a step the acknowledgement cancelled.
-pub const ACKNOWLEDGED_CODE: &str = "acknowledged";
+pub(crate) const ACKNOWLEDGED_CODE: &str = "acknowledged";
 /// Its `last_error`.
-pub const ACKNOWLEDGED_MESSAGE: &str = "not sent: the escalation was acknowledged";
+pub(crate) const ACKNOWLEDGED_MESSAGE: &str = "not sent: the escalation was acknowledged";
 
 /// What the next step needs of the notification before it, as read back from the store.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StepParent {
+pub(crate) struct StepParent {
     pub id: String,
     /// The chain's first notification: the parent itself when it is that one.
     pub root: String,
@@ -41,7 +42,7 @@ pub struct StepParent {
 
 /// How the notification before the step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepTrigger {
+pub(crate) enum StepTrigger {
     /// Delivered: the step waits `after` for an acknowledgement.
     Delivered,
     /// Failed, dead or expired: nobody got it, so nobody can acknowledge it; the step is due now.
@@ -50,18 +51,18 @@ pub enum StepTrigger {
 
 /// The idempotency key of a notification's next step: it queues at most one, however often the
 /// completion that triggers it is written.
-pub fn step_key(parent_id: &str) -> String {
+pub(crate) fn step_key(parent_id: &str) -> String {
     format!("escalate:{parent_id}")
 }
 
 /// The next step after `parent`, carrying the rest, or `None` when the chain was acknowledged or
 /// no step is left. After a delivery it is due `after` later; after a failure, now. It keeps the
 /// parent's priority and expiry, and is created now (it is a new message, not a retry).
-pub fn next_step(
+pub(crate) fn next_step(
     parent: StepParent,
     acknowledged: bool,
     trigger: StepTrigger,
-    child_id: String,
+    child_id: NotificationId,
     now_ms: i64,
 ) -> Option<NewNotification> {
     if acknowledged {
@@ -98,14 +99,14 @@ pub fn next_step(
         digest: None,
         escalation: Escalation {
             steps: steps.collect(),
-            root: Some(parent.root),
+            root: Some(parent.root.into()),
         },
     })
 }
 
 /// The timeline lines for a step queued after `parent`: on the chain's first notification (whose
 /// timeline shows the whole chain) and on the parent when that is another one.
-pub fn step_events(
+pub(crate) fn step_events(
     parent: &str,
     step: &NewNotification,
     trigger: StepTrigger,
@@ -129,7 +130,7 @@ pub fn step_events(
     }
     on.into_iter()
         .map(|notification| RuleEvent {
-            notification: notification.to_owned(),
+            notification: notification.into(),
             at_ms: now_ms,
             rule: Rule::Escalation,
             detail: detail.clone(),
@@ -138,14 +139,14 @@ pub fn step_events(
 }
 
 /// The timeline line for an acknowledgement, on the chain's first notification.
-pub fn ack_event(root: &str, source: AckSource, cancelled: u64, now_ms: i64) -> RuleEvent {
+pub(crate) fn ack_event(root: &str, source: AckSource, cancelled: u64, now_ms: i64) -> RuleEvent {
     let steps = match cancelled {
         0 => "no step was waiting".to_owned(),
         1 => "1 waiting step cancelled".to_owned(),
         n => format!("{n} waiting steps cancelled"),
     };
     RuleEvent {
-        notification: root.to_owned(),
+        notification: root.into(),
         at_ms: now_ms,
         rule: Rule::Ack,
         detail: format!("acknowledged by {}; {steps}", source.as_str()),
@@ -155,13 +156,13 @@ pub fn ack_event(root: &str, source: AckSource, cancelled: u64, now_ms: i64) -> 
 /// Whether a provider's receipt acknowledges the message it is about: only `read` (WhatsApp
 /// through Twilio, or a relay's signed JSON receipt) says a person saw it. `delivered` says
 /// only that a device got it.
-pub fn receipt_acknowledges(provider_status: &str) -> bool {
+pub(crate) fn receipt_acknowledges(provider_status: &str) -> bool {
     provider_status.eq_ignore_ascii_case("read")
 }
 
 /// What the store read of the notification an acknowledgement names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckTarget {
+pub(crate) struct AckTarget {
     /// The chain's first notification (the notification itself outside a chain).
     pub root: String,
     /// Whether it carries steps or is one: only then is there anything to acknowledge.
@@ -172,7 +173,7 @@ pub struct AckTarget {
 
 /// What acknowledging does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AckPlan {
+pub(crate) enum AckPlan {
     /// Mark `root` acknowledged and cancel the chain's waiting steps.
     Mark { root: String },
     /// Already acknowledged: nothing changes (an acknowledgement is idempotent).
@@ -184,7 +185,7 @@ pub enum AckPlan {
 }
 
 /// The plan for acknowledging the notification `target` describes (`None`: unknown id).
-pub fn plan_ack(target: Option<AckTarget>) -> AckPlan {
+pub(crate) fn plan_ack(target: Option<AckTarget>) -> AckPlan {
     match target {
         None => AckPlan::NotFound,
         Some(AckTarget {
@@ -202,7 +203,7 @@ pub fn plan_ack(target: Option<AckTarget>) -> AckPlan {
 /// Until when an acknowledgement link works: past the latest time the last step could be due
 /// (`run_at_ms` plus every step's wait, `waits_ms`), by [`ACK_LINK_GRACE_MS`]; never past the
 /// notification's expiry plus that grace.
-pub fn ack_link_expiry(run_at_ms: i64, waits_ms: &[i64], expires_at_ms: Option<i64>) -> i64 {
+pub(crate) fn ack_link_expiry(run_at_ms: i64, waits_ms: &[i64], expires_at_ms: Option<i64>) -> i64 {
     let waits: i64 = waits_ms
         .iter()
         .map(|w| (*w).clamp(0, MAX_AFTER_MS))

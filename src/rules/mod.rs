@@ -2,9 +2,8 @@
 //! it is given, unit-tested on injected time. The stores and the dispatcher only carry out what
 //! these decide.
 
-pub mod consent;
-pub mod dedup;
-pub mod digest;
-pub mod escalation;
-pub mod quiet_hours;
-pub mod window;
+pub(crate) mod consent;
+pub(crate) mod dedup;
+pub(crate) mod digest;
+pub(crate) mod escalation;
+pub(crate) mod quiet_hours;

@@ -8,8 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::window::{BadWindow, Window, WindowSpec, Zone, instant};
 use crate::outbox::Priority;
+use crate::window::{BadWindow, Window, WindowSpec, Zone, instant};
 
 /// A channel's quiet hours, checked (config `[channels.<name>.quiet_hours]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +22,7 @@ pub struct ChannelQuiet {
 
 /// What the rule reads of a recipient's preferences.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecipientQuiet {
+pub(crate) struct RecipientQuiet {
     pub zone: Option<Zone>,
     pub window: Option<Window>,
     pub high_priority_passes: bool,
@@ -71,7 +71,7 @@ impl DeliverBetween {
 
 /// Which rule holds a notification back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hold {
+pub(crate) enum Hold {
     /// Inside quiet hours: waits until they end.
     QuietHours,
     /// Outside its `deliver_between`: waits until it opens.
@@ -80,7 +80,7 @@ pub enum Hold {
 
 impl Hold {
     /// The `last_code` a held notification carries while it waits.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Self::QuietHours => "quiet_hours",
             Self::DeliverBetween => "deliver_between",
@@ -90,7 +90,7 @@ impl Hold {
 
 /// A notification held back: due again at `until_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wait {
+pub(crate) struct Wait {
     pub until_ms: i64,
     pub hold: Hold,
     /// For the timeline: which window, in which zone, whose.
@@ -98,7 +98,7 @@ pub struct Wait {
 }
 
 /// Whether a notification of `priority` due at `now_ms` must wait, and until when.
-pub fn wait(
+pub(crate) fn wait(
     priority: Priority,
     channel: Option<&ChannelQuiet>,
     recipient: Option<&RecipientQuiet>,

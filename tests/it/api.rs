@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use notifyd::api::{AppState, router};
-use notifyd::config::ServerConfig;
-use notifyd::outbox::sqlite::{SqliteOptions, SqliteOutbox};
-use notifyd::registry::Registry;
+use notifyd::Registry;
+use notifyd::ServerConfig;
+use notifyd::outbox::{SqliteOptions, SqliteOutbox};
+use notifyd::{AppState, router};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -274,7 +274,7 @@ async fn an_idempotency_key_survives_a_restart() {
     let (_, first) = d.post("/v1/notifications", &body).await;
     let dir = d.stop().await;
     let config = load_config(&config_text(dir.path(), LOG), dir.path());
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
+    let daemon = notifyd::Daemon::start(config).await.unwrap();
     let resp = reqwest::Client::new()
         .post(format!("http://{}/v1/notifications", daemon.addr()))
         .json(&body)
@@ -456,7 +456,7 @@ async fn readiness_is_503_below_the_configured_free_space() {
     let mut config = load_config(&config_text(dir.path(), LOG), dir.path());
     // More than any disk has.
     config.queue.min_free_bytes = u64::MAX;
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
+    let daemon = notifyd::Daemon::start(config).await.unwrap();
     let resp = reqwest::get(format!("http://{}/readyz", daemon.addr()))
         .await
         .unwrap();
@@ -503,7 +503,7 @@ async fn an_unready_daemon_logs_once_not_once_per_probe() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = load_config(&config_text(dir.path(), LOG), dir.path());
     config.queue.min_free_bytes = u64::MAX;
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
+    let daemon = notifyd::Daemon::start(config).await.unwrap();
     for _ in 0..5 {
         let resp = reqwest::get(format!("http://{}/readyz", daemon.addr()))
             .await
@@ -526,7 +526,7 @@ async fn a_full_disk_is_503_and_nothing_is_stored() {
     .unwrap();
     let state = AppState {
         outbox: Arc::new(outbox),
-        live: Arc::new(std::sync::RwLock::new(notifyd::api::Live {
+        live: Arc::new(std::sync::RwLock::new(notifyd::Live {
             registry: Arc::new(Registry::build(&config).unwrap()),
             templates: Default::default(),
             server: Arc::new(ServerConfig::default()),
@@ -761,7 +761,7 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
                 .map(move |m| (m.clone(), p.clone()))
         })
         .collect();
-    for route in notifyd::api::routes::all() {
+    for route in notifyd::api_routes() {
         assert!(
             documented.contains(&(route.method.to_owned(), route.path.to_owned())),
             "{} {} is served but not documented",
@@ -769,7 +769,7 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
             route.path
         );
     }
-    assert_eq!(documented.len(), notifyd::api::routes::all().len());
+    assert_eq!(documented.len(), notifyd::api_routes().len());
     for (method, path) in &documented {
         let url = d.url(&path.replace("{id}", "some-id").replace("{channel}", "log"));
         let req = match method.as_str() {

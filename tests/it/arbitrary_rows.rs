@@ -204,7 +204,7 @@ fn insert_arbitrary(
     rows: usize,
     loose: bool,
 ) -> usize {
-    let now = notifyd::outbox::now_ms();
+    let now = notifyd::now_ms();
     let mut taken = 0;
     for _ in 0..rows {
         let row = arbitrary_row(rng, loose, now);

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use notifyd::outbox::limits::{Bucket, Reserved, SharedHold};
+use notifyd::HoldReason;
+use notifyd::outbox::{Bucket, Reserved, SharedHold};
 use notifyd::outbox::{ManualClock, Outbox, Retention};
-use notifyd::policy::HoldReason;
-use notifyd::policy::rate_limit::{self, Pace};
+use notifyd::rate_limit::{self, Pace};
 use sqlx::Connection;
 
 use crate::chaos::{accept_many, all_delivered, channel_view};

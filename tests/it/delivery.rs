@@ -278,9 +278,9 @@ async fn a_graceful_stop_lets_in_flight_sends_finish() {
         .await;
     sink.wait_for(1, Duration::from_secs(5)).await;
     let dir = d.stop().await;
-    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(
-        &notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db")),
-    )
+    let outbox = notifyd::outbox::SqliteOutbox::open(&notifyd::outbox::SqliteOptions::new(
+        dir.path().join("queue.db"),
+    ))
     .unwrap();
     use notifyd::outbox::Outbox;
     let view = outbox.get(&id).await.unwrap().unwrap();
@@ -302,9 +302,9 @@ async fn on_stop_rows_claimed_ahead_of_a_slot_go_back_unsent_and_unspent() {
     sink.wait_for(1, Duration::from_secs(5)).await;
     let dir = d.stop().await;
     assert_eq!(sink.received().len(), 1, "the waiting row was not sent");
-    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(
-        &notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db")),
-    )
+    let outbox = notifyd::outbox::SqliteOutbox::open(&notifyd::outbox::SqliteOptions::new(
+        dir.path().join("queue.db"),
+    ))
     .unwrap();
     use notifyd::outbox::Outbox;
     let first = outbox.get(&ids[0]).await.unwrap().unwrap();
@@ -331,9 +331,9 @@ async fn a_send_still_running_after_the_grace_period_is_released_to_the_queue() 
         .await;
     sink.wait_for(1, Duration::from_secs(5)).await;
     let dir = d.stop().await; // shutdown_grace is 2s in tests
-    let outbox = notifyd::outbox::sqlite::SqliteOutbox::open(
-        &notifyd::outbox::sqlite::SqliteOptions::new(dir.path().join("queue.db")),
-    )
+    let outbox = notifyd::outbox::SqliteOutbox::open(&notifyd::outbox::SqliteOptions::new(
+        dir.path().join("queue.db"),
+    ))
     .unwrap();
     use notifyd::outbox::Outbox;
     let view = outbox.get(&id).await.unwrap().unwrap();

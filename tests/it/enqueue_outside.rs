@@ -177,7 +177,7 @@ fn notifyd_send_refuses_data_nested_past_the_depth_limit() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("notifyd.toml");
     std::fs::write(&config, config_text(dir.path(), LOG)).unwrap();
-    let depth = notifyd::json_bounds::MAX_DEPTH + 1;
+    let depth = notifyd::MAX_JSON_DEPTH + 1;
     let data = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
     let out = notifyd(
         &config,
@@ -318,7 +318,7 @@ async fn notifyd_channels_shows_the_running_daemons_view() {
         .port();
     let text = config_text(dir.path(), LOG).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let config = load_config(&text, dir.path());
-    let daemon = notifyd::daemon::Daemon::start(config).await.unwrap();
+    let daemon = notifyd::Daemon::start(config).await.unwrap();
     let path = dir.path().join("notifyd.toml");
     let out = tokio::task::spawn_blocking(move || notifyd(&path, &["channels"]))
         .await

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use notifyd::daemon::Daemon;
+use notifyd::Daemon;
 use notifyd::outbox::{Clock, ManualClock};
 use serde_json::{Value, json};
 
@@ -126,7 +126,7 @@ async fn timeline(d: &TestDaemon, id: &str) -> Vec<String> {
 /// The queue's clock, a minute ahead of the wall clock the API stamps a new notification's due
 /// time with, so what the test submits is due at once; from there only the test moves it.
 fn queue_clock() -> ManualClock {
-    ManualClock::starting_at(notifyd::outbox::now_ms() + 60_000)
+    ManualClock::starting_at(notifyd::now_ms() + 60_000)
 }
 
 fn minutes(n: u64) -> Duration {
@@ -344,7 +344,7 @@ async fn a_read_receipt_for_the_message_acknowledges_the_chain() {
     let params: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
         .into_owned()
         .collect();
-    let signature = notifyd::inbound::twilio_signature(
+    let signature = notifyd::twilio_signature(
         "tw-auth-token",
         "https://notify.example.com/v1/inbound/pager",
         &params,

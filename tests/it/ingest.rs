@@ -930,9 +930,9 @@ async fn a_reload_adds_routes_without_a_restart() {
 
 #[tokio::test]
 async fn a_queue_that_cannot_take_the_write_answers_503_so_alertmanager_retries() {
-    use notifyd::api::{AppState, Live, router};
     use notifyd::outbox::Outbox;
-    use notifyd::outbox::sqlite::{SqliteOptions, SqliteOutbox};
+    use notifyd::outbox::{SqliteOptions, SqliteOutbox};
+    use notifyd::{AppState, Live, router};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let config = crate::support::load_config(
@@ -951,7 +951,7 @@ async fn a_queue_that_cannot_take_the_write_answers_503_so_alertmanager_retries(
     let state = AppState {
         outbox: Arc::new(outbox),
         live: Arc::new(std::sync::RwLock::new(Live {
-            registry: Arc::new(notifyd::registry::Registry::build(&config).unwrap()),
+            registry: Arc::new(notifyd::Registry::build(&config).unwrap()),
             templates: Default::default(),
             server: Arc::new(config.server.clone()),
             ingest: Arc::new(config.ingest.clone()),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use notifyd::json_bounds::MAX_DEPTH;
+use notifyd::MAX_JSON_DEPTH as MAX_DEPTH;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -238,7 +238,7 @@ async fn a_replay_of_a_notification_stored_before_the_integer_check_answers_the_
     let text = r#"{"channel": "log", "to": "x", "send_at": "2099-01-01T00:00:00Z",
         "data": {"n": 18446744073709551616}, "idempotency_key": "before-upgrade"}"#;
     // Stored by an earlier version, which took the integer as a float (as serde_json does).
-    let hash = serde_json::from_str::<notifyd::submission::Submission>(text)
+    let hash = serde_json::from_str::<notifyd::Submission>(text)
         .unwrap()
         .replay()
         .unwrap()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use notifyd::daemon::Daemon;
+use notifyd::Daemon;
 use notifyd_channels::email::smtp::test_server::{Behaviour, SmtpServer};
 use serde_json::{Value, json};
 
@@ -23,7 +23,7 @@ fn rules(view: &Value) -> Vec<String> {
 
 /// The UTC wall clock `secs` from now as `HH:MM:SS`, and that instant in Unix ms (whole second).
 fn utc_in(secs: i64) -> (String, i64) {
-    let now = notifyd::clock::now_ms();
+    let now = notifyd::now_ms();
     let at_ms = (now / 1000 + secs) * 1000;
     let of_day = (at_ms / 1000).rem_euclid(86_400);
     (
@@ -272,7 +272,7 @@ async fn deliver_between_holds_a_notification_until_its_window_opens() {
     assert_eq!(rules(&sent), ["deliver_between"]);
     let got = sink.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1);
-    assert!(notifyd::clock::now_ms() >= start_ms);
+    assert!(notifyd::now_ms() >= start_ms);
     d.stop().await;
 }
 

@@ -24,9 +24,8 @@ async fn post_twilio(d: &TestDaemon, form: &str, signature: Option<String>) -> (
     let params: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
         .into_owned()
         .collect();
-    let sig = signature.unwrap_or_else(|| {
-        notifyd::inbound::twilio_signature("tw-auth-token", PUBLIC_URL, &params)
-    });
+    let sig = signature
+        .unwrap_or_else(|| notifyd::twilio_signature("tw-auth-token", PUBLIC_URL, &params));
     let resp = d
         .http
         .post(d.url("/v1/inbound/sms"))
@@ -206,7 +205,7 @@ async fn post_twilio_to(
         .header("content-type", "application/x-www-form-urlencoded")
         .header(
             "x-twilio-signature",
-            notifyd::inbound::twilio_signature(auth_token, &url, &params),
+            notifyd::twilio_signature(auth_token, &url, &params),
         )
         .body(form.to_owned())
         .send()
@@ -373,7 +372,7 @@ async fn a_receipt_body_over_64_kib_is_413_before_any_signature_check() {
     let d = TestDaemon::start(&sms_channel(&sink)).await;
     let big = format!(
         "MessageSid=SM1&MessageStatus=delivered&Pad={}",
-        "x".repeat(notifyd::api::MAX_RECEIPT_BYTES)
+        "x".repeat(notifyd::MAX_RECEIPT_BYTES)
     );
     let (s, b) = post_twilio(&d, &big, None).await;
     assert_eq!(
@@ -384,7 +383,7 @@ async fn a_receipt_body_over_64_kib_is_413_before_any_signature_check() {
     // Just under the limit is read (and then judged by its signature).
     let fits = format!(
         "MessageSid=SM1&MessageStatus=delivered&Pad={}",
-        "x".repeat(notifyd::api::MAX_RECEIPT_BYTES - 100)
+        "x".repeat(notifyd::MAX_RECEIPT_BYTES - 100)
     );
     let (s, b) = post_twilio(&d, &fits, None).await;
     assert_eq!((s, b["matched"].clone()), (200, json!(false)), "{b}");

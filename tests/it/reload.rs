@@ -187,7 +187,7 @@ async fn a_reload_rotates_api_tokens() {
     let log = "[channels.log]\nkind = \"log\"\n";
     let server = |token: &str| format!("auth_token = \"{token}\"");
     let text = config_text_with(dir.path(), &server(OLD_TOKEN), log);
-    let daemon = notifyd::daemon::Daemon::start(load_config(&text, dir.path()))
+    let daemon = notifyd::Daemon::start(load_config(&text, dir.path()))
         .await
         .unwrap();
     let base = format!("http://{}", daemon.addr());
@@ -213,11 +213,11 @@ async fn a_reload_cannot_drop_the_token_of_a_listener_open_to_other_hosts() {
         &config_text_with(dir.path(), &format!("auth_token = \"{OLD_TOKEN}\""), log),
         "0.0.0.0:0",
     );
-    let daemon = notifyd::daemon::Daemon::start(load_config(&public, dir.path()))
+    let daemon = notifyd::Daemon::start(load_config(&public, dir.path()))
         .await
         .unwrap();
     let port = match daemon.addr() {
-        notifyd::api::server::Endpoint::Tcp(a) => a.port(),
+        notifyd::Endpoint::Tcp(a) => a.port(),
         other => panic!("not TCP: {other}"),
     };
     let base = format!("http://127.0.0.1:{port}");

@@ -4,13 +4,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use notifyd::daemon::Daemon;
-use notifyd::outbox::postgres::{PgOptions, PgOutbox};
+use notifyd::Daemon;
+use notifyd::Preferences;
 use notifyd::outbox::{
     AttemptRecord, ClaimedPreferences, Clock, Completion, Enqueued, ManualClock, NewNotification,
     Outbox, Outcome, Priority, Retention, State, SweepReport,
 };
-use notifyd::recipients::Preferences;
+use notifyd::outbox::{PgOptions, PgOutbox};
 use serde_json::json;
 
 use crate::postgres_server::{TestSchema, server_url};
@@ -290,7 +290,7 @@ pub(crate) async fn outbox_on(schema: &TestSchema, clock: &ManualClock) -> PgOut
 fn expiring(clock: &ManualClock, in_ms: i64) -> NewNotification {
     let now = clock.now_ms();
     NewNotification {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: uuid::Uuid::now_v7().to_string().into(),
         channel: "c".into(),
         to: "ops@example.com".into(),
         subject: None,
@@ -362,14 +362,14 @@ async fn work_another_daemon_queues_wakes_this_one_before_its_next_poll() {
     let sink = Sink::ok().await;
     // Polling once an hour: only a wake-up can have it deliver within the test.
     let d = start_polling_every(&schema, "1h", &webhook("hooks", &sink.url(), "")).await;
-    let clock = ManualClock::starting_at(notifyd::outbox::now_ms());
+    let clock = ManualClock::starting_at(notifyd::now_ms());
     let other = outbox_on(&schema, &clock).await;
     let mut note = expiring(&clock, 3_600_000);
     note.channel = "hooks".into();
 
     for n in 1..=2 {
         let note = NewNotification {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: uuid::Uuid::now_v7().to_string().into(),
             run_at_ms: clock.now_ms(),
             ..note.clone()
         };
@@ -455,7 +455,7 @@ async fn fifty_deliveries_are_claimed_and_written_back_in_a_statement_each() {
     let completions: Vec<Completion> = claimed
         .iter()
         .map(|c| Completion {
-            id: c.message.id.clone(),
+            id: c.message.id.clone().into(),
             attempt: c.attempt,
             lease: c.lease,
             outcome: Outcome::Delivered { provider_id: None },

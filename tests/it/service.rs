@@ -102,7 +102,7 @@ async fn the_api_can_listen_on_a_unix_socket_with_mode_0660() {
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"unix:{}\"", sock.display()),
     );
-    let daemon = notifyd::daemon::Daemon::start(load_config(&text, dir.path()))
+    let daemon = notifyd::Daemon::start(load_config(&text, dir.path()))
         .await
         .unwrap();
     assert_eq!(

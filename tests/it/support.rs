@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use figment::providers::Env;
-use notifyd::config::Config;
-use notifyd::daemon::Daemon;
+use notifyd::Config;
+use notifyd::Daemon;
 use serde_json::Value;
 
 /// A daemon running in this process on a temporary queue file.

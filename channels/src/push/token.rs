@@ -15,7 +15,7 @@ const MAX_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 /// A cached bearer credential.
 #[derive(Debug, Default)]
-pub struct TokenCache {
+pub(super) struct TokenCache {
     current: Mutex<Option<(Secret, Instant)>>,
 }
 
@@ -23,7 +23,7 @@ impl TokenCache {
     /// The cached token if it is still good for `margin`, else a fresh one from `refresh`
     /// (which returns the token and how long it is valid). `stale` is a token the provider just
     /// refused: it is replaced even if it looks valid.
-    pub async fn get<F, Fut>(
+    pub(super) async fn get<F, Fut>(
         &self,
         margin: Duration,
         stale: Option<&Secret>,

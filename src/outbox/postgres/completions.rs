@@ -88,7 +88,7 @@ impl CompletionBatch {
     /// completion of the same lease in one batch changes nothing, as it would after the first
     /// had landed.
     /// `escalating` are the leases on rows with escalation steps.
-    pub fn plan(
+    pub(super) fn plan(
         completions: Vec<Completion>,
         now_ms: i64,
         escalating: &HashSet<(String, LeaseToken)>,
@@ -98,7 +98,7 @@ impl CompletionBatch {
         for c in completions {
             if let Some(rec) = c.record {
                 let r = &mut batch.records;
-                r.id.push(c.id.clone());
+                r.id.push(c.id.clone().into());
                 r.attempt.push(i64::from(c.attempt));
                 r.started_at.push(rec.started_at_ms);
                 r.latency_ms.push(rec.latency_ms);
@@ -116,37 +116,39 @@ impl CompletionBatch {
                     continue;
                 }
             };
-            if !leases.insert((c.id.clone(), c.lease)) {
+            if !leases.insert((c.id.clone().into(), c.lease)) {
                 tracing::warn!(notification_id = %c.id, lease = c.lease.0,
                     "Completion ignored: the same lease was completed earlier in this batch.");
                 continue;
             }
             if !c.events.is_empty() {
                 batch.may_follow_up = true;
-                batch.events_after.insert((c.id.clone(), c.lease), c.events);
+                batch
+                    .events_after
+                    .insert((c.id.clone().into(), c.lease), c.events);
             }
             match &plan.then {
                 None => {}
                 Some(FollowUp::AttachEarlyReceipts { .. }) => batch.may_follow_up = true,
                 Some(FollowUp::QueueFallback) => {
                     batch.may_follow_up = true;
-                    batch.fallback_after.insert((c.id.clone(), c.lease));
+                    batch.fallback_after.insert((c.id.clone().into(), c.lease));
                 }
             }
-            let key = (c.id.clone(), c.lease);
+            let key: (String, LeaseToken) = (c.id.clone().into(), c.lease);
             if let (true, Some(trigger)) =
                 (escalating.contains(&key), plan.change.escalation_trigger())
             {
                 batch.may_follow_up = true;
                 batch.escalate_after.insert(key, trigger);
             }
-            batch.push_change(c.id, c.lease, plan.change);
+            batch.push_change(c.id.into(), c.lease, plan.change);
         }
         batch
     }
 
     /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.changes.id.is_empty() && self.records.id.is_empty()
     }
 

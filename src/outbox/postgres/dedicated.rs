@@ -29,7 +29,7 @@ struct Idle {
 }
 
 /// A fixed set of connections, each used by one operation at a time.
-pub struct Dedicated {
+pub(super) struct Dedicated {
     connect: PgConnectOptions,
     slots: Vec<Arc<Mutex<Option<Idle>>>>,
     trips: RoundTrips,
@@ -49,19 +49,19 @@ impl std::fmt::Debug for Dedicated {
 }
 
 /// One dedicated connection in use. Dropped without [`Taken::keep`], it is closed.
-pub struct Taken {
+pub(super) struct Taken {
     slot: OwnedMutexGuard<Option<Idle>>,
     conn: PgConnection,
 }
 
 impl Taken {
     /// The connection.
-    pub fn conn(&mut self) -> &mut PgConnection {
+    pub(super) fn conn(&mut self) -> &mut PgConnection {
         &mut self.conn
     }
 
     /// Puts the connection back for the next operation: only after one that ended well.
-    pub fn keep(mut self) {
+    pub(super) fn keep(mut self) {
         *self.slot = Some(Idle {
             conn: self.conn,
             since: clock::now(),
@@ -71,7 +71,7 @@ impl Taken {
 
 impl Dedicated {
     /// `slots` connections (opened on first use) to `connect`.
-    pub fn new(
+    pub(super) fn new(
         connect: PgConnectOptions,
         slots: usize,
         trips: RoundTrips,
@@ -90,7 +90,7 @@ impl Dedicated {
     /// A free dedicated connection, opened or checked first if need be; `None` when every one
     /// is busy (the caller uses the pool). A connection that cannot be opened is an error, as
     /// the pool's would be.
-    pub async fn take(&self) -> Result<Option<Taken>, sqlx::Error> {
+    pub(super) async fn take(&self) -> Result<Option<Taken>, sqlx::Error> {
         let Some(mut slot) = self
             .slots
             .iter()
@@ -117,7 +117,7 @@ impl Dedicated {
     }
 
     /// Closes every idle connection (one in use is closed when its operation ends).
-    pub async fn close(&self) {
+    pub(super) async fn close(&self) {
         for slot in &self.slots {
             if let Some(idle) = slot.lock().await.take() {
                 let _ = idle.conn.close().await;

@@ -9,7 +9,7 @@ use super::{clamp_u32, parse_state, sql};
 use crate::outbox::*;
 
 /// One page of the history.
-pub async fn page(pool: &super::Pool, q: &HistoryQuery) -> Result<HistoryPage> {
+pub(super) async fn page(pool: &super::Pool, q: &HistoryQuery) -> Result<HistoryPage> {
     let walk = i64::try_from(q.walk_bound()).unwrap_or(i64::MAX);
     let rows = bound(sql::HISTORY, q).fetch_all(pool).await?;
     let mut matches = Vec::with_capacity(rows.len());
@@ -69,7 +69,7 @@ fn item(r: &PgRow) -> Result<HistoryItem> {
 }
 
 /// What a notification says (subject, bodies, data), for the console's detail page.
-pub async fn content(pool: &super::Pool, id: &str) -> Result<Option<Content>> {
+pub(super) async fn content(pool: &super::Pool, id: &str) -> Result<Option<Content>> {
     let row = sqlx::query(sql::CONTENT)
         .bind(id)
         .fetch_optional(pool)

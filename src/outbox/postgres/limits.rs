@@ -19,7 +19,7 @@ const PRUNE_BATCH: i64 = 1000;
 
 /// The shared limits of the daemons on one PostgreSQL queue.
 #[derive(Debug, Clone)]
-pub struct PgLimits {
+pub(super) struct PgLimits {
     pub(super) pool: Pool,
     pub(super) clock: Clock,
     /// The queue's round-trip counter: reservations and holds are database work too.

@@ -38,7 +38,7 @@ use crate::recipients::Preferences;
 use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 use completions::CompletionBatch;
 use dedicated::Dedicated;
-pub use round_trips::RoundTrips;
+pub(crate) use round_trips::RoundTrips;
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
 const ENQUEUE_QUEUE: usize = 8192;
@@ -116,7 +116,7 @@ impl PgOptions {
 
 /// Whether `schema` is a name notifyd accepts for its schema: lower-case letters, digits and
 /// `_`, not starting with a digit, at most 63 bytes (PostgreSQL's identifier length).
-pub fn valid_schema(schema: &str) -> bool {
+pub(crate) fn valid_schema(schema: &str) -> bool {
     !schema.is_empty()
         && schema.len() <= 63
         && !schema.starts_with(|c: char| c.is_ascii_digit())
@@ -730,10 +730,10 @@ impl Hints {
         for n in created {
             let recent = self
                 .sent
-                .get(&n.channel)
+                .get(n.channel.as_str())
                 .is_some_and(|at| now.duration_since(*at) < WAKE_DEBOUNCE);
-            if !recent && !due.contains(&n.channel) {
-                due.push(n.channel.clone());
+            if !recent && !due.iter().any(|c| n.channel == *c) {
+                due.push(n.channel.to_string());
             }
         }
         for c in &due {
@@ -1114,7 +1114,7 @@ async fn deduplicate(
     trips.one();
     insert_event(conn, &crate::rules::dedup::merged(&id, &claim.key, now)).await?;
     Ok(Some(Enqueued::Deduplicated {
-        id,
+        id: id.into(),
         state: parse_state(&state)?,
     }))
 }
@@ -1159,7 +1159,7 @@ async fn insert(
         .collect();
     let held: Vec<String> = items
         .iter()
-        .filter(|n| !created.contains(&n.id))
+        .filter(|n| !created.contains(n.id.as_str()))
         .filter_map(|n| n.idempotency_key.clone())
         .collect();
     let mut holders: HashMap<String, KeyHolder> = HashMap::new();
@@ -1177,7 +1177,7 @@ async fn insert(
     items
         .iter()
         .map(|n| {
-            if created.contains(&n.id) {
+            if created.contains(n.id.as_str()) {
                 return Ok(Enqueued::Created { id: n.id.clone() });
             }
             n.idempotency_key
@@ -1229,8 +1229,8 @@ impl InsertColumns {
                     .map_err(|e| StoreError::Internal(e.to_string()))?,
             )
         };
-        self.id.push(n.id.clone());
-        self.channel.push(n.channel.clone());
+        self.id.push(n.id.clone().into());
+        self.channel.push(n.channel.clone().into());
         self.recipient.push(n.to.clone());
         self.subject.push(n.subject.clone());
         self.body.push(n.body.clone());
@@ -1261,7 +1261,8 @@ impl InsertColumns {
                     .map_err(|e| StoreError::Internal(e.to_string()))?,
             )
         });
-        self.escalation_of.push(n.escalation.root.clone());
+        self.escalation_of
+            .push(n.escalation.root.clone().map(Into::into));
         self.recipient_key.push(crate::recipients::normalize(&n.to));
         Ok(())
     }
@@ -1335,7 +1336,7 @@ async fn queue_fallback(
             return Ok(());
         }
     };
-    let child_id = uuid::Uuid::now_v7().to_string();
+    let child_id = NotificationId::generate();
     if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
         insert(conn, trips, &[&child], Some(parent)).await?;
     }
@@ -1372,7 +1373,7 @@ async fn queue_escalation(
         .fetch_optional(&mut *conn)
         .await?;
     let acknowledged = matches!(acked_at, Some(Some(_)));
-    let child_id = uuid::Uuid::now_v7().to_string();
+    let child_id = NotificationId::generate();
     if let Some(step) = escalation::next_step(parent_row, acknowledged, trigger, child_id, now) {
         tracing::info!(notification_id = %parent, step = %step.id, channel = %step.channel,
             run_at = step.run_at_ms, "Queued the next escalation step.");
@@ -1440,7 +1441,10 @@ async fn acknowledge_in(
     Ok(match escalation::plan_ack(target) {
         AckPlan::NotFound => Acknowledged::NotFound,
         AckPlan::NothingToAck => Acknowledged::NothingToAck,
-        AckPlan::Already { root, at_ms } => Acknowledged::Already { root, at_ms },
+        AckPlan::Already { root, at_ms } => Acknowledged::Already {
+            root: root.into(),
+            at_ms,
+        },
         AckPlan::Mark { root } => {
             trips.one();
             let marked = sqlx::query(sql::MARK_ACKED)
@@ -1457,7 +1461,7 @@ async fn acknowledge_in(
                     .fetch_one(&mut *conn)
                     .await?;
                 return Ok(Acknowledged::Already {
-                    root,
+                    root: root.into(),
                     at_ms: at_ms.unwrap_or(now),
                 });
             }
@@ -1475,7 +1479,7 @@ async fn acknowledge_in(
             trips.one();
             insert_event(conn, &escalation::ack_event(&root, source, cancelled, now)).await?;
             Acknowledged::Done {
-                root,
+                root: root.into(),
                 at_ms: now,
                 cancelled,
             }
@@ -1646,7 +1650,7 @@ impl Outbox for PgOutbox {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             completions
                 .iter()
-                .filter_map(|c| held.take(&(c.id.clone(), c.lease)))
+                .filter_map(|c| held.take(&(c.id.clone().into(), c.lease)))
                 .collect()
         };
         let batch = CompletionBatch::plan(completions, now, &escalating);
@@ -1856,7 +1860,7 @@ impl Outbox for PgOutbox {
         rows.into_iter()
             .map(|(channel, state, count)| {
                 Ok(Depth {
-                    channel,
+                    channel: channel.into(),
                     state: parse_state(&state)?,
                     count: u64::try_from(count).unwrap_or(0),
                 })
@@ -1943,7 +1947,10 @@ impl Outbox for PgOutbox {
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(|(id, channel)| ExpiredRow { id, channel })
+            .map(|(id, channel)| ExpiredRow {
+                id: id.into(),
+                channel: channel.into(),
+            })
             .collect();
         self.trips.one();
         let live: Vec<String> = sqlx::query_scalar(sql::LIVE_CHANNELS)
@@ -2011,7 +2018,7 @@ impl Outbox for PgOutbox {
             self.trips.one();
             tx.commit().await?;
             return Ok(RecordedReceipt {
-                notification_id: target,
+                notification_id: target.map(Into::into),
                 duplicate: true,
             });
         }
@@ -2030,7 +2037,7 @@ impl Outbox for PgOutbox {
         self.trips.one();
         tx.commit().await?;
         Ok(RecordedReceipt {
-            notification_id: target,
+            notification_id: target.map(Into::into),
             duplicate: false,
         })
     }

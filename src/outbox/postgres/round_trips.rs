@@ -11,21 +11,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A shared counter of round trips; clones count into the same total.
 #[derive(Debug, Clone, Default)]
-pub struct RoundTrips(Arc<AtomicU64>);
+pub(crate) struct RoundTrips(Arc<AtomicU64>);
 
 impl RoundTrips {
     /// Counts `n` round trips.
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts one round trip.
-    pub fn one(&self) {
+    pub(crate) fn one(&self) {
         self.add(1);
     }
 
     /// The total so far.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }

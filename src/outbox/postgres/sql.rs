@@ -7,7 +7,8 @@
 /// Group commit: every notification of the batch in one statement, columns as arrays. A key
 /// already held (also by an earlier row of the same statement) inserts nothing; the caller
 /// looks its holder up with [`KEY_HOLDERS`].
-pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, subject, body, html,
+pub(super) const INSERT: &str =
+    "INSERT INTO notifications (id, channel, recipient, subject, body, html,
          data, priority, run_at, expires_at, created_at, updated_at, idempotency_key,
          content_hash, fallback, parent_id, checked, source, deliver_between, escalate,
          escalation_of, recipient_key)
@@ -30,7 +31,7 @@ pub const INSERT: &str = "INSERT INTO notifications (id, channel, recipient, sub
 /// the key is now the caller's. ON CONFLICT DO UPDATE locks the conflicting row even when its
 /// WHERE is false, so a daemon enqueueing the same key at once waits for this transaction and
 /// then sees its holder: one atomic step, not a read then a write.
-pub const TAKE_DEDUP_KEY: &str =
+pub(super) const TAKE_DEDUP_KEY: &str =
     "INSERT INTO dedup_keys (channel, recipient, dedup_key, notification_id, until_ms)
      VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (channel, recipient, dedup_key) DO UPDATE
@@ -42,12 +43,12 @@ pub const TAKE_DEDUP_KEY: &str =
 /// holder. Only after [`TAKE_DEDUP_KEY`] locked the row and [`COUNT_DUPLICATE`] found no holder:
 /// a later statement, so it sees every holder committed meanwhile (a subquery in the upsert
 /// would read the upsert's older snapshot and miss a holder another daemon just committed).
-pub const TAKE_ORPHANED_DEDUP_KEY: &str =
+pub(super) const TAKE_ORPHANED_DEDUP_KEY: &str =
     "UPDATE dedup_keys SET notification_id = $4, until_ms = $5
      WHERE channel = $1 AND recipient = $2 AND dedup_key = $3";
 
 /// Counts one more duplicate on the holder of a dedup key; its id and state.
-pub const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
+pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
      WHERE id = (SELECT notification_id FROM dedup_keys
                  WHERE channel = $1 AND recipient = $2 AND dedup_key = $3)
      RETURNING id, state";
@@ -56,7 +57,7 @@ pub const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplica
 /// the end of its window ([`crate::rules::digest`]): one upsert on the open-digest index, which
 /// waits for a daemon claiming (closing) that digest at the same moment and then opens the
 /// next. The item that fills it (`$8` items) closes it and makes it due now. Its id.
-pub const JOIN_DIGEST: &str =
+pub(super) const JOIN_DIGEST: &str =
     "INSERT INTO notifications AS n (id, channel, recipient, priority, run_at, created_at,
          updated_at, content_hash, checked, digest_key, digest_open, digest_items, recipient_key)
      VALUES ($1, $2, $3, $4, CASE WHEN $8 <= 1 THEN $6 ELSE $5 END, $6, $6, '', true, $7,
@@ -71,29 +72,29 @@ pub const JOIN_DIGEST: &str =
 
 /// Makes a stored notification an item of digest `$2`: it waits, never due by itself, and
 /// keeps its template variables.
-pub const COLLECT_ITEM: &str =
+pub(super) const COLLECT_ITEM: &str =
     "UPDATE notifications SET digest_id = $2, vars = $3::jsonb, run_at = $4 WHERE id = $1";
 
 /// A digest ended: its waiting items end with it ([`crate::rules::digest::item_state`]).
-pub const END_DIGEST_ITEMS: &str = "UPDATE notifications
+pub(super) const END_DIGEST_ITEMS: &str = "UPDATE notifications
      SET state = $3, provider_id = $4, last_code = $5, last_error = $6, updated_at = $2
      WHERE digest_id = $1 AND state = 'queued'
      RETURNING id";
 
 /// The items still waiting in a digest, oldest first.
-pub const DIGEST_ITEMS: &str = "SELECT id, subject, body, html, data, vars, created_at
+pub(super) const DIGEST_ITEMS: &str = "SELECT id, subject, body, html, data, vars, created_at
      FROM notifications WHERE digest_id = $1 AND state = 'queued' ORDER BY created_at, id";
 
 /// Dedup keys whose window is over, a bounded batch per sweep, oldest first.
-pub const PURGE_DEDUP_KEYS: &str = "DELETE FROM dedup_keys WHERE ctid IN (
+pub(super) const PURGE_DEDUP_KEYS: &str = "DELETE FROM dedup_keys WHERE ctid IN (
          SELECT ctid FROM dedup_keys WHERE until_ms <= $1 ORDER BY until_ms LIMIT $2)";
 
 /// The holders of several idempotency keys.
-pub const KEY_HOLDERS: &str = "SELECT idempotency_key, id, state, content_hash
+pub(super) const KEY_HOLDERS: &str = "SELECT idempotency_key, id, state, content_hash
      FROM notifications WHERE idempotency_key = ANY($1::text[])";
 
 /// The holder of one idempotency key.
-pub const KEY_HOLDER: &str =
+pub(super) const KEY_HOLDER: &str =
     "SELECT id, state, content_hash FROM notifications WHERE idempotency_key = $1";
 
 /// The claim, as River and Oban do it: the CTE picks and locks at most `$5` due rows of the
@@ -104,7 +105,7 @@ pub const KEY_HOLDER: &str =
 /// recipient's preferences (`preferences_read` when its `recipient_key` was written, so a
 /// missing `recipients` row means none): the dispatcher's rules need them, and here they cost
 /// no round trip of their own.
-pub const CLAIM: &str = "WITH due AS (
+pub(super) const CLAIM: &str = "WITH due AS (
          SELECT id, run_at, prio_rank FROM notifications
          WHERE channel = $4 AND state IN ('queued', 'sending') AND run_at <= $3
          ORDER BY prio_rank, run_at, id
@@ -130,7 +131,7 @@ pub const CLAIM: &str = "WITH due AS (
      FROM claimed c LEFT JOIN recipients r ON r.address = c.recipient_key";
 
 /// Ends a claimed row that cannot be decoded (`dead`, `unreadable_row`), by id.
-pub const QUARANTINE: &str =
+pub(super) const QUARANTINE: &str =
     "UPDATE notifications SET state = 'dead', last_code = 'unreadable_row', last_error = $2,
          lease_owner = NULL, updated_at = $3
      WHERE id = $1";
@@ -149,7 +150,7 @@ pub const QUARANTINE: &str =
 /// [`crate::rules::digest::ended`] say (the contract suite checks both backends write the same).
 /// One row per landed change (id, lease), with each early receipt it attached (NULL status when
 /// none).
-pub const COMPLETE: &str = "WITH recorded AS (
+pub(super) const COMPLETE: &str = "WITH recorded AS (
          INSERT INTO attempts (notification_id, attempt, started_at, latency_ms, outcome, code,
                                error, provider_id, decision, channel)
          SELECT a.id, a.attempt, a.started_at, a.latency_ms, a.outcome, a.code, a.error,
@@ -210,14 +211,14 @@ pub const COMPLETE: &str = "WITH recorded AS (
      SELECT d.id, d.lease, e.status, e.provider_status, e.error_code
      FROM changed d LEFT JOIN early e ON e.notification_id = d.id";
 
-pub const FALLBACK_PARENT: &str =
+pub(super) const FALLBACK_PARENT: &str =
     "SELECT fallback, subject, body, html, data, priority, expires_at, created_at
      FROM notifications WHERE id = $1";
 
 /// What the next escalation step is made of: the steps left on the notification before it, the
 /// chain's first notification (`root`) and its content (the notification's own if that one was
 /// purged).
-pub const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id) AS root,
+pub(super) const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id) AS root,
          CASE WHEN r.id IS NULL THEN n.subject ELSE r.subject END AS subject,
          CASE WHEN r.id IS NULL THEN n.body ELSE r.body END AS body,
          CASE WHEN r.id IS NULL THEN n.html ELSE r.html END AS html,
@@ -227,38 +228,38 @@ pub const STEP_PARENT: &str = "SELECT n.escalate, coalesce(n.escalation_of, n.id
      WHERE n.id = $1";
 /// Whether a chain was acknowledged, read under its first row's lock (an acknowledgement
 /// holds it while it marks the chain).
-pub const CHAIN_ACKED_FOR_UPDATE: &str =
+pub(super) const CHAIN_ACKED_FOR_UPDATE: &str =
     "SELECT acked_at FROM notifications WHERE id = $1 FOR UPDATE";
 /// When a chain was acknowledged.
-pub const CHAIN_ACKED: &str = "SELECT acked_at FROM notifications WHERE id = $1";
+pub(super) const CHAIN_ACKED: &str = "SELECT acked_at FROM notifications WHERE id = $1";
 /// What an acknowledgement needs of the notification it names.
-pub const ACK_TARGET: &str = "SELECT coalesce(n.escalation_of, n.id),
+pub(super) const ACK_TARGET: &str = "SELECT coalesce(n.escalation_of, n.id),
          n.escalate IS NOT NULL OR n.escalation_of IS NOT NULL,
          (SELECT r.acked_at FROM notifications r WHERE r.id = coalesce(n.escalation_of, n.id))
      FROM notifications n WHERE n.id = $1";
 /// Marks a chain acknowledged, once.
-pub const MARK_ACKED: &str =
+pub(super) const MARK_ACKED: &str =
     "UPDATE notifications SET acked_at = $2, updated_at = $2 WHERE id = $1 AND acked_at IS NULL";
 /// Cancels the chain's steps waiting in the queue; a step a claim is locking is being sent.
-pub const CANCEL_WAITING_STEPS: &str = "UPDATE notifications
+pub(super) const CANCEL_WAITING_STEPS: &str = "UPDATE notifications
      SET state = 'cancelled', last_code = $3, last_error = $4, updated_at = $2
      WHERE escalation_of = $1 AND state = 'queued'";
 
 /// A row whose fallback routes cannot be read ends dead, saying how it had ended.
-pub const END_UNREADABLE: &str = "UPDATE notifications SET state = 'dead', last_code = $2,
+pub(super) const END_UNREADABLE: &str = "UPDATE notifications SET state = 'dead', last_code = $2,
          last_error = $3 || '; its fallback was not queued after it ended ' || state || ' ('
              || coalesce(last_code, '') || ': ' || coalesce(last_error, '') || ')',
          lease_owner = NULL, updated_at = $4
      WHERE id = $1";
 
-pub const CANCEL: &str = "UPDATE notifications SET state = $4, updated_at = $2
+pub(super) const CANCEL: &str = "UPDATE notifications SET state = $4, updated_at = $2
      WHERE id = $1 AND state = $3";
-pub const REPLAY: &str = "UPDATE notifications SET state = $4, attempts = 0, run_at = $2,
+pub(super) const REPLAY: &str = "UPDATE notifications SET state = $4, attempts = 0, run_at = $2,
          lease_owner = NULL, updated_at = $2
      WHERE id = $1 AND state = $3";
-pub const STATE: &str = "SELECT state FROM notifications WHERE id = $1";
+pub(super) const STATE: &str = "SELECT state FROM notifications WHERE id = $1";
 
-pub const DEFER_DUE: &str =
+pub(super) const DEFER_DUE: &str =
     "UPDATE notifications SET run_at = $3, last_code = $5, last_error = $6, updated_at = $2
      WHERE id IN (SELECT id FROM notifications
                   WHERE channel = $1 AND state IN ('queued', 'sending') AND state = 'queued'
@@ -266,7 +267,7 @@ pub const DEFER_DUE: &str =
                   ORDER BY prio_rank, run_at, id LIMIT $4
                   FOR UPDATE SKIP LOCKED)";
 
-pub const REROUTE_DUE: &str =
+pub(super) const REROUTE_DUE: &str =
     "UPDATE notifications SET tried = coalesce(tried, '[]'::jsonb) || to_jsonb(channel),
          channel = $3, run_at = $2, attempts = 0, last_code = $5, last_error = $6, updated_at = $2
      WHERE id IN (SELECT id FROM notifications
@@ -276,29 +277,29 @@ pub const REROUTE_DUE: &str =
                   ORDER BY prio_rank, run_at, id LIMIT $4
                   FOR UPDATE SKIP LOCKED)";
 
-pub const RECEIPT_TARGET: &str =
+pub(super) const RECEIPT_TARGET: &str =
     "SELECT id FROM notifications WHERE provider_id = $1 AND channel = $2 LIMIT 1";
 
-pub const INSERT_RECEIPT: &str = "INSERT INTO receipts (channel, provider_id, status,
+pub(super) const INSERT_RECEIPT: &str = "INSERT INTO receipts (channel, provider_id, status,
          provider_status, error_code, received_at, notification_id)
      VALUES ($1, $2, $3, $4, $5, $6, $7)
      ON CONFLICT (channel, provider_id, provider_status) DO NOTHING";
 
-pub const FAIL_BY_RECEIPT: &str =
+pub(super) const FAIL_BY_RECEIPT: &str =
     "UPDATE notifications SET state = $6, last_code = $2, last_error = $3, updated_at = $4
      WHERE id = $1 AND state = $5";
 
-pub const EXPIRE_OVERDUE: &str =
+pub(super) const EXPIRE_OVERDUE: &str =
     "UPDATE notifications SET state = 'expired', last_code = $2, last_error = $3, updated_at = $1
      WHERE id IN (SELECT id FROM notifications
                   WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= $1
                   LIMIT $4 FOR UPDATE SKIP LOCKED)
      RETURNING id, channel";
 
-pub const LIVE_CHANNELS: &str =
+pub(super) const LIVE_CHANNELS: &str =
     "SELECT DISTINCT channel FROM notifications WHERE state IN ('queued', 'sending')";
 
-pub const DEAD_LETTER_ORPHANS: &str =
+pub(super) const DEAD_LETTER_ORPHANS: &str =
     "UPDATE notifications SET state = 'dead', last_code = $3, last_error = $4, lease_owner = NULL,
          updated_at = $2
      WHERE id IN (SELECT id FROM notifications
@@ -308,7 +309,7 @@ pub const DEAD_LETTER_ORPHANS: &str =
 
 /// One retention batch in one statement: the oldest finished notifications (at most `$2`), with
 /// their attempts and receipts.
-pub const PURGE_FINISHED: &str = "WITH old AS (
+pub(super) const PURGE_FINISHED: &str = "WITH old AS (
          SELECT id FROM notifications
          WHERE state IN ('delivered', 'failed', 'expired', 'cancelled') AND updated_at < $1
          ORDER BY updated_at LIMIT $2
@@ -318,17 +319,18 @@ pub const PURGE_FINISHED: &str = "WITH old AS (
      gone_events AS (DELETE FROM events WHERE notification_id IN (SELECT id FROM old))
      DELETE FROM notifications WHERE id IN (SELECT id FROM old)";
 
-pub const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
+pub(super) const PURGE_UNMATCHED_RECEIPTS: &str = "DELETE FROM receipts WHERE id IN (
          SELECT id FROM receipts WHERE notification_id IS NULL AND received_at < $1
          LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
-pub const GET: &str = "SELECT id, channel, recipient, state, priority, attempts, created_at,
+pub(super) const GET: &str = "SELECT id, channel, recipient, state, priority, attempts, created_at,
          run_at, expires_at, provider_id, last_code, last_error, parent_id, fallback, source,
          duplicates, digest_id, digest_key
      FROM notifications WHERE id = $1";
 
 /// What a notification says.
-pub const CONTENT: &str = "SELECT subject, body, html, data FROM notifications WHERE id = $1";
+pub(super) const CONTENT: &str =
+    "SELECT subject, body, html, data FROM notifications WHERE id = $1";
 
 /// One page of the history: a walk of at most `$13` rows, newest first by `(created_at, id)`,
 /// after the cursor `($11, $12)`. Run as an unnamed statement, planned with its values: each
@@ -340,7 +342,8 @@ pub const CONTENT: &str = "SELECT subject, body, html, data FROM notifications W
 /// rows) and the last row of a walk that reached its bound. The text is matched as SQLite's
 /// LIKE does: ASCII letters fold (`lower` in the "C" collation folds nothing else), nothing is a
 /// wildcard.
-pub const HISTORY: &str = "SELECT id, channel, recipient, state, priority, attempts, subject,
+pub(super) const HISTORY: &str =
+    "SELECT id, channel, recipient, state, priority, attempts, subject,
          created_at, updated_at, parent_id, last_code, hit, walked
      FROM (SELECT id, channel, recipient, state, priority, attempts, subject, created_at,
                   updated_at, parent_id, last_code,
@@ -364,31 +367,33 @@ pub const HISTORY: &str = "SELECT id, channel, recipient, state, priority, attem
      WHERE hit OR walked = $13
      LIMIT $14";
 
-pub const ATTEMPTS: &str = "SELECT attempt, started_at, latency_ms, outcome, code, error,
+pub(super) const ATTEMPTS: &str = "SELECT attempt, started_at, latency_ms, outcome, code, error,
          provider_id, decision, channel
      FROM attempts WHERE notification_id = $1 ORDER BY attempt, seq";
 
-pub const RECEIPTS: &str = "SELECT status, provider_status, error_code, received_at FROM receipts
+pub(super) const RECEIPTS: &str =
+    "SELECT status, provider_status, error_code, received_at FROM receipts
      WHERE notification_id = $1 ORDER BY received_at, id";
 
-pub const EVENTS: &str = "SELECT at, rule, detail FROM events
+pub(super) const EVENTS: &str = "SELECT at, rule, detail FROM events
      WHERE notification_id = $1 ORDER BY at, seq";
 
 /// One line of a notification's timeline: what a delivery rule did.
-pub const INSERT_EVENT: &str =
+pub(super) const INSERT_EVENT: &str =
     "INSERT INTO events (notification_id, at, rule, detail) VALUES ($1, $2, $3, $4)";
 
-pub const DEAD_LETTERS: &str = "SELECT id, channel, recipient, attempts, last_code, last_error,
+pub(super) const DEAD_LETTERS: &str =
+    "SELECT id, channel, recipient, attempts, last_code, last_error,
          updated_at
      FROM notifications
      WHERE state = 'dead' AND ($1::text IS NULL OR channel = $1)
      ORDER BY updated_at DESC LIMIT $2";
 
-pub const DEPTH: &str = "SELECT channel, state, count(*) FROM notifications
+pub(super) const DEPTH: &str = "SELECT channel, state, count(*) FROM notifications
      WHERE state IN ('queued', 'sending', 'dead') GROUP BY channel, state";
 
 /// Per channel, the oldest due time: for each priority one seek of the due index.
-pub const OLDEST_DUE: &str = "SELECT c, min(d.run_at) FROM unnest($1::text[]) AS c
+pub(super) const OLDEST_DUE: &str = "SELECT c, min(d.run_at) FROM unnest($1::text[]) AS c
      CROSS JOIN generate_series(0, 2) AS r
      CROSS JOIN LATERAL (
          SELECT run_at FROM notifications
@@ -398,19 +403,19 @@ pub const OLDEST_DUE: &str = "SELECT c, min(d.run_at) FROM unnest($1::text[]) AS
      GROUP BY c";
 
 /// A primary can take writes; a standby (or a server recovering) cannot.
-pub const WRITABLE: &str = "SELECT NOT pg_is_in_recovery()";
+pub(super) const WRITABLE: &str = "SELECT NOT pg_is_in_recovery()";
 
 /// Takes or keeps the lead of task `$1` for daemon `$2` until `$3`: granted when nobody leads
 /// it, this daemon already does, or the last leader's term ended (`$4` is now). Returns a row
 /// only when granted.
-pub const LEAD: &str = "INSERT INTO leaders (task, owner, until) VALUES ($1, $2, $3)
+pub(super) const LEAD: &str = "INSERT INTO leaders (task, owner, until) VALUES ($1, $2, $3)
      ON CONFLICT (task) DO UPDATE SET owner = excluded.owner, until = excluded.until
      WHERE leaders.owner = excluded.owner OR leaders.until <= $4
      RETURNING owner";
 
 /// One wake-up hint per channel given (`$1` is the schema's wake-up channel): delivered to every
 /// listening daemon when the transaction commits.
-pub const NOTIFY: &str = "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c";
+pub(super) const NOTIFY: &str = "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c";
 
 /// One reservation of a shared rate-limit bucket, the rule of
 /// [`crate::policy::rate_limit::reserve`] in one statement: `$1` channel, `$2` recipient (`''`
@@ -418,7 +423,7 @@ pub const NOTIFY: &str = "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c";
 /// `$4` tokens wanted. A new row is a full bucket (its arrival time was now). The row lock
 /// serialises daemons reserving from one bucket; RETURNING says how many were granted and the
 /// arrival time after them.
-pub const RESERVE_TOKENS: &str =
+pub(super) const RESERVE_TOKENS: &str =
     "INSERT INTO rate_limits AS b (channel, recipient, tat_us, granted)
      SELECT $1, $2, $3 + g * $6, g
      FROM (SELECT LEAST($4, ($5 + $7) / $6 + 1) AS g) AS fresh
@@ -433,22 +438,22 @@ pub const RESERVE_TOKENS: &str =
 /// Forgets up to `$2` buckets whose arrival time is before `$1` (µs): they are full again, so a
 /// new row would be the same. The outer condition is checked again on a row a reservation
 /// changed meanwhile, which is then kept.
-pub const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits
+pub(super) const PRUNE_RATE_LIMITS: &str = "DELETE FROM rate_limits
      WHERE (channel, recipient) IN (
          SELECT channel, recipient FROM rate_limits WHERE tat_us < $1 LIMIT $2)
        AND tat_us < $1";
 
 /// Holds channel `$1` until `$2` (ms) because `$3`, unless a longer hold is in force.
-pub const HOLD_CHANNEL: &str = "INSERT INTO channel_holds (channel, until_ms, because)
+pub(super) const HOLD_CHANNEL: &str = "INSERT INTO channel_holds (channel, until_ms, because)
      VALUES ($1, $2, $3)
      ON CONFLICT (channel) DO UPDATE SET until_ms = excluded.until_ms, because = excluded.because
      WHERE channel_holds.until_ms < excluded.until_ms";
 
 /// The holds in force at `$1` (ms).
-pub const HOLDS_IN_FORCE: &str =
+pub(super) const HOLDS_IN_FORCE: &str =
     "SELECT channel, until_ms, because FROM channel_holds WHERE until_ms > $1";
 
 /// Forgets the holds that ended before `$1` (ms).
-pub const PRUNE_HOLDS: &str = "DELETE FROM channel_holds WHERE until_ms <= $1";
+pub(super) const PRUNE_HOLDS: &str = "DELETE FROM channel_holds WHERE until_ms <= $1";
 /// Serialises migrations through PgBouncer: a lock held until the migrating transaction ends.
-pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
+pub(super) const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";

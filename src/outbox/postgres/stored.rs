@@ -19,7 +19,7 @@ fn unreadable(column: &'static str, problem: impl Into<String>) -> Unreadable {
 }
 
 /// A column of type `T` (a bug in the statement if it is not).
-pub fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T, Unreadable>
+pub(super) fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T, Unreadable>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
@@ -28,7 +28,7 @@ where
 }
 
 /// An integer within `range`.
-pub fn int(
+pub(super) fn int(
     row: &PgRow,
     column: &'static str,
     range: RangeInclusive<i64>,
@@ -45,7 +45,7 @@ pub fn int(
 }
 
 /// A JSON column of the shape `T`, or NULL.
-pub fn opt_json<T: DeserializeOwned>(
+pub(super) fn opt_json<T: DeserializeOwned>(
     row: &PgRow,
     column: &'static str,
 ) -> Result<Option<T>, Unreadable> {

@@ -110,7 +110,7 @@ fn escape_like(text: &str) -> String {
 }
 
 /// One page of the history.
-pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
+pub(super) fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
     let (sql, values, bound) = statement(q);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(values))?;
@@ -149,7 +149,7 @@ pub fn page(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage> {
 }
 
 /// What a notification says (subject, bodies, data), for the console's detail page.
-pub fn content(conn: &Connection, id: &str) -> Result<Option<Content>> {
+pub(super) fn content(conn: &Connection, id: &str) -> Result<Option<Content>> {
     use rusqlite::OptionalExtension;
     let row = conn
         .prepare_cached("SELECT subject, body, html, data FROM notifications WHERE id = ?1")?
@@ -307,7 +307,7 @@ mod tests {
                 ..n
             })
             .collect::<Vec<_>>();
-        let ids = notes.iter().map(|n| n.id.clone()).collect();
+        let ids = notes.iter().map(|n| n.id.to_string()).collect();
         q.enqueue(notes).await.unwrap();
         ids
     }
@@ -375,7 +375,7 @@ mod tests {
             })
             .collect();
         notes.sort_by(|a, b| b.id.cmp(&a.id));
-        let want: Vec<String> = notes.iter().map(|n| n.id.clone()).collect();
+        let want: Vec<String> = notes.iter().map(|n| n.id.to_string()).collect();
         q.enqueue(notes).await.unwrap();
         let mut got = Vec::new();
         let mut after = None;

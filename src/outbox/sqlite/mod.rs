@@ -45,7 +45,7 @@ pub struct SqliteOptions {
 }
 
 /// Reads the free bytes of the filesystem holding a directory.
-pub type FreeSpace = fn(&Path) -> Result<u64>;
+pub(crate) type FreeSpace = fn(&Path) -> Result<u64>;
 
 /// Free bytes for unprivileged users on the filesystem holding `dir`.
 fn filesystem_free_bytes(dir: &Path) -> Result<u64> {
@@ -571,7 +571,7 @@ pub(crate) fn key_holder(conn: &Connection, key: &str) -> Result<Option<KeyHolde
         .optional()?;
     row.map(|(id, state, content_hash)| {
         Ok(KeyHolder {
-            id,
+            id: id.into(),
             state: state.parse().map_err(StoreError::Internal)?,
             content_hash,
         })

@@ -25,7 +25,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// Brings the file to the current schema. Runs under `BEGIN IMMEDIATE` so two processes starting
 /// at once cannot both migrate.
-pub fn migrate(conn: &mut Connection) -> Result<()> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
@@ -111,7 +111,7 @@ impl ViewRow {
 }
 
 /// One notification with its attempts.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
     let row = conn
         .prepare_cached(
             "SELECT id, channel, recipient, state, priority, attempts, created_at, run_at,
@@ -156,8 +156,8 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(NotificationView {
-        id: row.id,
-        channel: row.channel,
+        id: row.id.into(),
+        channel: row.channel.into(),
         to: row.recipient,
         state: parse_state(row.state)?,
         priority: view_priority(row.priority),
@@ -168,11 +168,11 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
         provider_id: row.provider_id,
         last_code: row.last_code,
         last_error: row.last_error,
-        parent_id: row.parent_id,
+        parent_id: row.parent_id.map(Into::into),
         fallback: view_fallback(row.fallback),
         source: row.source.and_then(|s| serde_json::from_str(&s).ok()),
         duplicates: row.duplicates,
-        digest_id: row.digest_id,
+        digest_id: row.digest_id.map(Into::into),
         digest_key: row.digest_key,
         attempt_log,
         receipts,
@@ -182,7 +182,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<NotificationView>> {
 
 /// The items still waiting in digest `digest_id`, oldest first (read leniently: a column that
 /// cannot be read shows as absent).
-pub fn digest_items(conn: &Connection, digest_id: &str) -> Result<Vec<DigestItem>> {
+pub(super) fn digest_items(conn: &Connection, digest_id: &str) -> Result<Vec<DigestItem>> {
     let items = conn
         .prepare_cached(
             "SELECT id, subject, body, html, data, vars, created_at FROM notifications
@@ -193,7 +193,7 @@ pub fn digest_items(conn: &Connection, digest_id: &str) -> Result<Vec<DigestItem
                 Ok(stored::lossy_text(r, i)?.and_then(|s| serde_json::from_str(&s).ok()))
             };
             Ok(DigestItem {
-                id: stored::lossy_string(r, 0)?,
+                id: stored::lossy_string(r, 0)?.into(),
                 subject: stored::lossy_text(r, 1)?,
                 body: stored::lossy_text(r, 2)?,
                 html: stored::lossy_text(r, 3)?,
@@ -221,7 +221,7 @@ fn attempt_view(r: &Row<'_>) -> rusqlite::Result<AttemptView> {
 }
 
 /// Dead letters, newest first.
-pub fn dead_letters(
+pub(super) fn dead_letters(
     conn: &Connection,
     channel: Option<&str>,
     limit: usize,
@@ -237,8 +237,8 @@ pub fn dead_letters(
         .query_map(params![channel, limit], |r| {
             // Lenient: a dead letter may be a row quarantined for being unreadable.
             Ok(DeadLetter {
-                id: stored::lossy_string(r, 0)?,
-                channel: stored::lossy_string(r, 1)?,
+                id: stored::lossy_string(r, 0)?.into(),
+                channel: stored::lossy_string(r, 1)?.into(),
                 to: stored::lossy_string(r, 2)?,
                 attempts: stored::lossy_u32(r, 3)?,
                 last_code: stored::lossy_text(r, 4)?,
@@ -251,7 +251,7 @@ pub fn dead_letters(
 }
 
 /// Live and dead counts per channel (answered from the partial indexes).
-pub fn depth(conn: &Connection) -> Result<Vec<Depth>> {
+pub(super) fn depth(conn: &Connection) -> Result<Vec<Depth>> {
     let mut out = Vec::new();
     for sql in [
         "SELECT channel, state, count(*) FROM notifications
@@ -270,7 +270,7 @@ pub fn depth(conn: &Connection) -> Result<Vec<Depth>> {
         for row in rows {
             let (channel, state, count) = row?;
             out.push(Depth {
-                channel,
+                channel: channel.into(),
                 state: parse_state(state)?,
                 count,
             });
@@ -286,7 +286,11 @@ pub(super) const OLDEST_DUE: &str = "SELECT min(run_at) FROM notifications
 
 /// Per channel of `channels` with rows due now, the oldest due time: three index seeks each,
 /// where a scan of the due index would step over every live row.
-pub fn oldest_due(conn: &Connection, channels: &[String], now: i64) -> Result<Vec<(String, i64)>> {
+pub(super) fn oldest_due(
+    conn: &Connection,
+    channels: &[String],
+    now: i64,
+) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached(OLDEST_DUE)?;
     let mut out = Vec::new();
     for channel in channels {

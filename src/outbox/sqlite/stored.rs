@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 /// Why a stored row cannot be used, naming the column: the reason a quarantined row shows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{column}: {problem}")]
-pub struct Unreadable {
+pub(crate) struct Unreadable {
     pub column: &'static str,
     pub problem: String,
 }
@@ -45,7 +45,7 @@ fn class(v: ValueRef<'_>) -> &'static str {
 }
 
 /// Text that may be NULL; anything but UTF-8 text is unreadable.
-pub fn opt_text(
+pub(crate) fn opt_text(
     row: &Row<'_>,
     i: usize,
     column: &'static str,
@@ -63,12 +63,12 @@ pub fn opt_text(
 }
 
 /// Text that must be there.
-pub fn text(row: &Row<'_>, i: usize, column: &'static str) -> Result<String, Unreadable> {
+pub(crate) fn text(row: &Row<'_>, i: usize, column: &'static str) -> Result<String, Unreadable> {
     opt_text(row, i, column)?.ok_or_else(|| Unreadable::new(column, "NULL where TEXT belongs"))
 }
 
 /// An integer within `range`, or NULL.
-pub fn opt_int(
+pub(crate) fn opt_int(
     row: &Row<'_>,
     i: usize,
     column: &'static str,
@@ -89,7 +89,7 @@ pub fn opt_int(
 }
 
 /// An integer within `range` that must be there.
-pub fn int(
+pub(crate) fn int(
     row: &Row<'_>,
     i: usize,
     column: &'static str,
@@ -100,7 +100,7 @@ pub fn int(
 }
 
 /// JSON text of the shape `T`, or NULL.
-pub fn opt_json<T: DeserializeOwned>(
+pub(crate) fn opt_json<T: DeserializeOwned>(
     row: &Row<'_>,
     i: usize,
     column: &'static str,
@@ -115,7 +115,7 @@ pub fn opt_json<T: DeserializeOwned>(
 
 /// Whatever column `i` holds, as text a person can read: UTF-8 with the bad bytes replaced,
 /// numbers written out, a BLOB as its text. `None` for NULL.
-pub fn lossy_text(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+pub(crate) fn lossy_text(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
     Ok(match row.get_ref(i)? {
         ValueRef::Null => None,
         ValueRef::Integer(n) => Some(n.to_string()),
@@ -125,13 +125,13 @@ pub fn lossy_text(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
 }
 
 /// [`lossy_text`] for a column that is never NULL in a readable row.
-pub fn lossy_string(row: &Row<'_>, i: usize) -> rusqlite::Result<String> {
+pub(crate) fn lossy_string(row: &Row<'_>, i: usize) -> rusqlite::Result<String> {
     Ok(lossy_text(row, i)?.unwrap_or_default())
 }
 
 /// Whatever column `i` holds, as an integer where it is one (a REAL truncated, numeric TEXT
 /// parsed); `None` otherwise.
-pub fn lossy_int(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn lossy_int(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
     Ok(match row.get_ref(i)? {
         ValueRef::Integer(n) => Some(n),
         // `as` saturates: a REAL out of i64's range shows as its nearest bound.
@@ -144,7 +144,7 @@ pub fn lossy_int(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
 }
 
 /// [`lossy_int`] clamped into a `u32` (an attempt counter), 0 when it is not a number.
-pub fn lossy_u32(row: &Row<'_>, i: usize) -> rusqlite::Result<u32> {
+pub(crate) fn lossy_u32(row: &Row<'_>, i: usize) -> rusqlite::Result<u32> {
     let n = lossy_int(row, i)?.unwrap_or(0);
     Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
 }

@@ -10,7 +10,7 @@ fn open(dir: &tempfile::TempDir) -> SqliteOutbox {
 /// A plain notification for `channel` (also used by the writer's own tests).
 pub(super) fn note(channel: &str) -> NewNotification {
     NewNotification {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: uuid::Uuid::now_v7().to_string().into(),
         channel: channel.into(),
         to: "ops@example.com".into(),
         subject: Some("Subject".into()),
@@ -34,7 +34,7 @@ pub(super) fn note(channel: &str) -> NewNotification {
 
 async fn put(q: &SqliteOutbox, n: NewNotification) -> String {
     match q.enqueue(vec![n]).await.unwrap().remove(0) {
-        Enqueued::Created { id } => id,
+        Enqueued::Created { id } => id.into(),
         other => panic!("expected created, got {other:?}"),
     }
 }
@@ -340,7 +340,7 @@ async fn the_sweep_expires_overdue_rows_and_dead_letters_unknown_channels() {
         report,
         SweepReport {
             expired: vec![ExpiredRow {
-                id: stale.clone(),
+                id: stale.clone().into(),
                 channel: "c".into(),
             }],
             orphaned: 2,
@@ -381,7 +381,7 @@ async fn same_idempotency_key_and_content_returns_the_original() {
     assert_eq!(
         again,
         vec![Enqueued::Duplicate {
-            id: first,
+            id: first.into(),
             state: State::Queued
         }]
     );
@@ -407,7 +407,7 @@ async fn same_idempotency_key_with_different_content_is_a_conflict() {
         }])
         .await
         .unwrap();
-    assert_eq!(again, vec![Enqueued::Conflict { id: first }]);
+    assert_eq!(again, vec![Enqueued::Conflict { id: first.into() }]);
 }
 
 #[tokio::test]
@@ -435,7 +435,7 @@ async fn idempotency_holds_across_a_restart() {
     assert_eq!(
         again,
         vec![Enqueued::Duplicate {
-            id: first,
+            id: first.into(),
             state: State::Queued
         }]
     );
@@ -557,7 +557,7 @@ async fn attempts_are_recorded_in_order() {
     q.claim("c", 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
         events: Vec::new(),
-        id: id.clone(),
+        id: id.clone().into(),
         attempt: 1,
         lease: LeaseToken(1),
         outcome: Outcome::Retry {
@@ -581,7 +581,7 @@ async fn attempts_are_recorded_in_order() {
     q.claim("c", 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
         events: Vec::new(),
-        id: id.clone(),
+        id: id.clone().into(),
         attempt: 2,
         lease: LeaseToken(2),
         outcome: Outcome::Delivered {
@@ -801,7 +801,7 @@ async fn a_receipt_for_a_known_message_is_attached_and_a_failure_fails_it() {
             .await
             .unwrap()
             .notification_id,
-        Some(id.clone())
+        Some(id.clone().into())
     );
     assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Delivered);
     q.record_receipt(receipt("SM1", ReceiptStatus::Failed, "undelivered"))
@@ -955,7 +955,7 @@ async fn a_receipt_never_matches_a_notification_of_another_channel() {
         ))
         .await
         .unwrap();
-    assert_eq!(answer.notification_id, Some(on_b.clone()));
+    assert_eq!(answer.notification_id, Some(on_b.clone().into()));
     assert_eq!(q.get(&on_b).await.unwrap().unwrap().state, State::Failed);
 }
 
@@ -991,7 +991,7 @@ async fn a_receipt_after_failover_matches_the_channel_that_delivered_it() {
         ))
         .await
         .unwrap();
-    assert_eq!(from_b.notification_id, Some(id.clone()));
+    assert_eq!(from_b.notification_id, Some(id.clone().into()));
     assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Delivered);
 }
 
@@ -1014,7 +1014,7 @@ async fn a_replayed_receipt_is_stored_once_and_reported_as_a_duplicate() {
         (false, true),
         "{first:?} {again:?}"
     );
-    assert_eq!(again.notification_id, Some(id.clone()));
+    assert_eq!(again.notification_id, Some(id.clone().into()));
     // A new status for the same message is a new receipt.
     let delivered = q
         .record_receipt(receipt("SM9", ReceiptStatus::Delivered, "delivered"))

@@ -320,7 +320,7 @@ pub(super) const PURGE_DEDUP_KEYS: &str =
          ORDER BY until_ms LIMIT ?2)";
 
 /// A write request.
-pub enum Op {
+pub(super) enum Op {
     Enqueue {
         items: Vec<NewNotification>,
         reply: oneshot::Sender<Result<Vec<Enqueued>>>,
@@ -417,7 +417,7 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T
 }
 
 /// Starts the writer thread; it ends when every sender is dropped, after the last batch.
-pub fn spawn(
+pub(super) fn spawn(
     conn: Connection,
     owner: String,
     commits: Arc<AtomicU64>,
@@ -781,7 +781,10 @@ impl Writer {
         };
         let state = state.parse::<State>().map_err(StoreError::Internal)?;
         self.record_events(&[crate::rules::dedup::merged(&id, &claim.key, now)])?;
-        Ok(Some(Enqueued::Deduplicated { id, state }))
+        Ok(Some(Enqueued::Deduplicated {
+            id: id.into(),
+            state,
+        }))
     }
 
     fn insert(&self, n: &NewNotification, parent: Option<&str>) -> Result<Enqueued> {
@@ -1027,7 +1030,7 @@ impl Writer {
                 return Ok(());
             }
         };
-        let child_id = uuid::Uuid::now_v7().to_string();
+        let child_id = NotificationId::generate();
         if let Some(step) =
             escalation::next_step(parent_row, acked_at.is_some(), trigger, child_id, now)
         {
@@ -1057,7 +1060,10 @@ impl Writer {
         Ok(match escalation::plan_ack(target) {
             AckPlan::NotFound => Acknowledged::NotFound,
             AckPlan::NothingToAck => Acknowledged::NothingToAck,
-            AckPlan::Already { root, at_ms } => Acknowledged::Already { root, at_ms },
+            AckPlan::Already { root, at_ms } => Acknowledged::Already {
+                root: root.into(),
+                at_ms,
+            },
             AckPlan::Mark { root } => {
                 self.conn
                     .prepare_cached(MARK_ACKED)?
@@ -1076,7 +1082,7 @@ impl Writer {
                 let cancelled = cancelled as u64;
                 self.record_events(&[escalation::ack_event(&root, source, cancelled, now)])?;
                 Acknowledged::Done {
-                    root,
+                    root: root.into(),
                     at_ms: now,
                     cancelled,
                 }
@@ -1108,7 +1114,7 @@ impl Writer {
                 return Ok(());
             }
         };
-        let child_id = uuid::Uuid::now_v7().to_string();
+        let child_id = NotificationId::generate();
         if let Some(child) = fallback::fallback_child(parent_row, child_id, now) {
             self.insert(&child, Some(parent))?;
         }
@@ -1224,7 +1230,7 @@ impl Writer {
         if inserted == 0 {
             // Already stored (and applied, if it matched): a replay changes nothing.
             return Ok(RecordedReceipt {
-                notification_id: target,
+                notification_id: target.map(Into::into),
                 duplicate: true,
             });
         }
@@ -1238,7 +1244,7 @@ impl Writer {
             )?;
         }
         Ok(RecordedReceipt {
-            notification_id: target,
+            notification_id: target.map(Into::into),
             duplicate: false,
         })
     }
@@ -1335,8 +1341,8 @@ impl Writer {
                 |r| {
                     // Shown, not trusted: a row another program wrote may hold anything here.
                     Ok(ExpiredRow {
-                        id: stored::lossy_string(r, 0)?,
-                        channel: stored::lossy_string(r, 1)?,
+                        id: stored::lossy_string(r, 0)?.into(),
+                        channel: stored::lossy_string(r, 1)?.into(),
                     })
                 },
             )?
@@ -1499,7 +1505,7 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> Result<Option<String>> {
 
 /// What one retention batch deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Purged {
+pub(super) struct Purged {
     /// Finished notifications (with their attempts and receipts).
     pub notifications: u64,
     /// Receipts that never matched.
@@ -1508,7 +1514,7 @@ pub struct Purged {
 
 impl Purged {
     /// Whether either kind filled its batch, so more may be waiting.
-    pub fn full(&self) -> bool {
+    pub(super) fn full(&self) -> bool {
         super::super::sweep::purge_again(self.notifications, self.receipts)
     }
 }

@@ -34,7 +34,7 @@ pub async fn a_second_notification_with_the_key_inside_the_window_is_merged_into
     assert_eq!(
         s.outbox.enqueue(vec![again]).await.unwrap(),
         vec![Enqueued::Deduplicated {
-            id: first.clone(),
+            id: first.clone().into(),
             state: State::Queued
         }]
     );
@@ -82,7 +82,7 @@ pub async fn once_the_window_is_over_the_next_notification_takes_the_key(s: Subj
     assert_eq!(
         s.outbox.enqueue(vec![later]).await.unwrap(),
         vec![Enqueued::Deduplicated {
-            id: second.clone(),
+            id: second.clone().into(),
             state: State::Queued
         }]
     );
@@ -126,7 +126,7 @@ pub async fn a_replayed_idempotency_key_is_a_replay_not_a_duplicate(s: Subject) 
     assert_eq!(
         s.outbox.enqueue(vec![again]).await.unwrap(),
         vec![Enqueued::Duplicate {
-            id: original.clone(),
+            id: original.clone().into(),
             state: State::Queued
         }]
     );
@@ -147,7 +147,7 @@ pub async fn a_duplicate_of_a_delivered_notification_reports_its_state(s: Subjec
             .await
             .unwrap(),
         vec![Enqueued::Deduplicated {
-            id: first,
+            id: first.into(),
             state: State::Delivered
         }]
     );

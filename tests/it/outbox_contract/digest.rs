@@ -26,7 +26,7 @@ fn item(s: &Subject, to: &str, key: &str, max: u32) -> NewNotification {
 /// The digest `id` was collected into.
 async fn digest_of(s: &Subject, id: &str) -> String {
     let view = s.outbox.get(id).await.unwrap().unwrap();
-    view.digest_id.expect("collected into a digest")
+    view.digest_id.expect("collected into a digest").into()
 }
 
 pub async fn items_with_one_key_join_one_digest_sent_when_its_window_ends(s: Subject) {

@@ -37,7 +37,7 @@ pub async fn the_same_key_with_the_same_content_returns_the_original(s: Subject)
     assert_eq!(
         s.outbox.enqueue(vec![again]).await.unwrap(),
         vec![Enqueued::Duplicate {
-            id: original.clone(),
+            id: original.clone().into(),
             state: State::Queued,
         }]
     );
@@ -58,7 +58,9 @@ pub async fn the_same_key_with_other_content_is_a_conflict_naming_the_holder(s: 
     };
     assert_eq!(
         s.outbox.enqueue(vec![other]).await.unwrap(),
-        vec![Enqueued::Conflict { id: original }]
+        vec![Enqueued::Conflict {
+            id: original.into()
+        }]
     );
     assert!(s.outbox.get("another-id").await.unwrap().is_none());
 }
@@ -73,7 +75,7 @@ pub async fn a_key_is_found_with_its_holder_and_an_unused_key_is_not(s: Subject)
     assert_eq!(
         s.outbox.find_key("k1").await.unwrap(),
         Some(KeyHolder {
-            id,
+            id: id.into(),
             state: State::Queued,
             content_hash: Some("h1".into()),
         })
@@ -102,7 +104,9 @@ pub async fn one_enqueue_of_several_answers_each_in_order(s: Subject) {
         answers,
         vec![
             Enqueued::Created { id: fresh.id },
-            Enqueued::Conflict { id: original }
+            Enqueued::Conflict {
+                id: original.into()
+            }
         ]
     );
 }

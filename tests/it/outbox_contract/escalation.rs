@@ -121,7 +121,7 @@ pub async fn an_acknowledgement_cancels_the_waiting_step_and_stops_the_chain(s: 
     assert_eq!(
         acked,
         Acknowledged::Done {
-            root: root.clone(),
+            root: root.clone().into(),
             at_ms: s.now(),
             cancelled: 1
         }
@@ -143,7 +143,7 @@ pub async fn acknowledging_again_changes_nothing_and_names_the_first_time(s: Sub
     assert_eq!(
         again,
         Acknowledged::Already {
-            root,
+            root: root.into(),
             at_ms: first_at
         }
     );

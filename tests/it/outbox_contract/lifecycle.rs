@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use notifyd::outbox::{AttemptRecord, Completion, Depth, Outcome, State, Transition};
+use notifyd::outbox::{AttemptRecord, ChannelName, Completion, Depth, Outcome, State, Transition};
 
 use super::{Subject, delivered, finish};
 
@@ -72,7 +72,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     s.outbox
         .complete(vec![Completion {
             events: Vec::new(),
-            id: id.clone(),
+            id: id.clone().into(),
             attempt: first.attempt,
             lease: first.lease,
             outcome: Outcome::Retry {
@@ -89,7 +89,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     s.outbox
         .complete(vec![Completion {
             events: Vec::new(),
-            id: id.clone(),
+            id: id.clone().into(),
             attempt: second.attempt,
             lease: second.lease,
             outcome: delivered("SM1"),
@@ -213,7 +213,7 @@ pub async fn depth_counts_live_and_dead_notifications_per_channel(s: Subject) {
     let cancelled = s.put(s.note("a")).await;
     s.outbox.cancel(&cancelled).await.unwrap();
 
-    let mut depth: Vec<(String, State, u64)> = s
+    let mut depth: Vec<(ChannelName, State, u64)> = s
         .outbox
         .depth()
         .await

@@ -50,7 +50,7 @@ impl Subject {
     /// A plain notification for `channel`, due now.
     pub fn note(&self, channel: &str) -> NewNotification {
         NewNotification {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: uuid::Uuid::now_v7().to_string().into(),
             channel: channel.into(),
             to: "ops@example.com".into(),
             subject: Some("Subject".into()),
@@ -75,7 +75,7 @@ impl Subject {
     /// Enqueues `n`, which must be new; its id.
     pub async fn put(&self, n: NewNotification) -> String {
         match self.outbox.enqueue(vec![n]).await.unwrap().remove(0) {
-            Enqueued::Created { id } => id,
+            Enqueued::Created { id } => id.into(),
             other => panic!("expected created, got {other:?}"),
         }
     }
@@ -110,7 +110,7 @@ impl Subject {
 pub fn completion(row: &Claimed, outcome: Outcome) -> Completion {
     Completion {
         events: Vec::new(),
-        id: row.message.id.clone(),
+        id: row.message.id.clone().into(),
         attempt: row.attempt,
         lease: row.lease,
         outcome,

@@ -2,8 +2,8 @@
 //! PgBouncer of each test's own in front of the machine's server, three server connections
 //! shared by the outbox's four, a fresh schema per test.
 
-use notifyd::outbox::postgres::{PgOptions, PgOutbox};
 use notifyd::outbox::{Clock, ManualClock};
+use notifyd::outbox::{PgOptions, PgOutbox};
 
 use super::{START_MS, Subject, outbox_contract};
 use crate::postgres_server::{Bouncer, TestSchema};

@@ -1,8 +1,8 @@
 //! The contract on PostgreSQL: the machine's server, a fresh schema per test, dropped after it
 //! (see `postgres_server.rs`; without a server a developer's run skips, CI fails).
 
-use notifyd::outbox::postgres::{PgOptions, PgOutbox};
 use notifyd::outbox::{Clock, ManualClock};
+use notifyd::outbox::{PgOptions, PgOutbox};
 
 use super::{START_MS, Subject, outbox_contract};
 use crate::postgres_server::{TestSchema, server_url};

@@ -32,7 +32,7 @@ pub async fn a_late_receipt_is_attached_and_a_failure_fails_the_notification(s: 
     assert_eq!(
         sent,
         RecordedReceipt {
-            notification_id: Some(id.clone()),
+            notification_id: Some(id.clone().into()),
             duplicate: false
         }
     );
@@ -88,7 +88,7 @@ pub async fn a_replayed_receipt_is_stored_once(s: Subject) {
     assert_eq!(
         again,
         RecordedReceipt {
-            notification_id: Some(id.clone()),
+            notification_id: Some(id.clone().into()),
             duplicate: true
         }
     );

@@ -1,9 +1,9 @@
 //! Recipient preferences: stored beside the queue, read back for a claim's recipients at once.
 
+use notifyd::DeliverBetween;
+use notifyd::Preferences;
+use notifyd::WindowSpec;
 use notifyd::outbox::NewNotification;
-use notifyd::recipients::Preferences;
-use notifyd::rules::quiet_hours::DeliverBetween;
-use notifyd::rules::window::WindowSpec;
 
 use super::Subject;
 
@@ -147,7 +147,7 @@ pub async fn a_held_notification_waits_unspent_with_its_event_and_a_lost_lease_w
     let until = s.now() + 3_600_000;
     let held = |row: &notifyd::outbox::Claimed, detail: &str| notifyd::outbox::Completion {
         events: vec![RuleEvent {
-            notification: row.message.id.clone(),
+            notification: row.message.id.clone().into(),
             at_ms: s.now(),
             rule: Rule::QuietHours,
             detail: detail.into(),

@@ -62,7 +62,7 @@ pub async fn a_failure_with_a_fallback_queues_the_next_route_as_a_child(s: Subje
     assert_eq!(grandchild.message.body.as_deref(), Some("Short text"));
     assert_eq!(grandchild.message.subject, None);
     let view = s.outbox.get(&grandchild.message.id).await.unwrap().unwrap();
-    assert_eq!(view.parent_id, Some(child.message.id));
+    assert_eq!(view.parent_id, Some(child.message.id.into()));
     assert!(view.fallback.is_empty());
 }
 

@@ -1,7 +1,7 @@
 //! The contract on SQLite: a real queue file in a temp dir.
 
-use notifyd::outbox::sqlite::{SqliteOptions, SqliteOutbox};
 use notifyd::outbox::{Clock, ManualClock};
+use notifyd::outbox::{SqliteOptions, SqliteOutbox};
 
 use super::{START_MS, Subject, outbox_contract};
 

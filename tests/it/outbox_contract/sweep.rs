@@ -39,7 +39,7 @@ pub async fn the_sweep_expires_queued_notifications_whose_expiry_passed(s: Subje
     assert_eq!(
         report.expired,
         vec![ExpiredRow {
-            id: soon.clone(),
+            id: soon.clone().into(),
             channel: "c".into()
         }]
     );

@@ -57,7 +57,7 @@ impl fmt::Display for Endpoint {
 }
 
 /// A bound listener.
-pub enum Bound {
+pub(crate) enum Bound {
     Tcp(TcpListener),
     /// A Unix socket and, when notifyd created it, its path (removed on stop). A socket passed by
     /// systemd belongs to systemd and is left alone.
@@ -66,7 +66,7 @@ pub enum Bound {
 
 impl Bound {
     /// Binds the endpoint. A stale Unix socket file left by a previous run is replaced.
-    pub async fn bind(endpoint: &Endpoint) -> std::io::Result<Self> {
+    pub(crate) async fn bind(endpoint: &Endpoint) -> std::io::Result<Self> {
         match endpoint {
             Endpoint::Tcp(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await?)),
             Endpoint::Unix(path) => {
@@ -80,7 +80,7 @@ impl Bound {
     }
 
     /// The listening socket systemd passed (socket activation, `notifyd.socket`), if any.
-    pub fn from_systemd() -> std::io::Result<Option<Self>> {
+    pub(crate) fn from_systemd() -> std::io::Result<Option<Self>> {
         let mut fds = listenfd::ListenFd::from_env();
         if fds.len() == 0 {
             return Ok(None);
@@ -99,7 +99,7 @@ impl Bound {
     }
 
     /// The endpoint actually bound (the real port when 0 was asked for).
-    pub fn endpoint(&self) -> std::io::Result<Endpoint> {
+    pub(crate) fn endpoint(&self) -> std::io::Result<Endpoint> {
         match self {
             Self::Tcp(l) => Ok(Endpoint::Tcp(l.local_addr()?)),
             Self::Unix(l, path) => {
@@ -130,7 +130,7 @@ fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
 }
 
 /// Serves `router` until `stop` turns true, then lets open requests finish (up to 10 s).
-pub async fn serve(
+pub(crate) async fn serve(
     bound: Bound,
     router: Router,
     header_timeout: Duration,

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// A JSON request body, parsed.
-pub struct JsonBody {
+pub(crate) struct JsonBody {
     pub value: serde_json::Value,
     /// Paths of integer literals outside `i64`, which serde_json would have turned into floats
     /// (see [`crate::json_bounds`]); the caller refuses the items they are in.
@@ -16,7 +16,7 @@ pub struct JsonBody {
 
 /// A 422 for the first of `inexact` (paths of integers that would not be kept exactly) under
 /// `prefix` (`""` for the whole body, `notifications[3]` for a batch item).
-pub fn inexact_under(inexact: &[String], prefix: &str) -> Option<ApiError> {
+pub(crate) fn inexact_under(inexact: &[String], prefix: &str) -> Option<ApiError> {
     let path = inexact.iter().find(|p| {
         prefix.is_empty()
             || p.strip_prefix(prefix)
@@ -34,7 +34,7 @@ pub fn inexact_under(inexact: &[String], prefix: &str) -> Option<ApiError> {
 }
 
 /// Reads at most `limit` bytes of JSON.
-pub async fn read_json(
+pub(crate) async fn read_json(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -66,7 +66,7 @@ pub async fn read_json(
 }
 
 /// Deserializes a JSON value into `T`; a mismatch is a 422 naming the field.
-pub fn shape<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+pub(crate) fn shape<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let message = e.inner().to_string();
         let path = e.path().to_string();
@@ -95,7 +95,7 @@ fn named_field(message: &str) -> Option<&str> {
 }
 
 /// Reads at most `limit` bytes within `within`: 413 past the limit, 408 past the time.
-pub async fn read_bytes(
+pub(crate) async fn read_bytes(
     headers: &HeaderMap,
     body: Body,
     limit: usize,

@@ -191,7 +191,7 @@ fn next_occurrence(at: LocalTime, zone: &Zone, now: Timestamp) -> Timestamp {
 }
 
 /// Milliseconds since the Unix epoch as a jiff instant (clamped to jiff's range).
-pub fn instant(ms: i64) -> Timestamp {
+pub(crate) fn instant(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
         Timestamp::MIN
     } else {

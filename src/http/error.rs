@@ -5,7 +5,9 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::views::{ErrorBody, ErrorDetail};
+use schemars::JsonSchema;
+use serde::Serialize;
+
 use crate::outbox::StoreError;
 use notifyd_channels::FieldError;
 
@@ -101,4 +103,25 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// An error answer: `{"error": {"code", "message", "field"?, "id"?}}`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for programs (`code`, `field`) and people (`message`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: String,
+    pub message: String,
+    /// The request field at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The notification the error is about (the original of an idempotency conflict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
