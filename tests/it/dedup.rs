@@ -1,6 +1,7 @@
 //! Dedup end to end: through the API to a local receiver, across a restart, on both backends.
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::postgres_server::TestSchema;
 use crate::support::*;
@@ -149,4 +150,71 @@ async fn two_daemons_on_postgres_agree_on_one_holder_of_a_key_sent_to_both_at_on
     assert_eq!(sink.received().len(), 1);
     a.stop().await;
     b.stop().await;
+}
+
+/// The largest count a plain-SQL program can store in `duplicates`.
+const MOST_DUPLICATES: i64 = i64::MAX;
+
+#[tokio::test]
+async fn a_holder_whose_stored_duplicate_count_is_the_largest_still_answers_duplicates_on_sqlite() {
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start(&hooks(&sink)).await;
+    let first = d.accept(alert("ops", "disk 91% full")).await;
+    d.wait_for_state(&first, "delivered").await;
+    rusqlite::Connection::open(d.queue_path())
+        .unwrap()
+        .execute(
+            "UPDATE notifications SET duplicates = ?1 WHERE id = ?2",
+            rusqlite::params![MOST_DUPLICATES, first],
+        )
+        .unwrap();
+
+    let (status, again) = d
+        .post("/v1/notifications", &alert("ops", "disk 95% full"))
+        .await;
+    assert_eq!(
+        (status, &again["duplicate_of"]),
+        (200, &json!(first)),
+        "{again}"
+    );
+    let (_, view) = d.get(&format!("/v1/notifications/{first}")).await;
+    assert_eq!(view["duplicates"], MOST_DUPLICATES);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_holder_whose_stored_duplicate_count_is_the_largest_still_answers_duplicates_on_postgres()
+{
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let sink = Sink::ok().await;
+    let d = TestDaemon::start_on_postgres(&schema.name, &hooks(&sink)).await;
+    let first = d.accept(alert("ops", "disk 91% full")).await;
+    d.wait_for_state(&first, "delivered").await;
+    let mut conn = sqlx::PgConnection::connect(&crate::postgres_server::server_url())
+        .await
+        .unwrap();
+    // The schema's name is this test's own (`t_` and a UUID).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE \"{}\".notifications SET duplicates = $1 WHERE id = $2",
+        schema.name
+    )))
+    .bind(MOST_DUPLICATES)
+    .bind(&first)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let (status, again) = d
+        .post("/v1/notifications", &alert("ops", "disk 95% full"))
+        .await;
+    assert_eq!(
+        (status, &again["duplicate_of"]),
+        (200, &json!(first)),
+        "{again}"
+    );
+    let (_, view) = d.get(&format!("/v1/notifications/{first}")).await;
+    assert_eq!(view["duplicates"], MOST_DUPLICATES);
+    d.stop().await;
 }

@@ -194,3 +194,37 @@ async fn two_daemons_on_postgres_collect_into_one_digest_and_send_it_once() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_item_joins_a_digest_whose_stored_count_is_the_largest_and_closes_it() {
+    let t = templates();
+    let sink = Sink::ok().await;
+    let channels = collecting(
+        &sink,
+        "digest_window = \"1h\"\ndigest_max = 3\ndigest_template = \"digest\"",
+        &t,
+    );
+    let d = TestDaemon::start(&channels).await;
+    let a = d.accept(alert("db-1")).await;
+    let (_, view) = d.get(&format!("/v1/notifications/{a}")).await;
+    let digest = view["digest_id"].as_str().unwrap().to_owned();
+    // Another program stored the largest count it can.
+    rusqlite::Connection::open(d.queue_path())
+        .unwrap()
+        .execute(
+            "UPDATE notifications SET digest_items = ?1 WHERE id = ?2",
+            rusqlite::params![i64::MAX, digest],
+        )
+        .unwrap();
+
+    let b = d.accept(alert("db-2")).await;
+    let view = d.wait_for_state(&b, "delivered").await;
+    assert_eq!(view["digest_id"], digest);
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].body["body"],
+        "db-1: db-1 is down\ndb-2: db-2 is down\n"
+    );
+    d.stop().await;
+}

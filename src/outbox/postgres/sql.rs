@@ -47,8 +47,11 @@ pub(super) const TAKE_ORPHANED_DEDUP_KEY: &str =
     "UPDATE dedup_keys SET notification_id = $4, until_ms = $5
      WHERE channel = $1 AND recipient = $2 AND dedup_key = $3";
 
-/// Counts one more duplicate on the holder of a dedup key; its id and state.
-pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
+/// Counts one more duplicate on the holder of a dedup key; its id and state. The count stops
+/// at the largest bigint: another program may have stored it there, and a duplicate must still
+/// be answered.
+pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications
+     SET duplicates = least(duplicates, 9223372036854775806) + 1
      WHERE id = (SELECT notification_id FROM dedup_keys
                  WHERE channel = $1 AND recipient = $2 AND dedup_key = $3)
      RETURNING id, state";
@@ -56,17 +59,19 @@ pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = 
 /// A digest item joins the digest open for its (channel, recipient, key), or opens one due at
 /// the end of its window ([`crate::rules::digest`]): one upsert on the open-digest index, which
 /// waits for a daemon claiming (closing) that digest at the same moment and then opens the
-/// next. The item that fills it (`$8` items) closes it and makes it due now. Its id.
+/// next. The item that fills it (`$8` items) closes it and makes it due now; the count stops
+/// at the largest bigint, where another program may have stored it. Its id.
 pub(super) const JOIN_DIGEST: &str =
     "INSERT INTO notifications AS n (id, channel, recipient, priority, run_at, created_at,
          updated_at, content_hash, checked, digest_key, digest_open, digest_items, recipient_key)
      VALUES ($1, $2, $3, $4, CASE WHEN $8 <= 1 THEN $6 ELSE $5 END, $6, $6, '', true, $7,
              CASE WHEN $8 <= 1 THEN NULL ELSE true END, 1, $9)
      ON CONFLICT (channel, recipient, digest_key) WHERE digest_open DO UPDATE
-         SET digest_items = n.digest_items + 1,
-             digest_open = CASE WHEN n.digest_items + 1 >= $8 THEN NULL ELSE true END,
-             run_at = CASE WHEN n.digest_items + 1 >= $8 THEN least(n.run_at, $6)
-                           ELSE n.run_at END,
+         SET digest_items = least(n.digest_items, 9223372036854775806) + 1,
+             digest_open = CASE WHEN least(n.digest_items, 9223372036854775806) + 1 >= $8
+                                THEN NULL ELSE true END,
+             run_at = CASE WHEN least(n.digest_items, 9223372036854775806) + 1 >= $8
+                           THEN least(n.run_at, $6) ELSE n.run_at END,
              updated_at = $6
      RETURNING id";
 

@@ -278,8 +278,11 @@ pub(super) const TAKE_DEDUP_KEY: &str =
 const TAKE_ORPHANED_DEDUP_KEY: &str = "UPDATE dedup_keys SET notification_id = ?4, until_ms = ?5
      WHERE channel = ?1 AND recipient = ?2 AND dedup_key = ?3";
 
-/// Counts one more duplicate on the holder of a dedup key; its id and state.
-pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = duplicates + 1
+/// Counts one more duplicate on the holder of a dedup key; its id and state. The count stops
+/// at the largest integer (SQLite would make `+ 1` a REAL, which the STRICT column refuses):
+/// another program may have stored it there, and a duplicate must still be answered.
+pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications
+     SET duplicates = min(duplicates, 9223372036854775806) + 1
      WHERE id = (SELECT notification_id FROM dedup_keys
                  WHERE channel = ?1 AND recipient = ?2 AND dedup_key = ?3)
      RETURNING id, state";
@@ -287,16 +290,18 @@ pub(super) const COUNT_DUPLICATE: &str = "UPDATE notifications SET duplicates = 
 /// A digest item joins the digest open for its (channel, recipient, key), or opens one due at
 /// the end of its window ([`crate::rules::digest`]): one upsert on the open-digest index, so
 /// an item never sees a digest half opened. The item that fills it (`?8` items) closes it and
-/// makes it due now. Returns the digest's id.
+/// makes it due now; the count stops at the largest integer, where another program may have
+/// stored it. Returns the digest's id.
 pub(super) const JOIN_DIGEST: &str =
     "INSERT INTO notifications (id, channel, recipient, priority, run_at, created_at, updated_at,
          content_hash, checked, digest_key, digest_open, digest_items)
      VALUES (?1, ?2, ?3, ?4, CASE WHEN ?8 <= 1 THEN ?6 ELSE ?5 END, ?6, ?6, '', 1, ?7,
              CASE WHEN ?8 <= 1 THEN NULL ELSE 1 END, 1)
      ON CONFLICT (channel, recipient, digest_key) WHERE digest_open = 1 DO UPDATE
-         SET digest_items = notifications.digest_items + 1,
-             digest_open = CASE WHEN notifications.digest_items + 1 >= ?8 THEN NULL ELSE 1 END,
-             run_at = CASE WHEN notifications.digest_items + 1 >= ?8
+         SET digest_items = min(notifications.digest_items, 9223372036854775806) + 1,
+             digest_open = CASE WHEN min(notifications.digest_items, 9223372036854775806) + 1
+                                     >= ?8 THEN NULL ELSE 1 END,
+             run_at = CASE WHEN min(notifications.digest_items, 9223372036854775806) + 1 >= ?8
                            THEN min(notifications.run_at, ?6) ELSE notifications.run_at END,
              updated_at = ?6
      RETURNING id";
