@@ -67,6 +67,13 @@ impl Taken {
             since: clock::now(),
         });
     }
+
+    /// Puts back the connection taken, if one was (the pool takes care of its own).
+    pub(super) fn keep_any(taken: Option<Self>) {
+        if let Some(taken) = taken {
+            taken.keep();
+        }
+    }
 }
 
 impl Dedicated {

@@ -37,7 +37,7 @@ use crate::outbox::sqlite::stored::Unreadable;
 use crate::recipients::Preferences;
 use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 use completions::CompletionBatch;
-use dedicated::Dedicated;
+use dedicated::{Dedicated, Taken};
 pub(crate) use round_trips::RoundTrips;
 
 /// Requests waiting for the enqueue task at most; more wait to be sent.
@@ -822,19 +822,24 @@ async fn insert_in_transaction(
         return Ok(results);
     }
     trips.one();
-    if let Some(mut taken) = on.dedicated.take().await? {
-        let mut tx = taken.conn().begin().await?;
-        let results = insert_with_hints(&mut tx, trips, items, hints, now).await?;
-        trips.one();
-        tx.commit().await?;
-        taken.keep();
-        return Ok(results);
-    }
-    let mut tx = on.pool.begin().await?;
+    let mut taken = on.dedicated.take().await?;
+    let mut tx = begin_on(&mut taken, on.pool).await?;
     let results = insert_with_hints(&mut tx, trips, items, hints, now).await?;
     trips.one();
     tx.commit().await?;
+    Taken::keep_any(taken);
     Ok(results)
+}
+
+/// Starts a transaction on the dedicated connection taken, or else on the pool.
+async fn begin_on<'t>(
+    taken: &'t mut Option<Taken>,
+    pool: &Pool,
+) -> Result<sqlx::Transaction<'t, sqlx::Postgres>, sqlx::Error> {
+    match taken {
+        Some(taken) => taken.conn().begin().await,
+        None => pool.begin().await,
+    }
 }
 
 /// Inserts `items` on `conn` (in the caller's transaction), and sends the wake-up hints for the
@@ -1659,34 +1664,25 @@ impl Outbox for PgOutbox {
         }
         // Through PgBouncer every operation is a transaction of its own (see `pool.rs`).
         let in_transaction = batch.may_follow_up || self.pool.through_pgbouncer();
-        let dedicated = self.dedicated.take().await?;
-        match (in_transaction, dedicated) {
+        let mut taken = self.dedicated.take().await?;
+        if in_transaction {
             // The follow-ups commit with the changes they follow, or not at all.
-            (true, Some(mut taken)) => {
-                self.trips.one();
-                let mut tx = taken.conn().begin().await?;
-                self.write_completions(&mut tx, batch, now).await?;
-                self.trips.one();
-                tx.commit().await?;
-                taken.keep();
-            }
-            (true, None) => {
-                self.trips.one();
-                let mut tx = self.pool.begin().await?;
-                self.write_completions(&mut tx, batch, now).await?;
-                self.trips.one();
-                tx.commit().await?;
-            }
+            self.trips.one();
+            let mut tx = begin_on(&mut taken, &self.pool).await?;
+            self.write_completions(&mut tx, batch, now).await?;
+            self.trips.one();
+            tx.commit().await?;
+        } else {
             // One statement: atomic on its own, no transaction to open and commit.
-            (false, Some(mut taken)) => {
-                self.write_completions(taken.conn(), batch, now).await?;
-                taken.keep();
-            }
-            (false, None) => {
-                let mut conn = self.pool.sqlx().acquire().await?;
-                self.write_completions(&mut conn, batch, now).await?;
+            match &mut taken {
+                Some(taken) => self.write_completions(taken.conn(), batch, now).await?,
+                None => {
+                    let mut conn = self.pool.sqlx().acquire().await?;
+                    self.write_completions(&mut conn, batch, now).await?;
+                }
             }
         }
+        Taken::keep_any(taken);
         Ok(())
     }
 
