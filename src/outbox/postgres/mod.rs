@@ -2144,9 +2144,13 @@ impl Outbox for PgOutbox {
             // A connection the server is closing (it is stopping or restarting) fails its
             // query with the server's last word: say whether the server can be reached at all.
             Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => {
-                return Err(match unreachable_because(&self.connect).await {
-                    Some(why) => StoreError::Unavailable(why),
-                    None => e.into(),
+                return Err(match StoreError::from(e) {
+                    StoreError::Unavailable(last_word) => StoreError::Unavailable(
+                        unreachable_because(&self.connect)
+                            .await
+                            .unwrap_or(last_word),
+                    ),
+                    other => other,
                 });
             }
             // The pool only says it waited in vain: ask the server why, from a connection of
