@@ -236,7 +236,10 @@ mod tests {
     #[test]
     fn a_name_quoted_in_a_message_reads_as_the_string() {
         let name = ChannelName::from("slack");
-        assert_eq!(format!("no channel named {name:?}"), "no channel named \"slack\"");
+        assert_eq!(
+            format!("no channel named {name:?}"),
+            "no channel named \"slack\""
+        );
     }
 
     #[test]
