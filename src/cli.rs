@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::daemon::{self, Daemon};
-use crate::outbox::{Enqueued, FallbackTarget, Priority};
+use crate::outbox::{ChannelName, Enqueued, FallbackTarget, NotificationId, Priority};
 use crate::registry::Registry;
 use crate::submission::{EscalateRequest, Submission};
 
@@ -35,14 +35,14 @@ pub(crate) enum Command {
     /// Show a notification's state and attempts, read from the queue file (which must exist).
     Status {
         /// The notification id.
-        id: String,
+        id: NotificationId,
     },
     /// Validate the configuration (and build every channel) without starting.
     CheckConfig,
     /// List dead letters, newest first, read from the queue file.
     DeadLetters {
         #[arg(long)]
-        channel: Option<String>,
+        channel: Option<ChannelName>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -54,12 +54,12 @@ pub(crate) enum Command {
     Replay {
         /// The notification id.
         #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
-        id: Option<String>,
+        id: Option<NotificationId>,
         /// Every dead letter of --channel.
         #[arg(long, requires = "channel")]
         all_dead: bool,
         #[arg(long)]
-        channel: Option<String>,
+        channel: Option<ChannelName>,
     },
     /// Show the running daemon's channels: breaker, rate limit, queue depth, last error.
     Channels,
@@ -280,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DeadLetters { channel, limit } => {
             let outbox = daemon::open_existing_outbox(&config).await?;
             let items = outbox
-                .dead_letters(channel.as_deref(), limit.clamp(1, 10_000))
+                .dead_letters(channel.as_ref(), limit.clamp(1, 10_000))
                 .await?;
             let items: Vec<_> = items.iter().map(crate::api::views_dead_letter).collect();
             println!(
@@ -345,13 +345,13 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode
 
 async fn replay(
     config: &Config,
-    id: Option<String>,
+    id: Option<NotificationId>,
     all: bool,
-    channel: Option<String>,
+    channel: Option<ChannelName>,
 ) -> anyhow::Result<ExitCode> {
     use crate::outbox::Transition;
     let outbox = daemon::open_existing_outbox(config).await?;
-    let ids: Vec<String> = match (id, all, channel) {
+    let ids: Vec<NotificationId> = match (id, all, channel) {
         (Some(id), _, _) => vec![id],
         (None, true, Some(channel)) => {
             let replayed = outbox.replay_channel(&channel).await?;
@@ -542,14 +542,14 @@ fn submission_from(args: SendArgs) -> Result<Submission, String> {
                 .and_then(|(after, target)| Some((after, target.split_once('=')?)))
                 .map(|(after, (channel, to))| EscalateRequest {
                     after: after.to_owned(),
-                    channel: channel.to_owned(),
+                    channel: channel.into(),
                     to: to.to_owned(),
                 })
                 .ok_or_else(|| format!("--escalate {e:?}: write AFTER:CHANNEL=TO"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Submission {
-        channel: args.channel,
+        channel: args.channel.into(),
         to: args.to,
         subject: args.subject,
         body: args.body,
@@ -628,7 +628,7 @@ async fn recipients(config: &Config, command: RecipientsCommand) -> anyhow::Resu
                 opted_out: args.opted_out,
                 high_priority_passes: args.high_priority_passes,
             };
-            let prefs = match prefs.validate(|c| registry.get(c).is_some()) {
+            let prefs = match prefs.validate(|c| registry.get(&ChannelName::from(c)).is_some()) {
                 Ok(p) => p,
                 Err(e) => {
                     let flag = e

@@ -200,7 +200,7 @@ pub struct Daemon {
 /// What a reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
-    pub channels: Vec<String>,
+    pub channels: Vec<crate::outbox::ChannelName>,
     /// Settings that only a restart applies; their old values stay in force.
     pub needs_restart: Vec<&'static str>,
 }

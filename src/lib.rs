@@ -27,6 +27,7 @@ mod ingest_counters;
 mod json_bounds;
 mod listener;
 mod metrics;
+mod model;
 pub mod outbox;
 mod per_minute;
 mod policy;
@@ -74,15 +75,15 @@ pub use inbound::twilio_signature;
 /// Wall time now, in Unix milliseconds: the queue's clock.
 pub use clock::now_ms;
 
+pub use model::DeliverBetween;
 /// A recipient's stored preferences and the time windows they are written in.
 pub use recipients::Preferences;
-pub use rules::quiet_hours::DeliverBetween;
 pub use window::WindowSpec;
 
 /// Why a channel is held (paused), as shared between daemons.
-pub use policy::gate::HoldReason;
+pub use model::HoldReason;
 
 /// The shared rate limit's reservation rule, which the PostgreSQL statement must agree with.
 pub mod rate_limit {
-    pub use crate::policy::rate_limit::{Granted, Pace, ahead_of, reserve, schedule};
+    pub use crate::outbox::limits::{Granted, Pace, ahead_of, reserve, schedule};
 }

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::channel_stats::{AttemptClass, Latency};
-use crate::outbox::{Outbox, Result, State};
+use crate::outbox::{ChannelName, Outbox, Result, State};
 use crate::registry::Registry;
 
 /// Process-wide counters.
@@ -83,7 +83,7 @@ impl Counters {
 /// One channel's values at scrape time.
 #[derive(Debug)]
 struct ChannelSample {
-    name: String,
+    name: ChannelName,
     kind: &'static str,
     attempts: Vec<(AttemptClass, u64)>,
     latency: Latency,

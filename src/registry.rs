@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::channel_stats::{AttemptClass, ChannelStats};
 use crate::clock::now_ms;
 use crate::config::{ChannelPolicy, Config, Criticality};
+use crate::model::ChannelName;
 use crate::outbox::limits::ClusterLimits;
 use crate::per_minute::PerMinute;
 use crate::policy::Gate;
@@ -21,7 +22,7 @@ use crate::signed_link::LinkKey;
 
 /// One channel at run time.
 pub struct ChannelRuntime {
-    pub name: String,
+    pub name: ChannelName,
     pub kind: &'static str,
     pub channel: Arc<dyn Channel>,
     pub policy: ChannelPolicy,
@@ -80,7 +81,7 @@ pub(crate) use crate::per_minute::AttemptKind;
 impl ChannelRuntime {
     /// A channel at run time: its gate fresh (breaker closed, limits full, not held).
     pub fn new(
-        name: &str,
+        name: impl Into<ChannelName>,
         channel: Arc<dyn Channel>,
         policy: ChannelPolicy,
         timeouts: Timeouts,
@@ -91,16 +92,17 @@ impl ChannelRuntime {
     /// [`ChannelRuntime::new`] with its rate limits and holds shared through `cluster` with the
     /// other daemons on the queue.
     pub fn with_limits(
-        name: &str,
+        name: impl Into<ChannelName>,
         channel: Arc<dyn Channel>,
         policy: ChannelPolicy,
         timeouts: Timeouts,
         cluster: Option<Arc<dyn ClusterLimits>>,
     ) -> Self {
+        let name = name.into();
         Self {
-            name: name.to_owned(),
             kind: channel.kind(),
-            gate: Gate::with_limits(name, &policy, cluster),
+            gate: Gate::with_limits(&name, &policy, cluster),
+            name,
             quiet: policy.quiet(),
             channel,
             policy,
@@ -204,7 +206,7 @@ fn unsubscribe_links(
 /// All configured channels by name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    channels: BTreeMap<String, Arc<ChannelRuntime>>,
+    channels: BTreeMap<ChannelName, Arc<ChannelRuntime>>,
     /// `[links] secret`'s key: what checks the signed links that come back (unsubscribe).
     link_key: Option<LinkKey>,
 }
@@ -227,13 +229,13 @@ impl Registry {
         for (name, cfg) in &config.channels {
             let timeouts = cfg.policy.timeouts(cfg.provider.default_timeouts());
             let ctx = BuildContext {
-                channel: name.clone(),
+                channel: name.to_string(),
                 timeouts,
             };
             match cfg.provider.build(&ctx) {
                 Ok(channel) => {
                     let mut rt = ChannelRuntime::with_limits(
-                        name,
+                        name.clone(),
                         channel,
                         cfg.policy.clone(),
                         timeouts,
@@ -272,7 +274,7 @@ impl Registry {
     }
 
     /// The channel of that name.
-    pub fn get(&self, name: &str) -> Option<&Arc<ChannelRuntime>> {
+    pub fn get(&self, name: &ChannelName) -> Option<&Arc<ChannelRuntime>> {
         self.channels.get(name)
     }
 
@@ -282,12 +284,12 @@ impl Registry {
     }
 
     /// The configured names.
-    pub fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<ChannelName> {
         self.channels.keys().cloned().collect()
     }
 
     /// Wakes the dispatcher loop of a channel that was just given work.
-    pub fn wake(&self, name: &str) {
+    pub fn wake(&self, name: &ChannelName) {
         if let Some(rt) = self.channels.get(name) {
             rt.wake.notify_one();
         }

@@ -9,8 +9,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::json_bounds;
 use crate::outbox::{
-    Content, DeliverBetween, Escalation, EscalationStep, FallbackRoute, FallbackTarget,
-    NewNotification, NotificationId, Priority, now_ms,
+    ChannelName, Content, DeliverBetween, Escalation, EscalationStep, FallbackRoute,
+    FallbackTarget, NewNotification, NotificationId, Priority, now_ms,
 };
 use crate::registry::{ChannelRuntime, Registry};
 use crate::rules::{dedup, escalation};
@@ -34,7 +34,7 @@ pub(crate) const MAX_CONTENT_BYTES: usize = 1024 * 1024;
     "channel": "log", "to": "alice@example.com", "subject": "Hello", "body": "It works."
 }))]
 pub struct Submission {
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
@@ -108,7 +108,7 @@ pub struct EscalateRequest {
     /// How long to wait for an acknowledgement after the previous message was delivered, as a
     /// duration (`"90s"`, `"5m"`, `"1h 30m"`): more than zero, at most 30 days.
     pub after: String,
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
 }
 
@@ -274,25 +274,26 @@ impl Submission {
         let own_family = crate::templates::family(runtime.kind);
         // What a route or step to another channel sends, when it is not the notification's own:
         // a template speaks to each kind in its own part (sms.txt for an SMS fallback).
-        let content_for = |field: &str, channel: &str| -> Result<Option<Content>, FieldError> {
-            let runtime = channel_named(registry, field, channel)?;
-            Ok(match &self.template {
-                // A kind of the same family renders the same parts: nothing to do again.
-                Some(template) if crate::templates::family(runtime.kind) != own_family => {
-                    let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
-                    let r = templates.render(template, runtime.kind, vars)?;
-                    within_depth("template", r.data.as_ref())?;
-                    Some(Content {
-                        subject: r.subject,
-                        body: r.body,
-                        html: r.html,
-                        data: r.data,
-                    })
-                    .filter(|c| *c != own)
-                }
-                _ => None,
-            })
-        };
+        let content_for =
+            |field: &str, channel: &ChannelName| -> Result<Option<Content>, FieldError> {
+                let runtime = channel_named(registry, field, channel)?;
+                Ok(match &self.template {
+                    // A kind of the same family renders the same parts: nothing to do again.
+                    Some(template) if crate::templates::family(runtime.kind) != own_family => {
+                        let vars = self.vars.as_ref().unwrap_or(&serde_json::Value::Null);
+                        let r = templates.render(template, runtime.kind, vars)?;
+                        within_depth("template", r.data.as_ref())?;
+                        Some(Content {
+                            subject: r.subject,
+                            body: r.body,
+                            html: r.html,
+                            data: r.data,
+                        })
+                        .filter(|c| *c != own)
+                    }
+                    _ => None,
+                })
+            };
         let mut fallback = Vec::with_capacity(self.fallback.len());
         for (i, route) in self.fallback.iter().enumerate() {
             let content = content_for(&format!("fallback[{i}].channel"), &route.channel)?;
@@ -307,7 +308,7 @@ impl Submission {
             steps.push(EscalationStep {
                 after_ms,
                 target: FallbackTarget {
-                    channel: step.channel.clone().into(),
+                    channel: step.channel.clone(),
                     to: step.to.clone(),
                 },
                 content,
@@ -317,7 +318,7 @@ impl Submission {
         let message = Message {
             list_unsubscribe: None,
             id: id.to_string(),
-            channel: self.channel,
+            channel: self.channel.into_string(),
             to: self.to,
             subject: own.subject,
             body: own.body,
@@ -403,7 +404,7 @@ impl Submission {
 fn channel_named<'r>(
     registry: &'r Registry,
     field: &str,
-    name: &str,
+    name: &ChannelName,
 ) -> Result<&'r std::sync::Arc<ChannelRuntime>, FieldError> {
     registry.get(name).ok_or_else(|| {
         FieldError::new(
@@ -499,7 +500,11 @@ fn check_all(
     steps: &[EscalationStep],
     content_field: &str,
 ) -> Result<(), FieldError> {
-    let runtime = channel_named(registry, "channel", &message.channel)?;
+    let runtime = channel_named(
+        registry,
+        "channel",
+        &ChannelName::from(message.channel.as_str()),
+    )?;
     // Sent as the idempotency key (an HTTP header for webhooks) and used in URLs: an id a
     // program chose must be a plain token. The ones notifyd assigns are UUIDs.
     if message.id.is_empty()

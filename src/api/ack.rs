@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
-use crate::outbox::{AckSource, Acknowledged};
+use crate::outbox::{AckSource, Acknowledged, NotificationId};
 use crate::signed_link::LinkError;
 
 /// `POST /v1/notifications/{id}/ack`: idempotent. 200 with the chain's first notification and
@@ -17,7 +17,7 @@ use crate::signed_link::LinkError;
 /// unknown id, 409 `nothing_to_ack` for a notification without escalation.
 pub(super) async fn acknowledge(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<NotificationId>,
 ) -> Result<Response, ApiError> {
     let done = state.outbox.acknowledge(&id, AckSource::Api).await?;
     let (root, at_ms, already, cancelled) = match done {
@@ -31,7 +31,7 @@ pub(super) async fn acknowledge(
         Acknowledged::NothingToAck => return Err(nothing_to_ack(&id)),
     };
     Ok(Json(super::views::AckAnswer {
-        id: id.into(),
+        id,
         escalation_of: root,
         acknowledged_at: super::views::rfc3339_text(at_ms),
         already,
@@ -143,11 +143,11 @@ impl LinkRefused {
 }
 
 /// The notification a link token is about, or why the link does not work.
-fn check_link(state: &AppState, token: &str) -> Result<String, LinkRefused> {
+fn check_link(state: &AppState, token: &str) -> Result<NotificationId, LinkRefused> {
     let live = state.live();
     let links = live.templates.ack_links().ok_or(LinkRefused::Disabled)?;
     match links.verify(token, crate::clock::now_ms()) {
-        Ok(claims) => Ok(claims.notification),
+        Ok(claims) => Ok(claims.notification.into()),
         Err(LinkError::Expired) => Err(LinkRefused::Expired),
         Err(_) => Err(LinkRefused::Invalid),
     }

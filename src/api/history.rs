@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::outbox::{HistoryItem, HistoryPage, Priority, State as QueueState};
+use crate::outbox::{
+    ChannelName, HistoryItem, HistoryPage, NotificationId, Priority, State as QueueState,
+};
 
 /// One page of `GET /v1/notifications`: the response body, and its schema in the OpenAPI
 /// document.
@@ -93,7 +95,7 @@ pub(super) async fn list(
 /// `GET /v1/notifications/{id}/content`
 pub(super) async fn content(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<NotificationId>,
 ) -> Result<Response, ApiError> {
     let c = state
         .outbox
@@ -101,7 +103,7 @@ pub(super) async fn content(
         .await?
         .ok_or_else(|| ApiError::not_found(&id))?;
     Ok(Json(ContentAnswer {
-        id: id.into(),
+        id,
         subject: c.subject,
         body: c.body,
         html: c.html,
@@ -113,7 +115,7 @@ pub(super) async fn content(
 /// `POST /v1/channels/{channel}/dead-letters/replay`
 pub(super) async fn replay_channel(
     State(state): State<AppState>,
-    Path(channel): Path<String>,
+    Path(channel): Path<ChannelName>,
 ) -> Result<Response, ApiError> {
     let replayed = state.outbox.replay_channel(&channel).await?;
     if replayed > 0 {

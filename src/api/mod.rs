@@ -24,7 +24,8 @@ use serde::Deserialize;
 
 use crate::metrics::ReceiptOutcome;
 use crate::outbox::{
-    AckSource, Enqueued, NewNotification, Outbox, State as QueueState, StoreError, Transition,
+    AckSource, ChannelName, Enqueued, NewNotification, NotificationId, Outbox, State as QueueState,
+    StoreError, Transition,
 };
 use crate::submission::{Replay, Submission};
 use views::{
@@ -391,7 +392,10 @@ fn item_out_of_bounds(
     })
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<NotificationId>,
+) -> Result<Response, ApiError> {
     let view = state
         .outbox
         .get(&id)
@@ -423,7 +427,7 @@ fn transition_answer(id: &str, t: Transition, action: &str) -> Result<Response, 
 
 async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<NotificationId>,
 ) -> Result<Response, ApiError> {
     let t = state.outbox.cancel(&id).await?;
     transition_answer(&id, t, "cancel")
@@ -432,7 +436,7 @@ async fn cancel(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeadLetterQuery {
-    channel: Option<String>,
+    channel: Option<ChannelName>,
     limit: Option<usize>,
 }
 
@@ -443,17 +447,14 @@ async fn dead_letters(
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let items = state
-        .outbox
-        .dead_letters(q.channel.as_deref(), limit)
-        .await?;
+    let items = state.outbox.dead_letters(q.channel.as_ref(), limit).await?;
     let dead_letters = items.iter().map(views::dead_letter).collect();
     Ok(Json(DeadLetters { dead_letters }).into_response())
 }
 
 async fn replay(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<NotificationId>,
 ) -> Result<Response, ApiError> {
     let t = state.outbox.replay(&id).await?;
     if matches!(t, Transition::Done(_))
@@ -507,7 +508,7 @@ pub const MAX_RECEIPT_BYTES: usize = 64 * 1024;
 /// Provider receipts: open (providers cannot send our token), authenticated by their signature.
 async fn inbound(
     State(state): State<AppState>,
-    Path(channel): Path<String>,
+    Path(channel): Path<ChannelName>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,

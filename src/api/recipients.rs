@@ -59,7 +59,11 @@ pub(super) async fn put(
         ));
     }
     let prefs: Preferences = body::shape(json.value)?;
-    let prefs = prefs.validate(|c| live.registry.get(c).is_some())?;
+    let prefs = prefs.validate(|c| {
+        live.registry
+            .get(&crate::outbox::ChannelName::from(c))
+            .is_some()
+    })?;
     state.outbox.put_preferences(&address, &prefs).await?;
     Ok(shown(address, prefs))
 }

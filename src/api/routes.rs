@@ -616,3 +616,68 @@ pub(crate) fn document() -> Value {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where a documented body's schema is missing or names nothing: `None` when it is there.
+    fn missing_schema(doc: &Value, schema: Option<&Value>) -> Option<String> {
+        let schema = schema.and_then(Value::as_object).filter(|s| !s.is_empty());
+        let Some(schema) = schema else {
+            return Some("no schema".into());
+        };
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(reference) => {
+                let name = reference.rsplit('/').next().unwrap_or_default();
+                let found = doc["components"]["schemas"].get(name);
+                found
+                    .is_none_or(|s| s.as_object().is_none_or(|o| o.is_empty()))
+                    .then(|| format!("{reference} names no schema"))
+            }
+            None => ["type", "properties", "oneOf", "anyOf", "allOf", "enum"]
+                .iter()
+                .all(|k| !schema.contains_key(*k))
+                .then(|| "a schema that says nothing".into()),
+        }
+    }
+
+    #[test]
+    fn every_documented_response_has_a_body_schema() {
+        let doc = document();
+        let mut missing = Vec::new();
+        let mut responses = 0;
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for (method, op) in methods.as_object().unwrap() {
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    responses += 1;
+                    let content = response["content"].as_object();
+                    if content.is_none_or(|c| c.is_empty()) {
+                        missing.push(format!("{method} {path} {status}: no body"));
+                    }
+                    for (media, body) in content.into_iter().flatten() {
+                        if let Some(why) = missing_schema(&doc, body.get("schema")) {
+                            missing.push(format!("{method} {path} {status} {media}: {why}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(responses > all().len(), "every route documents its answers");
+        assert_eq!(missing, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_response_without_a_schema_is_found() {
+        let doc = json!({"components": {"schemas": {"Status": {"type": "object"}}}});
+        assert_eq!(
+            missing_schema(&doc, Some(&json!({"$ref": "#/components/schemas/Status"}))),
+            None
+        );
+        assert!(
+            missing_schema(&doc, Some(&json!({"$ref": "#/components/schemas/Gone"}))).is_some()
+        );
+        assert!(missing_schema(&doc, Some(&json!({}))).is_some());
+        assert!(missing_schema(&doc, None).is_some());
+    }
+}

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::clock;
 use crate::http as body;
-use crate::outbox::{Rule, RuleEvent};
+use crate::outbox::{ChannelName, NotificationId, Rule, RuleEvent};
 use crate::recipients::normalize;
 use crate::signed_link::{self, LinkError, Purpose};
 
@@ -75,7 +75,10 @@ const TRY_LATER: &str =
     "We could not process this right now; nothing was changed. Please try again later.";
 
 /// The recipient and channel a valid token's notification went to, or why there are none.
-async fn target(state: &AppState, token: &str) -> Result<(String, String, String), Refused> {
+async fn target(
+    state: &AppState,
+    token: &str,
+) -> Result<(NotificationId, String, ChannelName), Refused> {
     let live = state.live();
     let refused = |status, text| {
         Err(Refused {
@@ -94,8 +97,9 @@ async fn target(state: &AppState, token: &str) -> Result<(String, String, String
         }
         Err(_) => return refused(StatusCode::NOT_FOUND, "This link is not valid."),
     };
-    match state.outbox.get(&claims.notification).await {
-        Ok(Some(n)) => Ok((claims.notification, n.to, n.channel.into())),
+    let id = NotificationId::from(claims.notification);
+    match state.outbox.get(&id).await {
+        Ok(Some(n)) => Ok((id, n.to, n.channel)),
         Ok(None) => refused(StatusCode::GONE, "This link no longer works."),
         Err(e) => {
             tracing::warn!(error = %e, "Unsubscribe link: the queue could not be read.");
@@ -151,7 +155,7 @@ pub(super) async fn one_click(
     };
     let address = normalize(&to);
     let event = RuleEvent {
-        notification: id.clone().into(),
+        notification: id.clone(),
         at_ms: clock::now_ms(),
         rule: Rule::Unsubscribe,
         detail: format!("the recipient opted out of {channel} through the one-click link"),

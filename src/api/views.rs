@@ -239,7 +239,7 @@ pub(super) struct Channels {
 /// A configured channel now: policy, breaker, rate limit, hold, queue depth, recent health.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(super) struct ChannelEntry {
-    pub name: String,
+    pub name: ChannelName,
     pub kind: &'static str,
     pub criticality: Criticality,
     pub concurrency: usize,
@@ -248,7 +248,7 @@ pub(super) struct ChannelEntry {
     pub held_because: Option<&'static str>,
     pub breaker: BreakerView,
     pub rate_limit: RateLimitEntry,
-    pub failover: Vec<String>,
+    pub failover: Vec<ChannelName>,
     pub queue: QueueCounts,
     pub since_start: SinceStart,
     pub last_error: Option<RecentErrorEntry>,
@@ -393,7 +393,7 @@ pub(super) struct ContentAnswer {
 /// `POST /v1/channels/{channel}/dead-letters/replay`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(super) struct ChannelReplayed {
-    pub channel: String,
+    pub channel: ChannelName,
     /// Dead letters put back in the queue.
     pub replayed: u64,
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::{duration, secret_files};
+use crate::model::ChannelName;
 use crate::rules::quiet_hours::ChannelQuiet;
 use crate::window::{Window, WindowSpec, Zone};
 
@@ -46,7 +47,7 @@ pub struct ChannelPolicy {
     pub rate_limit: Option<RateLimitConfig>,
     /// Channels of the same kind of recipient to move a notification to when this one's breaker
     /// is open or its retries ran out on retryable errors (never on a rejection).
-    pub failover: Vec<String>,
+    pub failover: Vec<ChannelName>,
     /// How provider delivery receipts sent to `POST /v1/inbound/<name>` are verified; receipts
     /// are refused when absent.
     pub receipts: Option<ReceiptsConfig>,

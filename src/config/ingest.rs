@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::outbox::{FallbackTarget, Priority};
+use crate::model::{ChannelName, FallbackTarget, Priority};
 
 /// `[ingest]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -56,7 +56,7 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    pub channel: String,
+    pub channel: ChannelName,
     pub to: String,
     /// Only messages whose labels hold every one of these values (Alertmanager and Grafana:
     /// an alert's labels, for a group any of its alerts; ntfy: `topic`).

@@ -20,6 +20,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
+use crate::model::ChannelName;
+
 #[cfg(test)]
 pub(crate) use channel::QuietHoursConfig;
 pub(crate) use channel::{
@@ -55,7 +57,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Channels by name; notifications refer to a channel by this name.
     #[serde(default)]
-    pub channels: BTreeMap<String, ChannelConfig>,
+    pub channels: BTreeMap<ChannelName, ChannelConfig>,
 }
 
 /// `[server]`: the HTTP API.
@@ -305,9 +307,9 @@ impl Default for RetentionConfig {
 
 impl RetentionConfig {
     /// The queue's view of it.
-    pub fn to_retention(&self) -> crate::outbox::Retention {
+    pub fn to_retention(&self) -> crate::model::Retention {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
-        crate::outbox::Retention {
+        crate::model::Retention {
             finished_ms: ms(self.notifications),
             unmatched_receipts_ms: ms(self.unmatched_receipts),
         }
@@ -489,7 +491,7 @@ impl Config {
                 }
             }
         }
-        let channels: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+        let channels: Vec<&str> = self.channels.keys().map(ChannelName::as_str).collect();
         problems.extend(
             self.ingest
                 .problems(&channels, !self.server.tokens().is_empty()),

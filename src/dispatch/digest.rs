@@ -2,7 +2,7 @@
 //! the channel's digest template ([`crate::rules::digest::compose`]), right before it is sent.
 //! Composing at send time is what lets items keep arriving until the digest closes (its claim).
 
-use crate::outbox::{Claimed, Outbox, Outcome, State};
+use crate::outbox::{Claimed, NotificationId, Outbox, Outcome, State};
 use crate::registry::ChannelRuntime;
 use crate::rules::digest;
 use crate::templates::Templates;
@@ -21,16 +21,19 @@ pub(super) async fn compose(
     let Some(key) = row.digest_key.clone() else {
         return Ok(());
     };
-    let items = outbox.digest_items(&row.message.id).await.map_err(|e| {
-        tracing::warn!(notification_id = %row.message.id, error = %e,
+    let items = outbox
+        .digest_items(&NotificationId::from(row.message.id.as_str()))
+        .await
+        .map_err(|e| {
+            tracing::warn!(notification_id = %row.message.id, error = %e,
             "Cannot read a digest's items; it is tried again shortly.");
-        Outcome::Retry {
-            run_at_ms: crate::clock::now_ms() + UNREADABLE_ITEMS_RETRY_MS,
-            refund_attempt: true,
-            code: "digest_items_unreadable".into(),
-            error: e.to_string(),
-        }
-    })?;
+            Outcome::Retry {
+                run_at_ms: crate::clock::now_ms() + UNREADABLE_ITEMS_RETRY_MS,
+                refund_attempt: true,
+                code: "digest_items_unreadable".into(),
+                error: e.to_string(),
+            }
+        })?;
     let template = rt.policy.digest_template.as_deref();
     let fail = |code: &str, error: String| Outcome::Finish {
         state: State::Failed,

@@ -285,9 +285,7 @@ async fn while_open(
     const CHUNK: usize = 5000;
     for target in &rt.policy.failover {
         loop {
-            let how = OpenBreakerMove::Reroute {
-                to: target.clone().into(),
-            };
+            let how = OpenBreakerMove::Reroute { to: target.clone() };
             match outbox.move_due(&rt.name, how, CHUNK).await {
                 Ok(0) => break,
                 Ok(n) => {

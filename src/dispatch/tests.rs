@@ -10,9 +10,10 @@ use notifyd_channels::{Channel, FieldError, Message, Timeouts};
 use super::*;
 use crate::config::{BreakerConfig, ChannelPolicy, Config, Rate, RateLimitConfig};
 use crate::outbox::{
-    AckSource, Acknowledged, ClaimedPreferences, Content, DeadLetter, Depth, Enqueued, HistoryPage,
-    HistoryQuery, InboundReceipt, KeyHolder, LeaseToken, NewNotification, NotificationView,
-    Outcome, RecordedReceipt, Result, StoreError, SweepReport, Transition, Validation,
+    AckSource, Acknowledged, ChannelName, ClaimedPreferences, Content, DeadLetter, Depth, Enqueued,
+    HistoryPage, HistoryQuery, InboundReceipt, KeyHolder, LeaseToken, NewNotification,
+    NotificationId, NotificationView, Outcome, RecordedReceipt, Result, StoreError, SweepReport,
+    Transition, Validation,
 };
 use crate::recipients::Preferences;
 use crate::systemd::Notifier;
@@ -183,7 +184,7 @@ impl Outbox for Memory {
     async fn find_key(&self, _: &str) -> Result<Option<KeyHolder>> {
         unimplemented!("the dispatcher does not look up keys")
     }
-    async fn claim(&self, _: &str, limit: usize, _: Duration) -> Result<Vec<Claimed>> {
+    async fn claim(&self, _: &ChannelName, limit: usize, _: Duration) -> Result<Vec<Claimed>> {
         let mut q = self.queue.lock().unwrap();
         let n = limit.min(q.rows.len());
         let rows: Vec<Claimed> = q
@@ -209,38 +210,38 @@ impl Outbox for Memory {
         self.changed.notify_waiters();
         Ok(())
     }
-    async fn get(&self, _: &str) -> Result<Option<NotificationView>> {
+    async fn get(&self, _: &NotificationId) -> Result<Option<NotificationView>> {
         unimplemented!("the dispatcher does not read notifications")
     }
-    async fn cancel(&self, _: &str) -> Result<Transition> {
+    async fn cancel(&self, _: &NotificationId) -> Result<Transition> {
         unimplemented!("the dispatcher does not cancel")
     }
-    async fn dead_letters(&self, _: Option<&str>, _: usize) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters(&self, _: Option<&ChannelName>, _: usize) -> Result<Vec<DeadLetter>> {
         unimplemented!("the dispatcher does not list dead letters")
     }
-    async fn replay(&self, _: &str) -> Result<Transition> {
+    async fn replay(&self, _: &NotificationId) -> Result<Transition> {
         unimplemented!("the dispatcher does not replay")
     }
     async fn history(&self, _: &HistoryQuery) -> Result<HistoryPage> {
         unimplemented!("the dispatcher does not search the history")
     }
-    async fn content(&self, _: &str) -> Result<Option<Content>> {
+    async fn content(&self, _: &NotificationId) -> Result<Option<Content>> {
         unimplemented!("the dispatcher does not read content")
     }
     async fn depth(&self) -> Result<Vec<Depth>> {
         Ok(Vec::new())
     }
-    async fn oldest_due(&self, _: &[String]) -> Result<Vec<(String, i64)>> {
+    async fn oldest_due(&self, _: &[ChannelName]) -> Result<Vec<(ChannelName, i64)>> {
         Ok(Vec::new())
     }
-    async fn move_due(&self, _: &str, how: OpenBreakerMove, _: usize) -> Result<u64> {
+    async fn move_due(&self, _: &ChannelName, how: OpenBreakerMove, _: usize) -> Result<u64> {
         if let OpenBreakerMove::Defer { until_ms } = how {
             self.queue.lock().unwrap().deferred.push(until_ms);
         }
         // The rows stay claimable: the test decides when they are due by when it looks.
         Ok(0)
     }
-    async fn sweep(&self, _: &[String], _: &Retention) -> Result<SweepReport> {
+    async fn sweep(&self, _: &[ChannelName], _: &Retention) -> Result<SweepReport> {
         Ok(SweepReport::default())
     }
     async fn record_receipt(&self, _: InboundReceipt) -> Result<RecordedReceipt> {
@@ -261,7 +262,7 @@ impl Outbox for Memory {
     async fn opt_out(
         &self,
         _: &str,
-        _: &str,
+        _: &ChannelName,
         _: Option<crate::outbox::RuleEvent>,
     ) -> Result<Preferences> {
         unimplemented!("the dispatcher does not opt out")
@@ -269,7 +270,7 @@ impl Outbox for Memory {
     async fn record_events(&self, _: Vec<crate::outbox::RuleEvent>) -> Result<()> {
         unimplemented!("no rule runs in these tests")
     }
-    async fn acknowledge(&self, _: &str, _: AckSource) -> Result<Acknowledged> {
+    async fn acknowledge(&self, _: &NotificationId, _: AckSource) -> Result<Acknowledged> {
         unimplemented!("the dispatcher does not acknowledge")
     }
 }
@@ -320,7 +321,7 @@ fn start_reading(
         policy,
         timeouts(),
     )]));
-    let rt = registry.get("c").unwrap().clone();
+    let rt = registry.get(&"c".into()).unwrap().clone();
     let config = DispatcherConfig {
         shutdown_grace: Duration::from_secs(2),
         ..DispatcherConfig::default()

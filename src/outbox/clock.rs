@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use super::model::now_ms;
+use crate::model::now_ms;
 
 /// Where a store reads the time.
 #[derive(Debug, Clone, Default)]

@@ -3,7 +3,9 @@
 //! A backend turns a [`Completion`] into a [`CompletionPlan`] and persists it: the row change,
 //! fenced by the completion's [`LeaseToken`], then — only if that change landed — the follow-up.
 
-use super::model::{Outcome, State};
+/// A leased row's next state: the queue's vocabulary (the digest rule reads it too).
+pub(crate) use crate::model::RowChange;
+use crate::model::{Outcome, State};
 
 /// The next state of a leased row and what must happen after it is written.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,34 +15,8 @@ pub(crate) struct CompletionPlan {
     pub then: Option<FollowUp>,
 }
 
-/// A leased row's next state. Every change also drops the lease (`lease_owner`).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RowChange {
-    /// `delivered`, with the provider's id; the last error is cleared.
-    Deliver { provider_id: Option<String> },
-    /// Back to `queued`, due at `run_at_ms`. `refund` gives the claim's attempt back. `last`,
-    /// when given, replaces the last code and error (a release keeps the previous ones).
-    Requeue {
-        run_at_ms: i64,
-        refund: bool,
-        last: Option<(String, String)>,
-    },
-    /// A final state: `failed`, `dead` or `expired`.
-    End {
-        state: State,
-        code: String,
-        error: String,
-    },
-    /// Failover in place: onto `channel`, the current channel added to `tried`, `queued` and due
-    /// at `run_at_ms`, its attempt count back to zero.
-    Move {
-        channel: String,
-        run_at_ms: i64,
-        code: String,
-        error: String,
-    },
-}
-
+/// Which changes move an escalation chain on: a rule of the queue's, so written beside the plan
+/// rather than in the vocabulary the rules import.
 impl RowChange {
     /// Whether this change triggers a notification's next escalation step, and how: a delivery
     /// starts the wait for an acknowledgement; a final failure means nobody can acknowledge, so

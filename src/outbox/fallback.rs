@@ -1,8 +1,8 @@
 //! What a fallback child is: the notification queued when one ends badly and has a fallback
 //! route left.
 
-use super::model::{Content, FallbackRoute, NewNotification, Priority};
-use super::names::NotificationId;
+use crate::model::NotificationId;
+use crate::model::{Content, FallbackRoute, NewNotification, Priority};
 
 /// What the child needs of the notification that ended, as read back from the store.
 #[derive(Debug, Clone, PartialEq)]

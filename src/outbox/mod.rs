@@ -10,8 +10,6 @@ pub(crate) mod failover;
 pub(crate) mod fallback;
 mod history;
 pub(crate) mod limits;
-mod model;
-mod names;
 pub(crate) mod postgres;
 pub(crate) mod receipt;
 pub(crate) mod sqlite;
@@ -22,13 +20,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+/// The queue's vocabulary (its own module, `crate::model`, since the rules speak it too): the
+/// store contract is written in it, and the integration tests reach it here.
+pub use crate::model::*;
 pub use clock::{Clock, ManualClock};
 pub use history::*;
 /// The shared limits' store (PostgreSQL): a bucket, a reservation, a hold shared between daemons.
 pub use limits::{Bucket, Reserved, SharedHold};
-pub use model::*;
-/// The queue's two names: a notification's id and a channel's name.
-pub use names::{ChannelName, NotificationId};
 /// The PostgreSQL queue, shared by several daemons.
 pub use postgres::{PgOptions, PgOutbox};
 /// The SQLite queue of one host.
@@ -50,7 +48,7 @@ pub enum StoreError {
 
 /// Wakes this daemon's channel loops: the named channel's, or every one for `None` (anything may
 /// be due, after a connection that carried the hints was lost).
-pub type WakeUp = std::sync::Arc<dyn Fn(Option<&str>) + Send + Sync>;
+pub type WakeUp = std::sync::Arc<dyn Fn(Option<&ChannelName>) + Send + Sync>;
 
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -68,7 +66,12 @@ pub trait Outbox: Send + Sync + 'static {
     /// Leases up to `limit` due notifications of `channel` (highest priority, then earliest due),
     /// incrementing their attempt counter and raising their [`LeaseToken`]. Expired leases count
     /// as due.
-    async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>>;
+    async fn claim(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>>;
 
     /// Writes attempt outcomes back, each as [`completion::plan`] says. A completion whose lease
     /// was lost (its [`LeaseToken`] is no longer the row's: another claim came after it, also
@@ -76,33 +79,46 @@ pub trait Outbox: Send + Sync + 'static {
     async fn complete(&self, completions: Vec<Completion>) -> Result<()>;
 
     /// One notification with its attempt history.
-    async fn get(&self, id: &str) -> Result<Option<NotificationView>>;
+    async fn get(&self, id: &NotificationId) -> Result<Option<NotificationView>>;
 
     /// Cancels a notification that is still queued ([`transition::Request::Cancel`]).
-    async fn cancel(&self, id: &str) -> Result<Transition>;
+    async fn cancel(&self, id: &NotificationId) -> Result<Transition>;
 
     /// Dead letters, newest first, optionally of one channel.
-    async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
+    async fn dead_letters(
+        &self,
+        channel: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>>;
 
     /// Puts a dead letter back in the queue, due now, with a fresh attempt budget
     /// ([`transition::Request::Replay`]).
-    async fn replay(&self, id: &str) -> Result<Transition>;
+    async fn replay(&self, id: &NotificationId) -> Result<Transition>;
 
     /// Counts of live (`queued`, `sending`) and `dead` notifications per channel.
     async fn depth(&self) -> Result<Vec<Depth>>;
 
     /// For each of `channels` that has notifications due now, the due time of the oldest (Unix
     /// ms).
-    async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>>;
+    async fn oldest_due(&self, channels: &[ChannelName]) -> Result<Vec<(ChannelName, i64)>>;
 
     /// Defers or fails over up to `limit` due, queued notifications of `channel` whose breaker is
     /// open; returns how many moved.
-    async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64>;
+    async fn move_due(
+        &self,
+        channel: &ChannelName,
+        how: OpenBreakerMove,
+        limit: usize,
+    ) -> Result<u64>;
 
     /// Expires overdue queued rows, dead-letters rows of channels not in `known_channels`, and
     /// purges what `retention` says is old, each in bounded batches, as [`sweep`] rules; purging goes on batch after batch
     /// (each its own short write) while batches come back full, up to a bound per sweep.
-    async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport>;
+    async fn sweep(
+        &self,
+        known_channels: &[ChannelName],
+        retention: &Retention,
+    ) -> Result<SweepReport>;
 
     /// Stores a verified receipt and applies it to its notification if that is known yet (else
     /// it waits for the provider id to be recorded). Only a notification of the receipt's own
@@ -117,7 +133,7 @@ pub trait Outbox: Send + Sync + 'static {
     /// ([`crate::rules::escalation::plan_ack`]): marks the chain's first notification and
     /// cancels its step waiting in the queue, in one write. A step claimed before that write is
     /// being sent; none is queued after it.
-    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged>;
+    async fn acknowledge(&self, id: &NotificationId, source: AckSource) -> Result<Acknowledged>;
 
     /// Succeeds when a write transaction can be started now.
     async fn check_writable(&self) -> Result<()>;
@@ -126,7 +142,7 @@ pub trait Outbox: Send + Sync + 'static {
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage>;
 
     /// What a notification says (subject, bodies, data), if it exists.
-    async fn content(&self, id: &str) -> Result<Option<Content>>;
+    async fn content(&self, id: &NotificationId) -> Result<Option<Content>>;
 
     /// Stores a recipient's preferences under `address` (already normalized,
     /// [`crate::recipients::normalize`]), replacing any it had.
@@ -145,18 +161,18 @@ pub trait Outbox: Send + Sync + 'static {
     async fn opt_out(
         &self,
         address: &str,
-        channel: &str,
+        channel: &ChannelName,
         because: Option<RuleEvent>,
     ) -> Result<Preferences>;
     /// The items still waiting in digest `digest_id` (queued), oldest first.
-    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+    async fn digest_items(&self, digest_id: &NotificationId) -> Result<Vec<DigestItem>> {
         let _ = digest_id;
         Err(StoreError::Internal("this store keeps no digests".into()))
     }
 
     /// Puts every dead letter of `channel` back in the queue; returns how many. Each is replayed
     /// once: one that dies again meanwhile is left for the next call.
-    async fn replay_channel(&self, channel: &str) -> Result<u64> {
+    async fn replay_channel(&self, channel: &ChannelName) -> Result<u64> {
         let mut seen = std::collections::HashSet::new();
         let mut replayed = 0;
         loop {

@@ -1,6 +1,6 @@
 //! What a verified delivery receipt does to the notification it matches.
 
-use super::model::{ReceiptStatus, State};
+use crate::model::{ReceiptStatus, State};
 
 /// The state a receipt may change, and the one it changes it to: a provider that accepted a
 /// message (`delivered` for us) and then could not hand it over makes it `failed`.

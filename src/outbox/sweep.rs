@@ -1,9 +1,9 @@
 //! What the maintenance sweep may do: expire overdue rows, end rows of channels that are gone,
 //! and delete what retention no longer keeps. Backends run these rules in bounded batches.
 
-use super::model::Retention;
+use crate::model::Retention;
 #[cfg(test)]
-use super::model::State;
+use crate::model::State;
 
 /// Rows the expiry sweep ends in one batch at most; the next sweep takes the rest.
 pub(crate) const EXPIRE_BATCH: usize = 1000;
@@ -29,9 +29,9 @@ pub(crate) fn expires(state: State, expires_at_ms: Option<i64>, now_ms: i64) -> 
 
 /// The channels of `live` rows that are not in `known`: their rows are dead-lettered with
 /// [`super::Reason::UNKNOWN_CHANNEL`] (replayable once the channel exists again).
-pub(crate) fn unknown_channels<'a>(live: &'a [String], known: &[String]) -> Vec<&'a str> {
+pub(crate) fn unknown_channels<'a>(live: &'a [String], known: &[impl AsRef<str>]) -> Vec<&'a str> {
     live.iter()
-        .filter(|c| !known.contains(c))
+        .filter(|c| !known.iter().any(|k| k.as_ref() == c.as_str()))
         .map(String::as_str)
         .collect()
 }

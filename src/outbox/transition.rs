@@ -1,6 +1,6 @@
 //! What a caller may do to a notification by hand: cancel it, replay a dead letter.
 
-use super::model::{State, Transition};
+use crate::model::{State, Transition};
 
 /// A caller's request to move a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

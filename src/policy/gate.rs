@@ -23,46 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{Admission, Breaker, Limiter, RateLimiter, SharedLimiter, Ticket, Verdict};
 use crate::clock::{self, Instant, WallMs};
 use crate::config::ChannelPolicy;
+use crate::model::{ChannelName, HoldReason};
 use crate::outbox::limits::{ClusterLimits, SharedHold};
 
 /// Rows a channel with this bulkhead may hold leased: the bulkhead sending and as many claimed
 /// ahead.
 pub(crate) fn max_leased(concurrency: usize) -> usize {
     2 * concurrency
-}
-
-/// Why a channel sends nothing for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldReason {
-    /// The provider answered a rate limit with `Retry-After`: the limit is the account's.
-    RetryAfter,
-    /// The provider refused our credentials or configuration.
-    ChannelFault,
-}
-
-impl HoldReason {
-    /// What `GET /v1/channels` shows as `held_because`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RetryAfter => "the provider asked to wait (Retry-After)",
-            Self::ChannelFault => "the provider refused our credentials or configuration",
-        }
-    }
-
-    /// How a shared store writes it.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::RetryAfter => "retry_after",
-            Self::ChannelFault => "channel_fault",
-        }
-    }
-
-    /// The reason a shared store wrote as [`HoldReason::code`].
-    pub fn from_code(code: &str) -> Option<Self> {
-        [Self::RetryAfter, Self::ChannelFault]
-            .into_iter()
-            .find(|r| r.code() == code)
-    }
 }
 
 /// A hold in force.
@@ -129,7 +96,7 @@ impl Unsent {
 #[derive(Debug)]
 pub struct Gate {
     /// The channel's name, as shared holds name it.
-    channel: String,
+    channel: ChannelName,
     breaker: Breaker,
     limiter: Limiter,
     hold: Mutex<Option<Hold>>,
@@ -165,7 +132,7 @@ impl Gate {
             None => Limiter::Local(RateLimiter::new(policy.rate_limit.as_ref())),
         };
         Arc::new(Self {
-            channel: channel.to_owned(),
+            channel: ChannelName::from(channel),
             breaker: Breaker::new(channel, critical, policy.breaker.clone()),
             limiter,
             cluster,

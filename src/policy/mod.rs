@@ -8,7 +8,8 @@ pub(crate) mod gate;
 pub(crate) mod rate_limit;
 pub(crate) mod shared_limit;
 
+pub(crate) use crate::model::HoldReason;
 pub(crate) use breaker::{Admission, Breaker, BreakerView, Verdict};
-pub(crate) use gate::{ClaimAnswer, Gate, Held, HoldReason, RowLease, SendPermit, Unsent};
+pub(crate) use gate::{ClaimAnswer, Gate, Held, RowLease, SendPermit, Unsent};
 pub(crate) use rate_limit::{Limiter, RateLimiter, Ticket};
 pub(crate) use shared_limit::SharedLimiter;

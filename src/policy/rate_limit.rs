@@ -19,6 +19,7 @@ use super::gate::Unsent;
 use super::shared_limit::SharedLimiter;
 use crate::clock;
 use crate::config::{Rate, RateLimitConfig};
+use crate::outbox::limits::Pace;
 
 /// Recipients tracked before idle ones are forgotten.
 const MAX_TRACKED_RECIPIENTS: usize = 10_000;
@@ -87,86 +88,14 @@ impl Gcra {
     }
 }
 
-/// A bucket's constants as a store shares them, in whole microseconds: what one token costs
-/// (`interval_us`, rounded up, so a shared bucket is never faster than its rate) and how far
-/// ahead of now the theoretical arrival time may run (`tolerance_us`, `interval · (burst − 1)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pace {
-    pub interval_us: i64,
-    pub tolerance_us: i64,
-}
-
-impl Pace {
-    /// The pace of `rate`.
-    pub fn of(rate: &Rate) -> Self {
-        // A rate is validated positive and finite; `as` saturates a wild one.
-        let interval_us = ((1_000_000.0 / rate.per_second()).ceil() as i64).max(1);
-        Self {
-            interval_us,
-            tolerance_us: interval_us.saturating_mul(i64::from(rate.burst.saturating_sub(1))),
-        }
+/// The pace of `rate` as a shared bucket keeps it.
+pub(crate) fn pace_of(rate: &Rate) -> Pace {
+    // A rate is validated positive and finite; `as` saturates a wild one.
+    let interval_us = ((1_000_000.0 / rate.per_second()).ceil() as i64).max(1);
+    Pace {
+        interval_us,
+        tolerance_us: interval_us.saturating_mul(i64::from(rate.burst.saturating_sub(1))),
     }
-
-    /// One token's cost.
-    pub fn interval(self) -> Duration {
-        Duration::from_micros(u64::try_from(self.interval_us).unwrap_or(0))
-    }
-
-    /// How far ahead of now the arrival time may run.
-    pub fn tolerance(self) -> Duration {
-        Duration::from_micros(u64::try_from(self.tolerance_us).unwrap_or(0))
-    }
-}
-
-/// What one reservation of a shared bucket grants: `granted` tokens, after which the bucket's
-/// theoretical arrival time is `tat_us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Granted {
-    pub granted: u32,
-    pub tat_us: i64,
-}
-
-/// The reservation rule of a shared bucket (the store's one statement runs exactly this): of
-/// `want` tokens, those that come due by `now + within`, each advancing the theoretical arrival
-/// time `tat` (`None`: no row yet, a full bucket) by one interval from `max(tat, now)`. Tokens
-/// that would come later are not taken, so a reservation never spends what it cannot use.
-pub fn reserve(tat_us: Option<i64>, now_us: i64, want: u32, within_us: i64, pace: Pace) -> Granted {
-    let base = tat_us.unwrap_or(now_us).max(now_us);
-    let limit = now_us
-        .saturating_add(within_us.max(0))
-        .saturating_add(pace.tolerance_us);
-    let granted = if base > limit {
-        0
-    } else {
-        let spare = (limit - base) / pace.interval_us.max(1) + 1;
-        i64::from(want).min(spare)
-    };
-    Granted {
-        granted: u32::try_from(granted).unwrap_or(0),
-        tat_us: base.saturating_add(granted.saturating_mul(pace.interval_us)),
-    }
-}
-
-/// When each of the `granted` tokens that brought the bucket to `tat_us` may be used, as offsets
-/// from `now_us`, in order: the k-th token is due when the arrival time it advanced from is
-/// within the tolerance of now (a full bucket's burst is due at once).
-pub fn schedule(granted: Granted, now_us: i64, pace: Pace) -> Vec<Duration> {
-    let first = granted
-        .tat_us
-        .saturating_sub(i64::from(granted.granted).saturating_mul(pace.interval_us));
-    (0..i64::from(granted.granted))
-        .map(|k| {
-            let at = first
-                .saturating_add(k.saturating_mul(pace.interval_us))
-                .saturating_sub(pace.tolerance_us);
-            Duration::from_micros(u64::try_from(at.saturating_sub(now_us)).unwrap_or(0))
-        })
-        .collect()
-}
-
-/// How far the arrival time `tat_us` runs ahead of `now_us` (zero: a full bucket).
-pub fn ahead_of(tat_us: i64, now_us: i64) -> Duration {
-    Duration::from_micros(u64::try_from(tat_us.saturating_sub(now_us)).unwrap_or(0))
 }
 
 /// A claimed send that will take a channel token: counted until it does (or is dropped), so the
@@ -401,6 +330,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::limits::{Granted, ahead_of, reserve, schedule};
 
     fn rate(per_second: f64, burst: u32) -> Rate {
         Rate {
@@ -527,8 +457,8 @@ mod tests {
 
     #[test]
     fn a_pace_is_the_interval_rounded_up_and_the_burst_as_tolerance() {
-        assert_eq!(Pace::of(&rate(20.0, 5)), PACE_20_BURST_5);
-        let third = Pace::of(&rate(3.0, 1));
+        assert_eq!(pace_of(&rate(20.0, 5)), PACE_20_BURST_5);
+        let third = pace_of(&rate(3.0, 1));
         assert_eq!((third.interval_us, third.tolerance_us), (333_334, 0));
     }
 

@@ -25,16 +25,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::gate::Unsent;
-use super::rate_limit::{Gcra, Pace, Ticket};
+use super::rate_limit::{Gcra, Ticket, pace_of};
 use crate::clock::{self, Instant};
 use crate::config::RateLimitConfig;
-use crate::outbox::limits::{Bucket, ClusterLimits, Reserved};
+use crate::model::ChannelName;
+use crate::outbox::limits::{Bucket, ClusterLimits, Pace, Reserved};
 
 /// A channel's limits kept in the store all daemons on the queue share.
 #[derive(Debug)]
 pub struct SharedLimiter {
     store: Arc<dyn ClusterLimits>,
-    channel: String,
+    channel: ChannelName,
     pace: Option<Pace>,
     per_recipient: Option<Pace>,
     pool: Mutex<Pool>,
@@ -68,9 +69,9 @@ impl SharedLimiter {
     ) -> Self {
         Self {
             store,
-            channel: channel.to_owned(),
-            pace: config.map(|c| Pace::of(&c.channel)),
-            per_recipient: config.and_then(|c| c.per_recipient.as_ref()).map(Pace::of),
+            channel: ChannelName::from(channel),
+            pace: config.map(|c| pace_of(&c.channel)),
+            per_recipient: config.and_then(|c| c.per_recipient.as_ref()).map(pace_of),
             pool: Mutex::new(Pool {
                 due: VecDeque::new(),
                 bucket: None,
@@ -277,9 +278,9 @@ mod tests {
     use super::*;
     use crate::clock::WallMs;
     use crate::config::Rate;
+    use crate::model::HoldReason;
     use crate::outbox::limits::SharedHold;
-    use crate::policy::HoldReason;
-    use crate::policy::rate_limit::{self, Granted};
+    use crate::outbox::limits::{self as rate_limit, Granted};
 
     /// The store's side in memory, running the same rule as the PostgreSQL statement, on tokio's
     /// (paused) clock.
@@ -312,8 +313,8 @@ mod tests {
             self.calls.fetch_add(1, Ordering::Relaxed);
             let now_us = i64::try_from((clock::now() - self.start).as_micros()).unwrap();
             let key = match bucket {
-                Bucket::Channel(c) => (c.to_owned(), String::new()),
-                Bucket::Recipient { channel, recipient } => (channel.to_owned(), recipient.into()),
+                Bucket::Channel(c) => (c.to_string(), String::new()),
+                Bucket::Recipient { channel, recipient } => (channel.to_string(), recipient.into()),
             };
             let mut buckets = self.buckets.lock().unwrap();
             let within_us = i64::try_from(within.as_micros()).unwrap();
@@ -326,7 +327,12 @@ mod tests {
             })
         }
 
-        async fn hold(&self, _: &str, _: WallMs, _: HoldReason) -> crate::outbox::Result<()> {
+        async fn hold(
+            &self,
+            _: &ChannelName,
+            _: WallMs,
+            _: HoldReason,
+        ) -> crate::outbox::Result<()> {
             Ok(())
         }
 

@@ -2,7 +2,7 @@
 //! ends the notification `failed` unsent, unless it is `high` priority and they let that pass
 //! (see [`crate::recipients`] for what the two mean).
 
-use crate::outbox::Priority;
+use crate::model::Priority;
 use crate::recipients::Preferences;
 
 /// Why a notification is not sent to its recipient.

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::outbox::{DedupClaim, Rule, RuleEvent};
+use crate::model::{DedupClaim, Rule, RuleEvent};
 
 /// Longest dedup key accepted (bytes).
 pub(crate) const MAX_KEY_LEN: usize = 255;

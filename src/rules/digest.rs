@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::outbox::completion::RowChange;
-use crate::outbox::{DigestItem, DigestJoin, Rule, RuleEvent, State};
+use crate::model::{DigestItem, DigestJoin, RowChange, Rule, RuleEvent, State};
 use crate::templates::Rendered;
 
 /// Longest digest key accepted (bytes).

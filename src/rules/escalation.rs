@@ -7,7 +7,7 @@
 //! first notification and cancels the step waiting in the queue in the same write; a step is
 //! queued only if its chain is not acknowledged, read in the write that queues it.
 
-use crate::outbox::{
+use crate::model::{
     AckSource, Content, Escalation, EscalationStep, NewNotification, NotificationId, Priority,
     Rule, RuleEvent,
 };
@@ -217,7 +217,7 @@ pub(crate) fn ack_link_expiry(run_at_ms: i64, waits_ms: &[i64], expires_at_ms: O
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::outbox::FallbackTarget;
+    use crate::model::FallbackTarget;
 
     const NOW: i64 = 1_700_000_000_000;
     const MINUTE: i64 = 60_000;

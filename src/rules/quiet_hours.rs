@@ -6,10 +6,8 @@
 //! Times are read in a zone: the window's own (`deliver_between.time_zone`), else the
 //! recipient's, else the channel's `quiet_hours.time_zone`, else UTC.
 
-use serde::{Deserialize, Serialize};
-
-use crate::outbox::Priority;
-use crate::window::{BadWindow, Window, WindowSpec, Zone, instant};
+use crate::model::{Between, Priority};
+use crate::window::{Window, Zone, instant};
 
 /// A channel's quiet hours, checked (config `[channels.<name>.quiet_hours]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -26,47 +24,6 @@ pub(crate) struct RecipientQuiet {
     pub zone: Option<Zone>,
     pub window: Option<Window>,
     pub high_priority_passes: bool,
-}
-
-/// A notification's own delivery window as submitted and stored:
-/// `{"start":"09:00","end":"17:00","time_zone":"Europe/Paris"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(example = serde_json::json!({"start": "09:00", "end": "17:00", "time_zone": "Europe/Paris"}))]
-pub struct DeliverBetween {
-    /// Local time the window opens, `HH:MM` or `HH:MM:SS`.
-    pub start: String,
-    /// Local time it closes (exclusive); earlier than `start` means the next day.
-    pub end: String,
-    /// IANA zone the times are in; the recipient's, else the channel's, when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
-}
-
-/// A checked `deliver_between`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Between {
-    pub window: Window,
-    pub zone: Option<Zone>,
-}
-
-impl DeliverBetween {
-    /// Checks the window and the zone; the error names the part at fault (`start`, `end`,
-    /// `time_zone`).
-    pub fn check(&self) -> Result<Between, BadWindow> {
-        let window = Window::from_spec(&WindowSpec {
-            start: self.start.clone(),
-            end: self.end.clone(),
-        })?;
-        let zone = match &self.time_zone {
-            Some(name) => Some(Zone::named(name).ok_or_else(|| BadWindow {
-                part: "time_zone",
-                message: format!("{name:?} is not an IANA time zone (such as Europe/Paris)"),
-            })?),
-            None => None,
-        };
-        Ok(Between { window, zone })
-    }
 }
 
 /// Which rule holds a notification back.
@@ -159,6 +116,8 @@ pub(crate) fn wait(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::model::DeliverBetween;
+    use crate::window::WindowSpec;
 
     fn ms(s: &str) -> i64 {
         s.parse::<jiff::Timestamp>().unwrap().as_millisecond()

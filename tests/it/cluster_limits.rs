@@ -49,7 +49,7 @@ async fn the_shared_bucket_grants_what_the_gcra_rule_grants() {
         let now_us = clock.now_ms() * 1000;
         let within = Duration::from_millis(within);
         let got = limits
-            .reserve(Bucket::Channel("sms"), PACE, want, within)
+            .reserve(Bucket::Channel(&"sms".into()), PACE, want, within)
             .await
             .unwrap();
         let g = rate_limit::reserve(tat, now_us, want, within.as_micros() as i64, PACE);
@@ -62,7 +62,7 @@ async fn the_shared_bucket_grants_what_the_gcra_rule_grants() {
     }
     // A recipient's bucket is its own: full.
     let recipient = Bucket::Recipient {
-        channel: "sms",
+        channel: &"sms".into(),
         recipient: "+15550001",
     };
     let got = limits.reserve(recipient, PACE, 9, Duration::ZERO).await;
@@ -83,7 +83,12 @@ async fn daemons_reserving_at_the_same_time_never_get_the_same_token() {
         let limits = if i % 2 == 0 { &a } else { &b }.cluster_limits().unwrap();
         reservations.push(tokio::spawn(async move {
             limits
-                .reserve(Bucket::Channel("sms"), PACE, 3, Duration::from_secs(60))
+                .reserve(
+                    Bucket::Channel(&"sms".into()),
+                    PACE,
+                    3,
+                    Duration::from_secs(60),
+                )
                 .await
                 .unwrap()
         }));
@@ -113,11 +118,11 @@ async fn a_hold_one_daemon_shares_is_seen_by_another_until_it_ends() {
     let b = outbox_on(&schema, &clock).await;
     let (on_a, on_b) = (a.cluster_limits().unwrap(), b.cluster_limits().unwrap());
     let until = START_MS + 30_000;
-    on_a.hold("sms", until, HoldReason::RetryAfter)
+    on_a.hold(&"sms".into(), until, HoldReason::RetryAfter)
         .await
         .unwrap();
     // A shorter hold does not shorten it.
-    on_b.hold("sms", START_MS + 5_000, HoldReason::ChannelFault)
+    on_b.hold(&"sms".into(), START_MS + 5_000, HoldReason::ChannelFault)
         .await
         .unwrap();
     let held = SharedHold {
@@ -142,7 +147,7 @@ async fn the_sweep_forgets_full_buckets_and_ended_holds() {
     let limits = outbox.cluster_limits().unwrap();
     for recipient in ["+15550001", "+15550002"] {
         let bucket = Bucket::Recipient {
-            channel: "sms",
+            channel: &"sms".into(),
             recipient,
         };
         limits
@@ -151,7 +156,7 @@ async fn the_sweep_forgets_full_buckets_and_ended_holds() {
             .unwrap();
     }
     limits
-        .hold("sms", START_MS + 1_000, HoldReason::ChannelFault)
+        .hold(&"sms".into(), START_MS + 1_000, HoldReason::ChannelFault)
         .await
         .unwrap();
     let rows = || async {

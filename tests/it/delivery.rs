@@ -283,7 +283,7 @@ async fn a_graceful_stop_lets_in_flight_sends_finish() {
     ))
     .unwrap();
     use notifyd::outbox::Outbox;
-    let view = outbox.get(&id).await.unwrap().unwrap();
+    let view = outbox.get(&id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(view.state, notifyd::outbox::State::Delivered);
 }
 
@@ -307,9 +307,9 @@ async fn on_stop_rows_claimed_ahead_of_a_slot_go_back_unsent_and_unspent() {
     ))
     .unwrap();
     use notifyd::outbox::Outbox;
-    let first = outbox.get(&ids[0]).await.unwrap().unwrap();
+    let first = outbox.get(&ids[0].as_str().into()).await.unwrap().unwrap();
     assert_eq!(first.state, notifyd::outbox::State::Delivered);
-    let second = outbox.get(&ids[1]).await.unwrap().unwrap();
+    let second = outbox.get(&ids[1].as_str().into()).await.unwrap().unwrap();
     assert_eq!(second.state, notifyd::outbox::State::Queued);
     assert_eq!(
         second.attempts, 0,
@@ -336,7 +336,7 @@ async fn a_send_still_running_after_the_grace_period_is_released_to_the_queue() 
     ))
     .unwrap();
     use notifyd::outbox::Outbox;
-    let view = outbox.get(&id).await.unwrap().unwrap();
+    let view = outbox.get(&id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(view.state, notifyd::outbox::State::Queued);
     assert_eq!(view.attempts, 0, "an abandoned send costs no attempt");
 }

@@ -20,6 +20,7 @@ mod history;
 mod hostile_rows;
 mod ingest;
 mod limits;
+mod module_graph;
 mod openapi;
 mod outbox_contract;
 mod pg_faults;

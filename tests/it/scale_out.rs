@@ -320,7 +320,7 @@ async fn one_daemon_at_a_time_sweeps_and_another_takes_over_when_it_stops() {
     let clock = ManualClock::starting_at(1_700_000_000_000);
     let first = outbox_on(&schema, &clock).await;
     let second = outbox_on(&schema, &clock).await;
-    let known = vec!["c".to_owned()];
+    let known = vec![notifyd::outbox::ChannelName::from("c")];
     let retention = Retention {
         finished_ms: 86_400_000,
         unmatched_receipts_ms: 86_400_000,
@@ -448,7 +448,7 @@ async fn fifty_deliveries_are_claimed_and_written_back_in_a_statement_each() {
 
     let before = outbox.round_trips().unwrap();
     let claimed = outbox
-        .claim("c", 50, Duration::from_secs(30))
+        .claim(&"c".into(), 50, Duration::from_secs(30))
         .await
         .unwrap();
     let claim_trips = outbox.round_trips().unwrap() - before;
@@ -485,7 +485,11 @@ async fn fifty_deliveries_are_claimed_and_written_back_in_a_statement_each() {
         "complete: {complete_trips} round trips"
     );
     for c in &claimed {
-        let view = outbox.get(&c.message.id).await.unwrap().unwrap();
+        let view = outbox
+            .get(&c.message.id.as_str().into())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(view.state, State::Delivered);
         assert_eq!(view.attempt_log.len(), 1);
         assert_eq!(view.attempt_log[0].channel.as_deref(), Some("c"));
@@ -527,7 +531,7 @@ async fn a_claim_returns_each_recipients_stored_preferences_with_the_row() {
 
     let before = outbox.round_trips().unwrap();
     let claimed = outbox
-        .claim("c", 10, Duration::from_secs(30))
+        .claim(&"c".into(), 10, Duration::from_secs(30))
         .await
         .unwrap();
     let trips = outbox.round_trips().unwrap() - before;

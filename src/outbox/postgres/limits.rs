@@ -9,10 +9,10 @@ use async_trait::async_trait;
 
 use super::sql;
 use crate::clock::WallMs;
+use crate::model::{ChannelName, HoldReason};
+use crate::outbox::limits::{self as rate_limit, Granted, Pace};
 use crate::outbox::limits::{Bucket, ClusterLimits, Reserved, SharedHold};
 use crate::outbox::{Clock, Result, StoreError};
-use crate::policy::HoldReason;
-use crate::policy::rate_limit::{self, Granted, Pace};
 
 /// Buckets and holds the sweep forgets per run at most.
 const PRUNE_BATCH: i64 = 1000;
@@ -63,7 +63,12 @@ impl ClusterLimits for PgLimits {
         })
     }
 
-    async fn hold(&self, channel: &str, until_ms: WallMs, because: HoldReason) -> Result<()> {
+    async fn hold(
+        &self,
+        channel: &ChannelName,
+        until_ms: WallMs,
+        because: HoldReason,
+    ) -> Result<()> {
         self.trips.one();
         sqlx::query(sql::HOLD_CHANNEL)
             .bind(channel)
@@ -76,7 +81,7 @@ impl ClusterLimits for PgLimits {
 
     async fn holds(&self) -> Result<Vec<SharedHold>> {
         self.trips.one();
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(sql::HOLDS_IN_FORCE)
+        let rows: Vec<(ChannelName, i64, String)> = sqlx::query_as(sql::HOLDS_IN_FORCE)
             .bind(self.clock.now_ms())
             .fetch_all(&self.pool)
             .await?;

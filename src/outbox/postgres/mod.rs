@@ -918,7 +918,7 @@ async fn listen_for_work(
                         tokio::select! {
                             _ = stop.changed() => return,
                             got = listener.try_recv() => match got {
-                                Ok(Some(hint)) => wake(Some(hint.payload())),
+                                Ok(Some(hint)) => wake(Some(&ChannelName::from(hint.payload()))),
                                 // Lost: the next call reconnects and listens again.
                                 Ok(None) => wake(None),
                                 Err(e) => {
@@ -1633,7 +1633,12 @@ impl Outbox for PgOutbox {
         row.map(|r| key_holder(&r, 0)).transpose()
     }
 
-    async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>> {
         self.usable()?;
         if limit == 0 {
             return Ok(Vec::new());
@@ -1686,7 +1691,7 @@ impl Outbox for PgOutbox {
         Ok(())
     }
 
-    async fn get(&self, id: &str) -> Result<Option<NotificationView>> {
+    async fn get(&self, id: &NotificationId) -> Result<Option<NotificationView>> {
         self.usable()?;
         self.trips.one();
         let Some(r) = sqlx::query(sql::GET)
@@ -1778,7 +1783,7 @@ impl Outbox for PgOutbox {
         }))
     }
 
-    async fn cancel(&self, id: &str) -> Result<Transition> {
+    async fn cancel(&self, id: &NotificationId) -> Result<Transition> {
         self.usable()?;
         let request = transition::Request::Cancel;
         let now = self.clock.now_ms();
@@ -1819,7 +1824,11 @@ impl Outbox for PgOutbox {
         Ok(request.answer(changed, current))
     }
 
-    async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters(
+        &self,
+        channel: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
         self.usable()?;
         self.trips.one();
         let rows = sqlx::query(sql::DEAD_LETTERS)
@@ -1842,7 +1851,7 @@ impl Outbox for PgOutbox {
             .collect()
     }
 
-    async fn replay(&self, id: &str) -> Result<Transition> {
+    async fn replay(&self, id: &NotificationId) -> Result<Transition> {
         self.usable()?;
         self.request(transition::Request::Replay, sql::REPLAY, id)
             .await
@@ -1864,13 +1873,13 @@ impl Outbox for PgOutbox {
             .collect()
     }
 
-    async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>> {
+    async fn oldest_due(&self, channels: &[ChannelName]) -> Result<Vec<(ChannelName, i64)>> {
         self.usable()?;
         if channels.is_empty() {
             return Ok(Vec::new());
         }
         self.trips.one();
-        let rows: Vec<(String, i64)> = sqlx::query_as(sql::OLDEST_DUE)
+        let rows: Vec<(ChannelName, i64)> = sqlx::query_as(sql::OLDEST_DUE)
             .bind(channels)
             .bind(self.clock.now_ms())
             .fetch_all(&self.pool)
@@ -1878,7 +1887,12 @@ impl Outbox for PgOutbox {
         Ok(rows)
     }
 
-    async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {
+    async fn move_due(
+        &self,
+        channel: &ChannelName,
+        how: OpenBreakerMove,
+        limit: usize,
+    ) -> Result<u64> {
         self.usable()?;
         let now = self.clock.now_ms();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1909,7 +1923,11 @@ impl Outbox for PgOutbox {
     }
 
     /// Runs on the one daemon that leads the sweep; the others answer an empty report.
-    async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport> {
+    async fn sweep(
+        &self,
+        known_channels: &[ChannelName],
+        retention: &Retention,
+    ) -> Result<SweepReport> {
         self.usable()?;
         let now = self.clock.now_ms();
         if !self.leads_sweep(now).await? {
@@ -2038,7 +2056,7 @@ impl Outbox for PgOutbox {
         })
     }
 
-    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged> {
+    async fn acknowledge(&self, id: &NotificationId, source: AckSource) -> Result<Acknowledged> {
         self.usable()?;
         let now = self.clock.now_ms();
         // BEGIN, the reads and writes (at most five), COMMIT.
@@ -2056,7 +2074,7 @@ impl Outbox for PgOutbox {
         history::page(&self.pool, query).await
     }
 
-    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
+    async fn digest_items(&self, digest_id: &NotificationId) -> Result<Vec<DigestItem>> {
         self.usable()?;
         self.trips.one();
         let rows = sqlx::query(sql::DIGEST_ITEMS)
@@ -2079,7 +2097,7 @@ impl Outbox for PgOutbox {
             .map_err(StoreError::from)
     }
 
-    async fn content(&self, id: &str) -> Result<Option<Content>> {
+    async fn content(&self, id: &NotificationId) -> Result<Option<Content>> {
         self.usable()?;
         self.trips.one();
         history::content(&self.pool, id).await
@@ -2129,7 +2147,7 @@ impl Outbox for PgOutbox {
     async fn opt_out(
         &self,
         address: &str,
-        channel: &str,
+        channel: &ChannelName,
         because: Option<RuleEvent>,
     ) -> Result<Preferences> {
         recipients::opt_out(&self.pool, address, channel, because, self.clock.now_ms()).await

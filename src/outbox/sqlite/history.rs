@@ -423,11 +423,11 @@ mod tests {
         .await;
         let (bob, high, plain) = (&ids[0], &ids[1], &ids[2]);
         let c = q
-            .claim("mail", 1, std::time::Duration::from_secs(60))
+            .claim(&"mail".into(), 1, std::time::Duration::from_secs(60))
             .await
             .unwrap();
         assert_eq!(&c[0].message.id, bob);
-        q.cancel(plain).await.unwrap();
+        q.cancel(&plain.as_str().into()).await.unwrap();
         let search = |filter: HistoryFilter| {
             let q = &q;
             async move {
@@ -502,7 +502,12 @@ mod tests {
             vec![plain.clone(), high.clone()],
             "case-insensitive"
         );
-        let high_at = q.get(high).await.unwrap().unwrap().created_at_ms;
+        let high_at = q
+            .get(&high.as_str().into())
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at_ms;
         assert_eq!(
             search(HistoryFilter {
                 created_after_ms: Some(high_at),
@@ -568,7 +573,7 @@ mod tests {
         let q = open(&dir);
         fill(&q, (0..30).map(|_| note("c")).collect()).await;
         let sending = q
-            .claim("c", 1, std::time::Duration::from_secs(60))
+            .claim(&"c".into(), 1, std::time::Duration::from_secs(60))
             .await
             .unwrap()
             .remove(0)
@@ -612,10 +617,10 @@ mod tests {
             ..note("c")
         };
         let id = fill(&q, vec![n]).await.remove(0);
-        let content = q.content(&id).await.unwrap().unwrap();
+        let content = q.content(&id.as_str().into()).await.unwrap().unwrap();
         assert_eq!(content.subject.as_deref(), Some("Subject"));
         assert_eq!(content.body.as_deref(), Some("Body"));
         assert_eq!(content.data, Some(serde_json::json!({"order": 7})));
-        assert_eq!(q.content("nope").await.unwrap(), None);
+        assert_eq!(q.content(&"nope".into()).await.unwrap(), None);
     }
 }

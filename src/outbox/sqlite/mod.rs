@@ -385,11 +385,16 @@ impl Outbox for SqliteOutbox {
         self.read(move |conn| key_holder(conn, &key)).await
     }
 
-    async fn claim(&self, channel: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let channel = channel.to_owned();
+        let channel = channel.as_str().to_owned();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         self.call(|reply| Op::Claim {
             channel,
@@ -407,24 +412,28 @@ impl Outbox for SqliteOutbox {
         self.call(|reply| Op::Complete { completions, reply }).await
     }
 
-    async fn get(&self, id: &str) -> Result<Option<NotificationView>> {
-        let id = id.to_owned();
+    async fn get(&self, id: &NotificationId) -> Result<Option<NotificationView>> {
+        let id = id.clone();
         self.read(move |conn| schema::get(conn, &id)).await
     }
 
-    async fn cancel(&self, id: &str) -> Result<Transition> {
-        let id = id.to_owned();
+    async fn cancel(&self, id: &NotificationId) -> Result<Transition> {
+        let id = id.as_str().to_owned();
         self.call(|reply| Op::Cancel { id, reply }).await
     }
 
-    async fn dead_letters(&self, channel: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
-        let channel = channel.map(str::to_owned);
-        self.read(move |conn| schema::dead_letters(conn, channel.as_deref(), limit))
+    async fn dead_letters(
+        &self,
+        channel: Option<&ChannelName>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let channel = channel.cloned();
+        self.read(move |conn| schema::dead_letters(conn, channel.as_ref(), limit))
             .await
     }
 
-    async fn replay(&self, id: &str) -> Result<Transition> {
-        let id = id.to_owned();
+    async fn replay(&self, id: &NotificationId) -> Result<Transition> {
+        let id = id.as_str().to_owned();
         self.call(|reply| Op::Replay { id, reply }).await
     }
 
@@ -432,15 +441,20 @@ impl Outbox for SqliteOutbox {
         self.read(schema::depth).await
     }
 
-    async fn oldest_due(&self, channels: &[String]) -> Result<Vec<(String, i64)>> {
+    async fn oldest_due(&self, channels: &[ChannelName]) -> Result<Vec<(ChannelName, i64)>> {
         let channels = channels.to_vec();
         let now = self.clock.now_ms();
         self.read(move |conn| schema::oldest_due(conn, &channels, now))
             .await
     }
 
-    async fn move_due(&self, channel: &str, how: OpenBreakerMove, limit: usize) -> Result<u64> {
-        let channel = channel.to_owned();
+    async fn move_due(
+        &self,
+        channel: &ChannelName,
+        how: OpenBreakerMove,
+        limit: usize,
+    ) -> Result<u64> {
+        let channel = channel.as_str().to_owned();
         self.call(|reply| Op::MoveDue {
             channel,
             how,
@@ -450,8 +464,15 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
-    async fn sweep(&self, known_channels: &[String], retention: &Retention) -> Result<SweepReport> {
-        let known = known_channels.to_vec();
+    async fn sweep(
+        &self,
+        known_channels: &[ChannelName],
+        retention: &Retention,
+    ) -> Result<SweepReport> {
+        let known = known_channels
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect();
         let mut report = self
             .call(|reply| Op::Sweep {
                 known,
@@ -489,13 +510,13 @@ impl Outbox for SqliteOutbox {
         self.read(move |conn| history::page(conn, &query)).await
     }
 
-    async fn digest_items(&self, digest_id: &str) -> Result<Vec<DigestItem>> {
-        let id = digest_id.to_owned();
+    async fn digest_items(&self, digest_id: &NotificationId) -> Result<Vec<DigestItem>> {
+        let id = digest_id.clone();
         self.read(move |conn| schema::digest_items(conn, &id)).await
     }
 
-    async fn content(&self, id: &str) -> Result<Option<Content>> {
-        let id = id.to_owned();
+    async fn content(&self, id: &NotificationId) -> Result<Option<Content>> {
+        let id = id.clone();
         self.read(move |conn| history::content(conn, &id)).await
     }
 
@@ -527,10 +548,10 @@ impl Outbox for SqliteOutbox {
     async fn opt_out(
         &self,
         address: &str,
-        channel: &str,
+        channel: &ChannelName,
         because: Option<RuleEvent>,
     ) -> Result<Preferences> {
-        let (address, channel) = (address.to_owned(), channel.to_owned());
+        let (address, channel) = (address.to_owned(), channel.as_str().to_owned());
         self.call(|reply| Op::OptOut {
             address,
             channel,
@@ -540,8 +561,8 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
-    async fn acknowledge(&self, id: &str, source: AckSource) -> Result<Acknowledged> {
-        let id = id.to_owned();
+    async fn acknowledge(&self, id: &NotificationId, source: AckSource) -> Result<Acknowledged> {
+        let id = id.as_str().to_owned();
         self.call(|reply| Op::Acknowledge { id, source, reply })
             .await
     }

@@ -223,7 +223,7 @@ fn attempt_view(r: &Row<'_>) -> rusqlite::Result<AttemptView> {
 /// Dead letters, newest first.
 pub(super) fn dead_letters(
     conn: &Connection,
-    channel: Option<&str>,
+    channel: Option<&ChannelName>,
     limit: usize,
 ) -> Result<Vec<DeadLetter>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -288,9 +288,9 @@ pub(super) const OLDEST_DUE: &str = "SELECT min(run_at) FROM notifications
 /// where a scan of the due index would step over every live row.
 pub(super) fn oldest_due(
     conn: &Connection,
-    channels: &[String],
+    channels: &[ChannelName],
     now: i64,
-) -> Result<Vec<(String, i64)>> {
+) -> Result<Vec<(ChannelName, i64)>> {
     let mut stmt = conn.prepare_cached(OLDEST_DUE)?;
     let mut out = Vec::new();
     for channel in channels {

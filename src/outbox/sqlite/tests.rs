@@ -32,9 +32,9 @@ pub(super) fn note(channel: &str) -> NewNotification {
     }
 }
 
-async fn put(q: &SqliteOutbox, n: NewNotification) -> String {
+async fn put(q: &SqliteOutbox, n: NewNotification) -> NotificationId {
     match q.enqueue(vec![n]).await.unwrap().remove(0) {
-        Enqueued::Created { id } => id.into(),
+        Enqueued::Created { id } => id,
         other => panic!("expected created, got {other:?}"),
     }
 }
@@ -50,7 +50,7 @@ const KEEP: Retention = Retention {
 };
 
 async fn deliver(q: &SqliteOutbox, id: &str, channel: &str, provider_id: &str) {
-    let c = q.claim(channel, 1, LEASE).await.unwrap().remove(0);
+    let c = q.claim(&channel.into(), 1, LEASE).await.unwrap().remove(0);
     assert_eq!(c.message.id, id);
     q.complete(vec![Completion {
         events: Vec::new(),
@@ -131,7 +131,7 @@ async fn claim_takes_high_priority_first_then_earliest_due() {
 
     let mut got = Vec::new();
     for _ in 0..4 {
-        got.extend(ids(&q.claim("c", 1, LEASE).await.unwrap()));
+        got.extend(ids(&q.claim(&"c".into(), 1, LEASE).await.unwrap()));
     }
     assert_eq!(got, vec![high, normal_early, normal_late, low]);
 }
@@ -154,7 +154,10 @@ async fn one_claim_of_several_rows_returns_them_highest_priority_first() {
         );
     }
     by_priority.reverse();
-    assert_eq!(ids(&q.claim("c", 3, LEASE).await.unwrap()), by_priority);
+    assert_eq!(
+        ids(&q.claim(&"c".into(), 3, LEASE).await.unwrap()),
+        by_priority
+    );
 }
 
 #[tokio::test]
@@ -165,10 +168,13 @@ async fn claim_only_takes_its_own_channel_and_respects_the_limit() {
         put(&q, note("a")).await;
     }
     let b = put(&q, note("b")).await;
-    assert_eq!(q.claim("a", 3, LEASE).await.unwrap().len(), 3);
-    assert_eq!(ids(&q.claim("b", 10, LEASE).await.unwrap()), vec![b]);
-    assert_eq!(q.claim("a", 10, LEASE).await.unwrap().len(), 2);
-    assert!(q.claim("a", 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(q.claim(&"a".into(), 3, LEASE).await.unwrap().len(), 3);
+    assert_eq!(
+        ids(&q.claim(&"b".into(), 10, LEASE).await.unwrap()),
+        vec![b]
+    );
+    assert_eq!(q.claim(&"a".into(), 10, LEASE).await.unwrap().len(), 2);
+    assert!(q.claim(&"a".into(), 10, LEASE).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -183,7 +189,7 @@ async fn claim_increments_the_attempt_and_carries_the_message() {
         },
     )
     .await;
-    let c = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    let c = q.claim(&"c".into(), 1, LEASE).await.unwrap().remove(0);
     assert_eq!(c.attempt, 1);
     assert_eq!(c.message.id, id);
     assert_eq!(c.message.to, "ops@example.com");
@@ -199,15 +205,15 @@ async fn a_leased_row_is_not_claimed_again_until_its_lease_expires() {
     let q = open(&dir);
     let id = put(&q, note("c")).await;
     assert_eq!(
-        q.claim("c", 1, Duration::from_millis(150))
+        q.claim(&"c".into(), 1, Duration::from_millis(150))
             .await
             .unwrap()
             .len(),
         1
     );
-    assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
+    assert!(q.claim(&"c".into(), 1, LEASE).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let again = q.claim("c", 1, LEASE).await.unwrap();
+    let again = q.claim(&"c".into(), 1, LEASE).await.unwrap();
     assert_eq!(ids(&again), vec![id]);
     assert_eq!(again[0].attempt, 2);
 }
@@ -217,8 +223,8 @@ async fn a_completion_from_a_lost_lease_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let id = put(&q, note("c")).await;
-    q.claim("c", 1, Duration::ZERO).await.unwrap();
-    let second = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    q.claim(&"c".into(), 1, Duration::ZERO).await.unwrap();
+    let second = q.claim(&"c".into(), 1, LEASE).await.unwrap().remove(0);
     assert_eq!(second.attempt, 2);
 
     // The first attempt's worker finishes late: fenced out.
@@ -256,8 +262,8 @@ async fn a_lease_held_by_another_process_fences_this_one_out() {
     let a = open(&dir);
     let b = open(&dir);
     let id = put(&a, note("c")).await;
-    a.claim("c", 1, Duration::ZERO).await.unwrap();
-    b.claim("c", 1, LEASE).await.unwrap();
+    a.claim(&"c".into(), 1, Duration::ZERO).await.unwrap();
+    b.claim(&"c".into(), 1, LEASE).await.unwrap();
     // Same attempt number cannot happen across owners, but the owner check holds anyway.
     a.complete(vec![done(&id, 2, Outcome::Delivered { provider_id: None })])
         .await
@@ -270,7 +276,7 @@ async fn a_retry_is_not_due_before_its_run_at_and_a_refund_keeps_the_attempt_cou
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let id = put(&q, note("c")).await;
-    q.claim("c", 1, LEASE).await.unwrap();
+    q.claim(&"c".into(), 1, LEASE).await.unwrap();
     q.complete(vec![done(
         &id,
         1,
@@ -287,7 +293,7 @@ async fn a_retry_is_not_due_before_its_run_at_and_a_refund_keeps_the_attempt_cou
     assert_eq!(view.state, State::Queued);
     assert_eq!(view.attempts, 0);
     assert_eq!(view.last_code.as_deref(), Some("rate_limited"));
-    assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
+    assert!(q.claim(&"c".into(), 1, LEASE).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -302,9 +308,12 @@ async fn a_scheduled_notification_is_claimed_only_once_due() {
         },
     )
     .await;
-    assert!(q.claim("c", 1, LEASE).await.unwrap().is_empty());
+    assert!(q.claim(&"c".into(), 1, LEASE).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(ids(&q.claim("c", 1, LEASE).await.unwrap()), vec![id]);
+    assert_eq!(
+        ids(&q.claim(&"c".into(), 1, LEASE).await.unwrap()),
+        vec![id]
+    );
 }
 
 #[tokio::test]
@@ -330,17 +339,20 @@ async fn the_sweep_expires_overdue_rows_and_dead_letters_unknown_channels() {
     let orphan = put(&q, note("gone")).await;
     // Leased by a dispatcher that crashed, then its channel was removed from the config.
     let abandoned = put(&q, note("gone")).await;
-    let leased = q.claim("gone", 2, Duration::from_millis(1)).await.unwrap();
+    let leased = q
+        .claim(&"gone".into(), 2, Duration::from_millis(1))
+        .await
+        .unwrap();
     assert_eq!(leased.len(), 2);
     tokio::time::sleep(Duration::from_millis(5)).await;
 
-    let report = q.sweep(&["c".to_owned()], &KEEP).await.unwrap();
+    let report = q.sweep(&["c".into()], &KEEP).await.unwrap();
 
     assert_eq!(
         report,
         SweepReport {
             expired: vec![ExpiredRow {
-                id: stale.clone().into(),
+                id: stale.clone(),
                 channel: "c".into(),
             }],
             orphaned: 2,
@@ -355,7 +367,7 @@ async fn the_sweep_expires_overdue_rows_and_dead_letters_unknown_channels() {
         assert_eq!(row.state, State::Dead);
         assert_eq!(row.last_code.as_deref(), Some("unknown_channel"));
     }
-    let dead = q.dead_letters(Some("gone"), 10).await.unwrap();
+    let dead = q.dead_letters(Some(&"gone".into()), 10).await.unwrap();
     assert_eq!(dead.len(), 2);
 }
 
@@ -381,7 +393,7 @@ async fn same_idempotency_key_and_content_returns_the_original() {
     assert_eq!(
         again,
         vec![Enqueued::Duplicate {
-            id: first.into(),
+            id: first,
             state: State::Queued
         }]
     );
@@ -407,7 +419,7 @@ async fn same_idempotency_key_with_different_content_is_a_conflict() {
         }])
         .await
         .unwrap();
-    assert_eq!(again, vec![Enqueued::Conflict { id: first.into() }]);
+    assert_eq!(again, vec![Enqueued::Conflict { id: first }]);
 }
 
 #[tokio::test]
@@ -435,7 +447,7 @@ async fn idempotency_holds_across_a_restart() {
     assert_eq!(
         again,
         vec![Enqueued::Duplicate {
-            id: first.into(),
+            id: first,
             state: State::Queued
         }]
     );
@@ -447,7 +459,7 @@ async fn cancel_works_only_while_queued() {
     let q = open(&dir);
     let queued = put(&q, note("a")).await;
     let sending = put(&q, note("b")).await;
-    q.claim("b", 1, LEASE).await.unwrap();
+    q.claim(&"b".into(), 1, LEASE).await.unwrap();
 
     assert_eq!(
         q.cancel(&queued).await.unwrap(),
@@ -457,8 +469,11 @@ async fn cancel_works_only_while_queued() {
         q.cancel(&sending).await.unwrap(),
         Transition::Refused(State::Sending)
     );
-    assert_eq!(q.cancel("nope").await.unwrap(), Transition::NotFound);
-    assert!(q.claim("a", 1, LEASE).await.unwrap().is_empty());
+    assert_eq!(
+        q.cancel(&"nope".into()).await.unwrap(),
+        Transition::NotFound
+    );
+    assert!(q.claim(&"a".into(), 1, LEASE).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -466,7 +481,7 @@ async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let id = put(&q, note("c")).await;
-    q.claim("c", 1, LEASE).await.unwrap();
+    q.claim(&"c".into(), 1, LEASE).await.unwrap();
     q.complete(vec![done(
         &id,
         1,
@@ -480,11 +495,16 @@ async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget() {
     .await
     .unwrap();
 
-    let dead = q.dead_letters(Some("c"), 10).await.unwrap();
+    let dead = q.dead_letters(Some(&"c".into()), 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, id);
     assert_eq!(dead[0].last_code.as_deref(), Some("http_503"));
-    assert!(q.dead_letters(Some("other"), 10).await.unwrap().is_empty());
+    assert!(
+        q.dead_letters(Some(&"other".into()), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     assert_eq!(
         q.replay(&id).await.unwrap(),
@@ -494,7 +514,7 @@ async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget() {
         q.replay(&id).await.unwrap(),
         Transition::Refused(State::Queued)
     );
-    let again = q.claim("c", 1, LEASE).await.unwrap();
+    let again = q.claim(&"c".into(), 1, LEASE).await.unwrap();
     assert_eq!(again[0].attempt, 1);
 }
 
@@ -521,7 +541,7 @@ async fn a_failure_with_fallback_queues_the_next_route_with_the_same_content() {
         },
     )
     .await;
-    q.claim("push", 1, LEASE).await.unwrap();
+    q.claim(&"push".into(), 1, LEASE).await.unwrap();
     q.complete(vec![done(
         &id,
         1,
@@ -535,10 +555,14 @@ async fn a_failure_with_fallback_queues_the_next_route_with_the_same_content() {
     .await
     .unwrap();
 
-    let child = q.claim("sms", 1, LEASE).await.unwrap().remove(0);
+    let child = q.claim(&"sms".into(), 1, LEASE).await.unwrap().remove(0);
     assert_eq!(child.message.to, "+15551234567");
     assert_eq!(child.message.body.as_deref(), Some("Body"));
-    let view = q.get(&child.message.id).await.unwrap().unwrap();
+    let view = q
+        .get(&child.message.id.as_str().into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.parent_id.as_deref(), Some(id.as_str()));
     assert_eq!(
         view.fallback,
@@ -554,10 +578,10 @@ async fn attempts_are_recorded_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let id = put(&q, note("c")).await;
-    q.claim("c", 1, LEASE).await.unwrap();
+    q.claim(&"c".into(), 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
         events: Vec::new(),
-        id: id.clone().into(),
+        id: id.clone(),
         attempt: 1,
         lease: LeaseToken(1),
         outcome: Outcome::Retry {
@@ -578,10 +602,10 @@ async fn attempts_are_recorded_in_order() {
     }])
     .await
     .unwrap();
-    q.claim("c", 1, LEASE).await.unwrap();
+    q.claim(&"c".into(), 1, LEASE).await.unwrap();
     q.complete(vec![Completion {
         events: Vec::new(),
-        id: id.clone().into(),
+        id: id.clone(),
         attempt: 2,
         lease: LeaseToken(2),
         outcome: Outcome::Delivered {
@@ -623,11 +647,11 @@ async fn a_plain_sql_insert_with_only_the_required_columns_is_claimable() {
         [],
     )
     .unwrap();
-    let c = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    let c = q.claim(&"c".into(), 1, LEASE).await.unwrap().remove(0);
     assert_eq!(c.message.to, "+15550001111");
     assert_eq!(c.message.body.as_deref(), Some("hi"));
     assert_eq!(c.message.id.len(), 32);
-    let view = q.get(&c.message.id).await.unwrap().unwrap();
+    let view = q.get(&c.message.id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(view.priority, Priority::Normal);
     assert!((view.created_at_ms - now_ms()).abs() < 5_000);
 }
@@ -648,7 +672,7 @@ async fn a_parent_whose_fallback_cannot_be_read_ends_dead_and_the_batch_still_co
         [],
     )
     .unwrap();
-    let claimed = q.claim("c", 2, LEASE).await.unwrap();
+    let claimed = q.claim(&"c".into(), 2, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let failed = |id: &str| {
         done(
@@ -666,7 +690,7 @@ async fn a_parent_whose_fallback_cannot_be_read_ends_dead_and_the_batch_still_co
         .await
         .unwrap();
 
-    let dead = q.dead_letters(Some("c"), 10).await.unwrap();
+    let dead = q.dead_letters(Some(&"c".into()), 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "broken");
     assert_eq!(dead[0].last_code.as_deref(), Some("unreadable_row"));
@@ -679,7 +703,7 @@ async fn a_completion_into_a_state_no_attempt_ends_in_is_refused_alone() {
     let q = open(&dir);
     let bad = put(&q, note("c")).await;
     let good = put(&q, note("c")).await;
-    assert_eq!(q.claim("c", 2, LEASE).await.unwrap().len(), 2);
+    assert_eq!(q.claim(&"c".into(), 2, LEASE).await.unwrap().len(), 2);
     let into = |id: &str, state| {
         done(
             id,
@@ -737,7 +761,7 @@ async fn concurrent_enqueues_share_commits_and_all_get_answers() {
         (1..100).contains(&commits),
         "{commits} commits for 200 enqueues"
     );
-    assert_eq!(q.claim("c", 1000, LEASE).await.unwrap().len(), 200);
+    assert_eq!(q.claim(&"c".into(), 1000, LEASE).await.unwrap().len(), 200);
 }
 
 #[tokio::test]
@@ -758,7 +782,7 @@ async fn a_full_disk_is_unavailable_and_commits_nothing() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     drop(q);
     let q = open(&dir);
-    assert!(q.claim("c", 10, LEASE).await.unwrap().is_empty());
+    assert!(q.claim(&"c".into(), 10, LEASE).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -768,7 +792,7 @@ async fn depth_counts_live_and_dead_rows_per_channel() {
     put(&q, note("a")).await;
     put(&q, note("a")).await;
     put(&q, note("b")).await;
-    q.claim("b", 1, LEASE).await.unwrap();
+    q.claim(&"b".into(), 1, LEASE).await.unwrap();
     let mut depth = q.depth().await.unwrap();
     depth.sort_by(|x, y| {
         (x.channel.as_str(), x.state.as_str()).cmp(&(y.channel.as_str(), y.state.as_str()))
@@ -801,7 +825,7 @@ async fn a_receipt_for_a_known_message_is_attached_and_a_failure_fails_it() {
             .await
             .unwrap()
             .notification_id,
-        Some(id.clone().into())
+        Some(id.clone())
     );
     assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Delivered);
     q.record_receipt(receipt("SM1", ReceiptStatus::Failed, "undelivered"))
@@ -861,7 +885,7 @@ async fn retention_purges_old_finished_rows_and_unmatched_receipts_but_keeps_dea
     let delivered = put(&q, note("a")).await;
     deliver(&q, &delivered, "a", "P1").await;
     let dead = put(&q, note("b")).await;
-    q.claim("b", 1, LEASE).await.unwrap();
+    q.claim(&"b".into(), 1, LEASE).await.unwrap();
     q.complete(vec![done(
         &dead,
         1,
@@ -882,7 +906,7 @@ async fn retention_purges_old_finished_rows_and_unmatched_receipts_but_keeps_dea
 
     let report = q
         .sweep(
-            &["a".to_owned(), "b".to_owned()],
+            &["a".into(), "b".into()],
             &Retention {
                 finished_ms: 10,
                 unmatched_receipts_ms: 10,
@@ -955,7 +979,7 @@ async fn a_receipt_never_matches_a_notification_of_another_channel() {
         ))
         .await
         .unwrap();
-    assert_eq!(answer.notification_id, Some(on_b.clone().into()));
+    assert_eq!(answer.notification_id, Some(on_b.clone()));
     assert_eq!(q.get(&on_b).await.unwrap().unwrap().state, State::Failed);
 }
 
@@ -964,7 +988,7 @@ async fn a_receipt_after_failover_matches_the_channel_that_delivered_it() {
     let dir = tempfile::tempdir().unwrap();
     let q = open(&dir);
     let id = put(&q, note("a")).await;
-    let c = q.claim("a", 1, LEASE).await.unwrap().remove(0);
+    let c = q.claim(&"a".into(), 1, LEASE).await.unwrap().remove(0);
     q.complete(vec![done(
         &id,
         c.attempt,
@@ -991,7 +1015,7 @@ async fn a_receipt_after_failover_matches_the_channel_that_delivered_it() {
         ))
         .await
         .unwrap();
-    assert_eq!(from_b.notification_id, Some(id.clone().into()));
+    assert_eq!(from_b.notification_id, Some(id.clone()));
     assert_eq!(q.get(&id).await.unwrap().unwrap().state, State::Delivered);
 }
 
@@ -1014,7 +1038,7 @@ async fn a_replayed_receipt_is_stored_once_and_reported_as_a_duplicate() {
         (false, true),
         "{first:?} {again:?}"
     );
-    assert_eq!(again.notification_id, Some(id.clone().into()));
+    assert_eq!(again.notification_id, Some(id.clone()));
     // A new status for the same message is a new receipt.
     let delivered = q
         .record_receipt(receipt("SM9", ReceiptStatus::Delivered, "delivered"))
@@ -1084,7 +1108,7 @@ async fn one_sweep_purges_more_than_one_batch_of_old_rows() {
     }
     let kept = put(&q, note("a")).await;
 
-    let report = q.sweep(&["a".to_owned()], &KEEP).await.unwrap();
+    let report = q.sweep(&["a".into()], &KEEP).await.unwrap();
 
     assert_eq!(
         (report.purged, report.receipts_purged),
@@ -1206,7 +1230,7 @@ async fn oldest_due_is_the_earliest_due_time_across_priorities_ignoring_schedule
         .oldest_due(&["c".into(), "later".into(), "none".into()])
         .await
         .unwrap();
-    assert_eq!(got, vec![("c".to_owned(), now - 5000)]);
+    assert_eq!(got, vec![("c".into(), now - 5000)]);
 }
 
 #[test]
@@ -1325,7 +1349,7 @@ async fn a_queue_from_before_lease_tokens_is_upgraded_and_its_rows_fenced_from_t
         .unwrap();
     }
     let q = SqliteOutbox::open(&SqliteOptions::new(&path)).unwrap();
-    let row = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    let row = q.claim(&"c".into(), 1, LEASE).await.unwrap().remove(0);
     assert_eq!((row.attempt, row.lease), (4, LeaseToken(1)));
     q.complete(vec![Completion {
         events: Vec::new(),
@@ -1334,7 +1358,10 @@ async fn a_queue_from_before_lease_tokens_is_upgraded_and_its_rows_fenced_from_t
     }])
     .await
     .unwrap();
-    assert_eq!(q.get("old").await.unwrap().unwrap().state, State::Delivered);
+    assert_eq!(
+        q.get(&"old".into()).await.unwrap().unwrap().state,
+        State::Delivered
+    );
 }
 
 /// Free space the WAL test's filesystem reports (a stand-in for statvfs).
@@ -1391,7 +1418,7 @@ async fn the_wal_gives_back_its_peak_size_when_free_space_runs_short() {
     WAL_TEST_FREE.store(u64::MAX, Relaxed);
     // The queue goes on as before, with every row.
     put(&q, note("c")).await;
-    assert_eq!(q.claim("c", 100, LEASE).await.unwrap().len(), 18);
+    assert_eq!(q.claim(&"c".into(), 100, LEASE).await.unwrap().len(), 18);
 }
 
 #[test]
@@ -1420,7 +1447,7 @@ async fn the_sweep_deletes_dedup_keys_whose_window_is_over_and_keeps_the_others(
         unmatched_receipts_ms: 86_400_000,
     };
 
-    q.sweep(&["c".to_owned()], &retention).await.unwrap();
+    q.sweep(&["c".into()], &retention).await.unwrap();
 
     let conn = Connection::open(dir.path().join("q.db")).unwrap();
     let mut stmt = conn.prepare("SELECT dedup_key FROM dedup_keys").unwrap();

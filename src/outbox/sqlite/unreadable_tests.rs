@@ -86,7 +86,10 @@ async fn assert_quarantined(q: &SqliteOutbox, dir: &tempfile::TempDir, rowid: i6
     let good_id = good.id.clone();
     q.enqueue(vec![good]).await.unwrap();
 
-    let claimed = q.claim("c", 10, LEASE).await.expect("the claim goes on");
+    let claimed = q
+        .claim(&"c".into(), 10, LEASE)
+        .await
+        .expect("the claim goes on");
 
     let ids: Vec<&str> = claimed.iter().map(|c| c.message.id.as_str()).collect();
     assert_eq!(ids, vec![good_id.as_str()]);
@@ -241,7 +244,7 @@ async fn an_outcome_is_recorded_when_the_stored_fallback_cannot_be_read() {
     };
     let id = n.id.clone();
     q.enqueue(vec![n]).await.unwrap();
-    let claimed = q.claim("c", 1, LEASE).await.unwrap().remove(0);
+    let claimed = q.claim(&"c".into(), 1, LEASE).await.unwrap().remove(0);
     foreign(&dir)
         .execute(
             r#"UPDATE notifications SET fallback = '{"a": 1}' WHERE id = ?1"#,
@@ -276,7 +279,7 @@ async fn an_outcome_is_recorded_when_the_stored_fallback_cannot_be_read() {
             ),
         "{error}"
     );
-    assert!(q.claim("c", 10, LEASE).await.unwrap().is_empty());
+    assert!(q.claim(&"c".into(), 10, LEASE).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -288,15 +291,15 @@ async fn a_quarantined_row_is_shown_by_get_and_the_dead_letters() {
         "id, recipient, body, attempts, fallback",
         r#"'bad-1', CAST(X'61FF' AS TEXT), 'b', -5, '{"a": 1}'"#,
     );
-    q.claim("c", 10, LEASE).await.unwrap();
+    q.claim(&"c".into(), 10, LEASE).await.unwrap();
     assert_eq!(fate(&dir, rowid).1.as_deref(), Some("unreadable_row"));
 
-    let view = q.get("bad-1").await.unwrap().expect("shown");
+    let view = q.get(&"bad-1".into()).await.unwrap().expect("shown");
     assert_eq!(view.state, State::Dead);
     assert_eq!(view.to, "a\u{FFFD}");
     assert_eq!(view.attempts, 0, "a negative count shows as 0");
     assert!(view.fallback.is_empty());
-    let dead = q.dead_letters(Some("c"), 10).await.unwrap();
+    let dead = q.dead_letters(Some(&"c".into()), 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, "bad-1");
     assert_eq!(dead[0].last_code.as_deref(), Some("unreadable_row"));
@@ -314,7 +317,7 @@ async fn a_channel_of_unreadable_rows_is_drained_in_one_claim() {
     let good_id = good.id.clone();
     q.enqueue(vec![good]).await.unwrap();
 
-    let claimed = q.claim("c", 2, LEASE).await.unwrap();
+    let claimed = q.claim(&"c".into(), 2, LEASE).await.unwrap();
 
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].message.id, good_id);
@@ -336,10 +339,7 @@ async fn a_row_of_a_channel_name_that_is_not_utf8_does_not_stop_the_sweep() {
         unmatched_receipts_ms: 86_400_000,
     };
 
-    let report = q
-        .sweep(&["c".to_owned()], &keep)
-        .await
-        .expect("the sweep runs");
+    let report = q.sweep(&["c".into()], &keep).await.expect("the sweep runs");
 
     assert_eq!(report.orphaned, 1);
     assert_eq!(fate(&dir, rowid).1.as_deref(), Some("unknown_channel"));

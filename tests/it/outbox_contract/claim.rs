@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use notifyd::outbox::{NewNotification, Priority};
+use notifyd::outbox::{NewNotification, NotificationId, Priority};
 
 use super::{LEASE, Subject, ids};
 
 /// Four due rows of `c`, enqueued out of order; their ids in claim order: high, then normal by
 /// due time (earliest first), then low.
-async fn four_due_rows(s: &Subject) -> Vec<String> {
+async fn four_due_rows(s: &Subject) -> Vec<NotificationId> {
     let now = s.now();
     let at = |priority, run_at_ms| NewNotification {
         priority,
@@ -44,7 +44,13 @@ pub async fn a_claim_takes_only_its_channel_and_at_most_its_limit(s: Subject) {
     assert_eq!(ids(&s.claim("a", 1).await), vec![first]);
     assert_eq!(ids(&s.claim("a", 10).await), vec![second]);
     assert!(s.claim("a", 10).await.is_empty());
-    assert!(s.outbox.claim("b", 0, LEASE).await.unwrap().is_empty());
+    assert!(
+        s.outbox
+            .claim(&"b".into(), 0, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.claim("b", 10).await.len(), 1);
 }
 

@@ -34,7 +34,7 @@ pub async fn a_second_notification_with_the_key_inside_the_window_is_merged_into
     assert_eq!(
         s.outbox.enqueue(vec![again]).await.unwrap(),
         vec![Enqueued::Deduplicated {
-            id: first.clone().into(),
+            id: first.clone(),
             state: State::Queued
         }]
     );
@@ -82,7 +82,7 @@ pub async fn once_the_window_is_over_the_next_notification_takes_the_key(s: Subj
     assert_eq!(
         s.outbox.enqueue(vec![later]).await.unwrap(),
         vec![Enqueued::Deduplicated {
-            id: second.clone().into(),
+            id: second.clone(),
             state: State::Queued
         }]
     );
@@ -126,7 +126,7 @@ pub async fn a_replayed_idempotency_key_is_a_replay_not_a_duplicate(s: Subject) 
     assert_eq!(
         s.outbox.enqueue(vec![again]).await.unwrap(),
         vec![Enqueued::Duplicate {
-            id: original.clone().into(),
+            id: original.clone(),
             state: State::Queued
         }]
     );
@@ -147,7 +147,7 @@ pub async fn a_duplicate_of_a_delivered_notification_reports_its_state(s: Subjec
             .await
             .unwrap(),
         vec![Enqueued::Deduplicated {
-            id: first.into(),
+            id: first,
             state: State::Delivered
         }]
     );
@@ -164,11 +164,7 @@ pub async fn a_key_whose_holder_was_purged_is_taken_by_the_next(s: Subject) {
         finished_ms: 3_600_000,
         unmatched_receipts_ms: day,
     };
-    let report = s
-        .outbox
-        .sweep(&["mail".to_owned()], &retention)
-        .await
-        .unwrap();
+    let report = s.outbox.sweep(&["mail".into()], &retention).await.unwrap();
     assert_eq!(report.purged, 1);
 
     let next = keyed(&s, "mail", "ops", "k", 60_000);

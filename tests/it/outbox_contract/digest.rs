@@ -25,7 +25,7 @@ fn item(s: &Subject, to: &str, key: &str, max: u32) -> NewNotification {
 
 /// The digest `id` was collected into.
 async fn digest_of(s: &Subject, id: &str) -> String {
-    let view = s.outbox.get(id).await.unwrap().unwrap();
+    let view = s.outbox.get(&id.into()).await.unwrap().unwrap();
     view.digest_id.expect("collected into a digest").into()
 }
 
@@ -45,12 +45,21 @@ pub async fn items_with_one_key_join_one_digest_sent_when_its_window_ends(s: Sub
 
     assert_eq!(claimed.digest_key.as_deref(), Some("daily"));
     assert_eq!(claimed.message.to, "ops");
-    let items = s.outbox.digest_items(&digest).await.unwrap();
+    let items = s
+        .outbox
+        .digest_items(&digest.as_str().into())
+        .await
+        .unwrap();
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, [a.as_str(), b.as_str()]);
     assert_eq!(items[0].body.as_deref(), Some("Body"));
     assert_eq!(items[0].vars, Some(json!({"host": "ops"})));
-    let view = s.outbox.get(&digest).await.unwrap().unwrap();
+    let view = s
+        .outbox
+        .get(&digest.as_str().into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.digest_key.as_deref(), Some("daily"));
     let events = s.outbox.get(&a).await.unwrap().unwrap().events;
     assert_eq!(events.len(), 1);
@@ -96,8 +105,22 @@ pub async fn an_item_after_the_digest_was_claimed_opens_the_next(s: Subject) {
 
     let next = digest_of(&s, &b).await;
     assert_ne!(next, first);
-    assert_eq!(s.outbox.digest_items(&first).await.unwrap().len(), 1);
-    assert_eq!(s.outbox.digest_items(&next).await.unwrap().len(), 1);
+    assert_eq!(
+        s.outbox
+            .digest_items(&first.as_str().into())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.outbox
+            .digest_items(&next.as_str().into())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 pub async fn a_delivered_digest_delivers_its_items_with_its_provider_id(s: Subject) {
@@ -158,7 +181,14 @@ pub async fn a_retried_digest_keeps_its_items_waiting_and_is_claimed_again(s: Su
     s.clock.advance(Duration::from_secs(1));
     let again = s.claim_only("mail", &digest).await;
     assert_eq!(again.attempt, 2);
-    assert_eq!(s.outbox.digest_items(&digest).await.unwrap().len(), 1);
+    assert_eq!(
+        s.outbox
+            .digest_items(&digest.as_str().into())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 pub async fn a_digest_whose_lease_expired_is_claimed_once_more_never_twice_at_once(s: Subject) {
@@ -178,7 +208,7 @@ pub async fn cancelling_a_digest_fails_its_waiting_items(s: Subject) {
     let digest = digest_of(&s, &a).await;
 
     assert_eq!(
-        s.outbox.cancel(&digest).await.unwrap(),
+        s.outbox.cancel(&digest.as_str().into()).await.unwrap(),
         Transition::Done(State::Cancelled)
     );
 

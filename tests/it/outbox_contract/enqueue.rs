@@ -21,7 +21,7 @@ pub async fn a_new_notification_is_stored_queued_as_submitted(s: Subject) {
     assert_eq!(view.run_at_ms, n.run_at_ms);
     assert_eq!(view.created_at_ms, n.created_at_ms);
     assert_eq!(view.expires_at_ms, n.expires_at_ms);
-    assert!(s.outbox.get("no-such-id").await.unwrap().is_none());
+    assert!(s.outbox.get(&"no-such-id".into()).await.unwrap().is_none());
 }
 
 pub async fn the_same_key_with_the_same_content_returns_the_original(s: Subject) {
@@ -37,11 +37,11 @@ pub async fn the_same_key_with_the_same_content_returns_the_original(s: Subject)
     assert_eq!(
         s.outbox.enqueue(vec![again]).await.unwrap(),
         vec![Enqueued::Duplicate {
-            id: original.clone().into(),
+            id: original.clone(),
             state: State::Queued,
         }]
     );
-    assert!(s.outbox.get("another-id").await.unwrap().is_none());
+    assert!(s.outbox.get(&"another-id".into()).await.unwrap().is_none());
 }
 
 pub async fn the_same_key_with_other_content_is_a_conflict_naming_the_holder(s: Subject) {
@@ -58,11 +58,9 @@ pub async fn the_same_key_with_other_content_is_a_conflict_naming_the_holder(s: 
     };
     assert_eq!(
         s.outbox.enqueue(vec![other]).await.unwrap(),
-        vec![Enqueued::Conflict {
-            id: original.into()
-        }]
+        vec![Enqueued::Conflict { id: original }]
     );
-    assert!(s.outbox.get("another-id").await.unwrap().is_none());
+    assert!(s.outbox.get(&"another-id".into()).await.unwrap().is_none());
 }
 
 pub async fn a_key_is_found_with_its_holder_and_an_unused_key_is_not(s: Subject) {
@@ -75,7 +73,7 @@ pub async fn a_key_is_found_with_its_holder_and_an_unused_key_is_not(s: Subject)
     assert_eq!(
         s.outbox.find_key("k1").await.unwrap(),
         Some(KeyHolder {
-            id: id.into(),
+            id,
             state: State::Queued,
             content_hash: Some("h1".into()),
         })
@@ -104,9 +102,7 @@ pub async fn one_enqueue_of_several_answers_each_in_order(s: Subject) {
         answers,
         vec![
             Enqueued::Created { id: fresh.id },
-            Enqueued::Conflict {
-                id: original.into()
-            }
+            Enqueued::Conflict { id: original }
         ]
     );
 }

@@ -86,7 +86,12 @@ pub async fn a_delivered_notification_queues_its_next_step_due_after_its_wait(s:
         step1.message.body.as_deref(),
         Some("Disk full on db1 (SMS)")
     );
-    let view = s.outbox.get(&step1.message.id).await.unwrap().unwrap();
+    let view = s
+        .outbox
+        .get(&step1.message.id.as_str().into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.parent_id.as_deref(), Some(root.as_str()));
 
     // Delivered: the last step waits 10 more minutes, with the root's own content.
@@ -121,12 +126,12 @@ pub async fn an_acknowledgement_cancels_the_waiting_step_and_stops_the_chain(s: 
     assert_eq!(
         acked,
         Acknowledged::Done {
-            root: root.clone().into(),
+            root: root.clone(),
             at_ms: s.now(),
             cancelled: 1
         }
     );
-    let view = s.outbox.get(&step1).await.unwrap().unwrap();
+    let view = s.outbox.get(&step1.as_str().into()).await.unwrap().unwrap();
     assert_eq!(view.state, State::Cancelled);
     assert_eq!(view.last_code.as_deref(), Some("acknowledged"));
     s.clock.advance(Duration::from_secs(3600));
@@ -143,7 +148,7 @@ pub async fn acknowledging_again_changes_nothing_and_names_the_first_time(s: Sub
     assert_eq!(
         again,
         Acknowledged::Already {
-            root: root.into(),
+            root,
             at_ms: first_at
         }
     );
@@ -158,7 +163,7 @@ pub async fn acknowledging_a_step_acknowledges_its_chain(s: Subject) {
 
     let acked = s
         .outbox
-        .acknowledge(&step1.message.id, AckSource::Receipt)
+        .acknowledge(&step1.message.id.as_str().into(), AckSource::Receipt)
         .await
         .unwrap();
     assert!(
@@ -223,7 +228,7 @@ pub async fn only_an_escalating_notification_can_be_acknowledged(s: Subject) {
     );
     assert_eq!(
         s.outbox
-            .acknowledge("no-such-id", AckSource::Api)
+            .acknowledge(&"no-such-id".into(), AckSource::Api)
             .await
             .unwrap(),
         Acknowledged::NotFound

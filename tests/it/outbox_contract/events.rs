@@ -80,11 +80,7 @@ pub async fn retention_purges_a_notifications_events_with_it(s: Subject) {
         finished_ms: DAY_MS,
         unmatched_receipts_ms: DAY_MS,
     };
-    let report = s
-        .outbox
-        .sweep(&["c".to_string()], &keep_a_day)
-        .await
-        .unwrap();
+    let report = s.outbox.sweep(&["c".into()], &keep_a_day).await.unwrap();
     assert_eq!(report.purged, 1);
 
     // The same id again: a new notification starts with an empty timeline.

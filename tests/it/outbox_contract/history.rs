@@ -1,7 +1,8 @@
 //! The searchable history and a notification's content.
 
 use notifyd::outbox::{
-    Content, HistoryFilter, HistoryQuery, MAX_WALK, NewNotification, Priority, State,
+    Content, HistoryFilter, HistoryQuery, MAX_WALK, NewNotification, NotificationId, Priority,
+    State,
 };
 
 use super::Subject;
@@ -16,7 +17,7 @@ fn query(filter: HistoryFilter, limit: usize) -> HistoryQuery {
 }
 
 /// Enqueues `n` notifications to `channel`, one millisecond apart; their ids, oldest first.
-async fn put_spaced(s: &Subject, channel: &str, n: usize) -> Vec<String> {
+async fn put_spaced(s: &Subject, channel: &str, n: usize) -> Vec<NotificationId> {
     let mut ids = Vec::new();
     for _ in 0..n {
         ids.push(s.put(s.note(channel)).await);
@@ -133,7 +134,7 @@ pub async fn the_content_of_a_notification_is_read_back(s: Subject) {
             data: Some(serde_json::json!({"order": 42})),
         })
     );
-    assert_eq!(s.outbox.content("no-such-id").await.unwrap(), None);
+    assert_eq!(s.outbox.content(&"no-such-id".into()).await.unwrap(), None);
 }
 
 pub async fn the_subject_text_is_literal_and_case_insensitive_for_ascii(s: Subject) {
@@ -206,7 +207,7 @@ pub async fn the_history_filters_by_priority_creation_time_and_parent(s: Subject
     let page = s.outbox.history(&query(from_high, 10)).await.unwrap();
     assert_eq!(ids(page), vec![high]);
     let children = HistoryFilter {
-        fallback_of: Some(early),
+        fallback_of: Some(early.into()),
         ..HistoryFilter::default()
     };
     assert!(

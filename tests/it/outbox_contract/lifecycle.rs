@@ -72,7 +72,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     s.outbox
         .complete(vec![Completion {
             events: Vec::new(),
-            id: id.clone().into(),
+            id: id.clone(),
             attempt: first.attempt,
             lease: first.lease,
             outcome: Outcome::Retry {
@@ -89,7 +89,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
     s.outbox
         .complete(vec![Completion {
             events: Vec::new(),
-            id: id.clone().into(),
+            id: id.clone(),
             attempt: second.attempt,
             lease: second.lease,
             outcome: delivered("SM1"),
@@ -140,7 +140,7 @@ pub async fn cancel_is_refused_once_leased_and_an_unknown_id_is_not_found(s: Sub
     );
     assert_eq!(s.state(&id).await, State::Sending);
     assert_eq!(
-        s.outbox.cancel("no-such-id").await.unwrap(),
+        s.outbox.cancel(&"no-such-id".into()).await.unwrap(),
         Transition::NotFound
     );
 }
@@ -150,7 +150,7 @@ pub async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget(
     let first = s.claim_only("c", &id).await;
     s.complete(&first, finish(State::Dead, false)).await;
 
-    let dead = s.outbox.dead_letters(Some("c"), 10).await.unwrap();
+    let dead = s.outbox.dead_letters(Some(&"c".into()), 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, id);
     assert_eq!(dead[0].attempts, 1);
@@ -158,7 +158,7 @@ pub async fn a_dead_letter_is_listed_and_replay_requeues_it_with_a_fresh_budget(
     assert_eq!(dead[0].died_at_ms, s.now());
     assert!(
         s.outbox
-            .dead_letters(Some("other"), 10)
+            .dead_letters(Some(&"other".into()), 10)
             .await
             .unwrap()
             .is_empty()
@@ -183,11 +183,11 @@ pub async fn replaying_a_channel_requeues_each_of_its_dead_letters_and_no_other(
         s.complete(&row, finish(State::Dead, false)).await;
         dead.push(id);
     }
-    assert_eq!(s.outbox.replay_channel("c").await.unwrap(), 2);
+    assert_eq!(s.outbox.replay_channel(&"c".into()).await.unwrap(), 2);
     assert_eq!(s.state(&dead[0]).await, State::Queued);
     assert_eq!(s.state(&dead[1]).await, State::Queued);
     assert_eq!(s.state(&dead[2]).await, State::Dead);
-    assert_eq!(s.outbox.replay_channel("c").await.unwrap(), 0);
+    assert_eq!(s.outbox.replay_channel(&"c".into()).await.unwrap(), 0);
 }
 
 pub async fn replay_is_refused_for_a_notification_that_is_not_dead(s: Subject) {
@@ -197,7 +197,7 @@ pub async fn replay_is_refused_for_a_notification_that_is_not_dead(s: Subject) {
         Transition::Refused(State::Queued)
     );
     assert_eq!(
-        s.outbox.replay("no-such-id").await.unwrap(),
+        s.outbox.replay(&"no-such-id".into()).await.unwrap(),
         Transition::NotFound
     );
 }

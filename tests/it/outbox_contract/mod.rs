@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use notifyd::outbox::{
-    Claimed, Completion, Enqueued, ManualClock, NewNotification, Outbox, Outcome, Priority, State,
+    Claimed, Completion, Enqueued, ManualClock, NewNotification, NotificationId, Outbox, Outcome,
+    Priority, State,
 };
 
 mod claim;
@@ -73,16 +74,19 @@ impl Subject {
     }
 
     /// Enqueues `n`, which must be new; its id.
-    pub async fn put(&self, n: NewNotification) -> String {
+    pub async fn put(&self, n: NewNotification) -> NotificationId {
         match self.outbox.enqueue(vec![n]).await.unwrap().remove(0) {
-            Enqueued::Created { id } => id.into(),
+            Enqueued::Created { id } => id,
             other => panic!("expected created, got {other:?}"),
         }
     }
 
     /// Claims up to `limit` rows of `channel` with the suite's lease.
     pub async fn claim(&self, channel: &str, limit: usize) -> Vec<Claimed> {
-        self.outbox.claim(channel, limit, LEASE).await.unwrap()
+        self.outbox
+            .claim(&channel.into(), limit, LEASE)
+            .await
+            .unwrap()
     }
 
     /// Claims the one due row of `channel`, which must be `id`.
@@ -102,7 +106,7 @@ impl Subject {
 
     /// The notification's state.
     pub async fn state(&self, id: &str) -> State {
-        self.outbox.get(id).await.unwrap().unwrap().state
+        self.outbox.get(&id.into()).await.unwrap().unwrap().state
     }
 }
 

@@ -1,6 +1,6 @@
 //! Delivery receipts: matched by channel and provider id, early or late, stored once.
 
-use notifyd::outbox::{InboundReceipt, ReceiptStatus, RecordedReceipt, State};
+use notifyd::outbox::{InboundReceipt, NotificationId, ReceiptStatus, RecordedReceipt, State};
 
 use super::{Subject, delivered};
 
@@ -15,7 +15,7 @@ fn receipt(channel: &str, provider_id: &str, status: ReceiptStatus, word: &str) 
 }
 
 /// A notification on `channel` delivered with `provider_id`.
-async fn delivered_on(s: &Subject, channel: &str, provider_id: &str) -> String {
+async fn delivered_on(s: &Subject, channel: &str, provider_id: &str) -> NotificationId {
     let id = s.put(s.note(channel)).await;
     let row = s.claim_only(channel, &id).await;
     s.complete(&row, delivered(provider_id)).await;
@@ -32,7 +32,7 @@ pub async fn a_late_receipt_is_attached_and_a_failure_fails_the_notification(s: 
     assert_eq!(
         sent,
         RecordedReceipt {
-            notification_id: Some(id.clone().into()),
+            notification_id: Some(id.clone()),
             duplicate: false
         }
     );
@@ -42,7 +42,7 @@ pub async fn a_late_receipt_is_attached_and_a_failure_fails_the_notification(s: 
         .record_receipt(receipt("sms", "SM1", ReceiptStatus::Failed, "undelivered"))
         .await
         .unwrap();
-    let view = s.outbox.get(&id).await.unwrap().unwrap();
+    let view = s.outbox.get(&id.as_str().into()).await.unwrap().unwrap();
     assert_eq!(view.state, State::Failed);
     assert_eq!(view.last_code.as_deref(), Some("30003"));
     let words: Vec<&str> = view
@@ -88,11 +88,11 @@ pub async fn a_replayed_receipt_is_stored_once(s: Subject) {
     assert_eq!(
         again,
         RecordedReceipt {
-            notification_id: Some(id.clone().into()),
+            notification_id: Some(id.clone()),
             duplicate: true
         }
     );
-    let view = s.outbox.get(&id).await.unwrap().unwrap();
+    let view = s.outbox.get(&id.as_str().into()).await.unwrap().unwrap();
     assert_eq!((view.state, view.receipts.len()), (State::Delivered, 1));
 }
 
@@ -104,6 +104,6 @@ pub async fn a_receipt_never_matches_a_notification_of_another_channel(s: Subjec
         .await
         .unwrap();
     assert_eq!(from_a.notification_id, None);
-    let view = s.outbox.get(&on_b).await.unwrap().unwrap();
+    let view = s.outbox.get(&on_b.as_str().into()).await.unwrap().unwrap();
     assert_eq!((view.state, view.receipts.len()), (State::Delivered, 0));
 }

@@ -83,12 +83,12 @@ pub async fn an_opt_out_adds_the_channel_once_and_keeps_the_rest(s: Subject) {
         .await
         .unwrap();
     s.outbox
-        .opt_out("carol@example.com", "mail", None)
+        .opt_out("carol@example.com", &"mail".into(), None)
         .await
         .unwrap();
     let after = s
         .outbox
-        .opt_out("carol@example.com", "mail", None)
+        .opt_out("carol@example.com", &"mail".into(), None)
         .await
         .unwrap();
     assert_eq!(after.opted_out, ["mail", "newsletter"]);
@@ -104,7 +104,7 @@ pub async fn an_opt_out_adds_the_channel_once_and_keeps_the_rest(s: Subject) {
 pub async fn an_opt_out_of_an_unknown_recipient_creates_its_preferences(s: Subject) {
     let prefs = s
         .outbox
-        .opt_out("dave@example.com", "mail", None)
+        .opt_out("dave@example.com", &"mail".into(), None)
         .await
         .unwrap();
     assert_eq!(

@@ -45,7 +45,12 @@ pub async fn a_failure_with_a_fallback_queues_the_next_route_as_a_child(s: Subje
     assert_eq!(child.message.subject.as_deref(), Some("Subject"));
     assert_eq!(child.message.body.as_deref(), Some("Body"));
     assert_eq!(child.attempt, 1);
-    let view = s.outbox.get(&child.message.id).await.unwrap().unwrap();
+    let view = s
+        .outbox
+        .get(&child.message.id.as_str().into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.parent_id.as_deref(), Some(parent.as_str()));
     assert_eq!(view.created_at_ms, s.now() - 1000);
     assert_eq!(
@@ -61,7 +66,12 @@ pub async fn a_failure_with_a_fallback_queues_the_next_route_as_a_child(s: Subje
     assert_eq!(grandchild.message.to, "b@example.com");
     assert_eq!(grandchild.message.body.as_deref(), Some("Short text"));
     assert_eq!(grandchild.message.subject, None);
-    let view = s.outbox.get(&grandchild.message.id).await.unwrap().unwrap();
+    let view = s
+        .outbox
+        .get(&grandchild.message.id.as_str().into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.parent_id, Some(child.message.id.into()));
     assert!(view.fallback.is_empty());
 }
@@ -113,7 +123,11 @@ pub async fn an_open_breaker_defers_due_rows_to_the_next_probe(s: Subject) {
     let probe_at = s.now() + 30_000;
     let moved = s
         .outbox
-        .move_due("a", OpenBreakerMove::Defer { until_ms: probe_at }, 10)
+        .move_due(
+            &"a".into(),
+            OpenBreakerMove::Defer { until_ms: probe_at },
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(moved, 1);
@@ -149,7 +163,7 @@ pub async fn an_open_breaker_fails_over_due_rows_that_have_not_tried_the_target(
 
     let moved = s
         .outbox
-        .move_due("a", OpenBreakerMove::Reroute { to: "b".into() }, 10)
+        .move_due(&"a".into(), OpenBreakerMove::Reroute { to: "b".into() }, 10)
         .await
         .unwrap();
     assert_eq!(moved, 1);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use notifyd::outbox::{
-    ExpiredRow, InboundReceipt, NewNotification, ReceiptStatus, Retention, State,
+    ChannelName, ExpiredRow, InboundReceipt, NewNotification, ReceiptStatus, Retention, State,
 };
 
 use super::{LEASE, Subject, delivered, finish};
@@ -14,8 +14,8 @@ const KEEP_A_DAY: Retention = Retention {
     unmatched_receipts_ms: DAY_MS,
 };
 
-fn known(channels: &[&str]) -> Vec<String> {
-    channels.iter().map(|c| (*c).to_owned()).collect()
+fn known(channels: &[&str]) -> Vec<ChannelName> {
+    channels.iter().map(|c| ChannelName::from(*c)).collect()
 }
 
 pub async fn the_sweep_expires_queued_notifications_whose_expiry_passed(s: Subject) {
@@ -39,7 +39,7 @@ pub async fn the_sweep_expires_queued_notifications_whose_expiry_passed(s: Subje
     assert_eq!(
         report.expired,
         vec![ExpiredRow {
-            id: soon.clone().into(),
+            id: soon.clone(),
             channel: "c".into()
         }]
     );
@@ -146,5 +146,5 @@ pub async fn the_oldest_due_time_ignores_scheduled_notifications(s: Subject) {
     })
     .await;
     let oldest = s.outbox.oldest_due(&known(&["a", "b", "c"])).await.unwrap();
-    assert_eq!(oldest, vec![("a".to_owned(), now - 5_000)]);
+    assert_eq!(oldest, vec![("a".into(), now - 5_000)]);
 }

@@ -1,14 +1,19 @@
-//! The queue's vocabulary: states, priorities, what goes in, what comes out.
+//! The queue's vocabulary: states, priorities, what goes in, what comes out, and the two names
+//! ([`NotificationId`], [`ChannelName`]). Its own module, below the stores (`outbox`), the
+//! delivery rules (`rules`) and the gate (`policy`), which all speak it: the rules decide in
+//! these types and the stores carry the decisions out, so neither imports the other's home.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::names::{ChannelName, NotificationId};
-use crate::recipients::Preferences;
+mod names;
 
-pub use crate::rules::quiet_hours::DeliverBetween;
+pub use names::{ChannelName, NotificationId};
+
+use crate::recipients::Preferences;
+use crate::window::{BadWindow, Window, WindowSpec, Zone};
 
 /// Milliseconds since the Unix epoch, the queue's unit of time (read from [`crate::clock`]).
 pub use crate::clock::now_ms;
@@ -806,4 +811,107 @@ pub struct SweepReport {
 pub struct ExpiredRow {
     pub id: NotificationId,
     pub channel: ChannelName,
+}
+
+/// A leased row's next state. Every change also drops the lease (`lease_owner`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RowChange {
+    /// `delivered`, with the provider's id; the last error is cleared.
+    Deliver { provider_id: Option<String> },
+    /// Back to `queued`, due at `run_at_ms`. `refund` gives the claim's attempt back. `last`,
+    /// when given, replaces the last code and error (a release keeps the previous ones).
+    Requeue {
+        run_at_ms: i64,
+        refund: bool,
+        last: Option<(String, String)>,
+    },
+    /// A final state: `failed`, `dead` or `expired`.
+    End {
+        state: State,
+        code: String,
+        error: String,
+    },
+    /// Failover in place: onto `channel`, the current channel added to `tried`, `queued` and due
+    /// at `run_at_ms`, its attempt count back to zero.
+    Move {
+        channel: String,
+        run_at_ms: i64,
+        code: String,
+        error: String,
+    },
+}
+
+/// Why a channel sends nothing for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldReason {
+    /// The provider answered a rate limit with `Retry-After`: the limit is the account's.
+    RetryAfter,
+    /// The provider refused our credentials or configuration.
+    ChannelFault,
+}
+
+impl HoldReason {
+    /// What `GET /v1/channels` shows as `held_because`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RetryAfter => "the provider asked to wait (Retry-After)",
+            Self::ChannelFault => "the provider refused our credentials or configuration",
+        }
+    }
+
+    /// How a shared store writes it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::RetryAfter => "retry_after",
+            Self::ChannelFault => "channel_fault",
+        }
+    }
+
+    /// The reason a shared store wrote as [`HoldReason::code`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Self::RetryAfter, Self::ChannelFault]
+            .into_iter()
+            .find(|r| r.code() == code)
+    }
+}
+
+/// A notification's own delivery window as submitted and stored:
+/// `{"start":"09:00","end":"17:00","time_zone":"Europe/Paris"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"start": "09:00", "end": "17:00", "time_zone": "Europe/Paris"}))]
+pub struct DeliverBetween {
+    /// Local time the window opens, `HH:MM` or `HH:MM:SS`.
+    pub start: String,
+    /// Local time it closes (exclusive); earlier than `start` means the next day.
+    pub end: String,
+    /// IANA zone the times are in; the recipient's, else the channel's, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// A checked `deliver_between`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Between {
+    pub window: Window,
+    pub zone: Option<Zone>,
+}
+
+impl DeliverBetween {
+    /// Checks the window and the zone; the error names the part at fault (`start`, `end`,
+    /// `time_zone`).
+    pub fn check(&self) -> Result<Between, BadWindow> {
+        let window = Window::from_spec(&WindowSpec {
+            start: self.start.clone(),
+            end: self.end.clone(),
+        })?;
+        let zone = match &self.time_zone {
+            Some(name) => Some(Zone::named(name).ok_or_else(|| BadWindow {
+                part: "time_zone",
+                message: format!("{name:?} is not an IANA time zone (such as Europe/Paris)"),
+            })?),
+            None => None,
+        };
+        Ok(Between { window, zone })
+    }
 }

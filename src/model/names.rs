@@ -12,7 +12,7 @@ macro_rules! text_name {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(
-            Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
+            Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
             serde::Serialize, serde::Deserialize,
         )]
         #[serde(transparent)]
@@ -43,6 +43,14 @@ macro_rules! text_name {
 
             fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 <String as schemars::JsonSchema>::json_schema(generator)
+            }
+        }
+
+        /// Debug-formatted as the quoted string it is, so a message that quotes a name with
+        /// `{:?}` reads as it did when names were strings.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
             }
         }
 
@@ -223,6 +231,15 @@ mod tests {
     fn an_id_is_documented_as_a_string() {
         let schema = schemars::schema_for!(NotificationId);
         assert_eq!(schema.get("type"), Some(&serde_json::json!("string")));
+    }
+
+    #[test]
+    fn a_name_quoted_in_a_message_reads_as_the_string() {
+        let name = ChannelName::from("slack");
+        assert_eq!(
+            format!("no channel named {name:?}"),
+            "no channel named \"slack\""
+        );
     }
 
     #[test]
