@@ -1,6 +1,5 @@
 //! No import circles (issue 11): the top-level modules of each crate, linked by the `crate::x`
-//! paths their code uses outside tests and comments, form a graph without a cycle. The same
-//! walk as `scripts/module_cycles.py`, which also prints the graph.
+//! paths their code uses outside tests and comments, form a graph without a cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
