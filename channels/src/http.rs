@@ -5,35 +5,200 @@
 //! A provider keeps only what differs: building its request and reading its own answer (a
 //! [`Classify`] function of status, headers and body, unit-testable without a network).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, StatusCode};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as Pool;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub use ::http::header::{self, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+pub use ::http::{Method, Request, StatusCode, Uri};
 
 use crate::{BuildError, DeliveryError, Receipt, Timeouts};
 
 /// The `User-Agent` notifyd sends to every provider.
 pub const USER_AGENT: &str = concat!("notifyd/", env!("CARGO_PKG_VERSION"));
 
-/// A client with connect, read and total timeouts set, no redirects followed (a provider that
-/// redirects a POST is misconfigured, and following it could resend a message elsewhere), and
-/// rustls only.
-pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, BuildError> {
-    builder(timeouts)
-        .build()
-        .map_err(|e| BuildError::Http(e.to_string()))
+/// A provider's HTTP client: hyper-util's connection pool over rustls (the platform's roots),
+/// with connect, read and total timeouts, and no redirects followed (a provider that
+/// redirects a POST is misconfigured, and following it could resend a message elsewhere: a 3xx
+/// is an answer). Nothing else sits between a request and the connection, so a send costs no
+/// URL re-parsing and no middleware layers. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Client {
+    pool: Pool<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    read: Duration,
+    total: Duration,
 }
 
-/// The same settings as [`client`], for a provider that needs more (HTTP/2 prior knowledge).
-pub fn builder(timeouts: &Timeouts) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(timeouts.connect)
-        .read_timeout(timeouts.read)
-        .timeout(timeouts.total)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(60))
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("read", &self.read)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which HTTP versions a [`Client`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// HTTP/1.1, or HTTP/2 when a TLS server offers it (ALPN).
+    Any,
+    /// HTTP/2 only: over TLS by ALPN, over plain TCP with prior knowledge (APNs).
+    Http2Only,
+}
+
+/// A client with connect, read and total timeouts set, no redirects followed, and rustls only.
+pub fn client(timeouts: &Timeouts) -> Result<Client, BuildError> {
+    Client::new(timeouts, Versions::Any)
+}
+
+impl Client {
+    /// A client speaking `versions`, with `timeouts`.
+    pub fn new(timeouts: &Timeouts, versions: Versions) -> Result<Self, BuildError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| BuildError::Http(e.to_string()))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| BuildError::Http(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(timeouts.connect));
+        let schemes = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = match versions {
+            Versions::Any => schemes.enable_http1().enable_http2().wrap_connector(tcp),
+            Versions::Http2Only => schemes.enable_http2().wrap_connector(tcp),
+        };
+        let pool = Pool::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(versions == Versions::Http2Only)
+            .build(connector);
+        Ok(Self {
+            pool,
+            read: timeouts.read,
+            total: timeouts.total,
+        })
+    }
+
+    /// Sends `request` and reads the whole answer within the total timeout, each wait for the
+    /// answer's head or a piece of its body within the read timeout.
+    async fn exchange(&self, request: Request<Bytes>) -> Result<Answer, DeliveryError> {
+        let total = self.total;
+        tokio::time::timeout(total, self.exchange_unbounded(request))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("the whole exchange", total)))
+    }
+
+    async fn exchange_unbounded(&self, request: Request<Bytes>) -> Result<Answer, DeliveryError> {
+        let (mut parts, body) = request.into_parts();
+        parts
+            .headers
+            .entry(header::USER_AGENT)
+            .or_insert(HeaderValue::from_static(USER_AGENT));
+        parts
+            .headers
+            .entry(header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        let response = tokio::time::timeout(
+            self.read,
+            self.pool
+                .request(Request::from_parts(parts, Full::new(body))),
+        )
+        .await
+        .map_err(|_| timed_out("waiting for the answer", self.read))?
+        .map_err(|e| transport_error(&e))?;
+        let (head, mut incoming) = response.into_parts();
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        loop {
+            let frame = tokio::time::timeout(self.read, incoming.frame())
+                .await
+                .map_err(|_| timed_out("reading the answer", self.read))?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| {
+                DeliveryError::transient(
+                    "bad_response",
+                    format!("reading the answer: {}", describe(&e)),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            match &first {
+                None if rest.is_empty() => first = Some(data),
+                _ => {
+                    if let Some(f) = first.take() {
+                        rest.extend_from_slice(&f);
+                    }
+                    rest.extend_from_slice(&data);
+                }
+            }
+        }
+        let body = first.unwrap_or_else(|| rest.freeze());
+        Ok(Answer {
+            status: head.status,
+            headers: head.headers,
+            body,
+        })
+    }
+}
+
+/// A `POST` to `uri`: the start of most providers' requests.
+pub fn post(uri: Uri) -> ::http::request::Builder {
+    Request::post(uri)
+}
+
+/// A URL as a request's `Uri`: read as a URL first (as a browser would, percent-encoding
+/// what needs it), then as the URI of a request. The error says why, for a config message.
+pub fn uri(url: &str) -> Result<Uri, String> {
+    let url = url::Url::parse(url).map_err(|e| e.to_string())?;
+    Uri::try_from(url.as_str()).map_err(|e| e.to_string())
+}
+
+/// The `Authorization: Bearer` value of `token`, kept out of debug output.
+pub fn bearer(token: &str) -> Result<HeaderValue, DeliveryError> {
+    sensitive(format!("Bearer {token}"))
+}
+
+/// The `Authorization: Basic` value of `user` and `password`, kept out of debug output.
+pub fn basic(user: &str, password: &str) -> Result<HeaderValue, DeliveryError> {
+    use base64::Engine as _;
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    sensitive(format!("Basic {pair}"))
+}
+
+fn sensitive(text: String) -> Result<HeaderValue, DeliveryError> {
+    let mut value = HeaderValue::try_from(text)
+        .map_err(|_| DeliveryError::transient("transport", "a credential is not a header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A form body of `pairs` (sent with `Content-Type: application/x-www-form-urlencoded`).
+pub fn form(pairs: &[(&str, &str)]) -> Bytes {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    out.extend_pairs(pairs);
+    Bytes::from(out.finish())
+}
+
+/// A request that could not be built (a header value a provider or a notification made that
+/// is not one): the same transient `transport` failure as the client's own refusals.
+pub fn unbuildable(err: impl Into<::http::Error>) -> DeliveryError {
+    DeliveryError::transient("transport", format!("builder error: {}", err.into()))
 }
 
 /// A provider's whole answer: what its [`Classify`] function reads.
@@ -57,22 +222,17 @@ pub type Classify = fn(StatusCode, &HeaderMap, &[u8]) -> Result<Receipt, Deliver
 
 /// Sends `request` and reads the whole answer. Failing to get one (connect, timeout, a body cut
 /// short) is a transient [`DeliveryError`] (see [`transport_error`]); any status is an answer.
-pub async fn exchange(request: RequestBuilder) -> Result<Answer, DeliveryError> {
-    let mut response = request.send().await.map_err(|e| transport_error(&e))?;
-    let status = response.status();
-    // Taken, not cloned: reading the body needs no headers.
-    let headers = std::mem::take(response.headers_mut());
-    let body = response.bytes().await.map_err(|e| transport_error(&e))?;
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+pub async fn exchange(client: &Client, request: Request<Bytes>) -> Result<Answer, DeliveryError> {
+    client.exchange(request).await
 }
 
 /// The one send path of an HTTP provider: request → whole answer → the provider's reading.
-pub async fn send(request: RequestBuilder, classify: Classify) -> Result<Receipt, DeliveryError> {
-    exchange(request).await?.classify(classify)
+pub async fn send(
+    client: &Client,
+    request: Request<Bytes>,
+    classify: Classify,
+) -> Result<Receipt, DeliveryError> {
+    client.exchange(request).await?.classify(classify)
 }
 
 /// The provider's requested wait: `Retry-After` (delta-seconds or an HTTP date), else a
@@ -120,45 +280,52 @@ fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Classifies a failure to get a complete answer: always transient, since the message may not
-/// have reached the provider and a retry is safe thanks to the idempotency key.
-pub fn transport_error(err: &reqwest::Error) -> DeliveryError {
-    let code = if err.is_timeout() {
+/// Classifies a failure to get an answer: always transient, since the message may not have
+/// reached the provider and a retry is safe thanks to the idempotency key. A connect that timed
+/// out is a `timeout`, as any other wait that ran out.
+pub fn transport_error(err: &hyper_util::client::legacy::Error) -> DeliveryError {
+    let code = if caused_by_timeout(err) {
         "timeout"
     } else if err.is_connect() {
         "connect"
-    } else if err.is_body() || err.is_decode() {
-        "bad_response"
     } else {
         "transport"
     };
-    DeliveryError::transient(code, describe(err))
+    DeliveryError::transient(code, format!("error sending request: {}", describe(err)))
 }
 
-/// The error and its causes on one line, without the URL (which may carry a token).
-fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.without_url_ref().to_string();
-    let mut source = std::error::Error::source(err);
+fn timed_out(what: &str, after: Duration) -> DeliveryError {
+    DeliveryError::transient(
+        "timeout",
+        format!("operation timed out: {what} took over {after:?}"),
+    )
+}
+
+fn caused_by_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The error and its causes on one line. Neither hyper's errors nor the connector's name the
+/// URL (which may carry a token).
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
     }
     text
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut text = self.to_string();
-        if let Some(url) = self.url() {
-            text = text.replace(url.as_str(), "<url>");
-        }
-        text
-    }
 }
 
 /// The generic meaning of a non-success status for an API whose status is its whole answer
@@ -219,7 +386,6 @@ pub fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     fn headers(retry_after: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

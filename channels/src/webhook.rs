@@ -14,11 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::http::header::CONTENT_TYPE;
+use crate::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use crate::{
     BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
@@ -63,8 +63,9 @@ fn as_text<S: serde::Serializer>(
 /// A channel that POSTs to one URL.
 #[derive(Debug)]
 pub struct Webhook {
-    http: reqwest::Client,
-    url: reqwest::Url,
+    http: http::Client,
+    /// The URL, parsed once: every request goes to it.
+    uri: Uri,
     secret: Option<Secret>,
     headers: HeaderMap,
 }
@@ -72,7 +73,7 @@ pub struct Webhook {
 impl Webhook {
     /// Parses the URL and headers and sets up the client.
     pub fn new(cfg: &WebhookConfig, ctx: &BuildContext) -> Result<Self, BuildError> {
-        let url = reqwest::Url::parse(&cfg.url)
+        let url = url::Url::parse(&cfg.url)
             .map_err(|e| BuildError::invalid("url", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(BuildError::invalid("url", "must be http:// or https://"));
@@ -86,9 +87,11 @@ impl Webhook {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let uri = http::uri(url.as_str())
+            .map_err(|e| BuildError::invalid("url", format!("not a URL: {e}")))?;
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            url,
+            uri,
             secret: cfg.secret.clone(),
             headers,
         })
@@ -137,27 +140,35 @@ impl Channel for Webhook {
         };
         let body = serde_json::to_vec(&doc)
             .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
-        let mut req = self.http.post(self.url.clone());
-        if !self.headers.is_empty() {
-            req = req.headers(self.headers.clone());
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 6);
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
         }
-        req = req
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(
-                HeaderName::from_static("idempotency-key"),
-                &ctx.idempotency_key,
-            );
+        headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.append(
+            HeaderName::from_static("idempotency-key"),
+            HeaderValue::from_str(&ctx.idempotency_key).map_err(http::unbuildable)?,
+        );
         if let Some(secret) = &self.secret {
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            req = req.header("webhook-timestamp", ts.to_string()).header(
-                "webhook-signature",
-                signature(secret.expose().as_bytes(), ts, &body),
+            headers.append(
+                HeaderName::from_static("webhook-timestamp"),
+                HeaderValue::from(ts),
+            );
+            headers.append(
+                HeaderName::from_static("webhook-signature"),
+                HeaderValue::try_from(signature(secret.expose().as_bytes(), ts, &body))
+                    .map_err(http::unbuildable)?,
             );
         }
-        http::send(req.body(body), classify).await
+        let mut req = Request::new(body.into());
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = headers;
+        http::send(&self.http, req, classify).await
     }
 }
 

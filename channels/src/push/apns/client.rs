@@ -2,8 +2,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -14,6 +12,8 @@ use crate::{
     BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, Uri};
 
 /// Apple refuses provider tokens older than an hour; refresh at 50 minutes.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(50 * 60);
@@ -35,7 +35,7 @@ pub(super) struct Claims {
 
 /// An APNs channel; a notification's `to` is the device token (hex).
 pub struct Apns {
-    http: reqwest::Client,
+    http: http::Client,
     base: String,
     key: EncodingKey,
     key_id: String,
@@ -74,18 +74,11 @@ impl Apns {
                 ApnsEnvironment::Production => "https://api.push.apple.com".into(),
                 ApnsEnvironment::Sandbox => "https://api.sandbox.push.apple.com".into(),
             });
-        let url = reqwest::Url::parse(&base)
-            .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
-        let mut builder = http::builder(&ctx.timeouts);
-        builder = if url.scheme() == "http" {
-            builder.http2_prior_knowledge()
-        } else {
-            builder.https_only(true)
-        };
+        http::uri(&base).map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        // APNs speaks HTTP/2 only: by ALPN over TLS, with prior knowledge over plain TCP (a
+        // local test server).
         Ok(Self {
-            http: builder
-                .build()
-                .map_err(|e| BuildError::Http(e.to_string()))?,
+            http: http::Client::new(&ctx.timeouts, http::Versions::Http2Only)?,
             base: base.trim_end_matches('/').to_owned(),
             key,
             key_id: cfg.key_id.clone(),
@@ -160,9 +153,9 @@ impl Apns {
                     .unwrap_or_else(|| v.to_string())
             })
         };
-        let mut req = self
-            .http
-            .post(format!("{}/3/device/{}", self.base, msg.to))
+        let uri = Uri::try_from(format!("{}/3/device/{}", self.base, msg.to))
+            .map_err(http::unbuildable)?;
+        let mut req = http::post(uri)
             .header("authorization", format!("bearer {}", token.expose()))
             .header(
                 "apns-topic",
@@ -189,7 +182,10 @@ impl Apns {
         if let Some(id) = apns_id(&msg.id) {
             req = req.header("apns-id", id);
         }
-        http::exchange(req.body(body.to_vec())).await
+        let request = req
+            .body(Bytes::copy_from_slice(body))
+            .map_err(http::unbuildable)?;
+        http::exchange(&self.http, request).await
     }
 }
 
@@ -266,7 +262,7 @@ pub(super) fn classify(
         (429, _) => DeliveryError::RateLimited {
             retry_after: http::retry_after(headers),
         },
-        // APNs closed an idle connection: a new one (reqwest makes it) and a retry deliver.
+        // APNs closed an idle connection: a new one (the pool makes it) and a retry deliver.
         (_, "IdleTimeout") | (500..=599, _) => DeliveryError::Transient {
             code,
             reason: text,

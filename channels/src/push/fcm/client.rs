@@ -2,8 +2,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -14,6 +12,9 @@ use crate::{
     BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode, Uri};
 
 /// The OAuth scope FCM sends need.
 pub(super) const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -44,8 +45,8 @@ pub(super) struct Claims {
 
 /// An FCM channel; a notification's `to` is the device registration token.
 pub struct Fcm {
-    http: reqwest::Client,
-    send_url: String,
+    http: http::Client,
+    send_url: Uri,
     token_url: String,
     client_email: String,
     key_id: String,
@@ -81,14 +82,16 @@ impl Fcm {
             .ok_or_else(|| {
                 BuildError::invalid("project_id", "not in the service account; give project_id")
             })?;
-        let base = reqwest::Url::parse(&cfg.base_url)
+        let base = url::Url::parse(&cfg.base_url)
             .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        let send_url = http::uri(&format!(
+            "{}/v1/projects/{project}/messages:send",
+            base.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            send_url: format!(
-                "{}/v1/projects/{project}/messages:send",
-                base.as_str().trim_end_matches('/')
-            ),
+            send_url,
             token_url: cfg.token_url.clone().unwrap_or(account.token_uri),
             client_email: account.client_email,
             key_id: account.private_key_id,
@@ -113,11 +116,17 @@ impl Fcm {
         header.kid = Some(self.key_id.clone());
         let assertion = jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| DeliveryError::channel_fault("jwt", e.to_string()))?;
-        let request = self.http.post(&self.token_url).form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", &assertion),
-        ]);
-        let http::Answer { status, body, .. } = http::exchange(request).await?;
+        let token_url = http::uri(&self.token_url).map_err(|e| {
+            DeliveryError::transient("transport", format!("builder error: token_url: {e}"))
+        })?;
+        let request = http::post(token_url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(http::form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &assertion),
+            ]))
+            .map_err(http::unbuildable)?;
+        let http::Answer { status, body, .. } = http::exchange(&self.http, request).await?;
         #[derive(Deserialize)]
         struct Token {
             access_token: String,
@@ -178,13 +187,12 @@ impl Fcm {
     }
 
     async fn post(&self, token: &Secret, body: &[u8]) -> Result<http::Answer, DeliveryError> {
-        let request = self
-            .http
-            .post(&self.send_url)
-            .bearer_auth(token.expose())
-            .header("content-type", "application/json")
-            .body(body.to_vec());
-        http::exchange(request).await
+        let request = http::post(self.send_url.clone())
+            .header(AUTHORIZATION, http::bearer(token.expose())?)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Bytes::copy_from_slice(body))
+            .map_err(http::unbuildable)?;
+        http::exchange(&self.http, request).await
     }
 }
 

@@ -1,12 +1,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::http::{HeaderMap, StatusCode, Uri};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use web_push_native::p256;
@@ -39,7 +38,7 @@ struct SubscriptionKeys {
 
 /// A subscription checked and decoded.
 struct Target {
-    endpoint: reqwest::Url,
+    endpoint: url::Url,
     audience: String,
     public: p256::PublicKey,
     auth: web_push_native::Auth,
@@ -56,7 +55,7 @@ fn parse_target(to: &str) -> Result<Target, FieldError> {
     let bad = |m: &str| FieldError::new("to", "invalid_recipient", m.to_owned());
     let sub: Subscription =
         serde_json::from_str(to).map_err(|e| bad(&format!("not a push subscription JSON: {e}")))?;
-    let endpoint = reqwest::Url::parse(&sub.endpoint).map_err(|_| bad("endpoint is not a URL"))?;
+    let endpoint = url::Url::parse(&sub.endpoint).map_err(|_| bad("endpoint is not a URL"))?;
     let loopback = matches!(
         endpoint.host_str(),
         Some("127.0.0.1" | "localhost" | "[::1]")
@@ -105,7 +104,7 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 
 /// A Web Push channel.
 pub struct Webpush {
-    http: reqwest::Client,
+    http: http::Client,
     key: EncodingKey,
     /// The VAPID public key, uncompressed point, base64url (`k=`).
     public_key: String,
@@ -253,9 +252,8 @@ impl Channel for Webpush {
         let body = web_push_native::encrypt(Self::plaintext(msg), &target.public, &target.auth)
             .map_err(|e| DeliveryError::permanent("encryption", e.to_string()))?;
         let jwt = self.vapid(&target.audience).await?;
-        let mut req = self
-            .http
-            .post(target.endpoint)
+        let uri = Uri::try_from(target.endpoint.as_str()).map_err(http::unbuildable)?;
+        let mut req = http::post(uri)
             .header("ttl", self.ttl.as_secs().to_string())
             .header("content-encoding", "aes128gcm")
             .header("content-type", "application/octet-stream")
@@ -274,6 +272,7 @@ impl Channel for Webpush {
         {
             req = req.header("topic", topic);
         }
-        http::send(req.body(body), classify).await
+        let request = req.body(body.into()).map_err(http::unbuildable)?;
+        http::send(&self.http, request, classify).await
     }
 }

@@ -1,6 +1,4 @@
 use async_trait::async_trait;
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -9,12 +7,14 @@ use crate::{
     BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode, Uri};
 
 /// A Slack Web API channel; a notification's `to` is the Slack channel (id or name).
 #[derive(Debug)]
 pub struct Slack {
-    http: reqwest::Client,
-    url: String,
+    http: http::Client,
+    uri: Uri,
     token: Secret,
 }
 
@@ -28,14 +28,16 @@ impl Slack {
                 "must be a bot (xoxb-) or user (xoxp-) token",
             ));
         }
-        let base = reqwest::Url::parse(&cfg.base_url)
+        let base = url::Url::parse(&cfg.base_url)
             .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        let uri = http::uri(&format!(
+            "{}/api/chat.postMessage",
+            base.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            url: format!(
-                "{}/api/chat.postMessage",
-                base.as_str().trim_end_matches('/')
-            ),
+            uri,
             token: cfg.token.clone(),
         })
     }
@@ -136,15 +138,13 @@ impl Channel for Slack {
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
         let mut payload = crate::slack::payload(msg);
         payload.insert("channel".into(), Value::String(msg.to.clone()));
-        let request = self
-            .http
-            .post(&self.url)
-            .bearer_auth(self.token.expose())
-            .header("content-type", "application/json; charset=utf-8")
-            .body(
-                serde_json::to_vec(&payload)
-                    .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?,
-            );
-        http::send(request, classify).await
+        let body = serde_json::to_vec(&payload)
+            .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
+        let request = http::post(self.uri.clone())
+            .header(AUTHORIZATION, http::bearer(self.token.expose())?)
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(body.into())
+            .map_err(http::unbuildable)?;
+        http::send(&self.http, request, classify).await
     }
 }

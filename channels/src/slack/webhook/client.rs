@@ -1,19 +1,21 @@
 use async_trait::async_trait;
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 
 use super::SlackWebhookConfig;
 use crate::{
     BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode, Uri};
 
 /// A Slack incoming-webhook channel. The webhook fixes the Slack channel, so a notification's
 /// `to` is only a label.
 pub struct SlackWebhook {
-    http: reqwest::Client,
+    http: http::Client,
     /// The webhook URL (checked in `new`): it is the credential.
     url: Secret,
+    /// The same URL parsed once, never shown.
+    uri: Uri,
 }
 
 /// Debug never shows the URL, which is the webhook's credential.
@@ -28,7 +30,7 @@ impl std::fmt::Debug for SlackWebhook {
 impl SlackWebhook {
     /// Parses the URL and sets up the client.
     pub fn new(cfg: &SlackWebhookConfig, ctx: &BuildContext) -> Result<Self, BuildError> {
-        let url = reqwest::Url::parse(cfg.url.expose())
+        let url = url::Url::parse(cfg.url.expose())
             .map_err(|_| BuildError::invalid("url", "not a URL"))?;
         if !matches!(url.scheme(), "https" | "http") {
             return Err(BuildError::invalid("url", "must be https://"));
@@ -36,6 +38,7 @@ impl SlackWebhook {
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
             url: cfg.url.clone(),
+            uri: http::uri(url.as_str()).map_err(|_| BuildError::invalid("url", "not a URL"))?,
         })
     }
 }
@@ -101,10 +104,12 @@ impl Channel for SlackWebhook {
     }
 
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
-        let request = self
-            .http
-            .post(self.url.expose())
-            .json(&crate::slack::payload(msg));
-        http::send(request, classify).await
+        let body = serde_json::to_vec(&crate::slack::payload(msg))
+            .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
+        let request = http::post(self.uri.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .map_err(http::unbuildable)?;
+        http::send(&self.http, request, classify).await
     }
 }

@@ -1,6 +1,4 @@
 use async_trait::async_trait;
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::TwilioConfig;
@@ -9,12 +7,14 @@ use crate::{
     BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode, Uri};
 
 /// A Twilio SMS channel.
 #[derive(Debug)]
 pub struct Twilio {
-    http: reqwest::Client,
-    url: String,
+    http: http::Client,
+    uri: Uri,
     user: String,
     password: Secret,
     sender: (&'static str, String),
@@ -56,14 +56,16 @@ impl Twilio {
                 ));
             }
         };
-        let base = reqwest::Url::parse(&cfg.base_url)
+        let base = url::Url::parse(&cfg.base_url)
             .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        let uri = http::uri(&format!(
+            "{}/2010-04-01/Accounts/{sid}/Messages.json",
+            base.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            url: format!(
-                "{}/2010-04-01/Accounts/{sid}/Messages.json",
-                base.as_str().trim_end_matches('/')
-            ),
+            uri,
             user,
             password,
             sender,
@@ -154,11 +156,14 @@ impl Channel for Twilio {
         if let Some(cb) = &self.status_callback {
             form.push(("StatusCallback", cb.as_str()));
         }
-        let request = self
-            .http
-            .post(&self.url)
-            .basic_auth(&self.user, Some(self.password.expose()))
-            .form(&form);
-        http::send(request, classify).await
+        let request = http::post(self.uri.clone())
+            .header(
+                AUTHORIZATION,
+                http::basic(&self.user, self.password.expose())?,
+            )
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(http::form(&form))
+            .map_err(http::unbuildable)?;
+        http::send(&self.http, request, classify).await
     }
 }

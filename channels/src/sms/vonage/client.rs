@@ -1,6 +1,4 @@
 use async_trait::async_trait;
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::VonageConfig;
@@ -9,12 +7,14 @@ use crate::{
     BuildContext, BuildError, Channel, DeliveryError, FieldError, Message, Receipt, Secret,
     SendContext, http,
 };
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode, Uri};
 
 /// A Vonage SMS channel.
 #[derive(Debug)]
 pub struct Vonage {
-    http: reqwest::Client,
-    url: String,
+    http: http::Client,
+    uri: Uri,
     api_key: String,
     api_secret: Secret,
     from: String,
@@ -31,11 +31,13 @@ impl Vonage {
         if cfg.from.trim().is_empty() {
             return Err(BuildError::invalid("from", "must not be empty"));
         }
-        let base = reqwest::Url::parse(&cfg.base_url)
+        let base = url::Url::parse(&cfg.base_url)
+            .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
+        let uri = http::uri(&format!("{}/sms/json", base.as_str().trim_end_matches('/')))
             .map_err(|e| BuildError::invalid("base_url", format!("not a URL: {e}")))?;
         Ok(Self {
             http: http::client(&ctx.timeouts)?,
-            url: format!("{}/sms/json", base.as_str().trim_end_matches('/')),
+            uri,
             api_key: cfg.api_key.clone(),
             api_secret: cfg.api_secret.clone(),
             from: cfg.from.trim_start_matches('+').to_owned(),
@@ -134,6 +136,10 @@ impl Channel for Vonage {
         if let Some(cb) = &self.callback {
             form.push(("callback", cb.as_str()));
         }
-        http::send(self.http.post(&self.url).form(&form), classify).await
+        let request = http::post(self.uri.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(http::form(&form))
+            .map_err(http::unbuildable)?;
+        http::send(&self.http, request, classify).await
     }
 }
