@@ -181,10 +181,24 @@ fn connect_options(opts: &PgOptions) -> Result<PgConnectOptions> {
     // PgBouncer refuses startup parameters it does not know (`options`, `extra_float_digits`):
     // there each transaction sets the search path itself ([`pool`]), and a cached statement would
     // be looked for on whichever server comes next.
+    //
+    // Every statement is planned with its values each time it runs (`plan_cache_mode`), never
+    // with a generic plan the server made once and kept for the connection's life: sqlx prepares
+    // each statement once per connection, and PostgreSQL switches a prepared statement to its
+    // generic plan after five runs when that looks no dearer. Made while the queue was still
+    // small (or with statistics that are never refreshed: without autovacuum nothing replans
+    // it), that plan outlived its reasons: the completion batch's fenced UPDATE kept reading the
+    // whole due index (every live row and each entry claims and completions left dead there)
+    // for each batch instead of one primary-key lookup per completion, 2,500 buffers for 28
+    // rows while draining (auto_explain; BENCHMARKS.md). Planning each run costs a fraction of
+    // a millisecond and sees the table as it is.
     Ok(if opts.pgbouncer {
         connect.extra_float_digits(None).statement_cache_capacity(0)
     } else {
-        connect.options([("search_path", opts.schema.as_str())])
+        connect.options([
+            ("search_path", opts.schema.as_str()),
+            ("plan_cache_mode", "force_custom_plan"),
+        ])
     })
 }
 
