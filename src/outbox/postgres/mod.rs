@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "shared_limits", include_str!("migrations/0009_shared_limits.sql")),
     (10, "history_channel_state", include_str!("migrations/0010_history_channel_state.sql")),
     (11, "claim_preferences", include_str!("migrations/0011_claim_preferences.sql")),
+    (12, "idempotency_key_partial", include_str!("migrations/0012_idempotency_key_partial.sql")),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
