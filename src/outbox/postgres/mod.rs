@@ -182,24 +182,10 @@ fn connect_options(opts: &PgOptions) -> Result<PgConnectOptions> {
     // PgBouncer refuses startup parameters it does not know (`options`, `extra_float_digits`):
     // there each transaction sets the search path itself ([`pool`]), and a cached statement would
     // be looked for on whichever server comes next.
-    //
-    // Every statement is planned with its values each time it runs (`plan_cache_mode`), never
-    // with a generic plan the server made once and kept for the connection's life: sqlx prepares
-    // each statement once per connection, and PostgreSQL switches a prepared statement to its
-    // generic plan after five runs when that looks no dearer. Made while the queue was still
-    // small (or with statistics that are never refreshed: without autovacuum nothing replans
-    // it), that plan outlived its reasons: the completion batch's fenced UPDATE kept reading the
-    // whole due index (every live row and each entry claims and completions left dead there)
-    // for each batch instead of one primary-key lookup per completion, 2,500 buffers for 28
-    // rows while draining (auto_explain; BENCHMARKS.md). Planning each run costs a fraction of
-    // a millisecond and sees the table as it is.
     Ok(if opts.pgbouncer {
         connect.extra_float_digits(None).statement_cache_capacity(0)
     } else {
-        connect.options([
-            ("search_path", opts.schema.as_str()),
-            ("plan_cache_mode", "force_custom_plan"),
-        ])
+        connect.options([("search_path", opts.schema.as_str())])
     })
 }
 
@@ -509,8 +495,18 @@ impl PgOutbox {
             escalate_after,
             ..
         } = batch;
+        // Unnamed, so planned with this batch's values each time (one more round trip, for the
+        // parse): a prepared statement turns to a generic plan after five runs, and one made
+        // while the queue was small (or on statistics never refreshed: without autovacuum
+        // nothing replans it) kept the fenced UPDATE reading the whole due index for every
+        // batch, every live row and each entry claims and completions left dead there, instead
+        // of one primary-key lookup per completion (auto_explain: 22,114 entries and 1,225 heap
+        // pages for 51 rows; BENCHMARKS.md). Claims and inserts keep their prepared plans:
+        // theirs are right from the start, and planning each run would cost more than it saves.
+        self.trips.one();
         self.trips.one();
         let rows = sqlx::query(sql::COMPLETE)
+            .persistent(false)
             .bind(&c.id)
             .bind(&c.lease)
             .bind(&c.change)
