@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "shared_limits", include_str!("migrations/0009_shared_limits.sql")),
     (10, "history_channel_state", include_str!("migrations/0010_history_channel_state.sql")),
     (11, "claim_preferences", include_str!("migrations/0011_claim_preferences.sql")),
+    (12, "idempotency_key_partial", include_str!("migrations/0012_idempotency_key_partial.sql")),
 ];
 /// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
 /// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
@@ -494,8 +495,18 @@ impl PgOutbox {
             escalate_after,
             ..
         } = batch;
+        // Unnamed, so planned with this batch's values each time (one more round trip, for the
+        // parse): a prepared statement turns to a generic plan after five runs, and one made
+        // while the queue was small (or on statistics never refreshed: without autovacuum
+        // nothing replans it) kept the fenced UPDATE reading the whole due index for every
+        // batch, every live row and each entry claims and completions left dead there, instead
+        // of one primary-key lookup per completion (auto_explain: 22,114 entries and 1,225 heap
+        // pages for 51 rows; BENCHMARKS.md). Claims and inserts keep their prepared plans:
+        // theirs are right from the start, and planning each run would cost more than it saves.
+        self.trips.one();
         self.trips.one();
         let rows = sqlx::query(sql::COMPLETE)
+            .persistent(false)
             .bind(&c.id)
             .bind(&c.lease)
             .bind(&c.change)

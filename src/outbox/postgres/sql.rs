@@ -23,7 +23,7 @@ pub(super) const INSERT: &str =
           AS t(id, channel, recipient, subject, body, html, data, priority, run_at, expires_at,
                created_at, idempotency_key, content_hash, fallback, parent_id, source,
                deliver_between, escalate, escalation_of, recipient_key)
-     ON CONFLICT (idempotency_key) DO NOTHING
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
      RETURNING id";
 
 /// Takes a dedup key for a notification: a new key, or one whose window is over
