@@ -249,7 +249,37 @@ async fn prepare_schema(
     if let Some(why) = unreachable_because(connect).await {
         return Err(why);
     }
-    migrate(pool, schema).await.map_err(|e| e.to_string())
+    migrate(pool, schema).await.map_err(|e| e.to_string())?;
+    warn_without_autovacuum(pool).await;
+    Ok(())
+}
+
+/// Says so in the log when the server's autovacuum is off. The queue's tables set their own
+/// autovacuum thresholds (0001), which only apply when it is on; off, nothing removes the dead
+/// row versions every claim and completion leave, and nothing refreshes the statistics that make
+/// PostgreSQL replan a prepared statement: a generic plan made while the queue was small is then
+/// kept for the connection's life (one read the whole due index for every completion batch;
+/// BENCHMARKS.md). Best effort: a server that cannot answer is reported by readiness instead.
+async fn warn_without_autovacuum(pool: &Pool) {
+    use sqlx::Row;
+    // Simple protocol, no prepared statement: it also passes through PgBouncer.
+    match sqlx::raw_sql("SHOW autovacuum")
+        .fetch_one(pool.sqlx())
+        .await
+    {
+        Ok(row) => {
+            if let Ok(setting) = row.try_get::<String, _>(0)
+                && setting.trim().eq_ignore_ascii_case("off")
+            {
+                tracing::warn!(
+                    "PostgreSQL's autovacuum is off: dead row versions and stale plans will slow \
+                     the queue as it grows. Turn it on (README, Scaling out), or run VACUUM \
+                     ANALYZE on the queue's schema regularly."
+                );
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "Could not read PostgreSQL's autovacuum setting."),
+    }
 }
 
 /// Connects and migrates until both succeeded (or the outbox is dropped), waiting longer after
@@ -495,18 +525,8 @@ impl PgOutbox {
             escalate_after,
             ..
         } = batch;
-        // Unnamed, so planned with this batch's values each time (one more round trip, for the
-        // parse): a prepared statement turns to a generic plan after five runs, and one made
-        // while the queue was small (or on statistics never refreshed: without autovacuum
-        // nothing replans it) kept the fenced UPDATE reading the whole due index for every
-        // batch, every live row and each entry claims and completions left dead there, instead
-        // of one primary-key lookup per completion (auto_explain: 22,114 entries and 1,225 heap
-        // pages for 51 rows; BENCHMARKS.md). Claims and inserts keep their prepared plans:
-        // theirs are right from the start, and planning each run would cost more than it saves.
-        self.trips.one();
         self.trips.one();
         let rows = sqlx::query(sql::COMPLETE)
-            .persistent(false)
             .bind(&c.id)
             .bind(&c.lease)
             .bind(&c.change)
