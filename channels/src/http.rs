@@ -44,6 +44,29 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The TLS settings every client starts from: rustls with the platform's verifier, made once
+/// per process, so each channel's client does not load and parse the system's roots again.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, BuildError> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth(),
+            ))
+        })
+        .clone()
+        .map_err(BuildError::Http)
+}
+
 /// Which HTTP versions a [`Client`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Versions {
@@ -61,15 +84,7 @@ pub fn client(timeouts: &Timeouts) -> Result<Client, BuildError> {
 impl Client {
     /// A client speaking `versions`, with `timeouts`.
     pub fn new(timeouts: &Timeouts, versions: Versions) -> Result<Self, BuildError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-            .map_err(|e| BuildError::Http(e.to_string()))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| BuildError::Http(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let tls = (*tls_config()?).clone();
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -155,11 +170,6 @@ impl Client {
             body,
         })
     }
-}
-
-/// A `POST` to `uri`: the start of most providers' requests.
-pub fn post(uri: Uri) -> ::http::request::Builder {
-    Request::post(uri)
 }
 
 /// A URL as a request's `Uri`: read as a URL first (as a browser would, percent-encoding

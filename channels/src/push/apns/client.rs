@@ -155,7 +155,7 @@ impl Apns {
         };
         let uri = Uri::try_from(format!("{}/3/device/{}", self.base, msg.to))
             .map_err(http::unbuildable)?;
-        let mut req = http::post(uri)
+        let mut req = http::Request::post(uri)
             .header("authorization", format!("bearer {}", token.expose()))
             .header(
                 "apns-topic",

@@ -119,7 +119,7 @@ impl Fcm {
         let token_url = http::uri(&self.token_url).map_err(|e| {
             DeliveryError::transient("transport", format!("builder error: token_url: {e}"))
         })?;
-        let request = http::post(token_url)
+        let request = http::Request::post(token_url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(http::form(&[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
@@ -187,7 +187,7 @@ impl Fcm {
     }
 
     async fn post(&self, token: &Secret, body: &[u8]) -> Result<http::Answer, DeliveryError> {
-        let request = http::post(self.send_url.clone())
+        let request = http::Request::post(self.send_url.clone())
             .header(AUTHORIZATION, http::bearer(token.expose())?)
             .header(CONTENT_TYPE, "application/json")
             .body(Bytes::copy_from_slice(body))

@@ -253,7 +253,7 @@ impl Channel for Webpush {
             .map_err(|e| DeliveryError::permanent("encryption", e.to_string()))?;
         let jwt = self.vapid(&target.audience).await?;
         let uri = Uri::try_from(target.endpoint.as_str()).map_err(http::unbuildable)?;
-        let mut req = http::post(uri)
+        let mut req = http::Request::post(uri)
             .header("ttl", self.ttl.as_secs().to_string())
             .header("content-encoding", "aes128gcm")
             .header("content-type", "application/octet-stream")

@@ -140,7 +140,7 @@ impl Channel for Slack {
         payload.insert("channel".into(), Value::String(msg.to.clone()));
         let body = serde_json::to_vec(&payload)
             .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
-        let request = http::post(self.uri.clone())
+        let request = http::Request::post(self.uri.clone())
             .header(AUTHORIZATION, http::bearer(self.token.expose())?)
             .header(CONTENT_TYPE, "application/json; charset=utf-8")
             .body(body.into())

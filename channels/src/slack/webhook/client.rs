@@ -106,7 +106,7 @@ impl Channel for SlackWebhook {
     async fn send(&self, msg: &Message, _ctx: &SendContext) -> Result<Receipt, DeliveryError> {
         let body = serde_json::to_vec(&crate::slack::payload(msg))
             .map_err(|e| DeliveryError::permanent("unserializable", e.to_string()))?;
-        let request = http::post(self.uri.clone())
+        let request = http::Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body.into())
             .map_err(http::unbuildable)?;

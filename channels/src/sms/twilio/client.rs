@@ -156,7 +156,7 @@ impl Channel for Twilio {
         if let Some(cb) = &self.status_callback {
             form.push(("StatusCallback", cb.as_str()));
         }
-        let request = http::post(self.uri.clone())
+        let request = http::Request::post(self.uri.clone())
             .header(
                 AUTHORIZATION,
                 http::basic(&self.user, self.password.expose())?,

@@ -136,7 +136,7 @@ impl Channel for Vonage {
         if let Some(cb) = &self.callback {
             form.push(("callback", cb.as_str()));
         }
-        let request = http::post(self.uri.clone())
+        let request = http::Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(http::form(&form))
             .map_err(http::unbuildable)?;
