@@ -108,6 +108,7 @@ async fn open_postgres(
         schema: config.queue.schema.clone(),
         max_connections: config.queue.max_connections,
         pgbouncer: config.queue.pgbouncer,
+        vacuum: config.queue.vacuum,
         clock,
         ..PgOptions::new(url)
     };

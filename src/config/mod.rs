@@ -184,6 +184,10 @@ pub struct QueueConfig {
     /// `url` is a PgBouncer in transaction pooling mode: wake-ups by polling only (no LISTEN),
     /// no server-side statement cache, every operation in one transaction.
     pub pgbouncer: bool,
+    /// PostgreSQL: one daemon vacuums and analyzes the notifications table between autovacuum's
+    /// visits, once enough dead row versions gathered and for at most a tenth of the time;
+    /// `false` leaves it to the server's autovacuum.
+    pub vacuum: bool,
     /// `/readyz` fails below this much free space on the queue's filesystem, so an alert or a
     /// load balancer acts before the disk is full and accepts start failing with 503 (SQLite).
     pub min_free_bytes: u64,
@@ -196,6 +200,7 @@ impl Default for QueueConfig {
             schema: "notifyd".into(),
             max_connections: 16,
             pgbouncer: false,
+            vacuum: true,
             min_free_bytes: 64 * 1024 * 1024,
         }
     }

@@ -24,6 +24,7 @@ mod module_graph;
 mod openapi;
 mod outbox_contract;
 mod pg_faults;
+mod pg_upkeep;
 mod postgres_server;
 mod preferences;
 mod providers;

@@ -90,41 +90,21 @@ mod tests {
     //! The plans of history pages on a filled queue, on the machine's PostgreSQL
     //! (`NOTIFYD_TEST_POSTGRES`); without one a developer's run skips, CI fails.
 
-    use super::super::{PgOptions, PgOutbox};
+    use super::super::test_queue::TestQueue;
     use super::*;
-
-    fn server_url() -> String {
-        std::env::var("NOTIFYD_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-    }
 
     /// A queue in a schema of its own, dropped at the end.
     struct Filled {
-        outbox: PgOutbox,
-        schema: String,
+        queue: TestQueue,
     }
 
     impl Filled {
         /// 100,000 rows over 8 channels (and a rare one, `pager`) and 50,000 recipients, most
         /// delivered, analysed.
         async fn open() -> Option<Self> {
-            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let outbox = match PgOutbox::connect(&PgOptions {
-                schema: schema.clone(),
-                ..PgOptions::new(server_url())
-            })
-            .await
-            {
-                Ok(outbox) => outbox,
-                Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                    panic!("PostgreSQL is required under CI: {e}")
-                }
-                Err(e) => {
-                    eprintln!("SKIPPED: no PostgreSQL at {} ({e})", server_url());
-                    return None;
-                }
+            let filled = Self {
+                queue: TestQueue::open().await?,
             };
-            let filled = Self { outbox, schema };
             for statement in [
                 "INSERT INTO notifications (id, channel, recipient, subject, body, priority,
                      state, created_at, run_at, updated_at, parent_id, checked)
@@ -140,7 +120,7 @@ mod tests {
                 "ANALYZE notifications",
             ] {
                 sqlx::query(statement)
-                    .execute(&filled.outbox.pool)
+                    .execute(&filled.queue.outbox.pool)
                     .await
                     .unwrap();
             }
@@ -160,7 +140,7 @@ mod tests {
             };
             let explain = format!("EXPLAIN (COSTS OFF) {}", sql::HISTORY);
             let lines: Vec<String> = bound(sqlx::AssertSqlSafe(explain), &q)
-                .fetch_all(&self.outbox.pool)
+                .fetch_all(&self.queue.outbox.pool)
                 .await
                 .unwrap()
                 .iter()
@@ -177,28 +157,6 @@ mod tests {
                 "{plan}"
             );
             assert!(!plan.contains("Sort"), "{plan}");
-        }
-    }
-
-    impl Drop for Filled {
-        fn drop(&mut self) {
-            let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
-            // Its own thread and runtime: Drop cannot await.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    use sqlx::Connection as _;
-                    let mut conn = sqlx::PgConnection::connect(&server_url()).await.unwrap();
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await
-                        .unwrap();
-                });
-            })
-            .join();
         }
     }
 
@@ -288,7 +246,7 @@ mod tests {
             "ANALYZE notifications",
         ] {
             sqlx::query(statement)
-                .execute(&q.outbox.pool)
+                .execute(&q.queue.outbox.pool)
                 .await
                 .unwrap();
         }

@@ -17,6 +17,9 @@ mod recipients;
 mod round_trips;
 mod sql;
 mod stored;
+#[cfg(test)]
+mod test_queue;
+mod upkeep;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -100,6 +103,9 @@ pub struct PgOptions {
     /// `url` is a PgBouncer in transaction mode: no LISTEN (wake-ups by polling only), no
     /// statement cache, every operation one transaction ([`pool`]).
     pub pgbouncer: bool,
+    /// The daemon that leads the upkeep vacuums and analyzes `notifications` between
+    /// autovacuum's visits ([`upkeep`]); `false` leaves it to the server.
+    pub vacuum: bool,
 }
 
 impl PgOptions {
@@ -111,6 +117,7 @@ impl PgOptions {
             max_connections: 16,
             clock: Clock::System,
             pgbouncer: false,
+            vacuum: true,
         }
     }
 }
@@ -140,7 +147,7 @@ pub struct PgOutbox {
     enqueues: mpsc::Sender<PendingEnqueue>,
     /// The PostgreSQL channel wake-up hints of this schema travel on.
     wake_channel: String,
-    /// Dropping it stops the wake-up listener.
+    /// Dropping it stops the wake-up listener and the upkeep.
     stop_listening: watch::Sender<()>,
     /// Round trips to the server so far (`/metrics`, `notifyd bench`).
     trips: RoundTrips,
@@ -255,10 +262,11 @@ async fn prepare_schema(
 }
 
 /// Says so in the log when the server's autovacuum is off. The queue's tables set their own
-/// autovacuum thresholds (0001), which only apply when it is on; off, nothing removes the dead
-/// row versions every claim and completion leave, and nothing refreshes the statistics that make
-/// PostgreSQL replan a prepared statement: a generic plan made while the queue was small is then
-/// kept for the connection's life (one read the whole due index for every completion batch;
+/// autovacuum thresholds (0001), which only apply when it is on; off, only `notifications` is
+/// vacuumed and analyzed, by notifyd's own upkeep ([`upkeep`], unless `queue.vacuum = false`),
+/// and nothing removes the dead row versions of the other tables (attempts, events, receipts,
+/// rate limits). Without any ANALYZE a generic plan made while the queue was small is kept for
+/// the connection's life (one read the whole due index for every completion batch;
 /// BENCHMARKS.md). Best effort: a server that cannot answer is reported by readiness instead.
 async fn warn_without_autovacuum(pool: &Pool) {
     use sqlx::Row;
@@ -272,9 +280,10 @@ async fn warn_without_autovacuum(pool: &Pool) {
                 && setting.trim().eq_ignore_ascii_case("off")
             {
                 tracing::warn!(
-                    "PostgreSQL's autovacuum is off: dead row versions and stale plans will slow \
-                     the queue as it grows. Turn it on (README, Scaling out), or run VACUUM \
-                     ANALYZE on the queue's schema regularly."
+                    "PostgreSQL's autovacuum is off: notifyd vacuums its notifications table \
+                     itself (queue.vacuum), but the dead row versions of its other tables are \
+                     never removed. Turn it on (README, Scaling out), or run VACUUM ANALYZE on \
+                     the queue's schema regularly."
                 );
             }
         }
@@ -367,6 +376,16 @@ impl PgOutbox {
             }
         };
         let outbox = Self::serving(opts, pool, connect, trips, watch::channel(state));
+        if opts.vacuum {
+            tokio::spawn(upkeep::keep_up(
+                outbox.pool.clone(),
+                opts.schema.clone(),
+                outbox.owner.clone(),
+                outbox.clock.clone(),
+                outbox.trips.clone(),
+                outbox.stop_listening.subscribe(),
+            ));
+        }
         if first.is_err() {
             tokio::spawn(prepare_schema_until_done(
                 outbox.pool.clone(),

@@ -110,12 +110,24 @@ pub(super) const KEY_HOLDER: &str =
 /// recipient's preferences (`preferences_read` when its `recipient_key` was written, so a
 /// missing `recipients` row means none): the dispatcher's rules need them, and here they cost
 /// no round trip of their own.
+///
+/// Each priority is sought on its own (`prio_rank = p.rank`): with the rank a range of the due
+/// index, `run_at <= now` bounds the walk, where one scan ordered by rank would step over every
+/// row of the channel scheduled for later (100,000 of them: 941 buffers and 4.6 ms a claim,
+/// against 13 buffers and 0.05 ms so). A priority's rows the outer `LIMIT` leaves out stay
+/// locked only until the statement ends.
 pub(super) const CLAIM: &str = "WITH due AS (
-         SELECT id, run_at, prio_rank FROM notifications
-         WHERE channel = $4 AND state IN ('queued', 'sending') AND run_at <= $3
-         ORDER BY prio_rank, run_at, id
-         LIMIT $5
-         FOR UPDATE SKIP LOCKED),
+         SELECT d.id, d.run_at, d.prio_rank
+         FROM (VALUES (0::smallint), (1::smallint), (2::smallint)) AS p (rank)
+         CROSS JOIN LATERAL (
+             SELECT id, run_at, prio_rank FROM notifications
+             WHERE channel = $4 AND prio_rank = p.rank AND state IN ('queued', 'sending')
+               AND run_at <= $3
+             ORDER BY run_at, id
+             LIMIT $5
+             FOR UPDATE SKIP LOCKED) AS d
+         ORDER BY d.prio_rank, d.run_at, d.id
+         LIMIT $5),
      claimed AS (
          UPDATE notifications n
          SET state = 'sending',
@@ -418,6 +430,17 @@ pub(super) const LEAD: &str = "INSERT INTO leaders (task, owner, until) VALUES (
      WHERE leaders.owner = excluded.owner OR leaders.until <= $4
      RETURNING owner";
 
+/// [`LEAD`] for the upkeep, and, when this daemon has it, what the server's statistics say of
+/// `notifications` ([`super::upkeep::Churn`]), in one round trip.
+pub(super) const LEAD_UPKEEP: &str = "WITH lead AS (
+         INSERT INTO leaders (task, owner, until) VALUES ($1, $2, $3)
+         ON CONFLICT (task) DO UPDATE SET owner = excluded.owner, until = excluded.until
+         WHERE leaders.owner = excluded.owner OR leaders.until <= $4
+         RETURNING owner)
+     SELECT s.n_dead_tup, s.n_live_tup, s.n_mod_since_analyze
+     FROM lead, pg_stat_user_tables s
+     WHERE s.relid = 'notifications'::regclass";
+
 /// One wake-up hint per channel given (`$1` is the schema's wake-up channel): delivered to every
 /// listening daemon when the transaction commits.
 pub(super) const NOTIFY: &str = "SELECT pg_notify($1, c) FROM unnest($2::text[]) AS c";
@@ -462,3 +485,52 @@ pub(super) const HOLDS_IN_FORCE: &str =
 pub(super) const PRUNE_HOLDS: &str = "DELETE FROM channel_holds WHERE until_ms <= $1";
 /// Serialises migrations through PgBouncer: a lock held until the migrating transaction ends.
 pub(super) const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+    use crate::outbox::postgres::test_queue::TestQueue;
+
+    /// The claim's plan on a channel with 20,000 rows scheduled for later and two due: each
+    /// priority's due rows are one range of the due index, bounded by the due time.
+    #[tokio::test]
+    async fn the_claim_seeks_each_prioritys_due_rows() {
+        let Some(queue) = TestQueue::open().await else {
+            return;
+        };
+        let pool = &queue.outbox.pool;
+        for statement in [
+            "INSERT INTO notifications (id, channel, recipient, body, priority, run_at, checked)
+             SELECT md5(i::text), 'c', 'ops@example.com', 'b',
+                 CASE WHEN i % 2 = 0 THEN 'high' ELSE 'normal' END,
+                 CASE WHEN i <= 2 THEN 1000 ELSE 4000000000000 + i END, true
+             FROM generate_series(1, 20000) AS i",
+            "ANALYZE notifications",
+        ] {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
+        let plan: Vec<String> =
+            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN (COSTS OFF) {CLAIM}")))
+                .bind("owner")
+                .bind(2_000_i64)
+                .bind(1_000_i64)
+                .bind("c")
+                .bind(25_i64)
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+        let plan = plan.join("\n");
+        let seeks = plan.lines().any(|line| {
+            line.contains("Index Cond:")
+                && line.contains("prio_rank = \"*VALUES*\".column1")
+                && line.contains("run_at <=")
+        });
+        assert!(seeks, "{plan}");
+        assert!(plan.contains("using notifications_due"), "{plan}");
+    }
+}
