@@ -172,36 +172,61 @@ const LIVE_CHANNELS: &str =
 
 /// Completions: each [`RowChange`] is one fixed statement, fenced so that only the holder of
 /// the row's current lease ([`LeaseToken`]) moves it on. The owner check adds nothing a token
-/// does not already say, and costs nothing: it stays as a second guard. A row comes back only
-/// when the change landed, saying whether the row has escalation steps to queue (rows notifyd
-/// wrote only: plain-SQL rows do not escalate).
+/// does not already say, and costs nothing: it stays as a second guard.
+///
+/// Each change comes as a pair. The plain statement lands only on a row that is neither a digest
+/// nor has escalation steps (rows notifyd wrote only: plain-SQL rows do not escalate), which is
+/// nearly every row, and returns nothing: `changes()` says whether it landed. When it did not,
+/// the flagged statement (the same change, on any row) runs and returns a row only when the
+/// change landed, saying which follow-ups the row needs. RETURNING costs SQLite an ephemeral
+/// table per statement (a b-tree and a pager opened, a page zeroed, closed again): without it
+/// the writer's work per delivered notification fell by a sixth (measured with callgrind,
+/// 122,800 to 103,500 instructions), so the common case does without it; a stale completion
+/// costs a second point lookup, which finds nothing either.
 macro_rules! fenced {
-    ($set:literal) => {
-        concat!(
+    ($name:ident, $flagged:ident, $set:literal) => {
+        pub(super) const $name: &str = concat!(
+            "UPDATE notifications SET ",
+            $set,
+            " WHERE id = ?1 AND lease = ?2 AND lease_owner = ?3 AND state = 'sending'",
+            " AND digest_key IS NULL AND NOT (escalate IS NOT NULL AND checked = 1)"
+        );
+        pub(super) const $flagged: &str = concat!(
             "UPDATE notifications SET ",
             $set,
             " WHERE id = ?1 AND lease = ?2 AND lease_owner = ?3 AND state = 'sending'",
             " RETURNING digest_key IS NOT NULL, escalate IS NOT NULL AND checked = 1"
-        )
+        );
     };
 }
-pub(super) const DELIVER: &str = fenced!(
+fenced!(
+    DELIVER,
+    DELIVER_FLAGGED,
     "state = 'delivered', provider_id = ?4, lease_owner = NULL, last_code = NULL,
      last_error = NULL, updated_at = ?5"
 );
-/// A requeue with its error (a retry).
-pub(super) const REQUEUE: &str = fenced!(
+// A requeue with its error (a retry).
+fenced!(
+    REQUEUE,
+    REQUEUE_FLAGGED,
     "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
      last_code = ?6, last_error = ?7, updated_at = ?8"
 );
-/// A requeue that keeps the last error (a release).
-pub(super) const REQUEUE_KEEPING_ERROR: &str = fenced!(
+// A requeue that keeps the last error (a release).
+fenced!(
+    REQUEUE_KEEPING_ERROR,
+    REQUEUE_KEEPING_ERROR_FLAGGED,
     "state = 'queued', run_at = ?4, attempts = attempts - ?5, lease_owner = NULL,
      updated_at = ?6"
 );
-pub(super) const END: &str =
-    fenced!("state = ?4, lease_owner = NULL, last_code = ?5, last_error = ?6, updated_at = ?7");
-pub(super) const MOVE: &str = fenced!(
+fenced!(
+    END,
+    END_FLAGGED,
+    "state = ?4, lease_owner = NULL, last_code = ?5, last_error = ?6, updated_at = ?7"
+);
+fenced!(
+    MOVE,
+    MOVE_FLAGGED,
     "tried = json_insert(coalesce(tried, '[]'), '$[#]', channel), channel = ?4, state = 'queued',
      attempts = 0, run_at = ?5, lease_owner = NULL, last_code = ?6, last_error = ?7,
      updated_at = ?8"
@@ -952,7 +977,8 @@ impl Writer {
     }
 
     /// Writes a leased row's next state, fenced by its lease: `None` when it did not land, else
-    /// what the follow-ups need to know of the row (a digest, escalation steps).
+    /// what the follow-ups need to know of the row (a digest, escalation steps). The plain
+    /// statement first, the flagged one only when that changed nothing ([`fenced!`]).
     fn change_leased_row(
         &self,
         id: &str,
@@ -961,22 +987,38 @@ impl Writer {
         now: i64,
     ) -> Result<Option<Landed>> {
         use rusqlite::OptionalExtension;
-        let landed_row = |r: &rusqlite::Row<'_>| {
-            Ok(Landed {
-                digest: r.get(0)?,
-                escalates: r.get(1)?,
-            })
+        let run = |plain: &str, flagged: &str, values: &[&dyn rusqlite::ToSql]| {
+            if self.conn.prepare_cached(plain)?.execute(values)? > 0 {
+                return Ok(Some(Landed {
+                    digest: false,
+                    escalates: false,
+                }));
+            }
+            let landed = self
+                .conn
+                .prepare_cached(flagged)?
+                .query_row(values, |r| {
+                    Ok(Landed {
+                        digest: r.get(0)?,
+                        escalates: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            Ok(landed)
         };
-        let changed = match change {
-            RowChange::Deliver { provider_id } => self.conn.prepare_cached(DELIVER)?.query_row(
+        match change {
+            RowChange::Deliver { provider_id } => run(
+                DELIVER,
+                DELIVER_FLAGGED,
                 params![id, lease.0, self.owner, provider_id, now],
-                landed_row,
             ),
             RowChange::Requeue {
                 run_at_ms,
                 refund,
                 last: Some((code, error)),
-            } => self.conn.prepare_cached(REQUEUE)?.query_row(
+            } => run(
+                REQUEUE,
+                REQUEUE_FLAGGED,
                 params![
                     id,
                     lease.0,
@@ -987,33 +1029,34 @@ impl Writer {
                     error,
                     now
                 ],
-                landed_row,
             ),
             RowChange::Requeue {
                 run_at_ms,
                 refund,
                 last: None,
-            } => self.conn.prepare_cached(REQUEUE_KEEPING_ERROR)?.query_row(
+            } => run(
+                REQUEUE_KEEPING_ERROR,
+                REQUEUE_KEEPING_ERROR_FLAGGED,
                 params![id, lease.0, self.owner, run_at_ms, i64::from(*refund), now],
-                landed_row,
             ),
-            RowChange::End { state, code, error } => self.conn.prepare_cached(END)?.query_row(
+            RowChange::End { state, code, error } => run(
+                END,
+                END_FLAGGED,
                 params![id, lease.0, self.owner, state.as_str(), code, error, now],
-                landed_row,
             ),
             RowChange::Move {
                 channel,
                 run_at_ms,
                 code,
                 error,
-            } => self.conn.prepare_cached(MOVE)?.query_row(
+            } => run(
+                MOVE,
+                MOVE_FLAGGED,
                 params![
                     id, lease.0, self.owner, channel, run_at_ms, code, error, now
                 ],
-                landed_row,
             ),
-        };
-        Ok(changed.optional()?)
+        }
     }
 
     /// Queues the next escalation step of a notification that was just delivered or ended
