@@ -28,8 +28,10 @@ const MAX_BATCH: usize = 4096;
 /// Leases the next due rows of a channel: walks `notifications_due` in priority, then due
 /// order (a test checks the plan). `prio_rank IN (0, 1, 2)` is what lets it seek to the due
 /// rows of each priority instead of stepping over every scheduled one (8.9 ms a claim behind
-/// 100,000 rows scheduled for later, against 0.01 ms). RETURNING comes in the update's own order (by id), so the
-/// rows are sorted by `prio_rank` afterwards.
+/// 100,000 rows scheduled for later, against 0.01 ms). The rows are picked by `rowid`, which
+/// the index holds: the walk reads no table row and the update finds each row without a second
+/// index (by `id` it took two more b-tree seeks a row). RETURNING comes in the update's own
+/// order (by rowid), so the rows are sorted by `prio_rank`, then `id` afterwards.
 ///
 /// Nothing a row holds may fail the statement (that would fail the claim of every row of the
 /// channel): an `attempts` outside the daemon's range is left as it is, not incremented into an
@@ -43,8 +45,8 @@ pub(super) const CLAIM: &str = "UPDATE notifications
                          ELSE attempts END,
          lease = CASE WHEN lease BETWEEN 0 AND 9223372036854775806 THEN lease + 1 ELSE lease END,
          lease_owner = ?1, run_at = ?2, updated_at = ?3, digest_open = NULL
-     WHERE id IN (
-         SELECT id FROM notifications
+     WHERE rowid IN (
+         SELECT rowid FROM notifications
          WHERE channel = ?4 AND state IN ('queued', 'sending') AND prio_rank IN (0, 1, 2)
            AND run_at <= ?3
          ORDER BY prio_rank, run_at
@@ -920,8 +922,8 @@ impl Writer {
                 break;
             }
         }
-        // Stable: within a priority, ids the daemon assigns (UUIDv7) are in creation order.
-        out.sort_by_key(|row| row.prio_rank);
+        // Within a priority, ids the daemon assigns (UUIDv7) are in creation order.
+        out.sort_by(|a, b| (a.prio_rank, &a.columns.id).cmp(&(b.prio_rank, &b.columns.id)));
         Ok(out
             .into_iter()
             .map(|row| row.columns.into_claimed())
