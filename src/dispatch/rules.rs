@@ -68,6 +68,9 @@ impl Recipients {
 
     fn of_row(&self, row: &Claimed) -> Result<Option<&Preferences>, ()> {
         match self {
+            // Most claims meet no recipient with stored preferences: no address is normalized
+            // (a new string each) and hashed for them.
+            Self::Known(map) if map.is_empty() => Ok(None),
             Self::Known(map) => Ok(map.get(&normalize(&row.message.to))),
             Self::Unreadable => Err(()),
         }

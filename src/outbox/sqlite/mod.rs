@@ -301,6 +301,13 @@ fn configure_writer(conn: &Connection) -> Result<()> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
+    // A statement that changes many rows (a claim of hundreds, a sweep) keeps a statement
+    // journal, so that it can be undone alone; past 64 KiB SQLite moves it to a temporary file,
+    // created, written page by page and deleted again within the statement (measured under
+    // `notifyd bench`: a file created and unlinked every 150 delivered notifications, and
+    // pages written to it beside the WAL's). In memory it lives as long as the statement and
+    // is as large as the pages that one statement changed.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Room for every statement the writer runs (about forty), so a sweep's or a receipt's
     // statements never push the hot ones (insert, claim, completions) out of rusqlite's
     // default cache of 16 and make the next batch prepare them again.

@@ -1237,10 +1237,15 @@ async fn oldest_due_is_the_earliest_due_time_across_priorities_ignoring_schedule
 fn completions_find_their_row_by_primary_key() {
     for sql in [
         writer::DELIVER,
+        writer::DELIVER_FLAGGED,
         writer::REQUEUE,
+        writer::REQUEUE_FLAGGED,
         writer::REQUEUE_KEEPING_ERROR,
+        writer::REQUEUE_KEEPING_ERROR_FLAGGED,
         writer::END,
+        writer::END_FLAGGED,
         writer::MOVE,
+        writer::MOVE_FLAGGED,
     ] {
         assert_plan_has(
             sql,

@@ -2,7 +2,10 @@
 //! attempt number alone would repeat for the same process: the stale sender's outcome must not
 //! land on the later lease.
 
-use notifyd::outbox::{Outcome, State, Transition};
+use notifyd::outbox::{
+    DigestJoin, Escalation, EscalationStep, FallbackTarget, NewNotification, Outcome, State,
+    Transition,
+};
 
 use super::{LEASE, Subject, completion, delivered, finish};
 
@@ -90,4 +93,75 @@ pub async fn a_stale_completion_after_a_failover_is_refused(s: Subject) {
     s.complete(&stale, finish(State::Failed, false)).await;
     let view = s.outbox.get(&id).await.unwrap().unwrap();
     assert_eq!((view.state, view.channel.as_str()), (State::Sending, "b"));
+}
+
+/// A notification with one escalation step to `sms`, due a minute after it ends.
+fn escalating(s: &Subject) -> NewNotification {
+    NewNotification {
+        escalation: Escalation {
+            steps: vec![EscalationStep {
+                after_ms: 60_000,
+                target: FallbackTarget {
+                    channel: "sms".into(),
+                    to: "+15550001".into(),
+                },
+                content: None,
+            }],
+            root: None,
+        },
+        ..s.note("c")
+    }
+}
+
+pub async fn a_stale_completion_of_an_escalating_notification_queues_no_step(s: Subject) {
+    let id = s.put(escalating(&s)).await;
+    let stale = s.claim_only("c", &id).await;
+    s.clock.advance(LEASE);
+    let second = s.claim_only("c", &id).await;
+
+    s.complete(&stale, finish(State::Failed, false)).await;
+    assert_eq!(s.state(&id).await, State::Sending);
+    assert!(
+        s.claim("sms", 10).await.is_empty(),
+        "no step from a lost lease"
+    );
+
+    // The lease's holder ends it: its step is due at once.
+    s.complete(&second, finish(State::Failed, false)).await;
+    assert_eq!(s.state(&id).await, State::Failed);
+    assert_eq!(s.claim("sms", 10).await.len(), 1);
+}
+
+pub async fn a_stale_completion_of_a_digest_ends_none_of_its_items(s: Subject) {
+    let item = s
+        .put(NewNotification {
+            digest: Some(DigestJoin {
+                key: "daily".into(),
+                until_ms: s.now(),
+                max: 10,
+                vars: None,
+            }),
+            ..s.note("c")
+        })
+        .await;
+    let digest: String = s
+        .outbox
+        .get(&item)
+        .await
+        .unwrap()
+        .unwrap()
+        .digest_id
+        .expect("collected into a digest")
+        .into();
+    let stale = s.claim_only("c", &digest).await;
+    s.clock.advance(LEASE);
+    let second = s.claim_only("c", &digest).await;
+
+    s.complete(&stale, finish(State::Failed, false)).await;
+    assert_eq!(s.state(&digest).await, State::Sending);
+    assert_eq!(s.state(&item).await, State::Queued);
+
+    s.complete(&second, delivered("d-2")).await;
+    assert_eq!(s.state(&digest).await, State::Delivered);
+    assert_eq!(s.state(&item).await, State::Delivered);
 }

@@ -193,6 +193,8 @@ macro_rules! outbox_contract {
             fencing::a_stale_completion_after_a_replay_is_refused,
             fencing::a_stale_completion_after_a_refunded_attempt_is_refused,
             fencing::a_stale_completion_after_a_failover_is_refused,
+            fencing::a_stale_completion_of_an_escalating_notification_queues_no_step,
+            fencing::a_stale_completion_of_a_digest_ends_none_of_its_items,
             lifecycle::a_delivery_records_the_provider_id_and_clears_the_last_error,
             lifecycle::a_retry_waits_for_its_time_and_a_refund_keeps_the_attempt_count,
             lifecycle::a_release_puts_it_back_due_now_without_spending_the_attempt,
