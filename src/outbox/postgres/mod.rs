@@ -63,9 +63,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "claim_preferences", include_str!("migrations/0011_claim_preferences.sql")),
     (12, "idempotency_key_partial", include_str!("migrations/0012_idempotency_key_partial.sql")),
 ];
-/// How long a daemon leads the periodic sweep after its last run: when it dies, another daemon
-/// takes the sweep over this long after. Each run extends it (the sweep runs every few seconds).
-const SWEEP_TERM_MS: i64 = 30_000;
+/// How long a daemon leads a periodic task (the sweep, the upkeep) after its last run: when it
+/// dies, another daemon takes the task over this long after. Each run extends it (both run every
+/// few seconds at most).
+const LEAD_TERM_MS: i64 = 30_000;
 /// A channel's wake-up hint is sent at most once per this long: each NOTIFY serialises commits
 /// on the server (a few hundred notifying commits/s is the reported ceiling), and a loop that
 /// was just woken claims what came after in the same claim or at its next poll.
@@ -657,7 +658,7 @@ impl PgOutbox {
         let granted: Option<String> = sqlx::query_scalar(sql::LEAD)
             .bind("sweep")
             .bind(&self.owner)
-            .bind(now.saturating_add(SWEEP_TERM_MS))
+            .bind(now.saturating_add(LEAD_TERM_MS))
             .bind(now)
             .fetch_optional(&self.pool)
             .await?;

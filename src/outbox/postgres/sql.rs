@@ -422,24 +422,30 @@ pub(super) const OLDEST_DUE: &str = "SELECT c, min(d.run_at) FROM unnest($1::tex
 /// A primary can take writes; a standby (or a server recovering) cannot.
 pub(super) const WRITABLE: &str = "SELECT NOT pg_is_in_recovery()";
 
+/// [`LEAD`]'s text, which [`LEAD_UPKEEP`] embeds.
+macro_rules! lead {
+    () => {
+        "INSERT INTO leaders (task, owner, until) VALUES ($1, $2, $3)
+         ON CONFLICT (task) DO UPDATE SET owner = excluded.owner, until = excluded.until
+         WHERE leaders.owner = excluded.owner OR leaders.until <= $4
+         RETURNING owner"
+    };
+}
 /// Takes or keeps the lead of task `$1` for daemon `$2` until `$3`: granted when nobody leads
 /// it, this daemon already does, or the last leader's term ended (`$4` is now). Returns a row
 /// only when granted.
-pub(super) const LEAD: &str = "INSERT INTO leaders (task, owner, until) VALUES ($1, $2, $3)
-     ON CONFLICT (task) DO UPDATE SET owner = excluded.owner, until = excluded.until
-     WHERE leaders.owner = excluded.owner OR leaders.until <= $4
-     RETURNING owner";
+pub(super) const LEAD: &str = lead!();
 
 /// [`LEAD`] for the upkeep, and, when this daemon has it, what the server's statistics say of
 /// `notifications` ([`super::upkeep::Churn`]), in one round trip.
-pub(super) const LEAD_UPKEEP: &str = "WITH lead AS (
-         INSERT INTO leaders (task, owner, until) VALUES ($1, $2, $3)
-         ON CONFLICT (task) DO UPDATE SET owner = excluded.owner, until = excluded.until
-         WHERE leaders.owner = excluded.owner OR leaders.until <= $4
-         RETURNING owner)
+pub(super) const LEAD_UPKEEP: &str = concat!(
+    "WITH lead AS (",
+    lead!(),
+    ")
      SELECT s.n_dead_tup, s.n_live_tup, s.n_mod_since_analyze
      FROM lead, pg_stat_user_tables s
-     WHERE s.relid = 'notifications'::regclass";
+     WHERE s.relid = 'notifications'::regclass"
+);
 
 /// One wake-up hint per channel given (`$1` is the schema's wake-up channel): delivered to every
 /// listening daemon when the transaction commits.

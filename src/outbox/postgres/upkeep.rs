@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::pool::Pool;
 use super::round_trips::RoundTrips;
-use super::sql;
+use super::{LEAD_TERM_MS, sql};
 use crate::clock::{self, Instant};
 use crate::outbox::Clock;
 
@@ -36,8 +36,6 @@ pub(super) const DEAD_ENOUGH: i64 = 10_000;
 pub(super) const PAUSE_FACTOR: u32 = 9;
 /// An ANALYZE at most this often: it makes every connection plan its statements again.
 pub(super) const ANALYZE_AT_MOST_EVERY: Duration = Duration::from_secs(60);
-/// How long a daemon leads the upkeep after its last look: when it dies, another takes over.
-const TERM_MS: i64 = 30_000;
 /// `SKIP_LOCKED`: when autovacuum is at the table already, this run is not needed.
 /// `INDEX_CLEANUP ON`: the index entries are what the claims walk over, and by default a vacuum
 /// leaves them when the dead rows sit on fewer than 2 % of the table's pages (as a few
@@ -186,7 +184,7 @@ async fn look(
     let row = sqlx::query(sql::LEAD_UPKEEP)
         .bind("upkeep")
         .bind(owner)
-        .bind(now.saturating_add(TERM_MS))
+        .bind(now.saturating_add(LEAD_TERM_MS))
         .bind(now)
         .fetch_optional(pool)
         .await?;
