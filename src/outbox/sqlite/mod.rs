@@ -1,10 +1,12 @@
-//! The SQLite outbox: one file in WAL mode with `synchronous=FULL`.
+//! The SQLite outbox: one file in WAL mode.
 //!
 //! All writes go through one writer thread that drains every pending request into a single
 //! transaction (group commit): concurrent callers share one fsync, and each is answered only
-//! after that commit. Reads use a small pool of separate connections, which WAL lets run beside
+//! after that commit (synced, unless the batch is only claims and completions:
+//! [`durability`]). Reads use a small pool of separate connections, which WAL lets run beside
 //! the writer.
 
+mod durability;
 mod history;
 mod recipients;
 mod schema;
@@ -12,7 +14,6 @@ pub(crate) mod stored;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,7 +83,8 @@ pub struct SqliteOutbox {
     path: PathBuf,
     /// Dropping it stops the checkpoint thread (after a last checkpoint).
     _checkpointer: std::sync::mpsc::Sender<()>,
-    commits: Arc<AtomicU64>,
+    /// The writer's commits and syncs.
+    counts: writer::Counts,
     min_free_bytes: u64,
     clock: Clock,
     free_space: FreeSpace,
@@ -220,8 +222,8 @@ impl SqliteOutbox {
                 .map_err(StoreError::from)?;
         }
         configure_writer(&conn)?;
-        let commits = Arc::new(AtomicU64::new(0));
-        let writer = writer::spawn(conn, owner_id(), commits.clone(), opts.clock.clone())?;
+        let counts = writer::Counts::default();
+        let writer = writer::spawn(conn, owner_id(), counts.clone(), opts.clock.clone())?;
         let checkpointer = spawn_checkpointer(
             &opts.path,
             SpaceCheck {
@@ -242,7 +244,7 @@ impl SqliteOutbox {
             }),
             path: opts.path.clone(),
             _checkpointer: checkpointer,
-            commits,
+            counts,
             min_free_bytes: opts.min_free_bytes,
             clock: opts.clock.clone(),
             free_space: opts.free_space,
@@ -252,7 +254,15 @@ impl SqliteOutbox {
     /// Transactions the writer has committed: against the number of writes, how much group
     /// commit shares its fsyncs.
     pub fn commits(&self) -> u64 {
-        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+        self.counts
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Points at which every commit so far was on disk: commits synced as they were made, and
+    /// the writer's syncs of what claims and completions deferred.
+    pub fn syncs(&self) -> u64 {
+        self.counts.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The queue file.

@@ -765,6 +765,36 @@ async fn concurrent_enqueues_share_commits_and_all_get_answers() {
 }
 
 #[tokio::test]
+async fn an_accepted_notification_is_on_disk_when_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    let (commits, syncs) = (q.commits(), q.syncs());
+
+    put(&q, note("c")).await;
+
+    assert_eq!(q.commits() - commits, 1);
+    assert_eq!(q.syncs() - syncs, 1);
+}
+
+#[tokio::test]
+async fn what_a_claim_deferred_is_synced_once_the_writer_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir);
+    put(&q, note("c")).await;
+    let syncs = q.syncs();
+
+    assert_eq!(q.claim(&"c".into(), 1, LEASE).await.unwrap().len(), 1);
+
+    // Nothing else comes: the writer syncs the WAL itself, within SYNC_WITHIN (50 ms); the
+    // bound here only keeps a broken writer from hanging the test.
+    let deadline = crate::clock::now() + Duration::from_secs(10);
+    while q.syncs() == syncs && crate::clock::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(q.syncs() - syncs, 1);
+}
+
+#[tokio::test]
 async fn a_full_disk_is_unavailable_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");

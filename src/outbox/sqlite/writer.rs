@@ -17,6 +17,7 @@ use super::super::completion::{FollowUp, RowChange};
 use super::super::fallback::FallbackParent;
 use super::super::sweep::PURGE_BATCH;
 use super::super::*;
+use super::durability::{Durability, Sync};
 use super::stored;
 use crate::rules::escalation::{self, AckPlan, AckTarget, StepParent, StepTrigger};
 
@@ -351,6 +352,14 @@ pub(super) const PURGE_DEDUP_KEYS: &str =
          SELECT channel, recipient, dedup_key FROM dedup_keys WHERE until_ms <= ?1
          ORDER BY until_ms LIMIT ?2)";
 
+impl Op {
+    /// Whether the caller may hear of this write only once it is on disk: everything but the
+    /// dispatcher's claims and completions ([`super::durability`]).
+    fn must_be_synced(&self) -> bool {
+        !matches!(self, Op::Claim { .. } | Op::Complete { .. })
+    }
+}
+
 /// A write request.
 pub(super) enum Op {
     Enqueue {
@@ -483,23 +492,39 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T
 pub(super) fn spawn(
     conn: Connection,
     owner: String,
-    commits: Arc<AtomicU64>,
+    counts: Counts,
     clock: Clock,
 ) -> Result<mpsc::Sender<Op>> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    // The writer's own timer: an idle wait for requests that ends when a deferred sync is due.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("cannot start writer timer: {e}")))?;
+    let durability = Durability::new(conn.path().unwrap_or_default(), counts.syncs);
     std::thread::Builder::new()
         .name("notifyd-writer".into())
         .spawn(move || {
             Writer {
                 conn,
                 owner,
-                commits,
+                commits: counts.commits,
                 clock,
+                durability,
             }
-            .run(rx)
+            .run(rx, &timer)
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
     Ok(tx)
+}
+
+/// The counters the writer shares with [`super::SqliteOutbox`].
+#[derive(Clone, Default)]
+pub(super) struct Counts {
+    /// Transactions committed.
+    pub(super) commits: Arc<AtomicU64>,
+    /// Points at which every commit so far was on disk.
+    pub(super) syncs: Arc<AtomicU64>,
 }
 
 struct Writer {
@@ -509,12 +534,29 @@ struct Writer {
     commits: Arc<AtomicU64>,
     /// Where "now" comes from for every write.
     clock: Clock,
+    /// Which commits are synced, and when the deferred ones are. Declared after `conn`, so
+    /// the WAL file it may hold open is closed after the connection.
+    durability: Durability,
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Op>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Op>, timer: &tokio::runtime::Runtime) {
         let mut batch = Vec::with_capacity(64);
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let first = match self.durability.sync_by() {
+                None => rx.blocking_recv(),
+                // The timeout is made inside `block_on`: its timer needs the runtime.
+                Some(by) => {
+                    match timer.block_on(async { tokio::time::timeout_at(by, rx.recv()).await }) {
+                        Ok(first) => first,
+                        Err(_idle) => {
+                            self.durability.sync_wal();
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(first) = first else { break };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -524,20 +566,30 @@ impl Writer {
             }
             self.commit_batch(&mut batch);
         }
+        // Stopping: what the last commits deferred goes to disk now.
+        self.durability.sync_wal();
     }
 
-    fn commit_batch(&self, batch: &mut Vec<Op>) {
+    fn commit_batch(&mut self, batch: &mut Vec<Op>) {
         let now = self.clock.now_ms();
-        if !self.commit_together(batch, now) {
-            self.commit_isolated(batch, now);
+        let must_sync = batch.iter().any(Op::must_be_synced);
+        let sync = self.durability.before_commit(&self.conn, must_sync);
+        if !self.commit_together(batch, now, sync) {
+            self.commit_isolated(batch, now, sync);
         }
+    }
+
+    /// Counts a commit made under `sync`.
+    fn committed(&mut self, sync: Sync) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.durability.committed(sync);
     }
 
     /// Runs the batch without savepoints and commits it if every request succeeded; whether it
     /// did. Otherwise nothing of it is kept (the requests are left in `batch`, unanswered) and
     /// the batch must run again isolated, unless SQLite rolled back by itself (a full disk, an
     /// I/O error): then every request is answered with that error, as an isolated run would.
-    fn commit_together(&self, batch: &mut Vec<Op>, now: i64) -> bool {
+    fn commit_together(&mut self, batch: &mut Vec<Op>, now: i64, sync: Sync) -> bool {
         if self.conn.execute_batch("BEGIN IMMEDIATE").is_err() {
             // The isolated run tries again and answers with its own error.
             return false;
@@ -561,9 +613,7 @@ impl Writer {
         }
         let commit = self.conn.execute_batch("COMMIT").map_err(StoreError::from);
         match &commit {
-            Ok(()) => {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => self.committed(sync),
             Err(e) => {
                 tracing::error!(error = %e, "Queue commit failed; the batch was rolled back.");
                 if !self.conn.is_autocommit() {
@@ -579,7 +629,7 @@ impl Writer {
 
     /// Runs the batch with each request in its own savepoint, so that a request that fails
     /// rolls back only its own changes, and commits the rest.
-    fn commit_isolated(&self, batch: &mut Vec<Op>, now: i64) {
+    fn commit_isolated(&mut self, batch: &mut Vec<Op>, now: i64, sync: Sync) {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "Queue write failed to start.");
@@ -617,7 +667,7 @@ impl Writer {
         } else {
             let committed = self.conn.execute_batch("COMMIT").map_err(StoreError::from);
             if committed.is_ok() {
-                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.committed(sync);
             }
             committed
         };
@@ -1650,13 +1700,19 @@ mod tests {
     }
 
     fn writer(dir: &tempfile::TempDir) -> Writer {
+        writer_counting_syncs(dir, Arc::default())
+    }
+
+    fn writer_counting_syncs(dir: &tempfile::TempDir, syncs: Arc<AtomicU64>) -> Writer {
         let mut conn = super::super::open_connection(&dir.path().join("q.db"), false).unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
+        let durability = Durability::new(conn.path().unwrap_or_default(), syncs);
         Writer {
             conn,
             owner: "test".into(),
             commits: Arc::default(),
             clock: Clock::System,
+            durability,
         }
     }
 
@@ -1674,7 +1730,7 @@ mod tests {
     #[test]
     fn a_request_that_fails_undoes_only_itself_and_the_batch_commits_once() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = writer(&dir);
+        let mut writer = writer(&dir);
         let taken = note("first".into());
         let (op, rx) = enqueue(taken.clone());
         writer.commit_batch(&mut vec![op]);
@@ -1725,11 +1781,13 @@ mod tests {
             .query_row("PRAGMA page_count", [], |r| r.get(0))
             .unwrap();
         conn.pragma_update(None, "max_page_count", pages).unwrap();
-        let writer = Writer {
+        let durability = Durability::new(conn.path().unwrap_or_default(), Arc::default());
+        let mut writer = Writer {
             conn,
             owner: "test".into(),
             commits: Arc::default(),
             clock: Clock::System,
+            durability,
         };
         let (big, big_rx) = enqueue(note("x".repeat(256 * 1024)));
         let small_note = note("small".into());
@@ -1758,5 +1816,82 @@ mod tests {
             stored, 0,
             "a request answered 'failed' must not be committed"
         );
+    }
+
+    fn claim(channel: &str) -> (Op, oneshot::Receiver<Result<Vec<Claimed>>>) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Claim {
+            channel: channel.into(),
+            limit: 10,
+            lease_ms: 60_000,
+            reply,
+        };
+        (op, rx)
+    }
+
+    /// `PRAGMA synchronous` of the writer's connection: 2 is FULL, 1 NORMAL.
+    fn synchronous(writer: &Writer) -> i64 {
+        writer
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_enqueue_commits_synced_and_a_claim_alone_defers_its_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = Arc::new(AtomicU64::new(0));
+        let mut writer = writer_counting_syncs(&dir, syncs.clone());
+
+        let (op, rx) = enqueue(note("due".into()));
+        writer.commit_batch(&mut vec![op]);
+        rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(synchronous(&writer), 2);
+        assert_eq!(syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.durability.sync_by(), None);
+
+        let (op, rx) = claim("c");
+        writer.commit_batch(&mut vec![op]);
+        assert_eq!(rx.blocking_recv().unwrap().unwrap().len(), 1);
+        assert_eq!(synchronous(&writer), 1);
+        assert_eq!(syncs.load(Ordering::Relaxed), 1);
+        assert!(writer.durability.sync_by().is_some());
+    }
+
+    #[test]
+    fn the_next_enqueue_syncs_what_a_claim_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = Arc::new(AtomicU64::new(0));
+        let mut writer = writer_counting_syncs(&dir, syncs.clone());
+        let (op, _rx) = enqueue(note("due".into()));
+        writer.commit_batch(&mut vec![op]);
+        let (op, _rx) = claim("c");
+        writer.commit_batch(&mut vec![op]);
+
+        let (claim_op, claim_rx) = claim("c");
+        let (op, rx) = enqueue(note("later".into()));
+        writer.commit_batch(&mut vec![claim_op, op]);
+
+        rx.blocking_recv().unwrap().unwrap();
+        claim_rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(synchronous(&writer), 2);
+        assert_eq!(syncs.load(Ordering::Relaxed), 2);
+        assert_eq!(writer.durability.sync_by(), None);
+    }
+
+    #[test]
+    fn an_idle_sync_puts_the_deferred_commits_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = Arc::new(AtomicU64::new(0));
+        let mut writer = writer_counting_syncs(&dir, syncs.clone());
+        let (op, _rx) = enqueue(note("due".into()));
+        writer.commit_batch(&mut vec![op]);
+        let (op, _rx) = claim("c");
+        writer.commit_batch(&mut vec![op]);
+
+        writer.durability.sync_wal();
+
+        assert_eq!(syncs.load(Ordering::Relaxed), 2);
+        assert_eq!(writer.durability.sync_by(), None);
     }
 }
