@@ -181,6 +181,7 @@ pub(crate) fn decide(
         error: None,
         provider_id: None,
         decision: String::new(),
+        channel: row.message.channel.as_str().into(),
     };
     let err = match sent.result {
         Ok(receipt) => {
@@ -423,6 +424,7 @@ pub(crate) fn unsent(row: &Claimed, why: Unsent, now_ms: WallMs, now: Instant) -
                     error: Some(error),
                     provider_id: None,
                     decision: DecisionKind::WaitedForRateLimit.to_string(),
+                    channel: row.message.channel.as_str().into(),
                 }),
             }
         }

@@ -540,6 +540,9 @@ pub struct AttemptRecord {
     pub provider_id: Option<String>,
     /// What the dispatcher decided (`retry`, `dead`, `failed`, ...).
     pub decision: String,
+    /// The channel the attempt was made on: the one that claimed the row. Stores write it as
+    /// given, so recording an attempt needs no read of the row.
+    pub channel: ChannelName,
 }
 
 /// A notification as the API shows it.

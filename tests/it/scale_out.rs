@@ -467,6 +467,7 @@ async fn fifty_deliveries_are_claimed_and_written_back_in_a_statement_each() {
                 error: None,
                 provider_id: None,
                 decision: "delivered".into(),
+                channel: "c".into(),
             }),
             events: Vec::new(),
         })

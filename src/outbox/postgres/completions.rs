@@ -64,6 +64,7 @@ pub(super) struct RecordColumns {
     pub error: Vec<Option<String>>,
     pub provider_id: Vec<Option<String>>,
     pub decision: Vec<String>,
+    pub channel: Vec<String>,
 }
 
 /// A batch of completions laid out for [`super::sql::COMPLETE`].
@@ -107,6 +108,7 @@ impl CompletionBatch {
                 r.error.push(rec.error);
                 r.provider_id.push(rec.provider_id);
                 r.decision.push(rec.decision);
+                r.channel.push(rec.channel.into());
             }
             let plan = match completion::plan(c.outcome, now_ms) {
                 Ok(plan) => plan,
@@ -350,10 +352,12 @@ mod tests {
             error: None,
             provider_id: None,
             decision: "retry".into(),
+            channel: "email".into(),
         });
         let batch = CompletionBatch::plan(vec![c], NOW, &HashSet::new());
         assert!(batch.changes.id.is_empty());
         assert_eq!(batch.records.id, ["a"]);
+        assert_eq!(batch.records.channel, ["email"]);
         assert!(!batch.is_empty());
     }
 

@@ -568,6 +568,7 @@ impl PgOutbox {
             .bind(&r.error)
             .bind(&r.provider_id)
             .bind(&r.decision)
+            .bind(&r.channel)
             .fetch_all(&mut *conn)
             .await?;
         let mut landed = HashSet::with_capacity(rows.len());

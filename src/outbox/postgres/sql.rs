@@ -171,11 +171,11 @@ pub(super) const COMPLETE: &str = "WITH recorded AS (
          INSERT INTO attempts (notification_id, attempt, started_at, latency_ms, outcome, code,
                                error, provider_id, decision, channel)
          SELECT a.id, a.attempt, a.started_at, a.latency_ms, a.outcome, a.code, a.error,
-                a.provider_id, a.decision, (SELECT channel FROM notifications WHERE id = a.id)
+                a.provider_id, a.decision, a.channel
          FROM unnest($13::text[], $14::int8[], $15::int8[], $16::int8[], $17::text[],
-                     $18::text[], $19::text[], $20::text[], $21::text[])
+                     $18::text[], $19::text[], $20::text[], $21::text[], $22::text[])
               WITH ORDINALITY AS a(id, attempt, started_at, latency_ms, outcome, code, error,
-                                   provider_id, decision, ord)
+                                   provider_id, decision, channel, ord)
          ORDER BY a.ord),
      changed AS (
          UPDATE notifications n

@@ -598,6 +598,7 @@ async fn attempts_are_recorded_in_order() {
             error: Some("down".into()),
             provider_id: None,
             decision: "retry".into(),
+            channel: "c".into(),
         }),
     }])
     .await
@@ -619,6 +620,7 @@ async fn attempts_are_recorded_in_order() {
             error: None,
             provider_id: Some("SM1".into()),
             decision: "delivered".into(),
+            channel: "c".into(),
         }),
     }])
     .await

@@ -238,7 +238,7 @@ fenced!(
 /// One attempt's history row; its channel is the row's at the time of the completion.
 const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, started_at,
          latency_ms, outcome, code, error, provider_id, decision, channel)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, (SELECT channel FROM notifications WHERE id = ?1))";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// One line of a notification's timeline: what a delivery rule did.
 pub(super) const INSERT_EVENT: &str =
@@ -1029,6 +1029,7 @@ impl Writer {
                     rec.error,
                     rec.provider_id,
                     rec.decision,
+                    rec.channel.as_str(),
                 ])?;
             }
             let plan = match completion::plan(c.outcome.clone(), now) {

@@ -67,6 +67,7 @@ pub async fn attempts_are_recorded_in_order_with_their_channel(s: Subject) {
         error: None,
         provider_id: None,
         decision: decision.into(),
+        channel: "c".into(),
     };
     let first = s.claim_only("c", &id).await;
     s.outbox
