@@ -378,6 +378,12 @@ impl Submission {
         .map_err(refuse)
     }
 
+    /// Whether JSON text parsed straight into this read every value in it: a fallback route
+    /// ignores unknown fields (every other part refuses them), skipping their values unchecked.
+    pub(crate) fn read_whole(&self) -> bool {
+        self.fallback.is_empty()
+    }
+
     /// What a replay of this submission is recognised by: its idempotency key and content
     /// hash. `None` without a key.
     pub fn replay(&self) -> Option<Replay> {

@@ -108,16 +108,17 @@ impl From<ApiError> for Box<Refused> {
     }
 }
 
-/// Validates one submission; the `Idempotency-Key` header, when given, is the same as the field.
-/// `refused` is a refusal already decided from the request's text (an inexact integer, an item
-/// too large): it stands unless the submission replays a stored one.
+/// Validates one submission (`shaped`: the request as one, or the 422 saying why it is not); the
+/// `Idempotency-Key` header, when given, is the same as the field. `refused` is a refusal
+/// already decided from the request's text (an inexact integer, an item too large): it stands
+/// unless the submission replays a stored one.
 fn accept(
     live: &Live,
-    value: serde_json::Value,
+    shaped: Result<Submission, ApiError>,
     header_key: Option<&str>,
     refused: Option<ApiError>,
 ) -> Result<NewNotification, Box<Refused>> {
-    let mut submission: Submission = body::shape(value)?;
+    let mut submission = shaped?;
     if let Some(key) = header_key {
         match &submission.idempotency_key {
             Some(field) if field != key => {
@@ -205,15 +206,15 @@ async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let live = state.live();
-    let json = body::read_json(
+    let json = body::read_json_as(
         &headers,
         body,
         live.server.max_body_bytes,
         live.server.body_timeout,
+        Submission::read_whole,
     )
     .await?;
     let inexact = body::inexact_under(&json.inexact_integers, "");
-    let value = json.value;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::new(
@@ -225,7 +226,7 @@ async fn create(
         })?),
         None => None,
     };
-    let new = match accept(&live, value, header_key, inexact) {
+    let new = match accept(&live, json.shaped, header_key, inexact) {
         Ok(new) => new,
         Err(refused) => {
             return match replayed_answer(state.outbox.as_ref(), &refused).await? {
@@ -305,7 +306,7 @@ async fn create_batch(
     for (i, item) in batch.notifications.into_iter().enumerate() {
         let out_of_bounds =
             item_out_of_bounds(&inexact_integers, i, &item, live.server.max_body_bytes);
-        match accept(&live, item, None, out_of_bounds) {
+        match accept(&live, body::shape(item), None, out_of_bounds) {
             Ok(n) => {
                 valid.push((i, n));
                 results.push(None);
