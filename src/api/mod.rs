@@ -235,7 +235,7 @@ async fn create(
             };
         }
     };
-    let channel = new.channel.clone();
+    let (channel, run_at_ms) = (new.channel.clone(), new.run_at_ms);
     let result = state.outbox.enqueue(vec![new]).await?;
     let Some(result) = result.first() else {
         return Err(ApiError::new(
@@ -249,7 +249,8 @@ async fn create(
             .counters
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        live.registry.wake(&channel);
+        live.registry
+            .wake_if_due(&channel, run_at_ms, state.outbox.now_ms());
     }
     let (status, body) = enqueued_answer(result);
     Ok((status, Json(body)).into_response())
@@ -326,7 +327,10 @@ async fn create_batch(
         }
     }
     let (indexes, items): (Vec<usize>, Vec<NewNotification>) = valid.into_iter().unzip();
-    let mut channels: Vec<_> = items.iter().map(|n| n.channel.clone()).collect();
+    let mut due: Vec<_> = items
+        .iter()
+        .map(|n| (n.channel.clone(), n.run_at_ms))
+        .collect();
     let stored = state.outbox.enqueue(items).await?;
     let created = stored
         .iter()
@@ -339,10 +343,12 @@ async fn create_batch(
     for (i, result) in indexes.into_iter().zip(stored.iter()) {
         results[i] = Some(enqueued_answer(result));
     }
-    channels.sort();
-    channels.dedup();
-    for c in &channels {
-        live.registry.wake(c);
+    // Each channel once, at its earliest due row.
+    due.sort();
+    due.dedup_by(|later, first| later.0 == first.0);
+    let now = state.outbox.now_ms();
+    for (channel, run_at_ms) in &due {
+        live.registry.wake_if_due(channel, *run_at_ms, now);
     }
     let results = results
         .into_iter()

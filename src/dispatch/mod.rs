@@ -7,8 +7,9 @@
 //! when to wait), claims them, and starts one task per row once the row has a bulkhead slot.
 //! The task ([`send_one`]) goes through four stages: admit (the gate's [`SendPermit`], or the
 //! row goes back unsent with its attempt refunded), send, classify ([`decide`], pure) and
-//! record. Enqueues in this process wake the loop at once; polling finds rows written by other
-//! processes and retries coming due. The table is the truth: wake-ups and polls are only hints.
+//! record. Enqueues in this process of rows due now wake the loop at once; polling finds rows
+//! written by other processes, rows scheduled for later and retries coming due. The table is the
+//! truth: wake-ups and polls are only hints.
 
 mod commit;
 mod decide;

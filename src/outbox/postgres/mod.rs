@@ -2162,6 +2162,10 @@ impl Outbox for PgOutbox {
         }))
     }
 
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn round_trips(&self) -> Option<u64> {
         Some(self.trips.total())
     }
