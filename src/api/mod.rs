@@ -66,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         crate::ingest::require_token,
     ));
+    // Only `/readyz` (an open route) reads it: every other request would pay for carrying it.
+    let open = open.layer(axum::Extension(
+        Arc::new(readiness::ReadinessLog::default()),
+    ));
     Router::new()
         .merge(protected)
         .merge(ingest)
@@ -85,9 +89,6 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed here",
             )
         })
-        .layer(axum::Extension(
-            Arc::new(readiness::ReadinessLog::default()),
-        ))
         .with_state(state)
 }
 
