@@ -58,10 +58,7 @@ pub fn router(state: AppState) -> Router {
             open = open.route(route.path, (route.handler)());
         }
     }
-    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    let protected = protected.route_layer(auth::RequireToken::new(state.clone()));
     let ingest = ingest.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         crate::ingest::require_token,
