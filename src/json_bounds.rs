@@ -59,6 +59,11 @@ enum Level {
 /// tokenizes); a root scalar's path is the empty string.
 pub(crate) fn inexact_integers(json: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
+    if !has_digit_run(json, DIGITS_OUTSIDE_I64) {
+        // Most texts: none of their literals can be outside `i64`, and the walk below (which
+        // decodes every object key) is skipped.
+        return found;
+    }
     let mut levels: Vec<Level> = Vec::new();
     let mut i = 0;
     while let Some(&b) = json.get(i) {
@@ -126,6 +131,26 @@ pub(crate) fn inexact_integers(json: &[u8]) -> Vec<String> {
         i += 1;
     }
     found
+}
+
+/// The fewest digits an integer literal outside `i64` has: every literal of 18 digits or fewer
+/// fits (`i64::MAX` has 19).
+const DIGITS_OUTSIDE_I64: usize = 19;
+
+/// Whether `text` holds `run` ASCII digits in a row (in a literal or inside a string).
+fn has_digit_run(text: &[u8], run: usize) -> bool {
+    let mut digits = 0;
+    for b in text {
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits >= run {
+                return true;
+            }
+        } else {
+            digits = 0;
+        }
+    }
+    false
 }
 
 /// `levels` written as a field path: `a.b[2].c`.
@@ -218,6 +243,26 @@ mod tests {
         assert_eq!(
             inexact_integers(text),
             vec!["data.big", "data.u", "data.list[1]", "odd \"key\".x"]
+        );
+    }
+
+    #[test]
+    fn eighteen_digits_always_fit_and_nineteen_are_checked() {
+        assert_eq!(
+            i64::MAX.to_string().len(),
+            DIGITS_OUTSIDE_I64,
+            "the shortest literal outside i64 has as many digits as i64::MAX"
+        );
+        assert!(
+            inexact_integers(br#"{"n": -999999999999999999, "m": 999999999999999999}"#).is_empty()
+        );
+        assert_eq!(
+            inexact_integers(br#"{"n": 9999999999999999999}"#),
+            vec!["n"]
+        );
+        assert_eq!(
+            inexact_integers(br#"{"s": "12345678901234567890", "n": -9999999999999999999}"#),
+            vec!["n"]
         );
     }
 

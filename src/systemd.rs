@@ -38,6 +38,12 @@ impl Notifier {
         Self { socket, watchdog }
     }
 
+    /// Whether messages go anywhere (`$NOTIFY_SOCKET` is set): when not, a status line need not
+    /// be worked out.
+    pub(crate) fn listening(&self) -> bool {
+        self.socket.is_some()
+    }
+
     /// The watchdog interval systemd asked for, if any.
     pub(crate) fn watchdog(&self) -> Option<Duration> {
         self.watchdog
@@ -107,7 +113,9 @@ mod tests {
 
     #[test]
     fn without_a_socket_nothing_happens() {
-        Notifier::new(None, None).ready("x");
+        let n = Notifier::new(None, None);
+        assert!(!n.listening());
+        n.ready("x");
     }
 
     #[test]

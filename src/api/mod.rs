@@ -58,13 +58,14 @@ pub fn router(state: AppState) -> Router {
             open = open.route(route.path, (route.handler)());
         }
     }
-    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    let protected = protected.route_layer(auth::RequireToken::new(state.clone()));
     let ingest = ingest.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         crate::ingest::require_token,
+    ));
+    // Only `/readyz` (an open route) reads it: every other request would pay for carrying it.
+    let open = open.layer(axum::Extension(
+        Arc::new(readiness::ReadinessLog::default()),
     ));
     Router::new()
         .merge(protected)
@@ -85,9 +86,6 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed here",
             )
         })
-        .layer(axum::Extension(
-            Arc::new(readiness::ReadinessLog::default()),
-        ))
         .with_state(state)
 }
 
@@ -108,16 +106,17 @@ impl From<ApiError> for Box<Refused> {
     }
 }
 
-/// Validates one submission; the `Idempotency-Key` header, when given, is the same as the field.
-/// `refused` is a refusal already decided from the request's text (an inexact integer, an item
-/// too large): it stands unless the submission replays a stored one.
+/// Validates one submission (`shaped`: the request as one, or the 422 saying why it is not); the
+/// `Idempotency-Key` header, when given, is the same as the field. `refused` is a refusal
+/// already decided from the request's text (an inexact integer, an item too large): it stands
+/// unless the submission replays a stored one.
 fn accept(
     live: &Live,
-    value: serde_json::Value,
+    shaped: Result<Submission, ApiError>,
     header_key: Option<&str>,
     refused: Option<ApiError>,
 ) -> Result<NewNotification, Box<Refused>> {
-    let mut submission: Submission = body::shape(value)?;
+    let mut submission = shaped?;
     if let Some(key) = header_key {
         match &submission.idempotency_key {
             Some(field) if field != key => {
@@ -205,15 +204,15 @@ async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let live = state.live();
-    let json = body::read_json(
+    let json = body::read_json_as(
         &headers,
         body,
         live.server.max_body_bytes,
         live.server.body_timeout,
+        Submission::read_whole,
     )
     .await?;
     let inexact = body::inexact_under(&json.inexact_integers, "");
-    let value = json.value;
     let header_key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::new(
@@ -225,7 +224,7 @@ async fn create(
         })?),
         None => None,
     };
-    let new = match accept(&live, value, header_key, inexact) {
+    let new = match accept(&live, json.shaped, header_key, inexact) {
         Ok(new) => new,
         Err(refused) => {
             return match replayed_answer(state.outbox.as_ref(), &refused).await? {
@@ -234,7 +233,7 @@ async fn create(
             };
         }
     };
-    let channel = new.channel.clone();
+    let (channel, run_at_ms) = (new.channel.clone(), new.run_at_ms);
     let result = state.outbox.enqueue(vec![new]).await?;
     let Some(result) = result.first() else {
         return Err(ApiError::new(
@@ -248,7 +247,8 @@ async fn create(
             .counters
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        live.registry.wake(&channel);
+        live.registry
+            .wake_if_due(&channel, run_at_ms, state.outbox.now_ms());
     }
     let (status, body) = enqueued_answer(result);
     Ok((status, Json(body)).into_response())
@@ -305,7 +305,7 @@ async fn create_batch(
     for (i, item) in batch.notifications.into_iter().enumerate() {
         let out_of_bounds =
             item_out_of_bounds(&inexact_integers, i, &item, live.server.max_body_bytes);
-        match accept(&live, item, None, out_of_bounds) {
+        match accept(&live, body::shape(item), None, out_of_bounds) {
             Ok(n) => {
                 valid.push((i, n));
                 results.push(None);
@@ -325,7 +325,10 @@ async fn create_batch(
         }
     }
     let (indexes, items): (Vec<usize>, Vec<NewNotification>) = valid.into_iter().unzip();
-    let mut channels: Vec<_> = items.iter().map(|n| n.channel.clone()).collect();
+    let mut due: Vec<_> = items
+        .iter()
+        .map(|n| (n.channel.clone(), n.run_at_ms))
+        .collect();
     let stored = state.outbox.enqueue(items).await?;
     let created = stored
         .iter()
@@ -338,10 +341,12 @@ async fn create_batch(
     for (i, result) in indexes.into_iter().zip(stored.iter()) {
         results[i] = Some(enqueued_answer(result));
     }
-    channels.sort();
-    channels.dedup();
-    for c in &channels {
-        live.registry.wake(c);
+    // Each channel once, at its earliest due row.
+    due.sort();
+    due.dedup_by(|later, first| later.0 == first.0);
+    let now = state.outbox.now_ms();
+    for (channel, run_at_ms) in &due {
+        live.registry.wake_if_due(channel, *run_at_ms, now);
     }
     let results = results
         .into_iter()

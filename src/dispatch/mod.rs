@@ -7,8 +7,9 @@
 //! when to wait), claims them, and starts one task per row once the row has a bulkhead slot.
 //! The task ([`send_one`]) goes through four stages: admit (the gate's [`SendPermit`], or the
 //! row goes back unsent with its attempt refunded), send, classify ([`decide`], pure) and
-//! record. Enqueues in this process wake the loop at once; polling finds rows written by other
-//! processes and retries coming due. The table is the truth: wake-ups and polls are only hints.
+//! record. Enqueues in this process of rows due now wake the loop at once; polling finds rows
+//! written by other processes, rows scheduled for later and retries coming due. The table is the
+//! truth: wake-ups and polls are only hints.
 
 mod commit;
 mod decide;
@@ -658,7 +659,10 @@ async fn sweep_loop(shared: Arc<Shared>, notifier: Notifier) {
                 if !r.expired.is_empty() {
                     tracing::info!(expired = r.expired.len(), "Swept the queue.");
                 }
-                notifier.alive(&status_line(shared.outbox.as_ref()).await);
+                // The status line counts the queue (a read of every live row): only for systemd.
+                if notifier.listening() {
+                    notifier.alive(&status_line(shared.outbox.as_ref()).await);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "Queue sweep failed."),
         }

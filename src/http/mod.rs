@@ -16,7 +16,7 @@ use crate::outbox::Outbox;
 use crate::registry::Registry;
 use crate::templates::Templates;
 
-pub(crate) use body::{JsonBody, inexact_under, read_bytes, read_json, shape};
+pub(crate) use body::{JsonBody, inexact_under, read_bytes, read_json, read_json_as, shape};
 pub(crate) use error::{ApiError, ErrorBody};
 
 /// What every handler needs.

@@ -193,6 +193,11 @@ pub trait Outbox: Send + Sync + 'static {
         }
     }
 
+    /// The time this store judges rows due by (its [`Clock`]): the wall clock, or a test's.
+    fn now_ms(&self) -> i64 {
+        crate::clock::now_ms()
+    }
+
     /// Round trips made to a database server so far, for a store that has one (`/metrics`'
     /// `notifyd_queue_round_trips_total`, which `notifyd bench` divides by what was delivered).
     /// An embedded store has none to count (the default).

@@ -2163,6 +2163,10 @@ impl Outbox for PgOutbox {
         }))
     }
 
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn round_trips(&self) -> Option<u64> {
         Some(self.trips.total())
     }

@@ -601,6 +601,10 @@ impl Outbox for SqliteOutbox {
         }
         Ok(())
     }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
 }
 
 /// The notification stored under an idempotency key (read by the writer and by replays).
