@@ -1,7 +1,7 @@
 //! The single writer: every write to the queue file goes through this thread, batched.
 //!
 //! It blocks for the first request, takes every other request already waiting, runs them all in
-//! one `BEGIN IMMEDIATE` transaction and commits once. One bad request cannot spoil the others:
+//! one `BEGIN IMMEDIATE` transaction, takes in those that arrived meanwhile, and commits once. One bad request cannot spoil the others:
 //! if one fails, the batch is rolled back and run again with each request in its own savepoint
 //! (savepoints on every batch cost SQLite a copy of each page a request touches). Callers are answered only after the commit: that is what
 //! makes "accepted" durable, and sharing the fsync is what makes it fast. No timer is involved:
@@ -358,6 +358,12 @@ impl Op {
     fn must_be_synced(&self) -> bool {
         !matches!(self, Op::Claim { .. } | Op::Complete { .. })
     }
+
+    /// Whether this request may join a batch that is already running under `sync`: any may
+    /// join a synced one, only claims and completions a deferred one.
+    fn may_join(&self, sync: Sync) -> bool {
+        sync == Sync::Now || !self.must_be_synced()
+    }
 }
 
 /// A write request.
@@ -542,11 +548,15 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Op>, timer: &tokio::runtime::Runtime) {
         let mut batch = Vec::with_capacity(64);
+        // A request that arrived while a deferred batch ran but must be synced: it starts the
+        // next batch.
+        let mut held: Option<Op> = None;
         loop {
-            let first = match self.durability.sync_by() {
-                None => rx.blocking_recv(),
+            let first = match (held.take(), self.durability.sync_by()) {
+                (Some(op), _) => Some(op),
+                (None, None) => rx.blocking_recv(),
                 // The timeout is made inside `block_on`: its timer needs the runtime.
-                Some(by) => {
+                (None, Some(by)) => {
                     match timer.block_on(async { tokio::time::timeout_at(by, rx.recv()).await }) {
                         Ok(first) => first,
                         Err(_idle) => {
@@ -564,17 +574,34 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_batch(&mut batch);
+            // Requests that arrive while the batch runs join it before it commits: they share
+            // its commit (and its fsync) instead of waiting for one of their own.
+            let mut late = |sync: Sync| {
+                if held.is_some() {
+                    return None;
+                }
+                match rx.try_recv() {
+                    Ok(op) if op.may_join(sync) => Some(op),
+                    Ok(op) => {
+                        held = Some(op);
+                        None
+                    }
+                    Err(_) => None,
+                }
+            };
+            self.commit_batch(&mut batch, &mut late);
         }
         // Stopping: what the last commits deferred goes to disk now.
         self.durability.sync_wal();
     }
 
-    fn commit_batch(&mut self, batch: &mut Vec<Op>) {
+    /// Writes `batch` and the requests `late` hands over while it runs (each given the
+    /// batch's [`Sync`], so a deferred batch takes no request that must be synced).
+    fn commit_batch(&mut self, batch: &mut Vec<Op>, late: &mut dyn FnMut(Sync) -> Option<Op>) {
         let now = self.clock.now_ms();
         let must_sync = batch.iter().any(Op::must_be_synced);
         let sync = self.durability.before_commit(&self.conn, must_sync);
-        if !self.commit_together(batch, now, sync) {
+        if !self.commit_together(batch, now, sync, late) {
             self.commit_isolated(batch, now, sync);
         }
     }
@@ -589,14 +616,30 @@ impl Writer {
     /// did. Otherwise nothing of it is kept (the requests are left in `batch`, unanswered) and
     /// the batch must run again isolated, unless SQLite rolled back by itself (a full disk, an
     /// I/O error): then every request is answered with that error, as an isolated run would.
-    fn commit_together(&mut self, batch: &mut Vec<Op>, now: i64, sync: Sync) -> bool {
+    fn commit_together(
+        &mut self,
+        batch: &mut Vec<Op>,
+        now: i64,
+        sync: Sync,
+        late: &mut dyn FnMut(Sync) -> Option<Op>,
+    ) -> bool {
         if self.conn.execute_batch("BEGIN IMMEDIATE").is_err() {
             // The isolated run tries again and answers with its own error.
             return false;
         }
         let mut results = Vec::with_capacity(batch.len());
-        for op in batch.iter() {
-            let (result, error) = self.execute(op, now);
+        // At most as many late requests as the batch started with: the first caller waits at
+        // most twice as long for the commit as the batch alone would take.
+        let room = (batch.len() * 2).min(MAX_BATCH);
+        let mut at = 0;
+        loop {
+            if at == batch.len() {
+                match (batch.len() < room).then(|| late(sync)).flatten() {
+                    Some(op) => batch.push(op),
+                    None => break,
+                }
+            }
+            let (result, error) = self.execute(&batch[at], now);
             if let Some(error) = error {
                 if self.conn.is_autocommit() {
                     // SQLite already rolled everything back: nothing of the batch can commit.
@@ -610,6 +653,7 @@ impl Writer {
                 return false;
             }
             results.push(result);
+            at += 1;
         }
         let commit = self.conn.execute_batch("COMMIT").map_err(StoreError::from);
         match &commit {
@@ -1734,7 +1778,7 @@ mod tests {
         let mut writer = writer(&dir);
         let taken = note("first".into());
         let (op, rx) = enqueue(taken.clone());
-        writer.commit_batch(&mut vec![op]);
+        writer.commit_batch(&mut vec![op], &mut |_| None);
         rx.blocking_recv().unwrap().unwrap();
         // Its first item is new, its second reuses an id: the store refuses the request.
         let half_new = note("half".into());
@@ -1748,7 +1792,7 @@ mod tests {
         let (before_op, before_rx) = enqueue(before.clone());
         let (after_op, after_rx) = enqueue(after.clone());
 
-        writer.commit_batch(&mut vec![before_op, failing, after_op]);
+        writer.commit_batch(&mut vec![before_op, failing, after_op], &mut |_| None);
 
         assert!(failing_rx.blocking_recv().unwrap().is_err());
         assert_eq!(
@@ -1795,7 +1839,7 @@ mod tests {
         let small_id = small_note.id.clone();
         let (small, small_rx) = enqueue(small_note);
 
-        writer.commit_batch(&mut vec![big, small]);
+        writer.commit_batch(&mut vec![big, small], &mut |_| None);
 
         assert!(matches!(
             big_rx.blocking_recv().unwrap(),
@@ -1845,14 +1889,14 @@ mod tests {
         let mut writer = writer_counting_syncs(&dir, syncs.clone());
 
         let (op, rx) = enqueue(note("due".into()));
-        writer.commit_batch(&mut vec![op]);
+        writer.commit_batch(&mut vec![op], &mut |_| None);
         rx.blocking_recv().unwrap().unwrap();
         assert_eq!(synchronous(&writer), 2);
         assert_eq!(syncs.load(Ordering::Relaxed), 1);
         assert_eq!(writer.durability.sync_by(), None);
 
         let (op, rx) = claim("c");
-        writer.commit_batch(&mut vec![op]);
+        writer.commit_batch(&mut vec![op], &mut |_| None);
         assert_eq!(rx.blocking_recv().unwrap().unwrap().len(), 1);
         assert_eq!(synchronous(&writer), 1);
         assert_eq!(syncs.load(Ordering::Relaxed), 1);
@@ -1865,13 +1909,13 @@ mod tests {
         let syncs = Arc::new(AtomicU64::new(0));
         let mut writer = writer_counting_syncs(&dir, syncs.clone());
         let (op, _rx) = enqueue(note("due".into()));
-        writer.commit_batch(&mut vec![op]);
+        writer.commit_batch(&mut vec![op], &mut |_| None);
         let (op, _rx) = claim("c");
-        writer.commit_batch(&mut vec![op]);
+        writer.commit_batch(&mut vec![op], &mut |_| None);
 
         let (claim_op, claim_rx) = claim("c");
         let (op, rx) = enqueue(note("later".into()));
-        writer.commit_batch(&mut vec![claim_op, op]);
+        writer.commit_batch(&mut vec![claim_op, op], &mut |_| None);
 
         rx.blocking_recv().unwrap().unwrap();
         claim_rx.blocking_recv().unwrap().unwrap();
@@ -1886,13 +1930,85 @@ mod tests {
         let syncs = Arc::new(AtomicU64::new(0));
         let mut writer = writer_counting_syncs(&dir, syncs.clone());
         let (op, _rx) = enqueue(note("due".into()));
-        writer.commit_batch(&mut vec![op]);
+        writer.commit_batch(&mut vec![op], &mut |_| None);
         let (op, _rx) = claim("c");
-        writer.commit_batch(&mut vec![op]);
+        writer.commit_batch(&mut vec![op], &mut |_| None);
 
         writer.durability.sync_wal();
 
         assert_eq!(syncs.load(Ordering::Relaxed), 2);
         assert_eq!(writer.durability.sync_by(), None);
+    }
+
+    #[test]
+    fn a_request_that_arrives_while_a_batch_runs_shares_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let early = note("early".into());
+        let late_note = note("late".into());
+        let (early_op, early_rx) = enqueue(early.clone());
+        let (late_op, late_rx) = enqueue(late_note.clone());
+        let mut arriving = Some(late_op);
+
+        writer.commit_batch(&mut vec![early_op], &mut |_| arriving.take());
+
+        early_rx.blocking_recv().unwrap().unwrap();
+        late_rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(writer.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(stored(&writer, &early.id), 1);
+        assert_eq!(stored(&writer, &late_note.id), 1);
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_as_many_late_requests_as_it_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (first, _first_rx) = enqueue(note("first".into()));
+        let mut arriving: Vec<_> = (0..3).map(|n| enqueue(note(format!("late {n}")))).collect();
+        let mut offered = 0;
+
+        writer.commit_batch(&mut vec![first], &mut |_| {
+            offered += 1;
+            arriving.pop().map(|(op, _rx)| op)
+        });
+
+        assert_eq!(offered, 1);
+        assert_eq!(arriving.len(), 2);
+    }
+
+    #[test]
+    fn a_deferred_batch_is_offered_late_requests_as_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (op, _rx) = enqueue(note("due".into()));
+        writer.commit_batch(&mut vec![op], &mut |_| None);
+        let mut offered = Vec::new();
+
+        let (op, _rx) = claim("c");
+        writer.commit_batch(&mut vec![op], &mut |sync| {
+            offered.push(sync);
+            None
+        });
+
+        assert_eq!(offered, [Sync::Deferred]);
+    }
+
+    #[test]
+    fn only_claims_and_completions_join_a_deferred_batch() {
+        let (claim_op, _rx) = claim("c");
+        let (complete_op, _complete_rx) = {
+            let (reply, rx) = oneshot::channel();
+            let op = Op::Complete {
+                completions: Vec::new(),
+                reply,
+            };
+            (op, rx)
+        };
+        let (enqueue_op, _enqueue_rx) = enqueue(note("x".into()));
+        assert!(claim_op.may_join(Sync::Deferred));
+        assert!(complete_op.may_join(Sync::Deferred));
+        assert!(!enqueue_op.may_join(Sync::Deferred));
+        assert!(enqueue_op.may_join(Sync::Now));
+        assert!(claim_op.may_join(Sync::Now));
     }
 }
