@@ -1903,15 +1903,22 @@ mod tests {
         assert!(writer.durability.sync_by().is_some());
     }
 
-    #[test]
-    fn the_next_enqueue_syncs_what_a_claim_deferred() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A writer that committed one notification (synced) and then its claim (deferred), and
+    /// its count of syncs.
+    fn after_a_deferred_claim(dir: &tempfile::TempDir) -> (Writer, Arc<AtomicU64>) {
         let syncs = Arc::new(AtomicU64::new(0));
-        let mut writer = writer_counting_syncs(&dir, syncs.clone());
+        let mut writer = writer_counting_syncs(dir, syncs.clone());
         let (op, _rx) = enqueue(note("due".into()));
         writer.commit_batch(&mut vec![op], &mut |_| None);
         let (op, _rx) = claim("c");
         writer.commit_batch(&mut vec![op], &mut |_| None);
+        (writer, syncs)
+    }
+
+    #[test]
+    fn the_next_enqueue_syncs_what_a_claim_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, syncs) = after_a_deferred_claim(&dir);
 
         let (claim_op, claim_rx) = claim("c");
         let (op, rx) = enqueue(note("later".into()));
@@ -1927,12 +1934,7 @@ mod tests {
     #[test]
     fn an_idle_sync_puts_the_deferred_commits_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let syncs = Arc::new(AtomicU64::new(0));
-        let mut writer = writer_counting_syncs(&dir, syncs.clone());
-        let (op, _rx) = enqueue(note("due".into()));
-        writer.commit_batch(&mut vec![op], &mut |_| None);
-        let (op, _rx) = claim("c");
-        writer.commit_batch(&mut vec![op], &mut |_| None);
+        let (mut writer, syncs) = after_a_deferred_claim(&dir);
 
         writer.durability.sync_wal();
 
