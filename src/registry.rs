@@ -304,4 +304,14 @@ impl Registry {
             self.wake(name);
         }
     }
+
+    /// [`Self::wake_if_due`] for the rows of one request, given as (channel, due time): each
+    /// channel once, by its earliest row.
+    pub fn wake_where_due(&self, mut rows: Vec<(ChannelName, i64)>, now_ms: i64) {
+        rows.sort();
+        rows.dedup_by(|later, first| later.0 == first.0);
+        for (channel, run_at_ms) in &rows {
+            self.wake_if_due(channel, *run_at_ms, now_ms);
+        }
+    }
 }

@@ -325,7 +325,7 @@ async fn create_batch(
         }
     }
     let (indexes, items): (Vec<usize>, Vec<NewNotification>) = valid.into_iter().unzip();
-    let mut due: Vec<_> = items
+    let due: Vec<_> = items
         .iter()
         .map(|n| (n.channel.clone(), n.run_at_ms))
         .collect();
@@ -341,13 +341,7 @@ async fn create_batch(
     for (i, result) in indexes.into_iter().zip(stored.iter()) {
         results[i] = Some(enqueued_answer(result));
     }
-    // Each channel once, at its earliest due row.
-    due.sort();
-    due.dedup_by(|later, first| later.0 == first.0);
-    let now = state.outbox.now_ms();
-    for (channel, run_at_ms) in &due {
-        live.registry.wake_if_due(channel, *run_at_ms, now);
-    }
+    live.registry.wake_where_due(due, state.outbox.now_ms());
     let results = results
         .into_iter()
         .map(|r| {

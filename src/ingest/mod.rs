@@ -212,18 +212,12 @@ pub(crate) async fn store(
         );
         items.push(new);
     }
-    let mut due: Vec<_> = items
+    let due: Vec<_> = items
         .iter()
         .map(|n| (n.channel.clone(), n.run_at_ms))
         .collect();
     let results = state.outbox.enqueue(items).await?;
-    // Each channel once, at its earliest due row.
-    due.sort();
-    due.dedup_by(|later, first| later.0 == first.0);
-    let now = state.outbox.now_ms();
-    for (channel, run_at_ms) in &due {
-        live.registry.wake_if_due(channel, *run_at_ms, now);
-    }
+    live.registry.wake_where_due(due, state.outbox.now_ms());
     let mut stored = Vec::with_capacity(results.len());
     for result in results {
         stored.push(match result {

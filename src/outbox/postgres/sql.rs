@@ -154,7 +154,7 @@ pub(super) const QUARANTINE: &str =
      WHERE id = $1";
 
 /// A batch of completions in one statement, columns as arrays (River's
-/// `JobSetStateIfRunningMany` does the same): every attempt of `$13`–`$21` is recorded, with the
+/// `JobSetStateIfRunningMany` does the same): every attempt of `$13`–`$22` is recorded, with the
 /// channel it was made on; each row change of `$1`–`$10` lands only while the completion's lease
 /// (`$2`) is the row's current one, held by this daemon (`$11`), and the row still `sending`
 /// (`$12` is now). The `change` column says which of the model's row changes it is: a delivery

@@ -107,15 +107,18 @@ impl Durability {
     /// Notes a commit made under the setting [`Self::before_commit`] returned.
     pub(super) fn committed(&mut self, how: Sync) {
         match how {
-            Sync::Now => {
-                self.unsynced_since = None;
-                self.idle_sync_failed = false;
-                self.syncs.fetch_add(1, Ordering::Relaxed);
-            }
+            Sync::Now => self.synced(),
             Sync::Deferred => {
                 self.unsynced_since.get_or_insert_with(clock::now);
             }
         }
+    }
+
+    /// Every commit so far is on disk.
+    fn synced(&mut self) {
+        self.unsynced_since = None;
+        self.idle_sync_failed = false;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// When the writer, idle, must sync the WAL itself; `None` when every commit is on disk
@@ -142,10 +145,7 @@ impl Durability {
             }),
         };
         match synced {
-            Ok(()) => {
-                self.unsynced_since = None;
-                self.syncs.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => self.synced(),
             Err(e) => {
                 self.idle_sync_failed = true;
                 tracing::error!(error = %e, path = %self.wal_path.display(), "Cannot sync the queue's WAL; the next commit will.");

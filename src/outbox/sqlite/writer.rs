@@ -1,10 +1,11 @@
 //! The single writer: every write to the queue file goes through this thread, batched.
 //!
 //! It blocks for the first request, takes every other request already waiting, runs them all in
-//! one `BEGIN IMMEDIATE` transaction, takes in those that arrived meanwhile, and commits once. One bad request cannot spoil the others:
-//! if one fails, the batch is rolled back and run again with each request in its own savepoint
-//! (savepoints on every batch cost SQLite a copy of each page a request touches). Callers are answered only after the commit: that is what
-//! makes "accepted" durable, and sharing the fsync is what makes it fast. No timer is involved:
+//! one `BEGIN IMMEDIATE` transaction, takes in those that arrived meanwhile, and commits once.
+//! One bad request cannot spoil the others: if one fails, the batch is rolled back and run again
+//! with each request in its own savepoint (savepoints on every batch cost SQLite a copy of each
+//! page a request touches). Callers are answered only after the commit: that is what makes
+//! "accepted" durable, and sharing the fsync is what makes it fast. No timer sizes a batch:
 //! under load, requests pile up while the previous commit syncs, and the batch grows by itself.
 
 use std::sync::Arc;
@@ -235,7 +236,7 @@ fenced!(
      updated_at = ?8"
 );
 
-/// One attempt's history row; its channel is the row's at the time of the completion.
+/// One attempt's history row, with the channel the attempt was made on (the completion's).
 const RECORD_ATTEMPT: &str = "INSERT INTO attempts (notification_id, attempt, started_at,
          latency_ms, outcome, code, error, provider_id, decision, channel)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
